@@ -1,0 +1,1 @@
+"""Signing, verification and the development PKI."""

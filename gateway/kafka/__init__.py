@@ -1,0 +1,1 @@
+"""Kafka: the local development broker and the transport port the pipelines use."""
