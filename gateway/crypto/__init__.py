@@ -1,1 +1,45 @@
-"""Signing, verification and the development PKI."""
+"""Signing, verification and the development PKI.
+
+- :mod:`gateway.crypto.jws`: detached JWS (RFC 7515 appendix F) over exact bytes, ES256 or EdDSA
+  (:class:`Signer`, :func:`parse_detached`, :func:`verify_detached`).
+- :mod:`gateway.crypto.trust`: which gateway certificates may sign (:class:`TrustStore`).
+- :mod:`gateway.crypto.pki`: the development PKI (:func:`init_pki`); development only, keys unencrypted.
+
+A national-suite (SM2/SM3) signer is planned behind the same Signer interface; it is not implemented yet.
+"""
+
+from gateway.crypto.jws import (
+    DetachedJws,
+    JwsError,
+    Signer,
+    b64url_decode,
+    b64url_encode,
+    parse_detached,
+    thumbprint_s256,
+    verify_detached,
+)
+from gateway.crypto.keys import Alg, PrivateKey, PublicKey
+from gateway.crypto.pki import PkiLayout, init_pki, load_certificate, load_private_key, load_public_key
+from gateway.crypto.trust import TrustedSigner, TrustError, TrustStore
+
+__all__ = [
+    "Alg",
+    "DetachedJws",
+    "JwsError",
+    "PkiLayout",
+    "PrivateKey",
+    "PublicKey",
+    "Signer",
+    "TrustError",
+    "TrustStore",
+    "TrustedSigner",
+    "b64url_decode",
+    "b64url_encode",
+    "init_pki",
+    "load_certificate",
+    "load_private_key",
+    "load_public_key",
+    "parse_detached",
+    "thumbprint_s256",
+    "verify_detached",
+]

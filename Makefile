@@ -1,0 +1,36 @@
+# The verbs of the project. Each installs what it needs (virtualenv, packages, Kafka jars) on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint bench kafka-jars clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Downloads Apache Kafka's jars from Maven Central once into ~/.cache/yrdx (outside the repo).
+kafka-jars: $(STAMP)
+	$(BIN)/python -c 'from gateway.kafka.local import LocalKafka, default_home; LocalKafka(default_home() / "broker").ensure_jars()'
+
+demo: $(STAMP) kafka-jars
+	$(BIN)/yrdx demo
+
+test: $(STAMP) kafka-jars
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway adapters tests bench
+	$(BIN)/mypy
+	bash scripts/helm-lint.sh
+
+bench: $(STAMP) kafka-jars
+	$(BIN)/python bench/relay.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

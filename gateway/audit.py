@@ -1,0 +1,125 @@
+"""The gateway's audit trail (DESIGN.md section 6): one hash chain per gateway on `yrdx.audit`.
+
+Records hold hashes and metadata, never payloads or personal data. Appending is synchronous and cheap (one
+SHA-256); `durable()` publishes everything appended so far as one Kafka record (a segment) and returns when
+the broker has acknowledged it, so a step is acknowledged to anyone only after its audit record is on Kafka.
+Each segment carries a checkpoint signed by the gateway over the chain head: the chain links every record
+to the one before, so one signature per segment authenticates all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.crypto.jws import Signer
+from gateway.envelope import utc_timestamp
+from gateway.kafka.transport import OutRecord, Publisher
+from gateway.regions import AUDIT_TOPIC
+from gateway.state import StateStore
+
+log = logging.getLogger(__name__)
+
+GENESIS = "0" * 64
+_HEAD_KEY = "audit_head"
+
+STAGES = frozenset({
+    "accepted", "published", "publish_failed", "received", "verified", "rejected", "delivered", "receipt_sent",
+    "receipt_received", "dead_lettered", "replayed",
+})
+
+
+def record_hash(prev_hash: str, body: dict[str, Any]) -> str:
+    """SHA-256 over the previous hash and the record's other fields as serialized (sorted keys)."""
+    return hashlib.sha256(prev_hash.encode() + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def checkpoint_bytes(region: str, seq: int, head: str) -> bytes:
+    return orjson.dumps({"region": region, "seq": seq, "hash": head}, option=orjson.OPT_SORT_KEYS)
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    seq: int
+    hash: str
+
+
+class AuditTrail:
+    def __init__(self, region: str, signer: Signer, state: StateStore, publisher: Publisher) -> None:
+        self.region = region
+        self._signer = signer
+        self._state = state
+        self._publisher = publisher
+        saved = state.get(_HEAD_KEY)
+        head = orjson.loads(saved) if saved else {"seq": 0, "hash": GENESIS}
+        self._head = Head(int(head["seq"]), str(head["hash"]))
+        self._durable_seq = self._head.seq
+        self._pending: list[dict[str, Any]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    @property
+    def head(self) -> Head:
+        return self._head
+
+    def append(self, stage: str, message_id: str, envelope_sha256: str | None, **detail: str) -> int:
+        """Chain one record; returns its sequence number. `detail` carries codes and ids, never personal data."""
+        assert stage in STAGES, stage
+        seq = self._head.seq + 1
+        body: dict[str, Any] = {
+            "seq": seq, "region": self.region, "message_id": message_id, "stage": stage, "at": utc_timestamp(),
+            "envelope_sha256": envelope_sha256, "detail": detail, "prev_hash": self._head.hash,
+        }
+        h = record_hash(self._head.hash, body)
+        body["hash"] = h
+        self._pending.append(body)
+        self._head = Head(seq, h)
+        return seq
+
+    async def durable(self) -> None:
+        """Return once every record appended so far is acknowledged by the broker."""
+        target = self._head.seq
+        while self._durable_seq < target:
+            if self._flushing is None:
+                self._flushing = asyncio.create_task(self._flush())
+            await asyncio.shield(self._flushing)
+
+    async def _flush(self) -> None:
+        try:
+            records, self._pending = self._pending, []
+            if not records:
+                return
+            last = records[-1]
+            # The head is saved before publishing: after a crash the chain continues past a gap instead of
+            # forking; the gap covers only records whose steps were never acknowledged.
+            self._state.put(_HEAD_KEY, orjson.dumps({"seq": last["seq"], "hash": last["hash"]}))
+            segment = {
+                "region": self.region,
+                "records": records,
+                "checkpoint": {
+                    "seq": last["seq"], "hash": last["hash"],
+                    "jws": self._signer.sign(checkpoint_bytes(self.region, last["seq"], last["hash"])),
+                },
+            }
+            try:
+                await self._publisher.publish([OutRecord(AUDIT_TOPIC, orjson.dumps(segment), self.region.encode())])
+            except BaseException:
+                self._pending = records + self._pending
+                raise
+            self._durable_seq = last["seq"]
+        finally:
+            self._flushing = None
+
+    async def run_periodic_flush(self, interval_s: float = 0.2) -> None:
+        """Flush records nobody waits for (e.g. after a rejection), so the trail never lags far behind."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self._pending:
+                try:
+                    await self.durable()
+                except Exception as e:  # broker down: the next round retries
+                    log.warning("audit flush failed", extra={"error": str(e)})

@@ -1,0 +1,111 @@
+"""Platform and auditor authentication: short-lived JWTs signed by the caller's own key (RFC 7523 style).
+
+`iss` names the caller, `aud` is this gateway, `exp` at most five minutes after `iat`, `jti` single use.
+Only ES256 is accepted: `alg: none` and an HS256 token keyed with the public key both fail.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+
+from gateway.regions import gateway_audience
+from gateway.state import StateStore
+
+ALGORITHMS = ["ES256"]
+AUDIT_SCOPE = "audit:read"
+
+
+class AuthError(Exception):
+    """Why a token was refused; the text goes into the 401 detail (never the token itself)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    id: str
+    kind: str  # "platform" or "auditor"
+    scopes: frozenset[str]
+
+
+def load_public_key(path: Path) -> EllipticCurvePublicKey:
+    key = load_pem_public_key(path.read_bytes())
+    if not isinstance(key, EllipticCurvePublicKey):
+        raise ValueError(f"{path}: expected a P-256 public key")
+    return key
+
+
+class Authenticator:
+    def __init__(
+        self,
+        region: str,
+        platforms: dict[str, EllipticCurvePublicKey],
+        auditors: dict[str, EllipticCurvePublicKey],
+        state: StateStore,
+        max_lifetime_s: int = 300,
+    ) -> None:
+        self._audience = gateway_audience(region)
+        self._keys: dict[str, tuple[str, EllipticCurvePublicKey]] = {
+            **{i: ("platform", k) for i, k in platforms.items()},
+            **{i: ("auditor", k) for i, k in auditors.items()},
+        }
+        self._state = state
+        self._max_lifetime_s = max_lifetime_s
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise AuthError("missing bearer token")
+        token = authorization[7:].strip()
+        try:
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as e:
+            raise AuthError(f"malformed token: {e}") from e
+        issuer = unverified.get("iss")
+        if not isinstance(issuer, str) or issuer not in self._keys:
+            raise AuthError("unknown issuer")
+        kind, key = self._keys[issuer]
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, key=key, algorithms=ALGORITHMS, audience=self._audience, issuer=issuer,
+                options={"require": ["exp", "iat", "iss", "aud", "jti"]}, leeway=5,
+            )
+        except jwt.PyJWTError as e:
+            raise AuthError(f"invalid token: {e}") from e
+        if claims["exp"] - claims["iat"] > self._max_lifetime_s:
+            raise AuthError(f"token lifetime exceeds {self._max_lifetime_s} s")
+        if not self._state.use_jti(f"{issuer}:{claims['jti']}", float(claims["exp"])):
+            raise AuthError("token already used (jti replay)")
+        scopes = frozenset(str(claims.get("scope", "")).split())
+        return Principal(id=issuer, kind=kind, scopes=scopes)
+
+
+class TokenMinter:
+    """Mints fresh single-use tokens for one caller; the key is loaded once."""
+
+    def __init__(self, issuer: str, private_key_path: Path, region: str, scope: str | None = None) -> None:
+        key = load_pem_private_key(private_key_path.read_bytes(), password=None)
+        if not isinstance(key, EllipticCurvePrivateKey):
+            raise ValueError(f"{private_key_path}: expected a P-256 private key")
+        self._key = key
+        self._issuer = issuer
+        self._audience = gateway_audience(region)
+        self._scope = scope
+
+    def mint(self, lifetime_s: int = 300) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self._issuer, "sub": self._issuer, "aud": self._audience, "iat": now, "exp": now + lifetime_s,
+            "jti": str(uuid.uuid4()),
+        }
+        if self._scope:
+            claims["scope"] = self._scope
+        return jwt.encode(claims, self._key, algorithm="ES256")
+
+    def header(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.mint()}"}

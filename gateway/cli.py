@@ -1,0 +1,184 @@
+"""The `yrdx` command line (DESIGN.md section 7)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from gateway.config import ConfigError, load_config
+
+
+def cmd_certs_init(args: argparse.Namespace) -> int:
+    from gateway.crypto.pki import init_pki
+
+    try:
+        layout = init_pki(Path(args.dir), alg=args.alg, force=args.force)
+    except FileExistsError as e:
+        print(f"yrdx: {e}", file=sys.stderr)
+        return 1
+    print(f"development PKI written to {layout.dir} (private keys are mode 0600; never commit them)")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from gateway.exchange import init_exchange
+    from gateway.regions import REGIONS
+
+    try:
+        ex = init_exchange(
+            Path(args.dir), base_port=args.base_port, bootstrap_servers=args.bootstrap_servers, force=args.force
+        )
+    except FileExistsError as e:
+        print(f"yrdx: {e}", file=sys.stderr)
+        return 1
+    for r in REGIONS:
+        print(f"{r}: {ex.config_path(r)}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from gateway.auth import AUDIT_SCOPE, TokenMinter
+
+    cfg = _config(args.config)
+    if cfg is None:
+        return 2
+    pki_dir = cfg.trust_ca[0].parent
+    platform = cfg.platform(args.as_)
+    auditor = next((a for a in cfg.auditors if a.id == args.as_), None)
+    if platform is None and auditor is None:
+        print(f"yrdx: {args.as_!r} is neither a platform nor an auditor of {cfg.region}", file=sys.stderr)
+        return 2
+    key = args.key or _private_key_for(pki_dir, platform.public_key if platform else auditor.public_key)  # type: ignore[union-attr]
+    minter = TokenMinter(args.as_, Path(key), cfg.region, scope=None if platform else AUDIT_SCOPE)
+    print(minter.mint(args.lifetime))
+    return 0
+
+
+def _private_key_for(pki_dir: Path, public_key: Path) -> Path:
+    """The dev PKI keeps `name.key` beside `name.pub.pem`."""
+    return public_key.with_name(public_key.name.removesuffix(".pub.pem") + ".key")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway import logs
+    from gateway.server import StartupError, serve
+
+    cfg = _config(args.config)
+    if cfg is None:
+        return 2
+    logs.setup(f"yrdx-gateway-{cfg.region.lower()}", args.log_level)
+    try:
+        asyncio.run(serve(cfg, Path(args.ready_file) if args.ready_file else None))
+    except StartupError as e:
+        print(f"yrdx: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    import urllib.request
+
+    from gateway.auth import TokenMinter
+
+    cfg = _config(args.config)
+    if cfg is None:
+        return 2
+    platform = cfg.platform(args.as_)
+    if platform is None:
+        print(f"yrdx: {args.as_!r} is not a platform of {cfg.region}", file=sys.stderr)
+        return 2
+    key = args.key or _private_key_for(cfg.trust_ca[0].parent, platform.public_key)
+    payload = json.loads(Path(args.payload).read_text(encoding="utf-8"))
+    body = {"type": args.type, "to": args.to, "payload": payload}
+    if args.correlation_id:
+        body["correlation_id"] = args.correlation_id
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host  # noqa: S104 (mapping a wildcard bind)
+    req = urllib.request.Request(  # noqa: S310 (the URL is built from our own config)
+        f"http://{host}:{cfg.port}/v1/messages", data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", **TokenMinter(args.as_, Path(key), cfg.region).header()},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            print(json.loads(resp.read())["id"])
+            return 0
+    except urllib.error.HTTPError as e:
+        print(e.read().decode(), file=sys.stderr)
+        return 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from adapters.demo import run_demo
+
+    return run_demo(Path(args.dir) if args.dir else None, keep=args.keep)
+
+
+def _config(path: str) -> object:
+    try:
+        return load_config(Path(path))
+    except ConfigError as e:
+        print(f"yrdx: bad config {path}: {e}", file=sys.stderr)
+        return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gateway.kafka.local import add_cli as add_kafka_cli
+
+    p = argparse.ArgumentParser(prog="yrdx", description="Yangtze River Delta data-exchange gateway")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    certs = sub.add_parser("certs", help="development PKI").add_subparsers(dest="certs_command", required=True)
+    ci = certs.add_parser("init", help="create a development root CA, gateway certificates and keys")
+    ci.add_argument("--dir", required=True)
+    ci.add_argument("--alg", choices=["ES256", "EdDSA"], default="ES256")
+    ci.add_argument("--force", action="store_true", help="overwrite an existing PKI")
+    ci.set_defaults(func=cmd_certs_init)
+
+    init = sub.add_parser("init", help="a complete local exchange: PKI + four gateway configs")
+    init.add_argument("--dir", required=True)
+    init.add_argument("--base-port", type=int, default=8401, help="SH gets this port, JS the next, ...")
+    init.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
+    init.add_argument("--force", action="store_true")
+    init.set_defaults(func=cmd_init)
+
+    tok = sub.add_parser("token", help="print a fresh platform (or auditor) JWT for curl")
+    tok.add_argument("--config", required=True)
+    tok.add_argument("--as", dest="as_", required=True, help="platform or auditor id")
+    tok.add_argument("--key", help="private key (default: beside the configured public key)")
+    tok.add_argument("--lifetime", type=int, default=300)
+    tok.set_defaults(func=cmd_token)
+
+    add_kafka_cli(sub)
+
+    serve = sub.add_parser("serve", help="run one region's gateway")
+    serve.add_argument("--config", required=True)
+    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--ready-file", help="write the bound port here once serving (used by tests)")
+    serve.set_defaults(func=cmd_serve)
+
+    send = sub.add_parser("send", help="send one message through a gateway; prints its id")
+    send.add_argument("--config", required=True)
+    send.add_argument("--as", dest="as_", required=True)
+    send.add_argument("--to", required=True)
+    send.add_argument("--type", required=True)
+    send.add_argument("--payload", required=True, help="JSON file with the payload")
+    send.add_argument("--correlation-id")
+    send.add_argument("--key")
+    send.set_defaults(func=cmd_send)
+
+    demo = sub.add_parser("demo", help="local Kafka, four gateways, simulated platforms and stories")
+    demo.add_argument("--dir", help="work folder (default: a temporary one)")
+    demo.add_argument("--keep", action="store_true", help="keep the work folder")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

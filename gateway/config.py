@@ -1,0 +1,334 @@
+"""Gateway configuration: one YAML file per region, checked at start-up with errors that name the bad key.
+
+The format is documented in README.md ("Configuration"). Relative paths are resolved against the folder of
+the configuration file, so a generated exchange (`yrdx init`) can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.regions import REGIONS
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; the message starts with the dotted key."""
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    sasl_username_file: Path | None = None
+    sasl_password_file: Path | None = None
+    # Consumer fetch wait bounds delivery latency when traffic is light (aiokafka's default is 500 ms).
+    fetch_max_wait_ms: int = 20
+    linger_ms: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    mode: str  # "webhook" or "inbox"
+    url: str | None = None
+    timeout_s: float = 5.0
+    max_attempts: int = 8
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 5.0
+    concurrency: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    id: str
+    public_key: Path
+    may_send: frozenset[str]
+    receives: frozenset[str]
+    delivery: Delivery
+
+
+@dataclass(frozen=True, slots=True)
+class Auditor:
+    id: str
+    public_key: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body_bytes: int = 256 * 1024
+    max_batch_body_bytes: int = 16 * 1024 * 1024
+    batch_max: int = 500
+    publish_timeout_s: float = 10.0
+    jwt_max_lifetime_s: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    region: str
+    host: str
+    port: int
+    kafka: KafkaConfig
+    certificate: Path
+    private_key: Path
+    trust_ca: tuple[Path, ...]
+    trust_certificates: tuple[Path, ...]
+    state_path: Path
+    limits: Limits
+    accept: Mapping[str, frozenset[str]]
+    platforms: tuple[Platform, ...]
+    auditors: tuple[Auditor, ...] = ()
+    metrics_token_file: Path | None = None
+    schemas_dir: Path | None = None
+    source: Path | None = field(default=None, compare=False)
+
+    def platform(self, platform_id: str) -> Platform | None:
+        return next((p for p in self.platforms if p.id == platform_id), None)
+
+    def recipient_of(self, msg_type: str) -> Platform | None:
+        """The local platform that receives messages of this type (first match in config order)."""
+        return next((p for p in self.platforms if msg_type in p.receives), None)
+
+
+_TOP_KEYS = {
+    "region", "listen", "kafka", "identity", "trust", "state", "limits", "accept", "platforms", "auditors",
+    "metrics", "schemas_dir",
+}
+
+
+class _Reader:
+    """Reads one mapping of the file and remembers its dotted path for error messages."""
+
+    def __init__(self, data: object, path: str, base: Path) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(data).__name__}")
+        self.data: dict[str, Any] = data
+        self.path = path
+        self.base = base
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def only(self, allowed: set[str]) -> None:
+        for k in self.data:
+            if k not in allowed:
+                raise ConfigError(f"{self.key(str(k))}: unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def sub(self, name: str, required: bool = False) -> _Reader:
+        if name not in self.data or self.data[name] is None:
+            if required:
+                raise ConfigError(f"{self.key(name)}: required")
+            return _Reader({}, self.key(name), self.base)
+        return _Reader(self.data[name], self.key(name), self.base)
+
+    def str_(self, name: str, default: str | None = None, required: bool = False) -> str:
+        v = self.data.get(name, default)
+        if v is None:
+            if required or default is None:
+                raise ConfigError(f"{self.key(name)}: required")
+        if not isinstance(v, str) or not v:
+            raise ConfigError(f"{self.key(name)}: expected a non-empty string")
+        return v
+
+    def opt_str(self, name: str) -> str | None:
+        v = self.data.get(name)
+        if v is None:
+            return None
+        if not isinstance(v, str):
+            raise ConfigError(f"{self.key(name)}: expected a string")
+        return v
+
+    def int_(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+        v = self.data.get(name, default)
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum or (maximum is not None and v > maximum):
+            bound = f" <= {maximum}" if maximum is not None else ""
+            raise ConfigError(f"{self.key(name)}: expected an integer >= {minimum}{bound}")
+        return v
+
+    def float_(self, name: str, default: float) -> float:
+        v = self.data.get(name, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+            raise ConfigError(f"{self.key(name)}: expected a positive number")
+        return float(v)
+
+    def path_(self, name: str, required: bool = True, must_exist: bool = True) -> Path | None:
+        v = self.data.get(name)
+        if v is None:
+            if required:
+                raise ConfigError(f"{self.key(name)}: required")
+            return None
+        if not isinstance(v, str):
+            raise ConfigError(f"{self.key(name)}: expected a path")
+        p = (self.base / v).resolve() if not os.path.isabs(v) else Path(v)
+        if must_exist and not p.exists():
+            raise ConfigError(f"{self.key(name)}: file not found: {p}")
+        return p
+
+    def paths(self, name: str) -> tuple[Path, ...]:
+        v = self.data.get(name, [])
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise ConfigError(f"{self.key(name)}: expected a list of paths")
+        out = []
+        for i, x in enumerate(v):
+            p = (self.base / x).resolve() if not os.path.isabs(x) else Path(x)
+            if not p.exists():
+                raise ConfigError(f"{self.key(name)}[{i}]: file not found: {p}")
+            out.append(p)
+        return tuple(out)
+
+    def types(self, name: str) -> frozenset[str]:
+        v = self.data.get(name, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            raise ConfigError(f"{self.key(name)}: expected a list of message types")
+        return frozenset(v)
+
+
+def _delivery(r: _Reader) -> Delivery:
+    r.only({"mode", "url", "timeout_s", "max_attempts", "backoff_initial_s", "backoff_max_s", "concurrency"})
+    mode = r.str_("mode", "inbox")
+    if mode not in ("webhook", "inbox"):
+        raise ConfigError(f"{r.key('mode')}: expected 'webhook' or 'inbox', got {mode!r}")
+    url = r.opt_str("url")
+    if mode == "webhook" and not (url and url.startswith(("http://", "https://"))):
+        raise ConfigError(f"{r.key('url')}: required (an http(s) URL) when mode is webhook")
+    return Delivery(
+        mode=mode,
+        url=url,
+        timeout_s=r.float_("timeout_s", 5.0),
+        max_attempts=r.int_("max_attempts", 8, minimum=1),
+        backoff_initial_s=r.float_("backoff_initial_s", 0.2),
+        backoff_max_s=r.float_("backoff_max_s", 5.0),
+        concurrency=r.int_("concurrency", 32, minimum=1),
+    )
+
+
+def _region(value: object, key: str) -> str:
+    if value not in REGIONS:
+        raise ConfigError(f"{key}: unknown region {value!r} (expected one of {', '.join(REGIONS)})")
+    return str(value)
+
+
+def parse_config(data: object, base: Path, source: Path | None = None) -> GatewayConfig:
+    root = _Reader(data, "", base)
+    root.only(_TOP_KEYS)
+    region = _region(root.data.get("region"), "region")
+
+    listen = root.sub("listen")
+    listen.only({"host", "port"})
+    k = root.sub("kafka")
+    k.only({
+        "bootstrap_servers", "security_protocol", "sasl_mechanism", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
+        "sasl_username_file", "sasl_password_file", "fetch_max_wait_ms", "linger_ms",
+    })
+    protocol = k.str_("security_protocol", "PLAINTEXT")
+    if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+        raise ConfigError(f"{k.key('security_protocol')}: unsupported {protocol!r}")
+    kafka = KafkaConfig(
+        # KAFKA_BOOTSTRAP_SERVERS points every gateway at an existing cluster without editing files.
+        bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or k.str_("bootstrap_servers", "127.0.0.1:9092"),
+        security_protocol=protocol,
+        sasl_mechanism=k.opt_str("sasl_mechanism"),
+        ssl_cafile=k.path_("ssl_cafile", required=False),
+        ssl_certfile=k.path_("ssl_certfile", required=False),
+        ssl_keyfile=k.path_("ssl_keyfile", required=False),
+        sasl_username_file=k.path_("sasl_username_file", required=False),
+        sasl_password_file=k.path_("sasl_password_file", required=False),
+        fetch_max_wait_ms=k.int_("fetch_max_wait_ms", 20, minimum=1, maximum=5000),
+        linger_ms=k.int_("linger_ms", 2, minimum=0, maximum=1000),
+    )
+
+    ident = root.sub("identity", required=True)
+    ident.only({"certificate", "private_key"})
+    trust = root.sub("trust", required=True)
+    trust.only({"ca", "certificates"})
+    trust_ca = trust.paths("ca")
+    if not trust_ca:
+        raise ConfigError("trust.ca: at least one root certificate is required")
+    state = root.sub("state")
+    state.only({"path"})
+    state_path = state.path_("path", required=False, must_exist=False) or (base / f"var/{region.lower()}/state.sqlite")
+
+    lim = root.sub("limits")
+    lim.only({"max_body_bytes", "max_batch_body_bytes", "batch_max", "publish_timeout_s", "jwt_max_lifetime_s"})
+    limits = Limits(
+        max_body_bytes=lim.int_("max_body_bytes", 256 * 1024, minimum=1024),
+        max_batch_body_bytes=lim.int_("max_batch_body_bytes", 16 * 1024 * 1024, minimum=1024),
+        batch_max=lim.int_("batch_max", 500, minimum=1, maximum=500),
+        publish_timeout_s=lim.float_("publish_timeout_s", 10.0),
+        jwt_max_lifetime_s=lim.int_("jwt_max_lifetime_s", 300, minimum=10, maximum=300),
+    )
+
+    acc = root.sub("accept")
+    accept = {}
+    for sender in acc.data:
+        _region(sender, acc.key(str(sender)))
+        accept[str(sender)] = acc.types(str(sender))
+
+    raw_platforms = root.data.get("platforms") or []
+    if not isinstance(raw_platforms, list):
+        raise ConfigError("platforms: expected a list")
+    platforms = []
+    for i, item in enumerate(raw_platforms):
+        p = _Reader(item, f"platforms[{i}]", base)
+        p.only({"id", "public_key", "may_send", "receives", "delivery"})
+        platforms.append(Platform(
+            id=p.str_("id", required=True),
+            public_key=p.path_("public_key") or Path(),
+            may_send=p.types("may_send"),
+            receives=p.types("receives"),
+            delivery=_delivery(p.sub("delivery")),
+        ))
+    ids = [p.id for p in platforms]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("platforms: duplicate platform id")
+
+    raw_auditors = root.data.get("auditors") or []
+    if not isinstance(raw_auditors, list):
+        raise ConfigError("auditors: expected a list")
+    auditors = []
+    for i, item in enumerate(raw_auditors):
+        a = _Reader(item, f"auditors[{i}]", base)
+        a.only({"id", "public_key"})
+        auditors.append(Auditor(id=a.str_("id", required=True), public_key=a.path_("public_key") or Path()))
+
+    metrics = root.sub("metrics")
+    metrics.only({"bearer_token_file"})
+
+    return GatewayConfig(
+        region=region,
+        host=listen.str_("host", "127.0.0.1"),
+        port=listen.int_("port", 8080, minimum=0, maximum=65535),
+        kafka=kafka,
+        certificate=ident.path_("certificate") or Path(),
+        private_key=ident.path_("private_key") or Path(),
+        trust_ca=trust_ca,
+        trust_certificates=trust.paths("certificates"),
+        state_path=state_path,
+        limits=limits,
+        accept=accept,
+        platforms=tuple(platforms),
+        auditors=tuple(auditors),
+        metrics_token_file=metrics.path_("bearer_token_file", required=False),
+        schemas_dir=root.path_("schemas_dir", required=False),
+        source=source,
+    )
+
+
+def load_config(path: Path) -> GatewayConfig:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    return parse_config(data, path.resolve().parent, source=path)

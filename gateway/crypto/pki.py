@@ -1,0 +1,325 @@
+"""The development PKI (DESIGN.md section 1): a root CA, one gateway certificate per region, a platform key
+pair per region and an auditor key pair.
+
+DEVELOPMENT ONLY: private keys are written unencrypted (PKCS8 PEM, mode 0600) and the CA key sits beside the
+certificates. A production deployment brings its own CA, keeps keys in an HSM and issues short-lived
+certificates; see certs/README.md.
+
+Layout under ``dir``::
+
+    ca.crt, ca.key                          root CA ("yrdx development root CA")
+    gateways/<r>.crt, gateways/<r>.key      gateway certificate (SAN urn:yrdx:region:<R>) and signing key
+    platforms/<r>-platform.key, .pub.pem    platform key pair (P-256), signs the platform's JWTs
+    auditor.key, auditor.pub.pem            auditor key pair (P-256)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import NameOID
+
+from gateway.crypto.keys import (
+    GATEWAY_URI_PREFIX,
+    PrivateKey,
+    PublicKey,
+    generate_private_key,
+)
+from gateway.regions import REGION_URI_PREFIX, REGIONS
+
+__all__ = [
+    "CA_NAME",
+    "PkiLayout",
+    "init_pki",
+    "issue_gateway_cert",
+    "load_certificate",
+    "load_private_key",
+    "load_public_key",
+    "make_ca",
+    "write_certificate",
+    "write_private_key",
+    "write_public_key",
+]
+
+CA_NAME: Final = "yrdx development root CA"
+ORGANIZATION: Final = "Yangtze River Delta data exchange (development)"
+# Certificates start a little in the past so that a peer whose clock lags does not see them as not yet valid.
+CLOCK_SKEW: Final = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class PkiLayout:
+    """The paths of a development PKI rooted at ``dir``; constructing it creates nothing."""
+
+    dir: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dir", Path(self.dir))
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.dir / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.dir / "ca.key"
+
+    @property
+    def gateways_dir(self) -> Path:
+        return self.dir / "gateways"
+
+    @property
+    def platforms_dir(self) -> Path:
+        return self.dir / "platforms"
+
+    def gateway_cert(self, region: str) -> Path:
+        return self.gateways_dir / f"{region.lower()}.crt"
+
+    def gateway_key(self, region: str) -> Path:
+        return self.gateways_dir / f"{region.lower()}.key"
+
+    def platform_key(self, region: str) -> Path:
+        return self.platforms_dir / f"{region.lower()}-platform.key"
+
+    def platform_pub(self, region: str) -> Path:
+        return self.platforms_dir / f"{region.lower()}-platform.pub.pem"
+
+    @property
+    def auditor_key(self) -> Path:
+        return self.dir / "auditor.key"
+
+    @property
+    def auditor_pub(self) -> Path:
+        return self.dir / "auditor.pub.pem"
+
+    def files(self) -> Iterator[Path]:
+        """Every file init_pki writes."""
+        yield self.ca_cert
+        yield self.ca_key
+        for region in REGIONS:
+            yield self.gateway_cert(region)
+            yield self.gateway_key(region)
+            yield self.platform_key(region)
+            yield self.platform_pub(region)
+        yield self.auditor_key
+        yield self.auditor_pub
+
+    def private_keys(self) -> Iterator[Path]:
+        return (path for path in self.files() if path.suffix == ".key")
+
+    def exists(self) -> bool:
+        """True if any file of the layout exists."""
+        return any(path.exists() for path in self.files())
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _sign_hash(key: PrivateKey) -> hashes.SHA256 | None:
+    # Ed25519 signs without a separate hash; ECDSA certificates use SHA-256.
+    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+
+
+def make_ca(name: str, days: int = 365) -> tuple[x509.Certificate, PrivateKey]:
+    """A self-signed root CA (P-256 key): basicConstraints CA (path length 0), keyCertSign and cRLSign."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+        ]
+    )
+    not_before = _now() - CLOCK_SKEW
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_before + CLOCK_SKEW + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def issue_gateway_cert(
+    ca_cert: x509.Certificate,
+    ca_key: PrivateKey,
+    region: str,
+    *,
+    alg: str = "ES256",
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+    days: int = 365,
+) -> tuple[x509.Certificate, PrivateKey]:
+    """A gateway certificate for ``region`` issued by the CA, with a fresh signing key (P-256 for ES256,
+    Ed25519 for EdDSA): CN "yrdx gateway <R>", SAN URIs urn:yrdx:region:<R> and urn:yrdx:gateway:<R>,
+    digitalSignature, not a CA. Validity defaults to [now - 5 min, not_before + days].
+
+    ``region`` is not checked against REGIONS, so tests can make certificates the trust store must refuse.
+    """
+    key = generate_private_key(alg)
+    if not_before is None:
+        not_before = _now() - CLOCK_SKEW
+    if not_after is None:
+        not_after = not_before + dt.timedelta(days=days)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"yrdx gateway {region}"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.UniformResourceIdentifier(f"{REGION_URI_PREFIX}{region}"),
+                    x509.UniformResourceIdentifier(f"{GATEWAY_URI_PREFIX}{region}"),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, _sign_hash(ca_key))
+    )
+    return cert, key
+
+
+# --- files -------------------------------------------------------------------------------------------------
+
+
+def _write_bytes(path: Path, data: bytes, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # O_CREAT's mode is ignored for an existing file and masked by the umask
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def write_private_key(path: Path, key: PrivateKey) -> None:
+    """PKCS8 PEM, unencrypted (development only), file mode 0600."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write_bytes(Path(path), pem, 0o600)
+
+
+def write_public_key(path: Path, key: PublicKey) -> None:
+    pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    _write_bytes(Path(path), pem, 0o644)
+
+
+def write_certificate(path: Path, cert: x509.Certificate) -> None:
+    _write_bytes(Path(path), cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def load_private_key(path: Path) -> PrivateKey:
+    """An unencrypted PEM private key (P-256 or Ed25519); TypeError for any other key type."""
+    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    if isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        return key
+    raise TypeError(f"{path}: unsupported private key type {type(key).__name__}")
+
+
+def load_public_key(path: Path) -> PublicKey:
+    """A PEM SubjectPublicKeyInfo public key (P-256 or Ed25519); TypeError for any other key type."""
+    key = serialization.load_pem_public_key(Path(path).read_bytes())
+    if isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+        return key
+    raise TypeError(f"{path}: unsupported public key type {type(key).__name__}")
+
+
+def load_certificate(path: Path) -> x509.Certificate:
+    """The first certificate of a PEM file."""
+    certs = x509.load_pem_x509_certificates(Path(path).read_bytes())
+    return certs[0]
+
+
+# --- the whole PKI -----------------------------------------------------------------------------------------
+
+
+def init_pki(dir: Path, *, alg: str = "ES256", days: int = 365, force: bool = False) -> PkiLayout:
+    """Create the development PKI under ``dir`` (see the module docstring) and return its layout.
+
+    ``alg`` picks the gateways' signing keys (ES256: P-256, EdDSA: Ed25519); the CA, platform and auditor keys
+    are P-256. Raises FileExistsError if any file of the layout exists, unless ``force`` (which overwrites).
+    """
+    if alg not in ("ES256", "EdDSA"):
+        raise ValueError(f"unsupported alg {alg!r}: use 'ES256' or 'EdDSA'")
+    if days <= 0:
+        raise ValueError("days must be positive")
+    layout = PkiLayout(Path(dir))
+    if not force and layout.exists():
+        raise FileExistsError(f"a PKI already exists in {layout.dir} (use force to overwrite it)")
+    layout.dir.mkdir(parents=True, exist_ok=True)
+
+    ca_cert, ca_key = make_ca(CA_NAME, days=days)
+    write_certificate(layout.ca_cert, ca_cert)
+    write_private_key(layout.ca_key, ca_key)
+    for region in REGIONS:
+        cert, key = issue_gateway_cert(ca_cert, ca_key, region, alg=alg, days=days)
+        write_certificate(layout.gateway_cert(region), cert)
+        write_private_key(layout.gateway_key(region), key)
+        platform_key = ec.generate_private_key(ec.SECP256R1())
+        write_private_key(layout.platform_key(region), platform_key)
+        write_public_key(layout.platform_pub(region), platform_key.public_key())
+    auditor_key = ec.generate_private_key(ec.SECP256R1())
+    write_private_key(layout.auditor_key, auditor_key)
+    write_public_key(layout.auditor_pub, auditor_key.public_key())
+    return layout

@@ -1,0 +1,104 @@
+"""`yrdx init`: a complete local exchange — the development PKI plus one gateway config per region, wired.
+
+Layout under DIR:
+    certs/...                   the PKI of `yrdx certs init` (private keys 0600, git-ignored)
+    sh.yaml js.yaml zj.yaml ah.yaml
+    secrets/metrics.token       the operators' bearer token for GET /metrics
+    var/<r>/state.sqlite        created by the gateways
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.crypto.pki import PkiLayout, init_pki
+from gateway.regions import REGIONS, segment
+
+# The business types of DESIGN.md section 3. `yrdx.receipt` is not among them: only gateways send receipts.
+BUSINESS_TYPES = (
+    "identity.verify.request", "identity.verify.result",
+    "license.verify.request", "license.verify.result", "license.status.notice",
+    "license.commitment.record", "license.commitment.verification",
+    "medical.filing.request", "medical.filing.result",
+    "medical.settlement.request", "medical.settlement.result", "medical.settlement.cancel", "medical.reversal",
+    "medical.clearing.statement", "medical.clearing.confirm",
+)
+
+
+def platform_id(region: str) -> str:
+    return f"{segment(region)}-platform"
+
+
+def auditor_id(region: str) -> str:
+    return f"{segment(region)}-auditor"
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    dir: Path
+    pki: PkiLayout
+
+    def config_path(self, region: str) -> Path:
+        return self.dir / f"{segment(region)}.yaml"
+
+
+def gateway_config(
+    region: str,
+    pki: PkiLayout,
+    dir: Path,
+    port: int,
+    bootstrap_servers: str,
+    webhook_url: str | None,
+) -> dict[str, Any]:
+    rel = lambda p: str(p.relative_to(dir))  # noqa: E731 (configs stay movable)
+    delivery: dict[str, Any] = {"mode": "webhook", "url": webhook_url} if webhook_url else {"mode": "inbox"}
+    return {
+        "region": region,
+        "listen": {"host": "127.0.0.1", "port": port},
+        "kafka": {"bootstrap_servers": bootstrap_servers},
+        "identity": {"certificate": rel(pki.gateway_cert(region)), "private_key": rel(pki.gateway_key(region))},
+        "trust": {"ca": [rel(pki.ca_cert)], "certificates": [rel(pki.gateway_cert(r)) for r in REGIONS]},
+        "state": {"path": f"var/{segment(region)}/state.sqlite"},
+        "limits": {"max_body_bytes": 262144, "batch_max": 500, "publish_timeout_s": 10},
+        # Every region may send every business type to every other: the regional agreements cover all three
+        # families in both directions (each region is both insured location and place of care).
+        "accept": {r: list(BUSINESS_TYPES) for r in REGIONS if r != region},
+        "platforms": [{
+            "id": platform_id(region),
+            "public_key": rel(pki.platform_pub(region)),
+            "may_send": list(BUSINESS_TYPES),
+            "receives": list(BUSINESS_TYPES),
+            "delivery": delivery,
+        }],
+        "auditors": [{"id": auditor_id(region), "public_key": rel(pki.auditor_pub)}],
+        "metrics": {"bearer_token_file": "secrets/metrics.token"},
+    }
+
+
+def init_exchange(
+    dir: Path,
+    *,
+    base_port: int = 8401,
+    bootstrap_servers: str = "127.0.0.1:9092",
+    webhook_urls: dict[str, str] | None = None,
+    force: bool = False,
+) -> Exchange:
+    dir = dir.resolve()
+    pki = init_pki(dir / "certs", force=force)
+    (dir / "secrets").mkdir(parents=True, exist_ok=True)
+    token = dir / "secrets" / "metrics.token"
+    token.write_text(secrets.token_urlsafe(32) + "\n")
+    token.chmod(0o600)
+    ex = Exchange(dir, pki)
+    for i, region in enumerate(REGIONS):
+        cfg = gateway_config(
+            region, pki, dir, base_port + i if base_port else 0, bootstrap_servers,
+            (webhook_urls or {}).get(region),
+        )
+        ex.config_path(region).write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    return ex

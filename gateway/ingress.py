@@ -1,0 +1,183 @@
+"""Ingress: a local platform's message -> validate -> authorize -> envelope -> sign -> publish -> 202.
+
+`prepare` is the CPU part (pure per message); `publish` sends a group of prepared messages and their audit
+records, and returns only when the broker has acknowledged all of them, so a 202 means "on Kafka".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway import envelope
+from gateway.audit import AuditTrail
+from gateway.config import GatewayConfig, Platform
+from gateway.crypto.jws import Signer
+from gateway.kafka.transport import BrokerUnavailable, OutRecord, Publisher
+from gateway.metrics import Metrics
+from gateway.problems import Problem
+from gateway.regions import inbox_topic, is_region
+from gateway.schemas import SchemaRegistry
+from gateway.state import IdempotentRequest, NewSent, StateStore
+
+SIGNATURE_HEADER = "yrdx-sig"
+_FIELDS = {"type", "to", "payload", "correlation_id", "schema_version", "expires_at"}
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    id: str
+    type: str
+    to: str
+    correlation_id: str
+    envelope: bytes
+    signature: str
+    sha256: str
+
+    def record(self) -> OutRecord:
+        return OutRecord(
+            inbox_topic(self.to), self.envelope, self.correlation_id.encode(),
+            [(SIGNATURE_HEADER, self.signature.encode())],
+        )
+
+
+class Ingress:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        registry: SchemaRegistry,
+        signer: Signer,
+        publisher: Publisher,
+        state: StateStore,
+        audit: AuditTrail,
+        metrics: Metrics,
+    ) -> None:
+        self._region = cfg.region
+        self._max_message_bytes = cfg.limits.max_body_bytes
+        self._registry = registry
+        self._signer = signer
+        self._publisher = publisher
+        self._state = state
+        self._audit = audit
+        self._metrics = metrics
+
+    # --- per message: parse, validate, authorize, build, sign --------------------------------------------
+
+    def prepare(self, platform: Platform, item: object, msg_id: str | None = None) -> Prepared | Problem:
+        if not isinstance(item, dict):
+            return Problem("invalid_request", "a message is a JSON object {type, to, payload, ...}")
+        unknown = set(item) - _FIELDS
+        if unknown:
+            return Problem("invalid_request", f"unknown field(s): {', '.join(sorted(unknown))}")
+        msg_type, to, payload = item.get("type"), item.get("to"), item.get("payload")
+        if not isinstance(msg_type, str) or not isinstance(to, str) or "payload" not in item:
+            return Problem("invalid_request", "type (string), to (region code) and payload are required")
+        version = item.get("schema_version")
+        if version is None:
+            version = self._registry.latest_version(msg_type)
+        if isinstance(version, bool) or not isinstance(version, int) or not self._registry.has(msg_type, version):
+            return Problem("unknown_type", f"no schema for {msg_type!r} version {version!r}")
+        if not is_region(to) or to == self._region:
+            return Problem("unknown_region", f"{to!r} is not another region of the exchange")
+        if msg_type not in platform.may_send:
+            return Problem("not_permitted", f"platform {platform.id} may not send {msg_type}")
+        correlation_id = item.get("correlation_id")
+        if correlation_id is not None and (not isinstance(correlation_id, str) or not 0 < len(correlation_id) <= 128):
+            return Problem("invalid_request", "correlation_id must be a string of 1 to 128 characters")
+        expires_at = item.get("expires_at")
+        if expires_at is not None:
+            try:
+                envelope.parse_timestamp(str(expires_at))
+            except ValueError:
+                return Problem("invalid_request", "expires_at must be an RFC 3339 date-time with a time zone")
+        errors = self._registry.validate(msg_type, version, payload)
+        if errors:
+            return Problem(
+                "schema_violation", f"{len(errors)} error(s) in the payload",
+                [{"pointer": e.pointer, "message": e.message} for e in errors],
+            )
+        msg_id, raw = envelope.build(
+            msg_type=msg_type, schema_version=version, sender=self._region, recipient=to, payload=payload,
+            correlation_id=correlation_id, expires_at=expires_at, msg_id=msg_id,
+        )
+        if len(raw) > self._max_message_bytes:
+            return Problem("too_large", f"envelope of {len(raw)} bytes exceeds {self._max_message_bytes}")
+        return Prepared(
+            id=msg_id, type=msg_type, to=to, correlation_id=correlation_id or msg_id, envelope=raw,
+            signature=self._signer.sign(raw), sha256=envelope.sha256_hex(raw),
+        )
+
+    # --- per group: publish with audit, then record ------------------------------------------------------
+
+    async def publish(self, platform: Platform, items: Sequence[Prepared]) -> Problem | None:
+        if not items:
+            return None
+        started = time.perf_counter()
+        sent = [NewSent(p.id, platform.id, p.type, p.to, p.correlation_id, p.sha256) for p in items]
+        # Recorded before publishing: the receipt of a fast peer may arrive before the broker's ack does.
+        self._state.record_sent(sent, "accepted")
+        for p in items:
+            self._audit.append("accepted", p.id, p.sha256, platform=platform.id, type=p.type, to=p.to)
+        try:
+            await self._publisher.publish([p.record() for p in items])
+            for p in items:
+                self._audit.append("published", p.id, p.sha256, topic=inbox_topic(p.to))
+            await self._audit.durable()
+        except BrokerUnavailable as e:
+            for p in items:
+                self._audit.append("publish_failed", p.id, p.sha256, error="broker_unavailable")
+            self._metrics.refused.labels("broker_unavailable").inc(len(items))
+            self._state.record_sent(sent, "publish_failed")
+            return Problem("broker_unavailable", f"the broker did not acknowledge: {e}; retry with the same "
+                           "Idempotency-Key to resend the same message id")
+        self._state.record_sent(sent, "published")
+        elapsed = time.perf_counter() - started
+        for p in items:
+            self._metrics.accepted.labels(p.to, p.type).inc()
+            self._metrics.ingress_seconds.observe(elapsed)
+        return None
+
+    async def submit(self, platform: Platform, item: object, idempotency_key: str | None) -> Prepared | Problem:
+        """One message with an optional Idempotency-Key: a retry resends the same id and bytes."""
+        if idempotency_key is None:
+            prepared = self.prepare(platform, item)
+        else:
+            request_sha = hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).hexdigest()
+            known = self._state.idempotent(platform.id, idempotency_key)
+            if known is not None:
+                if known.request_sha256 != request_sha:
+                    return Problem("idempotency_conflict", "this Idempotency-Key was used for another request")
+                env = envelope.parse(known.envelope)
+                prepared = Prepared(env.id, env.type, env.recipient, env.correlation_id, known.envelope,
+                                    known.signature, envelope.sha256_hex(known.envelope))
+                earlier = self._state.sent(env.id)
+                if earlier is not None and earlier.status not in ("accepted", "publish_failed"):
+                    return prepared  # already on Kafka: answer as the first time
+            else:
+                prepared = self.prepare(platform, item)
+                if isinstance(prepared, Prepared):
+                    self._state.remember_idempotent(platform.id, idempotency_key, IdempotentRequest(
+                        request_sha, prepared.id, prepared.envelope, prepared.signature,
+                    ))
+        if isinstance(prepared, Problem):
+            self._metrics.refused.labels(prepared.code).inc()
+            return prepared
+        problem = await self.publish(platform, [prepared])
+        return problem or prepared
+
+    async def submit_batch(self, platform: Platform, items: Sequence[object]) -> list[Prepared | Problem]:
+        """Each message is checked on its own; the valid ones are published together."""
+        results = [self.prepare(platform, item) for item in items]
+        ok = [r for r in results if isinstance(r, Prepared)]
+        for r in results:
+            if isinstance(r, Problem):
+                self._metrics.refused.labels(r.code).inc()
+        problem = await self.publish(platform, ok)
+        if problem is not None:
+            return [problem if isinstance(r, Prepared) else r for r in results]
+        return results

@@ -1,0 +1,91 @@
+"""Every way a message can be refused, with a stable machine-readable code.
+
+Ingress answers HTTP with RFC 9457 problem+json; egress turns the same `Rejection` into a dead-letter record,
+an audit record and a metric in one place (egress.Pipeline.reject).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# HTTP status of each ingress problem code (README "Errors" documents them).
+HTTP_STATUS: dict[str, int] = {
+    "invalid_json": 400,
+    "invalid_request": 400,
+    "schema_violation": 400,
+    "unknown_type": 400,
+    "unauthenticated": 401,
+    "forbidden": 403,
+    "not_permitted": 403,
+    "unknown_region": 404,
+    "not_found": 404,
+    "idempotency_conflict": 409,
+    "too_large": 413,
+    "broker_unavailable": 503,
+}
+
+TITLES: dict[str, str] = {
+    "invalid_json": "Body is not valid JSON",
+    "invalid_request": "Request is malformed",
+    "schema_violation": "Payload does not match its schema",
+    "unknown_type": "Unknown message type or schema version",
+    "unauthenticated": "Missing or invalid credentials",
+    "forbidden": "Credentials lack the required scope",
+    "not_permitted": "Platform may not send this message type",
+    "unknown_region": "Unknown destination region",
+    "not_found": "No such resource",
+    "idempotency_conflict": "Idempotency-Key reused with a different request",
+    "too_large": "Request body too large",
+    "broker_unavailable": "Message broker unavailable; nothing was sent",
+}
+
+# Egress rejection codes (dead-letter reason header). Documented in README "Dead letters".
+EGRESS_CODES = frozenset({
+    "bad_signature",        # signature missing, malformed or not valid over the record bytes
+    "untrusted_signer",     # certificate unknown, not from our root, or of another region than `from`
+    "certificate_expired",
+    "certificate_not_yet_valid",
+    "certificate_revoked",
+    "invalid_envelope",     # signed bytes are not a well-formed envelope
+    "wrong_destination",    # `to` is not this gateway's region
+    "unknown_type",
+    "schema_violation",
+    "not_permitted",        # the sending region may not send this type to this region
+    "expired",              # expires_at has passed
+    "duplicate",            # this message id was already delivered
+    "no_recipient",         # no local platform receives this type
+    "delivery_failed",      # webhook retries exhausted
+})
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    code: str
+    detail: str
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def status(self) -> int:
+        return HTTP_STATUS[self.code]
+
+    def body(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "type": f"urn:yrdx:problem:{self.code}",
+            "title": TITLES[self.code],
+            "status": self.status,
+            "code": self.code,
+            "detail": self.detail,
+        }
+        if self.errors:
+            doc["errors"] = self.errors
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    code: str
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        assert self.code in EGRESS_CODES, self.code

@@ -1,0 +1,168 @@
+"""One region's gateway process: everything expensive is built once here, started and stopped in reverse order.
+
+Start: state, schemas, trust, keys -> topics -> producer -> audit -> HTTP -> consumer loop.
+Stop (SIGTERM): stop accepting HTTP, let the consumer finish and commit the batch in hand, flush the audit
+trail and the producer, close the state store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from gateway.api import build_app
+from gateway.audit import AuditTrail
+from gateway.auth import Authenticator, load_public_key
+from gateway.config import GatewayConfig
+from gateway.crypto.jws import Signer
+from gateway.crypto.pki import load_certificate, load_private_key
+from gateway.crypto.trust import TrustStore
+from gateway.delivery import WebhookDeliverer
+from gateway.egress import Egress
+from gateway.ingress import Ingress
+from gateway.kafka.transport import InboxConsumer, Publisher, ensure_topics
+from gateway.metrics import Metrics
+from gateway.regions import AUDIT_TOPIC, REGIONS, TRUST_TOPIC, dlq_topic, inbox_topic, segment
+from gateway.schemas import SchemaRegistry
+from gateway.state import StateStore
+
+log = logging.getLogger(__name__)
+
+INBOX_PARTITIONS = 4
+
+
+class StartupError(RuntimeError):
+    """The gateway cannot start with this configuration; the message says why."""
+
+
+def load_signer(cfg: GatewayConfig, trust: TrustStore) -> Signer:
+    cert = load_certificate(cfg.certificate)
+    key = load_private_key(cfg.private_key)
+    try:
+        own = trust.add_certificate(cert)
+    except Exception as e:
+        raise StartupError(f"identity.certificate: not trusted by trust.ca: {e}") from e
+    if own.region != cfg.region:
+        raise StartupError(f"identity.certificate: names region {own.region}, but region is {cfg.region}")
+    try:
+        return Signer(key, cert)
+    except Exception as e:
+        raise StartupError(f"identity.private_key: does not match identity.certificate: {e}") from e
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.registry = SchemaRegistry.load(cfg.schemas_dir)
+        self.trust = TrustStore.from_files(list(cfg.trust_ca), list(cfg.trust_certificates))
+        self.signer = load_signer(cfg, self.trust)
+        self.state = StateStore(cfg.state_path)
+        self.metrics = Metrics(cfg.region)
+        self.auth = Authenticator(
+            cfg.region,
+            {p.id: load_public_key(p.public_key) for p in cfg.platforms},
+            {a.id: load_public_key(a.public_key) for a in cfg.auditors},
+            self.state,
+            cfg.limits.jwt_max_lifetime_s,
+        )
+        self.metrics_token = cfg.metrics_token_file.read_text().strip() if cfg.metrics_token_file else None
+        self.publisher = Publisher(cfg.kafka, cfg.limits.publish_timeout_s)
+        self.audit = AuditTrail(cfg.region, self.signer, self.state, self.publisher)
+        self.ingress = Ingress(cfg, self.registry, self.signer, self.publisher, self.state, self.audit, self.metrics)
+        self.broker_ok = False
+        self.consumer_running = False
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.port: int = cfg.port
+
+    async def start(self) -> None:
+        topics = {inbox_topic(r): INBOX_PARTITIONS for r in REGIONS}
+        topics.update({dlq_topic(self.cfg.region): 1, AUDIT_TOPIC: 1, TRUST_TOPIC: 1})
+        await ensure_topics(self.cfg.kafka, topics)
+        await self.publisher.start()
+        self.broker_ok = True
+        self._session = aiohttp.ClientSession()
+        self.egress = Egress(
+            self.cfg, self.registry, self.trust, self.signer, self.publisher, self.state, self.audit, self.metrics,
+            WebhookDeliverer(self._session, self.metrics),
+        )
+        self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="egress"),
+            asyncio.create_task(self.audit.run_periodic_flush(), name="audit-flush"),
+            asyncio.create_task(self._probe_broker(), name="broker-probe"),
+        ]
+        log.info("gateway started", extra={"region": self.cfg.region, "port": self.port})
+
+    async def _consume(self) -> None:
+        """The egress loop; after an unexpected error it rejoins the group and resumes from the last commit."""
+        while not self._stopping.is_set():
+            consumer = InboxConsumer(self.cfg.kafka, inbox_topic(self.cfg.region), f"yrdx-{segment(self.cfg.region)}")
+            try:
+                await consumer.start()
+                self.consumer_running = True
+                await self.egress.run(consumer, self._stopping)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("egress loop failed; restarting from the last committed offset")
+                await asyncio.sleep(1.0)
+            finally:
+                self.consumer_running = False
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+
+    async def _probe_broker(self) -> None:
+        while True:
+            self.broker_ok = await self.publisher.reachable()
+            self.metrics.broker_up.set(1 if self.broker_ok else 0)
+            self.state.purge_jti()
+            await asyncio.sleep(2.0)
+
+    async def stop(self, drain_timeout_s: float = 30.0) -> None:
+        self._stopping.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        egress, *others = self._tasks
+        for t in others:
+            t.cancel()
+        try:
+            await asyncio.wait_for(egress, drain_timeout_s)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("egress stopped with an error")
+        with contextlib.suppress(Exception):
+            await self.audit.durable()
+        await self.publisher.stop()
+        if self._session is not None:
+            await self._session.close()
+        self.state.close()
+        log.info("gateway stopped", extra={"region": self.cfg.region})
+
+
+async def serve(cfg: GatewayConfig, ready_file: Path | None = None) -> None:
+    gw = Gateway(cfg)
+    await gw.start()
+    if ready_file is not None:
+        ready_file.write_text(str(gw.port))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await gw.stop()

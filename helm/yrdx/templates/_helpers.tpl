@@ -1,0 +1,243 @@
+{{/*
+Names, labels and the gateway.yaml the chart renders. Everything that is derived from the values
+(region, topic segment, secret names, file paths) is computed here, once, and used by the templates.
+*/}}
+
+{{- define "yrdx.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: the release name when it already contains the chart name (yrdx-sh), else
+"<release>-<chart>". Truncated to 63 characters, the limit of a DNS label.
+*/}}
+{{- define "yrdx.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "yrdx.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The region code, checked: SH, JS, ZJ or AH (DESIGN.md section 1). */}}
+{{- define "yrdx.region" -}}
+{{- $region := .Values.region | toString }}
+{{- if not (has $region (list "SH" "JS" "ZJ" "AH")) }}
+{{- fail (printf "region must be one of SH, JS, ZJ, AH (got %q)" $region) }}
+{{- end }}
+{{- $region }}
+{{- end }}
+
+{{/* The region's topic segment: yrdx.<seg>.inbox, yrdx.<seg>.dlq, consumer group yrdx-<seg>. */}}
+{{- define "yrdx.segment" -}}
+{{- include "yrdx.region" . | lower }}
+{{- end }}
+
+{{- define "yrdx.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "yrdx.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "yrdx.labels" -}}
+helm.sh/chart: {{ include "yrdx.chart" . }}
+{{ include "yrdx.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: gateway
+app.kubernetes.io/part-of: yrdx
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+yrdx/region: {{ include "yrdx.region" . }}
+{{- end }}
+
+{{- define "yrdx.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "yrdx.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "yrdx.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag | toString }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Names of the existing objects the pod mounts (never created by the chart). */}}
+{{- define "yrdx.identitySecret" -}}
+{{- default (printf "%s-identity" (include "yrdx.fullname" .)) .Values.identity.existingSecret }}
+{{- end }}
+
+{{- define "yrdx.trustSecret" -}}
+{{- default "yrdx-trust" .Values.trust.existingSecret }}
+{{- end }}
+
+{{- define "yrdx.platformKeysName" -}}
+{{- default (printf "%s-platform-keys" (include "yrdx.fullname" .)) .Values.platformKeys.name }}
+{{- end }}
+
+{{- define "yrdx.auditorKeysName" -}}
+{{- default (printf "%s-auditor-keys" (include "yrdx.fullname" .)) .Values.auditorKeys.name }}
+{{- end }}
+
+{{- define "yrdx.stateClaimName" -}}
+{{- default (printf "%s-state" (include "yrdx.fullname" .)) .Values.state.persistence.existingClaim }}
+{{- end }}
+
+{{/* The Kafka security protocol, checked. */}}
+{{- define "yrdx.kafkaProtocol" -}}
+{{- $p := .Values.kafka.security.protocol | toString }}
+{{- if not (has $p (list "PLAINTEXT" "SSL" "SASL_SSL")) }}
+{{- fail (printf "kafka.security.protocol must be PLAINTEXT, SSL or SASL_SSL (got %q)" $p) }}
+{{- end }}
+{{- $p }}
+{{- end }}
+
+{{/* "true" when the Kafka connection uses TLS, else empty. */}}
+{{- define "yrdx.kafkaTLS" -}}
+{{- if has (include "yrdx.kafkaProtocol" .) (list "SSL" "SASL_SSL") }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the Kafka connection uses a SASL login, else empty. */}}
+{{- define "yrdx.kafkaSASL" -}}
+{{- if eq (include "yrdx.kafkaProtocol" .) "SASL_SSL" }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the Kafka TLS projected volume has something to mount, else empty. */}}
+{{- define "yrdx.kafkaTLSVolume" -}}
+{{- if and (include "yrdx.kafkaTLS" .) (or .Values.kafka.tls.caSecret .Values.kafka.tls.clientCertSecret) }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the state volume is a ReadWriteMany claim, which replicas can share. */}}
+{{- define "yrdx.stateIsShareable" -}}
+{{- if and .Values.state.persistence.enabled (has "ReadWriteMany" .Values.state.persistence.accessModes) }}true{{ end }}
+{{- end }}
+
+{{/* Namespaces of the local platforms: as configured, or the release's own namespace. */}}
+{{- define "yrdx.platformNamespaces" -}}
+{{- $ns := .Values.networkPolicy.platformNamespaces | default (list .Release.Namespace) }}
+{{- toJson $ns }}
+{{- end }}
+
+{{/*
+Checks across values that a schema cannot express. Included by the Deployment, so a bad
+combination stops `helm install` with a message that names the values to change.
+*/}}
+{{- define "yrdx.validate" -}}
+{{- $region := include "yrdx.region" . }}
+{{- $proto := include "yrdx.kafkaProtocol" . }}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.state.shared) }}
+{{- fail "replicaCount > 1: every replica would keep its own SQLite dedupe store, so a message redelivered to another replica is not recognised as a duplicate. Keep replicaCount 1, or put state.path on storage the replicas share (state.persistence.accessModes [ReadWriteMany]) or on an external store, and set state.shared=true." }}
+{{- end }}
+{{- if and (gt (int .Values.replicaCount) 1) .Values.state.persistence.enabled (not (include "yrdx.stateIsShareable" .)) }}
+{{- fail "replicaCount > 1 with state.shared=true needs a claim the replicas can share: set state.persistence.accessModes to [ReadWriteMany], or disable state.persistence when the gateway uses an external store." }}
+{{- end }}
+{{- if and (eq $proto "SASL_SSL") (not .Values.kafka.sasl.existingSecret) }}
+{{- fail "kafka.security.protocol SASL_SSL needs kafka.sasl.existingSecret (the Secret holding the SASL password)." }}
+{{- end }}
+{{- if and (eq $proto "SASL_SSL") (not (has .Values.kafka.sasl.mechanism (list "SCRAM-SHA-512" "SCRAM-SHA-256" "PLAIN"))) }}
+{{- fail (printf "kafka.sasl.mechanism must be SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN (got %q)" .Values.kafka.sasl.mechanism) }}
+{{- end }}
+{{- range $from, $types := .Values.config.accept }}
+{{- if not (has $from (list "SH" "JS" "ZJ" "AH")) }}
+{{- fail (printf "config.accept: %q is not a region code (SH, JS, ZJ, AH)" $from) }}
+{{- end }}
+{{- end }}
+{{- range $i, $p := .Values.config.platforms }}
+{{- if not (and (kindIs "map" $p) $p.id) }}
+{{- fail (printf "config.platforms[%d] needs an id" $i) }}
+{{- end }}
+{{- end }}
+{{- range $i, $a := .Values.config.auditors }}
+{{- if not (and (kindIs "map" $a) $a.id) }}
+{{- fail (printf "config.auditors[%d] needs an id" $i) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled (not (or .Values.networkPolicy.kafka.namespaces .Values.networkPolicy.kafka.cidrs)) }}
+{{- fail "networkPolicy.enabled: set networkPolicy.kafka.namespaces or networkPolicy.kafka.cidrs, or the gateway cannot reach Kafka." }}
+{{- end }}
+{{- end }}
+
+{{/*
+gateway.yaml, the config `yrdx serve --config /etc/yrdx/gateway.yaml` reads. Its keys are fixed by
+the gateway (README.md of the project); every file path points into a read-only mount of the
+Deployment. Top-level keys come out in a fixed order so that the rendered file reads like a
+hand-written one.
+*/}}
+{{- define "yrdx.gatewayConfig" -}}
+{{- $region := include "yrdx.region" . }}
+{{- $proto := include "yrdx.kafkaProtocol" . }}
+{{- $k := .Values.kafka }}
+{{- $kafka := dict "bootstrap_servers" $k.bootstrapServers "security_protocol" $proto "sasl_mechanism" nil "ssl_cafile" nil "ssl_certfile" nil "ssl_keyfile" nil "sasl_username_file" nil "sasl_password_file" nil }}
+{{- if include "yrdx.kafkaTLS" . }}
+{{- if $k.tls.caSecret }}
+{{- $_ := set $kafka "ssl_cafile" "/etc/yrdx/kafka/tls/ca.crt" }}
+{{- end }}
+{{- if $k.tls.clientCertSecret }}
+{{- $_ := set $kafka "ssl_certfile" "/etc/yrdx/kafka/tls/client.crt" }}
+{{- $_ := set $kafka "ssl_keyfile" "/etc/yrdx/kafka/tls/client.key" }}
+{{- end }}
+{{- end }}
+{{- if include "yrdx.kafkaSASL" . }}
+{{- $_ := set $kafka "sasl_mechanism" $k.sasl.mechanism }}
+{{- $_ := set $kafka "sasl_username_file" "/etc/yrdx/kafka/sasl/username" }}
+{{- $_ := set $kafka "sasl_password_file" "/etc/yrdx/kafka/sasl/password" }}
+{{- end }}
+{{- $ca := list }}
+{{- range .Values.trust.caKeys }}
+{{- $ca = append $ca (printf "/etc/yrdx/trust/%s" .) }}
+{{- end }}
+{{- $certs := list }}
+{{- range .Values.trust.certificateKeys }}
+{{- $certs = append $certs (printf "/etc/yrdx/trust/%s" .) }}
+{{- end }}
+{{- $platforms := list }}
+{{- range .Values.config.platforms }}
+{{- $p := deepCopy . }}
+{{- if not (hasKey $p "public_key") }}
+{{- $_ := set $p "public_key" (printf "/etc/yrdx/platforms/%s.pub.pem" $p.id) }}
+{{- end }}
+{{- $platforms = append $platforms $p }}
+{{- end }}
+{{- $auditors := list }}
+{{- range .Values.config.auditors }}
+{{- $a := deepCopy . }}
+{{- if not (hasKey $a "public_key") }}
+{{- $_ := set $a "public_key" (printf "/etc/yrdx/auditors/%s.pub.pem" $a.id) }}
+{{- end }}
+{{- $auditors = append $auditors $a }}
+{{- end }}
+{{- $cfg := dict
+  "region" $region
+  "listen" (dict "host" .Values.config.listen.host "port" (int .Values.config.listen.port))
+  "kafka" $kafka
+  "identity" (dict "certificate" "/etc/yrdx/identity/tls.crt" "private_key" "/etc/yrdx/identity/tls.key")
+  "trust" (dict "ca" $ca "certificates" $certs)
+  "state" (dict "path" .Values.state.path)
+  "limits" .Values.config.limits
+  "accept" .Values.config.accept
+  "platforms" $platforms
+  "auditors" $auditors
+}}
+{{- $order := list "region" "listen" "kafka" "identity" "trust" "state" "limits" "accept" "platforms" "auditors" }}
+{{- range $key := $order }}
+{{ toYaml (dict $key (index $cfg $key)) }}
+{{- end }}
+{{- range $key, $value := .Values.config.extra }}
+{{- if hasKey $cfg $key }}
+{{- fail (printf "config.extra.%s: the chart renders %q itself; set it through its own value" $key $key) }}
+{{- end }}
+{{ toYaml (dict $key $value) }}
+{{- end }}
+{{- end }}

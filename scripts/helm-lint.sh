@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Lint and render the Helm chart (helm/yrdx) on a machine without helm.
+#
+# helm comes from PATH, else from ${YRDX_CACHE:-$HOME/.cache/yrdx}/bin/helm, else it is built once
+# from the Go module proxy into that directory (`go install`, a few minutes on 2 cores; later runs
+# reuse it). Then:
+#   1. helm lint --strict with the default values, with region=SH/JS/ZJ/AH and with each
+#      helm/yrdx/ci/*-values.yaml example;
+#   2. helm template for the same cases, and a check that the rendered ConfigMap's gateway.yaml is
+#      valid YAML for the right region and that every file it names lies in a mount of the pod;
+#   3. helm template with values the chart must refuse (they must fail, naming the problem).
+# Safe to run again: nothing outside the cache directory and a temporary directory is written.
+set -euo pipefail
+
+HELM_VERSION=v3.21.4
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CHART="$ROOT/helm/yrdx"
+BIN="${YRDX_CACHE:-$HOME/.cache/yrdx}/bin"
+REGIONS=(SH JS ZJ AH)
+
+say() { printf '\n==> %s\n' "$*"; }
+run() { printf '+ %s\n' "$*"; "$@"; }
+
+install_helm() {
+    command -v go >/dev/null || { echo "helm is not installed and go is not on PATH" >&2; exit 1; }
+    say "building helm $HELM_VERSION from the Go module proxy into $BIN (once; takes minutes)"
+    mkdir -p "$BIN"
+    # The official build's ldflags (helm's Makefile): the version string, and the Kubernetes
+    # version .Capabilities assumes and lint's deprecation check uses, taken from the client-go
+    # helm is built with. Without them both stay at 1.20, below the chart's kubeVersion.
+    local gomod k8s_minor ldflags started=$SECONDS
+    gomod=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')
+    k8s_minor=$(awk '$1 == "k8s.io/client-go" { split($2, v, "."); print v[2] }' "$gomod")
+    [[ $k8s_minor =~ ^[0-9]+$ ]] || { echo "cannot read the client-go version from $gomod" >&2; exit 1; }
+    ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+    for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+        ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8s_minor"
+    done
+    run env GOBIN="$BIN" CGO_ENABLED=0 go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    echo "built helm in $((SECONDS - started)) s"
+}
+
+find_helm() {
+    if command -v helm >/dev/null; then
+        HELM=$(command -v helm)
+        say "using helm from PATH: $HELM"
+    else
+        HELM="$BIN/helm"
+        if [[ -x $HELM ]] && [[ $("$HELM" version --short 2>/dev/null) == "$HELM_VERSION"* ]]; then
+            say "using cached helm: $HELM"
+        else
+            install_helm
+        fi
+    fi
+    run "$HELM" version --short
+}
+
+find_python() {
+    PYTHON=python3
+    if ! python3 -c 'import yaml' 2>/dev/null; then
+        PYTHON="$ROOT/.venv/bin/python"
+        "$PYTHON" -c 'import yaml' || { echo "PyYAML is needed (python3 or .venv)" >&2; exit 1; }
+    fi
+}
+
+# check_render FILE REGION: the rendered manifests hold a ConfigMap whose gateway.yaml parses
+# (yaml.safe_load), names REGION, has the gateway's top-level keys, and whose file paths all lie
+# under a volume mount of the Deployment's container.
+check_render() {
+    "$PYTHON" - "$1" "$2" <<'PY'
+import sys, yaml
+
+path, region = sys.argv[1], sys.argv[2]
+docs = [d for d in yaml.safe_load_all(open(path)) if d]
+kinds = {d["kind"]: d for d in docs}
+for kind in ("ConfigMap", "Deployment", "Service"):
+    assert kind in kinds, f"{kind} not rendered"
+cfg = yaml.safe_load(kinds["ConfigMap"]["data"]["gateway.yaml"])
+keys = {"region", "listen", "kafka", "identity", "trust", "state", "limits", "accept", "platforms", "auditors"}
+assert keys <= cfg.keys(), f"gateway.yaml lacks {sorted(keys - cfg.keys())}"
+assert cfg["region"] == region, f"gateway.yaml region {cfg['region']} != {region}"
+pod = kinds["Deployment"]["spec"]["template"]["spec"]
+container = pod["containers"][0]
+assert container["command"][-2:] == ["--config", "/etc/yrdx/gateway.yaml"], container["command"]
+mounts = [m["mountPath"] for m in container["volumeMounts"]]
+files = [cfg["identity"]["certificate"], cfg["identity"]["private_key"], *cfg["trust"]["ca"],
+         *cfg["trust"]["certificates"], *(v for k, v in cfg["kafka"].items() if k.endswith("file") and v),
+         *(p["public_key"] for p in cfg["platforms"]), *(a["public_key"] for a in cfg["auditors"])]
+for f in files:
+    assert any(f.startswith(m.rstrip("/") + "/") for m in mounts), f"{f} is in no volume mount"
+assert any(cfg["state"]["path"].startswith(m + "/") for m in mounts), "state.path is in no volume mount"
+print(f"   ok: {len(docs)} manifests ({', '.join(sorted(kinds))}); gateway.yaml region {region}, "
+      f"kafka {cfg['kafka']['security_protocol']}, {len(cfg['platforms'])} platform(s), {len(files)} mounted files")
+PY
+}
+
+# lint_and_render NAME REGION ARGS...: lint --strict and template with these values, then check.
+lint_and_render() {
+    local name=$1 region=$2
+    shift 2
+    run "$HELM" lint "$CHART" --strict "$@"
+    run "$HELM" template "$name" "$CHART" --namespace "$name" "$@" > "$WORK/$name.yaml"
+    check_render "$WORK/$name.yaml" "$region"
+}
+
+# must_fail WHY ARGS...: helm template with these values must fail with WHY in its message.
+must_fail() {
+    local why=$1
+    shift
+    printf '+ %s template %s (must fail: %s)\n' "$HELM" "$*" "$why"
+    if "$HELM" template refused "$CHART" "$@" > /dev/null 2> "$WORK/err"; then
+        echo "   rendered, but the chart should have refused these values" >&2
+        exit 1
+    fi
+    grep -q -- "$why" "$WORK/err" || { cat "$WORK/err" >&2; echo "   failed without naming: $why" >&2; exit 1; }
+    echo "   refused: $(grep -m1 -o -- "$why.*" "$WORK/err" | cut -c1-100)"
+}
+
+started=$SECONDS
+find_helm
+find_python
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+say "lint and render with the default values"
+lint_and_render yrdx-default SH
+
+for region in "${REGIONS[@]}"; do
+    say "lint and render for region $region"
+    lint_and_render "yrdx-${region,,}" "$region" --set "region=$region"
+done
+
+for values in "$CHART"/ci/*-values.yaml; do
+    region=$(sed -n 's/^region: *\([A-Z][A-Z]\).*/\1/p' "$values")
+    say "lint and render with ${values#"$ROOT"/}"
+    lint_and_render "yrdx-${region,,}" "$region" -f "$values"
+done
+
+say "values the chart must refuse"
+must_fail "value must be one of 'SH', 'JS', 'ZJ', 'AH'" --set region=XX
+must_fail "value must be one of 'PLAINTEXT', 'SSL', 'SASL_SSL'" --set kafka.security.protocol=SASL_PLAINTEXT
+must_fail "needs kafka.sasl.existingSecret" --set kafka.security.protocol=SASL_SSL
+must_fail "replicaCount > 1: every replica would keep its own SQLite" --set replicaCount=3
+must_fail "needs a claim the replicas can share" --set replicaCount=3 --set state.shared=true
+must_fail "the chart renders \"kafka\" itself" --set config.extra.kafka=x
+
+say "helm chart OK in $((SECONDS - started)) s"

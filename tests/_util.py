@@ -1,0 +1,179 @@
+"""Helpers shared by the integration and end-to-end tests: real gateway processes, real HTTP clients,
+a real webhook receiver. Nothing here stands in for Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import yaml
+from aiohttp import web
+
+from gateway.auth import AUDIT_SCOPE, TokenMinter
+from gateway.exchange import Exchange, auditor_id, platform_id
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def edit_config(path: Path, **changes: Any) -> None:
+    """Change top-level keys of a generated gateway config (and `delivery` of its platform)."""
+    doc = yaml.safe_load(path.read_text())
+    delivery = changes.pop("delivery", None)
+    if delivery is not None:
+        doc["platforms"][0]["delivery"] = delivery
+    doc.update(changes)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+class GatewayProcess:
+    """`yrdx serve` as a separate process, as operators run it."""
+
+    def __init__(self, config: Path, log_dir: Path) -> None:
+        self.config = config
+        self.log_path = log_dir / f"{config.stem}.log"
+        self.ready = log_dir / f"{config.stem}.port"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.ready.unlink(missing_ok=True)
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config), "--ready-file",
+                 str(self.ready), "--log-level", "WARNING"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + timeout
+        while not self.ready.exists() or not self.ready.read_text().strip():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway {self.config.stem} exited: {self.log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gateway {self.config.stem} did not start: {self.log_path.read_text()[-3000:]}")
+            time.sleep(0.05)
+        self.port = int(self.ready.read_text())
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class PlatformClient:
+    """A local platform talking to its gateway: a fresh single-use JWT per request."""
+
+    def __init__(self, session: aiohttp.ClientSession, gateway: GatewayProcess, exchange: Exchange,
+                 region: str) -> None:
+        self.session = session
+        self.gateway = gateway
+        self.region = region
+        self.minter = TokenMinter(platform_id(region), exchange.pki.platform_key(region), region)
+        self.auditor = TokenMinter(auditor_id(region), exchange.pki.auditor_key, region, scope=AUDIT_SCOPE)
+
+    async def send(self, msg_type: str, to: str, payload: Any, *, headers: dict[str, str] | None = None,
+                   **extra: Any) -> tuple[int, dict[str, Any]]:
+        body = {"type": msg_type, "to": to, "payload": payload, **extra}
+        return await self.post("/v1/messages", body, headers)
+
+    async def post(self, path: str, body: Any, headers: dict[str, str] | None = None,
+                   raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
+        h = {"Content-Type": "application/json", **self.minter.header(), **(headers or {})}
+        data = raw if raw is not None else orjson.dumps(body)
+        async with self.session.post(self.gateway.url + path, data=data, headers=h) as r:
+            return r.status, orjson.loads(await r.read())
+
+    async def get(self, path: str, auditor: bool = False) -> tuple[int, dict[str, Any]]:
+        h = (self.auditor if auditor else self.minter).header()
+        async with self.session.get(self.gateway.url + path, headers=h) as r:
+            return r.status, orjson.loads(await r.read())
+
+    async def status_of(self, msg_id: str) -> dict[str, Any]:
+        status, doc = await self.get(f"/v1/messages/{msg_id}")
+        assert status == 200, doc
+        return doc
+
+    async def wait_status(self, msg_id: str, wanted: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            doc = await self.status_of(msg_id)
+            if doc["status"] == wanted or time.monotonic() > deadline:
+                return doc
+            await asyncio.sleep(0.1)
+
+    async def pull(self, max_n: int = 500, wait: float = 1.0) -> list[dict[str, Any]]:
+        status, doc = await self.get(f"/v1/inbox?max={max_n}&wait={wait}")
+        assert status == 200, doc
+        msgs: list[dict[str, Any]] = doc["messages"]
+        if msgs:
+            s, _ = await self.post("/v1/inbox/ack", {"ids": [m["id"] for m in msgs]})
+            assert s == 200
+        return msgs
+
+
+@dataclass
+class WebhookSink:
+    """The platform's webhook endpoint: records every delivery (with the signature header) per path."""
+
+    received: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    failing: bool = False
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    def url(self, region: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{region}"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if self.failing:
+            return web.Response(status=503)
+        body = await request.read()
+        self.received[request.match_info["region"]].append({
+            "id": request.headers["Yrdx-Message-Id"], "signature": request.headers["Yrdx-Signature"],
+            "body": body, "envelope": orjson.loads(body),
+        })
+        return web.Response(status=204)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{region}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    def ids(self, region: str) -> list[str]:
+        return [d["id"] for d in self.received[region]]
+
+    async def wait_for(self, region: str, msg_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for d in self.received[region]:
+                if d["id"] == msg_id:
+                    return d
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{msg_id} was not delivered to {region} within {timeout} s")

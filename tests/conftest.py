@@ -1,0 +1,86 @@
+"""One real Apache Kafka broker for the whole test run (or KAFKA_BOOTSTRAP_SERVERS), and one local
+exchange of four gateway processes shared by the end-to-end tests. Tests marked `disruptive` (they stop the
+broker or kill gateways) run last."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from gateway.exchange import Exchange, init_exchange
+from gateway.kafka.local import LocalKafka, env_bootstrap_servers, free_port
+from gateway.regions import REGIONS
+from tests._util import GatewayProcess, PlatformClient, WebhookSink, edit_config
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "disruptive: stops the broker or kills processes; runs last")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda it: it.get_closest_marker("disruptive") is not None)
+
+
+@dataclass
+class Broker:
+    bootstrap_servers: str
+    local: LocalKafka | None  # None when KAFKA_BOOTSTRAP_SERVERS points at an external cluster
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    external = env_bootstrap_servers()
+    if external:
+        yield Broker(external, None)
+        return
+    local = LocalKafka(tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port())
+    local.start()
+    try:
+        yield Broker(local.bootstrap_servers, local)
+    finally:
+        local.stop()
+
+
+# SH and ZJ platforms take webhooks, JS and AH use the pull inbox: both delivery modes in every run.
+WEBHOOK_REGIONS = ("SH", "ZJ")
+
+
+@dataclass
+class Exchange4:
+    exchange: Exchange
+    gateways: dict[str, GatewayProcess]
+    clients: dict[str, PlatformClient]
+    sink: WebhookSink
+    log_dir: Path
+
+
+@pytest_asyncio.fixture(scope="session")
+async def sink() -> AsyncIterator[WebhookSink]:
+    s = WebhookSink()
+    await s.start()
+    yield s
+    await s.stop()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def exchange(kafka: Broker, sink: WebhookSink, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Exchange4]:
+    root = tmp_path_factory.mktemp("exchange")
+    ex = init_exchange(root, base_port=0, bootstrap_servers=kafka.bootstrap_servers)
+    for r in WEBHOOK_REGIONS:
+        edit_config(ex.config_path(r), delivery={"mode": "webhook", "url": sink.url(r), "max_attempts": 40,
+                                                 "backoff_initial_s": 0.1, "backoff_max_s": 0.5})
+    gateways = {r: GatewayProcess(ex.config_path(r), root) for r in REGIONS}
+    for g in gateways.values():
+        g.start()
+    session = aiohttp.ClientSession()
+    try:
+        yield Exchange4(ex, gateways, {r: PlatformClient(session, gateways[r], ex, r) for r in REGIONS}, sink, root)
+    finally:
+        await session.close()
+        for g in gateways.values():
+            g.stop()
