@@ -57,9 +57,14 @@ async def read_json(request: web.Request, limit: int) -> Any:
     """The body parsed, or a Problem: too large (413, checked before reading it all) or not JSON (400)."""
     if request.content_length is not None and request.content_length > limit:
         return Problem("too_large", f"body of {request.content_length} bytes exceeds {limit}")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        return Problem("too_large", f"body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(65536):  # read() returns what has arrived, not all of it
+        size += len(chunk)
+        if size > limit:
+            return Problem("too_large", f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
@@ -110,7 +115,8 @@ async def post_batch(request: web.Request) -> web.Response:
                                                       f"{gw.cfg.limits.batch_max}"))
     results = await gw.ingress.submit_batch(platform, items)
     out = [
-        {"index": i, "status": 202, **_accepted(r)} if isinstance(r, Prepared) else {"index": i, **r.body()}
+        {"index": i, "status": 202, "id": r.id, "correlation_id": r.correlation_id}
+        if isinstance(r, Prepared) else {"index": i, **r.body()}
         for i, r in enumerate(results)
     ]
     accepted = sum(1 for r in results if isinstance(r, Prepared))

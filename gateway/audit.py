@@ -56,7 +56,7 @@ class AuditTrail:
         self._state = state
         self._publisher = publisher
         saved = state.get(_HEAD_KEY)
-        head = orjson.loads(saved) if saved else {"seq": 0, "hash": GENESIS}
+        head: dict[str, Any] = orjson.loads(saved) if saved else {"seq": 0, "hash": GENESIS}
         self._head = Head(int(head["seq"]), str(head["hash"]))
         self._durable_seq = self._head.seq
         self._pending: list[dict[str, Any]] = []

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError, GatewayConfig, load_config
 
 
 def cmd_certs_init(args: argparse.Namespace) -> int:
@@ -45,19 +45,19 @@ def cmd_token(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     if cfg is None:
         return 2
-    pki_dir = cfg.trust_ca[0].parent
     platform = cfg.platform(args.as_)
     auditor = next((a for a in cfg.auditors if a.id == args.as_), None)
     if platform is None and auditor is None:
         print(f"yrdx: {args.as_!r} is neither a platform nor an auditor of {cfg.region}", file=sys.stderr)
         return 2
-    key = args.key or _private_key_for(pki_dir, platform.public_key if platform else auditor.public_key)  # type: ignore[union-attr]
+    public_key = platform.public_key if platform else auditor.public_key  # type: ignore[union-attr]
+    key = args.key or _private_key_for(public_key)
     minter = TokenMinter(args.as_, Path(key), cfg.region, scope=None if platform else AUDIT_SCOPE)
     print(minter.mint(args.lifetime))
     return 0
 
 
-def _private_key_for(pki_dir: Path, public_key: Path) -> Path:
+def _private_key_for(public_key: Path) -> Path:
     """The dev PKI keeps `name.key` beside `name.pub.pem`."""
     return public_key.with_name(public_key.name.removesuffix(".pub.pem") + ".key")
 
@@ -90,7 +90,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     if platform is None:
         print(f"yrdx: {args.as_!r} is not a platform of {cfg.region}", file=sys.stderr)
         return 2
-    key = args.key or _private_key_for(cfg.trust_ca[0].parent, platform.public_key)
+    key = args.key or _private_key_for(platform.public_key)
     payload = json.loads(Path(args.payload).read_text(encoding="utf-8"))
     body = {"type": args.type, "to": args.to, "payload": payload}
     if args.correlation_id:
@@ -112,10 +112,10 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from adapters.demo import run_demo
 
-    return run_demo(Path(args.dir) if args.dir else None, keep=args.keep)
+    return int(run_demo(Path(args.dir) if args.dir else None, keep=args.keep))
 
 
-def _config(path: str) -> object:
+def _config(path: str) -> GatewayConfig | None:
     try:
         return load_config(Path(path))
     except ConfigError as e:

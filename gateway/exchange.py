@@ -55,7 +55,9 @@ def gateway_config(
     bootstrap_servers: str,
     webhook_url: str | None,
 ) -> dict[str, Any]:
-    rel = lambda p: str(p.relative_to(dir))  # noqa: E731 (configs stay movable)
+    def rel(p: Path) -> str:  # relative paths keep a generated exchange movable
+        return str(p.relative_to(dir))
+
     delivery: dict[str, Any] = {"mode": "webhook", "url": webhook_url} if webhook_url else {"mode": "inbox"}
     return {
         "region": region,

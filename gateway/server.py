@@ -159,7 +159,7 @@ async def serve(cfg: GatewayConfig, ready_file: Path | None = None) -> None:
     gw = Gateway(cfg)
     await gw.start()
     if ready_file is not None:
-        ready_file.write_text(str(gw.port))
+        ready_file.write_text(str(gw.port))  # noqa: ASYNC240 (once, at start-up)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

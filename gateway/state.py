@@ -75,10 +75,14 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 
-def _rank(column: str) -> str:
-    """Statuses only move forward: a receipt can overtake the local 'published' update, which must not undo it."""
-    return (f"(CASE {column} WHEN 'accepted' THEN 0 WHEN 'publish_failed' THEN 1 WHEN 'published' THEN 2 "
-            "ELSE 3 END)")
+# Statuses only move forward (accepted < publish_failed < published < delivered/rejected): a peer's receipt can
+# overtake the local 'published' update, which must not undo it.
+_UPSERT_SENT = """
+INSERT INTO sent VALUES (?,?,?,?,?,?,?,?,?)
+ON CONFLICT(id) DO UPDATE SET status=excluded.status, updated_at=excluded.updated_at
+WHERE (CASE excluded.status WHEN 'accepted' THEN 0 WHEN 'publish_failed' THEN 1 WHEN 'published' THEN 2 ELSE 3 END)
+    > (CASE sent.status WHEN 'accepted' THEN 0 WHEN 'publish_failed' THEN 1 WHEN 'published' THEN 2 ELSE 3 END)
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +143,7 @@ class StateStore:
         try:
             for sql, params, many in statements:
                 if many:
-                    cur.executemany(sql, params)  # type: ignore[arg-type]
+                    cur.executemany(sql, params)
                 else:
                     cur.execute(sql, params)  # type: ignore[arg-type]
             cur.execute("COMMIT")
@@ -153,9 +157,7 @@ class StateStore:
         now = time.time()
         self._tx([
             (
-                "INSERT INTO sent VALUES (?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT(id) DO UPDATE SET status=excluded.status, updated_at=excluded.updated_at "
-                f"WHERE {_rank('excluded.status')} > {_rank('sent.status')}",
+                _UPSERT_SENT,
                 [(m.id, m.platform, m.type, m.to_region, m.correlation_id, m.envelope_sha256, stage, now, now)
                  for m in items],
                 True,
@@ -195,7 +197,8 @@ class StateStore:
                 except orjson.JSONDecodeError:
                     event["detail"] = detail
             history.append(event)
-        return SentMessage(*row, history=history)
+        msg_id_, platform, msg_type, to_region, correlation_id, sha, status = row
+        return SentMessage(msg_id_, platform, msg_type, to_region, correlation_id, sha, status, history)
 
     # --- idempotency keys ---------------------------------------------------------------------------------
 
@@ -258,7 +261,9 @@ class StateStore:
         cur.execute("BEGIN IMMEDIATE")
         changed = 0
         for i in ids:
-            cur.execute("UPDATE inbox SET acked_at=? WHERE platform=? AND id=? AND acked_at IS NULL", (now, platform, i))
+            cur.execute(
+                "UPDATE inbox SET acked_at=? WHERE platform=? AND id=? AND acked_at IS NULL", (now, platform, i)
+            )
             changed += cur.rowcount
         cur.execute("COMMIT")
         return changed

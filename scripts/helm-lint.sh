@@ -19,7 +19,7 @@ BIN="${YRDX_CACHE:-$HOME/.cache/yrdx}/bin"
 REGIONS=(SH JS ZJ AH)
 
 say() { printf '\n==> %s\n' "$*"; }
-run() { printf '+ %s\n' "$*"; "$@"; }
+run() { printf '+ %s\n' "$*" >&2; "$@"; }
 
 install_helm() {
     command -v go >/dev/null || { echo "helm is not installed and go is not on PATH" >&2; exit 1; }

@@ -68,7 +68,9 @@ async def sink() -> AsyncIterator[WebhookSink]:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def exchange(kafka: Broker, sink: WebhookSink, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Exchange4]:
+async def exchange(
+    kafka: Broker, sink: WebhookSink, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Exchange4]:
     root = tmp_path_factory.mktemp("exchange")
     ex = init_exchange(root, base_port=0, bootstrap_servers=kafka.bootstrap_servers)
     for r in WEBHOOK_REGIONS:

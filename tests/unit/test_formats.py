@@ -182,7 +182,8 @@ def test_malformed_credit_codes_are_invalid(value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["310000", "320000", "330000", "340000", "310115", "320506", "330522", "340104", "110105", "820000"]
+    "value",
+    ["310000", "320000", "330000", "340000", "310115", "320506", "330522", "340104", "110105", "820000"],
 )
 def test_division_codes_are_valid(value: str) -> None:
     assert is_gb2260(value)
@@ -194,7 +195,8 @@ def test_unknown_district_is_never_rejected() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["000000", "100000", "990000", "830000", "31000", "3100000", "31000A", "３１００００", "310000\n"]
+    "value",
+    ["000000", "100000", "990000", "830000", "31000", "3100000", "31000A", "３１００００", "310000\n"],
 )
 def test_malformed_division_codes_are_invalid(value: str) -> None:
     assert not is_gb2260(value)
