@@ -143,6 +143,10 @@ combination stops `helm install` with a message that names the values to change.
 {{- if and (gt (int .Values.replicaCount) 1) .Values.state.persistence.enabled (not (include "yrdx.stateIsShareable" .)) }}
 {{- fail "replicaCount > 1 with state.shared=true needs a claim the replicas can share: set state.persistence.accessModes to [ReadWriteMany], or disable state.persistence when the gateway uses an external store." }}
 {{- end }}
+{{- $stateDir := dir .Values.state.path }}
+{{- if or (eq $stateDir "/tmp") (hasPrefix "/etc/yrdx" $stateDir) }}
+{{- fail (printf "state.path %q: its directory is the state volume's mount point and must not be /tmp or under /etc/yrdx" .Values.state.path) }}
+{{- end }}
 {{- if and (eq $proto "SASL_SSL") (not .Values.kafka.sasl.existingSecret) }}
 {{- fail "kafka.security.protocol SASL_SSL needs kafka.sasl.existingSecret (the Secret holding the SASL password)." }}
 {{- end }}

@@ -1,0 +1,851 @@
+#!/usr/bin/env python3
+"""End-to-end relay benchmark: N mixed messages JS -> SH through two gateway processes over a real Kafka.
+
+Prints (and with ``--json`` writes) in one run:
+  * end to end: msg/s, latency p50/p99 (batch POST started -> seen in SH's pull inbox), and created_at -> pull;
+  * CPU microseconds per message of the JS gateway, the SH gateway, the Kafka JVM and this driver, from
+    utime+stime in /proc/<pid>/stat before and after the measured window, with the load context;
+  * the cost of the primitives on a ~2 KB settlement envelope (orjson parse, schema validation, sign, verify);
+  * a baseline on the same broker: raw aiokafka produce -> consume of the same envelope bytes;
+  * the ratios between them.
+It is a benchmark, not a test: the only failure is a lost, duplicated or unexpected message (exit 1).
+
+    .venv/bin/python bench/relay.py [--messages 20000] [--batch 200] [--concurrency 4] [--warmup 1000]
+                                    [--json FILE] [--profile DIR [--profiler py-spy|cprofile]]
+
+See bench/README.md for what each figure means and how to read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import copy
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from gateway import envelope
+from gateway.auth import TokenMinter
+from gateway.crypto.jws import Signer, parse_detached, verify_detached
+from gateway.crypto.pki import load_certificate, load_private_key
+from gateway.exchange import BUSINESS_TYPES, Exchange, init_exchange, platform_id
+from gateway.ingress import SIGNATURE_HEADER
+from gateway.kafka.local import LocalKafka, env_bootstrap_servers, free_port
+from gateway.schemas import SchemaRegistry
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = Path(__file__).resolve().parent
+SENDER, RECEIVER = "JS", "SH"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PULL_MAX = 500
+PULL_WAIT_S = 1.0
+SHARED_CONVERSATIONS = 64
+SETTLEMENT_TARGET_BYTES = 2048
+GATEWAY_FETCH_MAX_WAIT_MS = 20  # the gateways' default kafka.fetch_max_wait_ms, used by the baseline consumer
+
+
+# ---------------------------------------------------------------------------------------------------------
+# small measurement helpers
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of unsorted values; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """utime + stime of a process from /proc/<pid>/stat, in seconds (None if it is gone)."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the command name may contain spaces and parentheses
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from the first line of /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already inside user/nice
+    return (total - idle) / CLK_TCK, total / CLK_TCK
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+class CpuWindow:
+    """CPU seconds used by named processes (and by the whole machine) between start() and stop()."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        self.pids = pids
+        self._before: dict[str, float | None] = {}
+        self._machine: tuple[float, float] = (0.0, 0.0)
+        self.used: dict[str, float | None] = {}
+        self.machine_busy = 0.0
+        self.machine_total = 0.0
+
+    def start(self) -> None:
+        self._before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._machine = machine_cpu()
+
+    def stop(self) -> None:
+        busy, total = machine_cpu()
+        self.machine_busy, self.machine_total = busy - self._machine[0], total - self._machine[1]
+        for name, pid in self.pids.items():
+            before, after = self._before.get(name), cpu_seconds(pid)
+            self.used[name] = None if before is None or after is None else after - before
+
+
+def us_per_msg(seconds: float | None, count: int) -> float | None:
+    return None if seconds is None or count == 0 else seconds * 1e6 / count
+
+
+# ---------------------------------------------------------------------------------------------------------
+# processes: the broker, the two gateways, an optional profiler
+
+
+def edit_config(path: Path, **changes: Any) -> None:
+    """Change top-level keys of a generated gateway config (and `delivery` of its platform)."""
+    doc = yaml.safe_load(path.read_text())
+    delivery = changes.pop("delivery", None)
+    if delivery is not None:
+        doc["platforms"][0]["delivery"] = delivery
+    doc.update(changes)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+
+
+class GatewayProcess:
+    """`yrdx serve` as a separate process (as operators run it), optionally under cProfile."""
+
+    def __init__(self, region: str, config: Path, work: Path, cprofile_out: Path | None = None) -> None:
+        self.region = region
+        self.config = config
+        self.log_path = work / f"{config.stem}.log"
+        self.ready = work / f"{config.stem}.port"
+        self.cprofile_out = cprofile_out
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def launch(self) -> None:
+        self.ready.unlink(missing_ok=True)
+        prefix = ["-m", "cProfile", "-o", str(self.cprofile_out)] if self.cprofile_out else []
+        cmd = [sys.executable, *prefix, "-m", "gateway.cli", "serve", "--config", str(self.config),
+               "--ready-file", str(self.ready), "--log-level", "WARNING"]
+        with self.log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while not self.ready.exists() or not self.ready.read_text().strip():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                what = "exited" if self.proc.poll() is not None else "did not start"
+                raise RuntimeError(f"gateway {self.region} {what}:\n{self.log_tail()}")
+            time.sleep(0.05)
+        self.port = int(self.ready.read_text())
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 40.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()  # graceful: drains the batch in hand (and lets cProfile write its file)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class PySpy:
+    """`py-spy record --format raw` attached to one process until stop() (SIGINT makes it write the file)."""
+
+    def __init__(self, exe: str, pid: int, out: Path, rate: int = 200) -> None:
+        self.out = out
+        self.rate = rate
+        self._log = out.with_suffix(".log").open("wb")
+        self.proc = subprocess.Popen(
+            [exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw", "--nonblocking",
+             "-o", str(out)],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the message mix
+
+
+def settlement_2k(registry: SchemaRegistry) -> dict[str, Any]:
+    """A valid `medical.settlement.result` payload padded with zero fund lines to a ~2 KB envelope."""
+    payload: dict[str, Any] = registry.examples("medical.settlement.result")[0]
+    filler = {"fund_pay_type": "999999", "fund_pay_type_name": "其他基金支付 (benchmark padding line)",
+              "inscp_scp_amt": "0.00", "fund_payamt": "0.00", "setl_proc_info": ""}
+    while len(envelope.build(msg_type="medical.settlement.result", schema_version=1, sender=SENDER,
+                             recipient=RECEIVER, payload=payload)[1]) < SETTLEMENT_TARGET_BYTES:
+        payload["setldetail"].append(dict(filler))
+    errors = registry.validate("medical.settlement.result", 1, payload)
+    if errors:
+        raise RuntimeError(f"the padded settlement example is invalid: {errors}")
+    return payload
+
+
+def message_variants(registry: SchemaRegistry) -> list[tuple[str, dict[str, Any]]]:
+    """Every business type JS may send SH with each of its schema examples, interleaved by type, plus the
+    ~2 KB settlement of the primitives."""
+    examples = {t: registry.examples(t) for t in BUSINESS_TYPES}
+    variants = [
+        (t, examples[t][i]) for i in range(max(len(e) for e in examples.values()))
+        for t in BUSINESS_TYPES if i < len(examples[t])
+    ]
+    variants.append(("medical.settlement.result", settlement_2k(registry)))
+    return variants
+
+
+def build_batches(variants: Sequence[tuple[str, dict[str, Any]]], count: int, batch: int, run: str,
+                  start: int) -> list[bytes]:
+    """`count` messages as serialized POST /v1/messages/batch bodies of at most `batch` items. A third take
+    a fresh correlation id, a third one of a few shared conversations, a third none (the id is used)."""
+    items: list[dict[str, Any]] = []
+    for n in range(start, start + count):
+        msg_type, payload = variants[n % len(variants)]
+        item: dict[str, Any] = {"type": msg_type, "to": RECEIVER, "payload": payload}
+        if n % 3 == 1:
+            item["correlation_id"] = str(uuid.uuid4())
+        elif n % 3 == 2:
+            item["correlation_id"] = f"bench-{run}-conversation-{n % SHARED_CONVERSATIONS}"
+        items.append(item)
+    return [orjson.dumps({"messages": items[i:i + batch]}) for i in range(0, len(items), batch)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the driver: concurrent batch POSTs to JS, concurrent pulls from SH
+
+
+@dataclass
+class Ledger:
+    """Every id accepted by JS and every delivery seen in SH's inbox, across all phases."""
+
+    accepted: set[str] = field(default_factory=set)
+    pulled: dict[str, int] = field(default_factory=dict)  # id -> times seen in a pull response
+    duplicates: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)  # pulled but never accepted by us
+    envelopes: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)  # id -> (envelope, sig)
+
+
+@dataclass
+class Phase:
+    name: str
+    bodies: list[bytes]
+    posted_at: dict[str, float] = field(default_factory=dict)  # id -> perf_counter when its POST started
+    seen_at: dict[str, float] = field(default_factory=dict)  # id -> perf_counter when first pulled
+    transit: list[float] = field(default_factory=list)  # wall clock: pull - envelope created_at
+    request_latency: list[float] = field(default_factory=list)  # batch POST round trips
+    rejected: dict[str, int] = field(default_factory=dict)  # problem code -> count (ingress refusals)
+    request_errors: list[str] = field(default_factory=list)
+    started: float = 0.0
+    sent_done: float = 0.0
+    delivered_done: float = 0.0
+
+    @property
+    def missing(self) -> set[str]:
+        return set(self.posted_at) - set(self.seen_at)
+
+
+class Driver:
+    def __init__(self, session: aiohttp.ClientSession, js: GatewayProcess, sh: GatewayProcess, ex: Exchange,
+                 concurrency: int) -> None:
+        self.session = session
+        self.js, self.sh = js, sh
+        self.concurrency = concurrency
+        self.js_minter = TokenMinter(platform_id(SENDER), ex.pki.platform_key(SENDER), SENDER)
+        self.sh_minter = TokenMinter(platform_id(RECEIVER), ex.pki.platform_key(RECEIVER), RECEIVER)
+        self.metrics_token = (ex.dir / "secrets" / "metrics.token").read_text().strip()
+        self.ledger = Ledger()
+        self._phase: Phase | None = None
+        self._acks: set[asyncio.Task[None]] = set()
+
+    # --- sending --------------------------------------------------------------------------------------
+
+    async def _sender(self, phase: Phase, batches: Iterator[bytes]) -> None:
+        url = self.js.url + "/v1/messages/batch"
+        for body in batches:  # the iterator is shared by the workers: each batch is taken once
+            headers = {"Content-Type": "application/json", **self.js_minter.header()}
+            started = time.perf_counter()
+            try:
+                async with self.session.post(url, data=body, headers=headers) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+            except aiohttp.ClientError as e:
+                phase.request_errors.append(f"{type(e).__name__}: {e}")
+                continue
+            phase.request_latency.append(time.perf_counter() - started)
+            if status != 207:
+                phase.request_errors.append(f"HTTP {status}: {raw[:300]!r}")
+                continue
+            for result in orjson.loads(raw)["results"]:
+                if result.get("status") == 202:
+                    phase.posted_at[result["id"]] = started
+                    self.ledger.accepted.add(result["id"])
+                else:
+                    code = str(result.get("code", result.get("status")))
+                    phase.rejected[code] = phase.rejected.get(code, 0) + 1
+
+    # --- receiving ------------------------------------------------------------------------------------
+
+    async def pull_once(self, wait: float = PULL_WAIT_S) -> int:
+        url = f"{self.sh.url}/v1/inbox?max={PULL_MAX}&wait={wait:g}"
+        async with self.session.get(url, headers=self.sh_minter.header()) as resp:
+            raw = await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"pull failed: HTTP {resp.status}: {raw[:300]!r}")
+        now, wall = time.perf_counter(), time.time()
+        messages = orjson.loads(raw)["messages"]
+        ledger, phase = self.ledger, self._phase
+        for m in messages:
+            msg_id = m["id"]
+            times = ledger.pulled.get(msg_id, 0)
+            ledger.pulled[msg_id] = times + 1
+            if times:
+                ledger.duplicates.append(msg_id)
+                continue
+            if msg_id not in ledger.accepted:  # not yet answered by its 207, or not ours at all: checked later
+                ledger.unexpected.append(msg_id)
+            env = m["envelope"]
+            ledger.envelopes[msg_id] = (env, m["signature"])
+            if phase is not None:
+                phase.seen_at[msg_id] = now
+                with contextlib.suppress(KeyError, ValueError):
+                    phase.transit.append(wall - envelope.parse_timestamp(env["created_at"]).timestamp())
+        if messages:  # acknowledged in the background: the next pull does not wait for it
+            task = asyncio.create_task(self._ack([m["id"] for m in messages]))
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
+        return len(messages)
+
+    async def _ack(self, ids: list[str]) -> None:
+        headers = {"Content-Type": "application/json", **self.sh_minter.header()}
+        async with self.session.post(self.sh.url + "/v1/inbox/ack", data=orjson.dumps({"ids": ids}),
+                                     headers=headers) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"ack failed: HTTP {resp.status}: {body[:300]!r}")
+
+    async def _puller(self, phase: Phase, senders_done: asyncio.Event, stall_s: float) -> None:
+        last_progress = time.monotonic()
+        while True:
+            if await self.pull_once():
+                last_progress = time.monotonic()
+            if senders_done.is_set():
+                if len(phase.seen_at) >= len(phase.posted_at):
+                    return
+                if time.monotonic() - last_progress > stall_s:
+                    return  # the rest is lost: reported by the caller
+
+    async def run_phase(self, phase: Phase, stall_s: float) -> None:
+        self._phase = phase
+        senders_done = asyncio.Event()
+        puller = asyncio.create_task(self._puller(phase, senders_done, stall_s))
+        batches = iter(phase.bodies)
+        phase.started = time.perf_counter()
+        await asyncio.gather(*(self._sender(phase, batches) for _ in range(self.concurrency)))
+        phase.sent_done = time.perf_counter()
+        senders_done.set()
+        await puller
+        phase.delivered_done = max(phase.seen_at.values(), default=phase.sent_done)
+        await self.settle_acks()
+
+    async def settle_acks(self) -> None:
+        if self._acks:
+            await asyncio.gather(*self._acks)
+
+    async def drain(self, seconds: float) -> None:
+        """Keep pulling for a while after the run: a late second copy would show up here."""
+        self._phase = None
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await self.pull_once(wait=min(1.0, max(0.1, deadline - time.monotonic())))
+        await self.settle_acks()
+
+    # --- the gateways' own counters ------------------------------------------------------------------
+
+    async def metrics(self, gw: GatewayProcess) -> dict[str, float]:
+        """`name{labels}` -> value from GET /metrics (the operators' bearer token)."""
+        async with self.session.get(gw.url + "/metrics",
+                                    headers={"Authorization": f"Bearer {self.metrics_token}"}) as resp:
+            text = await resp.text()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                with contextlib.suppress(ValueError):
+                    out[name] = float(value)
+        return out
+
+    async def receipts_at_origin(self) -> int:
+        m = await self.metrics(self.js)
+        return int(sum(v for k, v in m.items() if k.startswith("yrdx_receipts_received_total{")))
+
+    async def wait_receipts(self, expected: int, stall_s: float) -> int:
+        """Wait until JS has recorded `expected` receipts (or they stop coming); returns how many it has."""
+        last, last_progress = -1, time.monotonic()
+        while True:
+            got = await self.receipts_at_origin()
+            if got >= expected:
+                return got
+            if got != last:
+                last, last_progress = got, time.monotonic()
+            elif time.monotonic() - last_progress > stall_s:
+                return got
+            await asyncio.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the baseline: raw aiokafka produce -> consume of the same envelope bytes on the same broker
+
+
+@dataclass
+class BaselineResult:
+    count: int
+    seconds: float
+    latencies: list[float]
+    cpu: dict[str, float | None]
+    topic: str
+
+
+async def baseline(bootstrap: str, records: Sequence[tuple[bytes, bytes, str]], warmup: int,
+                   pids: dict[str, int | None]) -> BaselineResult:
+    """Produce every record (value, key, signature) to a fresh 4-partition topic with one idempotent
+    producer (acks=all, linger 5 ms, batched sends: no per-message wait) while one consumer reads them."""
+    topic = f"bench.baseline.{uuid.uuid4().hex[:12]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 4, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+                                max_batch_size=256 * 1024)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                                enable_auto_commit=False, fetch_max_wait_ms=GATEWAY_FETCH_MAX_WAIT_MS,
+                                max_poll_records=PULL_MAX, isolation_level="read_committed")
+    await producer.start()
+    await consumer.start()
+    sent_at: dict[bytes, float] = {}
+    latencies: list[float] = []
+
+    async def produce(batch: Sequence[tuple[bytes, bytes, str]]) -> None:
+        futures = []
+        for value, key, sig in batch:
+            sent_at[value] = time.perf_counter()
+            futures.append(await producer.send(topic, value, key=key, headers=[(SIGNATURE_HEADER, sig.encode())]))
+        await asyncio.gather(*futures)
+
+    async def consume(expected: int, record: bool) -> None:
+        got = 0
+        while got < expected:
+            fetched = await consumer.getmany(timeout_ms=1000, max_records=PULL_MAX)
+            now = time.perf_counter()
+            for msgs in fetched.values():
+                got += len(msgs)
+                if record:
+                    latencies.extend(now - sent_at[m.value] for m in msgs)
+
+    try:
+        warm, measured = records[:warmup], records[warmup:]
+        await asyncio.gather(produce(warm), consume(len(warm), record=False))
+        window = CpuWindow(pids)
+        window.start()
+        started = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(produce(measured), consume(len(measured), record=True)), 300)
+        seconds = time.perf_counter() - started
+        window.stop()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return BaselineResult(len(measured), seconds, latencies, window.used, topic)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the primitives, timed in this process (best of 5)
+
+
+def best_us(fn: Callable[[], object], repeat: int = 5) -> float:
+    timer = timeit.Timer(fn)
+    number, _ = timer.autorange()  # enough calls for >= 0.2 s
+    return min(timer.repeat(repeat, number)) / number * 1e6
+
+
+def primitives(registry: SchemaRegistry, ex: Exchange) -> dict[str, Any]:
+    payload = settlement_2k(registry)
+    _, raw = envelope.build(msg_type="medical.settlement.result", schema_version=1, sender=SENDER,
+                            recipient=RECEIVER, payload=payload)
+    cert = load_certificate(ex.pki.gateway_cert(SENDER))
+    signer = Signer(load_private_key(ex.pki.gateway_key(SENDER)), cert)
+    public_key = cert.public_key()
+    signature = signer.sign(raw)
+    assert verify_detached(parse_detached(signature), raw, public_key)
+    doc = orjson.loads(raw)
+    assert not registry.validate("medical.settlement.result", 1, doc["payload"])
+
+    def build() -> object:
+        return envelope.build(msg_type="medical.settlement.result", schema_version=1, sender=SENDER,
+                              recipient=RECEIVER, payload=payload)
+
+    timings = {
+        "orjson_parse": best_us(lambda: orjson.loads(raw)),
+        "schema_validate": best_us(lambda: registry.validate("medical.settlement.result", 1, doc["payload"])),
+        "sign": best_us(lambda: signer.sign(raw)),
+        "verify": best_us(lambda: verify_detached(parse_detached(signature), raw, public_key)),
+        "envelope_build": best_us(build),
+        "sha256": best_us(lambda: envelope.sha256_hex(raw)),
+    }
+    return {"envelope_bytes": len(raw), "alg": signer.alg, "us": timings}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the run
+
+
+def phase_figures(phase: Phase) -> dict[str, Any]:
+    latencies = [phase.seen_at[i] - t for i, t in phase.posted_at.items() if i in phase.seen_at]
+    delivered = len(latencies)
+    seconds = phase.delivered_done - phase.started
+    return {
+        "accepted": len(phase.posted_at),
+        "delivered": delivered,
+        "rejected_at_ingress": dict(phase.rejected),
+        "request_errors": len(phase.request_errors),
+        "seconds": seconds,
+        "msg_per_s": delivered / seconds if seconds > 0 else 0.0,
+        "accept_msg_per_s": len(phase.posted_at) / (phase.sent_done - phase.started),
+        "latency_ms": {"p50": percentile(latencies, 50) * 1e3, "p99": percentile(latencies, 99) * 1e3,
+                       "max": max(latencies, default=float("nan")) * 1e3},
+        "created_at_to_pull_ms": {"p50": percentile(phase.transit, 50) * 1e3,
+                                  "p99": percentile(phase.transit, 99) * 1e3},
+        "batch_request_ms": {"p50": percentile(phase.request_latency, 50) * 1e3,
+                             "p99": percentile(phase.request_latency, 99) * 1e3},
+    }
+
+
+def fmt(value: float | None, spec: str = ",.0f") -> str:
+    return "n/a" if value is None or value != value else format(value, spec)  # value != value: NaN
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], bool]:
+    registry = SchemaRegistry.load()
+    figures: dict[str, Any] = {
+        "config": {"messages": args.messages, "batch": args.batch, "concurrency": args.concurrency,
+                   "warmup": args.warmup, "route": f"{SENDER}->{RECEIVER}"},
+        "machine": {"nproc": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
+                    "loadavg_start": loadavg(), "python": sys.version.split()[0]},
+    }
+    broker: LocalKafka | None = None
+    gateways: list[GatewayProcess] = []
+    spies: list[PySpy] = []
+    try:
+        bootstrap = env_bootstrap_servers()
+        if bootstrap is None:
+            broker = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port())
+            t = time.monotonic()
+            broker.start()
+            print(f"local Kafka {broker.version} at {broker.bootstrap_servers} ({time.monotonic() - t:.1f} s)")
+            bootstrap = broker.bootstrap_servers
+        else:
+            print(f"external Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS): broker CPU is not measured")
+        figures["broker"] = {"bootstrap_servers": bootstrap, "local": broker is not None}
+        ex = init_exchange(work / "exchange", base_port=0, bootstrap_servers=bootstrap)
+        edit_config(ex.config_path(RECEIVER), delivery={"mode": "inbox"})  # SH's platform pulls
+        cprofile = args.profile is not None and args.profiler == "cprofile"
+        for region in (SENDER, RECEIVER):
+            out = args.profile / f"{region.lower()}.prof" if cprofile else None
+            gateways.append(GatewayProcess(region, ex.config_path(region), work, out))
+        for g in gateways:
+            g.launch()
+        for g in gateways:
+            g.wait_ready()
+        js, sh = gateways
+        print(f"gateways: JS pid {js.pid} at {js.url}, SH pid {sh.pid} at {sh.url}")
+
+        variants = message_variants(registry)
+        run_id = uuid.uuid4().hex[:8]
+        warm = Phase("warmup", build_batches(variants, args.warmup, args.batch, run_id, 0))
+        measured = Phase("measured", build_batches(variants, args.messages, args.batch, run_id, args.warmup))
+        pids = {"js_gateway": js.pid, "sh_gateway": sh.pid, "kafka_jvm": broker.pid() if broker else None,
+                "driver": os.getpid()}
+        connector = aiohttp.TCPConnector(limit=args.concurrency + 8)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            driver = Driver(session, js, sh, ex, args.concurrency)
+            if warm.bodies:
+                await driver.run_phase(warm, args.stall_timeout)
+                await driver.wait_receipts(len(driver.ledger.accepted), args.stall_timeout)
+                print(f"warmup: {len(warm.seen_at)}/{len(warm.posted_at)} delivered "
+                      f"in {warm.delivered_done - warm.started:.1f} s")
+            if args.profile is not None and not cprofile:
+                spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+                spies = [PySpy(spy, g.pid or 0, args.profile / f"{g.region.lower()}.pyspy.txt") for g in gateways]
+                await asyncio.sleep(1.0)  # attached before the window opens
+            window = CpuWindow(pids)
+            window.start()
+            await driver.run_phase(measured, args.stall_timeout)
+            receipts = await driver.wait_receipts(len(driver.ledger.accepted), args.stall_timeout)
+            receipts_done = time.perf_counter()
+            window.stop()
+            for s in spies:
+                s.stop()
+            await driver.drain(args.drain)
+            js_metrics, sh_metrics = await driver.metrics(js), await driver.metrics(sh)
+
+        e2e = phase_figures(measured)
+        n = e2e["delivered"]
+        e2e["receipts_recorded_at_origin"] = receipts
+        e2e["cpu_window_s"] = receipts_done - measured.started
+        e2e["cpu_us_per_msg"] = {k: us_per_msg(v, n) for k, v in window.used.items()}
+        e2e["cpu_percent"] = {k: None if v is None else 100 * v / e2e["cpu_window_s"] for k, v in window.used.items()}
+        ours = sum(v for v in window.used.values() if v is not None)
+        e2e["machine_cpu_busy_percent"] = 100 * window.machine_busy / e2e["cpu_window_s"]
+        e2e["other_processes_cpu_s"] = max(0.0, window.machine_busy - ours)
+        e2e["gateway_counters"] = {
+            "sh_rejected": sum(v for k, v in sh_metrics.items() if k.startswith("yrdx_messages_rejected_total{")),
+            "js_refused": sum(v for k, v in js_metrics.items() if k.startswith("yrdx_requests_refused_total{")),
+            "js_rejected": sum(v for k, v in js_metrics.items() if k.startswith("yrdx_messages_rejected_total{")),
+        }
+        figures["end_to_end"] = e2e
+        sizes = [len(orjson.dumps(driver.ledger.envelopes[i][0])) for i in measured.seen_at]
+        e2e["envelope_bytes_mean"] = sum(sizes) / len(sizes) if sizes else 0
+
+        # exactly once, over warmup and measured phases
+        ledger = driver.ledger
+        lost = sorted(ledger.accepted - set(ledger.pulled))
+        unexpected = sorted(i for i in set(ledger.unexpected) if i not in ledger.accepted)
+        figures["delivery_check"] = {
+            "accepted": len(ledger.accepted), "delivered_once": sum(1 for c in ledger.pulled.values() if c == 1),
+            "lost": len(lost), "duplicated": len(set(ledger.duplicates)), "unexpected": len(unexpected),
+            "lost_sample": lost[:5], "duplicated_sample": sorted(set(ledger.duplicates))[:5],
+            "unexpected_sample": unexpected[:5],
+        }
+        ok = not lost and not ledger.duplicates and not unexpected
+
+        for g in gateways:  # before the baseline: the broker and the cores are the baseline's alone
+            g.stop()
+
+        # the baseline: the same envelope bytes (as the pull returned them), same count, same broker
+        ordered = [*warm.seen_at, *measured.seen_at]
+        records = []
+        for msg_id in ordered:
+            env, sig = ledger.envelopes[msg_id]
+            records.append((orjson.dumps(env), str(env["correlation_id"]).encode(), sig))
+        first = records[len(warm.seen_at)] if len(records) > len(warm.seen_at) else None
+        same_bytes = first is not None and verify_detached(
+            parse_detached(first[2]), first[0], load_certificate(ex.pki.gateway_cert(SENDER)).public_key())
+        base = await baseline(bootstrap, records, len(warm.seen_at),
+                              {"kafka_jvm": pids["kafka_jvm"], "driver": os.getpid()})
+        figures["baseline"] = {
+            "topic": base.topic, "count": base.count, "seconds": base.seconds,
+            "msg_per_s": base.count / base.seconds if base.seconds else 0.0,
+            "latency_ms": {"p50": percentile(base.latencies, 50) * 1e3, "p99": percentile(base.latencies, 99) * 1e3,
+                           "max": max(base.latencies, default=float("nan")) * 1e3},
+            "cpu_us_per_msg": {k: us_per_msg(v, base.count) for k, v in base.cpu.items()},
+            "bytes_identical_to_signed_envelopes": same_bytes,
+        }
+
+        prim = primitives(registry, ex)
+        figures["primitives"] = prim
+        figures["machine"]["loadavg_end"] = loadavg()
+
+        us = prim["us"]
+        cpu = e2e["cpu_us_per_msg"]
+        total_cpu = sum(v for v in cpu.values() if v is not None)
+        ingress_floor = us["schema_validate"] + us["envelope_build"] + us["sign"]
+        egress_floor = us["orjson_parse"] + us["verify"] + us["schema_validate"]
+        b = figures["baseline"]
+        figures["ratios"] = {
+            "e2e_over_baseline_msg_per_s": ratio(e2e["msg_per_s"], b["msg_per_s"]),
+            "e2e_over_baseline_p50": ratio(e2e["latency_ms"]["p50"], b["latency_ms"]["p50"]),
+            "e2e_over_baseline_p99": ratio(e2e["latency_ms"]["p99"], b["latency_ms"]["p99"]),
+            "ingress_floor_us": ingress_floor,
+            "egress_floor_us": egress_floor,
+            "js_cpu_over_ingress_floor": ratio(cpu.get("js_gateway"), ingress_floor),
+            "sh_cpu_over_egress_floor": ratio(cpu.get("sh_gateway"), egress_floor),
+            "kafka_cpu_e2e_over_baseline": ratio(cpu.get("kafka_jvm"), b["cpu_us_per_msg"].get("kafka_jvm")),
+            "cpu_us_per_msg_all_processes": total_cpu,
+            "cpu_bound_ceiling_msg_per_s": ratio(len(os.sched_getaffinity(0)) * 1e6, total_cpu),
+        }
+        return figures, ok
+    finally:
+        for s in spies:
+            s.stop()
+        for g in gateways:
+            try:
+                g.stop()
+            except Exception as e:  # noqa: BLE001 - keep cleaning up
+                print(f"stopping gateway {g.region}: {e}", file=sys.stderr)
+        if broker is not None:
+            broker.stop()
+
+
+def report(f: dict[str, Any]) -> None:
+    c, m, e, b, p, r = (f["config"], f["machine"], f["end_to_end"], f["baseline"], f["primitives"], f["ratios"])
+    d = f["delivery_check"]
+    print()
+    print(f"== yrdx relay benchmark: {c['messages']:,} mixed messages {c['route']}, batch {c['batch']}, "
+          f"concurrency {c['concurrency']}, warmup {c['warmup']:,}")
+    print(f"machine: {m['nproc']} CPUs ({m['usable_cpus']} usable), Python {m['python']}, loadavg "
+          f"{m['loadavg_start']} at start, {m['loadavg_end']} at end")
+    print()
+    print("-- end to end (driver -> JS gateway -> Kafka -> SH gateway -> SH pull inbox -> driver)")
+    print(f"  delivered          {e['delivered']:,} of {e['accepted']:,} accepted in {e['seconds']:.2f} s"
+          f"  (mean envelope {e['envelope_bytes_mean']:,.0f} B)")
+    print(f"  throughput         {e['msg_per_s']:,.0f} msg/s end to end   (JS accepted at "
+          f"{e['accept_msg_per_s']:,.0f} msg/s)")
+    lat, tr, rq = e["latency_ms"], e["created_at_to_pull_ms"], e["batch_request_ms"]
+    print(f"  latency            p50 {lat['p50']:,.1f} ms   p99 {lat['p99']:,.1f} ms   max {lat['max']:,.1f} ms"
+          "   (batch POST started -> seen in a pull)")
+    print(f"  created_at->pull   p50 {tr['p50']:,.1f} ms   p99 {tr['p99']:,.1f} ms")
+    print(f"  batch POST         p50 {rq['p50']:,.1f} ms   p99 {rq['p99']:,.1f} ms   (207 round trip)")
+    if e["rejected_at_ingress"] or e["request_errors"] or any(e["gateway_counters"].values()):
+        print(f"  refusals           ingress {e['rejected_at_ingress']}, request errors {e['request_errors']}, "
+              f"gateway counters {e['gateway_counters']}")
+    print(f"  CPU over {e['cpu_window_s']:.2f} s (until every receipt was recorded at JS: "
+          f"{e['receipts_recorded_at_origin']:,}):")
+    for name in ("js_gateway", "sh_gateway", "kafka_jvm", "driver"):
+        print(f"    {name:<12} {fmt(e['cpu_us_per_msg'][name], '>8,.1f')} us/msg"
+              f"   {fmt(e['cpu_percent'][name], '>5.0f')} % of a core")
+    print(f"    all four     {fmt(r['cpu_us_per_msg_all_processes'], '>8,.1f')} us/msg   -> CPU-bound ceiling "
+          f"~{fmt(r['cpu_bound_ceiling_msg_per_s'])} msg/s on {m['usable_cpus']} cores")
+    print(f"    machine busy {e['machine_cpu_busy_percent']:.0f} % of one core; other processes used "
+          f"{e['other_processes_cpu_s']:.2f} CPU s in the window")
+    print()
+    print("-- baseline: raw aiokafka produce -> consume of the same envelope bytes, same broker")
+    print(f"  {b['count']:,} records in {b['seconds']:.2f} s: {b['msg_per_s']:,.0f} msg/s   "
+          f"p50 {b['latency_ms']['p50']:,.1f} ms   p99 {b['latency_ms']['p99']:,.1f} ms")
+    print(f"  CPU: client {fmt(b['cpu_us_per_msg']['driver'], ',.1f')} us/msg, Kafka JVM "
+          f"{fmt(b['cpu_us_per_msg']['kafka_jvm'], ',.1f')} us/msg   (bytes identical to the signed envelopes: "
+          f"{'yes' if b['bytes_identical_to_signed_envelopes'] else 'NO'})")
+    print()
+    print(f"-- primitives on a {p['envelope_bytes']:,} B settlement envelope ({p['alg']}, one core, best of 5)")
+    for name, value in p["us"].items():
+        print(f"  {name:<16} {value:>8.1f} us   {1e6 / value:>12,.0f} /s")
+    print()
+    print("-- ratios")
+    print(f"  end-to-end / baseline msg/s      {fmt(r['e2e_over_baseline_msg_per_s'], '.3f')}")
+    print(f"  end-to-end / baseline p50, p99   {fmt(r['e2e_over_baseline_p50'], '.2f')}, "
+          f"{fmt(r['e2e_over_baseline_p99'], '.2f')}")
+    print(f"  JS CPU / ingress floor           {fmt(r['js_cpu_over_ingress_floor'], '.1f')}   (floor = validate + "
+          f"build + sign = {r['ingress_floor_us']:.1f} us)")
+    print(f"  SH CPU / egress floor            {fmt(r['sh_cpu_over_egress_floor'], '.1f')}   (floor = parse + "
+          f"verify + validate = {r['egress_floor_us']:.1f} us)")
+    print(f"  Kafka CPU e2e / baseline         {fmt(r['kafka_cpu_e2e_over_baseline'], '.2f')}")
+    print()
+    verdict = "OK" if not (d["lost"] or d["duplicated"] or d["unexpected"]) else "FAILED"
+    print(f"-- delivery check: {verdict}: {d['accepted']:,} accepted (warmup included), {d['delivered_once']:,} "
+          f"delivered exactly once, {d['lost']} lost, {d['duplicated']} duplicated, {d['unexpected']} unexpected")
+    for key in ("lost_sample", "duplicated_sample", "unexpected_sample"):
+        if d[key]:
+            print(f"   {key}: {', '.join(d[key])}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--messages", type=int, default=20_000, help="messages in the measured window (20000)")
+    p.add_argument("--batch", type=int, default=200, help="messages per POST /v1/messages/batch (200, max 500)")
+    p.add_argument("--concurrency", type=int, default=4, help="batch requests in flight (4)")
+    p.add_argument("--warmup", type=int, default=1000, help="messages relayed before the window opens (1000)")
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.add_argument("--stall-timeout", type=float, default=60.0,
+                   help="seconds without progress before the missing messages count as lost (60)")
+    p.add_argument("--drain", type=float, default=2.0,
+                   help="seconds of extra pulls after the run, to catch late duplicates (2)")
+    p.add_argument("--profile", type=Path, help="profile both gateways into this folder (see --profiler)")
+    p.add_argument("--profiler", choices=["py-spy", "cprofile"], default="py-spy",
+                   help="py-spy: sample the measured window (needs `pip install py-spy`); cprofile: whole life")
+    p.add_argument("--keep", action="store_true", help="keep the work folder (logs, configs, broker data)")
+    args = p.parse_args(argv)
+    if not 1 <= args.batch <= 500:
+        p.error("--batch must be between 1 and 500")
+    if args.messages < 1 or args.concurrency < 1 or args.warmup < 0:
+        p.error("--messages and --concurrency must be positive, --warmup not negative")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.profile is not None:
+        args.profile = args.profile.resolve()
+        args.profile.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="yrdx-bench-"))
+    try:
+        figures, ok = asyncio.run(run(args, work))
+    except BaseException:
+        print(f"work folder kept for inspection: {work}", file=sys.stderr)
+        raise
+    report(figures)
+    if args.json:
+        args.json.write_text(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode() + "\n")
+    if args.profile is not None:
+        from hotspots import summarize_folder  # bench/hotspots.py, beside this file
+
+        print()
+        summarize_folder(args.profile)
+    if args.keep:
+        print(f"work folder: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
