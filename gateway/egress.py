@@ -201,10 +201,18 @@ class Egress:
             for p, v in inbox:
                 self.delivered(p, v, "inbox")
         if webhooks:
-            await asyncio.gather(*(self.push_conversation(items) for items in webhooks.values()))
+            # Conversations are pushed in parallel up to the platform's concurrency: after a crash, only the
+            # messages in flight at that moment can reach the platform a second time.
+            limits: dict[str, asyncio.Semaphore] = {}
+            for items in webhooks.values():
+                platform = items[0][0]
+                limits.setdefault(platform.id, asyncio.Semaphore(platform.delivery.concurrency))
+            await asyncio.gather(*(
+                self.push_conversation(items, limits[items[0][0].id]) for items in webhooks.values()
+            ))
         await self.flush()
 
-    async def push_conversation(self, items: list[tuple[Platform, Verified]]) -> None:
+    async def push_conversation(self, items: list[tuple[Platform, Verified]], limit: asyncio.Semaphore) -> None:
         for platform, v in items:
             headers = {
                 "Content-Type": "application/json",
@@ -214,7 +222,8 @@ class Egress:
                 "Yrdx-From": v.env.sender,
                 "Yrdx-Correlation-Id": v.env.correlation_id,
             }
-            result = await self._webhooks.deliver(platform.delivery, v.record.value, headers)
+            async with limit:
+                result = await self._webhooks.deliver(platform.delivery, v.record.value, headers)
             if result.delivered:
                 # Marked right after the platform's 2xx: after a crash only this one message can come again.
                 self._state.mark_seen([(v.env.id, "delivered", v.source)])

@@ -73,6 +73,8 @@ async def exchange(
 ) -> AsyncIterator[Exchange4]:
     root = tmp_path_factory.mktemp("exchange")
     ex = init_exchange(root, base_port=0, bootstrap_servers=kafka.bootstrap_servers)
+    for r in REGIONS:  # a stopped broker answers 503 after 3 s instead of 10
+        edit_config(ex.config_path(r), limits={"max_body_bytes": 262144, "batch_max": 500, "publish_timeout_s": 3})
     for r in WEBHOOK_REGIONS:
         edit_config(ex.config_path(r), delivery={"mode": "webhook", "url": sink.url(r), "max_attempts": 40,
                                                  "backoff_initial_s": 0.1, "backoff_max_s": 0.5})

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Where a gateway spends its CPU: summaries of the profiles written by ``bench/relay.py --profile DIR``.
+
+* ``<region>.pyspy.txt``: py-spy ``--format raw`` (collapsed stacks, one ``frame;frame;... count`` a line),
+  sampled only during the measured window. Idle samples (the event loop waiting in epoll) are not recorded,
+  so the samples are CPU time. Printed: the share of each part of the data path, the inclusive time of the
+  gateway's own functions, and the functions where the time is spent (self time).
+* ``<region>.prof``: cProfile of the whole process life (start-up and warmup included), printed by pstats.
+
+    .venv/bin/python bench/hotspots.py DIR_OR_FILE [--top N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import pstats
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
+
+# Parts of the data path, by a function somewhere on the stack; the first rule that matches wins.
+CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("inbox API: pull + ack (SH)", ("get_inbox (gateway/api.py)", "post_inbox_ack (gateway/api.py)")),
+    ("ingress: POST /v1/messages/batch handler", ("post_batch (gateway/api.py)", "post_message (gateway/api.py)")),
+    ("JWT authentication (middleware)", ("authenticate (gateway/auth.py)",)),
+    ("egress: Egress.handle (SH: messages; JS: receipts)", ("handle (gateway/egress.py)",)),
+    ("consumer poll + commit", ("poll (gateway/kafka/transport.py)", "commit (gateway/kafka/transport.py)")),
+    ("audit segment flush", ("_flush (gateway/audit.py)",)),
+    ("broker probe / jti purge", ("_probe_broker (gateway/server.py)",)),
+    ("aiokafka background (sender, fetcher, connections)", ("aiokafka/",)),
+    ("aiohttp machinery (parsing, writing, connections)", ("aiohttp/",)),
+    ("asyncio event loop", ("asyncio/",)),
+)
+
+
+def short_file(path: str) -> str:
+    """A readable path: relative to the repo, to site-packages, or to the standard library."""
+    for marker in ("site-packages/", f"{ROOT}/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    m = re.search(r"/lib/python3\.\d+/(.*)", path)
+    return m.group(1) if m else path
+
+
+def frame_name(frame: str) -> str:
+    """`func (file:line)` -> `func (short file)`: lines of one function are added up."""
+    m = _FRAME.match(frame.strip())
+    if m is None:
+        return frame.strip()
+    return f"{m['func']} ({short_file(m['file'])})"
+
+
+def read_collapsed(path: Path) -> list[tuple[list[str], int]]:
+    stacks: list[tuple[list[str], int]] = []
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            stacks.append(([frame_name(f) for f in stack.split(";")], int(count)))
+    return stacks
+
+
+def category(frames: list[str]) -> str:
+    for label, markers in CATEGORIES:
+        if any(marker in frame for frame in frames for marker in markers):
+            return label
+    return "other"
+
+
+def summarize_collapsed(path: Path, top: int = 25, out: io.TextIOBase | None = None) -> None:
+    w = out or sys.stdout
+    stacks = read_collapsed(path)
+    total = sum(c for _, c in stacks)
+    if not total:
+        print(f"{path}: no samples", file=w)
+        return
+    categories: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
+    for frames, count in stacks:
+        categories[category(frames)] += count
+        for f in set(frames):
+            if "gateway/" in f:
+                inclusive[f] += count
+        leaf[frames[-1]] += count
+
+    def pct(n: int) -> str:
+        return f"{100 * n / total:5.1f} %"
+
+    print(f"== {path.name}: {total:,} CPU samples", file=w)
+    print("  by part of the data path (a function on the stack):", file=w)
+    for label, n in categories.most_common():
+        print(f"    {pct(n)}  {label}", file=w)
+    print(f"  gateway functions, inclusive (top {top}):", file=w)
+    for name, n in inclusive.most_common(top):
+        print(f"    {pct(n)}  {name}", file=w)
+    print(f"  self time, any code (top {top}):", file=w)
+    for name, n in leaf.most_common(top):
+        print(f"    {pct(n)}  {name}", file=w)
+
+
+def summarize_pstats(path: Path, top: int = 25, out: io.TextIOBase | None = None) -> None:
+    w = out or sys.stdout
+    buf = io.StringIO()
+    stats = pstats.Stats(str(path), stream=buf)
+    stats.strip_dirs().sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+    print(f"== {path.name} (cProfile, whole process life)", file=w)
+    print(buf.getvalue(), file=w)
+
+
+def summarize_folder(folder: Path, top: int = 25) -> None:
+    files = sorted(folder.glob("*.pyspy.txt")) + sorted(folder.glob("*.prof"))
+    if not files:
+        print(f"no profiles in {folder}")
+    for path in files:
+        summarize(path, top)
+        print()
+
+
+def summarize(path: Path, top: int = 25) -> None:
+    if path.suffix == ".prof":
+        summarize_pstats(path, top)
+    else:
+        summarize_collapsed(path, top)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", type=Path, help="a profile folder, a .pyspy.txt or a .prof file")
+    p.add_argument("--top", type=int, default=25)
+    args = p.parse_args(argv)
+    if args.target.is_dir():
+        summarize_folder(args.target, args.top)
+    else:
+        summarize(args.target, args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
