@@ -502,6 +502,7 @@ class SimulatedPlatforms:
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._arrived = asyncio.Condition()
+        self._first: dict[tuple[str, str, str], Delivery] = {}  # (region, type, conversation) -> first delivery
 
     # wiring
     def on(self, region: str, msg_type: str, handler: Handler) -> None:
@@ -571,11 +572,21 @@ class SimulatedPlatforms:
             return web.Response(status=204)  # a redelivery after a gateway restart: already handled
         delivery = Delivery(region, msg_id, msg_type, sender, correlation_id, time.monotonic(), body, signature, True)
         self.ledger.deliveries[msg_id] = delivery
-        async with self._arrived:
-            self._arrived.notify_all()
+        self._first.setdefault((region, msg_type, correlation_id), delivery)
         handler = self._handlers.get((region, msg_type))
         if handler is not None:
-            self._spawn(self._react(handler, delivery))
+            # The platform updates its own records at once (before anyone waiting on this delivery wakes up);
+            # only its answer leaves in the background.
+            try:
+                reply = handler(delivery)
+            except Exception as e:  # a reaction must never take the webhook server down
+                log.exception("reaction failed")
+                self.reaction_errors.append(f"{region} reaction to {msg_type} failed: {type(e).__name__}")
+                reply = None
+            if reply is not None:
+                self._spawn(self._answer(delivery, *reply))
+        async with self._arrived:
+            self._arrived.notify_all()
         return web.Response(status=204)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -583,25 +594,21 @@ class SimulatedPlatforms:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _react(self, handler: Handler, d: Delivery) -> None:
+    async def _answer(self, d: Delivery, msg_type: str, payload: dict[str, Any]) -> None:
+        errors = self.registry.validate(msg_type, self.registry.latest_version(msg_type) or 1, payload)
+        if errors:  # our own bug: say where, never what
+            pointers = ", ".join(e.pointer or "/" for e in errors)
+            self.reaction_errors.append(f"{d.region} built an invalid {msg_type} ({pointers})")
+            return
         try:
-            reply = handler(d)
-            if reply is None:
-                return
-            msg_type, payload = reply
-            errors = self.registry.validate(msg_type, self.registry.latest_version(msg_type) or 1, payload)
-            if errors:  # our own bug: say where, never what
-                pointers = ", ".join(e.pointer or "/" for e in errors)
-                self.reaction_errors.append(f"{d.region} built an invalid {msg_type} ({pointers})")
-                return
             attempt = await self.clients[d.region].send(
                 msg_type, d.sender, payload, story=f"{d.region} platform answers", correlation_id=d.correlation_id,
             )
-            if attempt.refused:
-                self.reaction_errors.append(f"{d.region} could not answer with {msg_type}: {attempt.refused}")
-        except Exception as e:  # a reaction must never take the webhook server down
-            log.exception("reaction failed")
-            self.reaction_errors.append(f"{d.region} reaction to {d.type} failed: {type(e).__name__}")
+        except (aiohttp.ClientError, TimeoutError) as e:
+            self.reaction_errors.append(f"{d.region} could not reach its gateway: {type(e).__name__}")
+            return
+        if attempt.refused:
+            self.reaction_errors.append(f"{d.region} could not answer with {msg_type}: {attempt.refused}")
 
     # waiting
     async def wait_for(
@@ -609,14 +616,7 @@ class SimulatedPlatforms:
     ) -> Delivery | None:
         """The first delivery of `msg_type` in this conversation at `region` (None if none came in time)."""
 
-        def find() -> Delivery | None:
-            return next(
-                (d for d in self.ledger.deliveries.values()
-                 if d.region == region and d.type == msg_type and d.correlation_id == correlation_id),
-                None,
-            )
-
-        return await self._wait(find, timeout_s)
+        return await self._wait(lambda: self._first.get((region, msg_type, correlation_id)), timeout_s)
 
     async def wait_delivered(self, msg_id: str, timeout_s: float = 20.0) -> Delivery | None:
         return await self._wait(lambda: self.ledger.deliveries.get(msg_id), timeout_s)

@@ -26,7 +26,8 @@ _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
 # Parts of the data path, by a function somewhere on the stack; the first rule that matches wins.
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("inbox API: pull + ack (SH)", ("get_inbox (gateway/api.py)", "post_inbox_ack (gateway/api.py)")),
-    ("ingress: POST /v1/messages/batch handler", ("post_batch (gateway/api.py)", "post_message (gateway/api.py)")),
+    ("ingress: POST /v1/messages/batch handler",
+     ("post_batch (gateway/api.py)", "post_message (gateway/api.py)")),
     ("JWT authentication (middleware)", ("authenticate (gateway/auth.py)",)),
     ("egress: Egress.handle (SH: messages; JS: receipts)", ("handle (gateway/egress.py)",)),
     ("consumer poll + commit", ("poll (gateway/kafka/transport.py)", "commit (gateway/kafka/transport.py)")),

@@ -2,7 +2,7 @@
 """End-to-end relay benchmark: N mixed messages JS -> SH through two gateway processes over a real Kafka.
 
 Prints (and with ``--json`` writes) in one run:
-  * end to end: msg/s, latency p50/p99 (batch POST started -> seen in SH's pull inbox), and created_at -> pull;
+  * end to end: msg/s, latency p50/p99 (batch POST started -> seen in SH's pull inbox), created_at -> pull;
   * CPU microseconds per message of the JS gateway, the SH gateway, the Kafka JVM and this driver, from
     utime+stime in /proc/<pid>/stat before and after the measured window, with the load context;
   * the cost of the primitives on a ~2 KB settlement envelope (orjson parse, schema validation, sign, verify);
@@ -119,6 +119,11 @@ class CpuWindow:
         for name, pid in self.pids.items():
             before, after = self._before.get(name), cpu_seconds(pid)
             self.used[name] = None if before is None or after is None else after - before
+
+
+def counter(metrics: dict[str, float], name: str) -> float:
+    """The sum of a Prometheus counter over its labels."""
+    return sum(v for k, v in metrics.items() if k.startswith(name + "{") or k == name)
 
 
 def us_per_msg(seconds: float | None, count: int) -> float | None:
@@ -356,7 +361,7 @@ class Driver:
             if times:
                 ledger.duplicates.append(msg_id)
                 continue
-            if msg_id not in ledger.accepted:  # not yet answered by its 207, or not ours at all: checked later
+            if msg_id not in ledger.accepted:  # its 207 not read yet, or not ours at all: checked at the end
                 ledger.unexpected.append(msg_id)
             env = m["envelope"]
             ledger.envelopes[msg_id] = (env, m["signature"])
@@ -431,7 +436,7 @@ class Driver:
 
     async def receipts_at_origin(self) -> int:
         m = await self.metrics(self.js)
-        return int(sum(v for k, v in m.items() if k.startswith("yrdx_receipts_received_total{")))
+        return int(counter(m, "yrdx_receipts_received_total"))
 
     async def wait_receipts(self, expected: int, stall_s: float) -> int:
         """Wait until JS has recorded `expected` receipts (or they stop coming); returns how many it has."""
@@ -473,9 +478,11 @@ async def baseline(bootstrap: str, records: Sequence[tuple[bytes, bytes, str]], 
         await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
                                 max_batch_size=256 * 1024)
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                                enable_auto_commit=False, fetch_max_wait_ms=GATEWAY_FETCH_MAX_WAIT_MS,
-                                max_poll_records=PULL_MAX, isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+        enable_auto_commit=False, fetch_max_wait_ms=GATEWAY_FETCH_MAX_WAIT_MS, max_poll_records=PULL_MAX,
+        isolation_level="read_committed",
+    )
     await producer.start()
     await consumer.start()
     sent_at: dict[bytes, float] = {}
@@ -485,7 +492,8 @@ async def baseline(bootstrap: str, records: Sequence[tuple[bytes, bytes, str]], 
         futures = []
         for value, key, sig in batch:
             sent_at[value] = time.perf_counter()
-            futures.append(await producer.send(topic, value, key=key, headers=[(SIGNATURE_HEADER, sig.encode())]))
+            headers = [(SIGNATURE_HEADER, sig.encode())]
+            futures.append(await producer.send(topic, value, key=key, headers=headers))
         await asyncio.gather(*futures)
 
     async def consume(expected: int, record: bool) -> None:
@@ -600,7 +608,8 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
             broker = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port())
             t = time.monotonic()
             broker.start()
-            print(f"local Kafka {broker.version} at {broker.bootstrap_servers} ({time.monotonic() - t:.1f} s)")
+            print(f"local Kafka {broker.version} at {broker.bootstrap_servers} "
+                  f"(started in {time.monotonic() - t:.1f} s)")
             bootstrap = broker.bootstrap_servers
         else:
             print(f"external Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS): broker CPU is not measured")
@@ -634,7 +643,8 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
                       f"in {warm.delivered_done - warm.started:.1f} s")
             if args.profile is not None and not cprofile:
                 spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-                spies = [PySpy(spy, g.pid or 0, args.profile / f"{g.region.lower()}.pyspy.txt") for g in gateways]
+                spies = [PySpy(spy, g.pid or 0, args.profile / f"{g.region.lower()}.pyspy.txt")
+                         for g in gateways]
                 await asyncio.sleep(1.0)  # attached before the window opens
             window = CpuWindow(pids)
             window.start()
@@ -652,14 +662,16 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         e2e["receipts_recorded_at_origin"] = receipts
         e2e["cpu_window_s"] = receipts_done - measured.started
         e2e["cpu_us_per_msg"] = {k: us_per_msg(v, n) for k, v in window.used.items()}
-        e2e["cpu_percent"] = {k: None if v is None else 100 * v / e2e["cpu_window_s"] for k, v in window.used.items()}
+        e2e["cpu_percent"] = {
+            k: None if v is None else 100 * v / e2e["cpu_window_s"] for k, v in window.used.items()
+        }
         ours = sum(v for v in window.used.values() if v is not None)
         e2e["machine_cpu_busy_percent"] = 100 * window.machine_busy / e2e["cpu_window_s"]
         e2e["other_processes_cpu_s"] = max(0.0, window.machine_busy - ours)
         e2e["gateway_counters"] = {
-            "sh_rejected": sum(v for k, v in sh_metrics.items() if k.startswith("yrdx_messages_rejected_total{")),
-            "js_refused": sum(v for k, v in js_metrics.items() if k.startswith("yrdx_requests_refused_total{")),
-            "js_rejected": sum(v for k, v in js_metrics.items() if k.startswith("yrdx_messages_rejected_total{")),
+            "sh_rejected": counter(sh_metrics, "yrdx_messages_rejected_total"),
+            "js_refused": counter(js_metrics, "yrdx_requests_refused_total"),
+            "js_rejected": counter(js_metrics, "yrdx_messages_rejected_total"),
         }
         figures["end_to_end"] = e2e
         sizes = [len(orjson.dumps(driver.ledger.envelopes[i][0])) for i in measured.seen_at]
@@ -670,7 +682,8 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         lost = sorted(ledger.accepted - set(ledger.pulled))
         unexpected = sorted(i for i in set(ledger.unexpected) if i not in ledger.accepted)
         figures["delivery_check"] = {
-            "accepted": len(ledger.accepted), "delivered_once": sum(1 for c in ledger.pulled.values() if c == 1),
+            "accepted": len(ledger.accepted),
+            "delivered_once": sum(1 for c in ledger.pulled.values() if c == 1),
             "lost": len(lost), "duplicated": len(set(ledger.duplicates)), "unexpected": len(unexpected),
             "lost_sample": lost[:5], "duplicated_sample": sorted(set(ledger.duplicates))[:5],
             "unexpected_sample": unexpected[:5],
@@ -694,7 +707,8 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         figures["baseline"] = {
             "topic": base.topic, "count": base.count, "seconds": base.seconds,
             "msg_per_s": base.count / base.seconds if base.seconds else 0.0,
-            "latency_ms": {"p50": percentile(base.latencies, 50) * 1e3, "p99": percentile(base.latencies, 99) * 1e3,
+            "latency_ms": {"p50": percentile(base.latencies, 50) * 1e3,
+                           "p99": percentile(base.latencies, 99) * 1e3,
                            "max": max(base.latencies, default=float("nan")) * 1e3},
             "cpu_us_per_msg": {k: us_per_msg(v, base.count) for k, v in base.cpu.items()},
             "bytes_identical_to_signed_envelopes": same_bytes,
@@ -736,8 +750,8 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
 
 
 def report(f: dict[str, Any]) -> None:
-    c, m, e, b, p, r = (f["config"], f["machine"], f["end_to_end"], f["baseline"], f["primitives"], f["ratios"])
-    d = f["delivery_check"]
+    c, m, e, b = f["config"], f["machine"], f["end_to_end"], f["baseline"]
+    p, r, d = f["primitives"], f["ratios"], f["delivery_check"]
     print()
     print(f"== yrdx relay benchmark: {c['messages']:,} mixed messages {c['route']}, batch {c['batch']}, "
           f"concurrency {c['concurrency']}, warmup {c['warmup']:,}")
@@ -750,20 +764,20 @@ def report(f: dict[str, Any]) -> None:
     print(f"  throughput         {e['msg_per_s']:,.0f} msg/s end to end   (JS accepted at "
           f"{e['accept_msg_per_s']:,.0f} msg/s)")
     lat, tr, rq = e["latency_ms"], e["created_at_to_pull_ms"], e["batch_request_ms"]
-    print(f"  latency            p50 {lat['p50']:,.1f} ms   p99 {lat['p99']:,.1f} ms   max {lat['max']:,.1f} ms"
-          "   (batch POST started -> seen in a pull)")
+    print(f"  latency            p50 {lat['p50']:,.1f} ms   p99 {lat['p99']:,.1f} ms   "
+          f"max {lat['max']:,.1f} ms   (batch POST started -> seen in a pull)")
     print(f"  created_at->pull   p50 {tr['p50']:,.1f} ms   p99 {tr['p99']:,.1f} ms")
     print(f"  batch POST         p50 {rq['p50']:,.1f} ms   p99 {rq['p99']:,.1f} ms   (207 round trip)")
     if e["rejected_at_ingress"] or e["request_errors"] or any(e["gateway_counters"].values()):
-        print(f"  refusals           ingress {e['rejected_at_ingress']}, request errors {e['request_errors']}, "
-              f"gateway counters {e['gateway_counters']}")
+        print(f"  refusals           ingress {e['rejected_at_ingress']}, "
+              f"request errors {e['request_errors']}, gateway counters {e['gateway_counters']}")
     print(f"  CPU over {e['cpu_window_s']:.2f} s (until every receipt was recorded at JS: "
           f"{e['receipts_recorded_at_origin']:,}):")
     for name in ("js_gateway", "sh_gateway", "kafka_jvm", "driver"):
         print(f"    {name:<12} {fmt(e['cpu_us_per_msg'][name], '>8,.1f')} us/msg"
               f"   {fmt(e['cpu_percent'][name], '>5.0f')} % of a core")
-    print(f"    all four     {fmt(r['cpu_us_per_msg_all_processes'], '>8,.1f')} us/msg   -> CPU-bound ceiling "
-          f"~{fmt(r['cpu_bound_ceiling_msg_per_s'])} msg/s on {m['usable_cpus']} cores")
+    print(f"    all four     {fmt(r['cpu_us_per_msg_all_processes'], '>8,.1f')} us/msg   "
+          f"-> CPU-bound ceiling ~{fmt(r['cpu_bound_ceiling_msg_per_s'])} msg/s on {m['usable_cpus']} cores")
     print(f"    machine busy {e['machine_cpu_busy_percent']:.0f} % of one core; other processes used "
           f"{e['other_processes_cpu_s']:.2f} CPU s in the window")
     print()
@@ -771,10 +785,11 @@ def report(f: dict[str, Any]) -> None:
     print(f"  {b['count']:,} records in {b['seconds']:.2f} s: {b['msg_per_s']:,.0f} msg/s   "
           f"p50 {b['latency_ms']['p50']:,.1f} ms   p99 {b['latency_ms']['p99']:,.1f} ms")
     print(f"  CPU: client {fmt(b['cpu_us_per_msg']['driver'], ',.1f')} us/msg, Kafka JVM "
-          f"{fmt(b['cpu_us_per_msg']['kafka_jvm'], ',.1f')} us/msg   (bytes identical to the signed envelopes: "
-          f"{'yes' if b['bytes_identical_to_signed_envelopes'] else 'NO'})")
+          f"{fmt(b['cpu_us_per_msg']['kafka_jvm'], ',.1f')} us/msg   (bytes identical to the signed "
+          f"envelopes: {'yes' if b['bytes_identical_to_signed_envelopes'] else 'NO'})")
     print()
-    print(f"-- primitives on a {p['envelope_bytes']:,} B settlement envelope ({p['alg']}, one core, best of 5)")
+    print(f"-- primitives on a {p['envelope_bytes']:,} B settlement envelope "
+          f"({p['alg']}, one core, best of 5)")
     for name, value in p["us"].items():
         print(f"  {name:<16} {value:>8.1f} us   {1e6 / value:>12,.0f} /s")
     print()
@@ -782,15 +797,16 @@ def report(f: dict[str, Any]) -> None:
     print(f"  end-to-end / baseline msg/s      {fmt(r['e2e_over_baseline_msg_per_s'], '.3f')}")
     print(f"  end-to-end / baseline p50, p99   {fmt(r['e2e_over_baseline_p50'], '.2f')}, "
           f"{fmt(r['e2e_over_baseline_p99'], '.2f')}")
-    print(f"  JS CPU / ingress floor           {fmt(r['js_cpu_over_ingress_floor'], '.1f')}   (floor = validate + "
-          f"build + sign = {r['ingress_floor_us']:.1f} us)")
-    print(f"  SH CPU / egress floor            {fmt(r['sh_cpu_over_egress_floor'], '.1f')}   (floor = parse + "
-          f"verify + validate = {r['egress_floor_us']:.1f} us)")
+    print(f"  JS CPU / ingress floor           {fmt(r['js_cpu_over_ingress_floor'], '.1f')}   "
+          f"(floor = validate + build + sign = {r['ingress_floor_us']:.1f} us)")
+    print(f"  SH CPU / egress floor            {fmt(r['sh_cpu_over_egress_floor'], '.1f')}   "
+          f"(floor = parse + verify + validate = {r['egress_floor_us']:.1f} us)")
     print(f"  Kafka CPU e2e / baseline         {fmt(r['kafka_cpu_e2e_over_baseline'], '.2f')}")
     print()
     verdict = "OK" if not (d["lost"] or d["duplicated"] or d["unexpected"]) else "FAILED"
-    print(f"-- delivery check: {verdict}: {d['accepted']:,} accepted (warmup included), {d['delivered_once']:,} "
-          f"delivered exactly once, {d['lost']} lost, {d['duplicated']} duplicated, {d['unexpected']} unexpected")
+    print(f"-- delivery check: {verdict}: {d['accepted']:,} accepted (warmup included), "
+          f"{d['delivered_once']:,} delivered exactly once, {d['lost']} lost, {d['duplicated']} duplicated, "
+          f"{d['unexpected']} unexpected")
     for key in ("lost_sample", "duplicated_sample", "unexpected_sample"):
         if d[key]:
             print(f"   {key}: {', '.join(d[key])}")
@@ -799,7 +815,8 @@ def report(f: dict[str, Any]) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--messages", type=int, default=20_000, help="messages in the measured window (20000)")
-    p.add_argument("--batch", type=int, default=200, help="messages per POST /v1/messages/batch (200, max 500)")
+    p.add_argument("--batch", type=int, default=200,
+                   help="messages per POST /v1/messages/batch (200, at most 500)")
     p.add_argument("--concurrency", type=int, default=4, help="batch requests in flight (4)")
     p.add_argument("--warmup", type=int, default=1000, help="messages relayed before the window opens (1000)")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
@@ -809,7 +826,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="seconds of extra pulls after the run, to catch late duplicates (2)")
     p.add_argument("--profile", type=Path, help="profile both gateways into this folder (see --profiler)")
     p.add_argument("--profiler", choices=["py-spy", "cprofile"], default="py-spy",
-                   help="py-spy: sample the measured window (needs `pip install py-spy`); cprofile: whole life")
+                   help="py-spy: sample the measured window (needs `pip install py-spy`); "
+                   "cprofile: the whole process life")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, configs, broker data)")
     args = p.parse_args(argv)
     if not 1 <= args.batch <= 500:
