@@ -521,11 +521,8 @@ class SimulatedPlatforms:
         app.router.add_post("/{region}", self._webhook)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server  # aiohttp keeps the bound sockets there; port 0 asks the kernel for a free one
-        assert server is not None and getattr(server, "sockets", None)
-        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()  # port 0: the kernel picks a free one
+        self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
         for task in list(self._tasks):

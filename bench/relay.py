@@ -571,6 +571,7 @@ def phase_figures(phase: Phase) -> dict[str, Any]:
         "delivered": delivered,
         "rejected_at_ingress": dict(phase.rejected),
         "request_errors": len(phase.request_errors),
+        "request_error_samples": sorted(set(phase.request_errors))[:5],
         "seconds": seconds,
         "msg_per_s": delivered / seconds if seconds > 0 else 0.0,
         "accept_msg_per_s": len(phase.posted_at) / (phase.sent_done - phase.started),
@@ -771,6 +772,8 @@ def report(f: dict[str, Any]) -> None:
     if e["rejected_at_ingress"] or e["request_errors"] or any(e["gateway_counters"].values()):
         print(f"  refusals           ingress {e['rejected_at_ingress']}, "
               f"request errors {e['request_errors']}, gateway counters {e['gateway_counters']}")
+        for sample in e["request_error_samples"]:
+            print(f"    {sample}")
     print(f"  CPU over {e['cpu_window_s']:.2f} s (until every receipt was recorded at JS: "
           f"{e['receipts_recorded_at_origin']:,}):")
     for name in ("js_gateway", "sh_gateway", "kafka_jvm", "driver"):

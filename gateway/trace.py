@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.client import AIOKafkaClient
 
 from gateway.config import KafkaConfig
 from gateway.kafka.transport import client_options
@@ -44,22 +45,34 @@ def _config(kafka: KafkaConfig | str) -> KafkaConfig:
     return KafkaConfig(bootstrap_servers=kafka) if isinstance(kafka, str) else kafka
 
 
+async def _partitions(cfg: KafkaConfig, topic: str) -> list[int]:
+    """The partition numbers of `topic` from fresh cluster metadata ([] when the topic does not exist)."""
+    client = AIOKafkaClient(**client_options(cfg))
+    try:
+        await client.bootstrap()
+        cluster = await client.fetch_all_metadata()
+        return sorted(cluster.partitions_for_topic(topic) or ())
+    finally:
+        await client.close()
+
+
 async def read_topic(kafka: KafkaConfig | str, topic: str, timeout_s: float = 5.0) -> list[TopicRecord]:
-    """Every record of `topic` from the beginning to the end offsets seen at the start, partition by partition.
+    """Every record of `topic` from the beginning to the end offsets seen at the start.
 
     `kafka` is a gateway's Kafka settings or a bootstrap server list. A topic that does not exist reads as
     empty. Raises TimeoutError when the records cannot all be read within `timeout_s`.
     """
-    consumer = AIOKafkaConsumer(
-        **client_options(_config(kafka)), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-    )
+    cfg = _config(kafka)
     out: list[TopicRecord] = []
-    try:
-        async with asyncio.timeout(timeout_s):
-            await consumer.start()
-            if topic not in await consumer.topics():
-                return []
-            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    async with asyncio.timeout(timeout_s):
+        partitions = [TopicPartition(topic, p) for p in await _partitions(cfg, topic)]
+        if not partitions:
+            return []
+        consumer = AIOKafkaConsumer(
+            **client_options(cfg), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
             consumer.assign(partitions)
             ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
             await consumer.seek_to_beginning(*partitions)
@@ -69,11 +82,12 @@ async def read_topic(kafka: KafkaConfig | str, topic: str, timeout_s: float = 5.
                 for tp, messages in fetched.items():
                     out.extend(
                         TopicRecord(m.topic, m.partition, m.offset, m.key, m.value, dict(m.headers or ()))
-                        for m in messages if m.offset < ends[tp]
+                        for m in messages
+                        if m.offset < ends[tp]
                     )
                 remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
-    finally:
-        await consumer.stop()
+        finally:
+            await consumer.stop()
     return out
 
 

@@ -7,7 +7,8 @@
 #   1. helm lint --strict with the default values, with region=SH/JS/ZJ/AH and with each
 #      helm/yrdx/ci/*-values.yaml example;
 #   2. helm template for the same cases, and a check that the rendered ConfigMap's gateway.yaml is
-#      valid YAML for the right region and that every file it names lies in a mount of the pod;
+#      valid YAML for the right region, that every file it names lies in a mount of the pod, and that
+#      the gateway's own config parser (gateway/config.py) accepts it;
 #   3. helm template with values the chart must refuse (they must fail, naming the problem).
 # Safe to run again: nothing outside the cache directory and a temporary directory is written.
 set -euo pipefail
@@ -64,13 +65,14 @@ find_python() {
 }
 
 # check_render FILE REGION: the rendered manifests hold a ConfigMap whose gateway.yaml parses
-# (yaml.safe_load), names REGION, has the gateway's top-level keys, and whose file paths all lie
-# under a volume mount of the Deployment's container.
+# (yaml.safe_load), names REGION, has the gateway's top-level keys, whose file paths all lie under a
+# volume mount of the Deployment's container, and which gateway.config.parse_config accepts (with
+# empty stand-ins for the mounted files, which it checks exist).
 check_render() {
-    "$PYTHON" - "$1" "$2" <<'PY'
-import sys, yaml
+    "$PYTHON" - "$1" "$2" "$ROOT" <<'PY'
+import os, sys, tempfile, yaml
 
-path, region = sys.argv[1], sys.argv[2]
+path, region, root = sys.argv[1:4]
 docs = [d for d in yaml.safe_load_all(open(path)) if d]
 kinds = {d["kind"]: d for d in docs}
 for kind in ("ConfigMap", "Deployment", "Service"):
@@ -85,12 +87,31 @@ assert container["command"][-2:] == ["--config", "/etc/yrdx/gateway.yaml"], cont
 mounts = [m["mountPath"] for m in container["volumeMounts"]]
 files = [cfg["identity"]["certificate"], cfg["identity"]["private_key"], *cfg["trust"]["ca"],
          *cfg["trust"]["certificates"], *(v for k, v in cfg["kafka"].items() if k.endswith("file") and v),
-         *(p["public_key"] for p in cfg["platforms"]), *(a["public_key"] for a in cfg["auditors"])]
+         *(p["public_key"] for p in cfg["platforms"]), *(a["public_key"] for a in cfg["auditors"]),
+         *([cfg["metrics"]["bearer_token_file"]] if cfg["metrics"]["bearer_token_file"] else [])]
 for f in files:
     assert any(f.startswith(m.rstrip("/") + "/") for m in mounts), f"{f} is in no volume mount"
 assert any(cfg["state"]["path"].startswith(m + "/") for m in mounts), "state.path is in no volume mount"
+parser = "no gateway/config.py"
+if os.path.exists(os.path.join(root, "gateway", "config.py")):
+    sys.path.insert(0, root)
+    from gateway.config import parse_config
+    with tempfile.TemporaryDirectory() as stand_in:
+        def moved(value):
+            if isinstance(value, dict):
+                return {k: moved(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [moved(v) for v in value]
+            return stand_in + value if value in files else value
+        for f in files:
+            os.makedirs(os.path.dirname(stand_in + f), exist_ok=True)
+            open(stand_in + f, "w").close()
+        parsed = parse_config(moved(cfg), base=__import__("pathlib").Path(stand_in))
+        assert parsed.region == region and parsed.port == cfg["listen"]["port"]
+    parser = "accepted by gateway.config.parse_config"
 print(f"   ok: {len(docs)} manifests ({', '.join(sorted(kinds))}); gateway.yaml region {region}, "
-      f"kafka {cfg['kafka']['security_protocol']}, {len(cfg['platforms'])} platform(s), {len(files)} mounted files")
+      f"kafka {cfg['kafka']['security_protocol']}, {len(cfg['platforms'])} platform(s), "
+      f"{len(files)} mounted files; {parser}")
 PY
 }
 
@@ -143,5 +164,6 @@ must_fail "needs kafka.sasl.existingSecret" --set kafka.security.protocol=SASL_S
 must_fail "replicaCount > 1: every replica would keep its own SQLite" --set replicaCount=3
 must_fail "needs a claim the replicas can share" --set replicaCount=3 --set state.shared=true
 must_fail "the chart renders \"kafka\" itself" --set config.extra.kafka=x
+must_fail "serviceMonitor.enabled needs metrics.bearerTokenSecret" --set serviceMonitor.enabled=true
 
 say "helm chart OK in $((SECONDS - started)) s"

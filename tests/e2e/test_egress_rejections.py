@@ -9,7 +9,6 @@ import datetime as dt
 import time
 from typing import Any
 
-import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 

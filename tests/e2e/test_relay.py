@@ -12,7 +12,7 @@ import pytest
 from gateway.crypto.jws import parse_detached, verify_detached
 from gateway.crypto.pki import load_certificate
 from gateway.schemas import SchemaRegistry
-from tests.conftest import WEBHOOK_REGIONS, Exchange4
+from tests.conftest import REFUSED_TYPE, WEBHOOK_REGIONS, Exchange4
 
 REGISTRY = SchemaRegistry.load()
 
@@ -86,3 +86,14 @@ async def test_cancellation_travels_both_ways_between_zhejiang_and_anhui(
     exchange: Exchange4, sender: str, recipient: str
 ) -> None:
     await relay(exchange, sender, recipient, "medical.settlement.cancel")
+
+
+async def test_a_type_the_sending_region_may_not_send_comes_back_as_a_signed_rejection(exchange: Exchange4) -> None:
+    """ZJ's gateway accepts it (its platform may send the type) but AH's policy refuses it from ZJ: AH dead-letters
+    it as not_permitted and ZJ's platform sees the status `rejected` with AH's signed reason."""
+    status, doc = await exchange.clients["ZJ"].send(REFUSED_TYPE, "AH", example(REFUSED_TYPE))
+    assert status == 202, doc
+    final = await exchange.clients["ZJ"].wait_status(doc["id"], "rejected")
+    assert final["status"] == "rejected", final
+    assert final["receipt"]["by"] == "AH" and final["receipt"]["reason"] == "not_permitted"
+    assert doc["id"] not in [m["id"] for m in await exchange.clients["AH"].pull(wait=0.2)]

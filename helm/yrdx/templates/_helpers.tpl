@@ -168,6 +168,9 @@ combination stops `helm install` with a message that names the values to change.
 {{- fail (printf "config.auditors[%d] needs an id" $i) }}
 {{- end }}
 {{- end }}
+{{- if and .Values.serviceMonitor.enabled (not .Values.metrics.bearerTokenSecret) }}
+{{- fail "serviceMonitor.enabled needs metrics.bearerTokenSecret: the gateway answers /metrics only with the operator's bearer token." }}
+{{- end }}
 {{- if and .Values.networkPolicy.enabled (not (or .Values.networkPolicy.kafka.namespaces .Values.networkPolicy.kafka.cidrs)) }}
 {{- fail "networkPolicy.enabled: set networkPolicy.kafka.namespaces or networkPolicy.kafka.cidrs, or the gateway cannot reach Kafka." }}
 {{- end }}
@@ -183,7 +186,7 @@ hand-written one.
 {{- $region := include "yrdx.region" . }}
 {{- $proto := include "yrdx.kafkaProtocol" . }}
 {{- $k := .Values.kafka }}
-{{- $kafka := dict "bootstrap_servers" $k.bootstrapServers "security_protocol" $proto "sasl_mechanism" nil "ssl_cafile" nil "ssl_certfile" nil "ssl_keyfile" nil "sasl_username_file" nil "sasl_password_file" nil }}
+{{- $kafka := dict "bootstrap_servers" $k.bootstrapServers "security_protocol" $proto "sasl_mechanism" nil "ssl_cafile" nil "ssl_certfile" nil "ssl_keyfile" nil "sasl_username_file" nil "sasl_password_file" nil "fetch_max_wait_ms" (int $k.fetchMaxWaitMs) "linger_ms" (int $k.lingerMs) }}
 {{- if include "yrdx.kafkaTLS" . }}
 {{- if $k.tls.caSecret }}
 {{- $_ := set $kafka "ssl_cafile" "/etc/yrdx/kafka/tls/ca.crt" }}
@@ -233,8 +236,10 @@ hand-written one.
   "accept" .Values.config.accept
   "platforms" $platforms
   "auditors" $auditors
+  "metrics" (dict "bearer_token_file" (ternary "/etc/yrdx/metrics/token" nil (not (empty .Values.metrics.bearerTokenSecret))))
+  "schemas_dir" (.Values.config.schemasDir | default nil)
 }}
-{{- $order := list "region" "listen" "kafka" "identity" "trust" "state" "limits" "accept" "platforms" "auditors" }}
+{{- $order := list "region" "listen" "kafka" "identity" "trust" "state" "limits" "accept" "platforms" "auditors" "metrics" "schemas_dir" }}
 {{- range $key := $order }}
 {{ toYaml (dict $key (index $cfg $key)) }}
 {{- end }}

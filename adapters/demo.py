@@ -1,0 +1,422 @@
+"""`yrdx demo`: a local Kafka, the four gateways as separate processes, simulated platforms, and the stories of
+:mod:`adapters.stories`; then what was delivered, what was rejected and how fast, and one message's journey
+read back from the audit topic.
+
+Everything started here is stopped here, also on error or Ctrl-C: the gateways with SIGTERM (they drain),
+then SIGKILL if one hangs; the broker with SIGTERM. The exit code is 0 only if every story ended as expected:
+every good message delivered to its destination platform (and its signed receipt back at the origin), every
+bad one refused with the expected code.
+
+Output shows codes, ids and hashes only, never a payload: payloads carry personal data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess  # noqa: S404 - the gateways are started with a fixed argument list, never a shell
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+
+from adapters.simulated import DELIVERED, Attempt, Ledger, PlatformClient, SimulatedPlatforms
+from adapters.stories import Cast, Scale, StoryResult, bad_cases, build_cast, check_receipts, good_stories
+from gateway.auth import TokenMinter
+from gateway.config import KafkaConfig
+from gateway.crypto.trust import TrustStore
+from gateway.exchange import Exchange, init_exchange, platform_id
+from gateway.kafka.local import KafkaError, LocalKafka, env_bootstrap_servers, free_port
+from gateway.kafka.transport import ensure_topics
+from gateway.regions import AUDIT_TOPIC, REGIONS, TRUST_TOPIC, dlq_topic, inbox_topic, segment
+from gateway.schemas import SchemaRegistry
+from gateway.server import INBOX_PARTITIONS
+from gateway.trace import journey, read_audit_records
+
+__all__ = ["run_demo"]
+
+FAMILIES = ("identity", "license", "medical")
+MARKER = ".yrdx-demo"  # marks a folder the demo owns, so that a rerun may clear what the last run left
+GATEWAY_START_S = 60.0
+DELIVERY_WAIT_S = 30.0
+
+
+class DemoError(RuntimeError):
+    """The demo cannot go on; the message says why."""
+
+
+class Progress:
+    """Timestamped progress lines (seconds since the start)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._t0 = time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        print(f"[{time.monotonic() - self._t0:5.1f}s] {text}", file=self._out, flush=True)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._t0
+
+
+# --- the gateway processes -----------------------------------------------------------------------------------
+
+
+class GatewayFleet:
+    """`yrdx serve` once per region, each its own process, as operators run it."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[str, int] = {}
+
+    def _ready_file(self, region: str) -> Path:
+        return self.log_dir / f"{segment(region)}.port"
+
+    def log_file(self, region: str) -> Path:
+        return self.log_dir / f"{segment(region)}.log"
+
+    def start(self, exchange: Exchange) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for region in REGIONS:
+            ready = self._ready_file(region)
+            ready.unlink(missing_ok=True)
+            with self.log_file(region).open("ab") as log:  # the child keeps its own copy of the descriptor
+                self.procs[region] = subprocess.Popen(  # noqa: S603 - fixed argv
+                    [sys.executable, "-m", "gateway.cli", "serve", "--config", str(exchange.config_path(region)),
+                     "--ready-file", str(ready), "--log-level", "WARNING"],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=exchange.dir,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+
+    def _tail(self, region: str, lines: int = 15) -> str:
+        try:
+            text = self.log_file(region).read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def wait_ready(self, timeout_s: float = GATEWAY_START_S) -> dict[str, int]:
+        """The port of each gateway, once each has written its ready file."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.ports) < len(self.procs):
+            for region, proc in self.procs.items():
+                if region in self.ports:
+                    continue
+                if proc.poll() is not None:
+                    raise DemoError(f"gateway {region} exited with code {proc.returncode}:\n{self._tail(region)}")
+                text = self._ready_file(region).read_text().strip() if self._ready_file(region).exists() else ""
+                if text:
+                    self.ports[region] = int(text)
+            if time.monotonic() > deadline:
+                late = ", ".join(r for r in self.procs if r not in self.ports)
+                raise DemoError(f"gateway(s) {late} did not start within {timeout_s:.0f} s")
+            await asyncio.sleep(0.05)
+        return dict(self.ports)
+
+    def stop(self, timeout_s: float = 20.0) -> list[str]:
+        """SIGTERM to every gateway still running, SIGKILL to those still there after `timeout_s`.
+
+        Idempotent. Returns how each one ended, for the progress line."""
+        running = {r: p for r, p in self.procs.items() if p.poll() is None}
+        for p in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        ended = []
+        for region, p in running.items():
+            try:
+                code = p.wait(max(0.1, deadline - time.monotonic()))
+                ended.append(f"{region} exit {code}")
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+                ended.append(f"{region} killed")
+        return ended
+
+
+# --- the report ----------------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of `values`, None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), -(-len(ordered) * q // 100)))
+    return ordered[int(rank) - 1]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f}"
+
+
+def render_table(headers: Sequence[str], rows: Iterable[Sequence[object]], indent: str = "  ") -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    cells = [[str(c) for c in headers], *([str(c) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        return (indent + "  ".join(parts)).rstrip()
+
+    rule = indent + "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
+
+
+def family_report(ledger: Ledger, family: str) -> str:
+    attempts = [a for a in ledger.attempts if a.family == family]
+    groups: dict[tuple[str, str], list[Attempt]] = defaultdict(list)
+    for a in attempts:
+        groups[a.type, a.route].append(a)
+
+    def row(label: str, route: str, items: Sequence[Attempt]) -> list[object]:
+        outcomes = [ledger.outcome(a) for a in items]
+        latencies = [x for x in (ledger.latency_s(a) for a in items) if x is not None]
+        rejected = sum(1 for o in outcomes if o not in (None, DELIVERED))
+        return [label, route, len(items), outcomes.count(DELIVERED), rejected,
+                _ms(percentile(latencies, 50)), _ms(percentile(latencies, 99))]
+
+    rows = [row(t, route, items) for (t, route), items in sorted(groups.items())]
+    rows.append(row("all", "", attempts))
+    reasons = Counter(
+        (o, a.story) for a in attempts if (o := ledger.outcome(a)) not in (None, DELIVERED)
+    )
+    pending = sum(1 for a in attempts if ledger.outcome(a) is None)
+    lines = [f"{family}", render_table(
+        ("type", "route", "sent", "delivered", "rejected", "p50 ms", "p99 ms"), rows)]
+    for (code, story), n in sorted(reasons.items()):
+        lines.append(f"  rejected: {n} x {code} ({story})")
+    if pending:
+        lines.append(f"  not delivered: {pending}")
+    return "\n".join(lines)
+
+
+def _short(value: object) -> str:
+    """Ids and codes as they are; long hex strings (hashes, thumbprints) cut to 12 characters."""
+    text = str(value)
+    if len(text) > 20 and all(c in "0123456789abcdef" for c in text):
+        return text[:12] + "…"
+    return text
+
+
+def journey_report(records: Sequence[Mapping[str, Any]], message_id: str, attempt: Attempt,
+                   status: Mapping[str, Any] | None) -> str:
+    steps = journey(records, message_id)
+    rows = [
+        [r.get("at", ""), r.get("region", ""), r.get("seq", ""), r.get("stage", ""),
+         _short(r.get("hash", "")),
+         " ".join(f"{k}={_short(v)}" for k, v in sorted((r.get("detail") or {}).items()))
+         + ("" if r.get("message_id") == message_id else " (the receipt)")]
+        for r in steps
+    ]
+    lines = [
+        f"journey of {attempt.type} {message_id} ({attempt.route}), from {AUDIT_TOPIC}:",
+        render_table(("at", "region", "seq", "stage", "hash", "detail"), rows) if rows else "  (no audit records)",
+    ]
+    if status is None:
+        lines.append(f"  origin status (GET /v1/messages/{{id}} at {attempt.sender}): unavailable")
+    else:
+        receipt = status.get("receipt") or {}
+        same = receipt.get("envelope_sha256") == status.get("envelope_sha256")
+        lines.append(
+            f"  origin status (GET /v1/messages/{{id}} at {attempt.sender}): {status.get('status')}; "
+            f"receipt {_short(receipt.get('receipt_id', '-'))} by {receipt.get('by', '-')}, "
+            f"outcome {receipt.get('outcome', '-')}, signer {_short(receipt.get('signer', '-'))}, "
+            f"envelope sha256 {_short(status.get('envelope_sha256', ''))} "
+            f"{'matches' if same else 'DIFFERS'}"
+        )
+    return "\n".join(lines)
+
+
+# --- the run -------------------------------------------------------------------------------------------------
+
+
+def _prepare(work_dir: Path) -> Path:
+    root = work_dir.expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    if any(root.iterdir()) and not (root / MARKER).exists():
+        raise DemoError(f"{root} is not empty and was not made by `yrdx demo`; choose a new or empty folder")
+    for name in ("kafka", "var", "logs"):  # a fresh broker and fresh gateway state at every run
+        shutil.rmtree(root / name, ignore_errors=True)
+    (root / MARKER).write_text("a work folder of `yrdx demo`; the next run replaces its content\n")
+    return root
+
+
+async def _create_topics(bootstrap_servers: str) -> None:
+    topics = {inbox_topic(r): INBOX_PARTITIONS for r in REGIONS}
+    topics.update({dlq_topic(r): 1 for r in REGIONS})
+    topics.update({AUDIT_TOPIC: 1, TRUST_TOPIC: 1})
+    await ensure_topics(KafkaConfig(bootstrap_servers=bootstrap_servers), topics)
+
+
+async def _wait_ready(session: aiohttp.ClientSession, ports: Mapping[str, int], timeout_s: float = 30.0) -> None:
+    """Every gateway's /readyz says ready (broker reachable, trust and schemas loaded, consumer running)."""
+    deadline = time.monotonic() + timeout_s
+    for region, port in ports.items():
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as r:
+                    if r.status == 200:
+                        break
+            if time.monotonic() > deadline:
+                raise DemoError(f"gateway {region} is not ready after {timeout_s:.0f} s")
+            await asyncio.sleep(0.1)
+
+
+async def _read_journey(bootstrap: str, message_id: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """The audit records, read again until the origin's `receipt_received` is among them (audit segments are
+    flushed every 0.2 s, so the last step may trail the receipt by a moment)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = await read_audit_records(bootstrap, timeout_s=timeout_s)
+        stages = {r.get("stage") for r in journey(records, message_id)}
+        if "receipt_received" in stages or time.monotonic() > deadline:
+            return records
+        await asyncio.sleep(0.3)
+
+
+async def _wait_all_delivered(cast: Cast, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        await cast.sim.settle(timeout_s=max(0.0, deadline - time.monotonic()))
+        if all(cast.ledger.outcome(a) is not None for a in cast.ledger.attempts):
+            return
+        await asyncio.sleep(0.1)
+
+
+async def _demo(root: Path, bootstrap: str, fleet: GatewayFleet, say: Progress, out: TextIO) -> int:
+    registry = SchemaRegistry.load()
+    ledger = Ledger()
+    sim = SimulatedPlatforms(ledger, registry)
+    await sim.start()
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    try:
+        await _create_topics(bootstrap)
+        exchange = init_exchange(root, base_port=0, bootstrap_servers=bootstrap,
+                                 webhook_urls={r: sim.url(r) for r in REGIONS}, force=True)
+        say(f"exchange initialised in {root}: development PKI, 4 gateway configs, platforms on webhooks "
+            f"at :{sim.port}/<region>")
+        await asyncio.to_thread(fleet.start, exchange)
+        ports = await fleet.wait_ready()
+        await _wait_ready(session, ports)
+        say("gateways ready: " + "  ".join(f"{r} :{p}" for r, p in ports.items()))
+
+        trust = TrustStore.from_files([exchange.pki.ca_cert], [exchange.pki.gateway_cert(r) for r in REGIONS])
+        clients = {
+            r: PlatformClient(session, f"http://127.0.0.1:{ports[r]}", r,
+                              TokenMinter(platform_id(r), exchange.pki.platform_key(r), r), ledger)
+            for r in REGIONS
+        }
+        sim.connect(clients, trust)
+        cast = build_cast(registry, ledger, sim, Scale())
+
+        say("stories: Anhui patients treated in Shanghai, Zhejiang licences checked by Jiangsu, "
+            "Jiangsu residents verified by Shanghai ...")
+        results: list[StoryResult] = list(await asyncio.gather(*(story() for story in good_stories(cast))))
+        for r in results:
+            say(f"  {'ok' if r.ok else 'FAILED'}: {r.name}: {r.summary}")
+        say("bad ones: a tampered record, a schema violation, a type the platform may not send ...")
+        bad = await bad_cases(cast, bootstrap)
+        for r in bad:
+            say(f"  {'ok' if r.ok else 'FAILED'}: {r.name}: {r.summary}")
+        results += bad
+
+        await _wait_all_delivered(cast, DELIVERY_WAIT_S)
+        delivered = [a for a in ledger.attempts if ledger.outcome(a) == DELIVERED]
+        receipts, receipt_problems = await check_receipts(cast, delivered)
+        say(f"signed receipts back at the origins: {receipts}/{len(delivered)}")
+
+        highlight = next((a for a in ledger.attempts if a.id == cast.highlight), None)
+        journey_text = "  (no settlement request was delivered)"
+        if highlight is not None and highlight.id is not None:
+            status = await clients[highlight.sender].wait_status(highlight.id, DELIVERED)
+            records = await _read_journey(bootstrap, highlight.id)
+            journey_text = journey_report(records, highlight.id, highlight, status)
+
+        print("", file=out)
+        for family in FAMILIES:
+            print(family_report(ledger, family) + "\n", file=out)
+        print(journey_text + "\n", file=out, flush=True)
+
+        failures = _failures(ledger, results, receipt_problems, sim)
+        for f in failures:
+            print(f"FAILED: {f}", file=out)
+        return 1 if failures else 0
+    finally:
+        await session.close()
+        await sim.stop()
+
+
+def _failures(ledger: Ledger, results: Sequence[StoryResult], receipt_problems: Sequence[str],
+              sim: SimulatedPlatforms) -> list[str]:
+    failures: list[str] = []
+    for a in ledger.attempts:
+        outcome = ledger.outcome(a)
+        if outcome != a.expect:
+            failures.append(f"{a.type} {a.route} ({a.story}): expected {a.expect}, got {outcome or 'nothing'}")
+    failures += [p for r in results for p in r.problems]
+    failures += list(receipt_problems)
+    failures += sim.reaction_errors
+    failures += [f"{region} platform refused a delivery: {why}" for region, why in sim.refused_deliveries]
+    return failures
+
+
+def run_demo(work_dir: Path | None, keep: bool = False, out: TextIO | None = None) -> int:
+    """Run the whole demo; 0 if every story ended as expected. `work_dir` None: a temporary folder, removed at
+    the end unless `keep`."""
+    out = out or sys.stdout
+    say = Progress(out)
+    kafka: LocalKafka | None = None
+    fleet: GatewayFleet | None = None
+    root: Path | None = None
+    temporary = work_dir is None
+    try:
+        root = Path(tempfile.mkdtemp(prefix="yrdx-demo-")) if work_dir is None else _prepare(work_dir)
+        fleet = GatewayFleet(root / "logs")
+        bootstrap = env_bootstrap_servers()
+        if bootstrap is not None:
+            say(f"using the Kafka cluster at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS)")
+        else:
+            kafka = LocalKafka(root / "kafka", port=free_port(), controller_port=free_port())
+            if not kafka.jars_ready():
+                say(f"fetching Apache Kafka {kafka.version} jars with Maven (first run only) ...")
+            say(f"starting Apache Kafka {kafka.version} (KRaft, single node) on {kafka.bootstrap_servers} ...")
+            kafka.start()
+            bootstrap = kafka.bootstrap_servers
+            say("Kafka ready")
+        code = asyncio.run(_demo(root, bootstrap, fleet, say, out))
+        say(f"stopping gateways: {', '.join(fleet.stop()) or 'none running'}")
+        fleet = None
+        return code
+    except KeyboardInterrupt:
+        say("interrupted; stopping everything")
+        return 130
+    except (DemoError, KafkaError) as e:
+        say(f"yrdx demo failed: {e}")
+        return 1
+    except Exception:  # anything else is a bug: show where, then clean up
+        traceback.print_exc(file=out)
+        say("yrdx demo failed with an unexpected error")
+        return 1
+    finally:
+        if fleet is not None:
+            say(f"stopping gateways: {', '.join(fleet.stop()) or 'none running'}")
+        if kafka is not None:
+            kafka.stop()
+            say("Kafka stopped")
+        if root is not None:
+            if temporary and not keep:
+                shutil.rmtree(root, ignore_errors=True)
+            else:
+                say(f"work folder kept: {root} (gateway logs in {root / 'logs'})")

@@ -1,0 +1,56 @@
+"""A bad configuration stops the gateway at start-up with a message that names the bad key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.config import ConfigError, load_config
+from gateway.exchange import init_exchange
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ex = init_exchange(tmp_path_factory.mktemp("cfg"), base_port=0)
+    return ex.config_path("SH")
+
+
+def broken(good: Path, tmp: Path, change: Any) -> Path:
+    doc = yaml.safe_load(good.read_text())
+    change(doc)
+    out = good.parent / f"broken-{tmp.name}.yaml"
+    out.write_text(yaml.safe_dump(doc))
+    return out
+
+
+def test_generated_config_loads(good: Path) -> None:
+    cfg = load_config(good)
+    assert cfg.region == "SH" and cfg.platform("sh-platform") is not None
+    assert cfg.recipient_of("medical.filing.request") is not None
+    assert "JS" in cfg.accept and "SH" not in cfg.accept
+
+
+@pytest.mark.parametrize("change,key", [
+    (lambda d: d.update(regoin="SH"), "regoin"),
+    (lambda d: d.update(region="BJ"), "region"),
+    (lambda d: d["kafka"].update(bootstrap="x"), "kafka.bootstrap"),
+    (lambda d: d["identity"].update(certificate="nope.crt"), "identity.certificate"),
+    (lambda d: d["platforms"][0].update(delivery={"mode": "webhook"}), "platforms[0].delivery.url"),
+    (lambda d: d["platforms"][0]["delivery"].update(mode="carrier-pigeon"), "platforms[0].delivery.mode"),
+    (lambda d: d["limits"].update(batch_max=10_000), "limits.batch_max"),
+    (lambda d: d["accept"].update(XX=["a"]), "accept.XX"),
+    (lambda d: d["platforms"][0].update(may_send="all"), "platforms[0].may_send"),
+    (lambda d: d.pop("trust"), "trust"),
+])
+def test_bad_config_names_the_key(good: Path, tmp_path: Path, change: Any, key: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(broken(good, tmp_path, change))
+    assert str(e.value).startswith(key), str(e.value)
+
+
+def test_environment_overrides_bootstrap_servers(good: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "10.0.0.1:9999")
+    assert load_config(good).kafka.bootstrap_servers == "10.0.0.1:9999"
