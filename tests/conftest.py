@@ -79,7 +79,8 @@ async def exchange(
         edit_config(ex.config_path(r), limits={"max_body_bytes": 262144, "batch_max": 500, "publish_timeout_s": 3})
     # Anhui does not take identity verification requests from Zhejiang: the egress authorization test.
     ah = yaml.safe_load(ex.config_path("AH").read_text())
-    edit_config(ex.config_path("AH"), accept={**ah["accept"], "ZJ": [t for t in ah["accept"]["ZJ"] if t != REFUSED_TYPE]})
+    ah["accept"]["ZJ"].remove(REFUSED_TYPE)
+    edit_config(ex.config_path("AH"), accept=ah["accept"])
     for r in WEBHOOK_REGIONS:
         edit_config(ex.config_path(r), delivery={"mode": "webhook", "url": sink.url(r), "max_attempts": 40,
                                                  "backoff_initial_s": 0.1, "backoff_max_s": 0.5})
