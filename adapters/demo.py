@@ -161,13 +161,13 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}"
 
 
-def render_table(headers: Sequence[str], rows: Iterable[Sequence[object]], indent: str = "  ") -> str:
-    """A plain-text table: first column left-aligned, the others right-aligned."""
+def render_table(headers: Sequence[str], rows: Iterable[Sequence[object]], align: str, indent: str = "  ") -> str:
+    """A plain-text table; `align` has one letter per column, ``l`` (left) or ``r`` (right)."""
     cells = [[str(c) for c in headers], *([str(c) for c in row] for row in rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 
     def line(row: Sequence[str]) -> str:
-        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(row, widths, align, strict=True)]
         return (indent + "  ".join(parts)).rstrip()
 
     rule = indent + "  ".join("-" * w for w in widths)
@@ -193,8 +193,8 @@ def family_report(ledger: Ledger, family: str) -> str:
         (o, a.story) for a in attempts if (o := ledger.outcome(a)) not in (None, DELIVERED)
     )
     pending = sum(1 for a in attempts if ledger.outcome(a) is None)
-    lines = [f"{family}", render_table(
-        ("type", "route", "sent", "delivered", "rejected", "p50 ms", "p99 ms"), rows)]
+    headers = ("type", "route", "sent", "delivered", "rejected", "p50 ms", "p99 ms")
+    lines = [family, render_table(headers, rows, "llrrrrr")]
     for (code, story), n in sorted(reasons.items()):
         lines.append(f"  rejected: {n} x {code} ({story})")
     if pending:
@@ -203,10 +203,10 @@ def family_report(ledger: Ledger, family: str) -> str:
 
 
 def _short(value: object) -> str:
-    """Ids and codes as they are; long hex strings (hashes, thumbprints) cut to 12 characters."""
+    """Codes and ids as they are; hashes and thumbprints (long hex or base64url tokens) cut to 12 characters."""
     text = str(value)
-    if len(text) > 20 and all(c in "0123456789abcdef" for c in text):
-        return text[:12] + "…"
+    if len(text) > 40 and all(c.isalnum() or c in "-_" for c in text):
+        return text[:12] + ".."
     return text
 
 
@@ -214,28 +214,31 @@ def journey_report(records: Sequence[Mapping[str, Any]], message_id: str, attemp
                    status: Mapping[str, Any] | None) -> str:
     steps = journey(records, message_id)
     rows = [
-        [r.get("at", ""), r.get("region", ""), r.get("seq", ""), r.get("stage", ""),
-         _short(r.get("hash", "")),
+        [r.get("at", ""), r.get("region", ""), r.get("seq", ""), r.get("stage", ""), _short(r.get("hash", "")),
          " ".join(f"{k}={_short(v)}" for k, v in sorted((r.get("detail") or {}).items()))
-         + ("" if r.get("message_id") == message_id else " (the receipt)")]
+         + ("" if r.get("message_id") == message_id else "  (the receipt itself)")]
         for r in steps
     ]
+    regions = sorted({str(r.get("region")) for r in steps})
     lines = [
-        f"journey of {attempt.type} {message_id} ({attempt.route}), from {AUDIT_TOPIC}:",
-        render_table(("at", "region", "seq", "stage", "hash", "detail"), rows) if rows else "  (no audit records)",
+        f"journey of {attempt.type} {message_id} ({attempt.route}): {len(steps)} audit records at "
+        f"{', '.join(regions) or 'no region'}, read back from {AUDIT_TOPIC}",
+        render_table(("at", "region", "seq", "stage", "hash", "detail"), rows, "llrlll")
+        if rows else "  (no audit records)",
     ]
+    where = f"GET /v1/messages/{{id}} at {attempt.sender}"
     if status is None:
-        lines.append(f"  origin status (GET /v1/messages/{{id}} at {attempt.sender}): unavailable")
+        lines.append(f"  origin status ({where}): unavailable")
     else:
         receipt = status.get("receipt") or {}
         same = receipt.get("envelope_sha256") == status.get("envelope_sha256")
-        lines.append(
-            f"  origin status (GET /v1/messages/{{id}} at {attempt.sender}): {status.get('status')}; "
-            f"receipt {_short(receipt.get('receipt_id', '-'))} by {receipt.get('by', '-')}, "
-            f"outcome {receipt.get('outcome', '-')}, signer {_short(receipt.get('signer', '-'))}, "
-            f"envelope sha256 {_short(status.get('envelope_sha256', ''))} "
-            f"{'matches' if same else 'DIFFERS'}"
-        )
+        lines += [
+            f"  origin status ({where}): {status.get('status')}, envelope sha256 "
+            f"{_short(status.get('envelope_sha256', ''))}",
+            f"  receipt {receipt.get('receipt_id', '-')} signed by {receipt.get('by', '-')} "
+            f"(certificate {_short(receipt.get('signer', '-'))}): outcome {receipt.get('outcome', '-')}, "
+            f"envelope sha256 {'matches' if same else 'DIFFERS'}",
+        ]
     return "\n".join(lines)
 
 

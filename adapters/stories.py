@@ -75,9 +75,9 @@ NAMES = ("张三", "李四", "王五", "赵六", "钱七", "孙八", "周九", "
 class Scale:
     """How much traffic the stories make (the defaults run in seconds on a 2-core machine)."""
 
-    patients: int = 8
-    licences: int = 12
-    identity_checks: int = 24
+    patients: int = 12
+    licences: int = 16
+    identity_checks: int = 40
     seed: int = 2026
 
 
@@ -196,7 +196,7 @@ async def _patient(cast: Cast, p: Patient, rng: random.Random, reverse: bool, re
     reg, clients, sim = cast.registry, cast.clients, cast.sim
     story = "patient insured in Anhui, treated in Shanghai"
     today = cst_now().date()
-    await _jitter(rng, 1.5)
+    await _jitter(rng, 5.0)
     temporary = p.n % 2 == 0
     filing = checked(reg, "medical.filing.request", {
         **reg.examples("medical.filing.request")[0],
@@ -215,7 +215,7 @@ async def _patient(cast: Cast, p: Patient, rng: random.Random, reverse: bool, re
         result.problems.append(f"patient {p.n}: no accepted filing result came back to {INSURED}")
         return
 
-    await _jitter(rng, 0.5)
+    await _jitter(rng, 1.0)
     medfee = Decimal(rng.randrange(8_000, 300_000)) / 100
     ownpay = (medfee * Decimal("0.05")).quantize(Decimal("0.01"))
     preself = (medfee * Decimal("0.03")).quantize(Decimal("0.01"))
@@ -303,7 +303,7 @@ async def medical_story(cast: Cast) -> StoryResult:
 
 async def _verify_licence(cast: Cast, licence: Licence, rng: random.Random, expect: str,
                           problems: list[str]) -> None:
-    await _jitter(rng, 2.0)
+    await _jitter(rng, 6.0)
     request = checked(cast.registry, "license.verify.request", {
         "license_id": licence.license_id, "use_cause": "跨省通办：核验企业经营许可证",
         "service_item_code": "SVC-LIC-0001",
@@ -346,7 +346,7 @@ async def licence_story(cast: Cast) -> StoryResult:
 
 async def _verify_person(cast: Cast, id_hash: str, name: str, rng: random.Random, expect: str,
                          answers: dict[str, int], problems: list[str]) -> None:
-    await _jitter(rng, 3.0)
+    await _jitter(rng, 8.0)
     request = checked(cast.registry, "identity.verify.request", {
         "subject_type": "NATURAL_PERSON", "id_type": "111", "id_hash": id_hash, "name": name,
         "required_assurance_level": 3, "use_cause": "跨省通办：核验申请人身份", "service_item_code": "SVC-ID-0001",

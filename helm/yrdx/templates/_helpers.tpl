@@ -135,7 +135,7 @@ Checks across values that a schema cannot express. Included by the Deployment, s
 combination stops `helm install` with a message that names the values to change.
 */}}
 {{- define "yrdx.validate" -}}
-{{- $region := include "yrdx.region" . }}
+{{- $_ := include "yrdx.region" . }}{{/* fails on an unknown region */}}
 {{- $proto := include "yrdx.kafkaProtocol" . }}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.state.shared) }}
 {{- fail "replicaCount > 1: every replica would keep its own SQLite dedupe store, so a message redelivered to another replica is not recognised as a duplicate. Keep replicaCount 1, or put state.path on storage the replicas share (state.persistence.accessModes [ReadWriteMany]) or on an external store, and set state.shared=true." }}
