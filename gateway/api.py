@@ -17,6 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth import AUDIT_SCOPE, AuthError, Principal
+from gateway.config import Platform
 from gateway.ingress import Prepared
 from gateway.problems import Problem
 
@@ -50,31 +51,45 @@ async def authenticate(
         resp = problem_response(Problem("unauthenticated", str(e)))
         resp.headers["WWW-Authenticate"] = 'Bearer realm="yrdx"'
         return resp
-    return await handler(request)
+    try:
+        return await handler(request)
+    except ProblemError as e:
+        gw.metrics.refused.labels(e.problem.code).inc()
+        return problem_response(e.problem)
+
+
+class ProblemError(Exception):
+    """Raised by request helpers; the middleware answers it as problem+json."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.detail)
+        self.problem = problem
 
 
 async def read_json(request: web.Request, limit: int) -> Any:
-    """The body parsed, or a Problem: too large (413, checked before reading it all) or not JSON (400)."""
+    """The body parsed; too large (413, checked before reading it all) or not JSON (400) raise ProblemError."""
     if request.content_length is not None and request.content_length > limit:
-        return Problem("too_large", f"body of {request.content_length} bytes exceeds {limit}")
+        raise ProblemError(Problem("too_large", f"body of {request.content_length} bytes exceeds {limit}"))
     chunks: list[bytes] = []
     size = 0
     while chunk := await request.content.read(65536):  # read() returns what has arrived, not all of it
         size += len(chunk)
         if size > limit:
-            return Problem("too_large", f"body exceeds {limit} bytes")
+            raise ProblemError(Problem("too_large", f"body exceeds {limit} bytes"))
         chunks.append(chunk)
     body = b"".join(chunks)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        return Problem("invalid_json", f"body is not valid JSON: {e}")
+        raise ProblemError(Problem("invalid_json", f"body is not valid JSON: {e}")) from e
 
 
-def _platform_or_problem(request: web.Request) -> Any:
+def require_platform(request: web.Request) -> Platform:
     principal: Principal = request[PRINCIPAL]
     platform = request.app[GATEWAY].cfg.platform(principal.id) if principal.kind == "platform" else None
-    return platform or Problem("forbidden", "only a platform may use this route")
+    if platform is None:
+        raise ProblemError(Problem("forbidden", "only a platform may use this route"))
+    return platform
 
 
 def _accepted(p: Prepared) -> dict[str, str]:
@@ -83,13 +98,8 @@ def _accepted(p: Prepared) -> dict[str, str]:
 
 async def post_message(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    platform = _platform_or_problem(request)
-    if isinstance(platform, Problem):
-        return problem_response(platform)
+    platform = require_platform(request)
     item = await read_json(request, gw.cfg.limits.max_body_bytes)
-    if isinstance(item, Problem):
-        gw.metrics.refused.labels(item.code).inc()
-        return problem_response(item)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= 200:
         return problem_response(Problem("invalid_request", "Idempotency-Key must have 1 to 200 characters"))
@@ -101,12 +111,8 @@ async def post_message(request: web.Request) -> web.Response:
 
 async def post_batch(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    platform = _platform_or_problem(request)
-    if isinstance(platform, Problem):
-        return problem_response(platform)
+    platform = require_platform(request)
     doc = await read_json(request, gw.cfg.limits.max_batch_body_bytes)
-    if isinstance(doc, Problem):
-        return problem_response(doc)
     items = doc.get("messages") if isinstance(doc, dict) else None
     if not isinstance(items, list) or not items:
         return problem_response(Problem("invalid_request", 'body must be {"messages": [ ... ]} with 1 or more items'))
@@ -143,9 +149,7 @@ async def get_message(request: web.Request) -> web.Response:
 
 async def get_inbox(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    platform = _platform_or_problem(request)
-    if isinstance(platform, Problem):
-        return problem_response(platform)
+    platform = require_platform(request)
     try:
         limit = min(max(int(request.query.get("max", "100")), 1), 1000)
         wait = min(max(float(request.query.get("wait", "0")), 0.0), 30.0)
@@ -166,12 +170,8 @@ async def get_inbox(request: web.Request) -> web.Response:
 
 async def post_inbox_ack(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    platform = _platform_or_problem(request)
-    if isinstance(platform, Problem):
-        return problem_response(platform)
+    platform = require_platform(request)
     doc = await read_json(request, gw.cfg.limits.max_body_bytes)
-    if isinstance(doc, Problem):
-        return problem_response(doc)
     ids = doc.get("ids") if isinstance(doc, dict) else None
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         return problem_response(Problem("invalid_request", 'body must be {"ids": ["<message id>", ...]}'))

@@ -104,3 +104,13 @@ def init_exchange(
         )
         ex.config_path(region).write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     return ex
+
+
+def edit_config(path: Path, **changes: Any) -> None:
+    """Change top-level keys of a generated gateway config; `delivery=` replaces its platform's delivery."""
+    doc = yaml.safe_load(path.read_text())
+    delivery = changes.pop("delivery", None)
+    if delivery is not None:
+        doc["platforms"][0]["delivery"] = delivery
+    doc.update(changes)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))

@@ -146,6 +146,8 @@ def journey(
         wanted |= {
             str(r["detail"]["receipt"])
             for r in records
-            if r.get("message_id") in wanted and isinstance(r.get("detail"), dict) and "receipt" in r["detail"]
+            if r.get("message_id") in wanted
+            and isinstance(r.get("detail"), dict)
+            and "receipt" in r["detail"]
         }
     return sorted((dict(r) for r in records if r.get("message_id") in wanted), key=_order)

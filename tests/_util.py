@@ -16,23 +16,12 @@ from typing import Any
 
 import aiohttp
 import orjson
-import yaml
 from aiohttp import web
 
 from gateway.auth import AUDIT_SCOPE, TokenMinter
 from gateway.exchange import Exchange, auditor_id, platform_id
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def edit_config(path: Path, **changes: Any) -> None:
-    """Change top-level keys of a generated gateway config (and `delivery` of its platform)."""
-    doc = yaml.safe_load(path.read_text())
-    delivery = changes.pop("delivery", None)
-    if delivery is not None:
-        doc["platforms"][0]["delivery"] = delivery
-    doc.update(changes)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
 class GatewayProcess:

@@ -13,10 +13,10 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from gateway.exchange import Exchange, init_exchange
+from gateway.exchange import Exchange, edit_config, init_exchange
 from gateway.kafka.local import LocalKafka, env_bootstrap_servers, free_port
 from gateway.regions import REGIONS
-from tests._util import GatewayProcess, PlatformClient, WebhookSink, edit_config
+from tests._util import GatewayProcess, PlatformClient, WebhookSink
 
 
 def pytest_configure(config: pytest.Config) -> None:
