@@ -1,6 +1,6 @@
-"""`yrdx demo`: a local Kafka, the four gateways as separate processes, simulated platforms, and the stories of
-:mod:`adapters.stories`; then what was delivered, what was rejected and how fast, and one message's journey
-read back from the audit topic.
+"""`yrdx demo`: a local Kafka, the four gateways as separate processes, simulated platforms, and the
+stories of :mod:`adapters.stories`; then what was delivered, what was rejected and how fast, and one
+message's journey read back from the audit topic.
 
 Everything started here is stopped here, also on error or Ctrl-C: the gateways with SIGTERM (they drain),
 then SIGKILL if one hangs; the broker with SIGTERM. The exit code is 0 only if every story ended as expected:
@@ -69,7 +69,7 @@ class Progress:
         return time.monotonic() - self._t0
 
 
-# --- the gateway processes -----------------------------------------------------------------------------------
+# --- the gateway processes ----------------------------------------------------------------------------------
 
 
 class GatewayFleet:
@@ -93,10 +93,13 @@ class GatewayFleet:
             ready.unlink(missing_ok=True)
             with self.log_file(region).open("ab") as log:  # the child keeps its own copy of the descriptor
                 self.procs[region] = subprocess.Popen(  # noqa: S603 - fixed argv
-                    [sys.executable, "-m", "gateway.cli", "serve", "--config", str(exchange.config_path(region)),
-                     "--ready-file", str(ready), "--log-level", "WARNING"],
+                    [sys.executable, "-m", "gateway.cli", "serve", "--config",
+                     str(exchange.config_path(region)), "--ready-file", str(ready), "--log-level", "WARNING"],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=exchange.dir,
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    # Out of the terminal's process group: Ctrl-C reaches the demo alone, which then stops
+                    # the gateways in order (SIGTERM, drain) instead of racing them.
+                    start_new_session=True,
                 )
 
     def _tail(self, region: str, lines: int = 15) -> str:
@@ -114,8 +117,10 @@ class GatewayFleet:
                 if region in self.ports:
                     continue
                 if proc.poll() is not None:
-                    raise DemoError(f"gateway {region} exited with code {proc.returncode}:\n{self._tail(region)}")
-                text = self._ready_file(region).read_text().strip() if self._ready_file(region).exists() else ""
+                    tail = self._tail(region)
+                    raise DemoError(f"gateway {region} exited with code {proc.returncode}:\n{tail}")
+                ready = self._ready_file(region)
+                text = ready.read_text().strip() if ready.exists() else ""
                 if text:
                     self.ports[region] = int(text)
             if time.monotonic() > deadline:
@@ -145,7 +150,7 @@ class GatewayFleet:
         return ended
 
 
-# --- the report ----------------------------------------------------------------------------------------------
+# --- the report ---------------------------------------------------------------------------------------------
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -161,7 +166,9 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}"
 
 
-def render_table(headers: Sequence[str], rows: Iterable[Sequence[object]], align: str, indent: str = "  ") -> str:
+def render_table(
+    headers: Sequence[str], rows: Iterable[Sequence[object]], align: str, indent: str = "  "
+) -> str:
     """A plain-text table; `align` has one letter per column, ``l`` (left) or ``r`` (right)."""
     cells = [[str(c) for c in headers], *([str(c) for c in row] for row in rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
@@ -203,7 +210,7 @@ def family_report(ledger: Ledger, family: str) -> str:
 
 
 def _short(value: object) -> str:
-    """Codes and ids as they are; hashes and thumbprints (long hex or base64url tokens) cut to 12 characters."""
+    """Codes and ids as they are; hashes and thumbprints (long hex or base64url tokens) cut short."""
     text = str(value)
     if len(text) > 40 and all(c.isalnum() or c in "-_" for c in text):
         return text[:12] + ".."
@@ -214,7 +221,8 @@ def journey_report(records: Sequence[Mapping[str, Any]], message_id: str, attemp
                    status: Mapping[str, Any] | None) -> str:
     steps = journey(records, message_id)
     rows = [
-        [r.get("at", ""), r.get("region", ""), r.get("seq", ""), r.get("stage", ""), _short(r.get("hash", "")),
+        [r.get("at", ""), r.get("region", ""), r.get("seq", ""), r.get("stage", ""),
+         _short(r.get("hash", "")),
          " ".join(f"{k}={_short(v)}" for k, v in sorted((r.get("detail") or {}).items()))
          + ("" if r.get("message_id") == message_id else "  (the receipt itself)")]
         for r in steps
@@ -242,7 +250,7 @@ def journey_report(records: Sequence[Mapping[str, Any]], message_id: str, attemp
     return "\n".join(lines)
 
 
-# --- the run -------------------------------------------------------------------------------------------------
+# --- the run ------------------------------------------------------------------------------------------------
 
 
 def _prepare(work_dir: Path) -> Path:
@@ -263,7 +271,9 @@ async def _create_topics(bootstrap_servers: str) -> None:
     await ensure_topics(KafkaConfig(bootstrap_servers=bootstrap_servers), topics)
 
 
-async def _wait_ready(session: aiohttp.ClientSession, ports: Mapping[str, int], timeout_s: float = 30.0) -> None:
+async def _wait_ready(
+    session: aiohttp.ClientSession, ports: Mapping[str, int], timeout_s: float = 30.0
+) -> None:
     """Every gateway's /readyz says ready (broker reachable, trust and schemas loaded, consumer running)."""
     deadline = time.monotonic() + timeout_s
     for region, port in ports.items():
@@ -347,7 +357,8 @@ async def _demo(root: Path, bootstrap: str, fleet: GatewayFleet, say: Progress, 
             records = await _read_journey(bootstrap, highlight.id)
             journey_text = journey_report(records, highlight.id, highlight, status)
 
-        print("", file=out)
+        print("\nper family (latency: the platform's POST to its gateway -> the webhook call at the "
+              "destination platform)\n", file=out)
         for family in FAMILIES:
             print(family_report(ledger, family) + "\n", file=out)
         print(journey_text + "\n", file=out, flush=True)
@@ -355,6 +366,10 @@ async def _demo(root: Path, bootstrap: str, fleet: GatewayFleet, say: Progress, 
         failures = _failures(ledger, results, receipt_problems, sim)
         for f in failures:
             print(f"FAILED: {f}", file=out)
+        good = sum(1 for a in ledger.attempts if a.expect == DELIVERED)
+        say(f"{len(failures)} unexpected outcome(s)" if failures else
+            f"every story ended as expected: {good} good messages delivered, "
+            f"{len(ledger.attempts) - good} bad ones refused")
         return 1 if failures else 0
     finally:
         await session.close()
@@ -367,7 +382,8 @@ def _failures(ledger: Ledger, results: Sequence[StoryResult], receipt_problems: 
     for a in ledger.attempts:
         outcome = ledger.outcome(a)
         if outcome != a.expect:
-            failures.append(f"{a.type} {a.route} ({a.story}): expected {a.expect}, got {outcome or 'nothing'}")
+            got = outcome or "nothing"
+            failures.append(f"{a.type} {a.route} ({a.story}): expected {a.expect}, got {got}")
     failures += [p for r in results for p in r.problems]
     failures += list(receipt_problems)
     failures += sim.reaction_errors
@@ -394,7 +410,7 @@ def run_demo(work_dir: Path | None, keep: bool = False, out: TextIO | None = Non
             kafka = LocalKafka(root / "kafka", port=free_port(), controller_port=free_port())
             if not kafka.jars_ready():
                 say(f"fetching Apache Kafka {kafka.version} jars with Maven (first run only) ...")
-            say(f"starting Apache Kafka {kafka.version} (KRaft, single node) on {kafka.bootstrap_servers} ...")
+            say(f"starting Apache Kafka {kafka.version} (KRaft, one node) on {kafka.bootstrap_servers} ...")
             kafka.start()
             bootstrap = kafka.bootstrap_servers
             say("Kafka ready")

@@ -1,12 +1,13 @@
 """Simulated regional platforms for the demo: they receive webhooks from their gateway and react as the real
 systems would, and they send through their gateway's HTTP API like any platform.
 
-One aiohttp server hosts the four regions' webhook endpoints (``/SH``, ``/JS``, ``/ZJ``, ``/AH``). Each delivery
-is checked the way a careful platform checks it (the detached JWS of the sending gateway, against the exchange's
-root) and recorded; then the region's platform reacts: the Shanghai medical platform (place of care) answers a
-filing with its result, the Anhui medical platform (insured location) settles a visit and confirms a monthly
-clearing statement, the Zhejiang licence registry answers a verification, the Jiangsu identity platform answers
-an identity check. Answers keep the request's ``correlation_id``, so a conversation stays one conversation.
+One aiohttp server hosts the four regions' webhook endpoints (``/SH``, ``/JS``, ``/ZJ``, ``/AH``). Each
+delivery is checked the way a careful platform checks it (the detached JWS of the sending gateway, against
+the exchange's root) and recorded; then the region's platform reacts: the Shanghai medical platform (place of
+care) answers a filing with its result, the Anhui medical platform (insured location) settles a visit and
+confirms a monthly clearing statement, the Zhejiang licence registry answers a verification, the Jiangsu
+identity platform answers an identity check. Answers keep the request's ``correlation_id``, so a
+conversation stays one conversation.
 
 Payloads start from the schemas' own examples (synthetic DOMAIN.md values) and carry what the story needs.
 Nothing here prints or logs a payload: they hold personal data.
@@ -77,7 +78,7 @@ def pseudonym(identifier: str) -> str:
     return hmac.new(PSEUDONYM_KEY, identifier.encode(), hashlib.sha256).hexdigest()
 
 
-# --- what was sent and what arrived --------------------------------------------------------------------------
+# --- what was sent and what arrived -------------------------------------------------------------------------
 
 
 @dataclass
@@ -116,8 +117,7 @@ class Delivery:
     correlation_id: str
     arrived: float  # time.monotonic()
     body: bytes
-    signature: str
-    signature_ok: bool
+    signature: str  # the sending gateway's detached JWS, verified before the delivery was recorded
 
     def envelope(self) -> dict[str, Any]:
         doc: dict[str, Any] = orjson.loads(self.body)
@@ -160,7 +160,7 @@ class Ledger:
         return None
 
 
-# --- the sending side: a platform talking to its gateway ------------------------------------------------------
+# --- the sending side: a platform talking to its gateway ----------------------------------------------------
 
 
 class PlatformClient:
@@ -179,7 +179,8 @@ class PlatformClient:
         return {"Content-Type": "application/json", **self._minter.header()}
 
     async def _post(self, path: str, body: object) -> tuple[int, dict[str, Any]]:
-        async with self.session.post(self.base_url + path, data=orjson.dumps(body), headers=self._headers()) as r:
+        url, data = self.base_url + path, orjson.dumps(body)
+        async with self.session.post(url, data=data, headers=self._headers()) as r:
             doc: dict[str, Any] = orjson.loads(await r.read())
             return r.status, doc
 
@@ -217,7 +218,8 @@ class PlatformClient:
         status, doc = await self._post("/v1/messages/batch", {"messages": list(messages)})
         results = doc.get("results", []) if status == 207 else []
         for i, attempt in enumerate(attempts):
-            result = results[i] if i < len(results) else {"status": status, "code": doc.get("code", "batch_failed")}
+            failed = {"status": status, "code": doc.get("code", "batch_failed")}
+            result = results[i] if i < len(results) else failed
             attempt.status = int(result.get("status", status))
             if attempt.status == 202:
                 self._ledger.accepted(attempt, str(result["id"]))
@@ -227,7 +229,8 @@ class PlatformClient:
 
     async def message_status(self, msg_id: str) -> dict[str, Any] | None:
         """GET /v1/messages/{id}: status, history and the receiver's signed receipt; None if unknown."""
-        async with self.session.get(f"{self.base_url}/v1/messages/{msg_id}", headers=self._minter.header()) as r:
+        url = f"{self.base_url}/v1/messages/{msg_id}"
+        async with self.session.get(url, headers=self._minter.header()) as r:
             if r.status != 200:
                 return None
             doc: dict[str, Any] = orjson.loads(await r.read())
@@ -243,7 +246,7 @@ class PlatformClient:
             await asyncio.sleep(0.05)
 
 
-# --- the platforms' own behaviour ------------------------------------------------------------------------------
+# --- the platforms' own behaviour ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +303,9 @@ class CareLocationMedical:
         """The hospital reverses a settlement: it leaves the month's clearing."""
         self.settled.pop(mdtrt_id, None)
 
-    def clearing_statements(self, insured_division: str, setlym: str, evt_prefix: str) -> list[dict[str, Any]]:
+    def clearing_statements(
+        self, insured_division: str, setlym: str, evt_prefix: str
+    ) -> list[dict[str, Any]]:
         by_hospital: dict[str, list[Settled]] = defaultdict(list)
         for s in self.settled.values():
             by_hospital[s.fixmedins_code].append(s)
@@ -390,10 +395,13 @@ class InsuredLocationMedical:
         agree = len(ours) == st["psntime"] and fund == Decimal(st["fund_appy_sum"])
         status = "CONFIRMED" if agree else "DISPUTED"
         self.clearing[st["clr_appy_evt_id"]] = status
-        confirm: dict[str, Any] = {"clr_appy_evt_id": st["clr_appy_evt_id"], "setlym": st["setlym"], "status": status}
+        confirm: dict[str, Any] = {
+            "clr_appy_evt_id": st["clr_appy_evt_id"], "setlym": st["setlym"], "status": status,
+        }
         if not agree:
             confirm["disputed_items"] = [
-                {"setl_sn": s.setl_id, "mdtrt_id": s.mdtrt_id, "medfee_sumamt": money(s.medfee), "cnfm_flag": "1"}
+                {"setl_sn": s.setl_id, "mdtrt_id": s.mdtrt_id, "medfee_sumamt": money(s.medfee),
+                 "cnfm_flag": "1"}
                 for s in ours[:100]
             ] or [{"setl_sn": "NONE", "mdtrt_id": "NONE", "cnfm_flag": "0", "reason": "参保地无此结算记录"}]
         return "medical.clearing.confirm", confirm
@@ -430,9 +438,10 @@ class LicenceRegistry:
         self.licences[license_id] = Licence(lic.license_id, lic.license_type_code, lic.issuer_code,
                                             lic.holder_id_hash, "03")
         return {
-            "license_id": lic.license_id, "license_type_code": lic.license_type_code, "holder_id_type_code": "001",
-            "holder_id_hash": lic.holder_id_hash, "old_status": lic.status, "new_status": "03",
-            "operation_type": "05", "effective_at": cst_now().isoformat(timespec="seconds"), "reason": reason,
+            "license_id": lic.license_id, "license_type_code": lic.license_type_code,
+            "holder_id_type_code": "001", "holder_id_hash": lic.holder_id_hash, "old_status": lic.status,
+            "new_status": "03", "operation_type": "05",
+            "effective_at": cst_now().isoformat(timespec="seconds"), "reason": reason,
             "issuer_code": lic.issuer_code,
         }
 
@@ -478,13 +487,13 @@ def _division(region: str) -> str:
     return DIVISION[region]
 
 
-# --- the webhook side -----------------------------------------------------------------------------------------
+# --- the webhook side ---------------------------------------------------------------------------------------
 
 Handler = Callable[[Delivery], Reply | None]
 
 
 class SimulatedPlatforms:
-    """The four regions' platforms behind one webhook server; each delivery is verified, recorded and reacted to.
+    """The four regions' platforms behind one webhook server: each delivery is verified, recorded, answered.
 
     Reactions are registered per (region, message type); a handler returns the answer to send back (type and
     payload) or None. Answers leave from background tasks, so the webhook returns 204 at once.
@@ -502,7 +511,8 @@ class SimulatedPlatforms:
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._arrived = asyncio.Condition()
-        self._first: dict[tuple[str, str, str], Delivery] = {}  # (region, type, conversation) -> first delivery
+        # (region, type, conversation) -> the first such delivery
+        self._first: dict[tuple[str, str, str], Delivery] = {}
 
     # wiring
     def on(self, region: str, msg_type: str, handler: Handler) -> None:
@@ -534,8 +544,9 @@ class SimulatedPlatforms:
             self._runner = None
 
     # receiving
-    def _verify(self, region: str, sender: str, body: bytes, signature: str) -> str | None:
-        """Why this delivery cannot be trusted, or None: the sending gateway's signature over the exact bytes."""
+    def _verify(self, sender: str, body: bytes, signature: str) -> str | None:
+        """Why this delivery cannot be trusted (None if it can): the sending gateway's signature over the
+        exact body bytes, by a certificate of the exchange's root naming the region the message claims."""
         if self._trust is None:
             return "no trust configured"
         try:
@@ -561,13 +572,14 @@ class SimulatedPlatforms:
         except KeyError as e:
             self.refused_deliveries.append((region, f"missing header {e}"))
             return web.Response(status=400)
-        why = self._verify(region, sender, body, signature)
+        why = self._verify(sender, body, signature)
         if why is not None:
             self.refused_deliveries.append((region, why))
             return web.Response(status=400)  # a 4xx the gateway does not retry: it dead-letters the message
         if msg_id in self.ledger.deliveries:
             return web.Response(status=204)  # a redelivery after a gateway restart: already handled
-        delivery = Delivery(region, msg_id, msg_type, sender, correlation_id, time.monotonic(), body, signature, True)
+        arrived = time.monotonic()
+        delivery = Delivery(region, msg_id, msg_type, sender, correlation_id, arrived, body, signature)
         self.ledger.deliveries[msg_id] = delivery
         self._first.setdefault((region, msg_type, correlation_id), delivery)
         handler = self._handlers.get((region, msg_type))
@@ -599,7 +611,8 @@ class SimulatedPlatforms:
             return
         try:
             attempt = await self.clients[d.region].send(
-                msg_type, d.sender, payload, story=f"{d.region} platform answers", correlation_id=d.correlation_id,
+                msg_type, d.sender, payload, story=f"{d.region} platform answers",
+                correlation_id=d.correlation_id,
             )
         except (aiohttp.ClientError, TimeoutError) as e:
             self.reaction_errors.append(f"{d.region} could not reach its gateway: {type(e).__name__}")

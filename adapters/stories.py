@@ -2,10 +2,10 @@
 
 Good stories (every message must reach the destination platform, and the platforms' answers must say what the
 story expects):
-- medical: patients insured in Anhui treated in Shanghai hospitals. Anhui files each patient's off-site care
-  with Shanghai (filing AH->SH, result SH->AH); the hospital settles the visit with the insured location
-  (settlement request SH->AH, result AH->SH); one cashier reverses a settlement (reversal SH->AH); at month end
-  Shanghai sends one clearing statement per hospital in a batch and Anhui confirms each against its own
+- medical: patients insured in Anhui treated in Shanghai hospitals. Anhui files each patient's off-site
+  care with Shanghai (filing AH->SH, result SH->AH); the hospital settles the visit with the insured
+  location (settlement request SH->AH, result AH->SH); some visits are reversed (reversal SH->AH); at month
+  end Shanghai sends one clearing statement per hospital in a batch and Anhui confirms each against its own
   settlements (clearing statement SH->AH, confirmation AH->SH).
 - license: a Jiangsu platform verifies Zhejiang licences (request JS->ZJ, result ZJ->JS); Zhejiang then
   revokes one of them and notifies Jiangsu (status notice ZJ->JS); a new check of it answers REVOKED.
@@ -137,7 +137,8 @@ def zj_licence(serial: int) -> Licence:
     body = f"2025{serial:06d}"
     check = mod37_36_check_char(LICENCE_TYPE + ZJ_ISSUER + body + "001")
     license_id = f"1.2.156.3005.2.{LICENCE_TYPE}.{ZJ_ISSUER}.{body}.001.{check}"
-    return Licence(license_id, LICENCE_TYPE, ZJ_ISSUER, pseudonym(ZJ_HOLDER if serial == 1 else f"ZJ-{serial}"))
+    holder = ZJ_HOLDER if serial == 1 else f"ZJ-{serial}"
+    return Licence(license_id, LICENCE_TYPE, ZJ_ISSUER, pseudonym(holder))
 
 
 def build_cast(registry: SchemaRegistry, ledger: Ledger, sim: SimulatedPlatforms, scale: Scale) -> Cast:
@@ -174,14 +175,14 @@ async def _jitter(rng: random.Random, max_s: float) -> None:
     await asyncio.sleep(rng.uniform(0.0, max_s))
 
 
-def _delivered(attempt: Attempt, what: str, problems: list[str]) -> bool:
+def _accepted(attempt: Attempt, what: str, problems: list[str]) -> bool:
     if attempt.refused:
         problems.append(f"{what} refused by the {attempt.sender} gateway: {attempt.refused}")
         return False
     return True
 
 
-# --- medical -------------------------------------------------------------------------------------------------
+# --- medical ------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,12 +203,13 @@ async def _patient(cast: Cast, p: Patient, rng: random.Random, reverse: bool, re
         **reg.examples("medical.filing.request")[0],
         "filing_id": f"F{DIVISION[INSURED]}{today:%y%m%d}{p.n:05d}", "psn_no": p.psn_no,
         "certno_hash": p.certno_hash, "insutype": "310", "insuplc_admdvs": DIVISION[INSURED],
-        "mdtrtarea_admdvs": DIVISION[CARE], "filing_type": "TEMP_REFERRAL" if temporary else "LONG_TERM_RESIDENT",
-        "begndate": today.isoformat(), "enddate": (today + timedelta(days=180)).isoformat() if temporary else None,
+        "mdtrtarea_admdvs": DIVISION[CARE],
+        "filing_type": "TEMP_REFERRAL" if temporary else "LONG_TERM_RESIDENT", "begndate": today.isoformat(),
+        "enddate": (today + timedelta(days=180)).isoformat() if temporary else None,
         "filing_channel": "APP", "promise_flag": not temporary,
     })
     sent = await clients[INSURED].send("medical.filing.request", CARE, filing, story=story)
-    if not _delivered(sent, "filing", result.problems) or sent.id is None:
+    if not _accepted(sent, "filing", result.problems) or sent.id is None:
         return
     conversation = sent.id
     answer = await sim.wait_for(INSURED, "medical.filing.result", conversation)
@@ -233,7 +235,7 @@ async def _patient(cast: Cast, p: Patient, rng: random.Random, reverse: bool, re
     cast.care.expect_settlement(mdtrt_id, p.hospital)
     sent = await clients[CARE].send("medical.settlement.request", INSURED, request, story=story,
                                     correlation_id=conversation)
-    if not _delivered(sent, "settlement request", result.problems):
+    if not _accepted(sent, "settlement request", result.problems):
         return
     if cast.highlight is None:
         cast.highlight = sent.id
@@ -247,11 +249,13 @@ async def _patient(cast: Cast, p: Patient, rng: random.Random, reverse: bool, re
     # The hospital's cashier cancels the visit: the settlement is reversed at the insured location.
     cast.care.reverse(mdtrt_id)
     reversal = checked(reg, "medical.reversal", {
+        **reg.examples("medical.reversal")[-1],
         "omsgid": msgid, "oinfno": "2207", "psn_no": p.psn_no, "insuplc_admdvs": DIVISION[INSURED],
         "reason": "患者取消结算",
     })
-    sent = await clients[CARE].send("medical.reversal", INSURED, reversal, story=story, correlation_id=conversation)
-    if _delivered(sent, "reversal", result.problems) and sent.id is not None:
+    sent = await clients[CARE].send("medical.reversal", INSURED, reversal, story=story,
+                                    correlation_id=conversation)
+    if _accepted(sent, "reversal", result.problems) and sent.id is not None:
         if await sim.wait_delivered(sent.id) is None or mdtrt_id not in cast.insured.reversed:
             result.problems.append(f"patient {p.n}: the reversal was not applied in {INSURED}")
 
@@ -263,7 +267,8 @@ async def medical_story(cast: Cast) -> StoryResult:
     patients = []
     for n in range(1, cast.scale.patients + 1):
         certno = citizen_id("340104", date(1950 + rng.randrange(50), 1 + n % 12, 1 + n % 28), n)
-        patients.append(Patient(n, f"34010099000010{n:012d}", pseudonym(certno), HOSPITALS[n % len(HOSPITALS)]))
+        hospital = HOSPITALS[n % len(HOSPITALS)]
+        patients.append(Patient(n, f"34010099000010{n:012d}", pseudonym(certno), hospital))
     # One patient in four has the settlement reversed.
     await asyncio.gather(*(
         _patient(cast, p, random.Random(rng.random()), p.n % 4 == 0, result)  # noqa: S311
@@ -272,18 +277,19 @@ async def medical_story(cast: Cast) -> StoryResult:
     reversed_ = len(cast.insured.reversed)
 
     # Month end: one clearing statement per hospital, sent as one batch; Anhui checks each against its books.
-    month = (today.replace(day=1) - timedelta(days=1)) if today.day > 28 else today
-    statements = cast.care.clearing_statements(DIVISION[INSURED], f"{month:%Y%m}", f"CLR{DIVISION[CARE]}{today:%Y%m%d}")
+    statements = cast.care.clearing_statements(
+        DIVISION[INSURED], f"{today:%Y%m}", f"CLR{DIVISION[CARE]}{today:%Y%m%d}"
+    )
     messages = [
-        {"type": "medical.clearing.statement", "to": INSURED, "payload": checked(cast.registry,
-                                                                                   "medical.clearing.statement", s)}
+        {"type": "medical.clearing.statement", "to": INSURED,
+         "payload": checked(cast.registry, "medical.clearing.statement", s)}
         for s in statements
     ]
     confirmed = 0
     if messages:
         attempts = await cast.clients[CARE].send_batch(messages, story="monthly clearing")
         for a in attempts:
-            if not _delivered(a, "clearing statement", result.problems) or a.id is None:
+            if not _accepted(a, "clearing statement", result.problems) or a.id is None:
                 continue
             answer = await cast.sim.wait_for(CARE, "medical.clearing.confirm", a.id)
             if answer is not None and answer.payload()["status"] == "CONFIRMED":
@@ -293,24 +299,26 @@ async def medical_story(cast: Cast) -> StoryResult:
     else:
         result.problems.append("no settlement to clear")
     settled = len(cast.care.settled) + reversed_
-    result.summary = (f"{len(patients)} patients: {len(cast.care.filings)} filings accepted, {settled} visits "
-                      f"settled, {reversed_} reversed, {confirmed}/{len(statements)} clearing statements confirmed")
+    result.summary = (
+        f"{len(patients)} patients: {len(cast.care.filings)} filings accepted, {settled} visits settled, "
+        f"{reversed_} reversed, {confirmed}/{len(statements)} clearing statements confirmed"
+    )
     return result
 
 
-# --- license -------------------------------------------------------------------------------------------------
+# --- license ------------------------------------------------------------------------------------------------
 
 
 async def _verify_licence(cast: Cast, licence: Licence, rng: random.Random, expect: str,
-                          problems: list[str]) -> None:
-    await _jitter(rng, 6.0)
+                          problems: list[str], spread_s: float = 6.0) -> None:
+    await _jitter(rng, spread_s)
     request = checked(cast.registry, "license.verify.request", {
+        **cast.registry.examples("license.verify.request")[0],
         "license_id": licence.license_id, "use_cause": "跨省通办：核验企业经营许可证",
-        "service_item_code": "SVC-LIC-0001",
     })
     sent = await cast.clients[LICENCE_USER].send("license.verify.request", LICENCE_HOLDER, request,
                                                  story="Jiangsu verifies a Zhejiang licence")
-    if not _delivered(sent, "licence verification", problems) or sent.id is None:
+    if not _accepted(sent, "licence verification", problems) or sent.id is None:
         return
     answer = await cast.sim.wait_for(LICENCE_USER, "license.verify.result", sent.id)
     verdict = answer.payload()["verdict"] if answer is not None else None
@@ -331,29 +339,32 @@ async def licence_story(cast: Cast) -> StoryResult:
                      cast.zj_registry.revoke(revoked.license_id, "以欺骗手段取得许可，依法撤销"))
     sent = await cast.clients[LICENCE_HOLDER].send("license.status.notice", LICENCE_USER, notice,
                                                    story="Zhejiang revokes a licence")
-    if _delivered(sent, "revocation notice", result.problems) and sent.id is not None:
-        if await cast.sim.wait_delivered(sent.id) is None or revoked.license_id not in cast.js_licences.revoked:
+    if _accepted(sent, "revocation notice", result.problems) and sent.id is not None:
+        arrived = await cast.sim.wait_delivered(sent.id)
+        if arrived is None or revoked.license_id not in cast.js_licences.revoked:
             result.problems.append("Jiangsu did not learn of the revocation")
     # A new check of the revoked licence is answered REVOKED.
-    await _verify_licence(cast, revoked, rng, "REVOKED", result.problems)
+    await _verify_licence(cast, revoked, rng, "REVOKED", result.problems, spread_s=0.5)
     result.summary = (f"{len(cast.licences)} licences verified VALID, 1 revoked and notified, "
                       f"re-check answered {cast.js_licences.verdicts.get(revoked.license_id, '?')}")
     return result
 
 
-# --- identity ------------------------------------------------------------------------------------------------
+# --- identity -----------------------------------------------------------------------------------------------
 
 
 async def _verify_person(cast: Cast, id_hash: str, name: str, rng: random.Random, expect: str,
                          answers: dict[str, int], problems: list[str]) -> None:
     await _jitter(rng, 8.0)
     request = checked(cast.registry, "identity.verify.request", {
+        **cast.registry.examples("identity.verify.request")[0],
         "subject_type": "NATURAL_PERSON", "id_type": "111", "id_hash": id_hash, "name": name,
-        "required_assurance_level": 3, "use_cause": "跨省通办：核验申请人身份", "service_item_code": "SVC-ID-0001",
+        "required_assurance_level": 3, "use_cause": "跨省通办：核验申请人身份",
+        "service_item_code": "SVC-ID-0001",
     })
     sent = await cast.clients[ID_ASKER].send("identity.verify.request", ID_HOME, request,
                                              story="Shanghai verifies a Jiangsu resident")
-    if not _delivered(sent, "identity verification", problems) or sent.id is None:
+    if not _accepted(sent, "identity verification", problems) or sent.id is None:
         return
     answer = await cast.sim.wait_for(ID_ASKER, "identity.verify.result", sent.id)
     match = answer.payload()["match"] if answer is not None else "none"
@@ -380,7 +391,7 @@ def good_stories(cast: Cast) -> list[Callable[[], Awaitable[StoryResult]]]:
     return [lambda: medical_story(cast), lambda: licence_story(cast), lambda: identity_story(cast)]
 
 
-# --- the bad ones --------------------------------------------------------------------------------------------
+# --- the bad ones -------------------------------------------------------------------------------------------
 
 
 def flip_one_byte(body: bytes) -> bytes:
@@ -434,7 +445,8 @@ async def schema_violation(cast: Cast) -> StoryResult:
     del payload["psn_no"]
     attempt = await cast.clients[CARE].send("medical.settlement.request", INSURED, payload, story=result.name,
                                             expect="schema_violation")
-    result.summary = f"HTTP {attempt.status} {attempt.refused}: {', '.join(attempt.pointers) or 'no pointers'}"
+    pointers = ", ".join(attempt.pointers) or "no pointers"
+    result.summary = f"HTTP {attempt.status} {attempt.refused}: {pointers}"
     if not {"/medfee_sumamt", "/psn_no"} <= set(attempt.pointers):
         result.problems.append(f"expected pointers /medfee_sumamt and /psn_no, got {list(attempt.pointers)}")
     return result
@@ -444,8 +456,9 @@ async def not_permitted(cast: Cast) -> StoryResult:
     """The licence registry tries to forge a delivery receipt: only gateways send receipts."""
     result = StoryResult("platform sends a yrdx.receipt", "license")
     payload = cast.registry.examples("yrdx.receipt")[0]
-    attempt = await cast.clients[LICENCE_HOLDER].send("yrdx.receipt", LICENCE_USER, payload, story=result.name,
-                                                      expect="not_permitted")
+    attempt = await cast.clients[LICENCE_HOLDER].send(
+        "yrdx.receipt", LICENCE_USER, payload, story=result.name, expect="not_permitted"
+    )
     result.summary = f"HTTP {attempt.status} {attempt.refused}"
     return result
 
@@ -456,7 +469,9 @@ async def bad_cases(cast: Cast, bootstrap_servers: str) -> list[StoryResult]:
     ))
 
 
-async def check_receipts(cast: Cast, attempts: Sequence[Attempt], timeout_s: float = 15.0) -> tuple[int, list[str]]:
+async def check_receipts(
+    cast: Cast, attempts: Sequence[Attempt], timeout_s: float = 15.0
+) -> tuple[int, list[str]]:
     """Each delivered message shows `delivered` at its origin, with the destination's signed receipt."""
     gate = asyncio.Semaphore(8)
     problems: list[str] = []
@@ -470,9 +485,10 @@ async def check_receipts(cast: Cast, attempts: Sequence[Attempt], timeout_s: flo
                 problems.append(f"status of a {a.type} at {a.sender}: {type(e).__name__}")
                 return False
         receipt = (doc or {}).get("receipt") or {}
-        ok = (doc or {}).get("status") == "delivered" and receipt.get("by") == a.recipient
+        status = (doc or {}).get("status")
+        ok = status == "delivered" and receipt.get("by") == a.recipient
         if not ok:
-            problems.append(f"no signed receipt at {a.sender} for a {a.type} (status {(doc or {}).get('status')})")
+            problems.append(f"no signed receipt at {a.sender} for a {a.type} (status {status})")
         return ok
 
     results = await asyncio.gather(*(one(a) for a in attempts))

@@ -38,6 +38,12 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("asyncio event loop", ("asyncio/",)),
 )
 
+# Frames on (nearly) every stack of a gateway process: they say nothing about where the time goes.
+_ENTRY_POINTS = frozenset({
+    "<module> (gateway/cli.py)", "main (gateway/cli.py)", "cmd_serve (gateway/cli.py)",
+    "serve (gateway/server.py)",
+})
+
 
 def short_file(path: str) -> str:
     """A readable path: relative to the repo, to site-packages, or to the standard library."""
@@ -72,7 +78,8 @@ def category(frames: list[str]) -> str:
     return "other"
 
 
-def summarize_collapsed(path: Path, top: int = 25, out: io.TextIOBase | None = None) -> None:
+def summarize_collapsed(path: Path, top: int = 25, out: io.TextIOBase | None = None,
+                        detail_min: float = 0.05, detail_top: int = 12) -> None:
     w = out or sys.stdout
     stacks = read_collapsed(path)
     total = sum(c for _, c in stacks)
@@ -82,22 +89,34 @@ def summarize_collapsed(path: Path, top: int = 25, out: io.TextIOBase | None = N
     categories: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     leaf: Counter[str] = Counter()
+    within: dict[str, Counter[str]] = {}  # category -> gateway functions (inclusive), other leaves (self)
     for frames, count in stacks:
-        categories[category(frames)] += count
+        label = category(frames)
+        categories[label] += count
+        detail = within.setdefault(label, Counter())
         for f in set(frames):
             if "gateway/" in f:
                 inclusive[f] += count
+                detail[f] += count
         leaf[frames[-1]] += count
+        if "gateway/" not in frames[-1]:
+            detail[f"[self] {frames[-1]}"] += count
 
     def pct(n: int) -> str:
         return f"{100 * n / total:5.1f} %"
 
     print(f"== {path.name}: {total:,} CPU samples", file=w)
-    print("  by part of the data path (a function on the stack):", file=w)
+    print("  by part of the data path (a function on the stack), with its main costs:", file=w)
     for label, n in categories.most_common():
         print(f"    {pct(n)}  {label}", file=w)
+        if n < total * detail_min:
+            continue
+        # the functions that enclose every sample of the part (cli main, the loop, the handler) tell nothing
+        parts = [(f, c) for f, c in within[label].most_common() if c < 0.97 * n and f not in _ENTRY_POINTS]
+        for name, c in parts[:detail_top]:
+            print(f"        {pct(c)}  {name}", file=w)
     print(f"  gateway functions, inclusive (top {top}):", file=w)
-    for name, n in inclusive.most_common(top):
+    for name, n in [(f, c) for f, c in inclusive.most_common() if f not in _ENTRY_POINTS][:top]:
         print(f"    {pct(n)}  {name}", file=w)
     print(f"  self time, any code (top {top}):", file=w)
     for name, n in leaf.most_common(top):

@@ -189,6 +189,27 @@ class GatewayProcess:
         except OSError:
             return ""
 
+    def log_summary(self, samples: int = 5) -> dict[str, Any]:
+        """Counts of the gateway's JSON log lines by level, and the first distinct warning/error messages."""
+        levels: dict[str, int] = {}
+        messages: list[str] = []
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            try:
+                doc = orjson.loads(line)
+                level, msg = str(doc.get("level", "?")), str(doc.get("msg", ""))
+                if doc.get("error"):
+                    msg += f" ({doc['error']})"
+            except (orjson.JSONDecodeError, AttributeError):
+                level, msg = "text", line
+            levels[level] = levels.get(level, 0) + 1
+            if level not in ("debug", "info") and msg[:200] not in messages and len(messages) < samples:
+                messages.append(msg[:200])
+        return {"levels": levels, "samples": messages}
+
     def stop(self, timeout: float = 40.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -642,6 +663,10 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
                 await driver.wait_receipts(len(driver.ledger.accepted), args.stall_timeout)
                 print(f"warmup: {len(warm.seen_at)}/{len(warm.posted_at)} delivered "
                       f"in {warm.delivered_done - warm.started:.1f} s")
+            idle = CpuWindow(pids)  # what the processes burn with nothing to do (polls, probes, timers)
+            idle.start()
+            await asyncio.sleep(args.idle)
+            idle.stop()
             if args.profile is not None and not cprofile:
                 spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
                 spies = [PySpy(spy, g.pid or 0, args.profile / f"{g.region.lower()}.pyspy.txt")
@@ -667,6 +692,9 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
             k: None if v is None else 100 * v / e2e["cpu_window_s"] for k, v in window.used.items()
         }
         ours = sum(v for v in window.used.values() if v is not None)
+        e2e["idle_cpu_percent"] = {
+            k: None if v is None or not args.idle else 100 * v / args.idle for k, v in idle.used.items()
+        }
         e2e["machine_cpu_busy_percent"] = 100 * window.machine_busy / e2e["cpu_window_s"]
         e2e["other_processes_cpu_s"] = max(0.0, window.machine_busy - ours)
         e2e["gateway_counters"] = {
@@ -675,6 +703,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
             "js_rejected": counter(js_metrics, "yrdx_messages_rejected_total"),
         }
         figures["end_to_end"] = e2e
+        figures["gateway_logs"] = {g.region: g.log_summary() for g in gateways}
         sizes = [len(orjson.dumps(driver.ledger.envelopes[i][0])) for i in measured.seen_at]
         e2e["envelope_bytes_mean"] = sum(sizes) / len(sizes) if sizes else 0
 
@@ -694,16 +723,17 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         for g in gateways:  # before the baseline: the broker and the cores are the baseline's alone
             g.stop()
 
-        # the baseline: the same envelope bytes (as the pull returned them), same count, same broker
-        ordered = [*warm.seen_at, *measured.seen_at]
-        records = []
-        for msg_id in ordered:
-            env, sig = ledger.envelopes[msg_id]
-            records.append((orjson.dumps(env), str(env["correlation_id"]).encode(), sig))
-        first = records[len(warm.seen_at)] if len(records) > len(warm.seen_at) else None
+        # the baseline: the same envelope bytes (as the pulls returned them, in that order), same broker,
+        # the warmup count and then the measured count (fewer only if fewer were delivered)
+        records = [
+            (orjson.dumps(env), str(env["correlation_id"]).encode(), sig)
+            for env, sig in list(ledger.envelopes.values())[:args.warmup + args.messages]
+        ]
+        base_warmup = min(args.warmup, len(records) // 2)
+        first = records[base_warmup] if len(records) > base_warmup else None
         same_bytes = first is not None and verify_detached(
             parse_detached(first[2]), first[0], load_certificate(ex.pki.gateway_cert(SENDER)).public_key())
-        base = await baseline(bootstrap, records, len(warm.seen_at),
+        base = await baseline(bootstrap, records, base_warmup,
                               {"kafka_jvm": pids["kafka_jvm"], "driver": os.getpid()})
         figures["baseline"] = {
             "topic": base.topic, "count": base.count, "seconds": base.seconds,
@@ -783,6 +813,13 @@ def report(f: dict[str, Any]) -> None:
           f"-> CPU-bound ceiling ~{fmt(r['cpu_bound_ceiling_msg_per_s'])} msg/s on {m['usable_cpus']} cores")
     print(f"    machine busy {e['machine_cpu_busy_percent']:.0f} % of one core; other processes used "
           f"{e['other_processes_cpu_s']:.2f} CPU s in the window")
+    idle = ", ".join(f"{k} {fmt(v, '.1f')} %" for k, v in e["idle_cpu_percent"].items())
+    print(f"    when idle    {idle} of a core (measured before the window)")
+    for region, logs in f["gateway_logs"].items():
+        if any(level not in ("debug", "info") for level in logs["levels"]):
+            print(f"  {region} gateway log: {logs['levels']}")
+            for sample in logs["samples"]:
+                print(f"    {sample}")
     print()
     print("-- baseline: raw aiokafka produce -> consume of the same envelope bytes, same broker")
     print(f"  {b['count']:,} records in {b['seconds']:.2f} s: {b['msg_per_s']:,.0f} msg/s   "
@@ -827,6 +864,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="seconds without progress before the missing messages count as lost (60)")
     p.add_argument("--drain", type=float, default=2.0,
                    help="seconds of extra pulls after the run, to catch late duplicates (2)")
+    p.add_argument("--idle", type=float, default=3.0,
+                   help="seconds of idle CPU measured before the window (3; 0 to skip)")
     p.add_argument("--profile", type=Path, help="profile both gateways into this folder (see --profiler)")
     p.add_argument("--profiler", choices=["py-spy", "cprofile"], default="py-spy",
                    help="py-spy: sample the measured window (needs `pip install py-spy`); "

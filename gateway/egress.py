@@ -36,6 +36,13 @@ log = logging.getLogger(__name__)
 RECEIPT_TYPE = "yrdx.receipt"
 
 
+def _claimed_id(raw: bytes) -> str:
+    try:
+        return envelope.parse(raw).id[:64]
+    except envelope.EnvelopeError:
+        return ""
+
+
 @dataclass(frozen=True, slots=True)
 class Verified:
     record: InRecord
@@ -254,7 +261,9 @@ class Egress:
             headers.append((SIGNATURE_HEADER, r.headers[SIGNATURE_HEADER]))
         self._outbox.append(OutRecord(dlq_topic(self._region), r.value, msg_id.encode() or r.key, headers))
         sha = envelope.sha256_hex(r.value)
-        self._audit.append("rejected", msg_id, sha, reason=rej.code, source=f"{r.topic}:{r.partition}:{r.offset}")
+        extra = {} if v else {"claimed_id": _claimed_id(r.value)}  # unverified, but lets a trace find it
+        self._audit.append("rejected", msg_id, sha, reason=rej.code, source=f"{r.topic}:{r.partition}:{r.offset}",
+                           **extra)
         self._audit.append("dead_lettered", msg_id, sha, topic=dlq_topic(self._region), reason=rej.code)
         self._metrics.rejected.labels(rej.code).inc()
         log.info("message rejected", extra={"reason": rej.code, "message_id": msg_id, "source": r.topic})

@@ -1,0 +1,83 @@
+"""`gateway.trace.journey` and `flatten_segments` on hand-made audit records: pure functions, no broker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.trace import flatten_segments, journey
+
+MSG = "01a20000-0000-7000-8000-000000000001"
+RECEIPT = "01a20000-0000-7000-8000-0000000000r1"
+OTHER = "01a20000-0000-7000-8000-000000000002"
+
+
+def rec(region: str, seq: int, stage: str, at: str, message_id: str = MSG, **detail: str) -> dict[str, Any]:
+    return {"seq": seq, "region": region, "message_id": message_id, "stage": stage,
+            "at": f"2026-11-23T10:00:{at}Z", "envelope_sha256": "ab" * 32, "detail": detail,
+            "prev_hash": "0" * 64, "hash": f"{region}{seq:062d}"}
+
+
+# Shuffled on purpose: per-region chains interleave on the topic, and a reader may see them in any order.
+RECORDS = [
+    rec("AH", 21, "receipt_sent", "00.130", outcome="delivered", receipt=RECEIPT),
+    rec("SH", 34, "receipt_received", "00.190", outcome="delivered", receipt=RECEIPT),
+    rec("SH", 13, "accepted", "00.100", platform="sh-platform"),
+    rec("AH", 20, "delivered", "00.130", platform="ah-platform"),
+    rec("SH", 33, "received", "00.190", message_id=RECEIPT),
+    rec("ZJ", 5, "accepted", "00.101", message_id=OTHER),
+    rec("AH", 19, "received", "00.120"),
+    rec("SH", 17, "published", "00.110", topic="yrdx.ah.inbox"),
+]
+
+
+def stages(records: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
+    return [(r["region"], r["seq"], r["stage"]) for r in records]
+
+
+def test_journey_orders_one_message_across_regions_by_time_then_region_then_seq() -> None:
+    assert stages(journey(RECORDS, MSG)) == [
+        ("SH", 13, "accepted"),
+        ("SH", 17, "published"),
+        ("AH", 19, "received"),
+        ("AH", 20, "delivered"),  # same millisecond as receipt_sent: the chain order decides
+        ("AH", 21, "receipt_sent"),
+        ("SH", 33, "received"),  # the receipt's own arrival, found through receipt_sent's detail
+        ("SH", 34, "receipt_received"),
+    ]
+
+
+def test_journey_without_receipts_keeps_only_the_message_id() -> None:
+    got = journey(RECORDS, MSG, follow_receipts=False)
+    assert {r["message_id"] for r in got} == {MSG}
+    assert len(got) == 6
+
+
+def test_journey_of_several_messages_and_of_everything() -> None:
+    both = journey(RECORDS, message_ids=[MSG, OTHER], follow_receipts=False)
+    assert ("ZJ", 5, "accepted") in stages(both) and len(both) == 7
+    everything = journey(RECORDS)
+    assert len(everything) == len(RECORDS)
+    assert [r["at"] for r in everything] == sorted(r["at"] for r in everything)
+
+
+def test_journey_of_an_unknown_message_is_empty_and_inputs_are_not_changed() -> None:
+    before = orjson.dumps(RECORDS)
+    assert journey(RECORDS, "no-such-id") == []
+    journey(RECORDS, MSG)[0]["stage"] = "edited"
+    assert orjson.dumps(RECORDS) == before
+
+
+def test_ties_on_time_are_broken_by_region_then_seq() -> None:
+    same = [rec("SH", 2, "published", "00.500"), rec("AH", 9, "received", "00.500"),
+            rec("SH", 1, "accepted", "00.500")]
+    expected = [("AH", 9, "received"), ("SH", 1, "accepted"), ("SH", 2, "published")]
+    assert stages(journey(same, MSG)) == expected
+
+
+def test_flatten_segments_reads_records_in_segment_order_and_skips_what_is_not_a_segment() -> None:
+    seg1 = {"region": "SH", "records": RECORDS[:2], "checkpoint": {"seq": 34, "hash": "x", "jws": "y"}}
+    seg2 = {"region": "AH", "records": RECORDS[2:], "checkpoint": {"seq": 21, "hash": "x", "jws": "y"}}
+    values = [orjson.dumps(seg1), b"not json", orjson.dumps({"records": "nope"}), orjson.dumps(seg2)]
+    assert flatten_segments(values) == RECORDS
