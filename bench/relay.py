@@ -37,15 +37,14 @@ from typing import Any
 
 import aiohttp
 import orjson
-import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from gateway import envelope
 from gateway.auth import TokenMinter
 from gateway.crypto.jws import Signer, parse_detached, verify_detached
 from gateway.crypto.pki import load_certificate, load_private_key
-from gateway.exchange import BUSINESS_TYPES, Exchange, init_exchange, platform_id
+from gateway.exchange import BUSINESS_TYPES, Exchange, edit_config, init_exchange, platform_id
 from gateway.ingress import SIGNATURE_HEADER
 from gateway.kafka.local import LocalKafka, env_bootstrap_servers, free_port
 from gateway.schemas import SchemaRegistry
@@ -132,16 +131,6 @@ def us_per_msg(seconds: float | None, count: int) -> float | None:
 
 # ---------------------------------------------------------------------------------------------------------
 # processes: the broker, the two gateways, an optional profiler
-
-
-def edit_config(path: Path, **changes: Any) -> None:
-    """Change top-level keys of a generated gateway config (and `delivery` of its platform)."""
-    doc = yaml.safe_load(path.read_text())
-    delivery = changes.pop("delivery", None)
-    if delivery is not None:
-        doc["platforms"][0]["delivery"] = delivery
-    doc.update(changes)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 
 
 class GatewayProcess:
@@ -410,7 +399,7 @@ class Driver:
             if await self.pull_once():
                 last_progress = time.monotonic()
             if senders_done.is_set():
-                if len(phase.seen_at) >= len(phase.posted_at):
+                if not phase.missing:  # every id accepted in this phase has been pulled
                     return
                 if time.monotonic() - last_progress > stall_s:
                     return  # the rest is lost: reported by the caller
@@ -486,6 +475,19 @@ class BaselineResult:
     topic: str
 
 
+async def wait_for_leaders(producer: AIOKafkaProducer, topic: str, partitions: int) -> None:
+    """Until every partition of a new topic has a leader (30 s at most), so that the consumer does not start
+    on a half-made topic."""
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        await producer.client.force_metadata_update()
+        cluster = producer.client.cluster
+        leaders = [cluster.leader_for_partition(TopicPartition(topic, p)) for p in range(partitions)]
+        if all(leader is not None and leader >= 0 for leader in leaders):
+            return
+        await asyncio.sleep(0.1)
+
+
 async def baseline(bootstrap: str, records: Sequence[tuple[bytes, bytes, str]], warmup: int,
                    pids: dict[str, int | None]) -> BaselineResult:
     """Produce every record (value, key, signature) to a fresh 4-partition topic with one idempotent
@@ -505,6 +507,7 @@ async def baseline(bootstrap: str, records: Sequence[tuple[bytes, bytes, str]], 
         isolation_level="read_committed",
     )
     await producer.start()
+    await wait_for_leaders(producer, topic, 4)
     await consumer.start()
     sent_at: dict[bytes, float] = {}
     latencies: list[float] = []
@@ -667,9 +670,8 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
             idle.start()
             await asyncio.sleep(args.idle)
             idle.stop()
-            if args.profile is not None and not cprofile:
-                spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-                spies = [PySpy(spy, g.pid or 0, args.profile / f"{g.region.lower()}.pyspy.txt")
+            if args.py_spy is not None:
+                spies = [PySpy(args.py_spy, g.pid or 0, args.profile / f"{g.region.lower()}.pyspy.txt")
                          for g in gateways]
                 await asyncio.sleep(1.0)  # attached before the window opens
             window = CpuWindow(pids)
@@ -876,6 +878,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--batch must be between 1 and 500")
     if args.messages < 1 or args.concurrency < 1 or args.warmup < 0:
         p.error("--messages and --concurrency must be positive, --warmup not negative")
+    args.py_spy = None
+    if args.profile is not None and args.profiler == "py-spy":
+        beside = Path(sys.executable).with_name("py-spy")  # installed into the venv, which may not be on PATH
+        args.py_spy = str(beside) if beside.is_file() else shutil.which("py-spy")
+        if args.py_spy is None:
+            p.error("--profiler py-spy needs py-spy (.venv/bin/pip install py-spy), "
+                    "or use --profiler cprofile")
     return args
 
 
@@ -898,8 +907,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print()
         summarize_folder(args.profile)
-    if args.keep:
-        print(f"work folder: {work}")
+    if args.keep or not ok:
+        print(f"work folder (gateway logs, configs, broker data): {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1

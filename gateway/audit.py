@@ -68,13 +68,16 @@ class AuditTrail:
     def head(self) -> Head:
         return self._head
 
-    def append(self, stage: str, message_id: str, envelope_sha256: str | None, **detail: str) -> int:
+    def append(
+        self, stage: str, message_id: str, envelope_sha256: str | None, correlation_id: str = "", **detail: str
+    ) -> int:
         """Chain one record; returns its sequence number. `detail` carries codes and ids, never personal data."""
         assert stage in STAGES, stage
         seq = self._head.seq + 1
         body: dict[str, Any] = {
-            "seq": seq, "region": self.region, "message_id": message_id, "stage": stage, "at": utc_timestamp(),
-            "envelope_sha256": envelope_sha256, "detail": detail, "prev_hash": self._head.hash,
+            "seq": seq, "region": self.region, "message_id": message_id, "correlation_id": correlation_id,
+            "stage": stage, "at": utc_timestamp(), "envelope_sha256": envelope_sha256, "detail": detail,
+            "prev_hash": self._head.hash,
         }
         h = record_hash(self._head.hash, body)
         body["hash"] = h

@@ -31,8 +31,8 @@ class KafkaConfig:
     ssl_keyfile: Path | None = None
     sasl_username_file: Path | None = None
     sasl_password_file: Path | None = None
-    # Consumer fetch wait bounds delivery latency when traffic is light (aiokafka's default is 500 ms).
-    fetch_max_wait_ms: int = 20
+    # The broker answers a fetch as soon as data arrives; this only bounds idle polling (broker CPU).
+    fetch_max_wait_ms: int = 200
     linger_ms: int = 2
 
 
@@ -89,13 +89,20 @@ class GatewayConfig:
     metrics_token_file: Path | None = None
     schemas_dir: Path | None = None
     source: Path | None = field(default=None, compare=False)
+    recipients: Mapping[str, Platform] = field(default_factory=dict, compare=False, repr=False)
 
     def platform(self, platform_id: str) -> Platform | None:
         return next((p for p in self.platforms if p.id == platform_id), None)
 
     def recipient_of(self, msg_type: str) -> Platform | None:
         """The local platform that receives messages of this type (first match in config order)."""
-        return next((p for p in self.platforms if msg_type in p.receives), None)
+        return self.recipients.get(msg_type)
+
+    def __post_init__(self) -> None:
+        recipients: dict[str, Platform] = {}
+        for p in reversed(self.platforms):  # the first platform in config order wins
+            recipients.update(dict.fromkeys(p.receives, p))
+        object.__setattr__(self, "recipients", recipients)
 
 
 _TOP_KEYS = {
@@ -243,7 +250,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         ssl_keyfile=k.path_("ssl_keyfile", required=False),
         sasl_username_file=k.path_("sasl_username_file", required=False),
         sasl_password_file=k.path_("sasl_password_file", required=False),
-        fetch_max_wait_ms=k.int_("fetch_max_wait_ms", 20, minimum=1, maximum=5000),
+        fetch_max_wait_ms=k.int_("fetch_max_wait_ms", 200, minimum=1, maximum=5000),
         linger_ms=k.int_("linger_ms", 2, minimum=0, maximum=1000),
     )
 

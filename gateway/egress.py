@@ -34,6 +34,7 @@ from gateway.state import StateStore
 log = logging.getLogger(__name__)
 
 RECEIPT_TYPE = "yrdx.receipt"
+RECEIPT_ITEMS = 1000  # items per signed receipt (the schema allows 2,000)
 
 
 def _claimed_id(raw: bytes) -> str:
@@ -88,6 +89,8 @@ class Egress:
         self._webhooks = webhooks
         self._outbox: list[OutRecord] = []
         self._decided: list[tuple[str, str, str]] = []  # rejections to mark seen once their DLQ record is acked
+        self._receipts: dict[str, list[tuple[Verified, dict[str, str]]]] = defaultdict(list)
+        self._received_at = envelope.utc_timestamp()
 
     async def run(self, consumer: InboxConsumer, stopping: asyncio.Event) -> None:
         """Until asked to stop: the batch in hand is finished and committed before returning (drain)."""
@@ -183,7 +186,11 @@ class Egress:
 
     async def handle(self, batch: Sequence[InRecord]) -> None:
         now = datetime.now(UTC)
+        self._received_at = envelope.utc_timestamp(now)
         self._metrics.received.inc(len(batch))
+        for r in batch:
+            self._audit.append("received", _claimed_id(r.value), envelope.sha256_hex(r.value),
+                               source=f"{r.topic}:{r.partition}:{r.offset}")
         checked = self.dedupe([self.check(r, now) for r in batch])
         inbox: list[tuple[Platform, Verified]] = []
         webhooks: dict[str, list[tuple[Platform, Verified]]] = defaultdict(list)
@@ -191,7 +198,8 @@ class Egress:
             if isinstance(c, Refused):
                 self.reject(c)
                 continue
-            self._audit.append("received", c.env.id, c.sha256, source=c.source, signer=c.signer_thumbprint)
+            self._audit.append("verified", c.env.id, c.sha256, c.env.correlation_id, signer=c.signer_thumbprint,
+                               type=c.env.type, sender=c.env.sender)
             if c.env.type == RECEIPT_TYPE:
                 self.apply_receipt(c)
                 continue
@@ -239,7 +247,7 @@ class Egress:
                 self.reject(Refused(v.record, Rejection("delivery_failed", result.detail), v))
 
     def delivered(self, platform: Platform, v: Verified, mode: str) -> None:
-        self._audit.append("delivered", v.env.id, v.sha256, platform=platform.id, mode=mode)
+        self._audit.append("delivered", v.env.id, v.sha256, v.env.correlation_id, platform=platform.id, mode=mode)
         self._metrics.delivered.labels(v.env.sender, mode).inc()
         try:
             transit = time.time() - envelope.parse_timestamp(v.env.created_at).timestamp()
@@ -262,9 +270,10 @@ class Egress:
         self._outbox.append(OutRecord(dlq_topic(self._region), r.value, msg_id.encode() or r.key, headers))
         sha = envelope.sha256_hex(r.value)
         extra = {} if v else {"claimed_id": _claimed_id(r.value)}  # unverified, but lets a trace find it
-        self._audit.append("rejected", msg_id, sha, reason=rej.code, source=f"{r.topic}:{r.partition}:{r.offset}",
+        corr = v.env.correlation_id if v else ""
+        self._audit.append("rejected", msg_id, sha, corr, reason=rej.code, source=f"{r.topic}:{r.partition}:{r.offset}",
                            **extra)
-        self._audit.append("dead_lettered", msg_id, sha, topic=dlq_topic(self._region), reason=rej.code)
+        self._audit.append("dead_lettered", msg_id, sha, corr, topic=dlq_topic(self._region), reason=rej.code)
         self._metrics.rejected.labels(rej.code).inc()
         log.info("message rejected", extra={"reason": rej.code, "message_id": msg_id, "source": r.topic})
         if v is not None and rej.code != "duplicate":
@@ -273,48 +282,57 @@ class Egress:
                 self.send_receipt(v, "rejected", rej)
 
     def send_receipt(self, v: Verified, outcome: str, rejection: Rejection | None = None) -> None:
-        payload: dict[str, str] = {
-            "message_id": v.env.id,
-            "envelope_sha256": v.sha256,
-            "outcome": outcome,
-            "received_at": envelope.utc_timestamp(),
-            "decided_at": envelope.utc_timestamp(),
+        """Queue one receipt item; `seal_receipts` signs all items for one origin as one envelope."""
+        item: dict[str, str] = {
+            "message_id": v.env.id, "envelope_sha256": v.sha256, "outcome": outcome,
+            "received_at": self._received_at,
         }
         if rejection is not None:
-            payload["reason"] = rejection.code
-            payload["detail"] = rejection.detail[:500]
-        receipt_id, raw = envelope.build(
-            msg_type=RECEIPT_TYPE, schema_version=1, sender=self._region, recipient=v.env.sender, payload=payload,
-            correlation_id=v.env.correlation_id,
-        )
-        sig = self._signer.sign(raw)
-        self._outbox.append(OutRecord(
-            inbox_topic(v.env.sender), raw, v.env.correlation_id.encode(), [(SIGNATURE_HEADER, sig.encode())]
-        ))
-        self._audit.append("receipt_sent", v.env.id, v.sha256, receipt=receipt_id, outcome=outcome)
+            item["reason"] = rejection.code
+            item["detail"] = rejection.detail[:500]
+        self._receipts[v.env.sender].append((v, item))
+
+    def seal_receipts(self) -> None:
+        """One signed `yrdx.receipt` per origin region and batch: signing and verifying cost once per batch."""
+        decided_at = envelope.utc_timestamp()
+        for origin, entries in self._receipts.items():
+            for i in range(0, len(entries), RECEIPT_ITEMS):
+                chunk = entries[i:i + RECEIPT_ITEMS]
+                receipt_id, raw = envelope.build(
+                    msg_type=RECEIPT_TYPE, schema_version=1, sender=self._region, recipient=origin,
+                    payload={"items": [{**item, "decided_at": decided_at} for _, item in chunk]},
+                )
+                sig = self._signer.sign(raw)
+                self._outbox.append(
+                    OutRecord(inbox_topic(origin), raw, receipt_id.encode(), [(SIGNATURE_HEADER, sig.encode())])
+                )
+                for v, item in chunk:
+                    self._audit.append("receipt_sent", v.env.id, v.sha256, v.env.correlation_id, receipt=receipt_id,
+                                       outcome=item["outcome"])
+        self._receipts.clear()
 
     def apply_receipt(self, v: Verified) -> None:
-        """A peer's signed receipt for a message this gateway sent: the origin's status becomes final."""
-        p = v.env.payload
-        known = self._state.sent(p["message_id"])
-        outcome = p["outcome"]
-        detail = {
-            "receipt_id": v.env.id, "by": v.env.sender, "signer": v.signer_thumbprint, "outcome": outcome,
-            "envelope_sha256": p["envelope_sha256"], "at": p["decided_at"], "signature": v.signature,
-        }
-        if "reason" in p:
-            detail["reason"] = p["reason"]
-        if known is None or known.envelope_sha256 != p["envelope_sha256"] or known.to_region != v.env.sender:
-            log.warning("receipt for an unknown message", extra={"message_id": p["message_id"]})
-            outcome = "unmatched"
-        else:
-            self._state.update_sent(p["message_id"], outcome, detail)
-        self._state.mark_seen([(v.env.id, "delivered", v.source)])
-        self._audit.append("receipt_received", p["message_id"], p["envelope_sha256"], receipt=v.env.id, outcome=outcome)
-        self._metrics.receipts.labels(outcome).inc()
+        """A peer's signed receipt for messages this gateway sent: their status at the origin becomes final."""
+        base = {"receipt_id": v.env.id, "by": v.env.sender, "signer": v.signer_thumbprint, "signature": v.signature}
+        items = v.env.payload["items"]
+        applied = self._state.apply_receipts(
+            v.env.sender,
+            [(i["message_id"], i["envelope_sha256"], i["outcome"],
+              {**base, "outcome": i["outcome"], "envelope_sha256": i["envelope_sha256"], "at": i["decided_at"],
+               **({"reason": i["reason"]} if "reason" in i else {})})
+             for i in items],
+            (v.env.id, v.source),
+        )
+        for i, outcome in zip(items, applied, strict=True):
+            if outcome == "unmatched":
+                log.warning("receipt for a message this gateway did not send", extra={"message_id": i["message_id"]})
+            self._audit.append("receipt_received", i["message_id"], i["envelope_sha256"], v.env.correlation_id,
+                               receipt=v.env.id, outcome=outcome)
+            self._metrics.receipts.labels(outcome).inc()
 
     async def flush(self) -> None:
         """Dead letters and receipts, then the audit records: all acknowledged before the offsets move."""
+        self.seal_receipts()
         delay = 0.5
         while True:
             try:

@@ -124,18 +124,18 @@ class Ingress:
         # Recorded before publishing: the receipt of a fast peer may arrive before the broker's ack does.
         self._state.record_sent(sent, "accepted")
         for p in items:
-            self._audit.append("accepted", p.id, p.sha256, platform=platform.id, type=p.type, to=p.to)
+            self._audit.append("accepted", p.id, p.sha256, p.correlation_id, platform=platform.id, type=p.type, to=p.to)
         try:
             await self._publisher.publish([p.record() for p in items])
         except BrokerUnavailable as e:
             for p in items:
-                self._audit.append("publish_failed", p.id, p.sha256, error="broker_unavailable")
+                self._audit.append("publish_failed", p.id, p.sha256, p.correlation_id, error="broker_unavailable")
             self._metrics.refused.labels("broker_unavailable").inc(len(items))
             self._state.record_sent(sent, "publish_failed")
             return Problem("broker_unavailable", f"the broker did not acknowledge: {e}; retry with the same "
                            "Idempotency-Key to resend the same message id")
         for p in items:
-            self._audit.append("published", p.id, p.sha256, topic=inbox_topic(p.to))
+            self._audit.append("published", p.id, p.sha256, p.correlation_id, topic=inbox_topic(p.to))
         self._state.record_sent(sent, "published")
         try:
             await self._audit.durable()

@@ -165,18 +165,34 @@ class StateStore:
             ("INSERT INTO sent_events VALUES (?,?,?,?)", [(m.id, now, stage, detail) for m in items], True),
         ])
 
-    def update_sent(self, msg_id: str, status: str, detail: dict[str, Any] | None = None) -> bool:
-        """Record a later stage (receipt received, publish failed). False if the id is not ours."""
+    def apply_receipts(
+        self, by: str, items: Sequence[tuple[str, str, str, dict[str, Any]]], receipt: tuple[str, str]
+    ) -> list[str]:
+        """Apply a peer's receipt items (message id, envelope sha256, outcome, detail) in one transaction and mark
+        the receipt seen. Returns the outcome applied per item, 'unmatched' where the message is not one this
+        gateway sent to `by` with that exact hash."""
         now = time.time()
-        row = self._db.execute("SELECT 1 FROM sent WHERE id=?", (msg_id,)).fetchone()
-        if row is None:
-            return False
+        known: dict[str, tuple[str, str]] = {}
+        ids = [i[0] for i in items]
+        for k in range(0, len(ids), 500):
+            chunk = ids[k:k + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id, envelope_sha256, to_region FROM sent WHERE id IN ({marks})"  # noqa: S608 (placeholders)
+            known.update((r[0], (r[1], r[2])) for r in self._db.execute(sql, chunk))
+        updates, events, applied = [], [], []
+        for msg_id, sha, outcome, detail in items:
+            if known.get(msg_id) != (sha, by):
+                applied.append("unmatched")
+                continue
+            updates.append((outcome, now, msg_id))
+            events.append((msg_id, now, outcome, orjson.dumps(detail).decode()))
+            applied.append(outcome)
         self._tx([
-            ("UPDATE sent SET status=?, updated_at=? WHERE id=?", (status, now, msg_id), False),
-            ("INSERT INTO sent_events VALUES (?,?,?,?)",
-             (msg_id, now, status, orjson.dumps(detail).decode() if detail else None), False),
+            ("UPDATE sent SET status=?, updated_at=? WHERE id=?", updates, True),
+            ("INSERT INTO sent_events VALUES (?,?,?,?)", events, True),
+            ("INSERT OR IGNORE INTO seen VALUES (?,?,?,?)", (receipt[0], "delivered", receipt[1], now), False),
         ])
-        return True
+        return applied
 
     def sent(self, msg_id: str) -> SentMessage | None:
         row = self._db.execute(

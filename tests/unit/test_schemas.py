@@ -369,15 +369,17 @@ def test_licence_request_names_the_licence_one_way_only(registry: SchemaRegistry
 
 
 def test_rejected_receipt_requires_a_reason(registry: SchemaRegistry) -> None:
-    delivered, rejected = registry.examples("yrdx.receipt", 1)
-    no_reason = {k: v for k, v in rejected.items() if k != "reason"}
-    assert _pointers(registry.validate("yrdx.receipt", 1, no_reason)) == ["/reason"]
-    assert registry.validate("yrdx.receipt", 1, {**delivered, "detail": "x" * 500}) == []
-    assert _pointers(registry.validate("yrdx.receipt", 1, {**delivered, "detail": "x" * 501})) == ["/detail"]
-    assert _pointers(registry.validate("yrdx.receipt", 1, {**delivered, "outcome": "lost"})) == ["/outcome"]
-    assert _pointers(registry.validate("yrdx.receipt", 1, {**delivered, "message_id": "42"})) == [
-        "/message_id"
-    ]
+    delivered, rejected = registry.examples("yrdx.receipt", 1)[0]["items"]
+
+    def receipt(item: dict[str, Any]) -> list[str]:
+        return _pointers(registry.validate("yrdx.receipt", 1, {"items": [delivered, item]}))
+
+    assert receipt({k: v for k, v in rejected.items() if k != "reason"}) == ["/items/1/reason"]
+    assert receipt({**delivered, "detail": "x" * 500}) == []
+    assert receipt({**delivered, "detail": "x" * 501}) == ["/items/1/detail"]
+    assert receipt({**delivered, "outcome": "lost"}) == ["/items/1/outcome"]
+    assert receipt({**delivered, "message_id": "42"}) == ["/items/1/message_id"]
+    assert _pointers(registry.validate("yrdx.receipt", 1, {"items": []})) == ["/items"]
 
 
 @pytest.mark.parametrize(("value", "ok"), [("11", True), ("140104", True), ("9903", True), ("1", False),
