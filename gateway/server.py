@@ -20,6 +20,7 @@ from gateway.api import build_app
 from gateway.audit import AuditTrail
 from gateway.auth import Authenticator, load_public_key
 from gateway.config import GatewayConfig
+from gateway.countersign import Countersigner
 from gateway.crypto.jws import Signer
 from gateway.crypto.pki import load_certificate, load_private_key
 from gateway.crypto.trust import TrustStore
@@ -104,6 +105,9 @@ class Gateway:
         self._tasks = [
             asyncio.create_task(self._consume(), name="egress"),
             asyncio.create_task(self.audit.run_periodic_flush(), name="audit-flush"),
+            asyncio.create_task(
+                Countersigner(self.cfg.region, self.cfg.kafka, self.trust, self.audit).run(), name="countersign"
+            ),
             asyncio.create_task(self._probe_broker(), name="broker-probe"),
         ]
         log.info("gateway started", extra={"region": self.cfg.region, "port": self.port})

@@ -1,0 +1,110 @@
+"""The audit trail's data model, shared by the gateways that write it and the auditors' tools that read it.
+
+A gateway appends records to its own hash chain and publishes them on `yrdx.audit` in *segments*: one Kafka
+record (key = region) holding consecutive records and a checkpoint, a detached JWS by the gateway's key over
+`{"hash", "region", "seq"}` of the segment's last record. Because each record's hash covers the previous one,
+that one signature authenticates every record of the chain up to it.
+
+Record fields: seq, region, message_id, correlation_id, stage, at, envelope_sha256, detail, prev_hash, hash.
+`hash` = SHA-256 over prev_hash (ASCII hex) followed by the record's other fields serialized with sorted keys.
+
+Stages with a special meaning for verification:
+- `checkpoint`: a heartbeat appended periodically so that an idle gateway still publishes a signed head;
+- `countersigned`: this gateway saw another region's signed checkpoint; detail {of, seq, hash} — a region that
+  later rewrites or truncates its chain contradicts the countersignatures in the others' chains;
+- `resumed`: first record after a restart; detail {saved_seq}: records after the last one published before the
+  crash and up to saved_seq were appended in memory but never published (nothing was acknowledged for them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from gateway.crypto.jws import JwsError, parse_detached, verify_detached
+from gateway.crypto.trust import TrustError, TrustStore
+
+GENESIS = "0" * 64
+
+STAGES = frozenset({
+    "accepted", "published", "publish_failed", "received", "verified", "rejected", "delivered", "receipt_sent",
+    "receipt_received", "dead_lettered", "replayed", "checkpoint", "countersigned", "resumed",
+})
+
+RECORD_FIELDS = (
+    "seq", "region", "message_id", "correlation_id", "stage", "at", "envelope_sha256", "detail", "prev_hash",
+)
+
+
+class AuditFormatError(ValueError):
+    """A segment or record is not in the shape the gateways write."""
+
+
+def record_hash(prev_hash: str, body: dict[str, Any]) -> str:
+    """SHA-256 over the previous hash and the record's other fields as serialized (sorted keys, no `hash`)."""
+    fields = {k: v for k, v in body.items() if k != "hash"}
+    return hashlib.sha256(prev_hash.encode() + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def checkpoint_bytes(region: str, seq: int, head: str) -> bytes:
+    """What a checkpoint signature covers."""
+    return orjson.dumps({"region": region, "seq": seq, "hash": head}, option=orjson.OPT_SORT_KEYS)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    region: str
+    seq: int
+    hash: str
+    jws: str
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    region: str
+    records: list[dict[str, Any]]
+    checkpoint: Checkpoint
+    offset: int = -1  # position on yrdx.audit when read back from Kafka
+
+    def to_json(self) -> dict[str, Any]:
+        cp = self.checkpoint
+        return {"region": self.region, "records": self.records,
+                "checkpoint": {"seq": cp.seq, "hash": cp.hash, "jws": cp.jws}}
+
+
+def parse_segment(value: bytes, offset: int = -1) -> Segment:
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as e:
+        raise AuditFormatError(f"segment is not JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise AuditFormatError("segment is not a JSON object")
+    region, records, cp = doc.get("region"), doc.get("records"), doc.get("checkpoint")
+    if not isinstance(region, str) or not isinstance(records, list) or not records or not isinstance(cp, dict):
+        raise AuditFormatError("segment needs region, a non-empty records list and a checkpoint")
+    for r in records:
+        if not isinstance(r, dict) or not all(k in r for k in (*RECORD_FIELDS, "hash")):
+            raise AuditFormatError("a record lacks one of the record fields")
+    seq, head, jws = cp.get("seq"), cp.get("hash"), cp.get("jws")
+    if not isinstance(seq, int) or not isinstance(head, str) or not isinstance(jws, str):
+        raise AuditFormatError("checkpoint needs seq, hash and jws")
+    return Segment(region, records, Checkpoint(region, seq, head, jws), offset)
+
+
+def checkpoint_fault(cp: Checkpoint, trust: TrustStore, at: datetime) -> str | None:
+    """Why a checkpoint's signature does not hold (None when it does): the JWS must verify over the checkpoint
+    with a certificate the trust store accepts at `at` (when the checkpoint was made) and of the same region."""
+    try:
+        jws = parse_detached(cp.jws)
+        signer = trust.signer(jws.header, at)
+    except (JwsError, TrustError) as e:
+        return f"checkpoint signer not trusted: {e}"
+    if signer.region != cp.region:
+        return f"checkpoint of {cp.region} signed by a certificate of {signer.region}"
+    if not verify_detached(jws, checkpoint_bytes(cp.region, cp.seq, cp.hash), signer.public_key):
+        return "checkpoint signature does not verify"
+    return None
