@@ -54,7 +54,7 @@ class Verified:
 
     @property
     def source(self) -> str:
-        return f"{self.record.topic}:{self.record.partition}:{self.record.offset}"
+        return self.record.source
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +190,7 @@ class Egress:
         self._metrics.received.inc(len(batch))
         for r in batch:
             self._audit.append("received", _claimed_id(r.value), envelope.sha256_hex(r.value),
-                               source=f"{r.topic}:{r.partition}:{r.offset}")
+                               source=r.source)
         checked = self.dedupe([self.check(r, now) for r in batch])
         inbox: list[tuple[Platform, Verified]] = []
         webhooks: dict[str, list[tuple[Platform, Verified]]] = defaultdict(list)
@@ -262,7 +262,7 @@ class Egress:
         headers = [
             ("yrdx-reason", rej.code.encode()),
             ("yrdx-detail", rej.detail[:500].encode()),
-            ("yrdx-source", f"{r.topic}:{r.partition}:{r.offset}".encode()),
+            ("yrdx-source", r.source.encode()),
             ("yrdx-region", self._region.encode()),
         ]
         if SIGNATURE_HEADER in r.headers:
@@ -271,7 +271,7 @@ class Egress:
         sha = envelope.sha256_hex(r.value)
         extra = {} if v else {"claimed_id": _claimed_id(r.value)}  # unverified, but lets a trace find it
         corr = v.env.correlation_id if v else ""
-        self._audit.append("rejected", msg_id, sha, corr, reason=rej.code, source=f"{r.topic}:{r.partition}:{r.offset}",
+        self._audit.append("rejected", msg_id, sha, corr, reason=rej.code, source=r.source,
                            **extra)
         self._audit.append("dead_lettered", msg_id, sha, corr, topic=dlq_topic(self._region), reason=rej.code)
         self._metrics.rejected.labels(rej.code).inc()

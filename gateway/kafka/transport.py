@@ -43,6 +43,11 @@ class InRecord:
     value: bytes
     headers: dict[str, bytes]
 
+    @property
+    def source(self) -> str:
+        """Where the record came from (topic:partition:offset): evidence in dead letters and audit records."""
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
 
 def client_options(cfg: KafkaConfig) -> dict[str, Any]:
     """Connection and security settings shared by producer, consumer and admin client."""
