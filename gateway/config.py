@@ -81,6 +81,7 @@ class GatewayConfig:
     private_key: Path
     trust_ca: tuple[Path, ...]
     trust_certificates: tuple[Path, ...]
+    trust_revoked: frozenset[str]
     state_path: Path
     limits: Limits
     accept: Mapping[str, frozenset[str]]
@@ -219,6 +220,14 @@ def _delivery(r: _Reader) -> Delivery:
     )
 
 
+def _thumbprints(r: _Reader, name: str) -> frozenset[str]:
+    """Certificate thumbprints (x5t#S256: 43 base64url characters) that are no longer trusted."""
+    v = r.data.get(name, [])
+    if not isinstance(v, list) or not all(isinstance(x, str) and len(x) == 43 for x in v):
+        raise ConfigError(f"{r.key(name)}: expected a list of x5t#S256 certificate thumbprints")
+    return frozenset(v)
+
+
 def _region(value: object, key: str) -> str:
     if value not in REGIONS:
         raise ConfigError(f"{key}: unknown region {value!r} (expected one of {', '.join(REGIONS)})")
@@ -257,7 +266,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
     ident = root.sub("identity", required=True)
     ident.only({"certificate", "private_key"})
     trust = root.sub("trust", required=True)
-    trust.only({"ca", "certificates"})
+    trust.only({"ca", "certificates", "revoked"})
     trust_ca = trust.paths("ca")
     if not trust_ca:
         raise ConfigError("trust.ca: at least one root certificate is required")
@@ -320,6 +329,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         private_key=ident.path_("private_key") or Path(),
         trust_ca=trust_ca,
         trust_certificates=trust.paths("certificates"),
+        trust_revoked=_thumbprints(trust, "revoked"),
         state_path=state_path,
         limits=limits,
         accept=accept,

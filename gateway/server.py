@@ -49,6 +49,8 @@ def load_signer(cfg: GatewayConfig, trust: TrustStore) -> Signer:
         own = trust.add_certificate(cert)
     except Exception as e:
         raise StartupError(f"identity.certificate: not trusted by trust.ca: {e}") from e
+    if trust.is_revoked(own.thumbprint):
+        raise StartupError("identity.certificate: is listed in trust.revoked")
     if own.region != cfg.region:
         raise StartupError(f"identity.certificate: names region {own.region}, but region is {cfg.region}")
     try:
@@ -62,6 +64,8 @@ class Gateway:
         self.cfg = cfg
         self.registry = SchemaRegistry.load(cfg.schemas_dir)
         self.trust = TrustStore.from_files(list(cfg.trust_ca), list(cfg.trust_certificates))
+        for thumbprint in cfg.trust_revoked:
+            self.trust.revoke(thumbprint)
         self.signer = load_signer(cfg, self.trust)
         self.state = StateStore(cfg.state_path)
         self.metrics = Metrics(cfg.region)

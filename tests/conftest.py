@@ -13,6 +13,14 @@ import pytest
 import pytest_asyncio
 import yaml
 
+from gateway.crypto.jws import thumbprint_s256
+from gateway.crypto.pki import (
+    issue_gateway_cert,
+    load_certificate,
+    load_private_key,
+    write_certificate,
+    write_private_key,
+)
 from gateway.exchange import Exchange, edit_config, init_exchange
 from gateway.kafka.local import LocalKafka, env_bootstrap_servers, free_port
 from gateway.regions import REGIONS
@@ -81,6 +89,12 @@ async def exchange(
     ah = yaml.safe_load(ex.config_path("AH").read_text())
     ah["accept"]["ZJ"].remove(REFUSED_TYPE)
     edit_config(ex.config_path("AH"), accept=ah["accept"])
+    # A JS certificate of the real root that Shanghai lists as revoked: the revocation test signs with it.
+    cert, key = issue_gateway_cert(load_certificate(ex.pki.ca_cert), load_private_key(ex.pki.ca_key), "JS")
+    write_certificate(root / "revoked-js.crt", cert)
+    write_private_key(root / "revoked-js.key", key)
+    sh = yaml.safe_load(ex.config_path("SH").read_text())
+    edit_config(ex.config_path("SH"), trust={**sh["trust"], "revoked": [thumbprint_s256(cert)]})
     for r in WEBHOOK_REGIONS:
         edit_config(ex.config_path(r), delivery={"mode": "webhook", "url": sink.url(r), "max_attempts": 40,
                                                  "backoff_initial_s": 0.1, "backoff_max_s": 0.5})

@@ -161,3 +161,13 @@ async def test_a_message_for_another_region_is_refused(exchange: Exchange4, kafk
     await produce(producer, raw, signer.sign(raw))
     assert (await dead_letter(kafka, raw))["yrdx-reason"] == "wrong_destination"
     await assert_not_delivered(exchange, msg_id)
+
+
+async def test_a_revoked_certificate_is_refused(exchange: Exchange4, kafka: Broker, producer: AIOKafkaProducer) -> None:
+    root = exchange.exchange.dir
+    revoked = Signer(load_private_key(root / "revoked-js.key"), load_certificate(root / "revoked-js.crt"),
+                     include_x5c=True)
+    msg_id, raw, sig = signed(revoked)
+    await produce(producer, raw, sig)
+    assert (await dead_letter(kafka, raw))["yrdx-reason"] == "certificate_revoked"
+    await assert_not_delivered(exchange, msg_id)
