@@ -22,6 +22,7 @@ demo: $(STAMP) kafka-jars
 	$(BIN)/yrdx demo
 
 test: $(STAMP) kafka-jars
+	bash scripts/postgres.sh install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.audit_index import current_trace
 from gateway.auth import AUDIT_SCOPE, AuthError, Principal
 from gateway.config import Platform
 from gateway.ingress import Prepared
@@ -179,16 +180,17 @@ async def post_inbox_ack(request: web.Request) -> web.Response:
 
 
 async def get_audit_message(request: web.Request) -> web.Response:
+    """The message's journey and its conversation's across all regions, from the audit index (as `yrdx audit
+    trace --json`), brought up to date from yrdx.audit first (for at most two seconds, off the event loop)."""
     gw = request.app[GATEWAY]
     principal: Principal = request[PRINCIPAL]
     if AUDIT_SCOPE not in principal.scopes:
         return problem_response(Problem("forbidden", f"the {AUDIT_SCOPE} scope is required"))
-    sent = gw.state.sent(request.match_info["id"])
-    if sent is None:
-        return problem_response(Problem("not_found", "this gateway did not send a message with this id"))
-    return json_response({"region": gw.cfg.region, "id": sent.id, "type": sent.type, "to": sent.to_region,
-                          "platform": sent.platform, "envelope_sha256": sent.envelope_sha256,
-                          "status": sent.status, "history": sent.history})
+    target = gw.cfg.audit_index or str(gw.cfg.state_path.with_name("audit-index.sqlite"))
+    doc = await current_trace(gw.cfg.kafka, target, request.match_info["id"])
+    if doc is None:
+        return problem_response(Problem("not_found", "no audit record names this message id"))
+    return json_response(doc)
 
 
 async def healthz(request: web.Request) -> web.Response:

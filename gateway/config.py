@@ -89,6 +89,8 @@ class GatewayConfig:
     auditors: tuple[Auditor, ...] = ()
     metrics_token_file: Path | None = None
     schemas_dir: Path | None = None
+    # Where GET /v1/audit/messages/{id} keeps its index of yrdx.audit: a SQLite file or a postgresql:// DSN.
+    audit_index: str = ""
     source: Path | None = field(default=None, compare=False)
     recipients: Mapping[str, Platform] = field(default_factory=dict, compare=False, repr=False)
 
@@ -108,7 +110,7 @@ class GatewayConfig:
 
 _TOP_KEYS = {
     "region", "listen", "kafka", "identity", "trust", "state", "limits", "accept", "platforms", "auditors",
-    "metrics", "schemas_dir",
+    "metrics", "schemas_dir", "audit_index",
 }
 
 
@@ -234,6 +236,20 @@ def _region(value: object, key: str) -> str:
     return str(value)
 
 
+def _audit_index(root: _Reader, region: str) -> str:
+    """A postgresql:// DSN as given, or a SQLite path resolved against the config's folder."""
+    value = root.data.get("audit_index")
+    if value is None:
+        return str(root.base / f"var/{region.lower()}/audit-index.sqlite")
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("audit_index: expected a SQLite file path or a postgresql:// DSN")
+    if value.startswith(("postgresql://", "postgres://")):
+        return value
+    if "://" in value:
+        raise ConfigError(f"audit_index: unsupported URL {value.split('://', 1)[0]}:// (SQLite path or postgresql://)")
+    return str(root.path_("audit_index", must_exist=False))
+
+
 def parse_config(data: object, base: Path, source: Path | None = None) -> GatewayConfig:
     root = _Reader(data, "", base)
     root.only(_TOP_KEYS)
@@ -337,6 +353,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         auditors=tuple(auditors),
         metrics_token_file=metrics.path_("bearer_token_file", required=False),
         schemas_dir=root.path_("schemas_dir", required=False),
+        audit_index=_audit_index(root, region),
         source=source,
     )
 

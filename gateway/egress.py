@@ -323,10 +323,11 @@ class Egress:
              for i in items],
             (v.env.id, v.source),
         )
-        for i, outcome in zip(items, applied, strict=True):
+        for i, (outcome, correlation_id) in zip(items, applied, strict=True):
             if outcome == "unmatched":
                 log.warning("receipt for a message this gateway did not send", extra={"message_id": i["message_id"]})
-            self._audit.append("receipt_received", i["message_id"], i["envelope_sha256"], v.env.correlation_id,
+            # The message's own conversation, not the receipt's: one receipt covers many conversations.
+            self._audit.append("receipt_received", i["message_id"], i["envelope_sha256"], correlation_id,
                                receipt=v.env.id, outcome=outcome)
             self._metrics.receipts.labels(outcome).inc()
 

@@ -167,26 +167,29 @@ class StateStore:
 
     def apply_receipts(
         self, by: str, items: Sequence[tuple[str, str, str, dict[str, Any]]], receipt: tuple[str, str]
-    ) -> list[str]:
+    ) -> list[tuple[str, str]]:
         """Apply a peer's receipt items (message id, envelope sha256, outcome, detail) in one transaction and mark
-        the receipt seen. Returns the outcome applied per item, 'unmatched' where the message is not one this
-        gateway sent to `by` with that exact hash."""
+        the receipt seen. Returns (outcome applied, the message's correlation id) per item; the outcome is
+        'unmatched' where the message is not one this gateway sent to `by` with that exact hash."""
         now = time.time()
-        known: dict[str, tuple[str, str]] = {}
+        known: dict[str, tuple[str, str, str]] = {}
         ids = [i[0] for i in items]
         for k in range(0, len(ids), 500):
             chunk = ids[k:k + 500]
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT id, envelope_sha256, to_region FROM sent WHERE id IN ({marks})"  # noqa: S608 (placeholders)
-            known.update((r[0], (r[1], r[2])) for r in self._db.execute(sql, chunk))
-        updates, events, applied = [], [], []
+            columns = "id, envelope_sha256, to_region, correlation_id"
+            sql = f"SELECT {columns} FROM sent WHERE id IN ({marks})"  # noqa: S608 (placeholders only)
+            known.update((r[0], (r[1], r[2], r[3])) for r in self._db.execute(sql, chunk))
+        updates, events = [], []
+        applied: list[tuple[str, str]] = []
         for msg_id, sha, outcome, detail in items:
-            if known.get(msg_id) != (sha, by):
-                applied.append("unmatched")
+            row = known.get(msg_id)
+            if row is None or row[:2] != (sha, by):
+                applied.append(("unmatched", ""))
                 continue
             updates.append((outcome, now, msg_id))
             events.append((msg_id, now, outcome, orjson.dumps(detail).decode()))
-            applied.append(outcome)
+            applied.append((outcome, row[2]))
         self._tx([
             ("UPDATE sent SET status=?, updated_at=? WHERE id=?", updates, True),
             ("INSERT INTO sent_events VALUES (?,?,?,?)", events, True),

@@ -1,0 +1,621 @@
+"""`yrdx audit verify`: every gateway's hash chain, its signed checkpoints and the evidence the regions hold about
+each other (DESIGN.md section 6), checked from `yrdx.audit` or from an exported bundle.
+
+The core, :func:`verify_segments`, is pure: segments (audit_model.parse_segment) in topic order and a trust
+store in, a :class:`Report` out. A fault names the region, the sequence number and one of these kinds:
+
+- ``edited``: a record's hash does not recompute, or a record was changed and rehashed so that the next record
+  (or the signed checkpoint) no longer links to it;
+- ``deleted``: sequence numbers are missing inside a chain (or a checkpoint / countersignature vouches for a
+  record that is not there), unless the gap is a crash gap (below);
+- ``reordered``: records stand in another order on the topic (or in the bundle) than their sequence numbers;
+- ``forged``: a checkpoint whose signature does not verify, whose certificate is not trusted or is not the
+  region's own, or a value on the topic that is not a segment;
+- ``truncated``: the chain ends before a sequence number a signed checkpoint, or (on the complete topic)
+  another region's ``countersigned`` record, vouches for;
+- ``rewritten``: another region countersigned (seq, hash) and the chain holds another hash at that seq, or
+  two validly signed records share one seq (a fork);
+- ``unmatched``: a ``delivered`` record whose receiving side lacks ``received``/``verified``, whose origin has
+  no ``accepted``/``published`` for the message, or whose envelope hash differs between the two sides.
+
+A gap followed by a ``resumed`` record whose ``saved_seq`` ends right before it is a crash gap: records appended
+in memory and never published, so nothing was acknowledged for them. It is a note, not a fault (unless a
+signature vouches for a record inside it). Notes also say when a check cannot be decided yet (the origin's
+chain has not moved past a delivery) or a chain does not start at seq 1.
+
+`yrdx audit verify` reads the topic with a gateway config's Kafka settings and trust; `--bundle FILE` verifies an
+exported bundle with no Kafka and no config (gateway/audit_bundle.py). Exit code 0 only when nothing is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, TextIO, TypeAlias
+
+import orjson
+
+from gateway.audit_model import GENESIS, AuditFormatError, Segment, checkpoint_fault, parse_segment, record_hash
+from gateway.crypto.trust import TrustStore
+
+__all__ = [
+    "FAULT_KINDS",
+    "Fault",
+    "FaultKind",
+    "Note",
+    "RegionSummary",
+    "Report",
+    "add_cli",
+    "print_report",
+    "verify_segments",
+    "verify_values",
+]
+
+FaultKind: TypeAlias = Literal["edited", "deleted", "reordered", "forged", "truncated", "rewritten", "unmatched"]
+FAULT_KINDS: Final = ("edited", "deleted", "reordered", "forged", "truncated", "rewritten", "unmatched")
+
+# How far an origin's chain must have moved past a delivery (by its records' clocks) before the absence of its
+# `accepted`/`published` record is a fault rather than a record still on its way (heartbeats come every 10 s).
+ORIGIN_GRACE: Final = dt.timedelta(seconds=60)
+
+ORIGIN_STAGES: Final = frozenset({"accepted", "published"})
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    region: str
+    seq: int
+    kind: FaultKind
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"region": self.region, "seq": self.seq, "kind": self.kind, "detail": self.detail}
+
+    def __str__(self) -> str:
+        return f"{self.region} seq {self.seq}: {self.kind}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Something an auditor should know that is not a fault: crash_gap, duplicate, chain_starts_late,
+    unmatched_pending, unmatched_in_crash_gap, not_checked."""
+
+    region: str
+    seq: int
+    kind: str
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"region": self.region, "seq": self.seq, "kind": self.kind, "detail": self.detail}
+
+    def __str__(self) -> str:
+        return f"{self.region} seq {self.seq}: {self.kind}: {self.detail}"
+
+
+@dataclass(slots=True)
+class RegionSummary:
+    region: str
+    records: int = 0
+    first_seq: int = 0
+    head_seq: int = 0
+    last_checkpoint: int | None = None  # the newest checkpoint whose signature holds
+    faults: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"records": self.records, "first_seq": self.first_seq, "head_seq": self.head_seq,
+                "last_checkpoint": self.last_checkpoint, "faults": self.faults}
+
+
+@dataclass(slots=True)
+class Report:
+    faults: list[Fault]
+    notes: list[Note]
+    regions: dict[str, RegionSummary]
+    segments: int
+    records: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.faults
+
+    def counts(self) -> dict[str, int]:
+        """Faults per kind (every kind, zeros included)."""
+        c = Counter(f.kind for f in self.faults)
+        return {k: c.get(k, 0) for k in FAULT_KINDS}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "segments": self.segments, "records": self.records, "counts": self.counts(),
+            "regions": {r: s.to_json() for r, s in sorted(self.regions.items())},
+            "faults": [f.to_json() for f in self.faults], "notes": [n.to_json() for n in self.notes],
+        }
+
+
+# --- the core ------------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Entry:
+    record: dict[str, Any]
+    seq: int
+    segment: int  # index of its segment in the input
+    authentic: bool  # its segment's checkpoint holds
+
+    @property
+    def stage(self) -> str:
+        return str(self.record.get("stage"))
+
+    @property
+    def hash(self) -> str:
+        return str(self.record.get("hash"))
+
+    @property
+    def prev_hash(self) -> str:
+        return str(self.record.get("prev_hash"))
+
+    @property
+    def at(self) -> dt.datetime | None:
+        return _time(self.record.get("at"))
+
+
+@dataclass(slots=True)
+class _Chain:
+    """One region's records as kept for verification: in topic order, and by seq."""
+
+    region: str
+    order: list[_Entry] = field(default_factory=list)
+    by_seq: dict[int, _Entry] = field(default_factory=dict)
+    signed: dict[int, _Entry] = field(default_factory=dict)  # the records of segments whose checkpoint holds
+    checkpoints: dict[int, str] = field(default_factory=dict)  # seq -> hash, signatures that hold
+    edited: set[int] = field(default_factory=set)
+    forks: set[int] = field(default_factory=set)  # seqs with two validly signed, different records
+    crash_gaps: list[tuple[_Entry, _Entry]] = field(default_factory=list)
+
+    @property
+    def first(self) -> int:
+        """The first seq the region signed (forged records say nothing about the region's own chain)."""
+        return min(self.signed) if self.signed else 0
+
+    @property
+    def head(self) -> int:
+        return max(self.signed) if self.signed else 0
+
+
+def _time(value: object) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else None
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _detail(entry: _Entry, key: str) -> object:
+    detail = entry.record.get("detail")
+    return detail.get(key) if isinstance(detail, dict) else None
+
+
+def _span(lo: int, hi: int) -> str:
+    return f"record {lo} is" if lo == hi else f"records {lo}..{hi} are"
+
+
+class _Verifier:
+    def __init__(self, trust: TrustStore, complete: bool, messages: Collection[str] | None) -> None:
+        self.trust = trust
+        self.complete = complete
+        self.messages = messages
+        self.faults: dict[tuple[str, int, str], Fault] = {}
+        self.notes: list[Note] = []
+        self.chains: dict[str, _Chain] = {}
+
+    def fault(self, region: str, seq: int, kind: FaultKind, detail: str) -> None:
+        self.faults.setdefault((region, seq, kind), Fault(region, seq, kind, detail))
+
+    def note(self, region: str, seq: int, kind: str, detail: str) -> None:
+        self.notes.append(Note(region, seq, kind, detail))
+
+    # 1. segments: signatures, then each region's records in topic order ----------------------------------------
+
+    def load(self, segments: Sequence[Segment]) -> None:
+        forged: list[tuple[int, Segment]] = []
+        for i, seg in enumerate(segments):
+            chain = self.chains.setdefault(seg.region, _Chain(seg.region))
+            cp = seg.checkpoint
+            why = checkpoint_fault(cp, self.trust, self._checkpoint_time(seg))
+            if why is None:
+                chain.checkpoints.setdefault(cp.seq, cp.hash)
+                self._add(chain, seg, i, authentic=True)
+            else:
+                seqs = [s for r in seg.records if (s := _int(r.get("seq"))) is not None]
+                span = f" (records {min(seqs)}..{max(seqs)})" if seqs else ""
+                self.fault(seg.region, cp.seq, "forged", f"checkpoint {cp.seq}{span}: {why}")
+                forged.append((i, seg))
+        # An unauthenticated record never displaces a signed one: forged segments join only where they do not
+        # collide (so that a re-signed but otherwise intact run does not also show up as a deletion).
+        for i, seg in forged:
+            self._add(self.chains[seg.region], seg, i, authentic=False)
+        for chain in self.chains.values():
+            chain.order.sort(key=lambda e: e.segment)  # stable: keeps the order inside a segment
+            self._covered(chain)
+
+    @staticmethod
+    def _covered(chain: _Chain) -> None:
+        """A record of a segment whose own checkpoint fails is still the region's if a checkpoint that holds
+        reaches it through the hash links (a later signed record's prev_hash commits to it)."""
+        reached: _Entry | None = None
+        for seq in sorted(chain.by_seq, reverse=True):
+            e = chain.by_seq[seq]
+            if chain.checkpoints.get(seq) == e.hash or (
+                reached is not None and reached.seq == seq + 1 and reached.prev_hash == e.hash
+            ):
+                reached = e
+                if not e.authentic:
+                    e.authentic = True
+                    chain.signed[seq] = e
+            else:
+                reached = None
+
+    @staticmethod
+    def _checkpoint_time(seg: Segment) -> dt.datetime:
+        """When the checkpoint was made: the `at` of the record it names (the certificate must be valid then)."""
+        named = next((r for r in seg.records if r.get("seq") == seg.checkpoint.seq), seg.records[-1])
+        return _time(named.get("at")) or dt.datetime.now(dt.UTC)
+
+    def _add(self, chain: _Chain, seg: Segment, index: int, authentic: bool) -> None:
+        n = len(seg.records)
+        again: list[int] = []
+        for j, record in enumerate(seg.records):
+            raw = record.get("seq")
+            if isinstance(raw, int) and not isinstance(raw, bool):
+                seq = raw
+            else:
+                seq = seg.checkpoint.seq - (n - 1 - j)  # where it stands, so that the damage is located
+                self.fault(chain.region, seq, "edited", f"record {seq} has a malformed seq {raw!r}")
+                chain.edited.add(seq)
+            if record.get("region") != seg.region:
+                self.fault(chain.region, seq, "edited",
+                           f"record {seq} names region {record.get('region')!r} in a segment of {seg.region}")
+                chain.edited.add(seq)
+            entry = _Entry(record, seq, index, authentic)
+            known = chain.by_seq.get(seq)
+            if known is None:
+                chain.by_seq[seq] = entry
+                chain.order.append(entry)
+                if authentic:
+                    chain.signed[seq] = entry
+            elif not authentic:
+                continue
+            elif known.hash == entry.hash:
+                again.append(seq)
+            else:
+                self.fault(chain.region, seq, "rewritten",
+                           f"two validly signed records {seq} differ ({known.hash[:12]}… and {entry.hash[:12]}…)")
+                chain.forks.add(seq)
+        if again:  # a publish retried after an unclear failure: the same records once more
+            self.note(chain.region, again[0], "duplicate",
+                      f"{_span(again[0], again[-1])} on the topic again, identical (checkpoint {seg.checkpoint.seq})")
+
+    # 2. one chain: order, hashes, links, gaps --------------------------------------------------------------------
+
+    def check_chain(self, chain: _Chain) -> None:
+        seqs = [e.seq for e in chain.order if e.authentic]  # where a forged record stands is no fault of the chain
+        for i, (seq, want) in enumerate(zip(seqs, sorted(seqs), strict=True)):
+            if seq != want:
+                where = f"after record {seqs[i - 1]}" if i else "first"
+                self.fault(chain.region, seq, "reordered", f"record {seq} stands {where}, in place of record {want}")
+        for e in chain.order:
+            if record_hash(e.prev_hash, e.record) != e.hash:
+                self.fault(chain.region, e.seq, "edited", f"record {e.seq} ({e.stage}) does not match its hash")
+                chain.edited.add(e.seq)
+        ordered = sorted(chain.signed)  # the chain the region signed; forged records are faults of their own
+        if ordered:
+            first = chain.signed[ordered[0]]
+            if first.seq == 1 and first.prev_hash != GENESIS and first.seq not in chain.edited:
+                self.fault(chain.region, 1, "edited", "record 1 does not start from the genesis hash")
+            elif self.complete and first.seq > 1:
+                self.note(chain.region, first.seq, "chain_starts_late",
+                          f"the topic holds {chain.region}'s chain from seq {first.seq} on")
+        for p, q in zip(ordered, ordered[1:], strict=False):
+            ep, eq = chain.signed[p], chain.signed[q]
+            if q == p + 1:
+                self._link(chain, ep, eq)
+            elif all(s in chain.by_seq for s in range(p + 1, q)):
+                continue  # filled by records whose checkpoint does not hold: reported as forged
+            elif eq.stage == "resumed" and _int(_detail(eq, "saved_seq")) == q - 1:
+                chain.crash_gaps.append((ep, eq))
+                self.note(chain.region, p + 1, "crash_gap",
+                          f"{_span(p + 1, q - 1)} not on the topic: the gateway restarted (record {q} resumed after "
+                          f"saved seq {q - 1}); nothing was acknowledged for them")
+            else:
+                self.fault(chain.region, p + 1, "deleted", f"{_span(p + 1, q - 1)} missing between {p} and {q}")
+
+    def _link(self, chain: _Chain, ep: _Entry, eq: _Entry) -> None:
+        if eq.prev_hash == ep.hash or ep.seq in chain.edited or eq.seq in chain.edited:
+            return
+        if chain.checkpoints.get(ep.seq) == ep.hash:  # p is signed as it is: q was changed
+            self.fault(chain.region, eq.seq, "edited", f"record {eq.seq} does not link to the signed record {ep.seq}")
+            chain.edited.add(eq.seq)
+        else:
+            self.fault(chain.region, ep.seq, "edited",
+                       f"record {ep.seq} ({ep.stage}) was changed and rehashed: record {eq.seq} links to another hash")
+            chain.edited.add(ep.seq)
+
+    # 3. what signatures vouch for: own checkpoints, the other regions' countersignatures --------------------------
+
+    def check_vouchers(self) -> None:
+        for chain in self.chains.values():
+            for seq, head in sorted(chain.checkpoints.items()):
+                self._vouched(chain, seq, head, f"{chain.region}'s signed checkpoint", own=True)
+        for chain in self.chains.values():
+            for e in chain.order:
+                if e.stage != "countersigned" or not e.authentic:
+                    continue
+                of, at_seq, named = _detail(e, "of"), _int(_detail(e, "seq")), _detail(e, "hash")
+                target = self.chains.get(str(of))
+                if of == chain.region or target is None or at_seq is None or not isinstance(named, str):
+                    continue
+                self._vouched(target, at_seq, named, f"{chain.region}'s countersignature (record {e.seq})", own=False)
+
+    def _vouched(self, chain: _Chain, seq: int, head: str, by: str, own: bool) -> None:
+        entry = chain.signed.get(seq)
+        if entry is not None:
+            if entry.hash == head or seq in chain.edited or seq in chain.forks:
+                return
+            if own:
+                self.fault(chain.region, seq, "edited", f"record {seq} is not the one {by} names")
+                chain.edited.add(seq)
+            else:
+                self.fault(chain.region, seq, "rewritten",
+                           f"{by} names hash {head[:12]}… for seq {seq}, the chain holds {entry.hash[:12]}…")
+            return
+        if not chain.signed:
+            return
+        if seq > chain.head:
+            if own or self.complete:
+                self.fault(chain.region, chain.head + 1, "truncated",
+                           f"the chain ends at seq {chain.head} but {by} vouches for seq {seq}")
+        elif seq > chain.first:
+            self.fault(chain.region, seq, "deleted", f"record {seq} is missing though {by} vouches for it")
+
+    # 4. messages across regions ----------------------------------------------------------------------------------
+
+    def check_messages(self) -> None:
+        about: dict[tuple[str, str], list[_Entry]] = defaultdict(list)
+        damaged: set[str] = set()  # messages with an edited record: that record's fault says it all
+        for chain in self.chains.values():
+            for e in chain.order:
+                mid = e.record.get("message_id")
+                if not isinstance(mid, str) or not mid:
+                    continue
+                if e.seq in chain.edited:
+                    damaged.add(mid)
+                elif e.authentic:
+                    about[(chain.region, mid)].append(e)
+        for (region, mid), entries in sorted(about.items()):
+            if (self.messages is not None and mid not in self.messages) or mid in damaged:
+                continue
+            for d in entries:
+                if d.stage == "delivered":
+                    self._delivered(region, mid, d, entries, about)
+
+    def _delivered(self, region: str, mid: str, d: _Entry, here: list[_Entry],
+                   about: dict[tuple[str, str], list[_Entry]]) -> None:
+        sha = d.record.get("envelope_sha256")
+        before = [e for e in here if e.seq < d.seq]
+        verified = [e for e in before if e.stage == "verified"]
+        if not any(e.stage == "received" for e in before) or not verified:
+            missing = "received" if verified else "verified"
+            self.fault(region, d.seq, "unmatched", f"message {mid} delivered with no {missing} record before it")
+            return
+        for e in verified:
+            if e.record.get("envelope_sha256") != sha:
+                self.fault(region, d.seq, "unmatched",
+                           f"message {mid}: record {e.seq} (verified) names another envelope hash than the delivery")
+                return
+        origin = _detail(verified[-1], "sender")
+        if not isinstance(origin, str) or origin == region:
+            return
+        theirs = about.get((origin, mid), [])
+        sent = [e for e in theirs if e.stage in ORIGIN_STAGES]
+        for e in sent:
+            if e.record.get("envelope_sha256") != sha:
+                self.fault(region, d.seq, "unmatched",
+                           f"message {mid}: {origin} record {e.seq} ({e.stage}) names another envelope hash")
+                return
+        if sent:
+            return
+        decided = self._origin_decided(origin, mid, d, bool(theirs))
+        if decided is not None:
+            self.note(region, d.seq, "unmatched_pending", decided)
+            return
+        received_at = min((t for e in before if e.stage == "received" and (t := e.at) is not None), default=d.at)
+        origin_chain = self.chains.get(origin)
+        for p, q in origin_chain.crash_gaps if origin_chain else ():
+            if p.at is not None and received_at is not None and p.at <= received_at:
+                self.note(region, d.seq, "unmatched_in_crash_gap",
+                          f"message {mid} delivered here; {origin}'s accepted/published may be in its crash gap "
+                          f"{p.seq + 1}..{q.seq - 1}")
+                return
+        self.fault(region, d.seq, "unmatched",
+                   f"message {mid} delivered here but its origin {origin} has no accepted/published record for it")
+
+    def _origin_decided(self, origin: str, mid: str, d: _Entry, origin_knows: bool) -> str | None:
+        """None when the origin's records in view must hold its `accepted`/`published`; else why not (yet)."""
+        chain = self.chains.get(origin)
+        if chain is None or not chain.signed:
+            if self.complete:
+                return f"message {mid}: {origin}'s chain is not on the topic"
+            return None  # the bundle names the message: its origin's records must be in it
+        if origin_knows or not self.complete:
+            return None
+        if chain.first > 1:
+            return f"message {mid}: {origin}'s chain on the topic starts at seq {chain.first}"
+        head_at, at = chain.signed[chain.head].at, d.at
+        if head_at is None or at is None or head_at <= at + ORIGIN_GRACE:
+            return f"message {mid}: {origin}'s chain has not moved past this delivery yet"
+        return None
+
+    # 5. the report -----------------------------------------------------------------------------------------------
+
+    def report(self, segments: int) -> Report:
+        faults = sorted(self.faults.values(), key=lambda f: (f.region, f.seq, f.kind))
+        regions: dict[str, RegionSummary] = {}
+        for name, chain in self.chains.items():
+            signed = [s for s in chain.checkpoints if s in chain.signed]
+            regions[name] = RegionSummary(
+                name, len(chain.signed), chain.first, chain.head, max(signed) if signed else None,
+                sum(1 for f in faults if f.region == name),
+            )
+        notes = sorted(self.notes, key=lambda n: (n.region, n.seq, n.kind))
+        return Report(faults, notes, regions, segments, sum(len(c.signed) for c in self.chains.values()))
+
+
+def verify_segments(
+    segments: Sequence[Segment],
+    trust: TrustStore,
+    *,
+    complete: bool = True,
+    messages: Collection[str] | None = None,
+    extra_faults: Iterable[Fault] = (),
+) -> Report:
+    """Verify the chains in `segments` (topic order) against `trust`.
+
+    `complete`: the segments are the whole topic (each chain from its start to its head), so a countersignature
+    beyond a chain's head means truncation and a delivery must be matched by its origin once that origin's chain
+    has moved past it. A bundle is not complete: it holds runs of each chain, and `messages` names the messages
+    whose records it claims to hold in full (cross-region checks apply to those only).
+    """
+    v = _Verifier(trust, complete, messages)
+    for f in extra_faults:
+        v.fault(f.region, f.seq, f.kind, f.detail)
+    v.load(segments)
+    for chain in v.chains.values():
+        v.check_chain(chain)
+    v.check_vouchers()
+    v.check_messages()
+    return v.report(len(segments))
+
+
+def verify_values(
+    values: Iterable[tuple[bytes | None, bytes, int]], trust: TrustStore, *, complete: bool = True
+) -> Report:
+    """Verify raw `yrdx.audit` values (key, value, offset) in topic order; a value that is not a segment is a
+    `forged` fault of the region its key names (seq 0: it has no place in any chain)."""
+    segments: list[Segment] = []
+    bad: list[Fault] = []
+    for key, value, offset in values:
+        try:
+            segments.append(parse_segment(value, offset))
+        except AuditFormatError as e:
+            region = key.decode("utf-8", "replace") if key else "?"
+            bad.append(Fault(region, 0, "forged", f"the value at offset {offset} is not an audit segment: {e}"))
+    return verify_segments(segments, trust, complete=complete, extra_faults=bad)
+
+
+# --- output --------------------------------------------------------------------------------------------------
+
+
+def print_report(report: Report, out: TextIO) -> None:
+    """One row per region, then every fault and note, then the verdict."""
+    print(f"{'region':<8}{'records':>9}{'first':>8}{'head':>8}{'checkpoint':>12}{'faults':>8}", file=out)
+    for name, s in sorted(report.regions.items()):
+        cp = "-" if s.last_checkpoint is None else str(s.last_checkpoint)
+        print(f"{name:<8}{s.records:>9}{s.first_seq:>8}{s.head_seq:>8}{cp:>12}{s.faults:>8}", file=out)
+    for f in report.faults:
+        print(f"FAULT {f}", file=out)
+    for n in report.notes:
+        print(f"note  {n}", file=out)
+    counts = ", ".join(f"{n} {k}" for k, n in report.counts().items() if n)
+    verdict = "OK" if report.ok else f"FAILED ({counts})"
+    print(f"{len(report.regions)} chains, {report.records} records in {report.segments} segments: {verdict}",
+          file=out)
+
+
+def _emit(report: Report, as_json: bool) -> int:
+    if as_json:
+        sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print_report(report, sys.stdout)
+    return 0 if report.ok else 1
+
+
+# --- the command line -------------------------------------------------------------------------------------------
+
+
+async def _read_values(kafka: Any, timeout_s: float) -> list[tuple[bytes | None, bytes, int]]:
+    from gateway.regions import AUDIT_TOPIC
+    from gateway.trace import read_topic
+
+    records = await read_topic(kafka, AUDIT_TOPIC, timeout_s)
+    records.sort(key=lambda r: (r.partition, r.offset))  # each region's chain lives in one partition
+    return [(r.key, r.value, r.offset) for r in records]
+
+
+def _online(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+    from gateway.crypto.trust import TrustError
+
+    if not args.config:
+        print("yrdx: audit verify needs --config FILE (Kafka and trust) or --bundle FILE", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(Path(args.config))
+        trust = TrustStore.from_files(list(cfg.trust_ca), list(cfg.trust_certificates))
+    except (ConfigError, TrustError, ValueError, OSError) as e:
+        print(f"yrdx: {args.config}: {e}", file=sys.stderr)
+        return 2
+    try:
+        values = asyncio.run(_read_values(cfg.kafka, args.timeout))
+    except (TimeoutError, OSError) as e:
+        print(f"yrdx: cannot read yrdx.audit from {cfg.kafka.bootstrap_servers}: {e or 'timed out'}", file=sys.stderr)
+        return 2
+    except Exception as e:  # aiokafka's connection errors share no base class worth naming
+        print(f"yrdx: cannot read yrdx.audit from {cfg.kafka.bootstrap_servers}: {e}", file=sys.stderr)
+        return 2
+    return _emit(verify_values(values, trust), args.json)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    if args.bundle:
+        from gateway.audit_bundle import BundleError, bundle_trust, load_bundle, verify_bundle
+
+        try:
+            bundle = load_bundle(Path(args.bundle))
+            report = verify_bundle(bundle, bundle_trust(bundle, [Path(p) for p in args.ca or ()], sys.stderr))
+        except (BundleError, OSError, ValueError) as e:
+            print(f"yrdx: {args.bundle}: {e}", file=sys.stderr)
+            return 2
+        return _emit(report, args.json)
+    return _online(args)
+
+
+def add_cli(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`yrdx audit verify`, `yrdx audit export`, `yrdx audit prove`."""
+    from gateway.audit_bundle import add_bundle_cli
+
+    v = sub.add_parser("verify", help="check every chain, checkpoint and cross-region record (exit 0: all hold)")
+    v.add_argument("--config", help="a gateway config: Kafka settings and trust (trust.ca, trust.certificates)")
+    v.add_argument("--bundle", help="verify an exported bundle instead: no Kafka, no config needed")
+    v.add_argument("--ca", action="append", metavar="FILE",
+                   help="with --bundle: the auditor's own trust roots (default: the roots inside the bundle)")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.add_argument("--timeout", type=float, default=30.0, help="seconds to read yrdx.audit (default 30)")
+    v.set_defaults(func=cmd_verify)
+    add_bundle_cli(sub)

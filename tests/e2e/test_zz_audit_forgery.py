@@ -1,0 +1,66 @@
+"""A segment for JS produced straight to `yrdx.audit`, chained onto JS's real head but signed with a key that is
+not JS's: `yrdx audit verify` names JS, that seq and `forged`.
+
+The forged segment stays on the shared topic for the rest of the session, so this module is `disruptive` (run
+last) and named to sort after the other disruptive modules: every test that expects the online trail to verify
+runs before it. Earlier disruptive tests (the demo's gateways of another PKI, killed gateways) may leave faults
+of their own, so this test looks only for the one it made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from gateway.audit_model import checkpoint_bytes, record_hash
+from gateway.crypto.jws import Signer
+from gateway.crypto.pki import issue_gateway_cert, make_ca
+from gateway.envelope import utc_timestamp
+from gateway.regions import AUDIT_TOPIC
+from gateway.trace import read_audit_records
+from tests._util import ROOT
+from tests.conftest import Broker, Exchange4
+
+pytestmark = pytest.mark.disruptive
+
+
+async def test_a_segment_signed_with_a_key_that_is_not_the_regions_is_named_forged(exchange: Exchange4,
+                                                                                  kafka: Broker) -> None:
+    records = await read_audit_records(kafka.bootstrap_servers, timeout_s=30)
+    js = [r for r in records if r["region"] == "JS"]
+    assert js, "JS has written nothing yet"
+    head = max(js, key=lambda r: r["seq"])
+    seq = head["seq"] + 1
+    body = {"seq": seq, "region": "JS", "message_id": "01a20000-0000-7000-8000-00000000f0r9", "correlation_id": "",
+            "stage": "accepted", "at": utc_timestamp(), "envelope_sha256": "f" * 64, "detail": {},
+            "prev_hash": head["hash"]}
+    body["hash"] = record_hash(head["hash"], body)
+    rogue_ca, rogue_key = make_ca("not the exchange's root")
+    cert, key = issue_gateway_cert(rogue_ca, rogue_key, "JS")
+    jws = Signer(key, cert, include_x5c=True).sign(checkpoint_bytes("JS", seq, body["hash"]))
+    value = orjson.dumps({"region": "JS", "records": [body], "checkpoint": {"seq": seq, "hash": body["hash"],
+                                                                           "jws": jws}})
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(AUDIT_TOPIC, value, key=b"JS")
+    finally:
+        await producer.stop()
+
+    r = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "gateway.cli", "audit", "verify", "--config", str(exchange.exchange.config_path("SH")),
+         "--json"],
+        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ), timeout=180,
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    report = orjson.loads(r.stdout)
+    forged = [f for f in report["faults"] if (f["region"], f["seq"], f["kind"]) == ("JS", seq, "forged")]
+    assert forged, report["faults"]
+    assert any("untrusted_signer" in f["detail"] for f in forged)

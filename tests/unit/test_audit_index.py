@@ -1,0 +1,316 @@
+"""The audit index on hand-made segments (built with gateway.audit_model, as the gateways build them): storing
+batches idempotently and atomically, and tracing a conversation across regions with its receipts.
+
+The backend behaviours below take an `index` fixture; here it is SQLite. tests/integration/
+test_audit_index_postgres.py runs the very same functions against SQLite and a real PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from gateway.audit_index import (
+    AuditIndex,
+    Batch,
+    IndexUnavailable,
+    decode_segments,
+    default_index_path,
+    format_trace,
+    open_index,
+    trace,
+    trace_document,
+)
+from gateway.audit_model import GENESIS, Segment, checkpoint_bytes, parse_segment, record_hash
+from gateway.config import ConfigError, parse_config
+from gateway.exchange import init_exchange
+
+TOPIC = "yrdx.audit"
+
+# One medical conversation C over three regions: AH files to SH (A), SH asks AH to settle (B), AH sends ZJ a
+# clearing message (D). X is an unrelated SH -> AH message whose receipt R2 is the same envelope as B's
+# (a gateway seals one receipt per origin and batch). A tampered copy of A is refused at SH.
+A, B, D, X = "0190a0b1-0000-7000-8000-00000000000a", "0190a0b1-0000-7000-8000-00000000000b", \
+    "0190a0b1-0000-7000-8000-00000000000d", "0190a0b1-0000-7000-8000-0000000000ff"
+R1, R2, R3 = "0190a0b1-0000-7000-8000-0000000000e1", "0190a0b1-0000-7000-8000-0000000000e2", \
+    "0190a0b1-0000-7000-8000-0000000000e3"
+C = A
+SIGNER = {"SH": "tp-sh-gateway-certificate", "AH": "tp-ah-gateway-certificate", "ZJ": "tp-zj-gateway-certificate"}
+ENV = {m: f"{i:x}" * 64 for i, m in enumerate((A, B, D, X, R1, R2, R3), start=1)}
+
+
+def _hop(origin: str, dest: str, msg: str, corr: str, receipt: str, *, with_receipt_arrival: bool = True
+         ) -> list[tuple[str, str, str, str, dict[str, str]]]:
+    """The stages of one message, as gateways append them: (region, stage, message_id, correlation_id, detail)."""
+    hops = [
+        (origin, "accepted", msg, corr, {"platform": f"{origin.lower()}-platform", "to": dest}),
+        (origin, "published", msg, corr, {"topic": f"yrdx.{dest.lower()}.inbox"}),
+        (dest, "received", msg, "", {"source": f"yrdx.{dest.lower()}.inbox:0:1"}),
+        (dest, "verified", msg, corr, {"signer": SIGNER[origin], "sender": origin, "type": "medical.x"}),
+        (dest, "delivered", msg, corr, {"platform": f"{dest.lower()}-platform", "mode": "inbox"}),
+        (dest, "receipt_sent", msg, corr, {"receipt": receipt, "outcome": "delivered"}),
+    ]
+    if with_receipt_arrival:
+        hops += [
+            (origin, "received", receipt, "", {"source": f"yrdx.{origin.lower()}.inbox:0:2"}),
+            (origin, "verified", receipt, receipt, {"signer": SIGNER[dest], "sender": dest, "type": "yrdx.receipt"}),
+        ]
+    # As the gateways write it: with the correlation id of the receipt envelope, not of the message's conversation.
+    hops.append((origin, "receipt_received", msg, receipt, {"receipt": receipt, "outcome": "delivered"}))
+    return hops
+
+
+TAMPERED = "yrdx.sh.inbox:0:9"  # the source of a copy of A with a changed payload: other bytes, another hash
+TIMELINE = [
+    *_hop("AH", "SH", A, C, R1),
+    ("SH", "received", A, "", {"source": TAMPERED}),
+    ("SH", "rejected", "", "", {"reason": "bad_signature", "claimed_id": A, "source": TAMPERED}),
+    ("SH", "checkpoint", "", "", {}),
+    *_hop("SH", "AH", X, X, R2, with_receipt_arrival=False),
+    *_hop("SH", "AH", B, C, R2),
+    *_hop("AH", "ZJ", D, C, R3),
+]
+
+
+def _at(i: int) -> str:
+    return f"2026-11-23T10:00:{i // 100:02d}.{(i % 100) * 10:03d}Z"
+
+
+@dataclass
+class Scenario:
+    """Every region's hash chain for TIMELINE, cut into segments and laid on one partition, interleaved."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, per_segment: int = 5) -> Scenario:
+        chains: dict[str, list[dict[str, Any]]] = {}
+        for i, (region, stage, msg, corr, detail) in enumerate(TIMELINE):
+            chain = chains.setdefault(region, [])
+            prev = chain[-1]["hash"] if chain else GENESIS
+            body: dict[str, Any] = {
+                "seq": len(chain) + 1, "region": region, "message_id": msg, "correlation_id": corr, "stage": stage,
+                "at": _at(i), "envelope_sha256": "f" * 64 if detail.get("source") == TAMPERED else ENV.get(msg),
+                "detail": detail, "prev_hash": prev,
+            }
+            body["hash"] = record_hash(prev, body)
+            chain.append(body)
+        values = [
+            segment_value(region, chain[i:i + per_segment])
+            for region, chain in chains.items()
+            for i in range(0, len(chain), per_segment)
+        ]
+        values.sort(key=lambda v: orjson.loads(v)["records"][0]["at"])  # as they would reach the topic
+        segments = [parse_segment(v, offset) for offset, v in enumerate(values)]
+        return cls([r for chain in chains.values() for r in chain], segments)
+
+    def batch(self, segments: list[Segment] | None = None) -> Batch:
+        segs = self.segments if segments is None else segments
+        return Batch(TOPIC, [(0, s) for s in segs], {0: max(s.offset for s in segs) + 1})
+
+    def of(self, *message_ids: str) -> set[tuple[str, int]]:
+        return {(r["region"], r["seq"]) for r in self.records if r["message_id"] in message_ids}
+
+
+def segment_value(region: str, records: list[dict[str, Any]]) -> bytes:
+    last = records[-1]
+    fake_jws = "test-jws-over-" + checkpoint_bytes(region, last["seq"], last["hash"]).hex()[:16]
+    return orjson.dumps({"region": region, "records": records,
+                         "checkpoint": {"seq": last["seq"], "hash": last["hash"], "jws": fake_jws}})
+
+
+SCENARIO = Scenario.build()
+
+
+def keys(records: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    return [(r["region"], r["seq"]) for r in records]
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[AuditIndex]:
+    with open_index(tmp_path / "audit-index.sqlite") as ix:
+        yield ix
+
+
+# --- backend behaviours (also run against PostgreSQL) --------------------------------------------------------
+
+
+def test_a_batch_stores_its_records_checkpoints_and_position_together(index: AuditIndex) -> None:
+    stored = index.store(SCENARIO.batch())
+    assert stored.new == len(SCENARIO.records) and stored.conflicts == 0
+    assert index.counts() == {"records": len(SCENARIO.records), "segments": len(SCENARIO.segments), "conflicts": 0}
+    assert index.positions(TOPIC) == {0: len(SCENARIO.segments)}
+    assert index.positions("another.topic") == {}
+
+
+def test_reindexing_the_same_segments_stores_each_record_once(index: AuditIndex) -> None:
+    first, second = SCENARIO.segments[:4], SCENARIO.segments[2:]  # overlapping batches, as after a crash
+    assert index.store(SCENARIO.batch(first)).new == sum(len(s.records) for s in first)
+    again = index.store(SCENARIO.batch(second))
+    assert again.new == sum(len(s.records) for s in SCENARIO.segments[4:]) and again.conflicts == 0
+    assert index.store(SCENARIO.batch()).new == 0
+    assert index.counts()["records"] == len(SCENARIO.records)
+    traced = keys(trace(index, A))
+    assert len(traced) == len(set(traced))
+
+
+def test_a_different_record_under_a_known_seq_is_kept_apart_as_a_conflict(index: AuditIndex) -> None:
+    index.store(SCENARIO.batch())
+    original = SCENARIO.segments[0].records[0]
+    forged = {**original, "detail": {**original["detail"], "platform": "someone-else"}}
+    forged["hash"] = record_hash(forged["prev_hash"], forged)
+    seg = parse_segment(segment_value(forged["region"], [forged]), offset=99)
+    stored = index.store(Batch(TOPIC, [(0, seg)], {0: 100}))
+    assert stored.new == 0 and stored.conflicts == 1
+    assert index.counts()["conflicts"] == 1
+    kept = next(r for r in trace(index, A) if (r["region"], r["seq"]) == (original["region"], original["seq"]))
+    assert kept["hash"] == original["hash"]  # the first record indexed stays; the other is there for verify
+
+
+def test_a_batch_that_fails_midway_leaves_neither_records_nor_position(index: AuditIndex) -> None:
+    # The position is written last, after the records: an offset no column can hold fails the transaction there.
+    broken = Batch(TOPIC, [(0, s) for s in SCENARIO.segments], {0: 2**70})
+    with pytest.raises(Exception):  # noqa: B017 (sqlite3 and psycopg raise their own types)
+        index.store(broken)
+    assert index.counts() == {"records": 0, "segments": 0, "conflicts": 0}
+    assert index.positions(TOPIC) == {}
+    assert index.store(SCENARIO.batch()).new == len(SCENARIO.records)  # and the index is still usable
+
+
+def test_the_stored_position_never_moves_back(index: AuditIndex) -> None:
+    index.store(SCENARIO.batch(SCENARIO.segments[5:]))
+    index.store(SCENARIO.batch(SCENARIO.segments[:2]))
+    assert index.positions(TOPIC) == {0: len(SCENARIO.segments)}
+
+
+def test_trace_gathers_the_conversation_its_receipts_and_claimed_copies(index: AuditIndex) -> None:
+    index.store(SCENARIO.batch())
+    got = set(keys(trace(index, A)))
+    assert got >= SCENARIO.of(A, B, D, R1, R2, R3)  # every hop of all three messages and of their receipts
+    rejected = next(r for r in SCENARIO.records if r["stage"] == "rejected")
+    assert (rejected["region"], rejected["seq"]) in got  # the tampered copy that claimed A's id
+    assert not got & SCENARIO.of(X)  # X shares receipt R2 with B, but not the conversation
+    assert not any(r["stage"] == "checkpoint" for r in trace(index, A))
+    assert {r["region"] for r in trace(index, A)} == {"AH", "SH", "ZJ"}
+
+
+def test_trace_is_the_same_from_any_message_of_the_conversation_or_its_receipts(index: AuditIndex) -> None:
+    index.store(SCENARIO.batch())
+    whole = keys(trace(index, A))
+    assert keys(trace(index, B)) == whole
+    assert keys(trace(index, D)) == whole
+    assert keys(trace(index, R1)) == whole  # a receipt leads back to the messages it answers
+    assert set(keys(trace(index, X))) == SCENARIO.of(X, R2)  # X's own, and its shared receipt's arrival
+
+
+def test_trace_orders_records_by_time_then_region_then_seq(index: AuditIndex) -> None:
+    index.store(SCENARIO.batch(list(reversed(SCENARIO.segments))))
+    got = trace(index, A)
+    assert [(r["at"], r["region"], r["seq"]) for r in got] == sorted((r["at"], r["region"], r["seq"]) for r in got)
+    assert got[0]["stage"] == "accepted" and got[0]["message_id"] == A and got[0]["region"] == "AH"
+    assert got[-1]["stage"] == "receipt_received" and got[-1]["message_id"] == D
+    assert got[0] == next(r for r in SCENARIO.records if (r["region"], r["seq"]) == ("AH", 1))  # exactly as written
+
+
+def test_an_unknown_message_has_no_trace(index: AuditIndex) -> None:
+    assert trace(index, A) == [] and trace_document(index, A) is None
+    index.store(SCENARIO.batch())
+    assert trace(index, "0190a0b1-0000-7000-8000-000000000404") == []
+    assert trace(index, "") == []  # checkpoints and unverifiable records carry no id: they form no conversation
+
+
+def test_trace_document_names_messages_receipts_and_signers(index: AuditIndex) -> None:
+    index.store(SCENARIO.batch())
+    doc = trace_document(index, B)
+    assert doc is not None
+    assert doc["message_id"] == B and doc["correlation_ids"] == [C]
+    assert doc["message_ids"] == [A, B, D] and doc["receipt_ids"] == [R1, R2, R3]
+    assert doc["regions"] == ["AH", "SH", "ZJ"]
+    assert doc["signers"] == {A: SIGNER["AH"], B: SIGNER["SH"], D: SIGNER["AH"],
+                              R1: SIGNER["SH"], R2: SIGNER["AH"], R3: SIGNER["ZJ"]}
+    assert doc["records"] == trace(index, B)
+    assert orjson.loads(orjson.dumps(doc)) == doc  # plain JSON
+
+
+# --- SQLite only: decoding, the table, the CLI and the config key ---------------------------------------------
+
+
+def test_values_that_are_not_segments_are_skipped_and_counted() -> None:
+    good = segment_value("SH", SCENARIO.records[:1])
+    bad_seq = segment_value("SH", [{**SCENARIO.records[0], "seq": "1"}])
+    nul = segment_value("SH", [{**SCENARIO.records[0], "detail": {"x": "a\x00b"}}])
+    segments, skipped = decode_segments([
+        (0, 0, good), (0, 1, b"not json"), (0, 2, None), (0, 3, b'{"region": "SH"}'), (0, 4, bad_seq), (0, 5, nul),
+        (0, 6, good),
+    ])
+    assert skipped == 5 and [s.offset for _, s in segments] == [0, 6]
+
+
+def line_signer(line: str) -> str:
+    return line.split()[5]
+
+
+def test_the_table_shows_signers_short_hashes_and_detail_codes(index: AuditIndex) -> None:
+    index.store(SCENARIO.batch())
+    doc = trace_document(index, A)
+    assert doc is not None
+    text = format_trace(doc)
+    lines = text.splitlines()
+    assert f"message {A}" in lines[0] and "3 messages, 3 receipts" in lines[1] and "AH, SH, ZJ" in lines[1]
+    rows = lines[lines.index(next(line for line in lines if line.startswith("AT "))) + 1:]
+    assert len(rows) == len(doc["records"])
+    of_a = [line for line in rows if A[-12:] in line.split()[4]]
+    verified_a = next(line for line in of_a if " verified " in line)
+    assert SIGNER["AH"] in verified_a and "sender=AH" in verified_a
+    assert all(SIGNER["AH"] in line for line in of_a if "ffffffffffff" not in line)  # accepted ... receipt_received
+    tampered = next(line for line in of_a if "ffffffffffff" in line)
+    assert line_signer(tampered) == "-"  # the changed copy was signed by no one
+    first = doc["records"][0]
+    assert first["hash"][:12] in rows[0] and first["envelope_sha256"][:12] in rows[0] and "accepted" in rows[0]
+    assert f"receipt={R1[-12:]}" in text and "reason=bad_signature" in text
+
+
+def test_the_cli_takes_a_sqlite_path_or_a_postgresql_dsn(tmp_path: Path) -> None:
+    from gateway.audit_index import _target, add_cli
+
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="cmd"))
+    cfg = tmp_path / "ah.yaml"
+    args = parser.parse_args(["index", "--config", str(cfg)])
+    assert _target(args) == str(default_index_path(cfg)) == str(tmp_path / "var" / "audit-index.sqlite")
+    args = parser.parse_args(["trace", A, "--config", str(cfg), "--dsn", "postgresql://u@127.0.0.1:5/db", "--json"])
+    assert _target(args) == "postgresql://u@127.0.0.1:5/db" and args.json and not args.no_update
+    with pytest.raises(SystemExit):
+        parser.parse_args(["index", "--config", str(cfg), "--db", "x", "--dsn", "postgresql://h/d"])
+
+
+def test_the_audit_index_config_key_takes_a_path_or_a_dsn(tmp_path: Path) -> None:
+    ex = init_exchange(tmp_path, base_port=0)
+    path = ex.config_path("AH")
+    doc = yaml.safe_load(path.read_text())
+
+    def parsed(**extra: Any) -> str:
+        return parse_config({**doc, **extra}, tmp_path).audit_index
+
+    assert parsed() == str(tmp_path / "var" / "ah" / "audit-index.sqlite")
+    assert parsed(audit_index="idx/a.sqlite") == str((tmp_path / "idx" / "a.sqlite").resolve())
+    assert parsed(audit_index="postgresql://auditor@10.0.0.5/yrdx") == "postgresql://auditor@10.0.0.5/yrdx"
+    for bad in ("", 7, "mysql://h/db"):
+        with pytest.raises(ConfigError, match="^audit_index: "):
+            parsed(audit_index=bad)
+
+
+def test_an_index_that_cannot_be_opened_says_where(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(IndexUnavailable, match="a-file"):
+        open_index(tmp_path / "a-file" / "audit-index.sqlite")
+    with pytest.raises(IndexUnavailable, match=r"postgresql://auditor:\*\*\*@127\.0\.0\.1:1/yrdx"):
+        open_index("postgresql://auditor:secret@127.0.0.1:1/yrdx")  # nothing listens on port 1; no password shown
