@@ -641,6 +641,10 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         figures["broker"] = {"bootstrap_servers": bootstrap, "local": broker is not None}
         ex = init_exchange(work / "exchange", base_port=0, bootstrap_servers=bootstrap)
         edit_config(ex.config_path(RECEIVER), delivery={"mode": "inbox"})  # SH's platform pulls
+        if args.no_audit:  # what the audit trail costs: the same run without it
+            for region in (SENDER, RECEIVER):
+                edit_config(ex.config_path(region), audit_enabled=False)
+        figures["audit"] = not args.no_audit
         cprofile = args.profile is not None and args.profiler == "cprofile"
         for region in (SENDER, RECEIVER):
             out = args.profile / f"{region.lower()}.prof" if cprofile else None
@@ -873,6 +877,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="py-spy: sample the measured window (needs `pip install py-spy`); "
                    "cprofile: the whole process life")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, configs, broker data)")
+    p.add_argument("--no-audit", action="store_true",
+                   help="run the gateways with audit_enabled: false, to measure what the audit trail costs")
     args = p.parse_args(argv)
     if not 1 <= args.batch <= 500:
         p.error("--batch must be between 1 and 500")

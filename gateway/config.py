@@ -91,6 +91,7 @@ class GatewayConfig:
     schemas_dir: Path | None = None
     # Where GET /v1/audit/messages/{id} keeps its index of yrdx.audit: a SQLite file or a postgresql:// DSN.
     audit_index: str = ""
+    audit_enabled: bool = True
     source: Path | None = field(default=None, compare=False)
     recipients: Mapping[str, Platform] = field(default_factory=dict, compare=False, repr=False)
 
@@ -110,7 +111,7 @@ class GatewayConfig:
 
 _TOP_KEYS = {
     "region", "listen", "kafka", "identity", "trust", "state", "limits", "accept", "platforms", "auditors",
-    "metrics", "schemas_dir", "audit_index",
+    "metrics", "schemas_dir", "audit_index", "audit_enabled",
 }
 
 
@@ -236,6 +237,13 @@ def _region(value: object, key: str) -> str:
     return str(value)
 
 
+def _flag(r: _Reader, name: str, default: bool) -> bool:
+    v = r.data.get(name, default)
+    if not isinstance(v, bool):
+        raise ConfigError(f"{r.key(name)}: expected true or false")
+    return v
+
+
 def _audit_index(root: _Reader, region: str) -> str:
     """A postgresql:// DSN as given, or a SQLite path resolved against the config's folder."""
     value = root.data.get("audit_index")
@@ -354,6 +362,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         metrics_token_file=metrics.path_("bearer_token_file", required=False),
         schemas_dir=root.path_("schemas_dir", required=False),
         audit_index=_audit_index(root, region),
+        audit_enabled=_flag(root, "audit_enabled", True),
         source=source,
     )
 

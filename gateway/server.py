@@ -78,7 +78,7 @@ class Gateway:
         )
         self.metrics_token = cfg.metrics_token_file.read_text().strip() if cfg.metrics_token_file else None
         self.publisher = Publisher(cfg.kafka, cfg.limits.publish_timeout_s)
-        self.audit = AuditTrail(cfg.region, self.signer, self.state, self.publisher)
+        self.audit = AuditTrail(cfg.region, self.signer, self.state, self.publisher, cfg.audit_enabled)
         self.ingress = Ingress(cfg, self.registry, self.signer, self.publisher, self.state, self.audit, self.metrics)
         self.broker_ok = False
         self.consumer_running = False
@@ -114,6 +114,8 @@ class Gateway:
             ),
             asyncio.create_task(self._probe_broker(), name="broker-probe"),
         ]
+        if not self.cfg.audit_enabled:
+            log.warning("audit trail DISABLED (audit_enabled: false): for measurements only")
         log.info("gateway started", extra={"region": self.cfg.region, "port": self.port})
 
     async def _consume(self) -> None:
