@@ -20,7 +20,7 @@ from gateway.audit_model import GENESIS, STAGES, checkpoint_bytes, record_hash
 from gateway.crypto.jws import Signer
 from gateway.envelope import utc_timestamp
 from gateway.kafka.transport import OutRecord, Publisher
-from gateway.regions import AUDIT_TOPIC
+from gateway.regions import AUDIT_TOPIC, CHECKPOINT_TOPIC
 from gateway.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class AuditTrail:
         self._durable_seq = self._head.seq
         self._pending: list[dict[str, Any]] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._last_checkpoint: dict[str, Any] | None = None
         if self._head.seq:
             # Records up to saved_seq may have been appended but never published before the restart; nothing
             # was acknowledged for them. `yrdx audit verify` reports such a gap as a crash gap, not a deletion.
@@ -111,14 +112,12 @@ class AuditTrail:
 
     def _segment(self, records: list[dict[str, Any]]) -> bytes:
         last = records[-1]
-        return orjson.dumps({
-            "region": self.region,
-            "records": records,
-            "checkpoint": {
-                "seq": last["seq"], "hash": last["hash"],
-                "jws": self._signer.sign(checkpoint_bytes(self.region, last["seq"], last["hash"])),
-            },
-        })
+        checkpoint = {
+            "seq": last["seq"], "hash": last["hash"],
+            "jws": self._signer.sign(checkpoint_bytes(self.region, last["seq"], last["hash"])),
+        }
+        self._last_checkpoint = {"region": self.region, "at": last["at"], **checkpoint}
+        return orjson.dumps({"region": self.region, "records": records, "checkpoint": checkpoint})
 
     async def run_periodic_flush(self, interval_s: float = 0.2, checkpoint_every_s: float = 10.0) -> None:
         """Flush records nobody waits for (e.g. after a rejection), so the trail never lags far behind; and
@@ -128,11 +127,17 @@ class AuditTrail:
         next_checkpoint = loop.time() + checkpoint_every_s
         while True:
             await asyncio.sleep(interval_s)
-            if loop.time() >= next_checkpoint:
+            announce = loop.time() >= next_checkpoint
+            if announce:
                 self.append("checkpoint", "", None)
                 next_checkpoint = loop.time() + checkpoint_every_s
-            if self._pending:
-                try:
-                    await self.durable()
-                except Exception as e:  # broker down: the next round retries
-                    log.warning("audit flush failed", extra={"error": str(e)})
+            if not self._pending:
+                continue
+            try:
+                await self.durable()
+                if announce and self._last_checkpoint is not None:  # only a head that is on yrdx.audit
+                    await self._publisher.publish([
+                        OutRecord(CHECKPOINT_TOPIC, orjson.dumps(self._last_checkpoint), self.region.encode())
+                    ])
+            except Exception as e:  # broker down: the next round retries
+                log.warning("audit flush failed", extra={"error": str(e)})

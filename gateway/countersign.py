@@ -1,9 +1,10 @@
 """Cross-region checkpoints: each gateway countersigns the signed heads it sees of the other regions' chains.
 
-The gateway follows `yrdx.audit` from its end, checks the checkpoint of every other region's segment against
-its trust store, and periodically appends a `countersigned` record {of, seq, hash} to its own chain for each
-region whose head moved. That record is then covered by this gateway's own signed checkpoint, so a region that
-later rewrites or truncates its history is contradicted by signatures it does not control.
+The gateway follows `yrdx.checkpoints` (the signed head each gateway announces every 10 s: a few hundred bytes,
+instead of every audit segment), checks each other region's checkpoint against its trust store, and appends a
+`countersigned` record {of, seq, hash} to its own chain for each region whose head moved. That record is then
+covered by this gateway's own signed checkpoint, so a region that later rewrites or truncates its history is
+contradicted by signatures it does not control.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 
+import orjson
 from aiokafka import AIOKafkaConsumer
 
 from gateway.audit import AuditTrail
-from gateway.audit_model import AuditFormatError, Checkpoint, checkpoint_fault, parse_segment
+from gateway.audit_model import Checkpoint, checkpoint_fault
 from gateway.config import KafkaConfig
 from gateway.crypto.trust import TrustStore
 from gateway.kafka.transport import client_options
-from gateway.regions import AUDIT_TOPIC
+from gateway.regions import CHECKPOINT_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +41,14 @@ class Countersigner:
         if key is None or key.decode(errors="replace") == self._region:
             return
         try:
-            segment = parse_segment(value)
-        except AuditFormatError:
+            doc = orjson.loads(value)
+            cp = Checkpoint(str(doc["region"]), int(doc["seq"]), str(doc["hash"]), str(doc["jws"]))
+            at = datetime.fromisoformat(str(doc["at"]).replace("Z", "+00:00"))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return
-        cp = segment.checkpoint
         last = self.seen.get(cp.region)
         if last is not None and last.seq >= cp.seq:
             return
-        try:
-            at = datetime.fromisoformat(str(segment.records[-1]["at"]).replace("Z", "+00:00"))
-        except ValueError:
-            at = datetime.now(UTC)
         fault = checkpoint_fault(cp, self._trust, at)
         if fault is not None:
             log.warning("ignoring an audit checkpoint that does not verify", extra={"of": cp.region, "fault": fault})
@@ -68,7 +67,7 @@ class Countersigner:
 
     async def run(self, interval_s: float = 10.0) -> None:
         consumer = AIOKafkaConsumer(
-            AUDIT_TOPIC, **client_options(self._kafka), group_id=None, enable_auto_commit=False,
+            CHECKPOINT_TOPIC, **client_options(self._kafka), group_id=None, enable_auto_commit=False,
             auto_offset_reset="latest", fetch_max_wait_ms=500,
         )
         await consumer.start()

@@ -12,6 +12,9 @@ NAMES: Final = {"SH": "Shanghai", "JS": "Jiangsu", "ZJ": "Zhejiang", "AH": "Anhu
 REGION_URI_PREFIX: Final = "urn:yrdx:region:"
 
 AUDIT_TOPIC: Final = "yrdx.audit"
+# Small signed chain heads, one every 10 s per gateway: the other gateways countersign them without having to
+# read every audit segment.
+CHECKPOINT_TOPIC: Final = "yrdx.checkpoints"
 TRUST_TOPIC: Final = "yrdx.trust"
 
 

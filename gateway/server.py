@@ -29,7 +29,7 @@ from gateway.egress import Egress
 from gateway.ingress import Ingress
 from gateway.kafka.transport import InboxConsumer, Publisher, ensure_topics
 from gateway.metrics import Metrics
-from gateway.regions import AUDIT_TOPIC, REGIONS, TRUST_TOPIC, dlq_topic, inbox_topic, segment
+from gateway.regions import AUDIT_TOPIC, CHECKPOINT_TOPIC, REGIONS, TRUST_TOPIC, dlq_topic, inbox_topic, segment
 from gateway.schemas import SchemaRegistry
 from gateway.state import StateStore
 
@@ -90,7 +90,7 @@ class Gateway:
 
     async def start(self) -> None:
         topics = {inbox_topic(r): INBOX_PARTITIONS for r in REGIONS}
-        topics.update({dlq_topic(self.cfg.region): 1, AUDIT_TOPIC: 1, TRUST_TOPIC: 1})
+        topics.update({dlq_topic(self.cfg.region): 1, AUDIT_TOPIC: 1, CHECKPOINT_TOPIC: 1, TRUST_TOPIC: 1})
         await ensure_topics(self.cfg.kafka, topics)
         await self.publisher.start()
         self.broker_ok = True

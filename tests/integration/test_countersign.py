@@ -29,8 +29,9 @@ def segment(signer: Signer, region: str, n: int) -> bytes:
                 "at": utc_timestamp(), "envelope_sha256": None, "detail": {}, "prev_hash": prev}
         body["hash"] = prev = record_hash(prev, body)
         records.append(body)
-    cp = {"seq": n, "hash": prev, "jws": signer.sign(checkpoint_bytes(region, n, prev))}
-    return orjson.dumps({"region": region, "records": records, "checkpoint": cp})
+    # What a gateway announces on yrdx.checkpoints: the signed head of its chain.
+    return orjson.dumps({"region": region, "seq": n, "hash": prev, "at": records[-1]["at"],
+                         "jws": signer.sign(checkpoint_bytes(region, n, prev))})
 
 
 @pytest.fixture()
@@ -77,5 +78,5 @@ async def test_forged_checkpoints_are_not_countersigned(pki: PkiLayout, tmp_path
     cert, key = issue_gateway_cert(rogue_ca, rogue_key, "JS")
     cs.observe(b"JS", segment(Signer(key, cert, include_x5c=True), "JS", 3))  # unknown CA
     cs.observe(b"ZJ", segment(signer_of(pki, "AH"), "ZJ", 3))  # AH's key signing ZJ's chain
-    cs.observe(b"AH", b"not a segment")
+    cs.observe(b"AH", b"not a checkpoint")
     assert cs.seen == {} and cs.countersign() == 0
