@@ -92,6 +92,7 @@ class Publisher:
             acks="all",
             linger_ms=cfg.linger_ms,
             max_batch_size=256 * 1024,
+            compression_type=cfg.compression,
             # A batch that cannot reach a leader in time fails instead of lingering and leaving later.
             request_timeout_ms=int(timeout_s * 1000),
         )
