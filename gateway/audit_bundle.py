@@ -18,7 +18,6 @@ byte, the one whose hash every region recorded.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import hashlib
 import sys
@@ -33,7 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.audit_model import AuditFormatError, Segment, checkpoint_fault, parse_segment
-from gateway.audit_verify import Fault, Report, verify_segments
+from gateway.audit_verify import Fault, Report, read_trail, verify_segments
 from gateway.crypto.jws import JwsError, parse_detached
 from gateway.crypto.trust import TrustError, TrustStore
 from gateway.envelope import utc_timestamp
@@ -360,23 +359,17 @@ def _signatures(segments: Sequence[Segment], trust: TrustStore) -> dict[str, lis
 # --- the command line -------------------------------------------------------------------------------------------
 
 
-async def _read_segments(kafka: Any, timeout_s: float) -> list[Segment]:
-    from gateway.regions import AUDIT_TOPIC
-    from gateway.trace import read_topic
-
-    records = await read_topic(kafka, AUDIT_TOPIC, timeout_s)
-    records.sort(key=lambda r: (r.partition, r.offset))
+def _parse_trail(values: Sequence[tuple[bytes | None, bytes, int]]) -> list[Segment]:
     segments = []
-    for r in records:
+    for _key, value, offset in values:
         try:
-            segments.append(parse_segment(r.value, r.offset))
+            segments.append(parse_segment(value, offset))
         except AuditFormatError as e:
-            print(f"warning: offset {r.offset} of yrdx.audit is not a segment ({e}); not exported", file=sys.stderr)
+            print(f"warning: offset {offset} of yrdx.audit is not a segment ({e}); not exported", file=sys.stderr)
     return segments
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from gateway.config import ConfigError, load_config
 
     start, end = _time(args.start), _time(args.end)
     if (args.start and start is None) or (args.end and end is None):
@@ -386,17 +379,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if (args.message is not None) + (args.conversation is not None) + window != 1:
         print("yrdx: audit export takes one of --message ID, --conversation ID or --from T/--to T", file=sys.stderr)
         return 2
-    try:
-        cfg = load_config(Path(args.config))
-        trust = TrustStore.from_files(list(cfg.trust_ca), list(cfg.trust_certificates))
-    except (ConfigError, TrustError, ValueError, OSError) as e:
-        print(f"yrdx: {args.config}: {e}", file=sys.stderr)
+    trail = read_trail(args.config, args.timeout, "export")
+    if trail is None:
         return 2
-    try:
-        segments = asyncio.run(_read_segments(cfg.kafka, args.timeout))
-    except Exception as e:  # timeouts and aiokafka's connection errors alike
-        print(f"yrdx: cannot read yrdx.audit from {cfg.kafka.bootstrap_servers}: {e or 'timed out'}", file=sys.stderr)
-        return 2
+    trust, values = trail
+    segments = _parse_trail(values)
     keys, messages = select_records(segments, message=args.message, conversation=args.conversation, start=start,
                                     end=end)
     if not keys:

@@ -167,31 +167,35 @@ _RECORD_KEYS = ("seq", "region", "message_id", "correlation_id", "stage", "at", 
                 "prev_hash", "hash")
 
 
+# One schema, two dialects: SQLite integers are 64-bit already, PostgreSQL needs BIGINT; detail is JSONB there.
+_SCHEMA_TEMPLATE = """
+    CREATE TABLE IF NOT EXISTS audit_records (
+        region TEXT NOT NULL, seq {bigint} NOT NULL, message_id TEXT NOT NULL, correlation_id TEXT NOT NULL,
+        stage TEXT NOT NULL, at TEXT NOT NULL, envelope_sha256 TEXT, detail {json} NOT NULL, ref_id TEXT,
+        prev_hash TEXT NOT NULL, hash TEXT NOT NULL, topic_partition INTEGER NOT NULL,
+        topic_offset {bigint} NOT NULL,
+        PRIMARY KEY (region, seq));
+    CREATE INDEX IF NOT EXISTS audit_records_message_id ON audit_records (message_id);
+    CREATE INDEX IF NOT EXISTS audit_records_correlation_id ON audit_records (correlation_id);
+    CREATE INDEX IF NOT EXISTS audit_records_ref_id ON audit_records (ref_id);
+    CREATE TABLE IF NOT EXISTS audit_segments (
+        region TEXT NOT NULL, seq {bigint} NOT NULL, hash TEXT NOT NULL, jws TEXT NOT NULL,
+        records INTEGER NOT NULL, topic_partition INTEGER NOT NULL, topic_offset {bigint} NOT NULL,
+        PRIMARY KEY (region, seq));
+    CREATE TABLE IF NOT EXISTS audit_conflicts (
+        region TEXT NOT NULL, seq {bigint} NOT NULL, hash TEXT NOT NULL, topic_partition INTEGER NOT NULL,
+        topic_offset {bigint} NOT NULL,
+        PRIMARY KEY (region, seq, hash));
+    CREATE TABLE IF NOT EXISTS audit_positions (
+        topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset {bigint} NOT NULL,
+        PRIMARY KEY (topic, partition));
+"""
+
+
 class _Sqlite:
     name = "sqlite"
 
-    _SCHEMA = """
-        CREATE TABLE IF NOT EXISTS audit_records (
-            region TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL, correlation_id TEXT NOT NULL,
-            stage TEXT NOT NULL, at TEXT NOT NULL, envelope_sha256 TEXT, detail TEXT NOT NULL, ref_id TEXT,
-            prev_hash TEXT NOT NULL, hash TEXT NOT NULL, topic_partition INTEGER NOT NULL,
-            topic_offset INTEGER NOT NULL,
-            PRIMARY KEY (region, seq));
-        CREATE INDEX IF NOT EXISTS audit_records_message_id ON audit_records (message_id);
-        CREATE INDEX IF NOT EXISTS audit_records_correlation_id ON audit_records (correlation_id);
-        CREATE INDEX IF NOT EXISTS audit_records_ref_id ON audit_records (ref_id);
-        CREATE TABLE IF NOT EXISTS audit_segments (
-            region TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL, jws TEXT NOT NULL,
-            records INTEGER NOT NULL, topic_partition INTEGER NOT NULL, topic_offset INTEGER NOT NULL,
-            PRIMARY KEY (region, seq));
-        CREATE TABLE IF NOT EXISTS audit_conflicts (
-            region TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL, topic_partition INTEGER NOT NULL,
-            topic_offset INTEGER NOT NULL,
-            PRIMARY KEY (region, seq, hash));
-        CREATE TABLE IF NOT EXISTS audit_positions (
-            topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
-            PRIMARY KEY (topic, partition));
-    """
+    _SCHEMA = _SCHEMA_TEMPLATE.format(bigint="INTEGER", json="TEXT")
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -273,28 +277,7 @@ class _Sqlite:
 class _Postgres:
     name = "postgresql"
 
-    _SCHEMA = """
-        CREATE TABLE IF NOT EXISTS audit_records (
-            region TEXT NOT NULL, seq BIGINT NOT NULL, message_id TEXT NOT NULL, correlation_id TEXT NOT NULL,
-            stage TEXT NOT NULL, at TEXT NOT NULL, envelope_sha256 TEXT, detail JSONB NOT NULL, ref_id TEXT,
-            prev_hash TEXT NOT NULL, hash TEXT NOT NULL, topic_partition INTEGER NOT NULL,
-            topic_offset BIGINT NOT NULL,
-            PRIMARY KEY (region, seq));
-        CREATE INDEX IF NOT EXISTS audit_records_message_id ON audit_records (message_id);
-        CREATE INDEX IF NOT EXISTS audit_records_correlation_id ON audit_records (correlation_id);
-        CREATE INDEX IF NOT EXISTS audit_records_ref_id ON audit_records (ref_id);
-        CREATE TABLE IF NOT EXISTS audit_segments (
-            region TEXT NOT NULL, seq BIGINT NOT NULL, hash TEXT NOT NULL, jws TEXT NOT NULL,
-            records INTEGER NOT NULL, topic_partition INTEGER NOT NULL, topic_offset BIGINT NOT NULL,
-            PRIMARY KEY (region, seq));
-        CREATE TABLE IF NOT EXISTS audit_conflicts (
-            region TEXT NOT NULL, seq BIGINT NOT NULL, hash TEXT NOT NULL, topic_partition INTEGER NOT NULL,
-            topic_offset BIGINT NOT NULL,
-            PRIMARY KEY (region, seq, hash));
-        CREATE TABLE IF NOT EXISTS audit_positions (
-            topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset BIGINT NOT NULL,
-            PRIMARY KEY (topic, partition));
-    """
+    _SCHEMA = _SCHEMA_TEMPLATE.format(bigint="BIGINT", json="JSONB")
 
     def __init__(self, dsn: str) -> None:
         import psycopg  # only those who index into PostgreSQL need it loaded

@@ -559,7 +559,10 @@ def _emit(report: Report, as_json: bool) -> int:
 # --- the command line -------------------------------------------------------------------------------------------
 
 
-async def _read_values(kafka: Any, timeout_s: float) -> list[tuple[bytes | None, bytes, int]]:
+TopicValues = list[tuple[bytes | None, bytes, int]]  # (key, value, offset) of yrdx.audit, in topic order
+
+
+async def _read_values(kafka: Any, timeout_s: float) -> TopicValues:
     from gateway.regions import AUDIT_TOPIC
     from gateway.trace import read_topic
 
@@ -568,27 +571,33 @@ async def _read_values(kafka: Any, timeout_s: float) -> list[tuple[bytes | None,
     return [(r.key, r.value, r.offset) for r in records]
 
 
-def _online(args: argparse.Namespace) -> int:
+def read_trail(config: str | None, timeout_s: float, command: str) -> tuple[TrustStore, TopicValues] | None:
+    """The trust of a gateway config and every value of yrdx.audit in topic order; None (after saying why on
+    stderr) when the config, its trust or the broker fails. Shared by `verify` and `export`."""
     from gateway.config import ConfigError, load_config
     from gateway.crypto.trust import TrustError
 
-    if not args.config:
-        print("yrdx: audit verify needs --config FILE (Kafka and trust) or --bundle FILE", file=sys.stderr)
-        return 2
+    if not config:
+        print(f"yrdx: audit {command} needs --config FILE (Kafka and trust)", file=sys.stderr)
+        return None
     try:
-        cfg = load_config(Path(args.config))
+        cfg = load_config(Path(config))
         trust = TrustStore.from_files(list(cfg.trust_ca), list(cfg.trust_certificates))
     except (ConfigError, TrustError, ValueError, OSError) as e:
-        print(f"yrdx: {args.config}: {e}", file=sys.stderr)
-        return 2
+        print(f"yrdx: {config}: {e}", file=sys.stderr)
+        return None
     try:
-        values = asyncio.run(_read_values(cfg.kafka, args.timeout))
-    except (TimeoutError, OSError) as e:
+        return trust, asyncio.run(_read_values(cfg.kafka, timeout_s))
+    except Exception as e:  # timeouts, OS errors and aiokafka's connection errors alike
         print(f"yrdx: cannot read yrdx.audit from {cfg.kafka.bootstrap_servers}: {e or 'timed out'}", file=sys.stderr)
+        return None
+
+
+def _online(args: argparse.Namespace) -> int:
+    trail = read_trail(args.config, args.timeout, "verify (or --bundle FILE)")
+    if trail is None:
         return 2
-    except Exception as e:  # aiokafka's connection errors share no base class worth naming
-        print(f"yrdx: cannot read yrdx.audit from {cfg.kafka.bootstrap_servers}: {e}", file=sys.stderr)
-        return 2
+    trust, values = trail
     return _emit(verify_values(values, trust), args.json)
 
 
