@@ -125,6 +125,7 @@ def _config(path: str) -> GatewayConfig | None:
 
 def build_parser() -> argparse.ArgumentParser:
     from gateway.audit_cli import add_cli as add_audit_cli
+    from gateway.dlq import add_cli as add_dlq_cli
     from gateway.kafka.local import add_cli as add_kafka_cli
 
     p = argparse.ArgumentParser(prog="yrdx", description="Yangtze River Delta data-exchange gateway")
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_kafka_cli(sub)
     add_audit_cli(sub)
+    add_dlq_cli(sub)
 
     serve = sub.add_parser("serve", help="run one region's gateway")
     serve.add_argument("--config", required=True)

@@ -34,6 +34,7 @@ from gateway.state import StateStore
 log = logging.getLogger(__name__)
 
 RECEIPT_TYPE = "yrdx.receipt"
+REPLAY_HEADER = "yrdx-replay-of"  # set by `yrdx dlq replay` (gateway/dlq.py)
 RECEIPT_ITEMS = 1000  # items per signed receipt (the schema allows 2,000)
 
 
@@ -175,8 +176,9 @@ class Egress:
                     if prior[0] == "delivered" and c.env.type != RECEIPT_TYPE:
                         self.send_receipt(c, "delivered")  # its receipt may not have left before the crash
                     continue
-                if prior is not None or c.env.id in in_batch:
-                    out.append(Refused(c.record, Rejection("duplicate", f"message {c.env.id} already received")))
+                # Only a delivered id makes a second copy a duplicate: a rejected one may come back (replay).
+                if (prior is not None and prior[0] == "delivered") or c.env.id in in_batch:
+                    out.append(Refused(c.record, Rejection("duplicate", f"message {c.env.id} already delivered"), c))
                     continue
                 in_batch.add(c.env.id)
             out.append(c)
@@ -189,8 +191,10 @@ class Egress:
         self._received_at = envelope.utc_timestamp(now)
         self._metrics.received.inc(len(batch))
         for r in batch:
-            self._audit.append("received", _claimed_id(r.value), envelope.sha256_hex(r.value),
-                               source=r.source)
+            claimed, sha = _claimed_id(r.value), envelope.sha256_hex(r.value)
+            self._audit.append("received", claimed, sha, source=r.source)
+            if REPLAY_HEADER in r.headers:  # an operator put a dead letter back (yrdx dlq replay)
+                self._audit.append("replayed", claimed, sha, of=r.headers[REPLAY_HEADER].decode(errors="replace"))
         checked = self.dedupe([self.check(r, now) for r in batch])
         inbox: list[tuple[Platform, Verified]] = []
         webhooks: dict[str, list[tuple[Platform, Verified]]] = defaultdict(list)

@@ -85,6 +85,15 @@ WHERE (CASE excluded.status WHEN 'accepted' THEN 0 WHEN 'publish_failed' THEN 1 
 """
 
 
+# A delivered id stays delivered; a rejected one may be decided again (a replayed dead letter), and then the
+# new outcome and source replace the old.
+_MARK_SEEN = """
+INSERT INTO seen VALUES (?,?,?,?)
+ON CONFLICT(id) DO UPDATE SET outcome=excluded.outcome, source=excluded.source, at=excluded.at
+WHERE seen.outcome != 'delivered'
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class SentMessage:
     id: str
@@ -252,7 +261,7 @@ class StateStore:
     def mark_seen(self, decided: Sequence[tuple[str, str, str]]) -> None:
         """(id, outcome, source) triples; outcome is 'delivered' or a rejection code."""
         now = time.time()
-        self._tx([("INSERT OR IGNORE INTO seen VALUES (?,?,?,?)", [(*d, now) for d in decided], True)])
+        self._tx([(_MARK_SEEN, [(*d, now) for d in decided], True)])
 
     def deliver_to_inbox(self, items: Sequence[tuple[str, str, str, str, bytes, str, str]]) -> None:
         """(platform, id, type, from, envelope, signature, source): queued and marked seen in one transaction."""
@@ -260,7 +269,7 @@ class StateStore:
         self._tx([
             ("INSERT OR IGNORE INTO inbox (platform, id, type, from_region, envelope, signature, received_at) "
              "VALUES (?,?,?,?,?,?,?)", [(*it[:6], now) for it in items], True),
-            ("INSERT OR IGNORE INTO seen VALUES (?,?,?,?)", [(it[1], "delivered", it[6], now) for it in items], True),
+            (_MARK_SEEN, [(it[1], "delivered", it[6], now) for it in items], True),
         ])
 
     def lease_inbox(self, platform: str, limit: int, lease_s: float = 60.0) -> list[InboxItem]:

@@ -125,7 +125,8 @@ class WebhookSink:
     """The platform's webhook endpoint: records every delivery (with the signature header) per path."""
 
     received: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
-    failing: bool = False
+    failing: bool = False   # 503: the platform is down, the gateway retries
+    refusing: bool = False  # 422: the platform refuses, the gateway dead-letters at once (delivery_failed)
     port: int = 0
     _runner: web.AppRunner | None = None
 
@@ -135,6 +136,8 @@ class WebhookSink:
     async def _handle(self, request: web.Request) -> web.Response:
         if self.failing:
             return web.Response(status=503)
+        if self.refusing:
+            return web.Response(status=422)
         body = await request.read()
         self.received[request.match_info["region"]].append({
             "id": request.headers["Yrdx-Message-Id"], "signature": request.headers["Yrdx-Signature"],

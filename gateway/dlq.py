@@ -1,0 +1,124 @@
+"""`yrdx dlq list|replay`: what a region dead-lettered, and putting it back once the cause is fixed.
+
+A dead letter holds the original record bytes and signature header, so a replay is the same signed message
+produced again to the region's own inbox, marked with `yrdx-replay-of: <dlq partition:offset>`. The gateway
+checks it again from scratch (signature, schema, policy, expiry), records a `replayed` audit record, and delivers
+it unless the same id was already delivered: replaying never delivers a message twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config import ConfigError, GatewayConfig, KafkaConfig, load_config
+from gateway.egress import REPLAY_HEADER
+from gateway.envelope import EnvelopeError, parse
+from gateway.kafka.transport import OutRecord, Publisher
+from gateway.regions import dlq_topic, inbox_topic
+from gateway.trace import TopicRecord, read_topic
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: TopicRecord
+    reason: str
+    detail: str
+    message_id: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.record.partition}:{self.record.offset}"
+
+
+def dead_letters(records: Sequence[TopicRecord]) -> list[DeadLetter]:
+    out = []
+    for r in records:
+        try:
+            msg_id = parse(r.value).id
+        except EnvelopeError:
+            msg_id = ""  # unparsable bytes (e.g. a tampered record) stay listed, without an id
+        out.append(DeadLetter(r, r.headers.get("yrdx-reason", b"").decode(), r.headers.get("yrdx-detail", b"").decode(),
+                              msg_id))
+    return out
+
+
+def replay_record(letter: DeadLetter, region: str) -> OutRecord:
+    """The dead letter as it first arrived (bytes, key, signature), marked as a replay of its DLQ position."""
+    headers = [(k, v) for k, v in letter.record.headers.items() if k == "yrdx-sig"]
+    headers.append((REPLAY_HEADER, f"{dlq_topic(region)}:{letter.where}".encode()))
+    return OutRecord(inbox_topic(region), letter.record.value, letter.record.key, headers)
+
+
+async def _replay(kafka: KafkaConfig, records: list[OutRecord]) -> None:
+    publisher = Publisher(kafka, 30.0)
+    await publisher.start()
+    try:
+        await publisher.publish(records)
+    finally:
+        await publisher.stop()
+
+
+def _load(args: argparse.Namespace) -> tuple[GatewayConfig, list[DeadLetter]] | None:
+    try:
+        cfg = load_config(Path(args.config))
+    except ConfigError as e:
+        print(f"yrdx: bad config {args.config}: {e}", file=sys.stderr)
+        return None
+    try:
+        records = asyncio.run(read_topic(cfg.kafka, dlq_topic(cfg.region), args.timeout))
+    except Exception as e:  # timeouts and aiokafka's connection errors alike
+        print(f"yrdx: cannot read {dlq_topic(cfg.region)}: {e or 'timed out'}", file=sys.stderr)
+        return None
+    letters = dead_letters(records)
+    if args.reason:
+        letters = [d for d in letters if d.reason == args.reason]
+    if args.id:
+        letters = [d for d in letters if d.message_id in set(args.id)]
+    return cfg, letters
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    loaded = _load(args)
+    if loaded is None:
+        return 2
+    _, letters = loaded
+    for d in letters:
+        print(f"{d.where:>10}  {d.reason:<20}  {d.message_id or '-':<36}  {d.detail[:80]}")
+    print(f"{len(letters)} dead letter(s)")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    if not (args.id or args.reason or args.all):
+        print("yrdx: dlq replay needs --id ID (repeatable), --reason CODE or --all", file=sys.stderr)
+        return 2
+    loaded = _load(args)
+    if loaded is None:
+        return 2
+    cfg, letters = loaded
+    if not letters:
+        print("yrdx: no dead letter matches", file=sys.stderr)
+        return 1
+    asyncio.run(_replay(cfg.kafka, [replay_record(d, cfg.region) for d in letters]))
+    print(f"replayed {len(letters)} dead letter(s) into {inbox_topic(cfg.region)}")
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dlq = subparsers.add_parser("dlq", help="list or replay this region's dead letters")
+    sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    for name, func, text in (("list", cmd_list, "list dead letters with their reasons"),
+                             ("replay", cmd_replay, "produce dead letters again to the region's inbox")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", required=True, help="the region's gateway config")
+        p.add_argument("--reason", help="only dead letters with this reason code")
+        p.add_argument("--id", action="append", help="only this message id (repeatable)")
+        p.add_argument("--timeout", type=float, default=30.0)
+        if name == "replay":
+            p.add_argument("--all", action="store_true", help="every dead letter (with --reason: all of that reason)")
+        p.set_defaults(func=func)
