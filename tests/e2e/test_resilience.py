@@ -118,3 +118,24 @@ async def test_stopped_broker_gives_503_then_sending_works_again(exchange: Excha
         await asyncio.sleep(1.0)
     assert status == 202, doc
     await exchange.sink.wait_for("SH", doc["id"], timeout=60)
+
+
+async def test_sigterm_drains_the_batch_in_hand_so_nothing_comes_twice(exchange: Exchange4) -> None:
+    """A graceful stop finishes and commits the batch in hand: after the restart, no webhook delivery repeats."""
+    receiver = exchange.gateways["ZJ"]
+    before = len(exchange.sink.received["ZJ"])
+    stopping: list[asyncio.Task[None]] = []
+    # SIGTERM and wait in a thread: the webhook sink lives on this event loop and must keep answering while
+    # the gateway drains (a blocking wait here would stall the very deliveries the drain is finishing).
+    accepted = await stream(exchange, "AH", "ZJ", STREAM // 2,
+                            lambda: stopping.append(asyncio.create_task(asyncio.to_thread(receiver.stop))))
+    await stopping[0]
+    assert receiver.proc is not None and receiver.proc.returncode == 0, "no clean exit on SIGTERM"
+    receiver.start()
+    deadline = time.monotonic() + 120
+    while not set(accepted) <= set(exchange.sink.ids("ZJ")) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    ids = [d["id"] for d in exchange.sink.received["ZJ"][before:]]
+    assert set(accepted) <= set(ids), f"{len(set(accepted) - set(ids))} accepted messages were never delivered"
+    twice = [i for i, n in Counter(ids).items() if n > 1]
+    assert twice == [], f"{len(twice)} messages were delivered twice after a graceful stop"
