@@ -31,6 +31,7 @@ import aiohttp
 
 from adapters.simulated import DELIVERED, Attempt, Ledger, PlatformClient, SimulatedPlatforms
 from adapters.stories import Cast, Scale, StoryResult, bad_cases, build_cast, check_receipts, good_stories
+from gateway.audit_verify import verify_values
 from gateway.auth import TokenMinter
 from gateway.config import KafkaConfig
 from gateway.crypto.trust import TrustStore
@@ -40,7 +41,7 @@ from gateway.kafka.transport import ensure_topics
 from gateway.regions import AUDIT_TOPIC, REGIONS, TRUST_TOPIC, dlq_topic, inbox_topic, segment
 from gateway.schemas import SchemaRegistry
 from gateway.server import INBOX_PARTITIONS
-from gateway.trace import journey, read_audit_records
+from gateway.trace import journey, read_audit_records, read_topic
 
 __all__ = ["run_demo"]
 
@@ -287,6 +288,18 @@ async def _wait_ready(
             await asyncio.sleep(0.1)
 
 
+async def _audit_summary(bootstrap: str, trust: TrustStore) -> str:
+    """What an auditor's `yrdx audit verify` says about the whole trail the demo left."""
+    values = [(r.key, r.value, r.offset) for r in
+              sorted(await read_topic(bootstrap, AUDIT_TOPIC, 15.0), key=lambda r: (r.partition, r.offset))]
+    report = verify_values(values, trust)
+    heads = ", ".join(f"{region} #{s.head_seq}" for region, s in sorted(report.regions.items()))
+    verdict = "every chain, checkpoint signature and countersignature holds" if report.ok else (
+        f"{len(report.faults)} fault(s): " + ", ".join(f"{k} {n}" for k, n in report.counts().items() if n))
+    return (f"audit verify: {report.records} records in {report.segments} signed segments ({heads}): {verdict}"
+            + (f"; {len(report.notes)} note(s)" if report.notes else ""))
+
+
 async def _read_journey(bootstrap: str, message_id: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
     """The audit records, read again until the origin's `receipt_received` is among them (audit segments are
     flushed every 0.2 s, so the last step may trail the receipt by a moment)."""
@@ -362,6 +375,7 @@ async def _demo(root: Path, bootstrap: str, fleet: GatewayFleet, say: Progress, 
         for family in FAMILIES:
             print(family_report(ledger, family) + "\n", file=out)
         print(journey_text + "\n", file=out, flush=True)
+        print(await _audit_summary(bootstrap, trust) + "\n", file=out, flush=True)
 
         failures = _failures(ledger, results, receipt_problems, sim)
         for f in failures:
