@@ -127,9 +127,13 @@ async def post_batch(request: web.Request) -> web.Response:
         for i, r in enumerate(results)
     ]
     accepted = sum(1 for r in results if isinstance(r, Prepared))
-    # 207: each item has its own status; a batch where the broker was down is a plain 503.
+    # 207: each item has its own status; a batch the broker did not acknowledge is a 503 that still lists
+    # every item with its id, since some may have reached the broker before it stopped answering.
     if accepted == 0 and any(isinstance(r, Problem) and r.code == "broker_unavailable" for r in results):
-        return problem_response(Problem("broker_unavailable", "the broker did not acknowledge; nothing was sent"))
+        doc = Problem("broker_unavailable", "the broker did not acknowledge the batch; GET /v1/messages/{id} "
+                      "shows what became of each message").body()
+        return web.Response(status=503, body=orjson.dumps({**doc, "results": out}),
+                            content_type="application/problem+json")
     return json_response({"accepted": accepted, "rejected": len(results) - accepted, "results": out}, status=207)
 
 

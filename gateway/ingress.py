@@ -7,10 +7,9 @@ records, and returns only when the broker has acknowledged all of them, so a 202
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 
@@ -24,8 +23,6 @@ from gateway.problems import Problem
 from gateway.regions import inbox_topic, is_region
 from gateway.schemas import SchemaRegistry
 from gateway.state import IdempotentRequest, NewSent, StateStore
-
-log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "yrdx-sig"
 _FIELDS = {"type", "to", "payload", "correlation_id", "schema_version", "expires_at"}
@@ -137,12 +134,14 @@ class Ingress:
         for p in items:
             self._audit.append("published", p.id, p.sha256, p.correlation_id, topic=inbox_topic(p.to))
         self._state.record_sent(sent, "published")
-        try:
+        try:  # nothing is acknowledged before its audit records are on Kafka
             await self._audit.durable()
-        except BrokerUnavailable:
-            # The messages are on Kafka: answering 503 would invite a second copy. The audit records stay
-            # queued in order and the periodic flush publishes them when the broker answers again.
-            log.warning("audit records not yet durable after publish", extra={"messages": len(items)})
+        except BrokerUnavailable as e:
+            # The messages did reach the broker; their audit records stay queued in order for the periodic
+            # flush. A retry with the same Idempotency-Key answers 202 with the same id and sends nothing again.
+            self._metrics.refused.labels("broker_unavailable").inc(len(items))
+            return Problem("broker_unavailable", f"the message reached the broker but its audit record did not ({e}); "
+                           "retry with the same Idempotency-Key: the same message id is answered, nothing is resent")
         elapsed = time.perf_counter() - started
         for p in items:
             self._metrics.accepted.labels(p.to, p.type).inc()
@@ -185,6 +184,6 @@ class Ingress:
             if isinstance(r, Problem):
                 self._metrics.refused.labels(r.code).inc()
         problem = await self.publish(platform, ok)
-        if problem is not None:
-            return [problem if isinstance(r, Prepared) else r for r in results]
+        if problem is not None:  # each refused item keeps its id: GET /v1/messages/{id} tells what became of it
+            return [replace(problem, message_id=r.id) if isinstance(r, Prepared) else r for r in results]
         return results

@@ -37,7 +37,7 @@ TITLES: dict[str, str] = {
     "not_found": "No such resource",
     "idempotency_conflict": "Idempotency-Key reused with a different request",
     "too_large": "Request body too large",
-    "broker_unavailable": "Message broker unavailable; nothing was sent",
+    "broker_unavailable": "Message broker did not acknowledge",
 }
 
 # Egress rejection codes (dead-letter reason header). Documented in README "Dead letters".
@@ -64,6 +64,7 @@ class Problem:
     code: str
     detail: str
     errors: list[dict[str, str]] = field(default_factory=list)
+    message_id: str | None = None  # set when a message was built but not acknowledged: its status can be asked
 
     @property
     def status(self) -> int:
@@ -79,6 +80,8 @@ class Problem:
         }
         if self.errors:
             doc["errors"] = self.errors
+        if self.message_id:
+            doc["id"] = self.message_id
         return doc
 
 

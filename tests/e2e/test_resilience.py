@@ -108,6 +108,11 @@ async def test_stopped_broker_gives_503_then_sending_works_again(exchange: Excha
     try:
         status, doc = await exchange.clients["JS"].send("medical.clearing.statement", "AH", statement(1))
         assert status == 503 and doc["code"] == "broker_unavailable", doc
+        batch = [{"type": "medical.clearing.statement", "to": "AH", "payload": statement(i)} for i in range(3)]
+        status, doc = await exchange.clients["JS"].post("/v1/messages/batch", {"messages": batch})
+        assert status == 503 and doc["code"] == "broker_unavailable", doc
+        assert all(r["code"] == "broker_unavailable" and r["id"] for r in doc["results"])  # ids to ask about later
+        later = doc["results"][0]["id"]
     finally:
         kafka.local.start()
     deadline = time.monotonic() + 90
@@ -118,6 +123,7 @@ async def test_stopped_broker_gives_503_then_sending_works_again(exchange: Excha
         await asyncio.sleep(1.0)
     assert status == 202, doc
     await exchange.sink.wait_for("SH", doc["id"], timeout=60)
+    assert (await exchange.clients["JS"].status_of(later))["status"] in ("publish_failed", "delivered")
 
 
 async def test_sigterm_drains_the_batch_in_hand_so_nothing_comes_twice(exchange: Exchange4) -> None:
