@@ -35,7 +35,7 @@ from gateway.audit_model import AuditFormatError, Segment, checkpoint_fault, par
 from gateway.audit_verify import Fault, Report, read_trail, verify_segments
 from gateway.crypto.jws import JwsError, parse_detached
 from gateway.crypto.trust import TrustError, TrustStore
-from gateway.envelope import utc_timestamp
+from gateway.envelope import timestamp_or_none, utc_timestamp
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -90,16 +90,6 @@ class Bundle:
 # --- export -------------------------------------------------------------------------------------------------
 
 
-def _time(value: object) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo is not None else None
-
-
 def _seq(record: dict[str, Any]) -> int:
     seq = record.get("seq")
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else -1
@@ -135,7 +125,8 @@ def select_records(
     else:
         window = [
             r for r in records
-            if (t := _time(r.get("at"))) is not None and (start is None or t >= start) and (end is None or t <= end)
+            if (t := timestamp_or_none(r.get("at"))) is not None
+            and (start is None or t >= start) and (end is None or t <= end)
         ]
         ids = {str(r["message_id"]) for r in window if r.get("message_id")}
     picked = journey(records, message_ids=ids) if ids else []
@@ -191,7 +182,8 @@ def build_bundle(
 
 def _holds(seg: Segment, trust: TrustStore) -> bool:
     named = next((r for r in seg.records if r.get("seq") == seg.checkpoint.seq), seg.records[-1])
-    return checkpoint_fault(seg.checkpoint, trust, _time(named.get("at")) or dt.datetime.now(dt.UTC)) is None
+    at = timestamp_or_none(named.get("at")) or dt.datetime.now(dt.UTC)
+    return checkpoint_fault(seg.checkpoint, trust, at) is None
 
 
 def _pem(cert: x509.Certificate) -> str:
@@ -371,7 +363,7 @@ def _parse_trail(values: Sequence[tuple[bytes | None, bytes, int]]) -> list[Segm
 
 def cmd_export(args: argparse.Namespace) -> int:
 
-    start, end = _time(args.start), _time(args.end)
+    start, end = timestamp_or_none(args.start), timestamp_or_none(args.end)
     if (args.start and start is None) or (args.end and end is None):
         print("yrdx: --from and --to take RFC 3339 times with a zone, e.g. 2026-11-23T15:00:00Z", file=sys.stderr)
         return 2

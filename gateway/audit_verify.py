@@ -43,6 +43,7 @@ import orjson
 
 from gateway.audit_model import GENESIS, AuditFormatError, Segment, checkpoint_fault, parse_segment, record_hash
 from gateway.crypto.trust import TrustStore
+from gateway.envelope import timestamp_or_none
 
 __all__ = [
     "FAULT_KINDS",
@@ -161,7 +162,7 @@ class _Entry:
 
     @property
     def at(self) -> dt.datetime | None:
-        return _time(self.record.get("at"))
+        return timestamp_or_none(self.record.get("at"))
 
 
 @dataclass(slots=True)
@@ -185,16 +186,6 @@ class _Chain:
     @property
     def head(self) -> int:
         return max(self.signed) if self.signed else 0
-
-
-def _time(value: object) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo is not None else None
 
 
 def _int(value: object) -> int | None:
@@ -238,7 +229,7 @@ class _Verifier:
         for i, seg in enumerate(segments):
             chain = self.chains.setdefault(seg.region, _Chain(seg.region))
             cp = seg.checkpoint
-            why = checkpoint_fault(cp, self.trust, self._checkpoint_time(seg))
+            why = checkpoint_fault(cp, self.trust, self._checkpointtimestamp_or_none(seg))
             if why is None:
                 chain.checkpoints.setdefault(cp.seq, cp.hash)
                 self._add(chain, seg, i, authentic=True)
@@ -273,10 +264,10 @@ class _Verifier:
                 reached = None
 
     @staticmethod
-    def _checkpoint_time(seg: Segment) -> dt.datetime:
+    def _checkpointtimestamp_or_none(seg: Segment) -> dt.datetime:
         """When the checkpoint was made: the `at` of the record it names (the certificate must be valid then)."""
         named = next((r for r in seg.records if r.get("seq") == seg.checkpoint.seq), seg.records[-1])
-        return _time(named.get("at")) or dt.datetime.now(dt.UTC)
+        return timestamp_or_none(named.get("at")) or dt.datetime.now(dt.UTC)
 
     def _add(self, chain: _Chain, seg: Segment, index: int, authentic: bool) -> None:
         n = len(seg.records)

@@ -70,6 +70,16 @@ def parse_timestamp(value: str) -> datetime:
     return dt
 
 
+def timestamp_or_none(value: object) -> datetime | None:
+    """An RFC 3339 time with a zone, or None for anything else (for records read back, which may be damaged)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        return None
+
+
 def build(
     *,
     msg_type: str,
