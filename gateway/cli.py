@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.audit_cli import add_cli as add_audit_cli
     from gateway.dlq import add_cli as add_dlq_cli
     from gateway.kafka.local import add_cli as add_kafka_cli
+    from gateway.trust_updates import add_cli as add_trust_cli
 
     p = argparse.ArgumentParser(prog="yrdx", description="Yangtze River Delta data-exchange gateway")
     sub = p.add_subparsers(dest="command", required=True)
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_kafka_cli(sub)
     add_audit_cli(sub)
     add_dlq_cli(sub)
+    add_trust_cli(sub)
 
     serve = sub.add_parser("serve", help="run one region's gateway")
     serve.add_argument("--config", required=True)

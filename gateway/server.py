@@ -32,6 +32,7 @@ from gateway.metrics import Metrics
 from gateway.regions import AUDIT_TOPIC, CHECKPOINT_TOPIC, REGIONS, TRUST_TOPIC, dlq_topic, inbox_topic, segment
 from gateway.schemas import SchemaRegistry
 from gateway.state import StateStore
+from gateway.trust_updates import follow_updates, load_updates
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,10 @@ class Gateway:
     async def start(self) -> None:
         topics = {inbox_topic(r): INBOX_PARTITIONS for r in REGIONS}
         topics.update({dlq_topic(self.cfg.region): 1, AUDIT_TOPIC: 1, CHECKPOINT_TOPIC: 1, TRUST_TOPIC: 1})
-        await ensure_topics(self.cfg.kafka, topics)
+        # Trust updates are keyed by certificate: compaction keeps the latest statement for each.
+        await ensure_topics(self.cfg.kafka, topics, {TRUST_TOPIC: {"cleanup.policy": "compact"}})
+        # Revocations published before this start apply before the first inbox record is checked.
+        await load_updates(self.cfg.kafka, self.trust)
         await self.publisher.start()
         self.broker_ok = True
         self._session = aiohttp.ClientSession()
@@ -113,6 +117,7 @@ class Gateway:
                 Countersigner(self.cfg.region, self.cfg.kafka, self.trust, self.audit).run(), name="countersign"
             ),
             asyncio.create_task(self._probe_broker(), name="broker-probe"),
+            asyncio.create_task(follow_updates(self.cfg.kafka, self.trust), name="trust-updates"),
         ]
         if not self.cfg.audit_enabled:
             log.warning("audit trail DISABLED (audit_enabled: false): for measurements only")

@@ -65,13 +65,17 @@ def client_options(cfg: KafkaConfig) -> dict[str, Any]:
     return opts
 
 
-async def ensure_topics(cfg: KafkaConfig, topics: dict[str, int], timeout_s: float = 30.0) -> None:
-    """Create the topics that do not exist yet (name -> partitions); existing ones are left alone."""
+async def ensure_topics(
+    cfg: KafkaConfig, topics: dict[str, int], configs: dict[str, dict[str, str]] | None = None, timeout_s: float = 30.0
+) -> None:
+    """Create the topics that do not exist yet (name -> partitions, optional topic configs by name); existing
+    ones are left alone."""
     admin = AIOKafkaAdminClient(**client_options(cfg), request_timeout_ms=int(timeout_s * 1000))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(t, n, 1) for t, n in topics.items() if t not in existing]
+        missing = [NewTopic(t, n, 1, topic_configs=(configs or {}).get(t, {})) for t, n in topics.items()
+                   if t not in existing]
         if missing:
             try:
                 await admin.create_topics(missing)
