@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.audit_index import current_trace
+from gateway.audit_index import IndexUnavailable, current_trace
 from gateway.auth import AUDIT_SCOPE, AuthError, Principal
 from gateway.config import Platform
 from gateway.ingress import Prepared
@@ -191,7 +191,10 @@ async def get_audit_message(request: web.Request) -> web.Response:
     if AUDIT_SCOPE not in principal.scopes:
         return problem_response(Problem("forbidden", f"the {AUDIT_SCOPE} scope is required"))
     target = gw.cfg.audit_index or str(gw.cfg.state_path.with_name("audit-index.sqlite"))
-    doc = await current_trace(gw.cfg.kafka, target, request.match_info["id"])
+    try:
+        doc = await current_trace(gw.cfg.kafka, target, request.match_info["id"])
+    except IndexUnavailable as e:
+        return problem_response(Problem("index_unavailable", str(e)))
     if doc is None:
         return problem_response(Problem("not_found", "no audit record names this message id"))
     return json_response(doc)

@@ -23,6 +23,7 @@ HTTP_STATUS: dict[str, int] = {
     "idempotency_conflict": 409,
     "too_large": 413,
     "broker_unavailable": 503,
+    "index_unavailable": 503,
 }
 
 TITLES: dict[str, str] = {
@@ -38,6 +39,7 @@ TITLES: dict[str, str] = {
     "idempotency_conflict": "Idempotency-Key reused with a different request",
     "too_large": "Request body too large",
     "broker_unavailable": "Message broker did not acknowledge",
+    "index_unavailable": "The audit index cannot be reached",
 }
 
 # Egress rejection codes (dead-letter reason header). Documented in README "Dead letters".

@@ -143,3 +143,14 @@ async def test_follow_indexes_segments_as_they_arrive_until_stopped(kafka: Broke
 async def test_catch_up_of_a_topic_that_does_not_exist_yet_indexes_nothing(kafka: Broker, index: AuditIndex) -> None:
     run = await update_index(kafka.bootstrap_servers, index, topic=f"yrdx.test.absent.{uuid.uuid4().hex[:8]}")
     assert run.read == 0 and run.positions == {}
+
+
+async def test_an_unreachable_index_server_is_reported_not_crashed(kafka: Broker) -> None:
+    """The HTTP route answers 503 index_unavailable from this exception instead of a bare 500."""
+    from gateway.audit_index import IndexUnavailable, current_trace
+    from gateway.config import KafkaConfig
+    from gateway.kafka.local import free_port
+
+    with pytest.raises(IndexUnavailable, match="cannot open the audit index"):
+        await current_trace(KafkaConfig(bootstrap_servers=kafka.bootstrap_servers),
+                            f"postgresql://yrdx@127.0.0.1:{free_port()}/nothing", "no-such-message")
