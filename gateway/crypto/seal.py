@@ -1,0 +1,105 @@
+"""Sealed payloads (DESIGN.md section 2): a compact JWE (RFC 7516) encrypted to the destination gateway.
+
+`alg` ECDH-ES+A256KW over X25519 (RFC 8037), `enc` A256GCM: a fresh random content key per message, wrapped
+with a key agreed between an ephemeral key and the recipient's key. The ephemeral key is reused for up to a
+minute (and 10,000 messages) per recipient, so the key agreement (an X25519 exchange and the Concat KDF, the
+costly part) is paid once per minute, not per message; each message still has its own content key and nonce.
+The receiver caches the agreed key per ephemeral key for the same reason. Any JOSE library opens these.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from gateway.crypto.jws import b64url_decode, b64url_encode
+
+ALG = "ECDH-ES+A256KW"
+ENC = "A256GCM"
+
+
+class SealError(ValueError):
+    """A sealed payload that cannot be opened: malformed, not for this key, or tampered with."""
+
+
+def _kek(shared: bytes) -> bytes:
+    """RFC 7518 section 4.6.2: Concat KDF over the shared secret, for a 256-bit AES key wrap key."""
+    alg = ALG.encode()
+    other = len(alg).to_bytes(4, "big") + alg + b"\0\0\0\0" + b"\0\0\0\0" + (256).to_bytes(4, "big")
+    return ConcatKDFHash(algorithm=hashes.SHA256(), length=32, otherinfo=other).derive(shared)
+
+
+class Sealer:
+    """Seals for one recipient gateway."""
+
+    def __init__(self, recipient: X25519PublicKey, kid: str, rotate_s: float = 60.0, rotate_uses: int = 10_000) -> None:
+        self._recipient = recipient
+        self._kid = kid
+        self._rotate_s = rotate_s
+        self._rotate_uses = rotate_uses
+        self._uses = rotate_uses  # forces a fresh ephemeral key on first use
+        self._born = 0.0
+        self._header_b64 = ""
+        self._kek = b""
+
+    def _fresh(self) -> None:
+        ephemeral = X25519PrivateKey.generate()
+        epk = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        header = {"alg": ALG, "enc": ENC, "kid": self._kid,
+                  "epk": {"kty": "OKP", "crv": "X25519", "x": b64url_encode(epk)}}
+        self._header_b64 = b64url_encode(orjson.dumps(header))
+        self._kek = _kek(ephemeral.exchange(self._recipient))
+        self._born, self._uses = time.monotonic(), 0
+
+    def seal(self, plaintext: bytes) -> str:
+        if self._uses >= self._rotate_uses or time.monotonic() - self._born > self._rotate_s:
+            self._fresh()
+        self._uses += 1
+        cek, iv = os.urandom(32), os.urandom(12)
+        sealed = AESGCM(cek).encrypt(iv, plaintext, self._header_b64.encode("ascii"))
+        return ".".join((self._header_b64, b64url_encode(aes_key_wrap(self._kek, cek)), b64url_encode(iv),
+                         b64url_encode(sealed[:-16]), b64url_encode(sealed[-16:])))
+
+
+class Opener:
+    """Opens what was sealed for this gateway's key."""
+
+    def __init__(self, key: X25519PrivateKey, cache: int = 64) -> None:
+        self._key = key
+        self._keks: OrderedDict[str, bytes] = OrderedDict()
+        self._cache = cache
+
+    def open(self, jwe: str) -> bytes:
+        parts = jwe.split(".")
+        if len(parts) != 5:
+            raise SealError("not a compact JWE (five parts)")
+        try:
+            header = orjson.loads(b64url_decode(parts[0]))
+            wrapped, iv, ciphertext, tag = (b64url_decode(p) for p in parts[1:])
+            if header.get("alg") != ALG or header.get("enc") != ENC:
+                raise SealError(f"unsupported alg/enc {header.get('alg')}/{header.get('enc')}")
+            x = header["epk"]["x"]
+            kek = self._keks.get(x)
+            if kek is None:
+                kek = _kek(self._key.exchange(X25519PublicKey.from_public_bytes(b64url_decode(x))))
+                self._keks[x] = kek
+                if len(self._keks) > self._cache:
+                    self._keks.popitem(last=False)
+            cek = aes_key_unwrap(kek, wrapped)
+            return AESGCM(cek).decrypt(iv, ciphertext + tag, parts[0].encode("ascii"))
+        except SealError:
+            raise
+        except (InvalidTag, InvalidUnwrap) as e:
+            raise SealError("does not open with this gateway's key, or was tampered with") from e
+        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as e:
+            raise SealError(f"malformed sealed payload: {e}") from e
