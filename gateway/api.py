@@ -166,11 +166,15 @@ async def get_inbox(request: web.Request) -> web.Response:
         if items or time.monotonic() >= deadline:
             break
         await asyncio.sleep(0.05)
-    return json_response({"messages": [
-        {"id": i.id, "type": i.type, "from": i.from_region, "signature": i.signature,
-         "envelope": orjson.loads(i.envelope)}
-        for i in items
-    ]})
+    messages = []
+    for i in items:
+        doc = {"id": i.id, "type": i.type, "from": i.from_region, "signature": i.signature,
+               "envelope": orjson.loads(i.envelope)}
+        sealed = doc["envelope"].get("sealed")
+        if sealed is not None and gw.opener is not None:  # opened on the way out: never stored in clear
+            doc["payload"] = orjson.loads(gw.opener.open(sealed))
+        messages.append(doc)
+    return json_response({"messages": messages})
 
 
 async def post_inbox_ack(request: web.Request) -> web.Response:

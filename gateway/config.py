@@ -81,9 +81,12 @@ class GatewayConfig:
     kafka: KafkaConfig
     certificate: Path
     private_key: Path
+    encryption_key: Path | None
     trust_ca: tuple[Path, ...]
     trust_certificates: tuple[Path, ...]
     trust_revoked: frozenset[str]
+    encryption_keys: Mapping[str, Path]
+    seal: frozenset[str]
     state_path: Path
     limits: Limits
     accept: Mapping[str, frozenset[str]]
@@ -113,7 +116,7 @@ class GatewayConfig:
 
 _TOP_KEYS = {
     "region", "listen", "kafka", "identity", "trust", "state", "limits", "accept", "platforms", "auditors",
-    "metrics", "schemas_dir", "audit_index", "audit_enabled",
+    "metrics", "schemas_dir", "audit_index", "audit_enabled", "seal",
 }
 
 
@@ -300,9 +303,18 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
     )
 
     ident = root.sub("identity", required=True)
-    ident.only({"certificate", "private_key"})
+    ident.only({"certificate", "private_key", "encryption_key"})
     trust = root.sub("trust", required=True)
-    trust.only({"ca", "certificates", "revoked"})
+    trust.only({"ca", "certificates", "revoked", "encryption_keys"})
+    enc = trust.sub("encryption_keys")
+    encryption_keys: dict[str, Path] = {}
+    for peer in enc.data:
+        _region(peer, enc.key(str(peer)))
+        encryption_keys[str(peer)] = enc.path_(str(peer)) or Path()
+    seal = root.types("seal")
+    missing = [r for r in REGIONS if r != region and r not in encryption_keys]
+    if seal and missing:
+        raise ConfigError(f"trust.encryption_keys.{missing[0]}: required when seal lists types (to seal for it)")
     trust_ca = trust.paths("ca")
     if not trust_ca:
         raise ConfigError("trust.ca: at least one root certificate is required")
@@ -363,9 +375,12 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         kafka=kafka,
         certificate=ident.path_("certificate") or Path(),
         private_key=ident.path_("private_key") or Path(),
+        encryption_key=ident.path_("encryption_key", required=False),
         trust_ca=trust_ca,
         trust_certificates=trust.paths("certificates"),
         trust_revoked=_thumbprints(trust, "revoked"),
+        encryption_keys=encryption_keys,
+        seal=seal,
         state_path=state_path,
         limits=limits,
         accept=accept,

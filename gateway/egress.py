@@ -9,17 +9,21 @@ dead-lettered, and after the audit records and receipts are acknowledged by the 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+
+import orjson
 
 from gateway import envelope
 from gateway.audit import AuditTrail
 from gateway.config import GatewayConfig, Platform
 from gateway.crypto.jws import JwsError, Signer, parse_detached, verify_detached
+from gateway.crypto.seal import Opener, SealError
 from gateway.crypto.trust import TrustError, TrustStore
 from gateway.delivery import WebhookDeliverer
 from gateway.envelope import Envelope
@@ -36,6 +40,22 @@ log = logging.getLogger(__name__)
 RECEIPT_TYPE = "yrdx.receipt"
 REPLAY_HEADER = "yrdx-replay-of"  # set by `yrdx dlq replay` (gateway/dlq.py)
 RECEIPT_ITEMS = 1000  # items per signed receipt (the schema allows 2,000)
+
+
+def opened_document(env: Envelope, raw: bytes, signature: str) -> bytes:
+    """What a platform receives for a sealed message: the opened payload, and the exact signed bytes as evidence
+    (base64) with their signature, so the platform can still verify the sender and prove what travelled."""
+    return orjson.dumps({
+        "id": env.id, "type": env.type, "schema_version": env.schema_version, "from": env.sender,
+        "to": env.recipient, "correlation_id": env.correlation_id, "created_at": env.created_at,
+        "expires_at": env.expires_at, "payload": env.payload,
+        "envelope": base64.b64encode(raw).decode("ascii"), "signature": signature,
+    })
+
+
+def delivery_body(v: Verified) -> bytes:
+    """The webhook body: the exact signed envelope bytes, or for a sealed message the opened document."""
+    return v.record.value if v.env.sealed is None else opened_document(v.env, v.record.value, v.signature)
 
 
 def _claimed_id(raw: bytes) -> str:
@@ -77,8 +97,10 @@ class Egress:
         audit: AuditTrail,
         metrics: Metrics,
         webhooks: WebhookDeliverer,
+        opener: Opener | None = None,
     ) -> None:
         self._cfg = cfg
+        self._opener = opener
         self._region = cfg.region
         self._registry = registry
         self._trust = trust
@@ -132,7 +154,20 @@ class Egress:
             return Rejection("untrusted_signer", f"certificate of {signer.region} signed a message from {env.sender}")
         if env.recipient != self._region:
             return Rejection("wrong_destination", f"addressed to {env.recipient}, this is {self._region}")
+        if env.sealed is not None:  # verified first, opened second
+            opened = self.open_sealed(env.sealed)
+            if isinstance(opened, Rejection):
+                return opened
+            env = replace(env, payload=opened)
         return Verified(record, env, raw_sig.decode("ascii"), signer.thumbprint, envelope.sha256_hex(record.value))
+
+    def open_sealed(self, sealed: str) -> object:
+        if self._opener is None:
+            return Rejection("undecryptable", "this gateway has no identity.encryption_key")
+        try:
+            return orjson.loads(self._opener.open(sealed))
+        except (SealError, orjson.JSONDecodeError) as e:
+            return Rejection("undecryptable", str(e))
 
     def validate(self, v: Verified) -> Rejection | None:
         env = v.env
@@ -235,6 +270,7 @@ class Egress:
         for platform, v in items:
             headers = {
                 "Content-Type": "application/json",
+                "Yrdx-Sealed": "true" if v.env.sealed is not None else "false",
                 "Yrdx-Signature": v.signature,
                 "Yrdx-Message-Id": v.env.id,
                 "Yrdx-Type": v.env.type,
@@ -242,7 +278,7 @@ class Egress:
                 "Yrdx-Correlation-Id": v.env.correlation_id,
             }
             async with limit:
-                result = await self._webhooks.deliver(platform.delivery, v.record.value, headers)
+                result = await self._webhooks.deliver(platform.delivery, delivery_body(v), headers)
             if result.delivered:
                 # Marked right after the platform's 2xx: after a crash only this one message can come again.
                 self._state.mark_seen([(v.env.id, "delivered", v.source)])

@@ -34,7 +34,8 @@ class Envelope:
     correlation_id: str
     created_at: str
     expires_at: str | None
-    payload: Any
+    payload: Any  # None while sealed: the receiving gateway opens `sealed` after verifying the signature
+    sealed: str | None = None
 
 
 def uuid7() -> str:
@@ -90,8 +91,10 @@ def build(
     correlation_id: str | None = None,
     expires_at: str | None = None,
     msg_id: str | None = None,
+    sealed: str | None = None,
 ) -> tuple[str, bytes]:
-    """Return the new message id and the envelope bytes that will be signed and sent."""
+    """Return the new message id and the envelope bytes that will be signed and sent. With `sealed` (a JWE of
+    the payload) the envelope carries that instead of `payload`."""
     msg_id = msg_id or uuid7()
     doc: dict[str, Any] = {
         "id": msg_id,
@@ -104,7 +107,10 @@ def build(
     }
     if expires_at is not None:
         doc["expires_at"] = expires_at
-    doc["payload"] = payload
+    if sealed is not None:
+        doc["sealed"] = sealed
+    else:
+        doc["payload"] = payload
     return msg_id, orjson.dumps(doc)
 
 
@@ -118,8 +124,11 @@ def parse(raw: bytes) -> Envelope:
     missing = [k for k in _REQUIRED if k not in doc]
     if missing:
         raise EnvelopeError(f"missing {', '.join(missing)}")
-    if "payload" not in doc:
-        raise EnvelopeError("missing payload")
+    sealed = doc.get("sealed")
+    if ("payload" in doc) == (sealed is not None):
+        raise EnvelopeError("exactly one of payload and sealed is required")
+    if sealed is not None and not isinstance(sealed, str):
+        raise EnvelopeError("sealed is not a string")
     version = doc["schema_version"]
     if isinstance(version, bool) or not isinstance(version, int):
         raise EnvelopeError("schema_version is not an integer")
@@ -138,7 +147,8 @@ def parse(raw: bytes) -> Envelope:
         correlation_id=doc["correlation_id"],
         created_at=doc["created_at"],
         expires_at=expires,
-        payload=doc["payload"],
+        payload=doc.get("payload"),
+        sealed=sealed,
     )
 
 

@@ -63,8 +63,12 @@ def gateway_config(
         "region": region,
         "listen": {"host": "127.0.0.1", "port": port},
         "kafka": {"bootstrap_servers": bootstrap_servers},
-        "identity": {"certificate": rel(pki.gateway_cert(region)), "private_key": rel(pki.gateway_key(region))},
-        "trust": {"ca": [rel(pki.ca_cert)], "certificates": [rel(pki.gateway_cert(r)) for r in REGIONS]},
+        "identity": {"certificate": rel(pki.gateway_cert(region)), "private_key": rel(pki.gateway_key(region)),
+                     "encryption_key": rel(pki.encryption_key(region))},
+        "trust": {"ca": [rel(pki.ca_cert)], "certificates": [rel(pki.gateway_cert(r)) for r in REGIONS],
+                  "encryption_keys": {r: rel(pki.encryption_pub(r)) for r in REGIONS if r != region}},
+        # Types whose payload travels sealed (JWE to the destination gateway); see README "Sealed payloads".
+        "seal": [],
         "state": {"path": f"var/{segment(region)}/state.sqlite"},
         "limits": {"max_body_bytes": 262144, "batch_max": 500, "publish_timeout_s": 10},
         # Every region may send every business type to every other: the regional agreements cover all three

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import orjson
@@ -17,6 +17,7 @@ from gateway import envelope
 from gateway.audit import AuditTrail
 from gateway.config import GatewayConfig, Platform
 from gateway.crypto.jws import Signer
+from gateway.crypto.seal import Sealer
 from gateway.kafka.transport import BrokerUnavailable, OutRecord, Publisher
 from gateway.metrics import Metrics
 from gateway.problems import Problem
@@ -55,8 +56,11 @@ class Ingress:
         state: StateStore,
         audit: AuditTrail,
         metrics: Metrics,
+        sealers: Mapping[str, Sealer] | None = None,
     ) -> None:
         self._region = cfg.region
+        self._seal = cfg.seal
+        self._sealers = sealers or {}
         self._max_message_bytes = cfg.limits.max_body_bytes
         self._registry = registry
         self._signer = signer
@@ -100,9 +104,11 @@ class Ingress:
                 "schema_violation", f"{len(errors)} error(s) in the payload",
                 [{"pointer": e.pointer, "message": e.message} for e in errors],
             )
+        # Validated in clear, then sealed for the destination gateway: the signature covers the sealed form.
+        sealed = self._sealers[to].seal(orjson.dumps(payload)) if msg_type in self._seal else None
         msg_id, raw = envelope.build(
             msg_type=msg_type, schema_version=version, sender=self._region, recipient=to, payload=payload,
-            correlation_id=correlation_id, expires_at=expires_at, msg_id=msg_id,
+            correlation_id=correlation_id, expires_at=expires_at, msg_id=msg_id, sealed=sealed,
         )
         if len(raw) > self._max_message_bytes:
             return Problem("too_large", f"envelope of {len(raw)} bytes exceeds {self._max_message_bytes}")

@@ -50,6 +50,7 @@ EGRESS_CODES = frozenset({
     "certificate_not_yet_valid",
     "certificate_revoked",
     "invalid_envelope",     # signed bytes are not a well-formed envelope
+    "undecryptable",        # a sealed payload that does not open with this gateway's key
     "wrong_destination",    # `to` is not this gateway's region
     "unknown_type",
     "schema_violation",

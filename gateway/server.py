@@ -22,7 +22,8 @@ from gateway.auth import Authenticator, load_public_key
 from gateway.config import GatewayConfig
 from gateway.countersign import Countersigner
 from gateway.crypto.jws import Signer
-from gateway.crypto.pki import load_certificate, load_private_key
+from gateway.crypto.pki import load_certificate, load_encryption_key, load_encryption_pub, load_private_key
+from gateway.crypto.seal import Opener, Sealer
 from gateway.crypto.trust import TrustStore
 from gateway.delivery import WebhookDeliverer
 from gateway.egress import Egress
@@ -80,7 +81,13 @@ class Gateway:
         self.metrics_token = cfg.metrics_token_file.read_text().strip() if cfg.metrics_token_file else None
         self.publisher = Publisher(cfg.kafka, cfg.limits.publish_timeout_s)
         self.audit = AuditTrail(cfg.region, self.signer, self.state, self.publisher, cfg.audit_enabled)
-        self.ingress = Ingress(cfg, self.registry, self.signer, self.publisher, self.state, self.audit, self.metrics)
+        unknown = cfg.seal - self.registry.types()
+        if unknown:
+            raise StartupError(f"seal: unknown message type {sorted(unknown)[0]}")
+        sealers = {r: Sealer(load_encryption_pub(p), kid=r) for r, p in cfg.encryption_keys.items()}
+        self.opener = Opener(load_encryption_key(cfg.encryption_key)) if cfg.encryption_key else None
+        self.ingress = Ingress(cfg, self.registry, self.signer, self.publisher, self.state, self.audit, self.metrics,
+                               sealers)
         self.broker_ok = False
         self.consumer_running = False
         self._stopping = asyncio.Event()
@@ -101,7 +108,7 @@ class Gateway:
         self._session = aiohttp.ClientSession()
         self.egress = Egress(
             self.cfg, self.registry, self.trust, self.signer, self.publisher, self.state, self.audit, self.metrics,
-            WebhookDeliverer(self._session, self.metrics),
+            WebhookDeliverer(self._session, self.metrics), self.opener,
         )
         self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()

@@ -9,6 +9,7 @@ Layout under ``dir``::
 
     ca.crt, ca.key                          root CA ("yrdx development root CA")
     gateways/<r>.crt, gateways/<r>.key      gateway certificate (SAN urn:yrdx:region:<R>) and signing key
+    gateways/<r>.enc.key, .enc.pub.pem      X25519 key pair: sealed payloads for <R> are encrypted to it
     platforms/<r>-platform.key, .pub.pem    platform key pair (P-256), signs the platform's JWTs
     auditor.key, auditor.pub.pem            auditor key pair (P-256)
 """
@@ -24,7 +25,7 @@ from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import NameOID
 
 from gateway.crypto.keys import (
@@ -41,6 +42,8 @@ __all__ = [
     "init_pki",
     "issue_gateway_cert",
     "load_certificate",
+    "load_encryption_key",
+    "load_encryption_pub",
     "load_private_key",
     "load_public_key",
     "make_ca",
@@ -86,6 +89,13 @@ class PkiLayout:
     def gateway_key(self, region: str) -> Path:
         return self.gateways_dir / f"{region.lower()}.key"
 
+    def encryption_key(self, region: str) -> Path:
+        """The gateway's X25519 key: sealed payloads addressed to its region are encrypted to it."""
+        return self.gateways_dir / f"{region.lower()}.enc.key"
+
+    def encryption_pub(self, region: str) -> Path:
+        return self.gateways_dir / f"{region.lower()}.enc.pub.pem"
+
     def platform_key(self, region: str) -> Path:
         return self.platforms_dir / f"{region.lower()}-platform.key"
 
@@ -107,6 +117,8 @@ class PkiLayout:
         for region in REGIONS:
             yield self.gateway_cert(region)
             yield self.gateway_key(region)
+            yield self.encryption_key(region)
+            yield self.encryption_pub(region)
             yield self.platform_key(region)
             yield self.platform_pub(region)
         yield self.auditor_key
@@ -269,6 +281,20 @@ def write_certificate(path: Path, cert: x509.Certificate) -> None:
     _write_bytes(Path(path), cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
+def load_encryption_key(path: Path) -> x25519.X25519PrivateKey:
+    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    if not isinstance(key, x25519.X25519PrivateKey):
+        raise TypeError(f"{path}: expected an X25519 private key")
+    return key
+
+
+def load_encryption_pub(path: Path) -> x25519.X25519PublicKey:
+    key = serialization.load_pem_public_key(Path(path).read_bytes())
+    if not isinstance(key, x25519.X25519PublicKey):
+        raise TypeError(f"{path}: expected an X25519 public key")
+    return key
+
+
 def load_private_key(path: Path) -> PrivateKey:
     """An unencrypted PEM private key (P-256 or Ed25519); TypeError for any other key type."""
     key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
@@ -316,6 +342,11 @@ def init_pki(dir: Path, *, alg: str = "ES256", days: int = 365, force: bool = Fa
         cert, key = issue_gateway_cert(ca_cert, ca_key, region, alg=alg, days=days)
         write_certificate(layout.gateway_cert(region), cert)
         write_private_key(layout.gateway_key(region), key)
+        enc = x25519.X25519PrivateKey.generate()
+        _write_bytes(layout.encryption_key(region), enc.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
+        _write_bytes(layout.encryption_pub(region), enc.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
         platform_key = ec.generate_private_key(ec.SECP256R1())
         write_private_key(layout.platform_key(region), platform_key)
         write_public_key(layout.platform_pub(region), platform_key.public_key())

@@ -204,3 +204,16 @@ async def test_a_revocation_on_the_trust_topic_reaches_the_gateways(exchange: Ex
         assert time.monotonic() < deadline, "the revocation never took effect"
     assert (await dead_letter(kafka, later))["yrdx-reason"] == "certificate_revoked"
     assert later_id not in exchange.sink.ids(RECEIVER)
+
+
+async def test_a_sealed_payload_that_does_not_open_is_dead_lettered(exchange: Exchange4, kafka: Broker,
+                                                                    producer: AIOKafkaProducer) -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from gateway.crypto.seal import Sealer
+
+    wrong_key = Sealer(X25519PrivateKey.generate().public_key(), RECEIVER)  # sealed for somebody else
+    msg_id, raw, sig = signed(gateway_signer(exchange, "JS"), sealed=wrong_key.seal(b'{"a": 1}'))
+    await produce(producer, raw, sig)
+    assert (await dead_letter(kafka, raw))["yrdx-reason"] == "undecryptable"
+    await assert_not_delivered(exchange, msg_id)

@@ -49,7 +49,7 @@ def test_init_makes_all_files(tmp_path: Path) -> None:
     layout = init_pki(tmp_path / "pki")
     assert layout == PkiLayout(tmp_path / "pki")
     files = list(layout.files())
-    assert len(files) == 2 + 4 * len(REGIONS) + 2
+    assert len(files) == 2 + 6 * len(REGIONS) + 2  # per region: cert, signing key, encryption key pair, platform pair
     for path in files:
         assert path.is_file() and path.stat().st_size > 0, path
     on_disk = {p for p in (tmp_path / "pki").rglob("*") if p.is_file()}
@@ -63,7 +63,7 @@ def test_private_keys_are_0600(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     keys = list(layout.private_keys())
-    assert len(keys) == 1 + 2 * len(REGIONS) + 1
+    assert len(keys) == 1 + 3 * len(REGIONS) + 1  # CA; per region signing, encryption, platform; auditor
     for path in keys:
         assert _mode(path) == 0o600, path
         assert path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")  # PKCS8, unencrypted
