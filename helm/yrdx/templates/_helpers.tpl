@@ -225,12 +225,24 @@ hand-written one.
 {{- end }}
 {{- $auditors = append $auditors $a }}
 {{- end }}
+{{- $identity := dict "certificate" "/etc/yrdx/identity/tls.crt" "private_key" "/etc/yrdx/identity/tls.key" }}
+{{- if .Values.identity.encryptionKeyKey }}
+{{- $_ := set $identity "encryption_key" "/etc/yrdx/identity/enc.key" }}
+{{- end }}
+{{- $trust := dict "ca" $ca "certificates" $certs }}
+{{- if .Values.trust.encryptionKeys }}
+{{- $enc := dict }}
+{{- range $r, $k := .Values.trust.encryptionKeys }}
+{{- $_ := set $enc $r (printf "/etc/yrdx/trust/%s" $k) }}
+{{- end }}
+{{- $_ := set $trust "encryption_keys" $enc }}
+{{- end }}
 {{- $cfg := dict
   "region" $region
   "listen" (dict "host" .Values.config.listen.host "port" (int .Values.config.listen.port))
   "kafka" $kafka
-  "identity" (dict "certificate" "/etc/yrdx/identity/tls.crt" "private_key" "/etc/yrdx/identity/tls.key")
-  "trust" (dict "ca" $ca "certificates" $certs)
+  "identity" $identity
+  "trust" $trust
   "state" (dict "path" .Values.state.path)
   "limits" .Values.config.limits
   "accept" .Values.config.accept
