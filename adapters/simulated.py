@@ -16,6 +16,7 @@ Nothing here prints or logs a payload: they hold personal data.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -116,14 +117,17 @@ class Delivery:
     sender: str
     correlation_id: str
     arrived: float  # time.monotonic()
-    body: bytes
+    body: bytes  # the exact bytes the sending gateway signed (for a sealed type: the sealed envelope)
     signature: str  # the sending gateway's detached JWS, verified before the delivery was recorded
+    opened: dict[str, Any] | None = None  # a sealed type's payload, opened by the receiving gateway
 
     def envelope(self) -> dict[str, Any]:
         doc: dict[str, Any] = orjson.loads(self.body)
         return doc
 
     def payload(self) -> dict[str, Any]:
+        if self.opened is not None:
+            return self.opened
         payload: dict[str, Any] = self.envelope()["payload"]
         return payload
 
@@ -572,6 +576,14 @@ class SimulatedPlatforms:
         except KeyError as e:
             self.refused_deliveries.append((region, f"missing header {e}"))
             return web.Response(status=400)
+        opened: dict[str, Any] | None = None
+        if h.get("Yrdx-Sealed") == "true":  # the opened document: payload in clear, the signed bytes as evidence
+            try:
+                doc = orjson.loads(body)
+                opened, body = doc["payload"], base64.b64decode(doc["envelope"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                self.refused_deliveries.append((region, "malformed opened document"))
+                return web.Response(status=400)
         why = self._verify(sender, body, signature)
         if why is not None:
             self.refused_deliveries.append((region, why))
@@ -579,7 +591,7 @@ class SimulatedPlatforms:
         if msg_id in self.ledger.deliveries:
             return web.Response(status=204)  # a redelivery after a gateway restart: already handled
         arrived = time.monotonic()
-        delivery = Delivery(region, msg_id, msg_type, sender, correlation_id, arrived, body, signature)
+        delivery = Delivery(region, msg_id, msg_type, sender, correlation_id, arrived, body, signature, opened)
         self.ledger.deliveries[msg_id] = delivery
         self._first.setdefault((region, msg_type, correlation_id), delivery)
         handler = self._handlers.get((region, msg_type))

@@ -395,9 +395,10 @@ def good_stories(cast: Cast) -> list[Callable[[], Awaitable[StoryResult]]]:
 
 
 def flip_one_byte(body: bytes) -> bytes:
-    """The same envelope with one digit of its payload changed: still JSON, no longer what was signed."""
-    start = body.index(b'"payload"')
-    for i in range(start, len(body)):
+    """The same envelope with one character of its payload (or of its sealed payload) changed: still JSON, no
+    longer what was signed."""
+    start = body.index(b'"sealed"') if b'"sealed"' in body else body.index(b'"payload"')
+    for i in range(start + 12, len(body)):
         if 0x30 <= body[i] <= 0x39:
             return body[:i] + bytes([0x30 + (body[i] - 0x30 + 1) % 10]) + body[i + 1:]
     raise ValueError("no digit to change in the payload")

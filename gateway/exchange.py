@@ -30,6 +30,14 @@ BUSINESS_TYPES = (
 )
 
 
+# The business types whose schema tags a field SENSITIVE_* (ID numbers, medical and financial data): sealed by
+# default. Types with only PERSONAL fields (pseudonyms, verdicts) travel signed in clear.
+SEALED_BY_DEFAULT = (
+    "identity.verify.request", "license.commitment.record", "medical.clearing.confirm", "medical.filing.request",
+    "medical.reversal", "medical.settlement.cancel", "medical.settlement.request", "medical.settlement.result",
+)
+
+
 def platform_id(region: str) -> str:
     return f"{segment(region)}-platform"
 
@@ -68,7 +76,7 @@ def gateway_config(
         "trust": {"ca": [rel(pki.ca_cert)], "certificates": [rel(pki.gateway_cert(r)) for r in REGIONS],
                   "encryption_keys": {r: rel(pki.encryption_pub(r)) for r in REGIONS if r != region}},
         # Types whose payload travels sealed (JWE to the destination gateway); see README "Sealed payloads".
-        "seal": [],
+        "seal": list(SEALED_BY_DEFAULT),
         "state": {"path": f"var/{segment(region)}/state.sqlite"},
         "limits": {"max_body_bytes": 262144, "batch_max": 500, "publish_timeout_s": 10},
         # Every region may send every business type to every other: the regional agreements cover all three

@@ -4,6 +4,7 @@ a real webhook receiver. Nothing here stands in for Kafka."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import subprocess
@@ -139,9 +140,13 @@ class WebhookSink:
         if self.refusing:
             return web.Response(status=422)
         body = await request.read()
+        doc = orjson.loads(body)
+        sealed = request.headers.get("Yrdx-Sealed") == "true"
         self.received[request.match_info["region"]].append({
             "id": request.headers["Yrdx-Message-Id"], "signature": request.headers["Yrdx-Signature"],
-            "body": body, "envelope": orjson.loads(body),
+            "body": body, "envelope": doc, "sealed": sealed,
+            # The bytes the sender signed: the body, or for a sealed type the evidence inside the opened document.
+            "signed": base64.b64decode(doc["envelope"]) if sealed else body,
         })
         return web.Response(status=204)
 

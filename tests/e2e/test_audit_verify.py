@@ -79,7 +79,7 @@ async def traffic(exchange: Exchange4, kafka: Broker, tmp_path_factory: pytest.T
     out = tmp_path_factory.mktemp("bundle") / "bundle.json"
     r = yrdx("export", "--config", str(exchange.exchange.config_path("SH")), "--message", ids[0], "--out", str(out))
     assert r.returncode == 0, r.stderr
-    return Traffic(ids, delivered["body"], out, (start, end))
+    return Traffic(ids, delivered["signed"], out, (start, end))
 
 
 def verify_bundle(path: Path, *extra: str) -> tuple[int, dict[str, Any], str]:

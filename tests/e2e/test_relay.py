@@ -11,6 +11,7 @@ import pytest
 
 from gateway.crypto.jws import parse_detached, verify_detached
 from gateway.crypto.pki import load_certificate
+from gateway.exchange import SEALED_BY_DEFAULT
 from gateway.schemas import SchemaRegistry
 from tests.conftest import REFUSED_TYPE, WEBHOOK_REGIONS, Exchange4
 
@@ -30,19 +31,22 @@ async def relay(ex: Exchange4, sender: str, recipient: str, msg_type: str, corre
     msg_id = doc["id"]
     if recipient in WEBHOOK_REGIONS:
         got = await ex.sink.wait_for(recipient, msg_id)
-        body, signature = got["body"], got["signature"]
+        body, signature, payload = got["signed"], got["signature"], got["envelope"]["payload"]
     else:
         body = signature = None
         for _ in range(60):
             for m in await ex.clients[recipient].pull(wait=0.5):
                 if m["id"] == msg_id:
                     body, signature = orjson.dumps(m["envelope"]), m["signature"]
+                    payload = m.get("payload", m["envelope"].get("payload"))  # opened if it travelled sealed
             if body is not None:
                 break
         assert body is not None, f"{msg_id} never reached the {recipient} inbox"
     envelope = orjson.loads(body)
     assert envelope["id"] == msg_id and envelope["from"] == sender and envelope["to"] == recipient
-    assert envelope["payload"] == example(msg_type)
+    assert payload == example(msg_type)
+    # Personal data never travels in clear: the types that carry it are sealed by default.
+    assert ("sealed" in envelope) == (msg_type in SEALED_BY_DEFAULT)
     # The recipient platform can check the sender gateway's signature itself.
     sender_cert = load_certificate(ex.exchange.pki.gateway_cert(sender))
     if recipient in WEBHOOK_REGIONS:

@@ -550,3 +550,11 @@ def test_both_validators_refuse_every_mutation(
     assert compiled[type_].is_valid(payload) is False
     errors = registry.validate(type_, 1, payload)
     assert pointer in _pointers(errors), errors
+
+
+def test_the_types_sealed_by_default_are_exactly_those_with_sensitive_fields(registry: SchemaRegistry) -> None:
+    from gateway.exchange import BUSINESS_TYPES, SEALED_BY_DEFAULT
+
+    sensitive = {t for t in BUSINESS_TYPES
+                 if any(tag.startswith("SENSITIVE_") for tag in registry.classifications(t, 1).values())}
+    assert set(SEALED_BY_DEFAULT) == sensitive
