@@ -39,27 +39,32 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _caller(args: argparse.Namespace, platforms_only: bool) -> tuple[GatewayConfig, Path, bool] | None:
+    """The config, the caller's private key and whether it is a platform (else an auditor); None after saying
+    why. The dev PKI keeps `name.key` beside the configured `name.pub.pem`."""
+    cfg = _config(args.config)
+    if cfg is None:
+        return None
+    platform = cfg.platform(args.as_)
+    auditor = None if platforms_only else next((a for a in cfg.auditors if a.id == args.as_), None)
+    public_key = platform.public_key if platform else auditor.public_key if auditor else None
+    if public_key is None:
+        role = "a platform" if platforms_only else "a platform or an auditor"
+        print(f"yrdx: {args.as_!r} is not {role} of {cfg.region}", file=sys.stderr)
+        return None
+    key = Path(args.key) if args.key else public_key.with_name(public_key.name.removesuffix(".pub.pem") + ".key")
+    return cfg, key, platform is not None
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from gateway.auth import AUDIT_SCOPE, TokenMinter
 
-    cfg = _config(args.config)
-    if cfg is None:
+    caller = _caller(args, platforms_only=False)
+    if caller is None:
         return 2
-    platform = cfg.platform(args.as_)
-    auditor = next((a for a in cfg.auditors if a.id == args.as_), None)
-    if platform is None and auditor is None:
-        print(f"yrdx: {args.as_!r} is neither a platform nor an auditor of {cfg.region}", file=sys.stderr)
-        return 2
-    public_key = platform.public_key if platform else auditor.public_key  # type: ignore[union-attr]
-    key = args.key or _private_key_for(public_key)
-    minter = TokenMinter(args.as_, Path(key), cfg.region, scope=None if platform else AUDIT_SCOPE)
-    print(minter.mint(args.lifetime))
+    cfg, key, is_platform = caller
+    print(TokenMinter(args.as_, key, cfg.region, scope=None if is_platform else AUDIT_SCOPE).mint(args.lifetime))
     return 0
-
-
-def _private_key_for(public_key: Path) -> Path:
-    """The dev PKI keeps `name.key` beside `name.pub.pem`."""
-    return public_key.with_name(public_key.name.removesuffix(".pub.pem") + ".key")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -83,14 +88,10 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     from gateway.auth import TokenMinter
 
-    cfg = _config(args.config)
-    if cfg is None:
+    caller = _caller(args, platforms_only=True)
+    if caller is None:
         return 2
-    platform = cfg.platform(args.as_)
-    if platform is None:
-        print(f"yrdx: {args.as_!r} is not a platform of {cfg.region}", file=sys.stderr)
-        return 2
-    key = args.key or _private_key_for(platform.public_key)
+    cfg, key, _ = caller
     payload = json.loads(Path(args.payload).read_text(encoding="utf-8"))
     body = {"type": args.type, "to": args.to, "payload": payload}
     if args.correlation_id:
@@ -98,7 +99,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host  # noqa: S104 (mapping a wildcard bind)
     req = urllib.request.Request(  # noqa: S310 (the URL is built from our own config)
         f"http://{host}:{cfg.port}/v1/messages", data=json.dumps(body).encode(), method="POST",
-        headers={"Content-Type": "application/json", **TokenMinter(args.as_, Path(key), cfg.region).header()},
+        headers={"Content-Type": "application/json", **TokenMinter(args.as_, key, cfg.region).header()},
     )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310

@@ -125,14 +125,14 @@ class Egress:
 
     # --- the checks, in order: each returns the message or why it is refused -----------------------------
 
-    def check(self, record: InRecord, now: datetime) -> Verified | Refused:
-        verified = self.verify(record, now)
+    def check(self, record: InRecord, now: datetime, sha256: str) -> Verified | Refused:
+        verified = self.verify(record, now, sha256)
         if isinstance(verified, Rejection):
             return Refused(record, verified)
         refusal = self.validate(verified) or self.authorize(verified) or self.check_expiry(verified, now)
         return Refused(record, refusal, verified) if refusal else verified
 
-    def verify(self, record: InRecord, now: datetime) -> Verified | Rejection:
+    def verify(self, record: InRecord, now: datetime, sha256: str) -> Verified | Rejection:
         raw_sig = record.headers.get(SIGNATURE_HEADER)
         if raw_sig is None:
             return Rejection("bad_signature", "no signature header")
@@ -159,7 +159,7 @@ class Egress:
             if isinstance(opened, Rejection):
                 return opened
             env = replace(env, payload=opened)
-        return Verified(record, env, raw_sig.decode("ascii"), signer.thumbprint, envelope.sha256_hex(record.value))
+        return Verified(record, env, raw_sig.decode("ascii"), signer.thumbprint, sha256)
 
     def open_sealed(self, sealed: str) -> object:
         if self._opener is None:
@@ -225,12 +225,18 @@ class Egress:
         now = datetime.now(UTC)
         self._received_at = envelope.utc_timestamp(now)
         self._metrics.received.inc(len(batch))
+        results = []
         for r in batch:
-            claimed, sha = _claimed_id(r.value), envelope.sha256_hex(r.value)
+            sha = envelope.sha256_hex(r.value)  # once per record: audit, receipts and dedupe all use it
+            c = self.check(r, now, sha)
+            results.append(c)
+            # The checks append nothing, so `received` still precedes every later record of the message.
+            verified = c if isinstance(c, Verified) else c.verified
+            claimed = verified.env.id if verified else _claimed_id(r.value)
             self._audit.append("received", claimed, sha, source=r.source)
             if REPLAY_HEADER in r.headers:  # an operator put a dead letter back (yrdx dlq replay)
                 self._audit.append("replayed", claimed, sha, of=r.headers[REPLAY_HEADER].decode(errors="replace"))
-        checked = self.dedupe([self.check(r, now) for r in batch])
+        checked = self.dedupe(results)
         inbox: list[tuple[Platform, Verified]] = []
         webhooks: dict[str, list[tuple[Platform, Verified]]] = defaultdict(list)
         for c in checked:
