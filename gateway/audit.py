@@ -20,7 +20,7 @@ from gateway.audit_model import GENESIS, STAGES, checkpoint_bytes, record_hash
 from gateway.crypto.jws import Signer
 from gateway.envelope import utc_timestamp
 from gateway.kafka.transport import OutRecord, Publisher
-from gateway.regions import AUDIT_TOPIC, CHECKPOINT_TOPIC
+from gateway.regions import DEFAULT_TOPICS, Topics
 from gateway.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,11 @@ class Head:
 
 class AuditTrail:
     def __init__(
-        self, region: str, signer: Signer, state: StateStore, publisher: Publisher, enabled: bool = True
+        self, region: str, signer: Signer, state: StateStore, publisher: Publisher, enabled: bool = True,
+        topics: Topics = DEFAULT_TOPICS,
     ) -> None:
         self.region = region
+        self._topics = topics  # the exchange's `yrdx.audit` and `yrdx.checkpoints` (kafka.namespace)
         # `audit_enabled: false` exists only to measure what the trail costs (bench --no-audit); never in service.
         self.enabled = enabled
         self._signer = signer
@@ -98,7 +100,7 @@ class AuditTrail:
             # forking; the gap covers only records whose steps were never acknowledged.
             self._state.put(_HEAD_KEY, orjson.dumps({"seq": last["seq"], "hash": last["hash"]}))
             segments = [
-                OutRecord(AUDIT_TOPIC, self._segment(records[i:i + SEGMENT_RECORDS]), self.region.encode())
+                OutRecord(self._topics.audit, self._segment(records[i:i + SEGMENT_RECORDS]), self.region.encode())
                 for i in range(0, len(records), SEGMENT_RECORDS)
             ]
             try:  # one partition, idempotent producer: the segments land in order
@@ -137,7 +139,7 @@ class AuditTrail:
                 await self.durable()
                 if announce and self._last_checkpoint is not None:  # only a head that is on yrdx.audit
                     await self._publisher.publish([
-                        OutRecord(CHECKPOINT_TOPIC, orjson.dumps(self._last_checkpoint), self.region.encode())
+                        OutRecord(self._topics.checkpoints, orjson.dumps(self._last_checkpoint), self.region.encode())
                     ])
             except Exception as e:  # broker down: the next round retries
                 log.warning("audit flush failed", extra={"error": str(e)})

@@ -41,7 +41,7 @@ from aiokafka.errors import KafkaError
 from gateway.audit_model import AuditFormatError, Segment, parse_segment
 from gateway.config import ConfigError, GatewayConfig, KafkaConfig, load_config
 from gateway.kafka.transport import client_options
-from gateway.regions import AUDIT_TOPIC
+from gateway.regions import DEFAULT_TOPICS
 from gateway.trace import _partitions, journey
 
 __all__ = [
@@ -369,7 +369,7 @@ class AuditIndex:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def positions(self, topic: str = AUDIT_TOPIC) -> dict[int, int]:
+    def positions(self, topic: str = DEFAULT_TOPICS.audit) -> dict[int, int]:
         """partition -> the next offset to read."""
         with self._lock:
             return self._backend.positions(topic)
@@ -443,15 +443,17 @@ async def update_index(
     kafka: KafkaConfig | str,
     index: AuditIndex,
     *,
-    topic: str = AUDIT_TOPIC,
+    topic: str | None = None,
     follow: asyncio.Event | None = None,
     timeout_s: float | None = None,
     setup_timeout_s: float = 30.0,
 ) -> IndexRun:
-    """Index `topic` from the stored position: up to its end as seen at the start, or, with `follow`, until
-    that event is set. `timeout_s` bounds the whole catch-up: what was fetched by then is stored, and the rest
-    waits for the next call. Raises TimeoutError when the broker cannot be reached within the setup time."""
+    """Index `topic` (default: the `yrdx.audit` of the namespace of `kafka`) from the stored position: up to its
+    end as seen at the start, or, with `follow`, until that event is set. `timeout_s` bounds the whole catch-up:
+    what was fetched by then is stored, and the rest waits for the next call. Raises TimeoutError when the broker
+    cannot be reached within the setup time."""
     cfg = KafkaConfig(bootstrap_servers=kafka) if isinstance(kafka, str) else kafka
+    topic = topic or cfg.topics.audit
     loop = asyncio.get_running_loop()
     deadline = None if timeout_s is None else loop.time() + timeout_s
 
@@ -680,16 +682,17 @@ def cmd_index(args: argparse.Namespace) -> int:
     if cfg is None or index is None:
         return 2
     with index:
-        stored = index.positions(AUDIT_TOPIC)
+        audit_topic = cfg.topics.audit
+        stored = index.positions(audit_topic)
         for p, offset in sorted(stored.items()):
-            print(f"{AUDIT_TOPIC}[{p}]: resuming at offset {offset} ({index.where})", flush=True)
+            print(f"{audit_topic}[{p}]: resuming at offset {offset} ({index.where})", flush=True)
         if not stored:
-            print(f"{AUDIT_TOPIC}: nothing indexed yet, reading from the beginning ({index.where})", flush=True)
+            print(f"{audit_topic}: nothing indexed yet, reading from the beginning ({index.where})", flush=True)
         started = time.monotonic()
         try:
             run = asyncio.run(_index(cfg, index, args.follow))
         except (TimeoutError, KafkaError, OSError) as e:
-            print(f"yrdx: cannot read {AUDIT_TOPIC} from {cfg.kafka.bootstrap_servers}: {e!r}", file=sys.stderr)
+            print(f"yrdx: cannot read {audit_topic} from {cfg.kafka.bootstrap_servers}: {e!r}", file=sys.stderr)
             return 1
         counts = index.counts()
     print(f"{run.summary()} in {time.monotonic() - started:.1f} s", flush=True)

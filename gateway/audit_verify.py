@@ -37,13 +37,16 @@ from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, TextIO, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, TypeAlias
 
 import orjson
 
 from gateway.audit_model import GENESIS, AuditFormatError, Segment, checkpoint_fault, parse_segment, record_hash
 from gateway.crypto.trust import TrustStore
 from gateway.envelope import timestamp_or_none
+
+if TYPE_CHECKING:
+    from gateway.config import KafkaConfig
 
 __all__ = [
     "FAULT_KINDS",
@@ -553,11 +556,10 @@ def _emit(report: Report, as_json: bool) -> int:
 TopicValues = list[tuple[bytes | None, bytes, int]]  # (key, value, offset) of yrdx.audit, in topic order
 
 
-async def _read_values(kafka: Any, timeout_s: float) -> TopicValues:
-    from gateway.regions import AUDIT_TOPIC
+async def _read_values(kafka: KafkaConfig, timeout_s: float) -> TopicValues:
     from gateway.trace import read_topic
 
-    records = await read_topic(kafka, AUDIT_TOPIC, timeout_s)
+    records = await read_topic(kafka, kafka.topics.audit, timeout_s)
     records.sort(key=lambda r: (r.partition, r.offset))  # each region's chain lives in one partition
     return [(r.key, r.value, r.offset) for r in records]
 
@@ -580,7 +582,8 @@ def read_trail(config: str | None, timeout_s: float, command: str) -> tuple[Trus
     try:
         return trust, asyncio.run(_read_values(cfg.kafka, timeout_s))
     except Exception as e:  # timeouts, OS errors and aiokafka's connection errors alike
-        print(f"yrdx: cannot read yrdx.audit from {cfg.kafka.bootstrap_servers}: {e or 'timed out'}", file=sys.stderr)
+        print(f"yrdx: cannot read {cfg.topics.audit} from {cfg.kafka.bootstrap_servers}: {e or 'timed out'}",
+              file=sys.stderr)
         return None
 
 

@@ -25,11 +25,17 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from gateway.exchange import init_exchange
-    from gateway.regions import REGIONS
+    from gateway.regions import REGIONS, check_namespace
 
     try:
+        check_namespace(args.namespace)
+    except ValueError as e:
+        print(f"yrdx: --namespace: {e}", file=sys.stderr)
+        return 2
+    try:
         ex = init_exchange(
-            Path(args.dir), base_port=args.base_port, bootstrap_servers=args.bootstrap_servers, force=args.force
+            Path(args.dir), base_port=args.base_port, bootstrap_servers=args.bootstrap_servers, force=args.force,
+            namespace=args.namespace,
         )
     except FileExistsError as e:
         print(f"yrdx: {e}", file=sys.stderr)
@@ -136,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     certs = sub.add_parser("certs", help="development PKI").add_subparsers(dest="certs_command", required=True)
     ci = certs.add_parser("init", help="create a development root CA, gateway certificates and keys")
     ci.add_argument("--dir", required=True)
-    ci.add_argument("--alg", choices=["ES256", "EdDSA"], default="ES256")
+    ci.add_argument("--alg", choices=["ES256", "EdDSA", "SM2SM3"], default="ES256")
     ci.add_argument("--force", action="store_true", help="overwrite an existing PKI")
     ci.set_defaults(func=cmd_certs_init)
 
@@ -145,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--base-port", type=int, default=8401, help="SH gets this port, JS the next, ...")
     init.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
     init.add_argument("--force", action="store_true")
+    init.add_argument("--namespace", default="", metavar="NS",
+                      help="kafka.namespace of the four configs: NS. before every topic and consumer group name")
     init.set_defaults(func=cmd_init)
 
     tok = sub.add_parser("token", help="print a fresh platform (or auditor) JWT for curl")

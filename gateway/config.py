@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from gateway.regions import REGIONS
+from gateway.regions import REGIONS, Topics, check_namespace
 
 
 class ConfigError(ValueError):
@@ -36,6 +36,13 @@ class KafkaConfig:
     linger_ms: int = 2
     # Audit segments are repetitive JSON (4x the bytes of the messages): lz4 cuts what the broker stores and copies.
     compression: str | None = "lz4"
+    # Prefix of every topic and consumer group name, so that two exchanges can share one cluster ("" = DESIGN.md's
+    # names). `topics` holds the names, built once from it.
+    namespace: str = ""
+    topics: Topics = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "topics", Topics(self.namespace))
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,11 @@ class GatewayConfig:
     audit_enabled: bool = True
     source: Path | None = field(default=None, compare=False)
     recipients: Mapping[str, Platform] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def topics(self) -> Topics:
+        """The Kafka topic and consumer group names of this gateway's exchange (`kafka.namespace`)."""
+        return self.kafka.topics
 
     def platform(self, platform_id: str) -> Platform | None:
         return next((p for p in self.platforms if p.id == platform_id), None)
@@ -251,6 +263,18 @@ def _compression(k: _Reader) -> str | None:
     return str(value)
 
 
+def _namespace(k: _Reader) -> str:
+    value = k.data.get("namespace")
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(f"{k.key('namespace')}: expected a string")
+    try:
+        return check_namespace(value)
+    except ValueError as e:
+        raise ConfigError(f"{k.key('namespace')}: {e}") from e
+
+
 def _flag(r: _Reader, name: str, default: bool) -> bool:
     v = r.data.get(name, default)
     if not isinstance(v, bool):
@@ -282,7 +306,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
     k = root.sub("kafka")
     k.only({
         "bootstrap_servers", "security_protocol", "sasl_mechanism", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
-        "sasl_username_file", "sasl_password_file", "fetch_max_wait_ms", "linger_ms", "compression",
+        "sasl_username_file", "sasl_password_file", "fetch_max_wait_ms", "linger_ms", "compression", "namespace",
     })
     protocol = k.str_("security_protocol", "PLAINTEXT")
     if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
@@ -300,6 +324,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         fetch_max_wait_ms=k.int_("fetch_max_wait_ms", 200, minimum=1, maximum=5000),
         linger_ms=k.int_("linger_ms", 2, minimum=0, maximum=1000),
         compression=_compression(k),
+        namespace=_namespace(k),
     )
 
     ident = root.sub("identity", required=True)

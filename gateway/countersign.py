@@ -22,7 +22,6 @@ from gateway.audit_model import Checkpoint, checkpoint_fault
 from gateway.config import KafkaConfig
 from gateway.crypto.trust import TrustStore
 from gateway.kafka.transport import client_options
-from gateway.regions import CHECKPOINT_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ class Countersigner:
 
     async def run(self, interval_s: float = 10.0) -> None:
         consumer = AIOKafkaConsumer(
-            CHECKPOINT_TOPIC, **client_options(self._kafka), group_id=None, enable_auto_commit=False,
+            self._kafka.topics.checkpoints, **client_options(self._kafka), group_id=None, enable_auto_commit=False,
             auto_offset_reset="latest", fetch_max_wait_ms=500,
         )
         await consumer.start()

@@ -19,7 +19,7 @@ from gateway.config import ConfigError, GatewayConfig, KafkaConfig, load_config
 from gateway.egress import REPLAY_HEADER
 from gateway.envelope import EnvelopeError, parse
 from gateway.kafka.transport import OutRecord, Publisher
-from gateway.regions import dlq_topic, inbox_topic
+from gateway.regions import DEFAULT_TOPICS, Topics
 from gateway.trace import TopicRecord, read_topic
 
 
@@ -47,11 +47,11 @@ def dead_letters(records: Sequence[TopicRecord]) -> list[DeadLetter]:
     return out
 
 
-def replay_record(letter: DeadLetter, region: str) -> OutRecord:
+def replay_record(letter: DeadLetter, region: str, topics: Topics = DEFAULT_TOPICS) -> OutRecord:
     """The dead letter as it first arrived (bytes, key, signature), marked as a replay of its DLQ position."""
     headers = [(k, v) for k, v in letter.record.headers.items() if k == "yrdx-sig"]
-    headers.append((REPLAY_HEADER, f"{dlq_topic(region)}:{letter.where}".encode()))
-    return OutRecord(inbox_topic(region), letter.record.value, letter.record.key, headers)
+    headers.append((REPLAY_HEADER, f"{topics.dlq(region)}:{letter.where}".encode()))
+    return OutRecord(topics.inbox(region), letter.record.value, letter.record.key, headers)
 
 
 async def _replay(kafka: KafkaConfig, records: list[OutRecord]) -> None:
@@ -70,9 +70,9 @@ def _load(args: argparse.Namespace) -> tuple[GatewayConfig, list[DeadLetter]] | 
         print(f"yrdx: bad config {args.config}: {e}", file=sys.stderr)
         return None
     try:
-        records = asyncio.run(read_topic(cfg.kafka, dlq_topic(cfg.region), args.timeout))
+        records = asyncio.run(read_topic(cfg.kafka, cfg.topics.dlq(cfg.region), args.timeout))
     except Exception as e:  # timeouts and aiokafka's connection errors alike
-        print(f"yrdx: cannot read {dlq_topic(cfg.region)}: {e or 'timed out'}", file=sys.stderr)
+        print(f"yrdx: cannot read {cfg.topics.dlq(cfg.region)}: {e or 'timed out'}", file=sys.stderr)
         return None
     letters = dead_letters(records)
     if args.reason:
@@ -104,8 +104,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not letters:
         print("yrdx: no dead letter matches", file=sys.stderr)
         return 1
-    asyncio.run(_replay(cfg.kafka, [replay_record(d, cfg.region) for d in letters]))
-    print(f"replayed {len(letters)} dead letter(s) into {inbox_topic(cfg.region)}")
+    asyncio.run(_replay(cfg.kafka, [replay_record(d, cfg.region, cfg.topics) for d in letters]))
+    print(f"replayed {len(letters)} dead letter(s) into {cfg.topics.inbox(cfg.region)}")
     return 0
 
 

@@ -22,7 +22,7 @@ import orjson
 from gateway import envelope
 from gateway.audit import AuditTrail
 from gateway.config import GatewayConfig, Platform
-from gateway.crypto.jws import JwsError, Signer, parse_detached, verify_detached
+from gateway.crypto.jws import JwsError, Signer, Verifier, parse_detached
 from gateway.crypto.seal import Opener, SealError
 from gateway.crypto.trust import TrustError, TrustStore
 from gateway.delivery import WebhookDeliverer
@@ -31,7 +31,6 @@ from gateway.ingress import SIGNATURE_HEADER
 from gateway.kafka.transport import BrokerUnavailable, InboxConsumer, InRecord, OutRecord, Publisher
 from gateway.metrics import Metrics
 from gateway.problems import Rejection
-from gateway.regions import dlq_topic, inbox_topic
 from gateway.schemas import SchemaRegistry
 from gateway.state import StateStore
 
@@ -102,8 +101,10 @@ class Egress:
         self._cfg = cfg
         self._opener = opener
         self._region = cfg.region
+        self._topics = cfg.topics
         self._registry = registry
         self._trust = trust
+        self._signatures = Verifier()  # one public-key check per batch signature, not per message
         self._signer = signer
         self._publisher = publisher
         self._state = state
@@ -144,7 +145,7 @@ class Egress:
             signer = self._trust.signer(jws.header, now)
         except TrustError as e:
             return Rejection(e.code, e.detail)
-        if not verify_detached(jws, record.value, signer.public_key):
+        if not self._signatures.verify(jws, record.value, signer.public_key):
             return Rejection("bad_signature", "signature does not match the record bytes")
         try:
             env = envelope.parse(record.value)
@@ -313,13 +314,13 @@ class Egress:
         ]
         if SIGNATURE_HEADER in r.headers:
             headers.append((SIGNATURE_HEADER, r.headers[SIGNATURE_HEADER]))
-        self._outbox.append(OutRecord(dlq_topic(self._region), r.value, msg_id.encode() or r.key, headers))
+        self._outbox.append(OutRecord(self._topics.dlq(self._region), r.value, msg_id.encode() or r.key, headers))
         sha = envelope.sha256_hex(r.value)
         extra = {} if v else {"claimed_id": _claimed_id(r.value)}  # unverified, but lets a trace find it
         corr = v.env.correlation_id if v else ""
         self._audit.append("rejected", msg_id, sha, corr, reason=rej.code, source=r.source,
                            **extra)
-        self._audit.append("dead_lettered", msg_id, sha, corr, topic=dlq_topic(self._region), reason=rej.code)
+        self._audit.append("dead_lettered", msg_id, sha, corr, topic=self._topics.dlq(self._region), reason=rej.code)
         self._metrics.rejected.labels(rej.code).inc()
         log.info("message rejected", extra={"reason": rej.code, "message_id": msg_id, "source": r.topic})
         if v is not None and rej.code != "duplicate":
@@ -350,7 +351,7 @@ class Egress:
                 )
                 sig = self._signer.sign(raw)
                 self._outbox.append(
-                    OutRecord(inbox_topic(origin), raw, receipt_id.encode(), [(SIGNATURE_HEADER, sig.encode())])
+                    OutRecord(self._topics.inbox(origin), raw, receipt_id.encode(), [(SIGNATURE_HEADER, sig.encode())])
                 )
                 for v, item in chunk:
                     self._audit.append("receipt_sent", v.env.id, v.sha256, v.env.correlation_id, receipt=receipt_id,

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from gateway.crypto.pki import PkiLayout, init_pki
-from gateway.regions import REGIONS, segment
+from gateway.regions import REGIONS, check_namespace, segment
 
 # The business types of DESIGN.md section 3. `yrdx.receipt` is not among them: only gateways send receipts.
 BUSINESS_TYPES = (
@@ -62,15 +62,19 @@ def gateway_config(
     port: int,
     bootstrap_servers: str,
     webhook_url: str | None,
+    namespace: str = "",
 ) -> dict[str, Any]:
     def rel(p: Path) -> str:  # relative paths keep a generated exchange movable
         return str(p.relative_to(dir))
 
     delivery: dict[str, Any] = {"mode": "webhook", "url": webhook_url} if webhook_url else {"mode": "inbox"}
+    kafka: dict[str, Any] = {"bootstrap_servers": bootstrap_servers}
+    if namespace:  # topic and group prefix; absent = DESIGN.md's names
+        kafka["namespace"] = namespace
     return {
         "region": region,
         "listen": {"host": "127.0.0.1", "port": port},
-        "kafka": {"bootstrap_servers": bootstrap_servers},
+        "kafka": kafka,
         "identity": {"certificate": rel(pki.gateway_cert(region)), "private_key": rel(pki.gateway_key(region)),
                      "encryption_key": rel(pki.encryption_key(region))},
         "trust": {"ca": [rel(pki.ca_cert)], "certificates": [rel(pki.gateway_cert(r)) for r in REGIONS],
@@ -101,7 +105,11 @@ def init_exchange(
     bootstrap_servers: str = "127.0.0.1:9092",
     webhook_urls: dict[str, str] | None = None,
     force: bool = False,
+    namespace: str = "",
 ) -> Exchange:
+    """`namespace` prefixes every Kafka topic and group of the exchange (README "Namespaces"): ValueError when it
+    is not a valid `kafka.namespace`, before anything is written."""
+    check_namespace(namespace)
     dir = dir.resolve()
     pki = init_pki(dir / "certs", force=force)
     (dir / "secrets").mkdir(parents=True, exist_ok=True)
@@ -112,7 +120,7 @@ def init_exchange(
     for i, region in enumerate(REGIONS):
         cfg = gateway_config(
             region, pki, dir, base_port + i if base_port else 0, bootstrap_servers,
-            (webhook_urls or {}).get(region),
+            (webhook_urls or {}).get(region), namespace,
         )
         ex.config_path(region).write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     return ex

@@ -21,12 +21,24 @@ from gateway.crypto.seal import Sealer
 from gateway.kafka.transport import BrokerUnavailable, OutRecord, Publisher
 from gateway.metrics import Metrics
 from gateway.problems import Problem
-from gateway.regions import inbox_topic, is_region
+from gateway.regions import Topics, is_region
 from gateway.schemas import SchemaRegistry
 from gateway.state import IdempotentRequest, NewSent, StateStore
 
 SIGNATURE_HEADER = "yrdx-sig"
 _FIELDS = {"type", "to", "payload", "correlation_id", "schema_version", "expires_at"}
+
+
+@dataclass(frozen=True, slots=True)
+class Unsigned:
+    """A checked message in its envelope, waiting for the signature (signed per request, not per message)."""
+
+    id: str
+    type: str
+    to: str
+    correlation_id: str
+    envelope: bytes
+    sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +51,9 @@ class Prepared:
     signature: str
     sha256: str
 
-    def record(self) -> OutRecord:
+    def record(self, topics: Topics) -> OutRecord:
         return OutRecord(
-            inbox_topic(self.to), self.envelope, self.correlation_id.encode(),
+            topics.inbox(self.to), self.envelope, self.correlation_id.encode(),
             [(SIGNATURE_HEADER, self.signature.encode())],
         )
 
@@ -59,6 +71,7 @@ class Ingress:
         sealers: Mapping[str, Sealer] | None = None,
     ) -> None:
         self._region = cfg.region
+        self._topics = cfg.topics
         self._seal = cfg.seal
         self._sealers = sealers or {}
         self._max_message_bytes = cfg.limits.max_body_bytes
@@ -69,9 +82,9 @@ class Ingress:
         self._audit = audit
         self._metrics = metrics
 
-    # --- per message: parse, validate, authorize, build, sign --------------------------------------------
+    # --- per message: parse, validate, authorize, build; then per request: sign ---------------------------
 
-    def prepare(self, platform: Platform, item: object, msg_id: str | None = None) -> Prepared | Problem:
+    def prepare(self, platform: Platform, item: object, msg_id: str | None = None) -> Unsigned | Problem:
         if not isinstance(item, dict):
             return Problem("invalid_request", "a message is a JSON object {type, to, payload, ...}")
         unknown = set(item) - _FIELDS
@@ -112,10 +125,17 @@ class Ingress:
         )
         if len(raw) > self._max_message_bytes:
             return Problem("too_large", f"envelope of {len(raw)} bytes exceeds {self._max_message_bytes}")
-        return Prepared(
+        return Unsigned(
             id=msg_id, type=msg_type, to=to, correlation_id=correlation_id or msg_id, envelope=raw,
-            signature=self._signer.sign(raw), sha256=envelope.sha256_hex(raw),
+            sha256=envelope.sha256_hex(raw),
         )
+
+    def sign(self, items: Sequence[Unsigned]) -> list[Prepared]:
+        """One signature for the whole request: a batch signature (a hash tree's root, signed, and a proof per
+        message) when it holds several messages. Signing dominated the sender's CPU per message before."""
+        signatures = self._signer.sign_batch([u.envelope for u in items])
+        return [Prepared(u.id, u.type, u.to, u.correlation_id, u.envelope, sig, u.sha256)
+                for u, sig in zip(items, signatures, strict=True)]
 
     # --- per group: publish with audit, then record ------------------------------------------------------
 
@@ -129,7 +149,7 @@ class Ingress:
         for p in items:
             self._audit.append("accepted", p.id, p.sha256, p.correlation_id, platform=platform.id, type=p.type, to=p.to)
         try:
-            await self._publisher.publish([p.record() for p in items])
+            await self._publisher.publish([p.record(self._topics) for p in items])
         except BrokerUnavailable as e:
             for p in items:
                 self._audit.append("publish_failed", p.id, p.sha256, p.correlation_id, error="broker_unavailable")
@@ -138,7 +158,7 @@ class Ingress:
             return Problem("broker_unavailable", f"the broker did not acknowledge: {e}; retry with the same "
                            "Idempotency-Key to resend the same message id")
         for p in items:
-            self._audit.append("published", p.id, p.sha256, p.correlation_id, topic=inbox_topic(p.to))
+            self._audit.append("published", p.id, p.sha256, p.correlation_id, topic=self._topics.inbox(p.to))
         self._state.record_sent(sent, "published")
         try:  # nothing is acknowledged before its audit records are on Kafka
             await self._audit.durable()
@@ -156,8 +176,9 @@ class Ingress:
 
     async def submit(self, platform: Platform, item: object, idempotency_key: str | None) -> Prepared | Problem:
         """One message with an optional Idempotency-Key: a retry resends the same id and bytes."""
+        prepared: Prepared | Problem
         if idempotency_key is None:
-            prepared = self.prepare(platform, item)
+            prepared = self._prepare_one(platform, item)
         else:
             request_sha = hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).hexdigest()
             known = self._state.idempotent(platform.id, idempotency_key)
@@ -171,7 +192,7 @@ class Ingress:
                 if earlier is not None and earlier.status not in ("accepted", "publish_failed"):
                     return prepared  # already on Kafka: answer as the first time
             else:
-                prepared = self.prepare(platform, item)
+                prepared = self._prepare_one(platform, item)
                 if isinstance(prepared, Prepared):
                     self._state.remember_idempotent(platform.id, idempotency_key, IdempotentRequest(
                         request_sha, prepared.id, prepared.envelope, prepared.signature,
@@ -182,9 +203,15 @@ class Ingress:
         problem = await self.publish(platform, [prepared])
         return problem or prepared
 
+    def _prepare_one(self, platform: Platform, item: object) -> Prepared | Problem:
+        checked = self.prepare(platform, item)
+        return checked if isinstance(checked, Problem) else self.sign([checked])[0]
+
     async def submit_batch(self, platform: Platform, items: Sequence[object]) -> list[Prepared | Problem]:
-        """Each message is checked on its own; the valid ones are published together."""
-        results = [self.prepare(platform, item) for item in items]
+        """Each message is checked on its own; the valid ones are signed and published together."""
+        checked = [self.prepare(platform, item) for item in items]
+        signed = iter(self.sign([c for c in checked if isinstance(c, Unsigned)]))
+        results: list[Prepared | Problem] = [c if isinstance(c, Problem) else next(signed) for c in checked]
         ok = [r for r in results if isinstance(r, Prepared)]
         for r in results:
             if isinstance(r, Problem):

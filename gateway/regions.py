@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from typing import Final
 
 REGIONS: Final = ("SH", "JS", "ZJ", "AH")
@@ -32,6 +34,66 @@ def inbox_topic(region: str) -> str:
 
 def dlq_topic(region: str) -> str:
     return f"yrdx.{segment(region)}.dlq"
+
+
+# `kafka.namespace`: lowercase letters, digits and '-', 1..32 characters, starting with a letter or digit.
+NAMESPACE_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+
+
+def check_namespace(namespace: str) -> str:
+    """The namespace itself when it is valid (or empty: the default names); ValueError saying why otherwise."""
+    if namespace and not NAMESPACE_PATTERN.fullmatch(namespace):
+        raise ValueError(f"expected 1..32 lowercase letters, digits or '-', starting with a letter or digit, "
+                         f"got {namespace!r}")
+    return namespace
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Every Kafka name of one exchange: topics and consumer groups.
+
+    The default (empty) namespace gives the names of DESIGN.md (`yrdx.sh.inbox`, `yrdx.audit`, group `yrdx-sh`).
+    With a namespace, e.g. `staging`, each name gets `staging.` in front (`staging.yrdx.sh.inbox`,
+    `staging.yrdx.audit`, group `staging.yrdx-sh`), so two exchanges can share one Kafka cluster without
+    reading each other's records. Built once from the config (`KafkaConfig.topics`).
+    """
+
+    namespace: str = ""
+    audit: str = field(init=False)
+    checkpoints: str = field(init=False)
+    trust: str = field(init=False)
+    _inbox: dict[str, str] = field(init=False, repr=False, compare=False)
+    _dlq: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_namespace(self.namespace)
+        object.__setattr__(self, "audit", self._name(AUDIT_TOPIC))
+        object.__setattr__(self, "checkpoints", self._name(CHECKPOINT_TOPIC))
+        object.__setattr__(self, "trust", self._name(TRUST_TOPIC))
+        object.__setattr__(self, "_inbox", {r: self._name(inbox_topic(r)) for r in REGIONS})
+        object.__setattr__(self, "_dlq", {r: self._name(dlq_topic(r)) for r in REGIONS})
+
+    def _name(self, name: str) -> str:
+        return f"{self.namespace}.{name}" if self.namespace else name
+
+    def inbox(self, region: str) -> str:
+        """The region's inbox topic, `[<ns>.]yrdx.<seg>.inbox`."""
+        return self._inbox.get(region) or self._name(inbox_topic(region))
+
+    def dlq(self, region: str) -> str:
+        """The region's dead-letter topic, `[<ns>.]yrdx.<seg>.dlq`."""
+        return self._dlq.get(region) or self._name(dlq_topic(region))
+
+    def group(self, name: str) -> str:
+        """A consumer group id (or transactional id) of this exchange: `[<ns>.]<name>`."""
+        return self._name(name)
+
+    def egress_group(self, region: str) -> str:
+        """The consumer group of the region's gateways on its inbox, `[<ns>.]yrdx-<seg>`."""
+        return self.group(f"yrdx-{segment(region)}")
+
+
+DEFAULT_TOPICS: Final = Topics()
 
 
 def gateway_audience(region: str) -> str:

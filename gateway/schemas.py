@@ -14,6 +14,7 @@ because errors end up in logs, dead-letter headers and problem responses while p
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -42,7 +43,20 @@ DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 CLASSIFICATIONS: Final = frozenset(
     {"PUBLIC", "PERSONAL", "SENSITIVE_ID", "SENSITIVE_MEDICAL", "SENSITIVE_FINANCIAL"}
 )
-DEFAULT_ROOT: Final = Path(__file__).resolve().parents[1] / "schemas"
+# The repo's top-level schemas/ folder: where a source checkout or an editable install finds them.
+SOURCE_ROOT: Final = Path(__file__).resolve().parents[1] / "schemas"
+# A wheel carries the same folder as the package data of `gateway._schemas` (pyproject.toml, package-dir).
+PACKAGED: Final = "_schemas"
+
+
+def default_root() -> Path:
+    """Where :meth:`SchemaRegistry.load` looks without a ``schemas_dir``: the schemas installed with the package
+    (a wheel), else the repo's ``schemas/`` (a source checkout or an editable install)."""
+    packaged = importlib.resources.files("gateway").joinpath(PACKAGED)
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return SOURCE_ROOT
+
 
 # Stands in for the offending value in validator messages: `value is not a "money"`.
 _MASK: Final = "value"
@@ -91,12 +105,13 @@ class SchemaRegistry:
 
     @classmethod
     def load(cls, root: Path | None = None) -> SchemaRegistry:
-        """Read, check and compile every ``<family>/<type>.v<N>.json`` under ``root`` (default: ``schemas/``).
+        """Read, check and compile every ``<family>/<type>.v<N>.json`` under ``root`` (default: the schemas
+        shipped with the package, see :func:`default_root`).
 
         Raises :class:`SchemaLoadError` naming the file if a file is misplaced, is not JSON, is not a valid
         2020-12 schema, carries the wrong ``$id`` or has a property without a valid ``x-classification``.
         """
-        root = DEFAULT_ROOT if root is None else root
+        root = default_root() if root is None else root
         if not root.is_dir():
             raise SchemaLoadError(f"{root}: schema directory not found")
         entries: dict[tuple[str, int], _Compiled] = {}

@@ -30,7 +30,7 @@ from gateway.egress import Egress
 from gateway.ingress import Ingress
 from gateway.kafka.transport import InboxConsumer, Publisher, ensure_topics
 from gateway.metrics import Metrics
-from gateway.regions import AUDIT_TOPIC, CHECKPOINT_TOPIC, REGIONS, TRUST_TOPIC, dlq_topic, inbox_topic, segment
+from gateway.regions import REGIONS
 from gateway.schemas import SchemaRegistry
 from gateway.state import StateStore
 from gateway.trust_updates import follow_updates, load_updates
@@ -80,12 +80,12 @@ class Gateway:
         )
         self.metrics_token = cfg.metrics_token_file.read_text().strip() if cfg.metrics_token_file else None
         self.publisher = Publisher(cfg.kafka, cfg.limits.publish_timeout_s)
-        self.audit = AuditTrail(cfg.region, self.signer, self.state, self.publisher, cfg.audit_enabled)
+        self.audit = AuditTrail(cfg.region, self.signer, self.state, self.publisher, cfg.audit_enabled, cfg.topics)
         unknown = cfg.seal - self.registry.types()
         if unknown:
             raise StartupError(f"seal: unknown message type {sorted(unknown)[0]}")
-        sealers = {r: Sealer(load_encryption_pub(p), kid=r) for r, p in cfg.encryption_keys.items()}
-        self.opener = Opener(load_encryption_key(cfg.encryption_key)) if cfg.encryption_key else None
+        sealers = {r: Sealer.for_key(load_encryption_pub(p), kid=r) for r, p in cfg.encryption_keys.items()}
+        self.opener = Opener.for_key(load_encryption_key(cfg.encryption_key)) if cfg.encryption_key else None
         self.ingress = Ingress(cfg, self.registry, self.signer, self.publisher, self.state, self.audit, self.metrics,
                                sealers)
         self.broker_ok = False
@@ -97,10 +97,11 @@ class Gateway:
         self.port: int = cfg.port
 
     async def start(self) -> None:
-        topics = {inbox_topic(r): INBOX_PARTITIONS for r in REGIONS}
-        topics.update({dlq_topic(self.cfg.region): 1, AUDIT_TOPIC: 1, CHECKPOINT_TOPIC: 1, TRUST_TOPIC: 1})
+        names = self.cfg.topics  # kafka.namespace: every topic and group name of this exchange
+        topics = {names.inbox(r): INBOX_PARTITIONS for r in REGIONS}
+        topics.update({names.dlq(self.cfg.region): 1, names.audit: 1, names.checkpoints: 1, names.trust: 1})
         # Trust updates are keyed by certificate: compaction keeps the latest statement for each.
-        await ensure_topics(self.cfg.kafka, topics, {TRUST_TOPIC: {"cleanup.policy": "compact"}})
+        await ensure_topics(self.cfg.kafka, topics, {names.trust: {"cleanup.policy": "compact"}})
         # Revocations published before this start apply before the first inbox record is checked.
         await load_updates(self.cfg.kafka, self.trust)
         await self.publisher.start()
@@ -133,7 +134,8 @@ class Gateway:
     async def _consume(self) -> None:
         """The egress loop; after an unexpected error it rejoins the group and resumes from the last commit."""
         while not self._stopping.is_set():
-            consumer = InboxConsumer(self.cfg.kafka, inbox_topic(self.cfg.region), f"yrdx-{segment(self.cfg.region)}")
+            consumer = InboxConsumer(self.cfg.kafka, self.cfg.topics.inbox(self.cfg.region),
+                                     self.cfg.topics.egress_group(self.cfg.region))
             try:
                 await consumer.start()
                 self.consumer_running = True

@@ -20,7 +20,6 @@ from aiokafka.client import AIOKafkaClient
 
 from gateway.config import KafkaConfig
 from gateway.kafka.transport import client_options
-from gateway.regions import AUDIT_TOPIC
 
 __all__ = ["TopicRecord", "flatten_segments", "journey", "read_audit_records", "read_topic"]
 
@@ -112,9 +111,10 @@ def flatten_segments(values: Iterable[bytes]) -> list[AuditRecord]:
 
 
 async def read_audit_records(kafka: KafkaConfig | str, timeout_s: float = 5.0) -> list[AuditRecord]:
-    """Every audit record on `yrdx.audit` so far: `{seq, region, message_id, stage, at, envelope_sha256,
-    detail, prev_hash, hash}`, per region in chain order."""
-    return flatten_segments(r.value for r in await read_topic(kafka, AUDIT_TOPIC, timeout_s))
+    """Every audit record on `yrdx.audit` (of the namespace of `kafka`) so far: `{seq, region, message_id, stage,
+    at, envelope_sha256, detail, prev_hash, hash}`, per region in chain order."""
+    cfg = _config(kafka)
+    return flatten_segments(r.value for r in await read_topic(cfg, cfg.topics.audit, timeout_s))
 
 
 def _order(record: Mapping[str, Any]) -> tuple[str, str, int]:

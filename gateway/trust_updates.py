@@ -23,11 +23,12 @@ from aiokafka import AIOKafkaConsumer
 
 from gateway.config import ConfigError, KafkaConfig, load_config
 from gateway.crypto.jws import JwsError, Signer, parse_detached, thumbprint_s256, verify_detached
+from gateway.crypto.keys import public_key_of
 from gateway.crypto.pki import load_certificate, load_private_key
 from gateway.crypto.trust import TrustStore
 from gateway.envelope import utc_timestamp
 from gateway.kafka.transport import OutRecord, Publisher, client_options
-from gateway.regions import TRUST_TOPIC
+from gateway.regions import DEFAULT_TOPICS
 from gateway.trace import read_topic
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,10 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "yrdx-sig"
 
 
-def revocation(ca: Signer, thumbprint: str, reason: str) -> OutRecord:
+def revocation(ca: Signer, thumbprint: str, reason: str, topic: str = DEFAULT_TOPICS.trust) -> OutRecord:
     statement = orjson.dumps({"kind": "revocation", "thumbprint": thumbprint, "reason": reason,
                               "revoked_at": utc_timestamp()}, option=orjson.OPT_SORT_KEYS)
-    return OutRecord(TRUST_TOPIC, statement, thumbprint.encode(), [(SIGNATURE_HEADER, ca.sign(statement).encode())])
+    return OutRecord(topic, statement, thumbprint.encode(), [(SIGNATURE_HEADER, ca.sign(statement).encode())])
 
 
 def apply_update(trust: TrustStore, value: bytes | None, signature: bytes | None) -> str | None:
@@ -53,7 +54,7 @@ def apply_update(trust: TrustStore, value: bytes | None, signature: bytes | None
         log.warning("ignoring a malformed trust update")
         return None
     root = next((r for r in trust.roots if thumbprint_s256(r) == jws.thumbprint), None)
-    if root is None or not verify_detached(jws, value, root.public_key()):
+    if root is None or not verify_detached(jws, value, public_key_of(root)):
         log.warning("ignoring a trust update not signed by a trust root")
         return None
     if not isinstance(doc, dict) or doc.get("kind") != "revocation" or not isinstance(doc.get("thumbprint"), str):
@@ -65,12 +66,12 @@ def apply_update(trust: TrustStore, value: bytes | None, signature: bytes | None
 
 async def load_updates(kafka: KafkaConfig, trust: TrustStore, timeout_s: float = 30.0) -> int:
     """Apply everything on the topic now: called before the gateway consumes its inbox."""
-    records = await read_topic(kafka, TRUST_TOPIC, timeout_s)
+    records = await read_topic(kafka, kafka.topics.trust, timeout_s)
     return sum(1 for r in records if apply_update(trust, r.value, r.headers.get(SIGNATURE_HEADER)))
 
 
 async def follow_updates(kafka: KafkaConfig, trust: TrustStore) -> None:
-    consumer = AIOKafkaConsumer(TRUST_TOPIC, **client_options(kafka), group_id=None, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(kafka.topics.trust, **client_options(kafka), group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="latest", fetch_max_wait_ms=500)
     await consumer.start()
     try:
@@ -105,8 +106,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         print(f"yrdx: cannot load the CA key and certificate: {e}", file=sys.stderr)
         return 2
-    asyncio.run(_publish(cfg.kafka, revocation(ca, args.thumbprint, args.reason)))
-    print(f"revoked {args.thumbprint} on {TRUST_TOPIC}")
+    asyncio.run(_publish(cfg.kafka, revocation(ca, args.thumbprint, args.reason, cfg.topics.trust)))
+    print(f"revoked {args.thumbprint} on {cfg.topics.trust}")
     return 0
 
 

@@ -1,11 +1,12 @@
 """Signing, verification and the development PKI.
 
-- :mod:`gateway.crypto.jws`: detached JWS (RFC 7515 appendix F) over exact bytes, ES256 or EdDSA
-  (:class:`Signer`, :func:`parse_detached`, :func:`verify_detached`).
+- :mod:`gateway.crypto.jws`: detached JWS (RFC 7515 appendix F) over exact bytes, ES256, EdDSA or the national
+  SM2SM3, one at a time or per batch over a hash tree (:class:`Signer`, :func:`parse_detached`,
+  :func:`verify_detached`, :class:`Verifier`); :mod:`gateway.crypto.hashtree`: the RFC 9162 tree.
+- :mod:`gateway.crypto.seal` and :mod:`gateway.crypto.seal_sm`: sealed payloads (JWE), X25519/AES-GCM or SM2/SM4-GCM.
+- :mod:`gateway.crypto.sm2`: the SM2 primitives and certificates of the national suite.
 - :mod:`gateway.crypto.trust`: which gateway certificates may sign (:class:`TrustStore`).
 - :mod:`gateway.crypto.pki`: the development PKI (:func:`init_pki`); development only, keys unencrypted.
-
-A national-suite (SM2/SM3) signer is planned behind the same Signer interface; it is not implemented yet.
 """
 
 from gateway.crypto.jws import (

@@ -7,9 +7,10 @@ certificates; see certs/README.md.
 
 Layout under ``dir``::
 
-    ca.crt, ca.key                          root CA ("yrdx development root CA")
+    ca.crt, ca.key                          root CA ("yrdx development root CA"; P-256, or SM2 for SM2SM3)
     gateways/<r>.crt, gateways/<r>.key      gateway certificate (SAN urn:yrdx:region:<R>) and signing key
-    gateways/<r>.enc.key, .enc.pub.pem      X25519 key pair: sealed payloads for <R> are encrypted to it
+    gateways/<r>.enc.key, .enc.pub.pem      X25519 (SM2 for SM2SM3) key pair: sealed payloads for <R> are
+                                            encrypted to it
     platforms/<r>-platform.key, .pub.pem    platform key pair (P-256), signs the platform's JWTs
     auditor.key, auditor.pub.pem            auditor key pair (P-256)
 """
@@ -24,15 +25,27 @@ from pathlib import Path
 from typing import Final
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import NameOID
 
 from gateway.crypto.keys import (
     GATEWAY_URI_PREFIX,
+    EncryptionPrivateKey,
+    EncryptionPublicKey,
     PrivateKey,
     PublicKey,
     generate_private_key,
+)
+from gateway.crypto.sm2 import (
+    Sm2PrivateKey,
+    Sm2PublicKey,
+    generate_sm2_key,
+    issue_sm2_certificate,
+    key_identifier,
+    load_sm2_private_key,
+    load_sm2_public_key,
 )
 from gateway.regions import REGION_URI_PREFIX, REGIONS
 
@@ -90,7 +103,7 @@ class PkiLayout:
         return self.gateways_dir / f"{region.lower()}.key"
 
     def encryption_key(self, region: str) -> Path:
-        """The gateway's X25519 key: sealed payloads addressed to its region are encrypted to it."""
+        """The gateway's X25519 (or SM2) key: sealed payloads addressed to its region are encrypted to it."""
         return self.gateways_dir / f"{region.lower()}.enc.key"
 
     def encryption_pub(self, region: str) -> Path:
@@ -136,50 +149,95 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-def _sign_hash(key: PrivateKey) -> hashes.SHA256 | None:
-    # Ed25519 signs without a separate hash; ECDSA certificates use SHA-256.
-    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
-
-
-def make_ca(name: str, days: int = 365) -> tuple[x509.Certificate, PrivateKey]:
-    """A self-signed root CA (P-256 key): basicConstraints CA (path length 0), keyCertSign and cRLSign."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name(
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-            x509.NameAttribute(NameOID.COMMON_NAME, name),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
-    not_before = _now() - CLOCK_SKEW
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
+
+
+def _key_usage(
+    *, digital_signature: bool = False, key_cert_sign: bool = False, crl_sign: bool = False
+) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=key_cert_sign,
+        crl_sign=crl_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    subject_key: PublicKey,
+    issuer_key: PublicKey,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    *,
+    ca: bool,
+    region: str | None = None,
+) -> x509.CertificateBuilder:
+    """Every field and extension of a CA (``ca``) or gateway certificate (``region``) but the public key, the
+    same for every key type: the signing step (:func:`_sign`) differs for SM2 only."""
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
+        .issuer_name(issuer)
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
-        .not_valid_after(not_before + CLOCK_SKEW + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(key_cert_sign=True, crl_sign=True) if ca else _key_usage(digital_signature=True),
             critical=True,
         )
-        .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-        .sign(key, hashes.SHA256())
     )
-    return cert, key
+    if region is not None:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.UniformResourceIdentifier(f"{REGION_URI_PREFIX}{region}"),
+                    x509.UniformResourceIdentifier(f"{GATEWAY_URI_PREFIX}{region}"),
+                ]
+            ),
+            critical=False,
+        )
+    return builder.add_extension(
+        x509.SubjectKeyIdentifier(key_identifier(subject_key)), critical=False
+    ).add_extension(
+        x509.AuthorityKeyIdentifier(
+            key_identifier=key_identifier(issuer_key), authority_cert_issuer=None, authority_cert_serial_number=None
+        ),
+        critical=False,
+    )
+
+
+def _sign(builder: x509.CertificateBuilder, subject_key: PublicKey, issuer_key: PrivateKey) -> x509.Certificate:
+    if isinstance(subject_key, Sm2PublicKey) or isinstance(issuer_key, Sm2PrivateKey):
+        return issue_sm2_certificate(builder, subject_key, issuer_key)
+    # Ed25519 signs without a separate hash; ECDSA certificates use SHA-256.
+    hash_alg = None if isinstance(issuer_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return builder.public_key(subject_key).sign(issuer_key, hash_alg)
+
+
+def make_ca(name: str, days: int = 365, *, alg: str = "ES256") -> tuple[x509.Certificate, PrivateKey]:
+    """A self-signed root CA: basicConstraints CA (path length 0), keyCertSign and cRLSign. Its key is P-256
+    for ``alg`` ES256 (signature ecdsa-with-SHA256) and SM2 for SM2SM3 (SM2-with-SM3); EdDSA gives Ed25519."""
+    key = generate_private_key(alg)
+    subject = _name(name)
+    not_before = _now() - CLOCK_SKEW
+    not_after = not_before + CLOCK_SKEW + dt.timedelta(days=days)
+    public = key.public_key()
+    builder = _builder(subject, subject, public, public, not_before, not_after, ca=True)
+    return _sign(builder, public, key), key
 
 
 def issue_gateway_cert(
@@ -193,8 +251,9 @@ def issue_gateway_cert(
     days: int = 365,
 ) -> tuple[x509.Certificate, PrivateKey]:
     """A gateway certificate for ``region`` issued by the CA, with a fresh signing key (P-256 for ES256,
-    Ed25519 for EdDSA): CN "yrdx gateway <R>", SAN URIs urn:yrdx:region:<R> and urn:yrdx:gateway:<R>,
-    digitalSignature, not a CA. Validity defaults to [now - 5 min, not_before + days].
+    Ed25519 for EdDSA, SM2 for SM2SM3): CN "yrdx gateway <R>", SAN URIs urn:yrdx:region:<R> and
+    urn:yrdx:gateway:<R>, digitalSignature, not a CA. Validity defaults to [now - 5 min, not_before + days].
+    The CA signs with its own suite (an SM2 CA with SM2-with-SM3), whatever the gateway's key.
 
     ``region`` is not checked against REGIONS, so tests can make certificates the trust store must refuse.
     """
@@ -203,52 +262,12 @@ def issue_gateway_cert(
         not_before = _now() - CLOCK_SKEW
     if not_after is None:
         not_after = not_before + dt.timedelta(days=days)
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"yrdx gateway {region}"),
-        ]
+    public = key.public_key()
+    builder = _builder(
+        _name(f"yrdx gateway {region}"), ca_cert.subject, public, ca_key.public_key(), not_before, not_after,
+        ca=False, region=region,
     )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.UniformResourceIdentifier(f"{REGION_URI_PREFIX}{region}"),
-                    x509.UniformResourceIdentifier(f"{GATEWAY_URI_PREFIX}{region}"),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, _sign_hash(ca_key))
-    )
-    return cert, key
+    return _sign(builder, public, ca_key), key
 
 
 # --- files -------------------------------------------------------------------------------------------------
@@ -264,7 +283,7 @@ def _write_bytes(path: Path, data: bytes, mode: int) -> None:
         os.close(fd)
 
 
-def write_private_key(path: Path, key: PrivateKey) -> None:
+def write_private_key(path: Path, key: PrivateKey | EncryptionPrivateKey) -> None:
     """PKCS8 PEM, unencrypted (development only), file mode 0600."""
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -272,7 +291,7 @@ def write_private_key(path: Path, key: PrivateKey) -> None:
     _write_bytes(Path(path), pem, 0o600)
 
 
-def write_public_key(path: Path, key: PublicKey) -> None:
+def write_public_key(path: Path, key: PublicKey | EncryptionPublicKey) -> None:
     pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     _write_bytes(Path(path), pem, 0o644)
 
@@ -281,32 +300,60 @@ def write_certificate(path: Path, cert: x509.Certificate) -> None:
     _write_bytes(Path(path), cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
-def load_encryption_key(path: Path) -> x25519.X25519PrivateKey:
-    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    if not isinstance(key, x25519.X25519PrivateKey):
-        raise TypeError(f"{path}: expected an X25519 private key")
+# cryptography reads every key type here but SM2, whose curve it does not know (UnsupportedAlgorithm): those
+# are read with gateway.crypto.sm2. Loaders raise TypeError for a key of an unexpected type.
+
+
+def _load_private(path: Path) -> object:
+    data = Path(path).read_bytes()
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except UnsupportedAlgorithm:
+        try:
+            return load_sm2_private_key(data)
+        except ValueError:
+            raise TypeError(f"{path}: unsupported private key type") from None
+
+
+def _load_public(path: Path) -> object:
+    data = Path(path).read_bytes()
+    try:
+        return serialization.load_pem_public_key(data)
+    except UnsupportedAlgorithm:
+        try:
+            return load_sm2_public_key(data)
+        except ValueError:
+            raise TypeError(f"{path}: unsupported public key type") from None
+
+
+def load_encryption_key(path: Path) -> EncryptionPrivateKey:
+    """The gateway's encryption key: an X25519 or SM2 PEM private key (TypeError for any other type)."""
+    key = _load_private(path)
+    if not isinstance(key, x25519.X25519PrivateKey | Sm2PrivateKey):
+        raise TypeError(f"{path}: expected an X25519 or SM2 private key")
     return key
 
 
-def load_encryption_pub(path: Path) -> x25519.X25519PublicKey:
-    key = serialization.load_pem_public_key(Path(path).read_bytes())
-    if not isinstance(key, x25519.X25519PublicKey):
-        raise TypeError(f"{path}: expected an X25519 public key")
+def load_encryption_pub(path: Path) -> EncryptionPublicKey:
+    """A peer gateway's encryption key: an X25519 or SM2 PEM public key (TypeError for any other type)."""
+    key = _load_public(path)
+    if not isinstance(key, x25519.X25519PublicKey | Sm2PublicKey):
+        raise TypeError(f"{path}: expected an X25519 or SM2 public key")
     return key
 
 
 def load_private_key(path: Path) -> PrivateKey:
-    """An unencrypted PEM private key (P-256 or Ed25519); TypeError for any other key type."""
-    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    if isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+    """An unencrypted PEM private key (EC, Ed25519 or SM2); TypeError for any other key type."""
+    key = _load_private(path)
+    if isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | Sm2PrivateKey):
         return key
     raise TypeError(f"{path}: unsupported private key type {type(key).__name__}")
 
 
 def load_public_key(path: Path) -> PublicKey:
-    """A PEM SubjectPublicKeyInfo public key (P-256 or Ed25519); TypeError for any other key type."""
-    key = serialization.load_pem_public_key(Path(path).read_bytes())
-    if isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+    """A PEM SubjectPublicKeyInfo public key (EC, Ed25519 or SM2); TypeError for any other key type."""
+    key = _load_public(path)
+    if isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | Sm2PublicKey):
         return key
     raise TypeError(f"{path}: unsupported public key type {type(key).__name__}")
 
@@ -320,14 +367,26 @@ def load_certificate(path: Path) -> x509.Certificate:
 # --- the whole PKI -----------------------------------------------------------------------------------------
 
 
+def _encryption_key(alg: str) -> EncryptionPrivateKey:
+    """The key sealed payloads for a gateway are encrypted to: SM2 in the national suite, X25519 otherwise."""
+    return generate_sm2_key() if alg == "SM2SM3" else x25519.X25519PrivateKey.generate()
+
+
 def init_pki(dir: Path, *, alg: str = "ES256", days: int = 365, force: bool = False) -> PkiLayout:
     """Create the development PKI under ``dir`` (see the module docstring) and return its layout.
 
-    ``alg`` picks the gateways' signing keys (ES256: P-256, EdDSA: Ed25519); the CA, platform and auditor keys
-    are P-256. Raises FileExistsError if any file of the layout exists, unless ``force`` (which overwrites).
+    ``alg`` picks the suite:
+
+    - ES256: P-256 gateway keys, X25519 encryption keys, a P-256 CA;
+    - EdDSA: Ed25519 gateway keys, X25519 encryption keys, a P-256 CA;
+    - SM2SM3 (the national suite): an SM2 CA signing with SM2-with-SM3, SM2 gateway keys and SM2 encryption keys.
+
+    Platform and auditor keys are P-256 in every suite: they sign the HTTP JWTs (ES256) that the gateway checks
+    with pyjwt, which has no SM2. Raises FileExistsError if any file of the layout exists, unless ``force``
+    (which overwrites).
     """
-    if alg not in ("ES256", "EdDSA"):
-        raise ValueError(f"unsupported alg {alg!r}: use 'ES256' or 'EdDSA'")
+    if alg not in ("ES256", "EdDSA", "SM2SM3"):
+        raise ValueError(f"unsupported alg {alg!r}: use 'ES256', 'EdDSA' or 'SM2SM3'")
     if days <= 0:
         raise ValueError("days must be positive")
     layout = PkiLayout(Path(dir))
@@ -335,18 +394,16 @@ def init_pki(dir: Path, *, alg: str = "ES256", days: int = 365, force: bool = Fa
         raise FileExistsError(f"a PKI already exists in {layout.dir} (use force to overwrite it)")
     layout.dir.mkdir(parents=True, exist_ok=True)
 
-    ca_cert, ca_key = make_ca(CA_NAME, days=days)
+    ca_cert, ca_key = make_ca(CA_NAME, days=days, alg="SM2SM3" if alg == "SM2SM3" else "ES256")
     write_certificate(layout.ca_cert, ca_cert)
     write_private_key(layout.ca_key, ca_key)
     for region in REGIONS:
         cert, key = issue_gateway_cert(ca_cert, ca_key, region, alg=alg, days=days)
         write_certificate(layout.gateway_cert(region), cert)
         write_private_key(layout.gateway_key(region), key)
-        enc = x25519.X25519PrivateKey.generate()
-        _write_bytes(layout.encryption_key(region), enc.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
-        _write_bytes(layout.encryption_pub(region), enc.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
+        enc = _encryption_key(alg)
+        write_private_key(layout.encryption_key(region), enc)
+        write_public_key(layout.encryption_pub(region), enc.public_key())
         platform_key = ec.generate_private_key(ec.SECP256R1())
         write_private_key(layout.platform_key(region), platform_key)
         write_public_key(layout.platform_pub(region), platform_key.public_key())

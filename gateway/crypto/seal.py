@@ -5,6 +5,9 @@ with a key agreed between an ephemeral key and the recipient's key. The ephemera
 minute (and 10,000 messages) per recipient, so the key agreement (an X25519 exchange and the Concat KDF, the
 costly part) is paid once per minute, not per message; each message still has its own content key and nonce.
 The receiver caches the agreed key per ephemeral key for the same reason. Any JOSE library opens these.
+
+The national suite (SM2 key transport, SM4-GCM) is in seal_sm.py; :meth:`Sealer.for_key` and
+:meth:`Opener.for_key` (also :func:`sealer_for`, :func:`opener_for`) pick the suite by the type of the key.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.crypto.jws import b64url_decode, b64url_encode
+from gateway.crypto.keys import EncryptionPrivateKey, EncryptionPublicKey
 
 ALG = "ECDH-ES+A256KW"
 ENC = "A256GCM"
@@ -52,6 +56,18 @@ class Sealer:
         self._header_b64 = ""
         self._kek = b""
 
+    @classmethod
+    def for_key(
+        cls, recipient: EncryptionPublicKey, kid: str, rotate_s: float = 60.0, rotate_uses: int = 10_000
+    ) -> Sealer:
+        """The sealer of the recipient's suite: this JOSE one for an X25519 key, the national one (SM2, SM4GCM;
+        seal_sm.SmSealer) for an SM2 key."""
+        if isinstance(recipient, X25519PublicKey):
+            return Sealer(recipient, kid, rotate_s, rotate_uses)
+        from gateway.crypto.seal_sm import SmSealer  # seal_sm imports this module
+
+        return SmSealer(recipient, kid, rotate_s, rotate_uses)
+
     def _fresh(self) -> None:
         ephemeral = X25519PrivateKey.generate()
         epk = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -79,6 +95,16 @@ class Opener:
         self._keks: OrderedDict[str, bytes] = OrderedDict()
         self._cache = cache
 
+    @classmethod
+    def for_key(cls, key: EncryptionPrivateKey, cache: int = 64) -> Opener:
+        """The opener of this gateway's suite: this JOSE one for an X25519 key, the national one (seal_sm.SmOpener)
+        for an SM2 key."""
+        if isinstance(key, X25519PrivateKey):
+            return Opener(key, cache)
+        from gateway.crypto.seal_sm import SmOpener  # seal_sm imports this module
+
+        return SmOpener(key, cache)
+
     def open(self, jwe: str) -> bytes:
         parts = jwe.split(".")
         if len(parts) != 5:
@@ -103,3 +129,7 @@ class Opener:
             raise SealError("does not open with this gateway's key, or was tampered with") from e
         except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as e:
             raise SealError(f"malformed sealed payload: {e}") from e
+
+
+sealer_for = Sealer.for_key
+opener_for = Opener.for_key

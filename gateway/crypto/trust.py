@@ -1,7 +1,9 @@
 """Who may sign: the gateway certificates a receiving gateway trusts (DESIGN.md section 2).
 
 A certificate is validated once, when it is added (directly issued by one of the roots, not a CA, exactly
-one ``urn:yrdx:region:<R>`` SAN with R a known region, a supported key). Per message,
+one ``urn:yrdx:region:<R>`` SAN with R a known region, a supported key: P-256, Ed25519 or SM2). Roots may be of
+either suite, and both at once: an SM2 root's signatures (SM2-with-SM3) are checked with
+:func:`gateway.crypto.sm2.sm2_verify_issued_by`, since ``cryptography`` cannot. Per message,
 :meth:`TrustStore.signer` is a dictionary lookup by the JWS header's ``x5t#S256`` plus the revocation and
 validity-window checks. The caller compares ``signer.region`` with the envelope's ``from`` and verifies the
 signature with ``signer.public_key``.
@@ -18,10 +20,11 @@ from pathlib import Path
 from typing import Final, Literal, TypeAlias
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from gateway.crypto.jws import thumbprint_s256
-from gateway.crypto.keys import PublicKey, alg_of_public_key, certificate_regions, public_key_of
+from gateway.crypto.keys import PublicKey, certificate_regions, public_key_of
+from gateway.crypto.sm2 import is_sm2_certificate, sm2_verify_issued_by
 from gateway.regions import REGIONS
 
 __all__ = ["TRUST_ERROR_CODES", "TrustCode", "TrustError", "TrustStore", "TrustedSigner"]
@@ -90,6 +93,7 @@ class TrustStore:
             if usage is not None and not usage.key_cert_sign:
                 raise ValueError(f"trust root {root.subject.rfc4514_string()} may not sign certificates")
             self._roots.append(root)
+        self._sm2_roots = [is_sm2_certificate(root) for root in self._roots]
         self._signers: dict[str, TrustedSigner] = {}
         self._certificates: dict[str, x509.Certificate] = {}
         self._revoked: set[str] = set()
@@ -114,12 +118,16 @@ class TrustStore:
         return list(self._roots)
 
     def _issuing_root(self, cert: x509.Certificate) -> x509.Certificate | None:
-        for root in self._roots:
+        for root, sm2 in zip(self._roots, self._sm2_roots, strict=True):
             if root.subject != cert.issuer:
                 continue
+            if sm2:
+                if not sm2_verify_issued_by(cert, root):  # issuer name and signature
+                    continue
+                return root
             try:
                 cert.verify_directly_issued_by(root)  # issuer name and signature
-            except (InvalidSignature, ValueError, TypeError):
+            except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):  # (an SM2-signed cert)
                 continue
             return root
         return None
@@ -142,8 +150,10 @@ class TrustStore:
             usage = _key_usage(cert)
             if usage is not None and not usage.digital_signature:
                 raise _untrusted(f"certificate {thumbprint} ({subject}) may not sign (no digitalSignature)")
-            if alg_of_public_key(cert.public_key()) is None:
-                raise _untrusted(f"certificate {thumbprint} ({subject}) has an unsupported key type")
+            try:
+                public_key = public_key_of(cert)
+            except TypeError:
+                raise _untrusted(f"certificate {thumbprint} ({subject}) has an unsupported key type") from None
             regions = certificate_regions(cert)
         except ValueError as exc:  # a malformed extension (TrustError is not a ValueError: it passes through)
             raise _untrusted(f"certificate {thumbprint} ({subject}) is malformed: {exc}") from None
@@ -154,7 +164,7 @@ class TrustStore:
         signer = TrustedSigner(
             region=regions[0],
             thumbprint=thumbprint,
-            public_key=public_key_of(cert),
+            public_key=public_key,
             not_before=max(cert.not_valid_before_utc, root.not_valid_before_utc),
             not_after=min(cert.not_valid_after_utc, root.not_valid_after_utc),
             subject=subject,

@@ -54,3 +54,37 @@ def test_bad_config_names_the_key(good: Path, tmp_path: Path, change: Any, key: 
 def test_environment_overrides_bootstrap_servers(good: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "10.0.0.1:9999")
     assert load_config(good).kafka.bootstrap_servers == "10.0.0.1:9999"
+
+
+@pytest.mark.parametrize("namespace", [
+    "Staging", "-staging", "stag ing", "stag.ing", "stag_ing", "a" * 33, "staging.", "ständig", 7, ["x"], True,
+])
+def test_bad_kafka_namespace_names_the_key(good: Path, tmp_path: Path, namespace: Any) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(broken(good, tmp_path, lambda d: d["kafka"].update(namespace=namespace)))
+    assert str(e.value).startswith("kafka.namespace: "), str(e.value)
+
+
+@pytest.mark.parametrize("namespace", ["staging", "a", "0", "gm-suite-2", "x" * 32])
+def test_kafka_namespace_prefixes_the_names(good: Path, tmp_path: Path, namespace: str) -> None:
+    cfg = load_config(broken(good, tmp_path, lambda d: d["kafka"].update(namespace=namespace)))
+    assert cfg.kafka.namespace == namespace
+    assert cfg.topics.inbox("SH") == f"{namespace}.yrdx.sh.inbox"
+    assert cfg.topics.egress_group("SH") == f"{namespace}.yrdx-sh"
+
+
+@pytest.mark.parametrize("namespace", [None, ""])
+def test_no_kafka_namespace_keeps_the_design_names(good: Path, tmp_path: Path, namespace: str | None) -> None:
+    cfg = load_config(broken(good, tmp_path, lambda d: d["kafka"].update(namespace=namespace)))
+    assert cfg.kafka.namespace == "" and cfg.topics.inbox("SH") == "yrdx.sh.inbox" and cfg.topics.audit == "yrdx.audit"
+    assert "namespace" not in yaml.safe_load(good.read_text())["kafka"]  # yrdx init writes none by default
+
+
+def test_init_writes_the_namespace(tmp_path: Path) -> None:
+    ex = init_exchange(tmp_path / "alt", base_port=0, namespace="alt")
+    for region in ("SH", "JS", "ZJ", "AH"):
+        cfg = load_config(ex.config_path(region))
+        assert cfg.kafka.namespace == "alt" and cfg.topics.inbox(region) == f"alt.yrdx.{region.lower()}.inbox"
+    with pytest.raises(ValueError, match="lowercase"):
+        init_exchange(tmp_path / "bad", base_port=0, namespace="Alt")
+    assert not (tmp_path / "bad").exists()  # refused before anything is written

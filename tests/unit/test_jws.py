@@ -17,6 +17,7 @@ from gateway.crypto.jws import (
     DetachedJws,
     JwsError,
     Signer,
+    Verifier,
     b64url_decode,
     b64url_encode,
     parse_detached,
@@ -285,3 +286,163 @@ def test_b64url_round_trip(data: bytes) -> None:
 def test_b64url_decode_is_strict(bad: str) -> None:
     with pytest.raises(ValueError):
         b64url_decode(bad)
+
+
+# --- batch signatures (one signature over a hash tree, a proof per content) ----------------------------------
+
+BATCH = [CONTENT + str(i).encode() for i in range(7)]
+
+
+def test_batch_signature_verifies_every_content(
+    signer: Signer, gateway: tuple[x509.Certificate, PrivateKey]
+) -> None:
+    cert, _ = gateway
+    sigs = signer.sign_batch(BATCH)
+    assert len(sigs) == len(BATCH)
+    assert len({s.split("~")[0] for s in sigs}) == 1  # one JWS, seven proofs
+    for content, sig in zip(BATCH, sigs, strict=True):
+        parsed = parse_detached(sig)
+        assert parsed.proof is not None and parsed.proof.size == len(BATCH)
+        assert parsed.header["yrdx-tree"] == {"hash": "SHA-256", "size": 7}
+        assert verify_detached(parsed, content, public_key_of(cert))
+
+
+def test_batch_signature_does_not_fit_another_content(
+    signer: Signer, gateway: tuple[x509.Certificate, PrivateKey]
+) -> None:
+    cert, _ = gateway
+    sigs = signer.sign_batch(BATCH)
+    assert not verify_detached(parse_detached(sigs[2]), BATCH[3], public_key_of(cert))  # another member's proof
+    assert not verify_detached(parse_detached(sigs[2]), _flip(BATCH[2], 40), public_key_of(cert))
+    jws, index, path = sigs[2].split("~")
+    assert not verify_detached(parse_detached(f"{jws}~3~{path}"), BATCH[2], public_key_of(cert))  # moved
+    proof = bytearray(b64url_decode(path))
+    proof[5] ^= 1
+    assert not verify_detached(parse_detached(f"{jws}~{index}~{b64url_encode(bytes(proof))}"), BATCH[2],
+                               public_key_of(cert))
+
+
+def test_batch_jws_and_plain_jws_cannot_stand_in_for_each_other(
+    signer: Signer, gateway: tuple[x509.Certificate, PrivateKey]
+) -> None:
+    cert, _ = gateway
+    jws = signer.sign_batch(BATCH)[0].split("~")[0]
+    with pytest.raises(JwsError, match="without its inclusion proof"):
+        parse_detached(jws)  # the tree header is protected: the proof cannot be dropped
+    plain = signer.sign(BATCH[0])
+    with pytest.raises(JwsError, match="yrdx-tree"):
+        parse_detached(f"{plain}~0~{b64url_encode(b'0' * 32)}")
+
+
+def test_pyjwt_verifies_the_signed_tree_root(signer: Signer, gateway: tuple[x509.Certificate, PrivateKey]) -> None:
+    cert, _ = gateway
+    sig = signer.sign_batch(BATCH)[4]
+    parsed = parse_detached(sig)
+    assert parsed.proof is not None
+    root = parsed.proof.root(BATCH[4])
+    assert root is not None
+    header_b64, _, signature_b64 = sig.split("~")[0].split(".")
+    decoded = jwt.api_jws.PyJWS().decode_complete(
+        f"{header_b64}.{b64url_encode(root)}.{signature_b64}", key=public_key_of(cert), algorithms=[signer.alg]
+    )
+    assert decoded["payload"] == root
+
+
+def test_a_batch_of_one_is_a_plain_signature(signer: Signer) -> None:
+    (sig,) = signer.sign_batch(BATCH[:1])
+    assert "~" not in sig and parse_detached(sig).proof is None
+    assert signer.sign_batch([]) == []
+
+
+@pytest.mark.parametrize("suffix", [
+    "~", "~1", "~1~", "~01~AAAA", "~-1~", "~7~", "~x~", "~1~!!!!", "~1~" + "A" * 10, "~1~" + "A" * 43 + "~2",
+    "~1~" + b64url_encode(b"0" * 32 * 4),  # deeper than a tree of 7
+])
+def test_malformed_proofs_raise(signer: Signer, suffix: str) -> None:
+    jws = signer.sign_batch(BATCH)[1].split("~")[0]
+    with pytest.raises(JwsError):
+        parse_detached(jws + suffix)
+
+
+def test_verifier_checks_a_batch_signature_once(signer: Signer, gateway: tuple[x509.Certificate, PrivateKey],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.crypto.jws as jws_module
+
+    cert, _ = gateway
+    key = public_key_of(cert)
+    calls = []
+    real = jws_module._verify_signature
+
+    def counting(parsed: DetachedJws, content: bytes, public_key: object) -> bool:
+        calls.append(content)
+        return real(parsed, content, public_key)
+
+    monkeypatch.setattr(jws_module, "_verify_signature", counting)
+    verifier = jws_module.Verifier()
+    sigs = signer.sign_batch(BATCH)
+    assert all(verifier.verify(parse_detached(s), c, key) for s, c in zip(sigs, BATCH, strict=True))
+    assert len(calls) == 1
+    # a remembered signature does not excuse a content whose proof leads elsewhere, nor another key
+    assert not verifier.verify(parse_detached(sigs[0]), BATCH[1], key)
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    assert not verifier.verify(parse_detached(sigs[0]), BATCH[0], other)
+
+
+# --- the national suite: SM2 with SM3 -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sm2_gateway() -> tuple[x509.Certificate, PrivateKey]:
+    ca_cert, ca_key = make_ca("yrdx national test root", alg="SM2SM3")
+    return issue_gateway_cert(ca_cert, ca_key, "JS", alg="SM2SM3")
+
+
+def test_sm2_signer_signs_a_detached_jws_that_verifies(sm2_gateway: tuple[x509.Certificate, PrivateKey]) -> None:
+    cert, key = sm2_gateway
+    signer = Signer(key, cert)
+    assert signer.alg == "SM2SM3" and signer.tree_hash == "SM3"
+    jws = signer.sign(CONTENT)
+    parsed = parse_detached(jws)
+    assert parsed.alg == "SM2SM3" and parsed.thumbprint == thumbprint_s256(cert)
+    assert verify_detached(parsed, CONTENT, public_key_of(cert))
+    assert not verify_detached(parsed, _flip(CONTENT, 3), public_key_of(cert))
+    assert not verify_detached(parse_detached(_with_header(jws, {**parsed.header, "kid": "other"})), CONTENT,
+                               public_key_of(cert))
+
+
+def test_gmssl_verifies_our_sm2_jws(sm2_gateway: tuple[x509.Certificate, PrivateKey]) -> None:
+    """An independent SM2 implementation (pure-Python gmssl, default signer ID) checks the JWS signing input."""
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+    from gmssl import sm2 as gmssl_sm2
+
+    cert, key = sm2_gateway
+    header_b64, _, signature_b64 = Signer(key, cert).sign(CONTENT).split(".")
+    r, s = decode_dss_signature(b64url_decode(signature_b64))  # DER, as GM/T 0009 fixes it
+    point = public_key_of(cert).public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    verifier = gmssl_sm2.CryptSM2(private_key="", public_key=point[1:].hex())
+    signing_input = f"{header_b64}.{b64url_encode(CONTENT)}".encode()
+    assert verifier.verify_with_sm3(f"{r:064x}{s:064x}", signing_input)
+    assert not verifier.verify_with_sm3(f"{r:064x}{s:064x}", signing_input + b"x")
+
+
+def test_sm2_batch_signature_hashes_its_tree_with_sm3(sm2_gateway: tuple[x509.Certificate, PrivateKey]) -> None:
+    cert, key = sm2_gateway
+    sigs = Signer(key, cert).sign_batch(BATCH)
+    verifier = Verifier()
+    for content, sig in zip(BATCH, sigs, strict=True):
+        parsed = parse_detached(sig)
+        assert parsed.header["yrdx-tree"] == {"hash": "SM3", "size": len(BATCH)}
+        assert verifier.verify(parsed, content, public_key_of(cert))
+    assert not verifier.verify(parse_detached(sigs[1]), BATCH[2], public_key_of(cert))
+
+
+def test_sm2_and_es256_keys_cannot_stand_in_for_each_other(
+    sm2_gateway: tuple[x509.Certificate, PrivateKey], signer: Signer, gateway: tuple[x509.Certificate, PrivateKey]
+) -> None:
+    sm2_cert, sm2_key = sm2_gateway
+    sm2_jws = Signer(sm2_key, sm2_cert).sign(CONTENT)
+    assert not verify_detached(parse_detached(sm2_jws), CONTENT, public_key_of(gateway[0]))
+    assert not verify_detached(parse_detached(signer.sign(CONTENT)), CONTENT, public_key_of(sm2_cert))
+    # an SM2 signature relabelled as ES256 (or the reverse) does not verify under either key
+    relabelled = _with_header(sm2_jws, {**_header_of(sm2_jws), "alg": signer.alg})
+    assert not verify_detached(parse_detached(relabelled), CONTENT, public_key_of(sm2_cert))

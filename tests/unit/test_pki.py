@@ -9,16 +9,22 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from gateway.cli import main as cli_main
 from gateway.crypto.jws import Signer, parse_detached, verify_detached
+from gateway.crypto.keys import public_key_of, same_public_key
 from gateway.crypto.pki import (
     CA_NAME,
     PkiLayout,
     init_pki,
     load_certificate,
+    load_encryption_key,
+    load_encryption_pub,
     load_private_key,
     load_public_key,
 )
+from gateway.crypto.sm2 import SM2_WITH_SM3_OID, Sm2PrivateKey, Sm2PublicKey, sm2_verify_issued_by
 from gateway.crypto.trust import TrustStore
 from gateway.regions import REGIONS
 
@@ -154,3 +160,94 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         init_pki(tmp_path / "b", days=0)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+# --- the national suite --------------------------------------------------------------------------------------
+
+
+def _extensions(cert: x509.Certificate) -> list[tuple[str, bool, object]]:
+    """The extensions of a certificate but the key identifiers' values: OID, criticality, value, in order."""
+    key_ids = (x509.SubjectKeyIdentifier.oid, x509.AuthorityKeyIdentifier.oid)
+    return [(e.oid.dotted_string, e.critical, None if e.oid in key_ids else e.value) for e in cert.extensions]
+
+
+def test_sm2_pki_layout_round_trip(tmp_path: Path) -> None:
+    layout = init_pki(tmp_path / "pki", alg="SM2SM3")
+    files = list(layout.files())
+    assert {p for p in (tmp_path / "pki").rglob("*") if p.is_file()} == set(files)
+    for path in layout.private_keys():
+        assert _mode(path) == 0o600, path
+        assert path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")  # PKCS8, unencrypted
+
+    ca = load_certificate(layout.ca_cert)
+    ca_key = load_private_key(layout.ca_key)
+    assert isinstance(ca_key, Sm2PrivateKey)
+    assert ca.signature_algorithm_oid == SM2_WITH_SM3_OID and ca.issuer == ca.subject and _cn(ca.subject) == CA_NAME
+    assert sm2_verify_issued_by(ca, ca)
+    assert public_key_of(ca) == ca_key.public_key()
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert ca.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+
+    store = TrustStore([ca])
+    for region in REGIONS:
+        cert = load_certificate(layout.gateway_cert(region))
+        key = load_private_key(layout.gateway_key(region))
+        assert isinstance(key, Sm2PrivateKey)
+        assert sm2_verify_issued_by(cert, ca)
+        assert same_public_key(public_key_of(cert), key.public_key())
+        assert store.add_certificate(cert).region == region
+        enc_key, enc_pub = load_encryption_key(layout.encryption_key(region)), load_encryption_pub(
+            layout.encryption_pub(region)
+        )
+        assert isinstance(enc_key, Sm2PrivateKey) and isinstance(enc_pub, Sm2PublicKey)
+        assert enc_key.public_key() == enc_pub != key.public_key()  # a separate key for encryption
+    # Platforms and the auditor sign HTTP JWTs (ES256, pyjwt): P-256 in every suite.
+    for key_path, pub_path in [(layout.platform_key(r), layout.platform_pub(r)) for r in REGIONS] + [
+        (layout.auditor_key, layout.auditor_pub)
+    ]:
+        key, pub = load_private_key(key_path), load_public_key(pub_path)
+        assert isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
+        assert isinstance(pub, ec.EllipticCurvePublicKey) and key.public_key().public_numbers() == pub.public_numbers()
+
+
+def test_sm2_certificates_have_the_es256_layout(tmp_path: Path) -> None:
+    es = init_pki(tmp_path / "es", alg="ES256")
+    sm = init_pki(tmp_path / "sm", alg="SM2SM3")
+    for es_path, sm_path in [(es.ca_cert, sm.ca_cert), (es.gateway_cert("ZJ"), sm.gateway_cert("ZJ"))]:
+        a, b = load_certificate(es_path), load_certificate(sm_path)
+        assert a.subject == b.subject and a.issuer == b.issuer and a.version == b.version
+        assert a.not_valid_after_utc - a.not_valid_before_utc == b.not_valid_after_utc - b.not_valid_before_utc
+        assert _extensions(a) == _extensions(b)
+    gateway = load_certificate(sm.gateway_cert("ZJ"))
+    aki = gateway.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    ski = load_certificate(sm.ca_cert).extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    assert aki == ski
+
+
+def test_es256_pki_keeps_x25519_encryption_keys(tmp_path: Path) -> None:
+    layout = init_pki(tmp_path / "pki")
+    assert isinstance(load_encryption_key(layout.encryption_key("SH")), X25519PrivateKey)
+    assert isinstance(load_encryption_pub(layout.encryption_pub("SH")), X25519PublicKey)
+    with pytest.raises(TypeError):
+        load_encryption_key(layout.gateway_key("SH"))  # a P-256 signing key is no encryption key
+    with pytest.raises(TypeError):
+        load_private_key(layout.encryption_key("SH"))  # nor an X25519 key a signing key
+
+
+def test_sm2_keys_are_refused_where_another_type_is_expected(tmp_path: Path) -> None:
+    layout = init_pki(tmp_path / "pki", alg="SM2SM3")
+    with pytest.raises(TypeError):
+        load_encryption_key(layout.platform_key("SH"))
+    with pytest.raises(TypeError):
+        load_encryption_pub(layout.auditor_pub)
+    bogus = tmp_path / "bogus.pem"
+    bogus.write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(ValueError):
+        load_private_key(bogus)
+
+
+def test_cli_certs_init_takes_sm2sm3(tmp_path: Path) -> None:
+    assert cli_main(["certs", "init", "--dir", str(tmp_path / "pki"), "--alg", "SM2SM3"]) == 0
+    layout = PkiLayout(tmp_path / "pki")
+    assert isinstance(load_private_key(layout.gateway_key("AH")), Sm2PrivateKey)
+    assert sm2_verify_issued_by(load_certificate(layout.gateway_cert("AH")), load_certificate(layout.ca_cert))

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from gateway.crypto.jws import Signer, parse_detached, thumbprint_s256, verify_detached
 from gateway.crypto.keys import PrivateKey
 from gateway.crypto.pki import (
+    CA_NAME,
     PkiLayout,
     init_pki,
     issue_gateway_cert,
@@ -22,6 +23,7 @@ from gateway.crypto.pki import (
     load_private_key,
     make_ca,
 )
+from gateway.crypto.sm2 import Sm2PrivateKey, Sm2PublicKey, sm2_sign, sm2_verify
 from gateway.crypto.trust import TrustedSigner, TrustError, TrustStore
 from gateway.regions import REGIONS
 
@@ -286,3 +288,113 @@ def test_trust_error_carries_code_and_detail() -> None:
     assert str(error) == "certificate_revoked: certificate abc is revoked"
     copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own object
     assert (copy.code, copy.detail) == (error.code, error.detail)
+
+
+# --- the national suite (SM2 roots and gateway certificates) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sm2_pki(tmp_path_factory: pytest.TempPathFactory) -> PkiLayout:
+    return init_pki(tmp_path_factory.mktemp("sm2-pki"), alg="SM2SM3")
+
+
+@pytest.fixture(scope="module")
+def sm2_root(sm2_pki: PkiLayout) -> tuple[x509.Certificate, PrivateKey]:
+    return load_certificate(sm2_pki.ca_cert), load_private_key(sm2_pki.ca_key)
+
+
+def test_sm2_gateways_of_the_sm2_root_are_trusted(sm2_pki: PkiLayout) -> None:
+    store = TrustStore.from_files([sm2_pki.ca_cert], [sm2_pki.gateway_cert(region) for region in REGIONS])
+    assert sorted(s.region for s in store.known()) == sorted(REGIONS)
+    cert = load_certificate(sm2_pki.gateway_cert("JS"))
+    key = load_private_key(sm2_pki.gateway_key("JS"))
+    assert isinstance(key, Sm2PrivateKey)
+    signer = store.signer(header_for(cert), NOW)
+    assert signer.region == "JS" and isinstance(signer.public_key, Sm2PublicKey)
+    assert signer.public_key == key.public_key()
+    # The trusted key verifies the gateway's SM2 signatures and no other gateway's.
+    signature = sm2_sign(key, CONTENT)
+    assert sm2_verify(signer.public_key, signature, CONTENT)
+    other = store.signer(header_for(load_certificate(sm2_pki.gateway_cert("SH"))), NOW)
+    assert not sm2_verify(other.public_key, signature, CONTENT)
+
+
+def test_sm2_certificate_learned_from_x5c(sm2_root: tuple[x509.Certificate, PrivateKey]) -> None:
+    store = TrustStore([sm2_root[0]])
+    cert, _ = issue_gateway_cert(*sm2_root, "AH", alg="SM2SM3")
+    assert store.signer(header_for(cert, x5c=True), NOW).region == "AH"
+    assert store.signer(header_for(cert), NOW).region == "AH"
+
+
+def test_sm2_certificate_of_another_sm2_root_is_untrusted(sm2_root: tuple[x509.Certificate, PrivateKey]) -> None:
+    store = TrustStore([sm2_root[0]])
+    for name in ("rogue SM2 CA", CA_NAME):  # another name, and an impostor with the root's very name
+        rogue = make_ca(name, alg="SM2SM3")
+        cert, _ = issue_gateway_cert(*rogue, "JS", alg="SM2SM3")
+        with pytest.raises(TrustError) as info:
+            store.add_certificate(cert)
+        assert info.value.code == "untrusted_signer"
+        expect("untrusted_signer", store, header_for(cert, x5c=True))
+    assert store.known() == []
+
+
+def test_expired_and_not_yet_valid_sm2_certificates(sm2_root: tuple[x509.Certificate, PrivateKey]) -> None:
+    store = TrustStore([sm2_root[0]])
+    expired, _ = issue_gateway_cert(*sm2_root, "JS", alg="SM2SM3", not_before=NOW - 10 * DAY, not_after=NOW - DAY)
+    store.add_certificate(expired)
+    expect("certificate_expired", store, header_for(expired))
+    future, _ = issue_gateway_cert(*sm2_root, "JS", alg="SM2SM3", not_before=NOW + DAY, not_after=NOW + 10 * DAY)
+    store.add_certificate(future)
+    expect("certificate_not_yet_valid", store, header_for(future))
+    assert store.signer(header_for(future), NOW + 2 * DAY).region == "JS"
+
+
+def test_revoked_sm2_certificate(sm2_pki: PkiLayout) -> None:
+    store = TrustStore.from_files([sm2_pki.ca_cert], [sm2_pki.gateway_cert("ZJ")])
+    cert = load_certificate(sm2_pki.gateway_cert("ZJ"))
+    store.revoke(thumbprint_s256(cert))
+    expect("certificate_revoked", store, header_for(cert))
+
+
+def test_sm2_root_is_not_a_gateway(sm2_root: tuple[x509.Certificate, PrivateKey]) -> None:
+    store = TrustStore([sm2_root[0]])
+    with pytest.raises(TrustError) as info:
+        store.add_certificate(sm2_root[0])
+    assert info.value.code == "untrusted_signer"
+
+
+def test_mixed_store_trusts_both_suites(
+    pki: PkiLayout, sm2_pki: PkiLayout, root: tuple[x509.Certificate, PrivateKey],
+    sm2_root: tuple[x509.Certificate, PrivateKey],
+) -> None:
+    # Both development roots carry the same name (CA_NAME), so every certificate meets a root of the other suite
+    # with a matching issuer name first or second: each must be checked with its own root's algorithm.
+    assert root[0].subject == sm2_root[0].subject
+    for roots in ([pki.ca_cert, sm2_pki.ca_cert], [sm2_pki.ca_cert, pki.ca_cert]):
+        store = TrustStore.from_files(
+            roots, [pki.gateway_cert("SH"), sm2_pki.gateway_cert("JS"), sm2_pki.gateway_cert("AH")]
+        )
+        es = store.signer(header_for(load_certificate(pki.gateway_cert("SH"))), NOW)
+        sm = store.signer(header_for(load_certificate(sm2_pki.gateway_cert("JS"))), NOW)
+        assert (es.region, sm.region) == ("SH", "JS")
+        assert not isinstance(es.public_key, Sm2PublicKey) and isinstance(sm.public_key, Sm2PublicKey)
+        # A certificate neither root issued stays untrusted, whatever its suite.
+        for rogue_alg in ("ES256", "SM2SM3"):
+            rogue, _ = issue_gateway_cert(*make_ca(CA_NAME, alg=rogue_alg), "ZJ", alg=rogue_alg)
+            expect("untrusted_signer", store, header_for(rogue, x5c=True))
+
+
+def test_cross_suite_certificates(
+    root: tuple[x509.Certificate, PrivateKey], sm2_root: tuple[x509.Certificate, PrivateKey]
+) -> None:
+    # A P-256 root certifying an SM2 gateway key, and an SM2 root certifying a P-256 one.
+    sm2_leaf, sm2_key = issue_gateway_cert(*root, "SH", alg="SM2SM3")
+    es_leaf, es_key = issue_gateway_cert(*sm2_root, "JS", alg="ES256")
+    store = TrustStore([root[0], sm2_root[0]])
+    assert store.add_certificate(sm2_leaf).public_key == sm2_key.public_key()
+    assert store.add_certificate(es_leaf).region == "JS"
+    assert TrustStore([root[0]]).add_certificate(sm2_leaf).region == "SH"
+    with pytest.raises(TrustError):
+        TrustStore([root[0]]).add_certificate(es_leaf)
+    with pytest.raises(TrustError):
+        TrustStore([sm2_root[0]]).add_certificate(sm2_leaf)

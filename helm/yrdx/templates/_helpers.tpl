@@ -42,6 +42,11 @@ Full name: the release name when it already contains the chart name (yrdx-sh), e
 {{- include "yrdx.region" . | lower }}
 {{- end }}
 
+{{/* The prefix of every topic and group name: "<kafka.namespace>." or nothing. */}}
+{{- define "yrdx.topicPrefix" -}}
+{{- with .Values.kafka.namespace }}{{ . }}.{{ end }}
+{{- end }}
+
 {{- define "yrdx.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "yrdx.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -187,6 +192,9 @@ hand-written one.
 {{- $proto := include "yrdx.kafkaProtocol" . }}
 {{- $k := .Values.kafka }}
 {{- $kafka := dict "bootstrap_servers" $k.bootstrapServers "security_protocol" $proto "sasl_mechanism" nil "ssl_cafile" nil "ssl_certfile" nil "ssl_keyfile" nil "sasl_username_file" nil "sasl_password_file" nil "fetch_max_wait_ms" (int $k.fetchMaxWaitMs) "linger_ms" (int $k.lingerMs) }}
+{{- if $k.namespace }}
+{{- $_ := set $kafka "namespace" $k.namespace }}
+{{- end }}
 {{- if include "yrdx.kafkaTLS" . }}
 {{- if $k.tls.caSecret }}
 {{- $_ := set $kafka "ssl_cafile" "/etc/yrdx/kafka/tls/ca.crt" }}
