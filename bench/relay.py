@@ -653,7 +653,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         else:
             print(f"external Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS): broker CPU is not measured")
         figures["broker"] = {"bootstrap_servers": bootstrap, "local": broker is not None}
-        ex = init_exchange(work / "exchange", base_port=0, bootstrap_servers=bootstrap)
+        ex = init_exchange(work / "exchange", base_port=0, bootstrap_servers=bootstrap, alg=args.alg)
         edit_config(ex.config_path(RECEIVER), delivery={"mode": "inbox"})  # SH's platform pulls
         if args.no_audit:  # what the audit trail costs: the same run without it
             for region in (SENDER, RECEIVER):
@@ -664,6 +664,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
                 doc = yaml.safe_load(ex.config_path(region).read_text())
                 edit_config(ex.config_path(region), kafka={**doc["kafka"], "compression": args.compression})
         figures["compression"] = args.compression or "config default"
+        figures["alg"] = args.alg
         cprofile = args.profile is not None and args.profiler == "cprofile"
         for region in (SENDER, RECEIVER):
             out = args.profile / f"{region.lower()}.prof" if cprofile else None
@@ -812,6 +813,7 @@ def report(f: dict[str, Any]) -> None:
     print()
     print(f"== yrdx relay benchmark: {c['messages']:,} mixed messages {c['route']}, batch {c['batch']}, "
           f"concurrency {c['concurrency']}, warmup {c['warmup']:,}")
+    print(f"suite: {f['alg']}, kafka.compression: {f['compression']}, audit trail {'on' if f['audit'] else 'off'}")
     print(f"machine: {m['nproc']} CPUs ({m['usable_cpus']} usable), Python {m['python']}, loadavg "
           f"{m['loadavg_start']} at start, {m['loadavg_end']} at end")
     print()
@@ -897,6 +899,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="py-spy: sample the measured window (needs `pip install py-spy`); "
                    "cprofile: the whole process life")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, configs, broker data)")
+    p.add_argument("--alg", choices=["ES256", "EdDSA", "SM2SM3"], default="ES256",
+                   help="the exchange's signing suite (SM2SM3: the national suite, sealing with SM2/SM4)")
     p.add_argument("--compression", choices=["none", "gzip", "lz4", "zstd", "snappy"],
                    help="the gateways' kafka.compression (default: the config default)")
     p.add_argument("--no-audit", action="store_true",

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.crypto.keys import ALGORITHMS
+
+SIGNING_ALGS = sorted(ALGORITHMS)
 
 
 def cmd_certs_init(args: argparse.Namespace) -> int:
@@ -35,7 +38,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     try:
         ex = init_exchange(
             Path(args.dir), base_port=args.base_port, bootstrap_servers=args.bootstrap_servers, force=args.force,
-            namespace=args.namespace,
+            namespace=args.namespace, alg=args.alg,
         )
     except FileExistsError as e:
         print(f"yrdx: {e}", file=sys.stderr)
@@ -142,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     certs = sub.add_parser("certs", help="development PKI").add_subparsers(dest="certs_command", required=True)
     ci = certs.add_parser("init", help="create a development root CA, gateway certificates and keys")
     ci.add_argument("--dir", required=True)
-    ci.add_argument("--alg", choices=["ES256", "EdDSA", "SM2SM3"], default="ES256")
+    ci.add_argument("--alg", choices=SIGNING_ALGS, default="ES256",
+                    help="the gateways' signing suite; SM2SM3 is the national suite (SM2 CA, SM2 keys)")
     ci.add_argument("--force", action="store_true", help="overwrite an existing PKI")
     ci.set_defaults(func=cmd_certs_init)
 
@@ -151,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--base-port", type=int, default=8401, help="SH gets this port, JS the next, ...")
     init.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
     init.add_argument("--force", action="store_true")
+    init.add_argument("--alg", choices=SIGNING_ALGS, default="ES256",
+                      help="the gateways' signing suite; SM2SM3 is the national suite (SM2 CA, SM2 keys)")
     init.add_argument("--namespace", default="", metavar="NS",
                       help="kafka.namespace of the four configs: NS. before every topic and consumer group name")
     init.set_defaults(func=cmd_init)

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -20,6 +20,8 @@ from gateway.regions import REGIONS, Topics, check_namespace
 class ConfigError(ValueError):
     """A configuration value is missing or wrong; the message starts with the dotted key."""
 
+
+DEFAULT_COMPRESSION: Final = "zstd"
 
 @dataclass(frozen=True, slots=True)
 class KafkaConfig:
@@ -34,8 +36,10 @@ class KafkaConfig:
     # The broker answers a fetch as soon as data arrives; this only bounds idle polling (broker CPU).
     fetch_max_wait_ms: int = 200
     linger_ms: int = 2
-    # Audit segments are repetitive JSON (4x the bytes of the messages): lz4 cuts what the broker stores and copies.
-    compression: str | None = "lz4"
+    # Audit segments are repetitive JSON (4x the bytes of the messages): compression cuts what the broker stores
+    # and copies. zstd, not lz4: aiokafka compresses lz4 at level 9 (HC, ~70 MB/s here) with no knob, while zstd
+    # level 3 runs ~170 MB/s with half the output (bench: 4,031 vs 3,489 msg/s, every process cheaper).
+    compression: str | None = DEFAULT_COMPRESSION
     # Prefix of every topic and consumer group name, so that two exchanges can share one cluster ("" = DESIGN.md's
     # names). `topics` holds the names, built once from it.
     namespace: str = ""
@@ -255,7 +259,7 @@ def _region(value: object, key: str) -> str:
 
 
 def _compression(k: _Reader) -> str | None:
-    value = k.data.get("compression", "lz4")
+    value = k.data.get("compression", DEFAULT_COMPRESSION)
     if value in (None, "none"):
         return None
     if value not in ("gzip", "lz4", "zstd", "snappy"):

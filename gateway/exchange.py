@@ -106,12 +106,14 @@ def init_exchange(
     webhook_urls: dict[str, str] | None = None,
     force: bool = False,
     namespace: str = "",
+    alg: str = "ES256",
 ) -> Exchange:
     """`namespace` prefixes every Kafka topic and group of the exchange (README "Namespaces"): ValueError when it
-    is not a valid `kafka.namespace`, before anything is written."""
+    is not a valid `kafka.namespace`, before anything is written. `alg` picks the signing suite of the PKI
+    (SM2SM3: the national suite, whose gateways then sign, seal and verify with SM2/SM3/SM4)."""
     check_namespace(namespace)
     dir = dir.resolve()
-    pki = init_pki(dir / "certs", force=force)
+    pki = init_pki(dir / "certs", alg=alg, force=force)
     (dir / "secrets").mkdir(parents=True, exist_ok=True)
     token = dir / "secrets" / "metrics.token"
     token.write_text(secrets.token_urlsafe(32) + "\n")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,9 @@ import orjson
 from aiohttp import web
 
 from gateway.auth import AUDIT_SCOPE, TokenMinter
+from gateway.crypto.pki import PkiLayout
 from gateway.exchange import Exchange, auditor_id, platform_id
+from gateway.regions import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,3 +178,49 @@ class WebhookSink:
                     return d
             await asyncio.sleep(0.05)
         raise AssertionError(f"{msg_id} was not delivered to {region} within {timeout} s")
+
+
+def yrdx(*args: str) -> subprocess.CompletedProcess[str]:
+    """The `yrdx` command line, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+@dataclass
+class SideExchange:
+    """A second exchange on the session's broker, in its own namespace (made by `yrdx init`)."""
+
+    exchange: Exchange
+    topics: Topics
+    clients: dict[str, PlatformClient]
+
+
+@contextlib.asynccontextmanager
+async def side_exchange(bootstrap_servers: str, root: Path, namespace: str, regions: Sequence[str],
+                        *init_args: str) -> AsyncIterator[SideExchange]:
+    """`yrdx init --namespace NS [init_args]` in `root`, then the gateways of `regions` as processes (the
+    generated configs deliver by pull inbox); stopped on exit."""
+    done = await asyncio.to_thread(yrdx, "init", "--dir", str(root), "--base-port", "0", "--bootstrap-servers",
+                                   bootstrap_servers, "--namespace", namespace, *init_args)
+    assert done.returncode == 0, done.stderr
+    ex = Exchange(root.resolve(), PkiLayout(root.resolve() / "certs"))  # what `yrdx init` wrote
+    gateways = {r: GatewayProcess(ex.config_path(r), root) for r in regions}
+    try:
+        for g in gateways.values():
+            await asyncio.to_thread(g.start)
+        async with aiohttp.ClientSession() as session:
+            clients = {r: PlatformClient(session, gateways[r], ex, r) for r in gateways}
+            yield SideExchange(ex, Topics(namespace), clients)
+    finally:
+        for g in gateways.values():
+            await asyncio.to_thread(g.stop)
+
+
+async def pull_until(client: PlatformClient, msg_id: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Every message pulled (and acked) from the client's inbox until `msg_id` is among them."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while msg_id not in {m["id"] for m in seen}:
+        assert time.monotonic() < deadline, f"{msg_id} never reached the {client.region} inbox (got {seen})"
+        seen += await client.pull(wait=0.5)
+    return seen

@@ -5,21 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import subprocess
-import sys
 import time
 
 from gateway.schemas import SchemaRegistry
 from gateway.trace import read_audit_records
-from tests._util import ROOT
+from tests._util import yrdx
 from tests.conftest import Broker, Exchange4
 
 REGISTRY = SchemaRegistry.load()
-
-
-def yrdx(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, check=False)
 
 
 async def test_a_refused_delivery_is_replayed_once_and_audited(exchange: Exchange4, kafka: Broker) -> None:

@@ -6,26 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
 from aiokafka.admin import AIOKafkaAdminClient
 
 from gateway.config import load_config
-from gateway.crypto.pki import PkiLayout
-from gateway.exchange import Exchange
-from gateway.regions import Topics
 from gateway.schemas import SchemaRegistry
 from gateway.trace import read_audit_records, read_topic
-from tests._util import ROOT, GatewayProcess, PlatformClient
+from tests._util import SideExchange, pull_until, side_exchange, yrdx
 from tests.conftest import Broker, Exchange4
 
 MSG_TYPE = "license.verify.request"
@@ -33,53 +26,20 @@ PAYLOAD = SchemaRegistry.load().examples(MSG_TYPE)[0]
 ALT_REGIONS = ("JS", "SH")  # just the two regions of the test; the alt SH pulls (yrdx init's default delivery)
 
 
-def yrdx(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, check=False)
-
-
-@dataclass
-class AltExchange:
-    exchange: Exchange
-    topics: Topics
-    clients: dict[str, PlatformClient]
-
-
 @pytest_asyncio.fixture
-async def alt(kafka: Broker, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AltExchange]:
+async def alt(kafka: Broker, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SideExchange]:
     # Unique per run, so that a rerun against an external cluster (KAFKA_BOOTSTRAP_SERVERS) starts clean.
     namespace = f"alt-{uuid.uuid4().hex[:8]}"
-    root = tmp_path_factory.mktemp("alt-exchange")
-    done = await asyncio.to_thread(yrdx, "init", "--dir", str(root), "--base-port", "0", "--bootstrap-servers",
-                                   kafka.bootstrap_servers, "--namespace", namespace)
-    assert done.returncode == 0, done.stderr
-    ex = Exchange(root.resolve(), PkiLayout(root.resolve() / "certs"))  # what `yrdx init` wrote
-    gateways = {r: GatewayProcess(ex.config_path(r), root) for r in ALT_REGIONS}
-    try:
-        for g in gateways.values():
-            await asyncio.to_thread(g.start)
-        async with aiohttp.ClientSession() as session:
-            yield AltExchange(ex, Topics(namespace), {r: PlatformClient(session, gateways[r], ex, r) for r in gateways})
-    finally:
-        for g in gateways.values():
-            await asyncio.to_thread(g.stop)
-
-
-async def pull_until(client: PlatformClient, msg_id: str, timeout: float = 30.0) -> list[str]:
-    """Every id pulled (and acked) from the client's inbox until `msg_id` is among them."""
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while msg_id not in seen:
-        assert time.monotonic() < deadline, f"{msg_id} never reached the {client.region} inbox (got {seen})"
-        seen += [m["id"] for m in await client.pull(wait=0.5)]
-    return seen
+    async with side_exchange(kafka.bootstrap_servers, tmp_path_factory.mktemp("alt-exchange"), namespace,
+                             ALT_REGIONS) as ex:
+        yield ex
 
 
 async def envelope_ids(kafka: Broker, topic: str) -> set[str]:
     return {orjson.loads(r.value).get("id", "") for r in await read_topic(kafka.bootstrap_servers, topic, 30.0)}
 
 
-async def test_two_exchanges_share_one_cluster(kafka: Broker, exchange: Exchange4, alt: AltExchange) -> None:
+async def test_two_exchanges_share_one_cluster(kafka: Broker, exchange: Exchange4, alt: SideExchange) -> None:
     ns = alt.topics
     status, doc = await alt.clients["JS"].send(MSG_TYPE, "SH", copy.deepcopy(PAYLOAD))
     assert status == 202, doc
@@ -89,7 +49,7 @@ async def test_two_exchanges_share_one_cluster(kafka: Broker, exchange: Exchange
     default_id = doc["id"]
 
     # Each lands at its own exchange's SH (alt: pull inbox; default: webhook), with the signed receipt back.
-    pulled = await pull_until(alt.clients["SH"], alt_id)
+    pulled = [m["id"] for m in await pull_until(alt.clients["SH"], alt_id)]
     await exchange.sink.wait_for("SH", default_id)
     assert (await alt.clients["JS"].wait_status(alt_id, "delivered"))["status"] == "delivered"
     assert (await exchange.clients["JS"].wait_status(default_id, "delivered"))["status"] == "delivered"
