@@ -22,7 +22,7 @@ import orjson
 from gateway import envelope
 from gateway.audit import AuditTrail
 from gateway.config import GatewayConfig, Platform
-from gateway.crypto.jws import JwsError, Signer, Verifier, parse_detached
+from gateway.crypto.jws import JwsError, Signer, Verifier
 from gateway.crypto.seal import Opener, SealError
 from gateway.crypto.trust import TrustError, TrustStore
 from gateway.delivery import WebhookDeliverer
@@ -138,7 +138,7 @@ class Egress:
         if raw_sig is None:
             return Rejection("bad_signature", "no signature header")
         try:
-            jws = parse_detached(raw_sig.decode("ascii"))
+            jws = self._signatures.parse(raw_sig)
         except (JwsError, UnicodeDecodeError) as e:
             return Rejection("bad_signature", f"malformed signature: {e}")
         try:

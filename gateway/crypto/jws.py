@@ -266,9 +266,10 @@ def _parse_proof(header: dict[str, Any], index: bytes, path: bytes) -> Inclusion
     return InclusionProof(hash_name, size, int(index), path_)
 
 
-def parse_detached(jws: str | bytes) -> DetachedJws:
+def parse_detached(jws: str | bytes, known: OrderedDict[bytes, DetachedJws] | None = None) -> DetachedJws:
     """Parse ``<b64url(header)>..<b64url(signature)>``, optionally followed by ``~<leaf index>~<b64url(path)>``
-    for a batch signature; JwsError if it is malformed or unsupported."""
+    for a batch signature; JwsError if it is malformed or unsupported. ``known`` (see :meth:`Verifier.parse`)
+    holds the JWS parts already parsed, which every member of a batch shares."""
     if len(jws) > MAX_JWS_LENGTH:
         raise JwsError(f"JWS longer than {MAX_JWS_LENGTH} characters")
     if isinstance(jws, str):
@@ -281,6 +282,21 @@ def parse_detached(jws: str | bytes) -> DetachedJws:
     raw, *proof_parts = raw.split(_PROOF_SEPARATOR.encode())
     if len(proof_parts) not in (0, 2):
         raise JwsError("a batch signature is <JWS>~<leaf index>~<inclusion path>")
+    base = known.get(raw) if known is not None else None
+    if base is None:
+        base = _parse_jws(raw)
+        if known is not None and proof_parts:
+            known[raw] = base
+    if proof_parts:
+        proof = _parse_proof(base.header, proof_parts[0], proof_parts[1])
+        return DetachedJws(header=base.header, signing_prefix=base.signing_prefix, signature=base.signature,
+                           proof=proof)
+    if TREE_HEADER in base.header:
+        raise JwsError("a batch signature without its inclusion proof")
+    return base
+
+
+def _parse_jws(raw: bytes) -> DetachedJws:
     parts = raw.split(b".")
     if len(parts) != 3:
         raise JwsError("a detached JWS has three dot-separated parts")
@@ -316,13 +332,7 @@ def parse_detached(jws: str | bytes) -> DetachedJws:
     if "crit" in header or "b64" in header:
         # RFC 7515 4.1.11: critical extensions we do not implement must be rejected (RFC 7797 b64 included).
         raise JwsError("unsupported critical header parameters")
-    if proof_parts:
-        proof = _parse_proof(header, proof_parts[0], proof_parts[1])
-    elif TREE_HEADER in header:
-        raise JwsError("a batch signature without its inclusion proof")
-    else:
-        proof = None
-    return DetachedJws(header=header, signing_prefix=header_b64, signature=signature, proof=proof)
+    return DetachedJws(header=header, signing_prefix=header_b64, signature=signature)
 
 
 def verify_detached(parsed: DetachedJws, content: bytes, public_key: object) -> bool:
@@ -345,6 +355,14 @@ class Verifier:
     def __init__(self, capacity: int = 4096) -> None:
         self._capacity = capacity
         self._verified: OrderedDict[tuple[bytes, bytes], tuple[bytes, object]] = OrderedDict()
+        self._parsed: OrderedDict[bytes, DetachedJws] = OrderedDict()
+
+    def parse(self, jws: str | bytes) -> DetachedJws:
+        """:func:`parse_detached`, parsing a batch's shared JWS part (header JSON, base64) once."""
+        parsed = parse_detached(jws, self._parsed)
+        if len(self._parsed) > self._capacity:
+            self._parsed.popitem(last=False)
+        return parsed
 
     def verify(self, parsed: DetachedJws, content: bytes, public_key: object) -> bool:
         signed = parsed.signed_content(content)

@@ -446,3 +446,17 @@ def test_sm2_and_es256_keys_cannot_stand_in_for_each_other(
     # an SM2 signature relabelled as ES256 (or the reverse) does not verify under either key
     relabelled = _with_header(sm2_jws, {**_header_of(sm2_jws), "alg": signer.alg})
     assert not verify_detached(parse_detached(relabelled), CONTENT, public_key_of(sm2_cert))
+
+
+def test_verifier_parses_a_batch_jws_once_and_still_checks_each_proof(signer: Signer) -> None:
+    verifier = Verifier()
+    sigs = signer.sign_batch(BATCH)
+    parsed = [verifier.parse(s) for s in sigs]
+    assert parsed == [parse_detached(s) for s in sigs]
+    assert parsed[0].header is parsed[1].header  # the shared part was parsed once
+    jws = sigs[0].split("~")[0]
+    with pytest.raises(JwsError):
+        verifier.parse(jws + "~9~" + sigs[0].split("~")[2])  # index outside the cached tree's size
+    with pytest.raises(JwsError, match="without its inclusion proof"):
+        verifier.parse(jws)
+    assert verifier.parse(signer.sign(BATCH[0])).proof is None
