@@ -5,7 +5,8 @@ Prints (and with ``--json`` writes) in one run:
   * end to end: msg/s, latency p50/p99 (batch POST started -> seen in SH's pull inbox), created_at -> pull;
   * CPU microseconds per message of the JS gateway, the SH gateway, the Kafka JVM and this driver, from
     utime+stime in /proc/<pid>/stat before and after the measured window, with the load context;
-  * the cost of the primitives on a ~2 KB settlement envelope (orjson parse, schema validation, sign, verify);
+  * the cost of the primitives on a ~2 KB settlement envelope (orjson parse, schema validation, sign, verify,
+    and per message of a batch signature);
   * a baseline on the same broker: raw aiokafka produce -> consume of the same envelope bytes;
   * the ratios between them.
 It is a benchmark, not a test: the only failure is a lost, duplicated or unexpected message (exit 1).
