@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import time
+from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Callable
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -43,67 +45,111 @@ def _kek(shared: bytes) -> bytes:
     return ConcatKDFHash(algorithm=hashes.SHA256(), length=32, otherinfo=other).derive(shared)
 
 
-class Sealer:
-    """Seals for one recipient gateway."""
+class Sealer(ABC):
+    """Seals payloads for one recipient gateway, in the suite of the recipient's key (:meth:`for_key`).
 
-    def __init__(self, recipient: X25519PublicKey, kid: str, rotate_s: float = 60.0, rotate_uses: int = 10_000) -> None:
-        self._recipient = recipient
+    The costly public-key step (a key agreement, or a key transport) is renewed only every ``rotate_s`` seconds
+    or ``rotate_uses`` messages; each message still gets its own nonce (and, in the JOSE suite, content key)."""
+
+    def __init__(self, kid: str, rotate_s: float = 60.0, rotate_uses: int = 10_000) -> None:
         self._kid = kid
         self._rotate_s = rotate_s
         self._rotate_uses = rotate_uses
-        self._uses = rotate_uses  # forces a fresh ephemeral key on first use
+        self._uses = rotate_uses  # forces a renewal on first use
         self._born = 0.0
-        self._header_b64 = ""
-        self._kek = b""
 
-    @classmethod
-    def for_key(
-        cls, recipient: EncryptionPublicKey, kid: str, rotate_s: float = 60.0, rotate_uses: int = 10_000
-    ) -> Sealer:
-        """The sealer of the recipient's suite: this JOSE one for an X25519 key, the national one (SM2, SM4GCM;
-        seal_sm.SmSealer) for an SM2 key."""
+    @staticmethod
+    def for_key(recipient: EncryptionPublicKey, kid: str, rotate_s: float = 60.0, rotate_uses: int = 10_000) -> Sealer:
+        """The sealer of the recipient's suite: X25519 (JOSE: ECDH-ES+A256KW, A256GCM) or SM2 (the national
+        suite: SM2, SM4GCM; seal_sm.py)."""
         if isinstance(recipient, X25519PublicKey):
-            return Sealer(recipient, kid, rotate_s, rotate_uses)
+            return X25519Sealer(recipient, kid, rotate_s, rotate_uses)
         from gateway.crypto.seal_sm import SmSealer  # seal_sm imports this module
 
         return SmSealer(recipient, kid, rotate_s, rotate_uses)
 
-    def _fresh(self) -> None:
+    def seal(self, plaintext: bytes) -> str:
+        """The compact JWE of ``plaintext`` for the recipient."""
+        if self._uses >= self._rotate_uses or time.monotonic() - self._born > self._rotate_s:
+            self._renew()
+            self._born, self._uses = time.monotonic(), 0
+        self._uses += 1
+        return self._seal(plaintext)
+
+    @abstractmethod
+    def _renew(self) -> None:
+        """A fresh public-key step (ephemeral key or content key) for the messages to come."""
+
+    @abstractmethod
+    def _seal(self, plaintext: bytes) -> str: ...
+
+
+class X25519Sealer(Sealer):
+    """ECDH-ES+A256KW over X25519, A256GCM: a fresh content key per message, wrapped under the key agreed with
+    an ephemeral key that lives for the rotation period."""
+
+    def __init__(self, recipient: X25519PublicKey, kid: str, rotate_s: float = 60.0, rotate_uses: int = 10_000) -> None:
+        super().__init__(kid, rotate_s, rotate_uses)
+        self._recipient = recipient
+        self._header_b64 = ""
+        self._kek = b""
+
+    def _renew(self) -> None:
         ephemeral = X25519PrivateKey.generate()
         epk = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         header = {"alg": ALG, "enc": ENC, "kid": self._kid,
                   "epk": {"kty": "OKP", "crv": "X25519", "x": b64url_encode(epk)}}
         self._header_b64 = b64url_encode(orjson.dumps(header))
         self._kek = _kek(ephemeral.exchange(self._recipient))
-        self._born, self._uses = time.monotonic(), 0
 
-    def seal(self, plaintext: bytes) -> str:
-        if self._uses >= self._rotate_uses or time.monotonic() - self._born > self._rotate_s:
-            self._fresh()
-        self._uses += 1
+    def _seal(self, plaintext: bytes) -> str:
         cek, iv = os.urandom(32), os.urandom(12)
         sealed = AESGCM(cek).encrypt(iv, plaintext, self._header_b64.encode("ascii"))
         return ".".join((self._header_b64, b64url_encode(aes_key_wrap(self._kek, cek)), b64url_encode(iv),
                          b64url_encode(sealed[:-16]), b64url_encode(sealed[-16:])))
 
 
-class Opener:
-    """Opens what was sealed for this gateway's key."""
+class Opener(ABC):
+    """Opens what was sealed for this gateway's key, in that key's suite (:meth:`for_key`); SealError if it
+    cannot. Keys derived from the public-key step are cached (``cache`` entries), so that step runs once per
+    sender rotation, not per message."""
 
-    def __init__(self, key: X25519PrivateKey, cache: int = 64) -> None:
-        self._key = key
-        self._keks: OrderedDict[str, bytes] = OrderedDict()
-        self._cache = cache
+    def __init__(self, cache: int = 64) -> None:
+        self._cache = max(1, cache)
+        self._derived: OrderedDict[str, bytes] = OrderedDict()
 
-    @classmethod
-    def for_key(cls, key: EncryptionPrivateKey, cache: int = 64) -> Opener:
-        """The opener of this gateway's suite: this JOSE one for an X25519 key, the national one (seal_sm.SmOpener)
-        for an SM2 key."""
+    @staticmethod
+    def for_key(key: EncryptionPrivateKey, cache: int = 64) -> Opener:
         if isinstance(key, X25519PrivateKey):
-            return Opener(key, cache)
+            return X25519Opener(key, cache)
         from gateway.crypto.seal_sm import SmOpener  # seal_sm imports this module
 
         return SmOpener(key, cache)
+
+    def _cached(self, handle: str, derive: Callable[[], bytes]) -> bytes:
+        """The key derived for ``handle`` (an ephemeral public key, an encrypted content key), from the cache or
+        from ``derive``."""
+        derived = self._derived.get(handle)
+        if derived is not None:
+            self._derived.move_to_end(handle)
+            return derived
+        derived = derive()
+        self._derived[handle] = derived
+        if len(self._derived) > self._cache:
+            self._derived.popitem(last=False)
+        return derived
+
+    @abstractmethod
+    def open(self, jwe: str) -> bytes: ...
+
+
+class X25519Opener(Opener):
+    def __init__(self, key: X25519PrivateKey, cache: int = 64) -> None:
+        super().__init__(cache)
+        self._key = key
+
+    def _kek_for(self, x: str) -> bytes:
+        return _kek(self._key.exchange(X25519PublicKey.from_public_bytes(b64url_decode(x))))
 
     def open(self, jwe: str) -> bytes:
         parts = jwe.split(".")
@@ -115,19 +161,13 @@ class Opener:
             if header.get("alg") != ALG or header.get("enc") != ENC:
                 raise SealError(f"unsupported alg/enc {header.get('alg')}/{header.get('enc')}")
             x = header["epk"]["x"]
-            kek = self._keks.get(x)
-            if kek is None:
-                kek = _kek(self._key.exchange(X25519PublicKey.from_public_bytes(b64url_decode(x))))
-                self._keks[x] = kek
-                if len(self._keks) > self._cache:
-                    self._keks.popitem(last=False)
-            cek = aes_key_unwrap(kek, wrapped)
+            cek = aes_key_unwrap(self._cached(x, lambda: self._kek_for(x)), wrapped)
             return AESGCM(cek).decrypt(iv, ciphertext + tag, parts[0].encode("ascii"))
         except SealError:
             raise
         except (InvalidTag, InvalidUnwrap) as e:
             raise SealError("does not open with this gateway's key, or was tampered with") from e
-        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as e:
             raise SealError(f"malformed sealed payload: {e}") from e
 
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
-from collections import OrderedDict
 from typing import Final
 
 import orjson
@@ -53,36 +51,27 @@ def _require_sm4_gcm() -> None:
 
 
 class SmSealer(Sealer):
-    """Seals for one recipient gateway with its SM2 key. A :class:`~gateway.crypto.seal.Sealer` by type (what
-    the ingress takes) that shares only the interface: ``seal(bytes) -> str``."""
+    """Seals for one recipient gateway with its SM2 key: one SM2-encrypted content key per rotation period,
+    a fresh IV per message."""
 
     def __init__(
         self, recipient: Sm2PublicKey, kid: str, rotate_s: float = 60.0, rotate_uses: int = 10_000
     ) -> None:
-        # Sealer.__init__ is deliberately not called: its state belongs to the X25519 suite.
         if not isinstance(recipient, Sm2PublicKey):
             raise TypeError(f"SmSealer needs an SM2 public key, not {type(recipient).__name__}")
         _require_sm4_gcm()
-        self._sm2_recipient = recipient
-        self._kid = kid
-        self._rotate_s = rotate_s
-        self._rotate_uses = rotate_uses
-        self._uses = rotate_uses  # forces a fresh content key on first use
-        self._born = 0.0
+        super().__init__(kid, rotate_s, rotate_uses)
+        self._recipient = recipient
         self._header_b64 = b64url_encode(orjson.dumps({"alg": ALG, "enc": ENC, "kid": kid}))
         self._aad = self._header_b64.encode("ascii")
         self._cek = b""
         self._encrypted_key_b64 = ""
 
-    def _fresh(self) -> None:
+    def _renew(self) -> None:
         self._cek = os.urandom(_KEY_BYTES)
-        self._encrypted_key_b64 = b64url_encode(sm2_encrypt(self._sm2_recipient, self._cek))
-        self._born, self._uses = time.monotonic(), 0
+        self._encrypted_key_b64 = b64url_encode(sm2_encrypt(self._recipient, self._cek))
 
-    def seal(self, plaintext: bytes) -> str:
-        if self._uses >= self._rotate_uses or time.monotonic() - self._born > self._rotate_s:
-            self._fresh()
-        self._uses += 1
+    def _seal(self, plaintext: bytes) -> str:
         iv = os.urandom(_IV_BYTES)
         encryptor = Cipher(algorithms.SM4(self._cek), modes.GCM(iv)).encryptor()
         encryptor.authenticate_additional_data(self._aad)
@@ -92,32 +81,20 @@ class SmSealer(Sealer):
 
 
 class SmOpener(Opener):
-    """Opens what was sealed for this gateway's SM2 key. An :class:`~gateway.crypto.seal.Opener` by type (what
-    the egress takes) that shares only the interface: ``open(str) -> bytes``, SealError if it cannot.
-
-    Content keys are cached by encrypted key (least recently used first out, ``cache`` entries), so the costly SM2
-    decryption runs once per sender content key (about once a minute per peer), not per message."""
+    """Opens what was sealed for this gateway's SM2 key. Content keys are cached by encrypted key, so the costly
+    SM2 decryption runs once per sender content key (about once a minute per peer), not per message."""
 
     def __init__(self, key: Sm2PrivateKey, cache: int = 64) -> None:
-        # Opener.__init__ is deliberately not called: its state belongs to the X25519 suite.
         if not isinstance(key, Sm2PrivateKey):
             raise TypeError(f"SmOpener needs an SM2 private key, not {type(key).__name__}")
         _require_sm4_gcm()
-        self._sm2_key = key
-        self._ceks: OrderedDict[str, bytes] = OrderedDict()
-        self._cache = max(1, cache)
+        super().__init__(cache)
+        self._key = key
 
     def _content_key(self, encrypted_key_b64: str) -> bytes:
-        cek = self._ceks.get(encrypted_key_b64)
-        if cek is not None:
-            self._ceks.move_to_end(encrypted_key_b64)
-            return cek
-        cek = sm2_decrypt(self._sm2_key, b64url_decode(encrypted_key_b64))  # Sm2Error (a ValueError) if it fails
+        cek = sm2_decrypt(self._key, b64url_decode(encrypted_key_b64))  # Sm2Error (a ValueError) if it fails
         if len(cek) != _KEY_BYTES:
             raise SealError(f"the content key is {len(cek)} bytes, not {_KEY_BYTES}")
-        self._ceks[encrypted_key_b64] = cek
-        if len(self._ceks) > self._cache:
-            self._ceks.popitem(last=False)
         return cek
 
     def open(self, jwe: str) -> bytes:
@@ -133,7 +110,7 @@ class SmOpener(Opener):
             iv, ciphertext, tag = b64url_decode(iv_b64), b64url_decode(ciphertext_b64), b64url_decode(tag_b64)
             if len(iv) != _IV_BYTES or len(tag) != _TAG_BYTES:
                 raise SealError(f"an {ENC} IV is {_IV_BYTES} bytes and its tag {_TAG_BYTES}")
-            cek = self._content_key(encrypted_key_b64)
+            cek = self._cached(encrypted_key_b64, lambda: self._content_key(encrypted_key_b64))
             decryptor = Cipher(algorithms.SM4(cek), modes.GCM(iv, tag)).decryptor()
             decryptor.authenticate_additional_data(header_b64.encode("ascii"))
             return decryptor.update(ciphertext) + decryptor.finalize()

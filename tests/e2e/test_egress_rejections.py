@@ -210,9 +210,9 @@ async def test_a_sealed_payload_that_does_not_open_is_dead_lettered(exchange: Ex
                                                                     producer: AIOKafkaProducer) -> None:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from gateway.crypto.seal import Sealer
+    from gateway.crypto.seal import X25519Sealer
 
-    wrong_key = Sealer(X25519PrivateKey.generate().public_key(), RECEIVER)  # sealed for somebody else
+    wrong_key = X25519Sealer(X25519PrivateKey.generate().public_key(), RECEIVER)  # sealed for somebody else
     msg_id, raw, sig = signed(gateway_signer(exchange, "JS"), sealed=wrong_key.seal(b'{"a": 1}'))
     await produce(producer, raw, sig)
     assert (await dead_letter(kafka, raw))["yrdx-reason"] == "undecryptable"
