@@ -23,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from typing import Any, Final, final
+from collections.abc import Callable
+from typing import Any, Final, TypeVar, final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -98,6 +99,9 @@ _TS_PUBLIC_FORMAT: Final = {
     serialization.PublicFormat.UncompressedPoint: ts_serialization.PublicFormat.UncompressedPoint,
     serialization.PublicFormat.CompressedPoint: ts_serialization.PublicFormat.CompressedPoint,
 }
+
+
+_K = TypeVar("_K")
 
 
 class Sm2Error(ValueError):
@@ -231,25 +235,23 @@ def load_sm2_private_key(data: bytes, password: bytes | None = None) -> Sm2Priva
     """An SM2 private key from PEM or DER (PKCS8, or the traditional EC form); ValueError if ``data`` is not
     one (another key type included)."""
     load = ts_serialization.load_pem_private_key if _is_pem(data) else ts_serialization.load_der_private_key
-    try:
-        key = load(bytes(data), password)
-    except (ValueError, TypeError, ts_exceptions.UnsupportedAlgorithm) as e:
-        raise Sm2Error(f"not an SM2 private key: {e}") from None
-    try:
-        return Sm2PrivateKey(key)
-    except TypeError as e:
-        raise Sm2Error(str(e)) from None
+    return _loaded("private key", lambda: load(bytes(data), password), Sm2PrivateKey)
 
 
 def load_sm2_public_key(data: bytes) -> Sm2PublicKey:
     """An SM2 public key from a PEM or DER SubjectPublicKeyInfo; ValueError if ``data`` is not one."""
     load = ts_serialization.load_pem_public_key if _is_pem(data) else ts_serialization.load_der_public_key
+    return _loaded("public key", lambda: load(bytes(data)), Sm2PublicKey)
+
+
+def _loaded(what: str, load: Callable[[], Any], wrap: Callable[[Any], _K]) -> _K:
+    """tongsuopy's key from ``load``, wrapped; Sm2Error whatever tongsuopy raises (or a non-SM2 key)."""
     try:
-        key = load(bytes(data))
+        key = load()
     except (ValueError, TypeError, ts_exceptions.UnsupportedAlgorithm) as e:
-        raise Sm2Error(f"not an SM2 public key: {e}") from None
+        raise Sm2Error(f"not an SM2 {what}: {e}") from None
     try:
-        return Sm2PublicKey(key)
+        return wrap(key)
     except TypeError as e:
         raise Sm2Error(str(e)) from None
 

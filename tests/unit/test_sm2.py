@@ -440,15 +440,20 @@ def test_openssl_verifies_the_roots_self_signature(
     assert ok.returncode == 0 and "Verified Successfully" in ok.stdout, ok.stderr
 
 
-@needs_openssl
-def test_openssl_signature_interop(tmp_path: Path) -> None:
-    key = generate_sm2_key()
+def _write_key_pair(tmp_path: Path, key: Sm2PrivateKey) -> None:
+    """key.pem (PKCS8) and pub.pem (SPKI) for the openssl command line."""
     (tmp_path / "key.pem").write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     (tmp_path / "pub.pem").write_bytes(
         key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
+
+
+@needs_openssl
+def test_openssl_signature_interop(tmp_path: Path) -> None:
+    key = generate_sm2_key()
+    _write_key_pair(tmp_path, key)
     (tmp_path / "data").write_bytes(DATA)
     (tmp_path / "ours.sig").write_bytes(sm2_sign(key, DATA))
     ok = _openssl("pkeyutl", "-verify", "-pubin", "-inkey", str(tmp_path / "pub.pem"), "-rawin", "-digest", "sm3",
@@ -474,12 +479,7 @@ def _der_uint(value: int) -> bytes:
 def test_openssl_encryption_interop(tmp_path: Path) -> None:
     # openssl reads and writes the GM/T 0009 ASN.1 form SEQUENCE { x, y, C3 OCTET STRING, C2 OCTET STRING }.
     key = generate_sm2_key()
-    (tmp_path / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    (tmp_path / "pub.pem").write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    _write_key_pair(tmp_path, key)
     plaintext = secrets.token_bytes(16)
     raw = sm2_encrypt(key.public_key(), plaintext)
     x, y = int.from_bytes(raw[1:33], "big"), int.from_bytes(raw[33:65], "big")
