@@ -19,7 +19,7 @@ kafka-jars: $(STAMP)
 	$(BIN)/python -c 'from gateway.kafka.local import LocalKafka, default_home; LocalKafka(default_home() / "broker").ensure_jars()'
 
 demo: $(STAMP) kafka-jars
-	$(BIN)/yrdx demo
+	$(BIN)/yrdx demo $(DEMO_ARGS)
 
 test: $(STAMP) kafka-jars
 	bash scripts/postgres.sh install

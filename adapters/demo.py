@@ -38,7 +38,7 @@ from gateway.crypto.trust import TrustStore
 from gateway.exchange import Exchange, init_exchange, platform_id
 from gateway.kafka.local import KafkaError, LocalKafka, env_bootstrap_servers, free_port
 from gateway.kafka.transport import ensure_topics
-from gateway.regions import AUDIT_TOPIC, REGIONS, TRUST_TOPIC, dlq_topic, inbox_topic, segment
+from gateway.regions import AUDIT_TOPIC, REGIONS, segment
 from gateway.schemas import SchemaRegistry
 from gateway.server import INBOX_PARTITIONS
 from gateway.trace import journey, read_audit_records, read_topic
@@ -265,11 +265,12 @@ def _prepare(work_dir: Path) -> Path:
     return root
 
 
-async def _create_topics(bootstrap_servers: str) -> None:
-    topics = {inbox_topic(r): INBOX_PARTITIONS for r in REGIONS}
-    topics.update({dlq_topic(r): 1 for r in REGIONS})
-    topics.update({AUDIT_TOPIC: 1, TRUST_TOPIC: 1})
-    await ensure_topics(KafkaConfig(bootstrap_servers=bootstrap_servers), topics)
+async def _create_topics(kafka: KafkaConfig) -> None:
+    names = kafka.topics
+    topics = {names.inbox(r): INBOX_PARTITIONS for r in REGIONS}
+    topics.update({names.dlq(r): 1 for r in REGIONS})
+    topics.update({names.audit: 1, names.trust: 1})
+    await ensure_topics(kafka, topics)
 
 
 async def _wait_ready(
@@ -288,10 +289,10 @@ async def _wait_ready(
             await asyncio.sleep(0.1)
 
 
-async def _audit_summary(bootstrap: str, trust: TrustStore) -> str:
+async def _audit_summary(kafka: KafkaConfig, trust: TrustStore) -> str:
     """What an auditor's `yrdx audit verify` says about the whole trail the demo left."""
     values = [(r.key, r.value, r.offset) for r in
-              sorted(await read_topic(bootstrap, AUDIT_TOPIC, 15.0), key=lambda r: (r.partition, r.offset))]
+              sorted(await read_topic(kafka, kafka.topics.audit, 15.0), key=lambda r: (r.partition, r.offset))]
     report = verify_values(values, trust)
     heads = ", ".join(f"{region} #{s.head_seq}" for region, s in sorted(report.regions.items()))
     verdict = "every chain, checkpoint signature and countersignature holds" if report.ok else (
@@ -300,12 +301,12 @@ async def _audit_summary(bootstrap: str, trust: TrustStore) -> str:
             + (f"; {len(report.notes)} note(s)" if report.notes else ""))
 
 
-async def _read_journey(bootstrap: str, message_id: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+async def _read_journey(kafka: KafkaConfig, message_id: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
     """The audit records, read again until the origin's `receipt_received` is among them (audit segments are
     flushed every 0.2 s, so the last step may trail the receipt by a moment)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        records = await read_audit_records(bootstrap, timeout_s=timeout_s)
+        records = await read_audit_records(kafka, timeout_s=timeout_s)
         stages = {r.get("stage") for r in journey(records, message_id)}
         if "receipt_received" in stages or time.monotonic() > deadline:
             return records
@@ -321,16 +322,17 @@ async def _wait_all_delivered(cast: Cast, timeout_s: float) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _demo(root: Path, bootstrap: str, fleet: GatewayFleet, say: Progress, out: TextIO) -> int:
+async def _demo(root: Path, kafka: KafkaConfig, alg: str, fleet: GatewayFleet, say: Progress, out: TextIO) -> int:
     registry = SchemaRegistry.load()
     ledger = Ledger()
     sim = SimulatedPlatforms(ledger, registry)
     await sim.start()
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:
-        await _create_topics(bootstrap)
-        exchange = init_exchange(root, base_port=0, bootstrap_servers=bootstrap,
-                                 webhook_urls={r: sim.url(r) for r in REGIONS}, force=True)
+        await _create_topics(kafka)
+        exchange = init_exchange(root, base_port=0, bootstrap_servers=kafka.bootstrap_servers,
+                                 webhook_urls={r: sim.url(r) for r in REGIONS}, force=True,
+                                 namespace=kafka.namespace, alg=alg)
         say(f"exchange initialised in {root}: development PKI, 4 gateway configs, platforms on webhooks "
             f"at :{sim.port}/<region>")
         await asyncio.to_thread(fleet.start, exchange)
@@ -353,7 +355,7 @@ async def _demo(root: Path, bootstrap: str, fleet: GatewayFleet, say: Progress, 
         for r in results:
             say(f"  {'ok' if r.ok else 'FAILED'}: {r.name}: {r.summary}")
         say("bad ones: a tampered record, a schema violation, a type the platform may not send ...")
-        bad = await bad_cases(cast, bootstrap)
+        bad = await bad_cases(cast, kafka)
         for r in bad:
             say(f"  {'ok' if r.ok else 'FAILED'}: {r.name}: {r.summary}")
         results += bad
@@ -367,7 +369,7 @@ async def _demo(root: Path, bootstrap: str, fleet: GatewayFleet, say: Progress, 
         journey_text = "  (no settlement request was delivered)"
         if highlight is not None and highlight.id is not None:
             status = await clients[highlight.sender].wait_status(highlight.id, DELIVERED)
-            records = await _read_journey(bootstrap, highlight.id)
+            records = await _read_journey(kafka, highlight.id)
             journey_text = journey_report(records, highlight.id, highlight, status)
 
         print("\nper family (latency: the platform's POST to its gateway -> the webhook call at the "
@@ -375,7 +377,7 @@ async def _demo(root: Path, bootstrap: str, fleet: GatewayFleet, say: Progress, 
         for family in FAMILIES:
             print(family_report(ledger, family) + "\n", file=out)
         print(journey_text + "\n", file=out, flush=True)
-        print(await _audit_summary(bootstrap, trust) + "\n", file=out, flush=True)
+        print(await _audit_summary(kafka, trust) + "\n", file=out, flush=True)
 
         failures = _failures(ledger, results, receipt_problems, sim)
         for f in failures:
@@ -405,9 +407,11 @@ def _failures(ledger: Ledger, results: Sequence[StoryResult], receipt_problems: 
     return failures
 
 
-def run_demo(work_dir: Path | None, keep: bool = False, out: TextIO | None = None) -> int:
+def run_demo(work_dir: Path | None, keep: bool = False, out: TextIO | None = None, *, alg: str = "ES256",
+             namespace: str = "") -> int:
     """Run the whole demo; 0 if every story ended as expected. `work_dir` None: a temporary folder, removed at
-    the end unless `keep`."""
+    the end unless `keep`. `alg` SM2SM3 plays it with the national suite; `namespace` (a `kafka.namespace`)
+    keeps it apart from another exchange on the same cluster."""
     out = out or sys.stdout
     say = Progress(out)
     kafka: LocalKafka | None = None
@@ -428,7 +432,10 @@ def run_demo(work_dir: Path | None, keep: bool = False, out: TextIO | None = Non
             kafka.start()
             bootstrap = kafka.bootstrap_servers
             say("Kafka ready")
-        code = asyncio.run(_demo(root, bootstrap, fleet, say, out))
+        if alg != "ES256":
+            say(f"signing suite: {alg}")
+        kafka_cfg = KafkaConfig(bootstrap_servers=bootstrap, namespace=namespace)
+        code = asyncio.run(_demo(root, kafka_cfg, alg, fleet, say, out))
         say(f"stopping gateways: {', '.join(fleet.stop()) or 'none running'}")
         fleet = None
         return code

@@ -51,9 +51,10 @@ from adapters.simulated import (
     money,
     pseudonym,
 )
+from gateway.config import KafkaConfig
 from gateway.formats import gb11643_check_char, mod37_36_check_char
 from gateway.ingress import SIGNATURE_HEADER
-from gateway.regions import DIVISION, dlq_topic, inbox_topic
+from gateway.regions import DIVISION
 from gateway.schemas import SchemaRegistry
 from gateway.trace import read_topic
 
@@ -404,9 +405,10 @@ def flip_one_byte(body: bytes) -> bytes:
     raise ValueError("no digit to change in the payload")
 
 
-async def tampered_record(cast: Cast, bootstrap_servers: str, timeout_s: float = 20.0) -> StoryResult:
+async def tampered_record(cast: Cast, kafka: KafkaConfig, timeout_s: float = 20.0) -> StoryResult:
     """Someone with write access to Kafka alters a delivered identity request and replays it to Jiangsu."""
-    result = StoryResult("tampered record produced straight to yrdx.js.inbox", "identity")
+    inbox, dlq = kafka.topics.inbox(ID_HOME), kafka.topics.dlq(ID_HOME)
+    result = StoryResult(f"tampered record produced straight to {inbox}", "identity")
     genuine = next((d for d in cast.ledger.deliveries.values()
                     if d.region == ID_HOME and d.type == "identity.verify.request"), None)
     if genuine is None:
@@ -415,23 +417,23 @@ async def tampered_record(cast: Cast, bootstrap_servers: str, timeout_s: float =
     tampered = flip_one_byte(genuine.body)
     attempt = cast.ledger.add(Attempt("identity.verify.request", genuine.sender, ID_HOME, result.name,
                                       "bad_signature", time.monotonic()))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(inbox_topic(ID_HOME), tampered, key=genuine.correlation_id.encode(),
+        await producer.send_and_wait(inbox, tampered, key=genuine.correlation_id.encode(),
                                      headers=[(SIGNATURE_HEADER, genuine.signature.encode())])
     finally:
         await producer.stop()
     deadline = time.monotonic() + timeout_s
     while attempt.dead_lettered is None and time.monotonic() < deadline:
-        for record in await read_topic(bootstrap_servers, dlq_topic(ID_HOME)):
+        for record in await read_topic(kafka, dlq):
             if record.value == tampered:
                 attempt.dead_lettered = record.headers.get("yrdx-reason", b"?").decode()
                 break
         else:
             await asyncio.sleep(0.25)
     if attempt.dead_lettered is None:
-        result.problems.append(f"the tampered record did not reach {dlq_topic(ID_HOME)} in {timeout_s:.0f} s")
+        result.problems.append(f"the tampered record did not reach {dlq} in {timeout_s:.0f} s")
     elif cast.ledger.deliveries.get(genuine.id) is not genuine:
         result.problems.append("the tampered record reached the platform")
     result.summary = f"{ID_HOME} dead-lettered it: {attempt.dead_lettered or 'nothing'}"
@@ -464,9 +466,9 @@ async def not_permitted(cast: Cast) -> StoryResult:
     return result
 
 
-async def bad_cases(cast: Cast, bootstrap_servers: str) -> list[StoryResult]:
+async def bad_cases(cast: Cast, kafka: KafkaConfig) -> list[StoryResult]:
     return list(await asyncio.gather(
-        tampered_record(cast, bootstrap_servers), schema_violation(cast), not_permitted(cast),
+        tampered_record(cast, kafka), schema_violation(cast), not_permitted(cast),
     ))
 
 

@@ -122,7 +122,14 @@ def cmd_send(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from adapters.demo import run_demo
 
-    return int(run_demo(Path(args.dir) if args.dir else None, keep=args.keep))
+    from gateway.regions import check_namespace
+
+    try:
+        check_namespace(args.namespace)
+    except ValueError as e:
+        print(f"yrdx: --namespace: {e}", file=sys.stderr)
+        return 2
+    return int(run_demo(Path(args.dir) if args.dir else None, keep=args.keep, alg=args.alg, namespace=args.namespace))
 
 
 def _config(path: str) -> GatewayConfig | None:
@@ -192,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="local Kafka, four gateways, simulated platforms and stories")
     demo.add_argument("--dir", help="work folder (default: a temporary one)")
     demo.add_argument("--keep", action="store_true", help="keep the work folder")
+    demo.add_argument("--alg", choices=SIGNING_ALGS, default="ES256",
+                      help="the exchange's signing suite (SM2SM3: the national suite)")
+    demo.add_argument("--namespace", default="", metavar="NS",
+                      help="kafka.namespace of the demo's exchange (to share a cluster with another exchange)")
     demo.set_defaults(func=cmd_demo)
     return p
 
