@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from gateway.crypto.jws import Signer
 from gateway.crypto.pki import init_pki, load_certificate, load_private_key, make_ca
 from gateway.crypto.trust import TrustStore
 from gateway.trust_updates import SIGNATURE_HEADER, apply_update, revocation
 
 
-def test_revocations_need_the_root_signature(tmp_path: Path) -> None:
-    pki = init_pki(tmp_path / "pki")
+@pytest.mark.parametrize("alg", ["ES256", "SM2SM3"])
+def test_revocations_need_the_root_signature(tmp_path: Path, alg: str) -> None:
+    pki = init_pki(tmp_path / "pki", alg=alg)  # SM2SM3: an SM2 root signs the revocation
     trust = TrustStore.from_files([pki.ca_cert], [pki.gateway_cert("JS")])
     root = Signer(load_private_key(pki.ca_key), load_certificate(pki.ca_cert))
     gateway = Signer(load_private_key(pki.gateway_key("SH")), load_certificate(pki.gateway_cert("SH")))
