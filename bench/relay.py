@@ -280,6 +280,8 @@ def build_batches(variants: Sequence[tuple[str, dict[str, Any]]], count: int, ba
         elif n % 3 == 2:
             item["correlation_id"] = f"bench-{run}-conversation-{n % SHARED_CONVERSATIONS}"
         items.append(item)
+    if batch == 0:  # --single: one message per POST /v1/messages, as most platforms send
+        return [orjson.dumps(item) for item in items]
     return [orjson.dumps({"messages": items[i:i + batch]}) for i in range(0, len(items), batch)]
 
 
@@ -319,10 +321,11 @@ class Phase:
 
 class Driver:
     def __init__(self, session: aiohttp.ClientSession, js: GatewayProcess, sh: GatewayProcess, ex: Exchange,
-                 concurrency: int) -> None:
+                 concurrency: int, single: bool = False) -> None:
         self.session = session
         self.js, self.sh = js, sh
         self.concurrency = concurrency
+        self.single = single
         self.js_minter = TokenMinter(platform_id(SENDER), ex.pki.platform_key(SENDER), SENDER)
         self.sh_minter = TokenMinter(platform_id(RECEIVER), ex.pki.platform_key(RECEIVER), RECEIVER)
         self.metrics_token = (ex.dir / "secrets" / "metrics.token").read_text().strip()
@@ -333,7 +336,7 @@ class Driver:
     # --- sending --------------------------------------------------------------------------------------
 
     async def _sender(self, phase: Phase, batches: Iterator[bytes]) -> None:
-        url = self.js.url + "/v1/messages/batch"
+        url = self.js.url + ("/v1/messages" if self.single else "/v1/messages/batch")
         for body in batches:  # the iterator is shared by the workers: each batch is taken once
             headers = {"Content-Type": "application/json", **self.js_minter.header()}
             started = time.perf_counter()
@@ -345,6 +348,11 @@ class Driver:
                 phase.request_errors.append(f"{type(e).__name__}: {e}")
                 continue
             phase.request_latency.append(time.perf_counter() - started)
+            if self.single and status == 202:
+                msg_id = orjson.loads(raw)["id"]
+                phase.posted_at[msg_id] = started
+                self.ledger.accepted.add(msg_id)
+                continue
             if status != 207:
                 phase.request_errors.append(f"HTTP {status}: {raw[:300]!r}")
                 continue
@@ -634,7 +642,8 @@ def ratio(a: float | None, b: float | None) -> float | None:
 async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], bool]:
     registry = SchemaRegistry.load()
     figures: dict[str, Any] = {
-        "config": {"messages": args.messages, "batch": args.batch, "concurrency": args.concurrency,
+        "config": {"messages": args.messages, "batch": 1 if args.single else args.batch,
+                   "single": args.single, "concurrency": args.concurrency,
                    "warmup": args.warmup, "route": f"{SENDER}->{RECEIVER}"},
         "machine": {"nproc": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
                     "loadavg_start": loadavg(), "python": sys.version.split()[0]},
@@ -679,13 +688,14 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
 
         variants = message_variants(registry)
         run_id = uuid.uuid4().hex[:8]
-        warm = Phase("warmup", build_batches(variants, args.warmup, args.batch, run_id, 0))
-        measured = Phase("measured", build_batches(variants, args.messages, args.batch, run_id, args.warmup))
+        per_request = 0 if args.single else args.batch
+        warm = Phase("warmup", build_batches(variants, args.warmup, per_request, run_id, 0))
+        measured = Phase("measured", build_batches(variants, args.messages, per_request, run_id, args.warmup))
         pids = {"js_gateway": js.pid, "sh_gateway": sh.pid, "kafka_jvm": broker.pid() if broker else None,
                 "driver": os.getpid()}
         connector = aiohttp.TCPConnector(limit=args.concurrency + 8)
         async with aiohttp.ClientSession(connector=connector) as session:
-            driver = Driver(session, js, sh, ex, args.concurrency)
+            driver = Driver(session, js, sh, ex, args.concurrency, args.single)
             if warm.bodies:
                 await driver.run_phase(warm, args.stall_timeout)
                 await driver.wait_receipts(len(driver.ledger.accepted), args.stall_timeout)
@@ -779,7 +789,9 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         us = prim["us"]
         cpu = e2e["cpu_us_per_msg"]
         total_cpu = sum(v for v in cpu.values() if v is not None)
-        sign, verify = us[f"batch_sign/{args.batch}"], us[f"batch_verify/{args.batch}"]
+        # Single requests are signed in batches only as large as the requests in flight: count the plain cost.
+        sign, verify = ((us["sign"], us["verify"]) if args.single else
+                        (us[f"batch_sign/{args.batch}"], us[f"batch_verify/{args.batch}"]))
         ingress_floor = us["schema_validate"] + us["envelope_build"] + sign
         egress_floor = us["orjson_parse"] + verify + us["schema_validate"]
         b = figures["baseline"]
@@ -886,7 +898,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--messages", type=int, default=20_000, help="messages in the measured window (20000)")
     p.add_argument("--batch", type=int, default=200,
                    help="messages per POST /v1/messages/batch (200, at most 500)")
-    p.add_argument("--concurrency", type=int, default=4, help="batch requests in flight (4)")
+    p.add_argument("--single", action="store_true",
+                   help="one message per POST /v1/messages instead of batches (use a higher --concurrency)")
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight (4)")
     p.add_argument("--warmup", type=int, default=1000, help="messages relayed before the window opens (1000)")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     p.add_argument("--stall-timeout", type=float, default=60.0,

@@ -121,7 +121,6 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from adapters.demo import run_demo
-
     from gateway.regions import check_namespace
 
     try:

@@ -15,6 +15,7 @@ import orjson
 
 from gateway import envelope
 from gateway.audit import AuditTrail
+from gateway.coalesce import Coalescer
 from gateway.config import GatewayConfig, Platform
 from gateway.crypto.jws import Signer
 from gateway.crypto.seal import Sealer
@@ -33,6 +34,7 @@ _FIELDS = {"type", "to", "payload", "correlation_id", "schema_version", "expires
 class Unsigned:
     """A checked message in its envelope, waiting for the signature (signed per request, not per message)."""
 
+    platform: str  # the platform that sent it
     id: str
     type: str
     to: str
@@ -40,9 +42,14 @@ class Unsigned:
     envelope: bytes
     sha256: str
 
+    def signed(self, signature: str) -> Prepared:
+        return Prepared(self.platform, self.id, self.type, self.to, self.correlation_id, self.envelope, signature,
+                        self.sha256)
+
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
+    platform: str
     id: str
     type: str
     to: str
@@ -77,6 +84,9 @@ class Ingress:
         self._max_message_bytes = cfg.limits.max_body_bytes
         self._registry = registry
         self._signer = signer
+        # Single-message requests in flight at once are signed together and published together.
+        self._signing: Coalescer[Unsigned, Prepared] = Coalescer(self._sign_group)
+        self._publishing: Coalescer[Prepared, Problem | None] = Coalescer(self._publish_group)
         self._publisher = publisher
         self._state = state
         self._audit = audit
@@ -126,28 +136,36 @@ class Ingress:
         if len(raw) > self._max_message_bytes:
             return Problem("too_large", f"envelope of {len(raw)} bytes exceeds {self._max_message_bytes}")
         return Unsigned(
-            id=msg_id, type=msg_type, to=to, correlation_id=correlation_id or msg_id, envelope=raw,
-            sha256=envelope.sha256_hex(raw),
+            platform=platform.id, id=msg_id, type=msg_type, to=to, correlation_id=correlation_id or msg_id,
+            envelope=raw, sha256=envelope.sha256_hex(raw),
         )
 
     def sign(self, items: Sequence[Unsigned]) -> list[Prepared]:
-        """One signature for the whole request: a batch signature (a hash tree's root, signed, and a proof per
+        """One signature for the whole group: a batch signature (a hash tree's root, signed, and a proof per
         message) when it holds several messages. Signing dominated the sender's CPU per message before."""
         signatures = self._signer.sign_batch([u.envelope for u in items])
-        return [Prepared(u.id, u.type, u.to, u.correlation_id, u.envelope, sig, u.sha256)
-                for u, sig in zip(items, signatures, strict=True)]
+        return [u.signed(sig) for u, sig in zip(items, signatures, strict=True)]
+
+    async def _sign_group(self, items: list[Unsigned]) -> list[Prepared]:
+        return self.sign(items)
+
+    async def _publish_group(self, items: list[Prepared]) -> list[Problem | None]:
+        problem = await self.publish(items)
+        return [problem] * len(items)
 
     # --- per group: publish with audit, then record ------------------------------------------------------
 
-    async def publish(self, platform: Platform, items: Sequence[Prepared]) -> Problem | None:
+    async def publish(self, items: Sequence[Prepared]) -> Problem | None:
+        """Publish signed messages (of one request, or of the single-message requests in flight) with their
+        audit records; None once the broker has acknowledged all of them and their audit records."""
         if not items:
             return None
         started = time.perf_counter()
-        sent = [NewSent(p.id, platform.id, p.type, p.to, p.correlation_id, p.sha256) for p in items]
+        sent = [NewSent(p.id, p.platform, p.type, p.to, p.correlation_id, p.sha256) for p in items]
         # Recorded before publishing: the receipt of a fast peer may arrive before the broker's ack does.
         self._state.record_sent(sent, "accepted")
         for p in items:
-            self._audit.append("accepted", p.id, p.sha256, p.correlation_id, platform=platform.id, type=p.type, to=p.to)
+            self._audit.append("accepted", p.id, p.sha256, p.correlation_id, platform=p.platform, type=p.type, to=p.to)
         try:
             await self._publisher.publish([p.record(self._topics) for p in items])
         except BrokerUnavailable as e:
@@ -176,36 +194,48 @@ class Ingress:
 
     async def submit(self, platform: Platform, item: object, idempotency_key: str | None) -> Prepared | Problem:
         """One message with an optional Idempotency-Key: a retry resends the same id and bytes."""
-        prepared: Prepared | Problem
         if idempotency_key is None:
-            prepared = self._prepare_one(platform, item)
+            prepared = await self._prepare_one(platform, item)
         else:
             request_sha = hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).hexdigest()
-            known = self._state.idempotent(platform.id, idempotency_key)
-            if known is not None:
-                if known.request_sha256 != request_sha:
-                    return Problem("idempotency_conflict", "this Idempotency-Key was used for another request")
-                env = envelope.parse(known.envelope)
-                prepared = Prepared(env.id, env.type, env.recipient, env.correlation_id, known.envelope,
-                                    known.signature, envelope.sha256_hex(known.envelope))
-                earlier = self._state.sent(env.id)
-                if earlier is not None and earlier.status not in ("accepted", "publish_failed"):
-                    return prepared  # already on Kafka: answer as the first time
-            else:
-                prepared = self._prepare_one(platform, item)
-                if isinstance(prepared, Prepared):
-                    self._state.remember_idempotent(platform.id, idempotency_key, IdempotentRequest(
-                        request_sha, prepared.id, prepared.envelope, prepared.signature,
-                    ))
+            known = self._remembered(platform, idempotency_key, request_sha)
+            if known is None:
+                fresh = await self._prepare_one(platform, item)
+                # A request with the same key may have been remembered while this one waited for its signature.
+                known = self._remembered(platform, idempotency_key, request_sha)
+                if known is None:
+                    if isinstance(fresh, Prepared):
+                        self._state.remember_idempotent(platform.id, idempotency_key, IdempotentRequest(
+                            request_sha, fresh.id, fresh.envelope, fresh.signature,
+                        ))
+                    known = (fresh, False)
+            prepared, answered = known
+            if answered:
+                return prepared
         if isinstance(prepared, Problem):
             self._metrics.refused.labels(prepared.code).inc()
             return prepared
-        problem = await self.publish(platform, [prepared])
+        problem = await self._publishing.submit(prepared)
         return problem or prepared
 
-    def _prepare_one(self, platform: Platform, item: object) -> Prepared | Problem:
+    def _remembered(self, platform: Platform, key: str, request_sha: str) -> tuple[Prepared | Problem, bool] | None:
+        """For an Idempotency-Key seen before: what the retry gets, and whether that is the whole answer (the
+        message is on Kafka already, or the key belongs to another request). None for a new key."""
+        known = self._state.idempotent(platform.id, key)
+        if known is None:
+            return None
+        if known.request_sha256 != request_sha:
+            return Problem("idempotency_conflict", "this Idempotency-Key was used for another request"), True
+        env = envelope.parse(known.envelope)
+        prepared = Prepared(platform.id, env.id, env.type, env.recipient, env.correlation_id, known.envelope,
+                            known.signature, envelope.sha256_hex(known.envelope))
+        earlier = self._state.sent(env.id)
+        return prepared, earlier is not None and earlier.status not in ("accepted", "publish_failed")
+
+    async def _prepare_one(self, platform: Platform, item: object) -> Prepared | Problem:
+        """One message, signed together with those of the other requests in flight (gateway/coalesce.py)."""
         checked = self.prepare(platform, item)
-        return checked if isinstance(checked, Problem) else self.sign([checked])[0]
+        return checked if isinstance(checked, Problem) else await self._signing.submit(checked)
 
     async def submit_batch(self, platform: Platform, items: Sequence[object]) -> list[Prepared | Problem]:
         """Each message is checked on its own; the valid ones are signed and published together."""
@@ -216,7 +246,7 @@ class Ingress:
         for r in results:
             if isinstance(r, Problem):
                 self._metrics.refused.labels(r.code).inc()
-        problem = await self.publish(platform, ok)
+        problem = await self.publish(ok)
         if problem is not None:  # each refused item keeps its id: GET /v1/messages/{id} tells what became of it
             return [replace(problem, message_id=r.id) if isinstance(r, Prepared) else r for r in results]
         return results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import hashlib
@@ -14,6 +15,9 @@ import orjson
 import pytest
 
 from gateway.auth import TokenMinter
+from gateway.crypto.jws import parse_detached, verify_detached
+from gateway.crypto.keys import public_key_of
+from gateway.crypto.pki import load_certificate
 from gateway.exchange import platform_id
 from gateway.schemas import SchemaRegistry
 from tests.conftest import Exchange4
@@ -198,3 +202,37 @@ async def test_health_probes_need_no_token_but_metrics_do(exchange: Exchange4) -
         assert r.status == 200 and "yrdx_messages_accepted_total" in text
     async with client.session.get(client.gateway.url + "/v1/inbox") as r:
         assert r.status == 401
+
+
+async def test_concurrent_retries_with_one_idempotency_key_send_one_message(exchange: Exchange4) -> None:
+    # Single messages are signed together with the other requests in flight, so a request waits for its
+    # signature: a retry arriving meanwhile must still get the same message, not a second one.
+    client = exchange.clients["JS"]
+    key = {"Idempotency-Key": f"idem-race-{time.monotonic_ns()}"}
+    payload = example("license.verify.request")
+    answers = await asyncio.gather(*(client.send("license.verify.request", "ZJ", payload, headers=key)
+                                     for _ in range(8)))
+    assert {s for s, _ in answers} == {202}
+    ids = {d["id"] for _, d in answers}
+    assert len(ids) == 1
+    (msg_id,) = ids
+    await exchange.sink.wait_for("ZJ", msg_id)
+    assert (await client.wait_status(msg_id, "delivered"))["status"] == "delivered"
+    await asyncio.sleep(0.5)
+    assert exchange.sink.ids("ZJ").count(msg_id) == 1
+
+
+async def test_concurrent_single_messages_are_signed_together_and_all_delivered(exchange: Exchange4) -> None:
+    client = exchange.clients["JS"]
+    answers = await asyncio.gather(*(client.send("license.verify.request", "ZJ", example("license.verify.request"))
+                                     for _ in range(30)))
+    assert {s for s, _ in answers} == {202}
+    ids = [d["id"] for _, d in answers]
+    deliveries = [await exchange.sink.wait_for("ZJ", i) for i in ids]
+    js = load_certificate(exchange.exchange.pki.gateway_cert("JS"))
+    for d in deliveries:
+        assert verify_detached(parse_detached(d["signature"]), d["signed"], public_key_of(js))
+    # Thirty requests in flight at once: some shared a batch signature (29 or 30 of them, here).
+    assert any("~" in d["signature"] for d in deliveries)
+    for i in ids:
+        assert (await client.wait_status(i, "delivered"))["status"] == "delivered"

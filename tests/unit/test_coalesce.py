@@ -1,0 +1,103 @@
+"""Coalescer: what the tasks submit in one turn of the event loop is processed in one call, each task getting its
+own result; a task alone is processed at once; failures reach every task of the group. With a real Signer: the
+single-message requests in flight share one batch signature, and each signature verifies over its own content."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.coalesce import MAX_GROUP, Coalescer
+from gateway.crypto.jws import Signer, parse_detached, verify_detached
+from gateway.crypto.keys import public_key_of
+from gateway.crypto.pki import issue_gateway_cert, make_ca
+
+
+@pytest.fixture(scope="module", params=["ES256", "SM2SM3"])
+def signer(request: pytest.FixtureRequest) -> Signer:
+    ca_cert, ca_key = make_ca("coalescer test root", alg=request.param)
+    cert, key = issue_gateway_cert(ca_cert, ca_key, "JS", alg=request.param)
+    return Signer(key, cert)
+
+
+def signing(signer: Signer) -> Coalescer[bytes, str]:
+    async def sign_group(contents: list[bytes]) -> list[str]:
+        return signer.sign_batch(contents)
+
+    return Coalescer(sign_group)
+
+
+async def test_concurrent_requests_share_one_batch_signature(signer: Signer) -> None:
+    coalescer = signing(signer)
+    contents = [f"envelope {i}".encode() for i in range(12)]
+    signatures = await asyncio.gather(*(coalescer.submit(c) for c in contents))
+    assert len({s.split("~")[0] for s in signatures}) == 1  # one signature for the twelve
+    key = public_key_of(signer.certificate)
+    for content, signature in zip(contents, signatures, strict=True):
+        parsed = parse_detached(signature)
+        assert parsed.proof is not None and parsed.proof.size == 12
+        assert verify_detached(parsed, content, key)
+        assert not verify_detached(parsed, content + b"!", key)
+
+
+async def test_a_request_alone_gets_a_plain_signature(signer: Signer) -> None:
+    coalescer = signing(signer)
+    first = await coalescer.submit(b"alone")
+    second = await coalescer.submit(b"alone again")  # the first group is done: nothing waits for a timer
+    for content, signature in ((b"alone", first), (b"alone again", second)):
+        assert "~" not in signature
+        assert verify_detached(parse_detached(signature), content, public_key_of(signer.certificate))
+
+
+async def test_more_than_a_group_is_split() -> None:
+    sizes: list[int] = []
+
+    async def record(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        return [i * 2 for i in items]
+
+    coalescer: Coalescer[int, int] = Coalescer(record)
+    results = await asyncio.gather(*(coalescer.submit(i) for i in range(MAX_GROUP + 3)))
+    assert results == [i * 2 for i in range(MAX_GROUP + 3)]  # each task its own result, in its place
+    assert sorted(sizes) == [3, MAX_GROUP]
+
+
+async def test_a_failure_reaches_every_task_of_its_group_only() -> None:
+    async def fail_on_boom(items: list[str]) -> list[str]:
+        if "boom" in items:
+            raise RuntimeError("broker gone")
+        return items
+
+    coalescer: Coalescer[str, str] = Coalescer(fail_on_boom)
+    group = await asyncio.gather(coalescer.submit("a"), coalescer.submit("boom"), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in group)
+    assert await coalescer.submit("later") == "later"  # the next group is not affected
+
+
+async def test_a_slow_group_does_not_hold_back_the_next() -> None:
+    release = asyncio.Event()
+
+    async def slow_first(items: list[str]) -> list[str]:
+        if items == ["slow"]:
+            await release.wait()
+        return items
+
+    coalescer: Coalescer[str, str] = Coalescer(slow_first)
+    slow = asyncio.ensure_future(coalescer.submit("slow"))
+    await asyncio.sleep(0.01)
+    assert await asyncio.wait_for(coalescer.submit("fast"), timeout=1.0) == "fast"
+    assert not slow.done()
+    release.set()
+    assert await slow == "slow"
+
+
+async def test_a_cancelled_task_does_not_stop_the_others(signer: Signer) -> None:
+    coalescer = signing(signer)
+    doomed = asyncio.ensure_future(coalescer.submit(b"client went away"))
+    kept = asyncio.ensure_future(coalescer.submit(b"still here"))
+    await asyncio.sleep(0)  # both are queued
+    doomed.cancel()
+    signature = await kept
+    assert verify_detached(parse_detached(signature), b"still here", public_key_of(signer.certificate))
+    assert doomed.cancelled()
