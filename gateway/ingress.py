@@ -144,6 +144,8 @@ class Ingress:
         """One signature for the whole group: a batch signature (a hash tree's root, signed, and a proof per
         message) when it holds several messages. Signing dominated the sender's CPU per message before."""
         signatures = self._signer.sign_batch([u.envelope for u in items])
+        if items:
+            self._metrics.signed_together.observe(len(items))
         return [u.signed(sig) for u, sig in zip(items, signatures, strict=True)]
 
     async def _sign_group(self, items: list[Unsigned]) -> list[Prepared]:

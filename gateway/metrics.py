@@ -30,6 +30,12 @@ class Metrics:
             "yrdx_receipts_received_total", "Signed receipts received for messages this gateway sent",
             ["outcome"], registry=r,
         )
+        self.signed_together = Histogram(
+            "yrdx_signature_batch_messages",
+            "Messages covered by one ingress signature (1: a plain JWS; more: a batch request, or the single "
+            "requests in flight signed together)",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500), registry=r,
+        )
         self.ingress_seconds = Histogram(
             "yrdx_ingress_request_seconds", "Time from request to 202 (publish acknowledged)",
             buckets=_LATENCY_BUCKETS, registry=r,

@@ -8,6 +8,7 @@ import copy
 import hashlib
 import hmac
 import json
+import re
 import time
 from typing import Any
 
@@ -234,5 +235,12 @@ async def test_concurrent_single_messages_are_signed_together_and_all_delivered(
         assert verify_detached(parse_detached(d["signature"]), d["signed"], public_key_of(js))
     # Thirty requests in flight at once: some shared a batch signature (29 or 30 of them, here).
     assert any("~" in d["signature"] for d in deliveries)
+    # ... and operators see it: messages per signature, on /metrics
+    token = (exchange.exchange.dir / "secrets" / "metrics.token").read_text().strip()
+    async with client.session.get(client.gateway.url + "/metrics", headers={"Authorization": f"Bearer {token}"}) as r:
+        text = await r.text()
+    over_one = re.search(r'^yrdx_signature_batch_messages_bucket\{le="1.0"\} (\S+)$', text, re.MULTILINE)
+    total = re.search(r"^yrdx_signature_batch_messages_count (\S+)$", text, re.MULTILINE)
+    assert over_one and total and float(total.group(1)) > float(over_one.group(1))
     for i in ids:
         assert (await client.wait_status(i, "delivered"))["status"] == "delivered"
