@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.crypto.keys import ALGORITHMS
+from gateway.regions import check_namespace
 
 SIGNING_ALGS = sorted(ALGORITHMS)
 
@@ -26,15 +27,18 @@ def cmd_certs_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _namespace(value: str) -> str:
+    """argparse type of --namespace: a valid kafka.namespace (argparse answers a bad one with exit 2)."""
+    try:
+        return check_namespace(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from gateway.exchange import init_exchange
-    from gateway.regions import REGIONS, check_namespace
+    from gateway.regions import REGIONS
 
-    try:
-        check_namespace(args.namespace)
-    except ValueError as e:
-        print(f"yrdx: --namespace: {e}", file=sys.stderr)
-        return 2
     try:
         ex = init_exchange(
             Path(args.dir), base_port=args.base_port, bootstrap_servers=args.bootstrap_servers, force=args.force,
@@ -121,13 +125,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from adapters.demo import run_demo
-    from gateway.regions import check_namespace
 
-    try:
-        check_namespace(args.namespace)
-    except ValueError as e:
-        print(f"yrdx: --namespace: {e}", file=sys.stderr)
-        return 2
     return int(run_demo(Path(args.dir) if args.dir else None, keep=args.keep, alg=args.alg, namespace=args.namespace))
 
 
@@ -163,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true")
     init.add_argument("--alg", choices=SIGNING_ALGS, default="ES256",
                       help="the gateways' signing suite; SM2SM3 is the national suite (SM2 CA, SM2 keys)")
-    init.add_argument("--namespace", default="", metavar="NS",
+    init.add_argument("--namespace", default="", metavar="NS", type=_namespace,
                       help="kafka.namespace of the four configs: NS. before every topic and consumer group name")
     init.set_defaults(func=cmd_init)
 
@@ -200,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="keep the work folder")
     demo.add_argument("--alg", choices=SIGNING_ALGS, default="ES256",
                       help="the exchange's signing suite (SM2SM3: the national suite)")
-    demo.add_argument("--namespace", default="", metavar="NS",
+    demo.add_argument("--namespace", default="", metavar="NS", type=_namespace,
                       help="kafka.namespace of the demo's exchange (to share a cluster with another exchange)")
     demo.set_defaults(func=cmd_demo)
     return p

@@ -88,3 +88,13 @@ def test_init_writes_the_namespace(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lowercase"):
         init_exchange(tmp_path / "bad", base_port=0, namespace="Alt")
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+@pytest.mark.parametrize("command", ["init", "demo"])
+def test_the_cli_refuses_a_bad_namespace_before_doing_anything(tmp_path: Path, command: str) -> None:
+    from gateway.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--dir", str(tmp_path / "x"), "--namespace", "Bad_NS"])
+    assert exit_info.value.code == 2
+    assert not (tmp_path / "x").exists()
