@@ -7,7 +7,7 @@ costly part) is paid once per minute, not per message; each message still has it
 The receiver caches the agreed key per ephemeral key for the same reason. Any JOSE library opens these.
 
 The national suite (SM2 key transport, SM4-GCM) is in seal_sm.py; :meth:`Sealer.for_key` and
-:meth:`Opener.for_key` (also :func:`sealer_for`, :func:`opener_for`) pick the suite by the type of the key.
+:meth:`Opener.for_key` pick the suite by the type of the key.
 """
 
 from __future__ import annotations
@@ -170,6 +170,3 @@ class X25519Opener(Opener):
         except (ValueError, KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as e:
             raise SealError(f"malformed sealed payload: {e}") from e
 
-
-sealer_for = Sealer.for_key
-opener_for = Opener.for_key

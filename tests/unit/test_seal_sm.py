@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from gateway.crypto import seal_sm
 from gateway.crypto.jws import b64url_decode, b64url_encode
 from gateway.crypto.pki import init_pki, load_encryption_key, load_encryption_pub
-from gateway.crypto.seal import Opener, Sealer, SealError, X25519Opener, X25519Sealer, opener_for, sealer_for
+from gateway.crypto.seal import Opener, Sealer, SealError, X25519Opener, X25519Sealer
 from gateway.crypto.seal_sm import SmOpener, SmSealer
 from gateway.crypto.sm2 import Sm2PrivateKey, generate_sm2_key, sm2_decrypt
 from gateway.regions import REGIONS
@@ -169,7 +169,7 @@ def test_the_suites_do_not_mix(key: Sm2PrivateKey) -> None:
 
 def test_the_factories_choose_by_key_type(key: Sm2PrivateKey) -> None:
     x25519 = X25519PrivateKey.generate()
-    jose_sealer, jose_opener = sealer_for(x25519.public_key(), "SH"), opener_for(x25519)
+    jose_sealer, jose_opener = Sealer.for_key(x25519.public_key(), "SH"), Opener.for_key(x25519)
     assert type(jose_sealer) is X25519Sealer and type(jose_opener) is X25519Opener
     assert jose_opener.open(jose_sealer.seal(PAYLOAD)) == PAYLOAD
     sm_sealer, sm_opener = Sealer.for_key(key.public_key(), "SH"), Opener.for_key(key)
