@@ -6,6 +6,7 @@ anything shaped like an ID number or a long numeric person id is masked, whereve
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import sys
@@ -26,6 +27,24 @@ def mask(text: str) -> str:
     return _LONG_DIGITS.sub(lambda m: f"<{len(m.group(0))} digits>", text)
 
 
+def _masked(value: object) -> object:
+    """`value` fit for a log line: every string inside it masked, and so is a number or any other object that
+    reads like an identifier (an ID number given as an int, an exception in `extra`). Values are masked before
+    serialization: in JSON text an escape (`\\n` before the digits) would hide an ID number from the pattern."""
+    if isinstance(value, str):
+        return mask(value)
+    if value is None or isinstance(value, bool | float | dt.date):  # orjson writes dates in ISO 8601
+        return value
+    if isinstance(value, int):
+        text = str(value)
+        return value if mask(text) == text else mask(text)
+    if isinstance(value, dict):
+        return {mask(str(k)): _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_masked(v) for v in value]
+    return mask(str(value))
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -37,14 +56,14 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "service": self._service,
-            "msg": mask(record.getMessage()),
+            "msg": record.getMessage(),
         }
-        for k, v in vars(record).items():
-            if k not in _STANDARD and not k.startswith("_"):
-                doc[k] = mask(v) if isinstance(v, str) else v
+        doc.update((k, v) for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_"))
         if record.exc_info:
-            doc["exc"] = mask(self.formatException(record.exc_info))
-        return orjson.dumps(doc, default=str).decode()
+            doc["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            doc["stack"] = self.formatStack(record.stack_info)
+        return orjson.dumps(_masked(doc)).decode()  # every value, the message and extras alike
 
 
 def setup(service: str, level: str = "INFO") -> None:
