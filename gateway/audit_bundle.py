@@ -31,7 +31,7 @@ import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.audit_model import AuditFormatError, Segment, checkpoint_fault, parse_segment
+from gateway.audit_model import AuditFormatError, Segment, parse_segment, segment_fault
 from gateway.audit_verify import Fault, Report, read_trail, verify_segments
 from gateway.crypto.jws import JwsError, parse_detached
 from gateway.crypto.trust import TrustError, TrustStore
@@ -181,9 +181,7 @@ def build_bundle(
 
 
 def _holds(seg: Segment, trust: TrustStore) -> bool:
-    named = next((r for r in seg.records if r.get("seq") == seg.checkpoint.seq), seg.records[-1])
-    at = timestamp_or_none(named.get("at")) or dt.datetime.now(dt.UTC)
-    return checkpoint_fault(seg.checkpoint, trust, at) is None
+    return segment_fault(seg, trust) is None
 
 
 def _pem(cert: x509.Certificate) -> str:

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from gateway.crypto.jws import JwsError, parse_detached, verify_detached
 from gateway.crypto.trust import TrustError, TrustStore
+from gateway.envelope import timestamp_or_none
 
 GENESIS = "0" * 64
 
@@ -108,3 +109,16 @@ def checkpoint_fault(cp: Checkpoint, trust: TrustStore, at: datetime) -> str | N
     if not verify_detached(jws, checkpoint_bytes(cp.region, cp.seq, cp.hash), signer.public_key):
         return "checkpoint signature does not verify"
     return None
+
+
+def checkpoint_time(seg: Segment) -> datetime:
+    """When the segment's checkpoint was made: the `at` of the record it names (the signing certificate must be
+    valid then), else of the segment's last record; now when neither holds a timestamp."""
+    named = next((r for r in seg.records if r.get("seq") == seg.checkpoint.seq), seg.records[-1])
+    return timestamp_or_none(named.get("at")) or datetime.now(UTC)
+
+
+def segment_fault(seg: Segment, trust: TrustStore) -> str | None:
+    """Why the segment's checkpoint does not hold (None when it does): `checkpoint_fault` at `checkpoint_time`.
+    The one check that `yrdx audit verify`, bundles, the audit index and exports share."""
+    return checkpoint_fault(seg.checkpoint, trust, checkpoint_time(seg))

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, TypeAlias
 
 import orjson
 
-from gateway.audit_model import GENESIS, AuditFormatError, Segment, checkpoint_fault, parse_segment, record_hash
+from gateway.audit_model import GENESIS, AuditFormatError, Segment, parse_segment, record_hash, segment_fault
 from gateway.crypto.trust import TrustStore
 from gateway.envelope import timestamp_or_none
 
@@ -232,7 +232,7 @@ class _Verifier:
         for i, seg in enumerate(segments):
             chain = self.chains.setdefault(seg.region, _Chain(seg.region))
             cp = seg.checkpoint
-            why = checkpoint_fault(cp, self.trust, self._checkpointtimestamp_or_none(seg))
+            why = segment_fault(seg, self.trust)
             if why is None:
                 chain.checkpoints.setdefault(cp.seq, cp.hash)
                 self._add(chain, seg, i, authentic=True)
@@ -265,12 +265,6 @@ class _Verifier:
                     chain.signed[seq] = e
             else:
                 reached = None
-
-    @staticmethod
-    def _checkpointtimestamp_or_none(seg: Segment) -> dt.datetime:
-        """When the checkpoint was made: the `at` of the record it names (the certificate must be valid then)."""
-        named = next((r for r in seg.records if r.get("seq") == seg.checkpoint.seq), seg.records[-1])
-        return timestamp_or_none(named.get("at")) or dt.datetime.now(dt.UTC)
 
     def _add(self, chain: _Chain, seg: Segment, index: int, authentic: bool) -> None:
         n = len(seg.records)
