@@ -18,7 +18,12 @@ from gateway.regions import REGIONS, Topics, check_namespace
 
 
 class ConfigError(ValueError):
-    """A configuration value is missing or wrong; the message starts with the dotted key."""
+    """A configuration file is unreadable or wrong. `errors` lists every problem found in it, each starting with
+    its dotted key; the message is those lines (the first as it is, the others indented below it)."""
+
+    def __init__(self, *errors: str) -> None:
+        super().__init__("\n  ".join(errors))
+        self.errors: tuple[str, ...] = errors
 
 
 DEFAULT_COMPRESSION: Final = "zstd"
@@ -137,91 +142,109 @@ _TOP_KEYS = {
 
 
 class _Reader:
-    """Reads one mapping of the file and remembers its dotted path for error messages."""
+    """Reads one mapping of the file, remembers its dotted path and notes every error in the list it shares with
+    the other readers of the file, so that one load reports them all. A bad value reads as its default (or an
+    empty one): the checks go on, and nothing is built from a file with errors. A `quiet` reader stands for a
+    required section that is missing: that one error says it all, the keys inside it add none."""
 
-    def __init__(self, data: object, path: str, base: Path) -> None:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path or '<root>'}: expected a mapping, got {type(data).__name__}")
-        self.data: dict[str, Any] = data
+    def __init__(self, data: object, path: str, base: Path, errors: list[str], quiet: bool = False) -> None:
         self.path = path
         self.base = base
+        self.errors = errors
+        self.quiet = quiet
+        if not isinstance(data, dict):
+            self.error(None, f"expected a mapping, got {type(data).__name__}")
+            data = {}
+        self.data: dict[str, Any] = data
 
     def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
 
+    def error(self, name: str | None, message: str) -> None:
+        """Note `key: message` (`name` None: about this mapping itself)."""
+        if not self.quiet:
+            self.errors.append(f"{self.key(name) if name is not None else self.path or '<root>'}: {message}")
+
+    def reader(self, data: object, path: str) -> _Reader:
+        """A reader of another mapping of the same file (a list item), sharing the error list."""
+        return _Reader(data, path, self.base, self.errors, self.quiet)
+
     def only(self, allowed: set[str]) -> None:
         for k in self.data:
             if k not in allowed:
-                raise ConfigError(f"{self.key(str(k))}: unknown key (allowed: {', '.join(sorted(allowed))})")
+                self.error(str(k), f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
     def sub(self, name: str, required: bool = False) -> _Reader:
         if name not in self.data or self.data[name] is None:
             if required:
-                raise ConfigError(f"{self.key(name)}: required")
-            return _Reader({}, self.key(name), self.base)
-        return _Reader(self.data[name], self.key(name), self.base)
+                self.error(name, "required")
+            return _Reader({}, self.key(name), self.base, self.errors, quiet=self.quiet or required)
+        return self.reader(self.data[name], self.key(name))
 
     def str_(self, name: str, default: str | None = None, required: bool = False) -> str:
         v = self.data.get(name, default)
-        if v is None:
-            if required or default is None:
-                raise ConfigError(f"{self.key(name)}: required")
+        if v is None and (required or default is None):
+            self.error(name, "required")
+            return ""
         if not isinstance(v, str) or not v:
-            raise ConfigError(f"{self.key(name)}: expected a non-empty string")
+            self.error(name, "expected a non-empty string")
+            return default or ""
         return v
 
     def opt_str(self, name: str) -> str | None:
         v = self.data.get(name)
-        if v is None:
+        if v is not None and not isinstance(v, str):
+            self.error(name, "expected a string")
             return None
-        if not isinstance(v, str):
-            raise ConfigError(f"{self.key(name)}: expected a string")
         return v
 
     def int_(self, name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
         v = self.data.get(name, default)
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum or (maximum is not None and v > maximum):
             bound = f" <= {maximum}" if maximum is not None else ""
-            raise ConfigError(f"{self.key(name)}: expected an integer >= {minimum}{bound}")
+            self.error(name, f"expected an integer >= {minimum}{bound}")
+            return default
         return v
 
     def float_(self, name: str, default: float) -> float:
         v = self.data.get(name, default)
         if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
-            raise ConfigError(f"{self.key(name)}: expected a positive number")
+            self.error(name, "expected a positive number")
+            return default
         return float(v)
+
+    def _resolve(self, key: str, v: str, must_exist: bool) -> Path | None:
+        p = (self.base / v).resolve() if not os.path.isabs(v) else Path(v)
+        if must_exist and not p.exists():
+            self.error(key, f"file not found: {p}")
+            return None
+        return p
 
     def path_(self, name: str, required: bool = True, must_exist: bool = True) -> Path | None:
         v = self.data.get(name)
         if v is None:
             if required:
-                raise ConfigError(f"{self.key(name)}: required")
+                self.error(name, "required")
             return None
         if not isinstance(v, str):
-            raise ConfigError(f"{self.key(name)}: expected a path")
-        p = (self.base / v).resolve() if not os.path.isabs(v) else Path(v)
-        if must_exist and not p.exists():
-            raise ConfigError(f"{self.key(name)}: file not found: {p}")
-        return p
+            self.error(name, "expected a path")
+            return None
+        return self._resolve(name, v, must_exist)
 
     def paths(self, name: str) -> tuple[Path, ...]:
         v = self.data.get(name, [])
         if isinstance(v, str):
             v = [v]
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            raise ConfigError(f"{self.key(name)}: expected a list of paths")
-        out = []
-        for i, x in enumerate(v):
-            p = (self.base / x).resolve() if not os.path.isabs(x) else Path(x)
-            if not p.exists():
-                raise ConfigError(f"{self.key(name)}[{i}]: file not found: {p}")
-            out.append(p)
-        return tuple(out)
+            self.error(name, "expected a list of paths")
+            return ()
+        return tuple(p for i, x in enumerate(v) if (p := self._resolve(f"{name}[{i}]", x, True)) is not None)
 
     def types(self, name: str) -> frozenset[str]:
         v = self.data.get(name, [])
         if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
-            raise ConfigError(f"{self.key(name)}: expected a list of message types")
+            self.error(name, "expected a list of message types")
+            return frozenset()
         return frozenset(v)
 
 
@@ -229,10 +252,10 @@ def _delivery(r: _Reader) -> Delivery:
     r.only({"mode", "url", "timeout_s", "max_attempts", "backoff_initial_s", "backoff_max_s", "concurrency"})
     mode = r.str_("mode", "inbox")
     if mode not in ("webhook", "inbox"):
-        raise ConfigError(f"{r.key('mode')}: expected 'webhook' or 'inbox', got {mode!r}")
+        r.error("mode", f"expected 'webhook' or 'inbox', got {mode!r}")
     url = r.opt_str("url")
     if mode == "webhook" and not (url and url.startswith(("http://", "https://"))):
-        raise ConfigError(f"{r.key('url')}: required (an http(s) URL) when mode is webhook")
+        r.error("url", "required (an http(s) URL) when mode is webhook")
     return Delivery(
         mode=mode,
         url=url,
@@ -248,13 +271,16 @@ def _thumbprints(r: _Reader, name: str) -> frozenset[str]:
     """Certificate thumbprints (x5t#S256: 43 base64url characters) that are no longer trusted."""
     v = r.data.get(name, [])
     if not isinstance(v, list) or not all(isinstance(x, str) and len(x) == 43 for x in v):
-        raise ConfigError(f"{r.key(name)}: expected a list of x5t#S256 certificate thumbprints")
+        r.error(name, "expected a list of x5t#S256 certificate thumbprints")
+        return frozenset()
     return frozenset(v)
 
 
-def _region(value: object, key: str) -> str:
+def _region(r: _Reader, name: str, value: object) -> str:
+    """`value` as a region, noting an error at `name` of `r` when it is none ("" then)."""
     if value not in REGIONS:
-        raise ConfigError(f"{key}: unknown region {value!r} (expected one of {', '.join(REGIONS)})")
+        r.error(name, f"unknown region {value!r} (expected one of {', '.join(REGIONS)})")
+        return ""
     return str(value)
 
 
@@ -263,7 +289,8 @@ def _compression(k: _Reader) -> str | None:
     if value in (None, "none"):
         return None
     if value not in ("gzip", "lz4", "zstd", "snappy"):
-        raise ConfigError(f"{k.key('compression')}: expected none, gzip, lz4, zstd or snappy")
+        k.error("compression", "expected none, gzip, lz4, zstd or snappy")
+        return DEFAULT_COMPRESSION
     return str(value)
 
 
@@ -272,17 +299,20 @@ def _namespace(k: _Reader) -> str:
     if value is None or value == "":
         return ""
     if not isinstance(value, str):
-        raise ConfigError(f"{k.key('namespace')}: expected a string")
+        k.error("namespace", "expected a string")
+        return ""
     try:
         return check_namespace(value)
     except ValueError as e:
-        raise ConfigError(f"{k.key('namespace')}: {e}") from e
+        k.error("namespace", str(e))
+        return ""
 
 
 def _flag(r: _Reader, name: str, default: bool) -> bool:
     v = r.data.get(name, default)
     if not isinstance(v, bool):
-        raise ConfigError(f"{r.key(name)}: expected true or false")
+        r.error(name, "expected true or false")
+        return default
     return v
 
 
@@ -292,18 +322,22 @@ def _audit_index(root: _Reader, region: str) -> str:
     if value is None:
         return str(root.base / f"var/{region.lower()}/audit-index.sqlite")
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError("audit_index: expected a SQLite file path or a postgresql:// DSN")
+        root.error("audit_index", "expected a SQLite file path or a postgresql:// DSN")
+        return ""
     if value.startswith(("postgresql://", "postgres://")):
         return value
     if "://" in value:
-        raise ConfigError(f"audit_index: unsupported URL {value.split('://', 1)[0]}:// (SQLite path or postgresql://)")
+        root.error("audit_index", f"unsupported URL {value.split('://', 1)[0]}:// (SQLite path or postgresql://)")
+        return ""
     return str(root.path_("audit_index", must_exist=False))
 
 
 def parse_config(data: object, base: Path, source: Path | None = None) -> GatewayConfig:
-    root = _Reader(data, "", base)
+    """The configuration in `data` (the parsed YAML); ConfigError listing every error found in it."""
+    errors: list[str] = []
+    root = _Reader(data, "", base, errors)
     root.only(_TOP_KEYS)
-    region = _region(root.data.get("region"), "region")
+    region = _region(root, "region", root.data.get("region"))
 
     listen = root.sub("listen")
     listen.only({"host", "port"})
@@ -314,7 +348,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
     })
     protocol = k.str_("security_protocol", "PLAINTEXT")
     if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
-        raise ConfigError(f"{k.key('security_protocol')}: unsupported {protocol!r}")
+        k.error("security_protocol", f"unsupported {protocol!r}")
     kafka = KafkaConfig(
         # KAFKA_BOOTSTRAP_SERVERS points every gateway at an existing cluster without editing files.
         bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or k.str_("bootstrap_servers", "127.0.0.1:9092"),
@@ -333,20 +367,26 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
 
     ident = root.sub("identity", required=True)
     ident.only({"certificate", "private_key", "encryption_key"})
+    certificate = ident.path_("certificate")
+    private_key = ident.path_("private_key")
+    encryption_key = ident.path_("encryption_key", required=False)
     trust = root.sub("trust", required=True)
     trust.only({"ca", "certificates", "revoked", "encryption_keys"})
     enc = trust.sub("encryption_keys")
     encryption_keys: dict[str, Path] = {}
     for peer in enc.data:
-        _region(peer, enc.key(str(peer)))
-        encryption_keys[str(peer)] = enc.path_(str(peer)) or Path()
+        if _region(enc, str(peer), peer):
+            encryption_keys[str(peer)] = enc.path_(str(peer)) or Path()
     seal = root.types("seal")
-    missing = [r for r in REGIONS if r != region and r not in encryption_keys]
-    if seal and missing:
-        raise ConfigError(f"trust.encryption_keys.{missing[0]}: required when seal lists types (to seal for it)")
+    if seal and region:
+        for r in REGIONS:
+            if r != region and r not in enc.data:
+                enc.error(r, "required when seal lists types (to seal for it)")
     trust_ca = trust.paths("ca")
-    if not trust_ca:
-        raise ConfigError("trust.ca: at least one root certificate is required")
+    if not trust.data.get("ca"):  # absent or empty (a bad entry has its own error)
+        trust.error("ca", "at least one root certificate is required")
+    trust_certificates = trust.paths("certificates")
+    trust_revoked = _thumbprints(trust, "revoked")
     state = root.sub("state")
     state.only({"path"})
     state_path = state.path_("path", required=False, must_exist=False) or (base / f"var/{region.lower()}/state.sqlite")
@@ -364,15 +404,16 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
     acc = root.sub("accept")
     accept = {}
     for sender in acc.data:
-        _region(sender, acc.key(str(sender)))
-        accept[str(sender)] = acc.types(str(sender))
+        if _region(acc, str(sender), sender):
+            accept[str(sender)] = acc.types(str(sender))
 
     raw_platforms = root.data.get("platforms") or []
     if not isinstance(raw_platforms, list):
-        raise ConfigError("platforms: expected a list")
+        root.error("platforms", "expected a list")
+        raw_platforms = []
     platforms = []
     for i, item in enumerate(raw_platforms):
-        p = _Reader(item, f"platforms[{i}]", base)
+        p = root.reader(item, f"platforms[{i}]")
         p.only({"id", "public_key", "may_send", "receives", "delivery"})
         platforms.append(Platform(
             id=p.str_("id", required=True),
@@ -381,33 +422,41 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
             receives=p.types("receives"),
             delivery=_delivery(p.sub("delivery")),
         ))
-    ids = [p.id for p in platforms]
+    ids = [p.id for p in platforms if p.id]
     if len(set(ids)) != len(ids):
-        raise ConfigError("platforms: duplicate platform id")
+        root.error("platforms", "duplicate platform id")
 
     raw_auditors = root.data.get("auditors") or []
     if not isinstance(raw_auditors, list):
-        raise ConfigError("auditors: expected a list")
+        root.error("auditors", "expected a list")
+        raw_auditors = []
     auditors = []
     for i, item in enumerate(raw_auditors):
-        a = _Reader(item, f"auditors[{i}]", base)
+        a = root.reader(item, f"auditors[{i}]")
         a.only({"id", "public_key"})
         auditors.append(Auditor(id=a.str_("id", required=True), public_key=a.path_("public_key") or Path()))
 
     metrics = root.sub("metrics")
     metrics.only({"bearer_token_file"})
-
+    host = listen.str_("host", "127.0.0.1")
+    port = listen.int_("port", 8080, minimum=0, maximum=65535)
+    metrics_token_file = metrics.path_("bearer_token_file", required=False)
+    schemas_dir = root.path_("schemas_dir", required=False)
+    audit_index = _audit_index(root, region)
+    audit_enabled = _flag(root, "audit_enabled", True)
+    if errors:
+        raise ConfigError(*errors)
     return GatewayConfig(
         region=region,
-        host=listen.str_("host", "127.0.0.1"),
-        port=listen.int_("port", 8080, minimum=0, maximum=65535),
+        host=host,
+        port=port,
         kafka=kafka,
-        certificate=ident.path_("certificate") or Path(),
-        private_key=ident.path_("private_key") or Path(),
-        encryption_key=ident.path_("encryption_key", required=False),
+        certificate=certificate or Path(),
+        private_key=private_key or Path(),
+        encryption_key=encryption_key,
         trust_ca=trust_ca,
-        trust_certificates=trust.paths("certificates"),
-        trust_revoked=_thumbprints(trust, "revoked"),
+        trust_certificates=trust_certificates,
+        trust_revoked=trust_revoked,
         encryption_keys=encryption_keys,
         seal=seal,
         state_path=state_path,
@@ -415,10 +464,10 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         accept=accept,
         platforms=tuple(platforms),
         auditors=tuple(auditors),
-        metrics_token_file=metrics.path_("bearer_token_file", required=False),
-        schemas_dir=root.path_("schemas_dir", required=False),
-        audit_index=_audit_index(root, region),
-        audit_enabled=_flag(root, "audit_enabled", True),
+        metrics_token_file=metrics_token_file,
+        schemas_dir=schemas_dir,
+        audit_index=audit_index,
+        audit_enabled=audit_enabled,
         source=source,
     )
 
