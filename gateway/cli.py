@@ -7,10 +7,14 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.crypto.keys import ALGORITHMS
 from gateway.regions import check_namespace
+
+if TYPE_CHECKING:
+    from gateway.auth import TokenMinter
 
 SIGNING_ALGS = sorted(ALGORITHMS)
 
@@ -69,14 +73,30 @@ def _caller(args: argparse.Namespace, platforms_only: bool) -> tuple[GatewayConf
     return cfg, key, platform is not None
 
 
+def _minter(args: argparse.Namespace, cfg: GatewayConfig, key: Path, scope: str | None = None) -> TokenMinter | None:
+    """The caller's token minter; None after saying why when its private key cannot be loaded."""
+    from gateway.auth import TokenMinter
+
+    try:
+        return TokenMinter(args.as_, key, cfg.region, scope=scope)
+    except OSError as e:
+        print(f"yrdx: cannot read the private key of {args.as_!r} ({key}): {e.strerror}", file=sys.stderr)
+    except ValueError as e:
+        print(f"yrdx: {key} is not a usable private key: {e}", file=sys.stderr)
+    return None
+
+
 def cmd_token(args: argparse.Namespace) -> int:
-    from gateway.auth import AUDIT_SCOPE, TokenMinter
+    from gateway.auth import AUDIT_SCOPE
 
     caller = _caller(args, platforms_only=False)
     if caller is None:
         return 2
     cfg, key, is_platform = caller
-    print(TokenMinter(args.as_, key, cfg.region, scope=None if is_platform else AUDIT_SCOPE).mint(args.lifetime))
+    minter = _minter(args, cfg, key, scope=None if is_platform else AUDIT_SCOPE)
+    if minter is None:
+        return 2
+    print(minter.mint(args.lifetime))
     return 0
 
 
@@ -97,22 +117,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    import urllib.error
     import urllib.request
-
-    from gateway.auth import TokenMinter
 
     caller = _caller(args, platforms_only=True)
     if caller is None:
         return 2
     cfg, key, _ = caller
-    payload = json.loads(Path(args.payload).read_text(encoding="utf-8"))
+    try:
+        payload = json.loads(Path(args.payload).read_text(encoding="utf-8"))
+    except OSError as e:
+        print(f"yrdx: cannot read the payload file {args.payload}: {e.strerror}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # not UTF-8, or not JSON
+        print(f"yrdx: the payload file {args.payload} is not JSON: {e}", file=sys.stderr)
+        return 2
+    minter = _minter(args, cfg, key)
+    if minter is None:
+        return 2
     body = {"type": args.type, "to": args.to, "payload": payload}
     if args.correlation_id:
         body["correlation_id"] = args.correlation_id
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host  # noqa: S104 (mapping a wildcard bind)
+    url = f"http://{host}:{cfg.port}/v1/messages"
     req = urllib.request.Request(  # noqa: S310 (the URL is built from our own config)
-        f"http://{host}:{cfg.port}/v1/messages", data=json.dumps(body).encode(), method="POST",
-        headers={"Content-Type": "application/json", **TokenMinter(args.as_, key, cfg.region).header()},
+        url, data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", **minter.header()},
     )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
@@ -120,6 +150,9 @@ def cmd_send(args: argparse.Namespace) -> int:
             return 0
     except urllib.error.HTTPError as e:
         print(e.read().decode(), file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as e:  # refused, timed out: the gateway is not there
+        print(f"yrdx: cannot reach the gateway at {url}: {getattr(e, 'reason', e)}", file=sys.stderr)
         return 1
 
 

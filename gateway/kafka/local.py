@@ -53,6 +53,7 @@ __all__ = [
     "env_bootstrap_servers",
     "free_port",
     "probe_metadata",
+    "recorded_ports",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,23 @@ def env_bootstrap_servers() -> str | None:
     """``KAFKA_BOOTSTRAP_SERVERS`` when set and not blank: an external cluster to use instead of ours."""
     value = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     return value or None
+
+
+def recorded_ports(data_dir: Path) -> dict[str, int]:
+    """The listener ports (``PLAINTEXT``, ``CONTROLLER``) that the last start wrote into ``data_dir``'s
+    ``server.properties``; empty when there is none (never started) or it cannot be read."""
+    try:
+        lines = (Path(data_dir).expanduser() / "server.properties").read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    listeners = next((line.split("=", 1)[1] for line in lines if line.startswith("listeners=")), "")
+    ports: dict[str, int] = {}
+    for listener in listeners.split(","):  # NAME://host:port
+        name, sep, address = listener.strip().partition("://")
+        port = address.rpartition(":")[2]
+        if sep and port.isdigit():
+            ports[name] = int(port)
+    return ports
 
 
 def free_port() -> int:
@@ -683,8 +701,13 @@ class LocalKafka:
 
 
 def _broker_from_args(args: argparse.Namespace) -> LocalKafka:
+    """The broker of ``--dir``: on the ports given, else on those its last start recorded there (a broker started
+    with ``--port 19092`` is reported, stopped and restarted on 19092), else on 9092 and 9093."""
     data_dir = Path(args.dir) if args.dir else default_home() / "broker"
-    return LocalKafka(data_dir, port=args.port, controller_port=args.controller_port, version=args.version)
+    recorded = recorded_ports(data_dir)
+    port = args.port if args.port is not None else recorded.get("PLAINTEXT", 9092)
+    controller = args.controller_port if args.controller_port is not None else recorded.get("CONTROLLER", 9093)
+    return LocalKafka(data_dir, port=port, controller_port=controller, version=args.version)
 
 
 def _err(message: str) -> None:
@@ -762,8 +785,10 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         default=None,
         help="broker data dir (default: $YRDX_HOME/broker, YRDX_HOME defaulting to ~/.cache/yrdx)",
     )
-    common.add_argument("--port", type=int, default=9092, help="PLAINTEXT listener port on 127.0.0.1 (9092)")
-    common.add_argument("--controller-port", type=int, default=9093, help="KRaft controller port (9093)")
+    common.add_argument("--port", type=int, default=None,
+                        help="PLAINTEXT listener port on 127.0.0.1 (default: the one --dir last ran on, else 9092)")
+    common.add_argument("--controller-port", type=int, default=None,
+                        help="KRaft controller port (default: the one --dir last ran on, else 9093)")
     common.add_argument("--version", default=DEFAULT_VERSION, help=f"Kafka version ({DEFAULT_VERSION})")
 
     kafka = subparsers.add_parser(
