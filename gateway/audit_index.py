@@ -4,8 +4,15 @@
 assigned to every partition and placed at the position stored in the index (the beginning when none is), and
 stores each fetched batch in ONE transaction: its records, its checkpoints and the new position. A process
 killed at any point therefore resumes exactly where its last transaction ended: nothing is lost, and the
-primary key (region, seq) makes a record read twice land once. A different record with a seq already indexed
-(a rewritten or forked chain) is not dropped silently: it is kept in the conflicts table for `yrdx audit verify`.
+primary key (region, seq) makes a record read twice land once.
+
+Only a region's own records are indexed as its chain: those of a segment whose checkpoint signature holds against
+the trust store (audit_model.segment_fault, the check `yrdx audit verify` makes) and whose records are the run
+that checkpoint signs (audit_model.segment_break). Anyone can write to `yrdx.audit`; a forged chain published
+first must not take the seqs of the genuine one, which is indexed when it arrives. Every record that is not
+indexed as its region's is kept apart in the conflicts table, with its position on the topic and a kind in
+`yrdx audit verify`'s words: `forged` (its checkpoint does not hold), `edited` (its records are not the ones the
+checkpoint signs) or `rewritten` (another validly signed record holds its region and seq: a fork).
 
 Two backends behind one small interface: SQLite (stdlib, the embedded default that needs nothing) and
 PostgreSQL (psycopg 3, `postgresql://` DSNs). Both are synchronous; async callers run them in a thread
@@ -14,8 +21,9 @@ PostgreSQL (psycopg 3, `postgresql://` DSNs). Both are synchronous; async caller
 `trace` answers "what happened to this message": the records of the message, of every message of its
 conversation (same correlation_id), of the signed receipts about them (found through `detail.receipt` of the
 `receipt_sent`/`receipt_received` records) and of unverifiable copies that claimed one of their ids, ordered
-by time, then region, then seq (`gateway.trace.journey`). `yrdx audit trace` prints it as a table or JSON, and
-`GET /v1/audit/messages/{id}` answers the same JSON.
+by time, then region, then seq (`gateway.trace.journey`); and the conflicts that touch it: records kept apart
+that name one of its messages or conversations or claim the place (region, seq) of one of its records.
+`yrdx audit trace` prints it as a table or JSON, and `GET /v1/audit/messages/{id}` answers the same JSON.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,22 +46,29 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from gateway.audit_model import AuditFormatError, Segment, parse_segment
-from gateway.config import ConfigError, GatewayConfig, KafkaConfig, load_config
+from gateway.audit_model import AuditFormatError, Segment, parse_segment, segment_break, segment_fault
+from gateway.audit_verify import load_trust
+from gateway.config import GatewayConfig, KafkaConfig
+from gateway.crypto.trust import TrustStore
 from gateway.kafka.transport import client_options
 from gateway.regions import DEFAULT_TOPICS
 from gateway.trace import _partitions, journey
 
 __all__ = [
-    "AuditIndex", "Batch", "IndexRun", "IndexUnavailable", "add_cli", "current_trace", "decode_segments",
-    "default_index_path", "format_trace", "is_dsn", "open_index", "trace", "trace_document", "update_index",
+    "AuditIndex", "Batch", "IndexRun", "IndexUnavailable", "add_cli", "check_segments", "current_trace",
+    "decode_segments", "default_index_path", "format_trace", "is_dsn", "open_index", "trace", "trace_conflicts",
+    "trace_document", "update_index",
 ]
 
 log = logging.getLogger(__name__)
 
 AuditRecord = dict[str, Any]
+Conflict = dict[str, Any]  # {region, seq, hash, kind, reason, partition, offset, record}
 RECEIPT_STAGES = frozenset({"receipt_sent", "receipt_received"})
-_COLUMNS = ("message_id", "correlation_id", "ref_id")  # the ones a trace looks records up by
+_COLUMNS = ("message_id", "correlation_id", "ref_id")  # the ones a trace looks records and conflicts up by
+# Bump when the tables change: an index of another layout is dropped and rebuilt from the topic (it is a cache
+# of the topic, and its positions go with it). 2: conflicts keep the record, its kind and why.
+_SCHEMA_VERSION = "2"
 _IN_CHUNK = 500  # values per SQL IN (...) list
 _MAX_BIGINT = 2**63 - 1
 
@@ -78,12 +93,30 @@ class Batch:
     segments: Sequence[tuple[int, Segment]]
     positions: Mapping[int, int]
     skipped: int = 0  # Kafka records that are not well-formed segments (their offsets are passed all the same)
+    # index in `segments` -> (kind, why) for the segments that are not their region's own (check_segments): their
+    # records go to the conflicts table only
+    refused: Mapping[int, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Stored:
     new: int  # records indexed for the first time
-    conflicts: int  # records whose (region, seq) is indexed with a different hash
+    conflicts: int  # records kept apart: of refused segments, or whose (region, seq) holds another record
+
+
+def check_segments(segments: Sequence[tuple[int, Segment]], trust: TrustStore | None) -> dict[int, tuple[str, str]]:
+    """The segments that are not their region's own, by index: (`forged`, why) when the checkpoint's signature
+    does not hold against `trust`, (`edited`, why) when the records are not the run the checkpoint signs.
+    `trust` None checks the records only: every checkpoint is taken as its region's, so the first record indexed
+    under a seq stays (for callers that hold no trust store)."""
+    refused: dict[int, tuple[str, str]] = {}
+    for i, (_, seg) in enumerate(segments):
+        forged = segment_fault(seg, trust) if trust is not None else None
+        if forged is not None:
+            refused[i] = ("forged", forged)
+        elif (edited := segment_break(seg)) is not None:
+            refused[i] = ("edited", edited)
+    return refused
 
 
 def _valid_record(r: Mapping[str, Any]) -> bool:
@@ -125,26 +158,45 @@ def _ref_id(detail: Mapping[str, Any]) -> str | None:
     return ref if isinstance(ref, str) and ref else None
 
 
-def _record_rows(batch: Batch, detail: Callable[[dict[str, Any]], object]) -> list[tuple[Any, ...]]:
-    return [
-        (r["region"], r["seq"], r["message_id"], r["correlation_id"], r["stage"], r["at"], r["envelope_sha256"],
-         detail(r["detail"]), _ref_id(r["detail"]), r["prev_hash"], r["hash"], partition, seg.offset)
-        for partition, seg in batch.segments
-        for r in seg.records
-    ]
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """A batch as table rows (JSON columns made by the backend's `json`)."""
+
+    own: list[tuple[int, int, AuditRecord]]  # (partition, offset, record) of the segments that are their region's
+    refused: list[tuple[Any, ...]]  # conflict rows of the records of the other segments
+    segments: list[tuple[Any, ...]]  # the checkpoints of the own segments
+    json: Callable[[Any], object]
+
+    @classmethod
+    def of(cls, batch: Batch, json: Callable[[Any], object]) -> _Rows:
+        own, refused, segments = [], [], []
+        for i, (partition, seg) in enumerate(batch.segments):
+            apart = batch.refused.get(i)
+            if apart is not None:
+                refused += [_conflict_row(r, *apart, partition, seg.offset, json) for r in seg.records]
+                continue
+            own += [(partition, seg.offset, r) for r in seg.records]
+            cp = seg.checkpoint
+            segments.append((seg.region, cp.seq, cp.hash, cp.jws, len(seg.records), partition, seg.offset))
+        return cls(own, refused, segments, json)
+
+    def records(self) -> list[tuple[Any, ...]]:
+        return [(r["region"], r["seq"], r["message_id"], r["correlation_id"], r["stage"], r["at"],
+                 r["envelope_sha256"], self.json(r["detail"]), _ref_id(r["detail"]), r["prev_hash"], r["hash"],
+                 partition, offset) for partition, offset, r in self.own]
+
+    def rewritten(self) -> list[tuple[Any, ...]]:
+        """For each own record, its conflict row and then (region, seq, hash) for the test that another record
+        holds its place (only needed when some own record did not land)."""
+        why = "another record is indexed under this region and seq"
+        return [(*_conflict_row(r, "rewritten", why, partition, offset, self.json), r["region"], r["seq"], r["hash"])
+                for partition, offset, r in self.own]
 
 
-def _segment_rows(batch: Batch) -> list[tuple[Any, ...]]:
-    return [
-        (seg.region, seg.checkpoint.seq, seg.checkpoint.hash, seg.checkpoint.jws, len(seg.records), partition,
-         seg.offset)
-        for partition, seg in batch.segments
-    ]
-
-
-def _conflict_rows(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    # (region, seq, hash, partition, offset) to insert, then (region, seq, hash) for the EXISTS test
-    return [(r[0], r[1], r[10], r[11], r[12], r[0], r[1], r[10]) for r in rows]
+def _conflict_row(r: AuditRecord, kind: str, reason: str, partition: int, offset: int,
+                  json: Callable[[Any], object]) -> tuple[Any, ...]:
+    return (r["region"], r["seq"], r["hash"], r["message_id"], r["correlation_id"], _ref_id(r["detail"]), kind,
+            reason, json(r), partition, offset)
 
 
 # --- the two backends ---------------------------------------------------------------------------------------
@@ -155,19 +207,44 @@ class _Backend(Protocol):
 
     def positions(self, topic: str) -> dict[int, int]: ...
     def store(self, batch: Batch) -> Stored: ...
-    def records_with(self, column: str, values: Sequence[str]) -> list[AuditRecord]: ...
+    def select(self, table: str, column: str, values: Sequence[object], region: str | None = None
+               ) -> list[dict[str, Any]]: ...
     def counts(self) -> dict[str, int]: ...
     def close(self) -> None: ...
 
 
-_SELECT = ("SELECT seq, region, message_id, correlation_id, stage, at, envelope_sha256, detail, prev_hash, hash "
-           "FROM audit_records")
-
+# What `select` reads of each table, the keys of the dicts it returns (in column order) and its JSON column.
 _RECORD_KEYS = ("seq", "region", "message_id", "correlation_id", "stage", "at", "envelope_sha256", "detail",
                 "prev_hash", "hash")
+_CONFLICT_KEYS = ("region", "seq", "hash", "kind", "reason", "partition", "offset", "record")
+_TABLES: Mapping[str, tuple[str, tuple[str, ...], str]] = {
+    "audit_records": (", ".join(_RECORD_KEYS), _RECORD_KEYS, "detail"),
+    "audit_conflicts": ("region, seq, hash, kind, reason, topic_partition, topic_offset, record", _CONFLICT_KEYS,
+                        "record"),
+}
+
+_INSERT_RECORD = ("INSERT INTO audit_records (region, seq, message_id, correlation_id, stage, at, envelope_sha256, "
+                  "detail, ref_id, prev_hash, hash, topic_partition, topic_offset) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (region, seq) DO NOTHING")
+_INSERT_CONFLICT = ("INSERT INTO audit_conflicts (region, seq, hash, message_id, correlation_id, ref_id, kind, "
+                    "reason, record, topic_partition, topic_offset) ")
+_INSERT_REFUSED = _INSERT_CONFLICT + "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+# An own record that did not land: a conflict only if the record indexed under its (region, seq) is another one.
+_INSERT_REWRITTEN = _INSERT_CONFLICT + (  # noqa: S608 (constants)
+    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS "
+    "(SELECT 1 FROM audit_records WHERE region = ? AND seq = ? AND hash <> ?) ON CONFLICT DO NOTHING")
+_INSERT_SEGMENT = ("INSERT INTO audit_segments (region, seq, hash, jws, records, topic_partition, topic_offset) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+_COUNTS = ("SELECT (SELECT count(*) FROM audit_records), (SELECT count(*) FROM audit_segments), "
+           "(SELECT count(*) FROM audit_conflicts)")
 
 
-# One schema, two dialects: SQLite integers are 64-bit already, PostgreSQL needs BIGINT; detail is JSONB there.
+def _pg(statement: str) -> str:
+    """A statement above in psycopg's placeholders."""
+    return statement.replace("?", "%s")
+
+
+# One schema, two dialects: SQLite integers are 64-bit already, PostgreSQL needs BIGINT; JSON is JSONB there.
 _SCHEMA_TEMPLATE = """
     CREATE TABLE IF NOT EXISTS audit_records (
         region TEXT NOT NULL, seq {bigint} NOT NULL, message_id TEXT NOT NULL, correlation_id TEXT NOT NULL,
@@ -183,13 +260,40 @@ _SCHEMA_TEMPLATE = """
         records INTEGER NOT NULL, topic_partition INTEGER NOT NULL, topic_offset {bigint} NOT NULL,
         PRIMARY KEY (region, seq));
     CREATE TABLE IF NOT EXISTS audit_conflicts (
-        region TEXT NOT NULL, seq {bigint} NOT NULL, hash TEXT NOT NULL, topic_partition INTEGER NOT NULL,
-        topic_offset {bigint} NOT NULL,
-        PRIMARY KEY (region, seq, hash));
+        region TEXT NOT NULL, seq {bigint} NOT NULL, hash TEXT NOT NULL, message_id TEXT NOT NULL,
+        correlation_id TEXT NOT NULL, ref_id TEXT, kind TEXT NOT NULL, reason TEXT NOT NULL, record {json} NOT NULL,
+        topic_partition INTEGER NOT NULL, topic_offset {bigint} NOT NULL,
+        PRIMARY KEY (topic_partition, topic_offset, region, seq));
+    CREATE INDEX IF NOT EXISTS audit_conflicts_slot ON audit_conflicts (region, seq);
+    CREATE INDEX IF NOT EXISTS audit_conflicts_message_id ON audit_conflicts (message_id);
+    CREATE INDEX IF NOT EXISTS audit_conflicts_correlation_id ON audit_conflicts (correlation_id);
+    CREATE INDEX IF NOT EXISTS audit_conflicts_ref_id ON audit_conflicts (ref_id);
     CREATE TABLE IF NOT EXISTS audit_positions (
         topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset {bigint} NOT NULL,
         PRIMARY KEY (topic, partition));
 """
+
+
+def _create_schema(db: Any, schema: str) -> None:
+    """The tables, inside the caller's transaction; those of another layout (`_SCHEMA_VERSION`) are dropped first.
+    `db` is a sqlite3 or a psycopg connection: both take these parameterless statements alike."""
+    db.execute("CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    row = db.execute("SELECT value FROM audit_meta WHERE key = 'schema'").fetchone()
+    if row is None or row[0] != _SCHEMA_VERSION:
+        for table in ("audit_records", "audit_segments", "audit_conflicts", "audit_positions"):
+            db.execute(f"DROP TABLE IF EXISTS {table}")
+    for statement in schema.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute(f"INSERT INTO audit_meta (key, value) VALUES ('schema', '{_SCHEMA_VERSION}') "  # noqa: S608 (constant)
+               "ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+
+
+def _select_sql(table: str, column: str, marks: str, region: str | None) -> str:
+    columns, _, _ = _TABLES[table]
+    assert column in (*_COLUMNS, "seq"), column
+    where = f"{column} {marks}" if region is None else f"region = ? AND {column} {marks}"
+    return f"SELECT {columns} FROM {table} WHERE {where}"  # noqa: S608 (fixed names)
 
 
 class _Sqlite:
@@ -205,10 +309,8 @@ class _Sqlite:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")  # readers (a trace) never wait for the indexer
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable against a killed process, which is the case here
-        with self._tx():
-            for statement in self._SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
+        with self._tx() as db:
+            _create_schema(db, self._SCHEMA)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -225,24 +327,13 @@ class _Sqlite:
         return {int(p): int(o) for p, o in rows}
 
     def store(self, batch: Batch) -> Stored:
-        rows = _record_rows(batch, lambda d: orjson.dumps(d).decode())
+        rows = _Rows.of(batch, lambda d: orjson.dumps(d).decode())
         with self._tx() as db:
-            new = db.executemany(
-                "INSERT INTO audit_records (region, seq, message_id, correlation_id, stage, at, envelope_sha256, "
-                "detail, ref_id, prev_hash, hash, topic_partition, topic_offset) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (region, seq) DO NOTHING", rows,
-            ).rowcount
-            conflicts = 0
-            if new < len(rows):  # some were known: the same record read again, or a different one (a fork)
-                conflicts = db.executemany(
-                    "INSERT INTO audit_conflicts (region, seq, hash, topic_partition, topic_offset) "
-                    "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM audit_records "
-                    "WHERE region = ? AND seq = ? AND hash <> ?) ON CONFLICT DO NOTHING", _conflict_rows(rows),
-                ).rowcount
-            db.executemany(
-                "INSERT INTO audit_segments (region, seq, hash, jws, records, topic_partition, topic_offset) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", _segment_rows(batch),
-            )
+            new = db.executemany(_INSERT_RECORD, rows.records()).rowcount if rows.own else 0
+            conflicts = db.executemany(_INSERT_REFUSED, rows.refused).rowcount if rows.refused else 0
+            if new < len(rows.own):  # some were known: the same record read again, or a different one (a fork)
+                conflicts += db.executemany(_INSERT_REWRITTEN, rows.rewritten()).rowcount
+            db.executemany(_INSERT_SEGMENT, rows.segments)
             db.executemany(  # last, in the same transaction: the position never runs ahead of the records
                 "INSERT INTO audit_positions (topic, partition, next_offset) VALUES (?, ?, ?) "
                 "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = max(next_offset, excluded.next_offset)",
@@ -250,24 +341,21 @@ class _Sqlite:
             )
         return Stored(new, conflicts)
 
-    def records_with(self, column: str, values: Sequence[str]) -> list[AuditRecord]:
-        assert column in _COLUMNS, column
-        out: list[AuditRecord] = []
+    def select(self, table: str, column: str, values: Sequence[object], region: str | None = None
+               ) -> list[dict[str, Any]]:
+        _, keys, json_key = _TABLES[table]
+        out: list[dict[str, Any]] = []
         for i in range(0, len(values), _IN_CHUNK):
             chunk = values[i:i + _IN_CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            rows = self._db.execute(f"{_SELECT} WHERE {column} IN ({marks})", chunk)  # noqa: S608 (fixed names)
-            for row in rows:
-                record = dict(zip(_RECORD_KEYS, row, strict=True))
-                record["detail"] = orjson.loads(record["detail"])
-                out.append(record)
+            sql = _select_sql(table, column, f"IN ({', '.join('?' * len(chunk))})", region)
+            for row in self._db.execute(sql, (*([region] if region is not None else []), *chunk)):
+                item = dict(zip(keys, row, strict=True))
+                item[json_key] = orjson.loads(item[json_key])
+                out.append(item)
         return out
 
     def counts(self) -> dict[str, int]:
-        row = self._db.execute(
-            "SELECT (SELECT count(*) FROM audit_records), (SELECT count(*) FROM audit_segments), "
-            "(SELECT count(*) FROM audit_conflicts)"
-        ).fetchone()
+        row = self._db.execute(_COUNTS).fetchone()
         return {"records": row[0], "segments": row[1], "conflicts": row[2]}
 
     def close(self) -> None:
@@ -287,9 +375,7 @@ class _Postgres:
         with self._db.transaction():
             # CREATE ... IF NOT EXISTS races with itself in PostgreSQL: indexers starting together take turns.
             self._db.execute("SELECT pg_advisory_xact_lock(hashtext('yrdx.audit_index.schema'))")
-            for statement in self._SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
+            _create_schema(self._db, self._SCHEMA)
 
     def positions(self, topic: str) -> dict[int, int]:
         rows = self._db.execute("SELECT partition, next_offset FROM audit_positions WHERE topic = %s", (topic,))
@@ -298,27 +384,19 @@ class _Postgres:
     def store(self, batch: Batch) -> Stored:
         from psycopg.types.json import Jsonb
 
-        rows = _record_rows(batch, Jsonb)
+        rows = _Rows.of(batch, Jsonb)
         with self._db.transaction(), self._db.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO audit_records (region, seq, message_id, correlation_id, stage, at, envelope_sha256, "
-                "detail, ref_id, prev_hash, hash, topic_partition, topic_offset) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (region, seq) DO NOTHING",
-                rows,
-            )
-            new = max(cur.rowcount, 0)
-            conflicts = 0
-            if new < len(rows):
-                cur.executemany(
-                    "INSERT INTO audit_conflicts (region, seq, hash, topic_partition, topic_offset) "
-                    "SELECT %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM audit_records "
-                    "WHERE region = %s AND seq = %s AND hash <> %s) ON CONFLICT DO NOTHING", _conflict_rows(rows),
-                )
-                conflicts = max(cur.rowcount, 0)
-            cur.executemany(
-                "INSERT INTO audit_segments (region, seq, hash, jws, records, topic_partition, topic_offset) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", _segment_rows(batch),
-            )
+            new = conflicts = 0
+            if rows.own:
+                cur.executemany(_pg(_INSERT_RECORD), rows.records())
+                new = max(cur.rowcount, 0)
+            if rows.refused:
+                cur.executemany(_pg(_INSERT_REFUSED), rows.refused)
+                conflicts += max(cur.rowcount, 0)
+            if new < len(rows.own):
+                cur.executemany(_pg(_INSERT_REWRITTEN), rows.rewritten())
+                conflicts += max(cur.rowcount, 0)
+            cur.executemany(_pg(_INSERT_SEGMENT), rows.segments)
             cur.executemany(
                 "INSERT INTO audit_positions (topic, partition, next_offset) VALUES (%s, %s, %s) "
                 "ON CONFLICT (topic, partition) DO UPDATE "
@@ -327,18 +405,17 @@ class _Postgres:
             )
         return Stored(new, conflicts)
 
-    def records_with(self, column: str, values: Sequence[str]) -> list[AuditRecord]:
-        assert column in _COLUMNS, column
+    def select(self, table: str, column: str, values: Sequence[object], region: str | None = None
+               ) -> list[dict[str, Any]]:
+        _, keys, _ = _TABLES[table]
         if not values:
             return []
-        rows = self._db.execute(f"{_SELECT} WHERE {column} = ANY(%s)", (list(values),))  # noqa: S608 (fixed names)
-        return [dict(zip(_RECORD_KEYS, row, strict=True)) for row in rows.fetchall()]
+        sql = _pg(_select_sql(table, column, "= ANY(?)", region))
+        rows = self._db.execute(sql, (*([region] if region is not None else []), list(values)))
+        return [dict(zip(keys, row, strict=True)) for row in rows.fetchall()]
 
     def counts(self) -> dict[str, int]:
-        row = self._db.execute(
-            "SELECT (SELECT count(*) FROM audit_records), (SELECT count(*) FROM audit_segments), "
-            "(SELECT count(*) FROM audit_conflicts)"
-        ).fetchone()
+        row = self._db.execute(_COUNTS).fetchone()
         assert row is not None
         return {"records": int(row[0]), "segments": int(row[1]), "conflicts": int(row[2])}
 
@@ -381,11 +458,23 @@ class AuditIndex:
 
     def records_with(self, column: str, values: Collection[str]) -> list[AuditRecord]:
         """The records whose `column` (message_id, correlation_id or ref_id) is one of `values`."""
-        wanted = sorted(v for v in set(values) if v)
+        return self._select("audit_records", column, values)
+
+    def conflicts_with(self, column: str, values: Collection[str]) -> list[Conflict]:
+        """The records kept apart (`Conflict`) whose `column` (as for records_with) is one of `values`."""
+        return self._select("audit_conflicts", column, values)
+
+    def conflicts_at(self, region: str, seqs: Collection[int]) -> list[Conflict]:
+        """The records kept apart that claim one of these places of the region's chain."""
+        return self._select("audit_conflicts", "seq", seqs, region)
+
+    def _select(self, table: str, column: str, values: Collection[Any], region: str | None = None
+                ) -> list[dict[str, Any]]:
+        wanted = sorted(set(values) - {""})
         if not wanted:
             return []
         with self._lock:
-            return self._backend.records_with(column, wanted)
+            return self._backend.select(table, column, wanted, region)
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -443,15 +532,17 @@ async def update_index(
     kafka: KafkaConfig | str,
     index: AuditIndex,
     *,
+    trust: TrustStore | None = None,
     topic: str | None = None,
     follow: asyncio.Event | None = None,
     timeout_s: float | None = None,
     setup_timeout_s: float = 30.0,
 ) -> IndexRun:
     """Index `topic` (default: the `yrdx.audit` of the namespace of `kafka`) from the stored position: up to its
-    end as seen at the start, or, with `follow`, until that event is set. `timeout_s` bounds the whole catch-up:
-    what was fetched by then is stored, and the rest waits for the next call. Raises TimeoutError when the broker
-    cannot be reached within the setup time."""
+    end as seen at the start, or, with `follow`, until that event is set. Checkpoints are checked against `trust`
+    (check_segments; None: not checked, only for callers that hold no trust store). `timeout_s` bounds the whole
+    catch-up: what was fetched by then is stored, and the rest waits for the next call. Raises TimeoutError when
+    the broker cannot be reached within the setup time."""
     cfg = KafkaConfig(bootstrap_servers=kafka) if isinstance(kafka, str) else kafka
     topic = topic or cfg.topics.audit
     loop = asyncio.get_running_loop()
@@ -510,8 +601,8 @@ async def update_index(
             if messages:
                 segments, skipped = decode_segments((m.partition, m.offset, m.value) for m in messages)
                 positions = {tp.partition: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
-                stored_batch = Batch(topic, segments, positions, skipped)
-                result = await asyncio.to_thread(index.store, stored_batch)
+                result = await asyncio.to_thread(_check_and_store, index, Batch(topic, segments, positions, skipped),
+                                                 trust)
                 run.read += sum(len(s.records) for _, s in segments)
                 run.segments += len(segments)
                 run.skipped += skipped
@@ -523,6 +614,11 @@ async def update_index(
     finally:
         await consumer.stop()
     return run
+
+
+def _check_and_store(index: AuditIndex, batch: Batch, trust: TrustStore | None) -> Stored:
+    """check_segments then store, in the caller's worker thread: signatures cost CPU the event loop must not."""
+    return index.store(replace(batch, refused=check_segments(batch.segments, trust)))
 
 
 # --- the trace ----------------------------------------------------------------------------------------------
@@ -570,10 +666,29 @@ def trace(index: AuditIndex, message_id: str) -> list[AuditRecord]:
     return journey(list(found.values()))
 
 
+def trace_conflicts(index: AuditIndex, message_id: str, records: Sequence[AuditRecord]) -> list[Conflict]:
+    """The records kept apart from the index that touch a trace (its `records`, of `message_id`): those naming
+    one of its messages, receipts or conversations, and those claiming the (region, seq) of one of its records
+    (a forged record in place of a genuine one need not name the same message). By region, seq, then position."""
+    ids = {message_id} | {r["message_id"] for r in records} | _receipts(records)
+    ids |= {ref for r in records if (ref := _ref_id(r["detail"])) is not None}
+    found = [*index.conflicts_with("message_id", ids), *index.conflicts_with("ref_id", ids),
+             *index.conflicts_with("correlation_id", {r["correlation_id"] for r in records})]
+    seqs: dict[str, set[int]] = {}
+    for r in records:
+        seqs.setdefault(r["region"], set()).add(r["seq"])
+    for region, at in sorted(seqs.items()):
+        found += index.conflicts_at(region, at)
+    unique = {(c["partition"], c["offset"], c["region"], c["seq"]): c for c in found}  # found by several lookups
+    return sorted(unique.values(), key=lambda c: (c["region"], c["seq"], c["partition"], c["offset"]))
+
+
 def trace_document(index: AuditIndex, message_id: str) -> dict[str, Any] | None:
-    """The JSON of `yrdx audit trace --json` and of GET /v1/audit/messages/{id}; None when nothing is known."""
+    """The JSON of `yrdx audit trace --json` and of GET /v1/audit/messages/{id}; None when nothing is known (no
+    record and no conflict names the id)."""
     records = trace(index, message_id)
-    if not records:
+    conflicts = trace_conflicts(index, message_id, records)
+    if not records and not conflicts:
         return None
     receipts = _receipts(records)
     return {
@@ -588,6 +703,8 @@ def trace_document(index: AuditIndex, message_id: str) -> dict[str, Any] | None:
         "signers": {r["message_id"]: r["detail"]["signer"] for r in records
                     if r["stage"] == "verified" and isinstance(r["detail"].get("signer"), str)},
         "records": records,
+        # records on yrdx.audit that are not indexed as their region's (forged, edited, rewritten) and touch these
+        "conflicts": conflicts,
     }
 
 
@@ -601,10 +718,11 @@ def format_trace(doc: Mapping[str, Any]) -> str:
     signers = {(r["message_id"], r["envelope_sha256"]): str(r["detail"]["signer"]) for r in doc["records"]
                if r["stage"] == "verified" and isinstance(r["detail"].get("signer"), str)}
     receipts = set(doc["receipt_ids"])
+    conflicted = f"; {len(doc['conflicts'])} CONFLICTING records (below)" if doc.get("conflicts") else ""
     head = [
         f"message {doc['message_id']}",
         f"conversation {', '.join(doc['correlation_ids']) or '-'}: {len(doc['message_ids'])} messages, "
-        f"{len(receipts)} receipts, {len(doc['records'])} records in {', '.join(doc['regions'])}",
+        f"{len(receipts)} receipts, {len(doc['records'])} records in {', '.join(doc['regions']) or '-'}{conflicted}",
         "ids by their last 12 characters, hashes by their first 12; signer = x5t#S256 of the signing certificate",
         "",
     ]
@@ -620,20 +738,41 @@ def format_trace(doc: Mapping[str, Any]) -> str:
             (_short_id(msg) + (" (receipt)" if msg in receipts else "")) if msg else "-",
             signers.get((msg, r["envelope_sha256"]), "-"), (r["envelope_sha256"] or "-")[:12], r["hash"][:12], detail,
         ))
+    lines = _table(rows)
+    conflicts = doc.get("conflicts") or []
+    if conflicts:
+        lines += ["", f"CONFLICTS: {len(conflicts)} records on the audit topic are not indexed as their region's "
+                  "(forged: the checkpoint does not hold; edited: the records are not those it signs; rewritten: "
+                  "another validly signed record holds that seq)", ""]
+        rows = [("REGION", "SEQ", "KIND", "AT", "STAGE", "MESSAGE", "RECORD", "OFFSET", "REASON")]
+        for c in conflicts:
+            r = c["record"]
+            rows.append((c["region"], str(c["seq"]), c["kind"], str(r.get("at", "-")), str(r.get("stage", "-")),
+                         _short_id(str(r.get("message_id") or "-")), str(c["hash"])[:12],
+                         f"{c['partition']}:{c['offset']}", c["reason"]))
+        lines += _table(rows)
+    return "\n".join(head + lines)
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """Columns padded to their widest cell, the last one left as it is."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = ["  ".join(col.ljust(w) for col, w in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows]
-    return "\n".join(head + [line.rstrip() for line in lines])
+    return [line.rstrip() for line in lines]
 
 
 async def current_trace(
-    kafka: KafkaConfig, target: str, message_id: str, update_timeout_s: float = 2.0
+    kafka: KafkaConfig, target: str, message_id: str, update_timeout_s: float = 2.0, *,
+    trust: TrustStore | None = None,
 ) -> dict[str, Any] | None:
-    """For the gateway's HTTP route: bring the index up to date (bounded), then trace. A broker that cannot be
-    reached in time leaves the index as it is: the answer is then what was indexed before."""
+    """For the gateway's HTTP route: bring the index up to date (bounded, checkpoints checked against `trust`:
+    the gateway's own), then trace. A broker that cannot be reached in time leaves the index as it is: the
+    answer is then what was indexed before."""
     index = await asyncio.to_thread(open_index, target)
     try:
         try:
-            await update_index(kafka, index, timeout_s=update_timeout_s, setup_timeout_s=update_timeout_s)
+            await update_index(kafka, index, trust=trust, timeout_s=update_timeout_s,
+                               setup_timeout_s=update_timeout_s)
         except (TimeoutError, KafkaError, OSError) as e:
             log.warning("audit index not updated; answering from what it holds", extra={"error": repr(e)})
         return await asyncio.to_thread(trace_document, index, message_id)
@@ -644,12 +783,6 @@ async def current_trace(
 # --- yrdx audit index | trace -------------------------------------------------------------------------------
 
 
-def _load(path: str) -> GatewayConfig | None:
-    try:
-        return load_config(Path(path))
-    except ConfigError as e:
-        print(f"yrdx: bad config {path}: {e}", file=sys.stderr)
-        return None
 
 
 def _target(args: argparse.Namespace) -> str:
@@ -658,14 +791,14 @@ def _target(args: argparse.Namespace) -> str:
     return str(Path(args.db).resolve() if args.db else default_index_path(Path(args.config)))
 
 
-async def _index(cfg: GatewayConfig, index: AuditIndex, follow: bool) -> IndexRun:
+async def _index(cfg: GatewayConfig, trust: TrustStore, index: AuditIndex, follow: bool) -> IndexRun:
     if not follow:
-        return await update_index(cfg.kafka, index)
+        return await update_index(cfg.kafka, index, trust=trust)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    return await update_index(cfg.kafka, index, follow=stop)
+    return await update_index(cfg.kafka, index, trust=trust, follow=stop)
 
 
 def _open(args: argparse.Namespace) -> AuditIndex | None:
@@ -677,10 +810,11 @@ def _open(args: argparse.Namespace) -> AuditIndex | None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-    index = _open(args) if cfg is not None else None
-    if cfg is None or index is None:
+    loaded = load_trust(args.config)
+    index = _open(args) if loaded is not None else None
+    if loaded is None or index is None:
         return 2
+    cfg, trust = loaded
     with index:
         audit_topic = cfg.topics.audit
         stored = index.positions(audit_topic)
@@ -690,7 +824,7 @@ def cmd_index(args: argparse.Namespace) -> int:
             print(f"{audit_topic}: nothing indexed yet, reading from the beginning ({index.where})", flush=True)
         started = time.monotonic()
         try:
-            run = asyncio.run(_index(cfg, index, args.follow))
+            run = asyncio.run(_index(cfg, trust, index, args.follow))
         except (TimeoutError, KafkaError, OSError) as e:
             print(f"yrdx: cannot read {audit_topic} from {cfg.kafka.bootstrap_servers}: {e!r}", file=sys.stderr)
             return 1
@@ -702,26 +836,32 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-    index = _open(args) if cfg is not None else None
-    if cfg is None or index is None:
+    loaded = load_trust(args.config)
+    index = _open(args) if loaded is not None else None
+    if loaded is None or index is None:
         return 2
+    cfg, trust = loaded
     with index:
         if not args.no_update:
             try:
-                asyncio.run(update_index(cfg.kafka, index))
+                asyncio.run(update_index(cfg.kafka, index, trust=trust))
             except (TimeoutError, KafkaError, OSError) as e:
                 print(f"yrdx: index not updated ({e!r}); tracing what it holds", file=sys.stderr)
         doc = trace_document(index, args.message_id)
     if doc is None:
         print(f"yrdx: no audit record names {args.message_id}", file=sys.stderr)
         return 3
+    if doc["conflicts"]:
+        print(f"yrdx: {len(doc['conflicts'])} records on {cfg.topics.audit} that touch this trace are not their "
+              "region's own (conflicts)", file=sys.stderr)
     print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() if args.json else format_trace(doc))
     return 0
 
 
 def _where(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="a gateway config: its Kafka settings are used")
+    p.add_argument("--config", required=True,
+                   help="a gateway config: its Kafka settings, and its trust (trust.ca, trust.certificates) to check "
+                        "the checkpoints against")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--db", help="SQLite index file (default: var/audit-index.sqlite next to the config)")
     where.add_argument("--dsn", help="PostgreSQL instead of SQLite: postgresql://user@host:port/db")

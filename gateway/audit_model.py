@@ -122,3 +122,24 @@ def segment_fault(seg: Segment, trust: TrustStore) -> str | None:
     """Why the segment's checkpoint does not hold (None when it does): `checkpoint_fault` at `checkpoint_time`.
     The one check that `yrdx audit verify`, bundles, the audit index and exports share."""
     return checkpoint_fault(seg.checkpoint, trust, checkpoint_time(seg))
+
+
+def segment_break(seg: Segment) -> str | None:
+    """Why the segment's records are not the run its checkpoint signs (None when they are): records of the
+    segment's region, each matching its hash and linked to the one before with the next seq, the last one the
+    record the checkpoint names. Only then does the checkpoint's one signature cover every record of it."""
+    prev: dict[str, Any] | None = None
+    for r in seg.records:
+        seq = r.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            return f"a record has a malformed seq {seq!r}"
+        if r.get("region") != seg.region:
+            return f"record {seq} names region {r.get('region')!r} in a segment of {seg.region}"
+        if record_hash(str(r.get("prev_hash")), r) != r.get("hash"):
+            return f"record {seq} does not match its hash"
+        if prev is not None and (seq != prev["seq"] + 1 or r.get("prev_hash") != prev["hash"]):
+            return f"record {seq} does not follow record {prev['seq']}"
+        prev = r
+    if prev is None or (prev["seq"], prev.get("hash")) != (seg.checkpoint.seq, seg.checkpoint.hash):
+        return f"the checkpoint names record {seg.checkpoint.seq}, not the segment's last one"
+    return None

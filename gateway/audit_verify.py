@@ -46,7 +46,7 @@ from gateway.crypto.trust import TrustStore
 from gateway.envelope import timestamp_or_none
 
 if TYPE_CHECKING:
-    from gateway.config import KafkaConfig
+    from gateway.config import GatewayConfig, KafkaConfig
 
 __all__ = [
     "FAULT_KINDS",
@@ -56,6 +56,7 @@ __all__ = [
     "RegionSummary",
     "Report",
     "add_cli",
+    "load_trust",
     "print_report",
     "verify_segments",
     "verify_values",
@@ -558,21 +559,31 @@ async def _read_values(kafka: KafkaConfig, timeout_s: float) -> TopicValues:
     return [(r.key, r.value, r.offset) for r in records]
 
 
-def read_trail(config: str | None, timeout_s: float, command: str) -> tuple[TrustStore, TopicValues] | None:
-    """The trust of a gateway config and every value of yrdx.audit in topic order; None (after saying why on
-    stderr) when the config, its trust or the broker fails. Shared by `verify` and `export`."""
+def load_trust(config: str) -> tuple[GatewayConfig, TrustStore] | None:
+    """A gateway config and the trust an auditor checks checkpoints against: its roots (trust.ca) and gateway
+    certificates (trust.certificates); None after saying why on stderr. Shared by `verify`, `export`, `index`
+    and `trace`."""
     from gateway.config import ConfigError, load_config
     from gateway.crypto.trust import TrustError
 
-    if not config:
-        print(f"yrdx: audit {command} needs --config FILE (Kafka and trust)", file=sys.stderr)
-        return None
     try:
         cfg = load_config(Path(config))
-        trust = TrustStore.from_files(list(cfg.trust_ca), list(cfg.trust_certificates))
+        return cfg, TrustStore.from_files(list(cfg.trust_ca), list(cfg.trust_certificates))
     except (ConfigError, TrustError, ValueError, OSError) as e:
         print(f"yrdx: {config}: {e}", file=sys.stderr)
         return None
+
+
+def read_trail(config: str | None, timeout_s: float, command: str) -> tuple[TrustStore, TopicValues] | None:
+    """The trust of a gateway config and every value of yrdx.audit in topic order; None (after saying why on
+    stderr) when the config, its trust or the broker fails. Shared by `verify` and `export`."""
+    if not config:
+        print(f"yrdx: audit {command} needs --config FILE (Kafka and trust)", file=sys.stderr)
+        return None
+    loaded = load_trust(config)
+    if loaded is None:
+        return None
+    cfg, trust = loaded
     try:
         return trust, asyncio.run(_read_values(cfg.kafka, timeout_s))
     except Exception as e:  # timeouts, OS errors and aiokafka's connection errors alike
