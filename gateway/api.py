@@ -1,33 +1,54 @@
 """The HTTP API of one gateway (DESIGN.md section 7). Errors are RFC 9457 problem+json with a stable `code`.
 
 Every route needs a bearer token except the health probes; /metrics takes the operator's static token
-(Prometheus cannot mint JWTs).
+(Prometheus cannot mint JWTs). Malformed HTTP, unknown routes and slow clients get problem+json too, from the
+protocol handler below (README "HTTP limits").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import logging
+import math
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiohttp import web
+from aiohttp import StreamReader, web
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.audit_index import IndexUnavailable, current_trace
-from gateway.auth import AUDIT_SCOPE, AuthError, Principal
+from gateway.auth import AUDIT_SCOPE, AuthError, Principal, one_authorization
 from gateway.config import Platform
-from gateway.ingress import Prepared
+from gateway.ingress import MAX_IDEMPOTENCY_KEY, Prepared, header_safe
 from gateway.problems import Problem
+from gateway.state import InboxItem
 
 if TYPE_CHECKING:
     from gateway.server import Gateway
 
+log = logging.getLogger(__name__)
+
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
+STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)  # set on shutdown: long polls end
 PRINCIPAL = "yrdx.principal"
 _PUBLIC = {"/healthz", "/readyz", "/metrics"}
+
+# HTTP limits (README "HTTP limits"). aiohttp's keep-alive timer also runs while a request's header is
+# arriving, so it bounds both an idle connection and a client dribbling its header.
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 30.0  # the whole body, once the header is in
+LINGER_S = 1.0  # after answering a request whose body is still arriving (aiohttp lingers for 10 s)
+MAX_LINE_BYTES = 8190  # request line and each header line
+MAX_HEADERS = 128
+MAX_PULL = 1000
+MAX_WAIT_S = 30.0
+_DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 def problem_response(p: Problem) -> web.Response:
@@ -38,25 +59,41 @@ def json_response(doc: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 @web.middleware
-async def authenticate(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    if request.path in _PUBLIC:
-        return await handler(request)
-    gw = request.app[GATEWAY]
-    try:
-        request[PRINCIPAL] = gw.auth.authenticate(request.headers.get("Authorization"))
-    except AuthError as e:
-        gw.metrics.refused.labels("unauthenticated").inc()
-        resp = problem_response(Problem("unauthenticated", str(e)))
-        resp.headers["WWW-Authenticate"] = 'Bearer realm="yrdx"'
+async def answer_problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The outer middleware: an unknown route or method is answered before authentication, and every
+    ProblemError raised below becomes its problem+json answer (counted by code)."""
+    routing = request.match_info.http_exception
+    if isinstance(routing, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(routing.allowed_methods))
+        resp = problem_response(Problem("method_not_allowed", f"this route takes {allowed}"))
+        resp.headers["Allow"] = allowed
         return resp
+    if isinstance(routing, web.HTTPNotFound):
+        return problem_response(Problem("not_found", "no such route"))
     try:
         return await handler(request)
     except ProblemError as e:
-        gw.metrics.refused.labels(e.problem.code).inc()
-        return problem_response(e.problem)
+        request.app[GATEWAY].metrics.refused.labels(e.problem.code).inc()
+        resp = problem_response(e.problem)
+        if e.problem.code == "unauthenticated":
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="yrdx"'
+        return resp
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in _PUBLIC:
+        return await handler(request)
+    try:
+        authorization = one_authorization(request.headers.getall("Authorization", []))
+        request[PRINCIPAL] = request.app[GATEWAY].auth.authenticate(authorization)
+    except AuthError as e:
+        raise ProblemError(Problem("unauthenticated", str(e))) from e
+    return await handler(request)
 
 
 class ProblemError(Exception):
@@ -68,16 +105,25 @@ class ProblemError(Exception):
 
 
 async def read_json(request: web.Request, limit: int) -> Any:
-    """The body parsed; too large (413, checked before reading it all) or not JSON (400) raise ProblemError."""
+    """The body parsed; too large (413, checked before reading it all), too slow (408), cut off or badly framed
+    (400) or not JSON (400) raise ProblemError."""
     if request.content_length is not None and request.content_length > limit:
         raise ProblemError(Problem("too_large", f"body of {request.content_length} bytes exceeds {limit}"))
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(65536):  # read() returns what has arrived, not all of it
-        size += len(chunk)
-        if size > limit:
-            raise ProblemError(Problem("too_large", f"body exceeds {limit} bytes"))
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            while chunk := await request.content.read(65536):  # read() returns what has arrived, not all of it
+                size += len(chunk)
+                if size > limit:
+                    raise ProblemError(Problem("too_large", f"body exceeds {limit} bytes"))
+                chunks.append(chunk)
+    except TimeoutError as e:
+        raise ProblemError(Problem("request_timeout", f"the body did not arrive within {BODY_TIMEOUT_S:g} s")) from e
+    except web.RequestPayloadError as e:  # bad chunked framing or compression; the reason may quote bytes
+        raise ProblemError(Problem("invalid_request", "the body is not validly framed or encoded")) from e
+    except ConnectionError as e:  # the client went away; nobody reads this answer
+        raise ProblemError(Problem("invalid_request", "the connection closed before the body was complete")) from e
     body = b"".join(chunks)
     try:
         return orjson.loads(body)
@@ -97,13 +143,19 @@ def _accepted(p: Prepared) -> dict[str, str]:
     return {"id": p.id, "status": "accepted", "correlation_id": p.correlation_id}
 
 
+def idempotency_key(request: web.Request) -> str | None:
+    keys = request.headers.getall("Idempotency-Key", [])
+    if len(keys) > 1 or (keys and not header_safe(keys[0], MAX_IDEMPOTENCY_KEY)):
+        raise ProblemError(Problem("invalid_request", f"at most one Idempotency-Key, of 1 to {MAX_IDEMPOTENCY_KEY} "
+                                   "UTF-8 characters without control characters"))
+    return keys[0] if keys else None
+
+
 async def post_message(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     platform = require_platform(request)
+    key = idempotency_key(request)
     item = await read_json(request, gw.cfg.limits.max_body_bytes)
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 0 < len(key) <= 200:
-        return problem_response(Problem("invalid_request", "Idempotency-Key must have 1 to 200 characters"))
     result = await gw.ingress.submit(platform, item, key)
     if isinstance(result, Problem):
         return problem_response(result)
@@ -152,18 +204,36 @@ async def get_message(request: web.Request) -> web.Response:
     })
 
 
+def inbox_query(query: Mapping[str, str]) -> tuple[int, float]:
+    """`max` (an integer 1..MAX_PULL, default 100) and `wait` (finite seconds 0..MAX_WAIT_S, default 0). Out of
+    range is refused, not clamped: a client asking for an hour would otherwise silently get thirty seconds."""
+    raw_max, raw_wait = query.get("max", "100"), query.get("wait", "0")
+    limit = int(raw_max) if _DIGITS.fullmatch(raw_max) else 0
+    try:
+        wait = float(raw_wait)
+    except ValueError:
+        wait = math.nan
+    if not 1 <= limit <= MAX_PULL or not (math.isfinite(wait) and 0 <= wait <= MAX_WAIT_S):
+        raise ProblemError(Problem("invalid_request", f"max must be an integer from 1 to {MAX_PULL} and wait a "
+                                   f"finite number of seconds from 0 to {MAX_WAIT_S:g}"))
+    return limit, wait
+
+
+def _client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
 async def get_inbox(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     platform = require_platform(request)
-    try:
-        limit = min(max(int(request.query.get("max", "100")), 1), 1000)
-        wait = min(max(float(request.query.get("wait", "0")), 0.0), 30.0)
-    except ValueError:
-        return problem_response(Problem("invalid_request", "max must be an integer and wait a number of seconds"))
+    limit, wait = inbox_query(request.query)
     deadline = time.monotonic() + wait
-    while True:
+    stopping = request.app[STOPPING]
+    items: list[InboxItem] = []
+    # Nothing is leased for a client that has gone; a shutdown ends the wait at once.
+    while not _client_gone(request):
         items = gw.state.lease_inbox(platform.id, limit)
-        if items or time.monotonic() >= deadline:
+        if items or time.monotonic() >= deadline or stopping.is_set():
             break
         await asyncio.sleep(0.05)
     messages = []
@@ -182,8 +252,9 @@ async def post_inbox_ack(request: web.Request) -> web.Response:
     platform = require_platform(request)
     doc = await read_json(request, gw.cfg.limits.max_body_bytes)
     ids = doc.get("ids") if isinstance(doc, dict) else None
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        return problem_response(Problem("invalid_request", 'body must be {"ids": ["<message id>", ...]}'))
+    if not isinstance(ids, list) or len(ids) > MAX_PULL or not all(isinstance(i, str) for i in ids):
+        return problem_response(Problem("invalid_request", f'body must be {{"ids": ["<message id>", ...]}} with at '
+                                        f"most {MAX_PULL} ids"))
     return json_response({"acked": gw.state.ack_inbox(platform.id, ids)})
 
 
@@ -218,16 +289,27 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     token = gw.metrics_token
-    given = request.headers.get("Authorization", "")
-    if token is None or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-        return problem_response(Problem("unauthenticated", "metrics need the operator bearer token"))
+    try:
+        given = one_authorization(request.headers.getall("Authorization", [])) or ""
+    except AuthError as e:
+        raise ProblemError(Problem("unauthenticated", str(e))) from e
+    # surrogateescape: a non-UTF-8 header byte compares as the byte it was, instead of failing to encode
+    if token is None or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode()):
+        raise ProblemError(Problem("unauthenticated", "metrics need the operator bearer token"))
     gw.metrics.inbox_depth.set(gw.state.inbox_depth())
     return web.Response(body=generate_latest(gw.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+async def _end_long_polls(app: web.Application) -> None:
+    app[STOPPING].set()
+
+
 def build_app(gw: Gateway) -> web.Application:
-    app = web.Application(middlewares=[authenticate], client_max_size=gw.cfg.limits.max_batch_body_bytes + 1)
+    app = web.Application(middlewares=[answer_problems, authenticate],
+                          client_max_size=gw.cfg.limits.max_batch_body_bytes + 1)
     app[GATEWAY] = gw
+    app[STOPPING] = asyncio.Event()
+    app.on_shutdown.append(_end_long_polls)
     app.router.add_post("/v1/messages", post_message)
     app.router.add_post("/v1/messages/batch", post_batch)
     app.router.add_get("/v1/messages/{id}", get_message)
@@ -238,3 +320,64 @@ def build_app(gw: Gateway) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+# --- the HTTP protocol: malformed requests, refused bodies ----------------------------------------------------
+
+
+class _Protocol(RequestHandler):
+    """aiohttp's connection handler, with two changes. A request aiohttp cannot parse (a bad header line, both
+    Content-Length and Transfer-Encoding, a header line over MAX_LINE_BYTES ...) gets a problem+json 400 and one
+    warning line, where aiohttp logged an ERROR traceback and echoed the offending bytes (perhaps a token). And a
+    response sent while the request body is still arriving (a 413, a 401) says `Connection: close` and is
+    followed by a FIN; what the client still sends is dropped for LINGER_S, then the connection closes. (Closing
+    at once, with unread data, would reset the connection and the client might lose the answer; aiohttp's own
+    lingering read for ten seconds, holding up shutdown as long, and logged a traceback for a body whose
+    framing broke meanwhile.)"""
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status >= 500 or request.writer.output_size > 0:  # a bug in a handler: keep aiohttp's traceback
+            return super().handle_error(request, status, exc, message)
+        reason = type(exc).__name__ if exc is not None else "unknown"
+        log.warning("malformed HTTP request refused", extra={"status": status, "reason": reason})
+        resp = problem_response(Problem("invalid_request", f"malformed HTTP request ({reason})"))
+        resp.force_close()
+        return resp
+
+    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
+                              start_time: float | None) -> tuple[web.StreamResponse, bool]:
+        unread = not request.content.is_eof()
+        if unread and not resp.prepared:
+            resp.force_close()  # Connection: close
+        done = await super().finish_response(request, resp, start_time)
+        if unread:
+            await self._drop_rest(request.content)
+        return done
+
+    async def _drop_rest(self, body: StreamReader) -> None:
+        if self.transport is not None and self.transport.can_write_eof():
+            self.transport.write_eof()
+        with contextlib.suppress(TimeoutError, ConnectionError, web.RequestPayloadError):
+            async with asyncio.timeout(LINGER_S):
+                while await body.readany():
+                    pass
+        self.force_close()
+
+
+class _Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _Protocol(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()  # starts and freezes the app
+        return _Server(made.request_handler, request_factory=made.request_factory,
+                       handler_cancellation=made.handler_cancellation, **self._kwargs)
+
+
+def make_runner(gw: Gateway) -> web.AppRunner:
+    """The gateway's HTTP server with the limits above."""
+    return _Runner(build_app(gw), access_log=None, handle_signals=False, keepalive_timeout=HEADER_TIMEOUT_S,
+                   max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES, max_headers=MAX_HEADERS)

@@ -6,8 +6,10 @@ Only ES256 is accepted: `alg: none` and an HS256 token keyed with the public key
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,15 +18,35 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
+from gateway.ingress import header_safe
 from gateway.regions import gateway_audience
 from gateway.state import StateStore
 
 ALGORITHMS = ["ES256"]
 AUDIT_SCOPE = "audit:read"
+MAX_TOKEN_CHARS = 4096  # an ES256 token is ~400; refused before any parsing
+# Besides PyJWTError, pyjwt lets a hostile token raise these from its parsing (e.g. UnicodeEncodeError, a
+# ValueError, for a non-UTF-8 header byte); each means "malformed token", never a server error.
+_MALFORMED = (jwt.PyJWTError, ValueError, TypeError, KeyError, OverflowError, RecursionError)
 
 
 class AuthError(Exception):
     """Why a token was refused; the text goes into the 401 detail (never the token itself)."""
+
+
+def one_authorization(values: Sequence[str]) -> str | None:
+    """The one Authorization header of a request (None without one). Two are refused: a proxy and the gateway
+    could each act on a different one."""
+    if len(values) > 1:
+        raise AuthError("more than one Authorization header")
+    return values[0] if values else None
+
+
+def _numeric_date(value: object) -> bool:
+    """RFC 7519 NumericDate: a JSON number (pyjwt also takes numeric strings, which break arithmetic)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +84,13 @@ class Authenticator:
         if not authorization or not authorization.startswith("Bearer "):
             raise AuthError("missing bearer token")
         token = authorization[7:].strip()
+        # A compact JWS is base64url and dots: anything else (a non-UTF-8 byte arrives as a surrogate) is refused
+        # here, without echoing it.
+        if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+            raise AuthError(f"malformed token: not a compact JWS of at most {MAX_TOKEN_CHARS} ASCII characters")
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as e:
+        except _MALFORMED as e:
             raise AuthError(f"malformed token: {e}") from e
         issuer = unverified.get("iss")
         if not isinstance(issuer, str) or issuer not in self._keys:
@@ -75,13 +101,21 @@ class Authenticator:
                 token, key=key, algorithms=ALGORITHMS, audience=self._audience, issuer=issuer,
                 options={"require": ["exp", "iat", "iss", "aud", "jti"]}, leeway=5,
             )
-        except jwt.PyJWTError as e:
+        except _MALFORMED as e:
             raise AuthError(f"invalid token: {e}") from e
-        if claims["exp"] - claims["iat"] > self._max_lifetime_s:
+        exp, iat, scope = claims["exp"], claims["iat"], claims.get("scope", "")
+        if not (_numeric_date(exp) and _numeric_date(iat)):
+            raise AuthError("invalid token: exp and iat must be numbers")
+        if exp - iat > self._max_lifetime_s:
             raise AuthError(f"token lifetime exceeds {self._max_lifetime_s} s")
-        if not self._state.use_jti(f"{issuer}:{claims['jti']}", float(claims["exp"])):
+        if not isinstance(scope, str):
+            raise AuthError("invalid token: scope must be a string")
+        if not header_safe(claims["jti"], 256):  # a lone surrogate (a JSON escape) cannot be stored
+            raise AuthError("invalid token: jti must be 1 to 256 characters, no control characters")
+        # exp is finite and bounded here: after now - leeway (pyjwt) and at most max_lifetime_s after iat <= now.
+        if not self._state.use_jti(f"{issuer}:{claims['jti']}", float(exp)):
             raise AuthError("token already used (jti replay)")
-        scopes = frozenset(str(claims.get("scope", "")).split())
+        scopes = frozenset(scope.split())
         return Principal(id=issuer, kind=kind, scopes=scopes)
 
 

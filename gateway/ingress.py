@@ -7,6 +7,7 @@ records, and returns only when the broker has acknowledged all of them, so a 202
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +29,21 @@ from gateway.state import IdempotentRequest, NewSent, StateStore
 
 SIGNATURE_HEADER = "yrdx-sig"
 _FIELDS = {"type", "to", "payload", "correlation_id", "schema_version", "expires_at"}
+MAX_CORRELATION_ID = 128
+MAX_IDEMPOTENCY_KEY = 200
+# C0 controls, DEL and C1 controls (a correlation_id becomes the receiver's Yrdx-Correlation-Id webhook header,
+# where CR or LF would break or split it), and lone surrogates (what a non-UTF-8 header byte decodes to; they
+# cannot be encoded again, e.g. into SQLite).
+_NOT_IN_HEADERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def header_safe(value: object, max_chars: int) -> bool:
+    """A string of 1 to `max_chars` characters that can travel as an HTTP or Kafka header value."""
+    return isinstance(value, str) and 0 < len(value) <= max_chars and _NOT_IN_HEADERS.search(value) is None
+
+
+def _nesting_problem() -> Problem:
+    return Problem("invalid_request", "the message nests deeper than JSON can be serialized here (254 levels)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,19 +122,24 @@ class Ingress:
         version = item.get("schema_version")
         if version is None:
             version = self._registry.latest_version(msg_type)
-        if isinstance(version, bool) or not isinstance(version, int) or not self._registry.has(msg_type, version):
-            return Problem("unknown_type", f"no schema for {msg_type!r} version {version!r}")
+        elif isinstance(version, bool) or not isinstance(version, int):  # never echoed: it may nest 1,000 deep
+            return Problem("invalid_request", "schema_version must be an integer")
+        if version is None or not self._registry.has(msg_type, version):
+            return Problem("unknown_type", f"no schema for {msg_type!r} version {version}")
         if not is_region(to) or to == self._region:
             return Problem("unknown_region", f"{to!r} is not another region of the exchange")
         if msg_type not in platform.may_send:
             return Problem("not_permitted", f"platform {platform.id} may not send {msg_type}")
         correlation_id = item.get("correlation_id")
-        if correlation_id is not None and (not isinstance(correlation_id, str) or not 0 < len(correlation_id) <= 128):
-            return Problem("invalid_request", "correlation_id must be a string of 1 to 128 characters")
+        if correlation_id is not None and not header_safe(correlation_id, MAX_CORRELATION_ID):
+            return Problem("invalid_request", f"correlation_id must be a string of 1 to {MAX_CORRELATION_ID} "
+                           "characters without control characters")
         expires_at = item.get("expires_at")
         if expires_at is not None:
             try:
-                envelope.parse_timestamp(str(expires_at))
+                if not isinstance(expires_at, str):
+                    raise ValueError("not a string")
+                envelope.parse_timestamp(expires_at)
             except ValueError:
                 return Problem("invalid_request", "expires_at must be an RFC 3339 date-time with a time zone")
         errors = self._registry.validate(msg_type, version, payload)
@@ -127,12 +148,15 @@ class Ingress:
                 "schema_violation", f"{len(errors)} error(s) in the payload",
                 [{"pointer": e.pointer, "message": e.message} for e in errors],
             )
-        # Validated in clear, then sealed for the destination gateway: the signature covers the sealed form.
-        sealed = self._sealers[to].seal(orjson.dumps(payload)) if msg_type in self._seal else None
-        msg_id, raw = envelope.build(
-            msg_type=msg_type, schema_version=version, sender=self._region, recipient=to, payload=payload,
-            correlation_id=correlation_id, expires_at=expires_at, msg_id=msg_id, sealed=sealed,
-        )
+        try:
+            # Validated in clear, then sealed for the destination gateway: the signature covers the sealed form.
+            sealed = self._sealers[to].seal(orjson.dumps(payload)) if msg_type in self._seal else None
+            msg_id, raw = envelope.build(
+                msg_type=msg_type, schema_version=version, sender=self._region, recipient=to, payload=payload,
+                correlation_id=correlation_id, expires_at=expires_at, msg_id=msg_id, sealed=sealed,
+            )
+        except orjson.JSONEncodeError:  # orjson parses 1,024 levels but serializes 254
+            return _nesting_problem()
         if len(raw) > self._max_message_bytes:
             return Problem("too_large", f"envelope of {len(raw)} bytes exceeds {self._max_message_bytes}")
         return Unsigned(
@@ -199,7 +223,11 @@ class Ingress:
         if idempotency_key is None:
             prepared = await self._prepare_one(platform, item)
         else:
-            request_sha = hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).hexdigest()
+            try:
+                request_sha = hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).hexdigest()
+            except orjson.JSONEncodeError:
+                self._metrics.refused.labels("invalid_request").inc()
+                return _nesting_problem()
             known = self._remembered(platform, idempotency_key, request_sha)
             if known is None:
                 fresh = await self._prepare_one(platform, item)

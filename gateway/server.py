@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from gateway.api import build_app
+from gateway.api import make_runner
 from gateway.audit import AuditTrail
 from gateway.auth import Authenticator, load_public_key
 from gateway.config import GatewayConfig
@@ -111,7 +111,7 @@ class Gateway:
             self.cfg, self.registry, self.trust, self.signer, self.publisher, self.state, self.audit, self.metrics,
             WebhookDeliverer(self._session, self.metrics), self.opener,
         )
-        self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        self._runner = make_runner(self)  # HTTP limits and malformed-request handling: gateway/api.py
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
         await site.start()
