@@ -249,11 +249,13 @@ def _parse_proof(header: dict[str, Any], index: bytes, path: bytes) -> Inclusion
     if not isinstance(params, dict) or set(params) != {"hash", "size"}:
         raise JwsError(f"an inclusion proof needs a {TREE_HEADER} header {{hash, size}}")
     hash_name, size = params["hash"], params["size"]
-    if hash_name not in HASHES:
+    if not isinstance(hash_name, str) or hash_name not in HASHES:
         raise JwsError(f"unsupported tree hash {hash_name!r}")
     if isinstance(size, bool) or not isinstance(size, int) or not 2 <= size <= _MAX_TREE_SIZE:
         raise JwsError(f"tree size must be an integer from 2 to {_MAX_TREE_SIZE}")
-    if not index.isdigit() or (len(index) > 1 and index[0] == ord("0")) or int(index) >= size:
+    # At most 10 digits before int(): a 5,000-digit index would hit Python's integer-string limit.
+    if (not index.isdigit() or len(index) > 10 or (len(index) > 1 and index[0] == ord("0"))
+            or int(index) >= size):
         raise JwsError("leaf index is not a decimal integer below the tree size")
     try:
         hashes_ = b64url_decode(path)

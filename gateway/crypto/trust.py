@@ -140,7 +140,10 @@ class TrustStore:
         known = self._signers.get(thumbprint)
         if known is not None:
             return known
-        subject = cert.subject.rfc4514_string()
+        try:
+            subject = cert.subject.rfc4514_string()
+        except ValueError as exc:  # a subject that does not parse (the certificate came from the wire, in x5c)
+            raise _untrusted(f"certificate {thumbprint} has a malformed subject: {exc}") from None
         try:
             root = self._issuing_root(cert)
             if root is None:
