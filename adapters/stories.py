@@ -53,10 +53,10 @@ from adapters.simulated import (
 )
 from gateway.config import KafkaConfig
 from gateway.formats import gb11643_check_char, mod37_36_check_char
-from gateway.ingress import SIGNATURE_HEADER
 from gateway.regions import DIVISION
 from gateway.schemas import SchemaRegistry
 from gateway.trace import read_topic
+from gateway.wire.headers import SIGNATURE as SIGNATURE_HEADER
 
 __all__ = ["Cast", "Scale", "StoryResult", "bad_cases", "build_cast", "good_stories"]
 

@@ -29,7 +29,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ingress: POST /v1/messages/batch handler",
      ("post_batch (gateway/api.py)", "post_message (gateway/api.py)")),
     ("JWT authentication (middleware)", ("authenticate (gateway/auth.py)",)),
-    ("egress: Egress.handle (SH: messages; JS: receipts)", ("handle (gateway/egress.py)",)),
+    ("egress: Egress.handle (SH: messages; JS: receipts)", ("handle (gateway/relay/egress.py)",)),
     ("consumer poll + commit", ("poll (gateway/kafka/transport.py)", "commit (gateway/kafka/transport.py)")),
     ("audit segment flush", ("_flush (gateway/audit.py)",)),
     ("broker probe / jti purge", ("_probe_broker (gateway/server.py)",)),

@@ -25,9 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.audit_index import IndexUnavailable, current_trace
 from gateway.auth import AUDIT_SCOPE, AuthError, Principal, one_authorization
 from gateway.config import Platform
-from gateway.ingress import MAX_IDEMPOTENCY_KEY, Prepared, header_safe
+from gateway.ingress import MAX_IDEMPOTENCY_KEY, Prepared
 from gateway.problems import Problem
 from gateway.state import InboxItem
+from gateway.wire.text import header_safe
 
 if TYPE_CHECKING:
     from gateway.server import Gateway
@@ -267,7 +268,7 @@ async def get_audit_message(request: web.Request) -> web.Response:
         return problem_response(Problem("forbidden", f"the {AUDIT_SCOPE} scope is required"))
     target = gw.cfg.audit_index or str(gw.cfg.state_path.with_name("audit-index.sqlite"))
     try:
-        doc = await current_trace(gw.cfg.kafka, target, request.match_info["id"])
+        doc = await current_trace(gw.cfg.kafka, target, request.match_info["id"], trust=gw.audit_trust)
     except IndexUnavailable as e:
         return problem_response(Problem("index_unavailable", str(e)))
     if doc is None:
@@ -281,9 +282,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
+    health = gw.egress_health
     checks = {"broker": gw.broker_ok, "trust": bool(gw.trust.known()), "schemas": bool(gw.registry.types()),
-              "consumer": gw.consumer_running}
-    return json_response({"ready": all(checks.values()), "checks": checks}, status=200 if all(checks.values()) else 503)
+              "consumer": gw.consumer_running, "egress_progress": health.healthy()}
+    doc: dict[str, Any] = {"ready": all(checks.values()), "checks": checks}
+    if not checks["egress_progress"]:  # which partitions stand still, and how often the loop restarted
+        doc["egress"] = {"stalled_partitions": health.stalled_partitions(), "recent_restarts": len(health.restarts)}
+    return json_response(doc, status=200 if all(checks.values()) else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

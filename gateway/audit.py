@@ -19,7 +19,7 @@ import orjson
 from gateway.audit_model import GENESIS, STAGES, checkpoint_bytes, record_hash
 from gateway.crypto.jws import Signer
 from gateway.envelope import utc_timestamp
-from gateway.kafka.transport import OutRecord, Publisher
+from gateway.kafka.port import OutRecord, Publisher
 from gateway.regions import DEFAULT_TOPICS, Topics
 from gateway.state import StateStore
 
@@ -62,6 +62,10 @@ class AuditTrail:
     @property
     def head(self) -> Head:
         return self._head
+
+    def pending(self) -> int:
+        """Records appended but not yet acknowledged by the broker."""
+        return self._head.seq - self._durable_seq
 
     def append(
         self, stage: str, message_id: str, envelope_sha256: str | None, correlation_id: str = "", **detail: str | int

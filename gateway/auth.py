@@ -18,9 +18,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
-from gateway.ingress import header_safe
 from gateway.regions import gateway_audience
 from gateway.state import StateStore
+from gateway.wire.text import header_safe
 
 ALGORITHMS = ["ES256"]
 AUDIT_SCOPE = "audit:read"

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import ConfigError, GatewayConfig, KafkaConfig, load_config
-from gateway.egress import REPLAY_HEADER
 from gateway.envelope import EnvelopeError, parse
-from gateway.kafka.transport import OutRecord, Publisher
+from gateway.kafka.port import OutRecord
+from gateway.kafka.transport import KafkaPublisher
 from gateway.regions import DEFAULT_TOPICS, Topics
 from gateway.trace import TopicRecord, read_topic
+from gateway.wire import headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,20 +43,22 @@ def dead_letters(records: Sequence[TopicRecord]) -> list[DeadLetter]:
             msg_id = parse(r.value).id
         except EnvelopeError:
             msg_id = ""  # unparsable bytes (e.g. a tampered record) stay listed, without an id
-        out.append(DeadLetter(r, r.headers.get("yrdx-reason", b"").decode(), r.headers.get("yrdx-detail", b"").decode(),
+        reason = r.headers.get(headers.DLQ_REASON) or b""
+        detail = r.headers.get(headers.DLQ_DETAIL) or b""
+        out.append(DeadLetter(r, reason.decode(errors="replace"), detail.decode(errors="replace"),
                               msg_id))
     return out
 
 
 def replay_record(letter: DeadLetter, region: str, topics: Topics = DEFAULT_TOPICS) -> OutRecord:
     """The dead letter as it first arrived (bytes, key, signature), marked as a replay of its DLQ position."""
-    headers = [(k, v) for k, v in letter.record.headers.items() if k == "yrdx-sig"]
-    headers.append((REPLAY_HEADER, f"{topics.dlq(region)}:{letter.where}".encode()))
-    return OutRecord(topics.inbox(region), letter.record.value, letter.record.key, headers)
+    kept = [(k, v) for k, v in letter.record.headers.items() if k == headers.SIGNATURE]
+    kept.append((headers.REPLAY_OF, f"{topics.dlq(region)}:{letter.where}".encode()))
+    return OutRecord(topics.inbox(region), letter.record.value, letter.record.key, kept)
 
 
 async def _replay(kafka: KafkaConfig, records: list[OutRecord]) -> None:
-    publisher = Publisher(kafka, 30.0)
+    publisher = KafkaPublisher(kafka, 30.0)
     await publisher.start()
     try:
         await publisher.publish(records)

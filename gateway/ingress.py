@@ -7,7 +7,6 @@ records, and returns only when the broker has acknowledged all of them, so a 202
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -20,28 +19,18 @@ from gateway.coalesce import Coalescer
 from gateway.config import GatewayConfig, Platform
 from gateway.crypto.jws import Signer
 from gateway.crypto.seal import Sealer
-from gateway.kafka.transport import BrokerUnavailable, OutRecord, Publisher
+from gateway.kafka.port import BrokerUnavailable, OutRecord, Publisher
 from gateway.metrics import Metrics
 from gateway.problems import Problem
 from gateway.regions import Topics, is_region
 from gateway.schemas import SchemaRegistry
 from gateway.state import IdempotentRequest, NewSent, StateStore
+from gateway.wire import headers
+from gateway.wire.text import header_safe
 
-SIGNATURE_HEADER = "yrdx-sig"
 _FIELDS = {"type", "to", "payload", "correlation_id", "schema_version", "expires_at"}
 MAX_CORRELATION_ID = 128
 MAX_IDEMPOTENCY_KEY = 200
-# C0 controls, DEL and C1 controls (a correlation_id becomes the receiver's Yrdx-Correlation-Id webhook header,
-# where CR or LF would break or split it), and lone surrogates (what a non-UTF-8 header byte decodes to; they
-# cannot be encoded again, e.g. into SQLite).
-_NOT_IN_HEADERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def header_safe(value: object, max_chars: int) -> bool:
-    """A string of 1 to `max_chars` characters that can travel as an HTTP or Kafka header value."""
-    return isinstance(value, str) and 0 < len(value) <= max_chars and _NOT_IN_HEADERS.search(value) is None
-
-
 def _nesting_problem() -> Problem:
     return Problem("invalid_request", "the message nests deeper than JSON can be serialized here (254 levels)")
 
@@ -77,7 +66,7 @@ class Prepared:
     def record(self, topics: Topics) -> OutRecord:
         return OutRecord(
             topics.inbox(self.to), self.envelope, self.correlation_id.encode(),
-            [(SIGNATURE_HEADER, self.signature.encode())],
+            [(headers.SIGNATURE, self.signature.encode())],
         )
 
 

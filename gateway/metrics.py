@@ -51,5 +51,9 @@ class Metrics:
         self.webhook_retries = Counter(
             "yrdx_webhook_retries_total", "Webhook delivery attempts that failed and were retried", registry=r,
         )
+        self.egress_restarts = Counter(
+            "yrdx_egress_restarts_total", "Times the egress loop failed and restarted from the last commit",
+            registry=r,
+        )
         self.inbox_depth = Gauge("yrdx_inbox_messages", "Messages waiting in the pull inbox", registry=r)
         self.broker_up = Gauge("yrdx_broker_up", "1 when the broker answered the last probe", registry=r)

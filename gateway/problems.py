@@ -1,7 +1,7 @@
 """Every way a message can be refused, with a stable machine-readable code.
 
 Ingress answers HTTP with RFC 9457 problem+json; egress turns the same `Rejection` into a dead-letter record,
-an audit record and a metric in one place (egress.Pipeline.reject).
+an audit record and a metric in one place (gateway/relay/outcomes.py).
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ EGRESS_CODES = frozenset({
     "duplicate",            # this message id was already delivered
     "no_recipient",         # no local platform receives this type
     "delivery_failed",      # webhook retries exhausted
+    "invalid_record",       # the Kafka record itself: no value, a header without value or twice, undecodable, huge
+    "processing_error",     # an unexpected exception handling this one record (its class in yrdx-detail)
 })
 
 

@@ -26,11 +26,14 @@ from gateway.crypto.pki import load_certificate, load_encryption_key, load_encry
 from gateway.crypto.seal import Opener, Sealer
 from gateway.crypto.trust import TrustStore
 from gateway.delivery import WebhookDeliverer
-from gateway.egress import Egress
 from gateway.ingress import Ingress
-from gateway.kafka.transport import InboxConsumer, Publisher, ensure_topics
+from gateway.kafka.transport import KafkaInboxConsumer, KafkaPublisher, ensure_topics
 from gateway.metrics import Metrics
 from gateway.regions import REGIONS
+from gateway.relay.checks import Checks
+from gateway.relay.egress import Egress
+from gateway.relay.health import EgressHealth
+from gateway.relay.outcomes import Draining, Effects
 from gateway.schemas import SchemaRegistry
 from gateway.state import StateStore
 from gateway.trust_updates import follow_updates, load_updates
@@ -69,6 +72,9 @@ class Gateway:
         for thumbprint in cfg.trust_revoked:
             self.trust.revoke(thumbprint)
         self.signer = load_signer(cfg, self.trust)
+        # What an auditor checks checkpoints against (as `yrdx audit verify`): the roots and gateway certificates,
+        # without today's revocations, since a segment signed before a revocation stays genuine.
+        self.audit_trust = TrustStore.from_files(list(cfg.trust_ca), list(cfg.trust_certificates))
         self.state = StateStore(cfg.state_path)
         self.metrics = Metrics(cfg.region)
         self.auth = Authenticator(
@@ -79,7 +85,7 @@ class Gateway:
             cfg.limits.jwt_max_lifetime_s,
         )
         self.metrics_token = cfg.metrics_token_file.read_text().strip() if cfg.metrics_token_file else None
-        self.publisher = Publisher(cfg.kafka, cfg.limits.publish_timeout_s)
+        self.publisher = KafkaPublisher(cfg.kafka, cfg.limits.publish_timeout_s)
         self.audit = AuditTrail(cfg.region, self.signer, self.state, self.publisher, cfg.audit_enabled, cfg.topics)
         unknown = cfg.seal - self.registry.types()
         if unknown:
@@ -90,6 +96,7 @@ class Gateway:
                                sealers)
         self.broker_ok = False
         self.consumer_running = False
+        self.egress_health = EgressHealth()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -108,8 +115,12 @@ class Gateway:
         self.broker_ok = True
         self._session = aiohttp.ClientSession()
         self.egress = Egress(
-            self.cfg, self.registry, self.trust, self.signer, self.publisher, self.state, self.audit, self.metrics,
-            WebhookDeliverer(self._session, self.metrics), self.opener,
+            self.cfg,
+            Checks(self.cfg, self.registry, self.trust, self.opener),
+            Effects(self.cfg.region, self.cfg.topics, self.signer, self.publisher, self.state, self.audit,
+                    self.metrics),
+            WebhookDeliverer(self._session, self.metrics),
+            self.egress_health,
         )
         self._runner = make_runner(self)  # HTTP limits and malformed-request handling: gateway/api.py
         await self._runner.setup()
@@ -132,18 +143,26 @@ class Gateway:
         log.info("gateway started", extra={"region": self.cfg.region, "port": self.port})
 
     async def _consume(self) -> None:
-        """The egress loop; after an unexpected error it rejoins the group and resumes from the last commit."""
+        """The egress loop; after an unexpected error it rejoins the group and resumes from the last commit.
+        Such an error is never one record's doing (egress decides every record); restarts are counted, and
+        repeated ones turn /readyz red."""
         while not self._stopping.is_set():
-            consumer = InboxConsumer(self.cfg.kafka, self.cfg.topics.inbox(self.cfg.region),
-                                     self.cfg.topics.egress_group(self.cfg.region))
+            consumer = KafkaInboxConsumer(self.cfg.kafka, self.cfg.topics.inbox(self.cfg.region),
+                                          self.cfg.topics.egress_group(self.cfg.region))
             try:
                 await consumer.start()
                 self.consumer_running = True
                 await self.egress.run(consumer, self._stopping)
             except asyncio.CancelledError:
                 raise
+            except Draining as e:
+                log.warning("stopping with the batch in hand not flushed; it is read again after the restart",
+                            extra={"detail": str(e)})
+                return
             except Exception:
                 log.exception("egress loop failed; restarting from the last committed offset")
+                self.egress_health.restarted()
+                self.metrics.egress_restarts.inc()
                 await asyncio.sleep(1.0)
             finally:
                 self.consumer_running = False
@@ -158,21 +177,34 @@ class Gateway:
             await asyncio.sleep(2.0)
 
     async def stop(self, drain_timeout_s: float = 30.0) -> None:
+        """Drain within `drain_timeout_s` in all, broker or not: what could not be flushed by then is logged
+        (nothing of it was acknowledged to anyone, and the uncommitted batch is read again after a restart)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + drain_timeout_s
         self._stopping.set()
         if self._runner is not None:
-            await self._runner.cleanup()
+            try:
+                await asyncio.wait_for(self._runner.cleanup(), max(deadline - loop.time(), 0.1))
+            except TimeoutError:
+                log.warning("HTTP requests still in flight at the drain deadline were cut off")
         egress, *others = self._tasks
         for t in others:
             t.cancel()
         try:
-            await asyncio.wait_for(egress, drain_timeout_s)
+            await asyncio.wait_for(egress, max(deadline - loop.time(), 0.1))
         except (TimeoutError, asyncio.CancelledError):
-            pass
+            log.warning("egress did not finish its batch before the drain deadline; it is read again after a restart")
         except Exception:
             log.exception("egress stopped with an error")
-        with contextlib.suppress(Exception):
-            await self.audit.durable()
-        await self.publisher.stop()
+        try:
+            await asyncio.wait_for(self.audit.durable(), max(deadline - loop.time(), 0.1))
+        except Exception as e:  # the broker is down: these records were never acknowledged to anyone
+            log.warning("audit records not flushed at stop", extra={"pending": self.audit.pending(),
+                                                                    "error": type(e).__name__})
+        try:
+            await asyncio.wait_for(self.publisher.stop(), max(deadline - loop.time(), 1.0))
+        except TimeoutError:
+            log.warning("the producer did not close before the drain deadline")
         if self._session is not None:
             await self._session.close()
         self.state.close()

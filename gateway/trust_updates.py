@@ -27,19 +27,20 @@ from gateway.crypto.keys import public_key_of
 from gateway.crypto.pki import load_certificate, load_private_key
 from gateway.crypto.trust import TrustStore
 from gateway.envelope import utc_timestamp
-from gateway.kafka.transport import OutRecord, Publisher, client_options
+from gateway.kafka.port import OutRecord
+from gateway.kafka.transport import KafkaPublisher, client_options
 from gateway.regions import DEFAULT_TOPICS
 from gateway.trace import read_topic
+from gateway.wire import headers
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "yrdx-sig"
 
 
 def revocation(ca: Signer, thumbprint: str, reason: str, topic: str = DEFAULT_TOPICS.trust) -> OutRecord:
     statement = orjson.dumps({"kind": "revocation", "thumbprint": thumbprint, "reason": reason,
                               "revoked_at": utc_timestamp()}, option=orjson.OPT_SORT_KEYS)
-    return OutRecord(topic, statement, thumbprint.encode(), [(SIGNATURE_HEADER, ca.sign(statement).encode())])
+    return OutRecord(topic, statement, thumbprint.encode(), [(headers.SIGNATURE, ca.sign(statement).encode())])
 
 
 def apply_update(trust: TrustStore, value: bytes | None, signature: bytes | None) -> str | None:
@@ -67,7 +68,7 @@ def apply_update(trust: TrustStore, value: bytes | None, signature: bytes | None
 async def load_updates(kafka: KafkaConfig, trust: TrustStore, timeout_s: float = 30.0) -> int:
     """Apply everything on the topic now: called before the gateway consumes its inbox."""
     records = await read_topic(kafka, kafka.topics.trust, timeout_s)
-    return sum(1 for r in records if apply_update(trust, r.value, r.headers.get(SIGNATURE_HEADER)))
+    return sum(1 for r in records if apply_update(trust, r.value, r.headers.get(headers.SIGNATURE)))
 
 
 async def follow_updates(kafka: KafkaConfig, trust: TrustStore) -> None:
@@ -78,14 +79,14 @@ async def follow_updates(kafka: KafkaConfig, trust: TrustStore) -> None:
         while True:
             for msgs in (await consumer.getmany(timeout_ms=1000)).values():
                 for m in msgs:
-                    apply_update(trust, m.value, dict(m.headers or ()).get(SIGNATURE_HEADER))
+                    apply_update(trust, m.value, dict(m.headers or ()).get(headers.SIGNATURE))
     finally:
         with contextlib.suppress(Exception):
             await consumer.stop()
 
 
 async def _publish(kafka: KafkaConfig, record: OutRecord) -> None:
-    publisher = Publisher(kafka, 30.0)
+    publisher = KafkaPublisher(kafka, 30.0)
     await publisher.start()
     try:
         await publisher.publish([record])

@@ -1,7 +1,10 @@
-"""The Kafka port: publish a group of records and wait for all acknowledgements; consume and commit.
+"""The aiokafka side of the Kafka port (`port.py`): publish a group of records and wait for every
+acknowledgement; consume an inbox and commit only what the caller has decided.
 
-Pipelines only see `Publisher.publish` and `InboxConsumer.batches/commit`, so the steps are plain code and
-the integration tests run the same pipeline against the real broker.
+Consuming is where hostile bytes meet the client library: a record it cannot decode (a header key that is not
+UTF-8) makes aiokafka raise inside its fetch, over and over at the same offset. `KafkaInboxConsumer` then reads
+that partition one record at a time and hands the undecodable record on as a flawed `InRecord`, so egress
+dead-letters it and the partition moves past it.
 """
 
 from __future__ import annotations
@@ -9,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -18,35 +20,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from gateway.config import KafkaConfig
+from gateway.kafka.port import BrokerUnavailable, InRecord, OutRecord
 
 log = logging.getLogger(__name__)
-
-
-class BrokerUnavailable(RuntimeError):
-    """The broker did not acknowledge in time; the caller must treat the records as not sent."""
-
-
-@dataclass(frozen=True, slots=True)
-class OutRecord:
-    topic: str
-    value: bytes
-    key: bytes | None = None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class InRecord:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    headers: dict[str, bytes]
-
-    @property
-    def source(self) -> str:
-        """Where the record came from (topic:partition:offset): evidence in dead letters and audit records."""
-        return f"{self.topic}:{self.partition}:{self.offset}"
 
 
 def client_options(cfg: KafkaConfig) -> dict[str, Any]:
@@ -85,7 +61,7 @@ async def ensure_topics(
         await admin.close()
 
 
-class Publisher:
+class KafkaPublisher:
     """An idempotent, batching producer. `publish` waits for every record's acknowledgement or fails whole."""
 
     def __init__(self, cfg: KafkaConfig, timeout_s: float) -> None:
@@ -125,12 +101,27 @@ class Publisher:
             return False
 
 
-class InboxConsumer:
+def in_record(m: Any) -> InRecord:
+    """An aiokafka ConsumerRecord as the pipelines see it; a record that cannot be a yrdx message keeps its
+    offset and says why (`flaw`), so it is dead-lettered rather than crashing a later step."""
+    headers: dict[str, bytes] = {}
+    flaw = None if m.value is not None else "the record has no value (a tombstone)"
+    for k, v in m.headers or ():
+        if v is None:
+            flaw = flaw or f"header {k[:64]!r} has no value"
+        elif k in headers:
+            flaw = flaw or f"header {k[:64]!r} appears more than once"
+        headers[k] = v if v is not None else b""
+    return InRecord(m.topic, m.partition, m.offset, m.key, m.value if m.value is not None else b"", headers, flaw)
+
+
+class KafkaInboxConsumer:
     """Reads one region's inbox in a consumer group; offsets are committed only when the caller says so."""
 
     def __init__(self, cfg: KafkaConfig, topic: str, group_id: str, max_records: int = 500) -> None:
         self._topic = topic
         self._max_records = max_records
+        self._committed: dict[TopicPartition, int] = {}
         self._consumer = AIOKafkaConsumer(
             topic,
             **client_options(cfg),
@@ -149,20 +140,71 @@ class InboxConsumer:
         await self._consumer.stop()
 
     async def poll(self, timeout_ms: int = 200) -> list[InRecord]:
-        fetched = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._max_records)
-        return [
-            InRecord(
-                topic=m.topic, partition=m.partition, offset=m.offset, key=m.key, value=m.value,
-                headers={k: v for k, v in (m.headers or ())},
-            )
-            for msgs in fetched.values()
-            for m in msgs
-        ]
+        try:
+            fetched = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._max_records)
+        except KafkaError:
+            raise
+        except Exception as e:  # the client library could not decode a record
+            log.warning("a record could not be decoded; reading one record at a time",
+                        extra={"error": type(e).__name__})
+            return await self._poll_one_by_one()
+        return [in_record(m) for msgs in fetched.values() for m in msgs]
+
+    async def _poll_one_by_one(self) -> list[InRecord]:
+        """After a decoding failure: back to the committed position of every partition (aiokafka has already
+        moved past the records it drained from other partitions in the failed call, and dropped them), then
+        one record at a time, so the failing record is found at its exact offset and stepped over."""
+        assigned = sorted(self._consumer.assignment(), key=lambda tp: tp.partition)
+        for tp in assigned:
+            committed = self._committed.get(tp)
+            if committed is None:
+                committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
+        out: list[InRecord] = []
+        for tp in assigned:
+            while len(out) < self._max_records:
+                position = await self._consumer.position(tp)
+                end = self._consumer.highwater(tp)
+                if end is not None and position >= end:
+                    break
+                try:
+                    got = await self._consumer.getmany(tp, timeout_ms=1000, max_records=1)
+                except KafkaError:
+                    raise
+                except Exception as e:  # this one record cannot be decoded
+                    out.append(InRecord(tp.topic, tp.partition, position, None, b"", {},
+                                        flaw=f"the client library cannot decode the record: {type(e).__name__}"))
+                    self._consumer.seek(tp, position + 1)
+                    continue
+                records = [in_record(m) for msgs in got.values() for m in msgs]
+                if not records:
+                    break
+                out.extend(records)
+        return out
 
     async def commit(self, batch: Sequence[InRecord]) -> None:
         """Commit past the highest offset of each partition in the batch."""
-        offsets: dict[TopicPartition, int] = {}
-        for r in batch:
-            tp = TopicPartition(r.topic, r.partition)
-            offsets[tp] = max(offsets.get(tp, -1), r.offset + 1)
-        await self._consumer.commit(offsets)
+        offsets = next_offsets(batch)
+        committed = {TopicPartition(self._topic, p): o for p, o in offsets.items()}
+        await self._consumer.commit(committed)
+        self._committed.update(committed)
+
+    def offsets(self) -> dict[int, tuple[int, int]]:
+        known: dict[int, tuple[int, int]] = {}
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            committed = self._committed.get(tp)
+            if end is not None and committed is not None:
+                known[tp.partition] = (committed, end)
+        return known
+
+
+def next_offsets(batch: Iterable[InRecord]) -> dict[int, int]:
+    """partition -> the offset after the highest one of the batch: what committing the batch means."""
+    offsets: dict[int, int] = {}
+    for r in batch:
+        offsets[r.partition] = max(offsets.get(r.partition, -1), r.offset + 1)
+    return offsets

@@ -17,9 +17,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from gateway import envelope
 from gateway.crypto.jws import Signer
 from gateway.crypto.pki import issue_gateway_cert, load_certificate, load_private_key, make_ca
-from gateway.ingress import SIGNATURE_HEADER
 from gateway.regions import dlq_topic, inbox_topic
 from gateway.schemas import SchemaRegistry
+from gateway.wire.headers import SIGNATURE as SIGNATURE_HEADER
 from tests._util import ROOT
 from tests.conftest import Broker, Exchange4
 

@@ -17,7 +17,7 @@ from gateway.crypto.jws import Signer
 from gateway.crypto.pki import PkiLayout, init_pki, issue_gateway_cert, load_certificate, load_private_key, make_ca
 from gateway.crypto.trust import TrustStore
 from gateway.envelope import utc_timestamp
-from gateway.kafka.transport import Publisher
+from gateway.kafka.transport import KafkaPublisher
 from gateway.state import StateStore
 from tests.conftest import Broker
 
@@ -44,23 +44,23 @@ def signer_of(pki: PkiLayout, region: str) -> Signer:
 
 
 @pytest_asyncio.fixture()
-async def publisher(kafka: Broker) -> AsyncIterator[Publisher]:
+async def publisher(kafka: Broker) -> AsyncIterator[KafkaPublisher]:
     """A real producer, never used to publish: these records are signed by a throw-away PKI and must not
     land on the session's shared yrdx.audit, which other tests verify against the exchange's own PKI."""
-    p = Publisher(KafkaConfig(bootstrap_servers=kafka.bootstrap_servers), 5.0)
+    p = KafkaPublisher(KafkaConfig(bootstrap_servers=kafka.bootstrap_servers), 5.0)
     await p.start()
     yield p
     await p.stop()
 
 
-def countersigner(pki: PkiLayout, tmp_path: Path, publisher: Publisher) -> tuple[Countersigner, AuditTrail]:
+def countersigner(pki: PkiLayout, tmp_path: Path, publisher: KafkaPublisher) -> tuple[Countersigner, AuditTrail]:
     trust = TrustStore.from_files([pki.ca_cert], [pki.gateway_cert(r) for r in ("SH", "JS", "ZJ", "AH")])
     audit = AuditTrail("SH", signer_of(pki, "SH"), StateStore(tmp_path / "state.sqlite"), publisher)
     return Countersigner("SH", KafkaConfig(), trust, audit), audit
 
 
 async def test_valid_checkpoints_of_other_regions_are_countersigned_once(
-    pki: PkiLayout, tmp_path: Path, publisher: Publisher
+    pki: PkiLayout, tmp_path: Path, publisher: KafkaPublisher
 ) -> None:
     cs, audit = countersigner(pki, tmp_path, publisher)
     cs.observe(b"JS", segment(signer_of(pki, "JS"), "JS", 3))
@@ -72,7 +72,9 @@ async def test_valid_checkpoints_of_other_regions_are_countersigned_once(
     assert audit.head.seq == 2
 
 
-async def test_forged_checkpoints_are_not_countersigned(pki: PkiLayout, tmp_path: Path, publisher: Publisher) -> None:
+async def test_forged_checkpoints_are_not_countersigned(
+    pki: PkiLayout, tmp_path: Path, publisher: KafkaPublisher
+) -> None:
     cs, _ = countersigner(pki, tmp_path, publisher)
     rogue_ca, rogue_key = make_ca("rogue")
     cert, key = issue_gateway_cert(rogue_ca, rogue_key, "JS")

@@ -22,11 +22,12 @@ from gateway.config import Platform, load_config
 from gateway.crypto.jws import Signer
 from gateway.crypto.pki import load_certificate, load_private_key
 from gateway.exchange import init_exchange
-from gateway.ingress import MAX_CORRELATION_ID, Ingress, Prepared, Unsigned, header_safe
+from gateway.ingress import MAX_CORRELATION_ID, Ingress, Prepared, Unsigned
 from gateway.metrics import Metrics
 from gateway.problems import Problem
 from gateway.schemas import SchemaRegistry
 from gateway.state import StateStore
+from gateway.wire.text import header_safe
 
 REGISTRY = SchemaRegistry.load()
 REGION, TO, TYPE = "JS", "ZJ", "license.verify.request"

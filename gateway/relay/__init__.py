@@ -1,0 +1,1 @@
+"""The data path: ingress (platform -> Kafka) and egress (Kafka -> platform), one module per step."""
