@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 # Downloads Apache Kafka's jars from Maven Central once into ~/.cache/yrdx (outside the repo).
 kafka-jars: $(STAMP)
-	$(BIN)/python -c 'from gateway.kafka.local import LocalKafka, default_home; LocalKafka(default_home() / "broker").ensure_jars()'
+	$(BIN)/python -c 'from gateway.dev.local_kafka import LocalKafka, default_home; LocalKafka(default_home() / "broker").ensure_jars()'
 
 demo: $(STAMP) kafka-jars
 	$(BIN)/yrdx demo $(DEMO_ARGS)

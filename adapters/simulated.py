@@ -33,11 +33,11 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from gateway.auth import TokenMinter
 from gateway.crypto.jws import JwsError, parse_detached, verify_detached
 from gateway.crypto.trust import TrustError, TrustStore
-from gateway.regions import DIVISION, REGIONS
-from gateway.schemas import SchemaRegistry
+from gateway.http.auth import TokenMinter
+from gateway.schemas.registry import SchemaRegistry
+from gateway.wire.regions import DIVISION, REGIONS
 
 __all__ = [
     "Attempt",

@@ -51,12 +51,12 @@ from adapters.simulated import (
     money,
     pseudonym,
 )
+from gateway.audit.journey import read_topic
 from gateway.config import KafkaConfig
-from gateway.formats import gb11643_check_char, mod37_36_check_char
-from gateway.regions import DIVISION
-from gateway.schemas import SchemaRegistry
-from gateway.trace import read_topic
+from gateway.schemas.formats import gb11643_check_char, mod37_36_check_char
+from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.headers import SIGNATURE as SIGNATURE_HEADER
+from gateway.wire.regions import DIVISION
 
 __all__ = ["Cast", "Scale", "StoryResult", "bad_cases", "build_cast", "good_stories"]
 

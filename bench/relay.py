@@ -42,15 +42,15 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from gateway import envelope
-from gateway.auth import TokenMinter
 from gateway.crypto.jws import Signer, Verifier, parse_detached, verify_detached
 from gateway.crypto.keys import public_key_of
 from gateway.crypto.pki import load_certificate, load_private_key
-from gateway.exchange import BUSINESS_TYPES, Exchange, edit_config, init_exchange, platform_id
-from gateway.ingress import SIGNATURE_HEADER
-from gateway.kafka.local import LocalKafka, env_bootstrap_servers, free_port
-from gateway.schemas import SchemaRegistry
+from gateway.dev.exchange import BUSINESS_TYPES, Exchange, edit_config, init_exchange, platform_id
+from gateway.dev.local_kafka import LocalKafka, env_bootstrap_servers, free_port
+from gateway.http.auth import TokenMinter
+from gateway.relay.ingress import SIGNATURE_HEADER
+from gateway.schemas.registry import SchemaRegistry
+from gateway.wire import envelope
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import yaml
 
-from gateway.regions import REGIONS, Topics, check_namespace
+from gateway.wire.regions import REGIONS, Topics, check_namespace
 
 
 class ConfigError(ValueError):

@@ -21,10 +21,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from gateway.auth import AUDIT_SCOPE, TokenMinter
 from gateway.crypto.pki import PkiLayout
-from gateway.exchange import Exchange, auditor_id, platform_id
-from gateway.regions import Topics
+from gateway.dev.exchange import Exchange, auditor_id, platform_id
+from gateway.http.auth import AUDIT_SCOPE, TokenMinter
+from gateway.wire.regions import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,9 +21,9 @@ from gateway.crypto.pki import (
     write_certificate,
     write_private_key,
 )
-from gateway.exchange import Exchange, edit_config, init_exchange
-from gateway.kafka.local import LocalKafka, env_bootstrap_servers, free_port
-from gateway.regions import REGIONS
+from gateway.dev.exchange import Exchange, edit_config, init_exchange
+from gateway.dev.local_kafka import LocalKafka, env_bootstrap_servers, free_port
+from gateway.wire.regions import REGIONS
 from tests._util import GatewayProcess, PlatformClient, WebhookSink
 
 

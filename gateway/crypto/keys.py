@@ -31,7 +31,7 @@ from gateway.crypto.sm2 import (
     is_sm2_certificate,
     sm2_public_key_of,
 )
-from gateway.regions import REGION_URI_PREFIX
+from gateway.wire.regions import REGION_URI_PREFIX
 
 Alg: TypeAlias = Literal["ES256", "EdDSA", "SM2SM3"]
 ALGORITHMS: Final[frozenset[str]] = frozenset({"ES256", "EdDSA", "SM2SM3"})

@@ -47,7 +47,7 @@ from gateway.crypto.sm2 import (
     load_sm2_private_key,
     load_sm2_public_key,
 )
-from gateway.regions import REGION_URI_PREFIX, REGIONS
+from gateway.wire.regions import REGION_URI_PREFIX, REGIONS
 
 __all__ = [
     "CA_NAME",

@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from gateway.crypto.jws import thumbprint_s256
 from gateway.crypto.keys import PublicKey, certificate_regions, public_key_of
 from gateway.crypto.sm2 import is_sm2_certificate, sm2_verify_issued_by
-from gateway.regions import REGIONS
+from gateway.wire.regions import REGIONS
 
 __all__ = ["TRUST_ERROR_CODES", "TrustCode", "TrustError", "TrustStore", "TrustedSigner"]
 

@@ -10,16 +10,15 @@ from datetime import datetime
 
 import orjson
 
-from gateway import envelope
 from gateway.config import GatewayConfig
 from gateway.crypto.jws import JwsError, Verifier
 from gateway.crypto.seal import Opener, SealError
 from gateway.crypto.trust import TrustError, TrustStore
-from gateway.envelope import Envelope
 from gateway.kafka.port import InRecord
-from gateway.problems import Rejection
-from gateway.schemas import SchemaRegistry
-from gateway.wire import headers
+from gateway.schemas.registry import SchemaRegistry
+from gateway.wire import envelope, headers
+from gateway.wire.envelope import Envelope
+from gateway.wire.problems import Rejection
 from gateway.wire.text import header_safe
 
 RECEIPT_TYPE = "yrdx.receipt"

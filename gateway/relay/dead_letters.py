@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 
 from gateway.kafka.port import InRecord, OutRecord
-from gateway.problems import Rejection
 from gateway.wire import headers
+from gateway.wire.problems import Rejection
 
 # Below the producer's max.request.size (1 MiB) with room for the headers this module adds.
 MAX_DEAD_LETTER_BYTES = 900 * 1024

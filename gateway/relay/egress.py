@@ -18,15 +18,14 @@ from datetime import UTC, datetime
 
 import orjson
 
-from gateway import envelope
 from gateway.config import GatewayConfig, Platform
-from gateway.delivery import WebhookDeliverer
 from gateway.kafka.port import InboxConsumer, InRecord
-from gateway.problems import Rejection
 from gateway.relay.checks import RECEIPT_TYPE, Checks, Refused, Verified
+from gateway.relay.delivery import WebhookDeliverer
 from gateway.relay.health import EgressHealth
 from gateway.relay.outcomes import BatchOutcomes, Effects
-from gateway.wire import headers
+from gateway.wire import envelope, headers
+from gateway.wire.problems import Rejection
 
 log = logging.getLogger(__name__)
 

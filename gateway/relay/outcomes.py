@@ -10,18 +10,17 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from gateway import envelope
-from gateway.audit import AuditTrail
+from gateway.audit.trail import AuditTrail
 from gateway.config import Platform
 from gateway.crypto.jws import Signer
 from gateway.kafka.port import BrokerUnavailable, InRecord, OutRecord, Publisher
 from gateway.metrics import Metrics
-from gateway.problems import Rejection
-from gateway.regions import Topics
 from gateway.relay.checks import RECEIPT_TYPE, Refused, Verified
 from gateway.relay.dead_letters import dead_letter
 from gateway.state import StateStore
-from gateway.wire import headers
+from gateway.wire import envelope, headers
+from gateway.wire.problems import Rejection
+from gateway.wire.regions import Topics
 
 log = logging.getLogger(__name__)
 

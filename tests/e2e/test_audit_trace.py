@@ -19,13 +19,13 @@ from typing import Any
 
 import orjson
 
-from gateway.audit_model import record_hash
+from gateway.audit.journey import flatten_segments, read_topic
+from gateway.audit.model import record_hash
 from gateway.crypto.jws import thumbprint_s256
 from gateway.crypto.pki import load_certificate
-from gateway.exchange import BUSINESS_TYPES
-from gateway.regions import AUDIT_TOPIC
-from gateway.schemas import SchemaRegistry
-from gateway.trace import flatten_segments, read_topic
+from gateway.dev.exchange import BUSINESS_TYPES
+from gateway.schemas.registry import SchemaRegistry
+from gateway.wire.regions import AUDIT_TOPIC
 from tests._util import ROOT
 from tests.conftest import Broker, Exchange4
 

@@ -20,9 +20,9 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from gateway.envelope import utc_timestamp
-from gateway.schemas import SchemaRegistry
-from gateway.trace import read_audit_records
+from gateway.audit.journey import read_audit_records
+from gateway.schemas.registry import SchemaRegistry
+from gateway.wire.envelope import utc_timestamp
 from tests._util import ROOT
 from tests.conftest import Broker, Exchange4
 

@@ -22,9 +22,9 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from gateway.api import HEADER_TIMEOUT_S
-from gateway.exchange import platform_id
-from gateway.schemas import SchemaRegistry
+from gateway.dev.exchange import platform_id
+from gateway.http.api import HEADER_TIMEOUT_S
+from gateway.schemas.registry import SchemaRegistry
 from tests._util import GatewayProcess, SideExchange, side_exchange
 from tests.conftest import Broker, Exchange4
 

@@ -22,12 +22,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from gateway import envelope
 from gateway.crypto.jws import Signer, b64url_encode
 from gateway.crypto.pki import issue_gateway_cert, load_certificate, load_private_key
-from gateway.regions import dlq_topic, inbox_topic
-from gateway.schemas import SchemaRegistry
-from gateway.wire import headers
+from gateway.schemas.registry import SchemaRegistry
+from gateway.wire import envelope, headers
+from gateway.wire.regions import dlq_topic, inbox_topic
 from tests._util import ROOT
 from tests.conftest import Broker, Exchange4
 

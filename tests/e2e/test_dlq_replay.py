@@ -7,8 +7,8 @@ import asyncio
 import copy
 import time
 
-from gateway.schemas import SchemaRegistry
-from gateway.trace import read_audit_records
+from gateway.audit.journey import read_audit_records
+from gateway.schemas.registry import SchemaRegistry
 from tests._util import yrdx
 from tests.conftest import Broker, Exchange4
 

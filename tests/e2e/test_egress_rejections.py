@@ -14,12 +14,12 @@ from typing import Any
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from gateway import envelope
 from gateway.crypto.jws import Signer
 from gateway.crypto.pki import issue_gateway_cert, load_certificate, load_private_key, make_ca
-from gateway.regions import dlq_topic, inbox_topic
-from gateway.schemas import SchemaRegistry
+from gateway.schemas.registry import SchemaRegistry
+from gateway.wire import envelope
 from gateway.wire.headers import SIGNATURE as SIGNATURE_HEADER
+from gateway.wire.regions import dlq_topic, inbox_topic
 from tests._util import ROOT
 from tests.conftest import Broker, Exchange4
 

@@ -15,12 +15,12 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.auth import TokenMinter
 from gateway.crypto.jws import parse_detached, verify_detached
 from gateway.crypto.keys import public_key_of
 from gateway.crypto.pki import load_certificate
-from gateway.exchange import platform_id
-from gateway.schemas import SchemaRegistry
+from gateway.dev.exchange import platform_id
+from gateway.http.auth import TokenMinter
+from gateway.schemas.registry import SchemaRegistry
 from tests.conftest import Exchange4
 
 REGISTRY = SchemaRegistry.load()

@@ -15,9 +15,9 @@ import pytest
 import pytest_asyncio
 from aiokafka.admin import AIOKafkaAdminClient
 
+from gateway.audit.journey import read_audit_records, read_topic
 from gateway.config import load_config
-from gateway.schemas import SchemaRegistry
-from gateway.trace import read_audit_records, read_topic
+from gateway.schemas.registry import SchemaRegistry
 from tests._util import SideExchange, pull_until, side_exchange, yrdx
 from tests.conftest import Broker, Exchange4
 

@@ -11,8 +11,8 @@ import pytest
 
 from gateway.crypto.jws import parse_detached, verify_detached
 from gateway.crypto.pki import load_certificate
-from gateway.exchange import SEALED_BY_DEFAULT
-from gateway.schemas import SchemaRegistry
+from gateway.dev.exchange import SEALED_BY_DEFAULT
+from gateway.schemas.registry import SchemaRegistry
 from tests.conftest import REFUSED_TYPE, WEBHOOK_REGIONS, Exchange4
 
 REGISTRY = SchemaRegistry.load()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gateway.schemas import SchemaRegistry
+from gateway.schemas.registry import SchemaRegistry
 from tests.conftest import Broker, Exchange4
 
 REGISTRY = SchemaRegistry.load()

@@ -11,7 +11,7 @@ import orjson
 
 from gateway.crypto.jws import parse_detached, verify_detached
 from gateway.crypto.pki import load_certificate
-from gateway.schemas import SchemaRegistry
+from gateway.schemas.registry import SchemaRegistry
 from tests.conftest import SEALED_TYPE, Exchange4
 
 REGISTRY = SchemaRegistry.load()

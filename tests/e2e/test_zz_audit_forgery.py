@@ -18,12 +18,12 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from gateway.audit_model import checkpoint_bytes, record_hash
+from gateway.audit.journey import read_audit_records
+from gateway.audit.model import checkpoint_bytes, record_hash
 from gateway.crypto.jws import Signer
 from gateway.crypto.pki import issue_gateway_cert, make_ca
-from gateway.envelope import utc_timestamp
-from gateway.regions import AUDIT_TOPIC
-from gateway.trace import read_audit_records
+from gateway.wire.envelope import utc_timestamp
+from gateway.wire.regions import AUDIT_TOPIC
 from tests._util import ROOT
 from tests.conftest import Broker, Exchange4
 

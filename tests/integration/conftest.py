@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from gateway.kafka.local import free_port
+from gateway.dev.local_kafka import free_port
 from tests._util import ROOT
 
 SCRIPT = ROOT / "scripts" / "postgres.sh"

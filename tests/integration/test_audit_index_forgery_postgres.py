@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit_index import AuditIndex, open_index
+from gateway.audit.index import AuditIndex, open_index
 from tests.unit.test_audit_index_forgery import (  # the fixtures they take, and the behaviours
     pki,
     test_a_forged_chain_published_first_does_not_hide_the_genuine_one,

@@ -17,8 +17,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from gateway.audit_index import AuditIndex, open_index, trace, update_index
-from gateway.audit_model import Segment
+from gateway.audit.index import AuditIndex, open_index, trace, update_index
+from gateway.audit.model import Segment
 from gateway.config import KafkaConfig
 from gateway.kafka.transport import ensure_topics
 from tests.conftest import Broker
@@ -147,9 +147,9 @@ async def test_catch_up_of_a_topic_that_does_not_exist_yet_indexes_nothing(kafka
 
 async def test_an_unreachable_index_server_is_reported_not_crashed(kafka: Broker) -> None:
     """The HTTP route answers 503 index_unavailable from this exception instead of a bare 500."""
-    from gateway.audit_index import IndexUnavailable, current_trace
+    from gateway.audit.index import IndexUnavailable, current_trace
     from gateway.config import KafkaConfig
-    from gateway.kafka.local import free_port
+    from gateway.dev.local_kafka import free_port
 
     with pytest.raises(IndexUnavailable, match="cannot open the audit index"):
         await current_trace(KafkaConfig(bootstrap_servers=kafka.bootstrap_servers),

@@ -9,16 +9,16 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from gateway.audit import AuditTrail
-from gateway.audit_model import GENESIS, checkpoint_bytes, record_hash
+from gateway.audit.countersign import Countersigner
+from gateway.audit.model import GENESIS, checkpoint_bytes, record_hash
+from gateway.audit.trail import AuditTrail
 from gateway.config import KafkaConfig
-from gateway.countersign import Countersigner
 from gateway.crypto.jws import Signer
 from gateway.crypto.pki import PkiLayout, init_pki, issue_gateway_cert, load_certificate, load_private_key, make_ca
 from gateway.crypto.trust import TrustStore
-from gateway.envelope import utc_timestamp
 from gateway.kafka.transport import KafkaPublisher
 from gateway.state import StateStore
+from gateway.wire.envelope import utc_timestamp
 from tests.conftest import Broker
 
 

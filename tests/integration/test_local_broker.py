@@ -1,4 +1,4 @@
-"""A real single-node Apache Kafka (gateway.kafka.local.LocalKafka) against aiokafka 0.14.
+"""A real single-node Apache Kafka (gateway.dev.local_kafka.LocalKafka) against aiokafka 0.14.
 
 One broker for the whole module, on free ports in a tmp dir. Nothing is skipped: the jars come from Maven
 Central on the first run (cached outside the repo afterwards) and Java 17 is part of the machine.
@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from gateway.kafka.local import DEFAULT_VERSION, LocalKafka, add_cli, free_port, probe_metadata
+from gateway.dev.local_kafka import DEFAULT_VERSION, LocalKafka, add_cli, free_port, probe_metadata
 
 
 @pytest.fixture(scope="module")

@@ -13,24 +13,23 @@ from typing import Any
 
 import aiohttp
 
-from gateway import envelope
-from gateway.audit import AuditTrail
+from gateway.audit.trail import AuditTrail
 from gateway.config import GatewayConfig, load_config
 from gateway.crypto.jws import Signer
 from gateway.crypto.pki import load_certificate, load_encryption_key, load_private_key
 from gateway.crypto.seal import Opener
 from gateway.crypto.trust import TrustStore
-from gateway.delivery import WebhookDeliverer
-from gateway.exchange import Exchange, init_exchange
+from gateway.dev.exchange import Exchange, init_exchange
 from gateway.kafka.memory import MemoryBroker, MemoryInboxConsumer, MemoryPublisher
 from gateway.kafka.port import InRecord, OutRecord
 from gateway.metrics import Metrics
 from gateway.relay.checks import Checks
+from gateway.relay.delivery import WebhookDeliverer
 from gateway.relay.egress import Egress
 from gateway.relay.outcomes import Effects
-from gateway.schemas import SchemaRegistry
+from gateway.schemas.registry import SchemaRegistry
 from gateway.state import NewSent, StateStore
-from gateway.wire import headers
+from gateway.wire import envelope, headers
 
 REGISTRY = SchemaRegistry.load()
 REGION = "SH"

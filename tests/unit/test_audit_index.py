@@ -1,4 +1,4 @@
-"""The audit index on hand-made segments (built with gateway.audit_model, as the gateways build them): storing
+"""The audit index on hand-made segments (built with gateway.audit.model, as the gateways build them): storing
 batches idempotently and atomically, and tracing a conversation across regions with its receipts.
 
 The backend behaviours below take an `index` fixture; here it is SQLite. tests/integration/
@@ -17,7 +17,7 @@ import orjson
 import pytest
 import yaml
 
-from gateway.audit_index import (
+from gateway.audit.index import (
     AuditIndex,
     Batch,
     IndexUnavailable,
@@ -28,9 +28,9 @@ from gateway.audit_index import (
     trace,
     trace_document,
 )
-from gateway.audit_model import GENESIS, Segment, checkpoint_bytes, parse_segment, record_hash
+from gateway.audit.model import GENESIS, Segment, checkpoint_bytes, parse_segment, record_hash
 from gateway.config import ConfigError, parse_config
-from gateway.exchange import init_exchange
+from gateway.dev.exchange import init_exchange
 
 TOPIC = "yrdx.audit"
 
@@ -279,7 +279,7 @@ def test_the_table_shows_signers_short_hashes_and_detail_codes(index: AuditIndex
 
 
 def test_the_cli_takes_a_sqlite_path_or_a_postgresql_dsn(tmp_path: Path) -> None:
-    from gateway.audit_index import _target, add_cli
+    from gateway.audit.index import _target, add_cli
 
     parser = argparse.ArgumentParser()
     add_cli(parser.add_subparsers(dest="cmd"))

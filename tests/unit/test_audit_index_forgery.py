@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gateway.audit_index import (
+from gateway.audit.index import (
     AuditIndex,
     Batch,
     check_segments,
@@ -28,11 +28,11 @@ from gateway.audit_index import (
     trace,
     trace_document,
 )
-from gateway.audit_model import GENESIS, Checkpoint, Segment, checkpoint_bytes, record_hash
+from gateway.audit.model import GENESIS, Checkpoint, Segment, checkpoint_bytes, record_hash
 from gateway.crypto.jws import Signer, b64url_encode
 from gateway.crypto.pki import PkiLayout, init_pki, issue_gateway_cert, make_ca
 from gateway.crypto.trust import TrustStore
-from gateway.regions import REGIONS
+from gateway.wire.regions import REGIONS
 from tests.unit.test_audit_verify import MSG, World, relay, signer_of
 
 TOPIC = "yrdx.audit"

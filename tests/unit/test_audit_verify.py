@@ -16,7 +16,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from gateway.audit_bundle import (
+from gateway.audit.bundle import (
     Selection,
     build_bundle,
     bundle_trust,
@@ -25,13 +25,13 @@ from gateway.audit_bundle import (
     select_records,
     verify_bundle,
 )
-from gateway.audit_model import GENESIS, Segment, checkpoint_bytes, parse_segment, record_hash
-from gateway.audit_verify import Report, verify_segments, verify_values
+from gateway.audit.model import GENESIS, Segment, checkpoint_bytes, parse_segment, record_hash
+from gateway.audit.verify import Report, verify_segments, verify_values
 from gateway.crypto.jws import Signer
 from gateway.crypto.pki import PkiLayout, init_pki, issue_gateway_cert, load_certificate, load_private_key, make_ca
 from gateway.crypto.trust import TrustStore
-from gateway.envelope import utc_timestamp
-from gateway.regions import REGIONS
+from gateway.wire.envelope import utc_timestamp
+from gateway.wire.regions import REGIONS
 
 MSG = "01a20000-0000-7000-8000-000000000001"
 RECEIPT = "01a20000-0000-7000-8000-0000000000r1"
@@ -51,7 +51,7 @@ class Clock:
 
 @dataclass
 class Gateway:
-    """One region's audit trail, written the way gateway.audit.AuditTrail writes it."""
+    """One region's audit trail, written the way gateway.audit.trail.AuditTrail writes it."""
 
     region: str
     signer: Signer

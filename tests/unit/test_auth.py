@@ -14,7 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.auth import MAX_TOKEN_CHARS, Authenticator, AuthError, one_authorization
+from gateway.http.auth import MAX_TOKEN_CHARS, Authenticator, AuthError, one_authorization
 from gateway.state import StateStore
 
 ISSUER = "js-platform"

@@ -18,16 +18,16 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.audit import AuditTrail
-from gateway.audit_model import Checkpoint, Segment, checkpoint_bytes, checkpoint_time, segment_fault
+from gateway.audit.countersign import Countersigner
+from gateway.audit.model import Checkpoint, Segment, checkpoint_bytes, checkpoint_time, segment_fault
+from gateway.audit.trail import AuditTrail
 from gateway.cli import main
 from gateway.config import KafkaConfig
-from gateway.countersign import Countersigner
 from gateway.crypto.jws import Signer, b64url_encode, parse_detached
 from gateway.crypto.pki import PkiLayout, init_pki
 from gateway.crypto.trust import TrustStore
-from gateway.regions import REGIONS
 from gateway.state import StateStore
+from gateway.wire.regions import REGIONS
 from tests.unit.test_audit_verify import MSG, World, export, faults, relay, signer_of, verify
 
 Forge = Callable[[Signer, str], str]  # the real gateway's signer, the real JWS -> a forged JWS

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.exchange import Exchange, init_exchange
-from gateway.kafka.local import LocalKafka, recorded_ports
+from gateway.dev.exchange import Exchange, init_exchange
+from gateway.dev.local_kafka import LocalKafka, recorded_ports
 
 
 @pytest.fixture(scope="module")

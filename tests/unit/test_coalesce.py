@@ -8,10 +8,10 @@ import asyncio
 
 import pytest
 
-from gateway.coalesce import MAX_GROUP, Coalescer
 from gateway.crypto.jws import Signer, parse_detached, verify_detached
 from gateway.crypto.keys import public_key_of
 from gateway.crypto.pki import issue_gateway_cert, make_ca
+from gateway.relay.coalesce import MAX_GROUP, Coalescer
 
 
 @pytest.fixture(scope="module", params=["ES256", "SM2SM3"])

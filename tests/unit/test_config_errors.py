@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from gateway.config import ConfigError, load_config
-from gateway.exchange import init_exchange
+from gateway.dev.exchange import init_exchange
 
 
 @pytest.fixture(scope="module")

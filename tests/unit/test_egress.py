@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from gateway import envelope
 from gateway.config import GatewayConfig
 from gateway.crypto.jws import Signer, thumbprint_s256
 from gateway.crypto.pki import issue_gateway_cert, load_certificate, load_private_key
 from gateway.kafka.memory import MemoryInboxConsumer
 from gateway.kafka.port import BrokerUnavailable, InRecord, OutRecord
 from gateway.relay.checks import Checks
-from gateway.wire import headers
+from gateway.wire import envelope, headers
 from tests.unit._relay import REGION, TYPE, Harness, close, days_ago, harness
 
 

@@ -7,8 +7,8 @@ import uuid
 import orjson
 import pytest
 
-from gateway import envelope
 from gateway.logs import mask
+from gateway.wire import envelope
 
 
 def test_uuid7_is_version_7_and_time_ordered() -> None:

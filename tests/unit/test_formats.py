@@ -4,7 +4,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from gateway.formats import (
+from gateway.schemas.formats import (
     FORMATS,
     USCC_ALPHABET,
     gb11643_check_char,

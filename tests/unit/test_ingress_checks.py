@@ -15,18 +15,18 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from multidict import MultiDict
 
-from gateway import api
-from gateway.api import ProblemError, inbox_query, read_json
-from gateway.audit import AuditTrail
+from gateway.audit.trail import AuditTrail
 from gateway.config import Platform, load_config
 from gateway.crypto.jws import Signer
 from gateway.crypto.pki import load_certificate, load_private_key
-from gateway.exchange import init_exchange
-from gateway.ingress import MAX_CORRELATION_ID, Ingress, Prepared, Unsigned
+from gateway.dev.exchange import init_exchange
+from gateway.http import api
+from gateway.http.api import ProblemError, inbox_query, read_json
 from gateway.metrics import Metrics
-from gateway.problems import Problem
-from gateway.schemas import SchemaRegistry
+from gateway.relay.ingress import MAX_CORRELATION_ID, Ingress, Prepared, Unsigned
+from gateway.schemas.registry import SchemaRegistry
 from gateway.state import StateStore
+from gateway.wire.problems import Problem
 from gateway.wire.text import header_safe
 
 REGISTRY = SchemaRegistry.load()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import gateway.schemas
-from gateway.schemas import SOURCE_ROOT, SchemaRegistry, default_root
+import gateway.schemas.registry
+from gateway.schemas.registry import SOURCE_ROOT, SchemaRegistry, default_root
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = sorted(p.relative_to(ROOT / "schemas").as_posix() for p in (ROOT / "schemas").rglob("*.json"))
@@ -50,7 +50,7 @@ def test_an_installed_wheel_loads_its_own_schemas(wheel: Path, tmp_path: Path) -
     """A pure wheel installs by unpacking: import `gateway` from there, not from the repo (cwd elsewhere)."""
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    probe = ("import gateway, gateway.schemas as s; r = s.SchemaRegistry.load(); "
+    probe = ("import gateway, gateway.schemas.registry as s; r = s.SchemaRegistry.load(); "
              "print(gateway.__file__); print(s.default_root()); print(len(r.types()))")
     run = subprocess.run(  # noqa: S603
         [sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
@@ -66,7 +66,7 @@ def test_an_installed_wheel_loads_its_own_schemas(wheel: Path, tmp_path: Path) -
 def test_the_registry_loads_from_the_package_resource(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     package = tmp_path / "gateway"
     shutil.copytree(SOURCE_ROOT, package / "_schemas")
-    monkeypatch.setattr(gateway.schemas.importlib.resources, "files", lambda name: package)
+    monkeypatch.setattr(gateway.schemas.registry.importlib.resources, "files", lambda name: package)
     assert default_root() == package / "_schemas"
     assert SchemaRegistry.load().types() == SchemaRegistry.load(SOURCE_ROOT).types()
 

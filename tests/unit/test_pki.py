@@ -26,7 +26,7 @@ from gateway.crypto.pki import (
 )
 from gateway.crypto.sm2 import SM2_WITH_SM3_OID, Sm2PrivateKey, Sm2PublicKey, sm2_verify_issued_by
 from gateway.crypto.trust import TrustStore
-from gateway.regions import REGIONS
+from gateway.wire.regions import REGIONS
 
 
 def _mode(path: Path) -> int:

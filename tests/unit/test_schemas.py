@@ -13,8 +13,8 @@ import jsonschema
 import jsonschema_rs
 import pytest
 
-from gateway.formats import FORMATS, USCC_ALPHABET, is_gb11643, is_gb32100, is_gbt36904
-from gateway.schemas import (
+from gateway.schemas.formats import FORMATS, USCC_ALPHABET, is_gb11643, is_gb32100, is_gbt36904
+from gateway.schemas.registry import (
     CLASSIFICATIONS,
     DIALECT,
     SchemaError,
@@ -553,7 +553,7 @@ def test_both_validators_refuse_every_mutation(
 
 
 def test_the_types_sealed_by_default_are_exactly_those_with_sensitive_fields(registry: SchemaRegistry) -> None:
-    from gateway.exchange import BUSINESS_TYPES, SEALED_BY_DEFAULT
+    from gateway.dev.exchange import BUSINESS_TYPES, SEALED_BY_DEFAULT
 
     sensitive = {t for t in BUSINESS_TYPES
                  if any(tag.startswith("SENSITIVE_") for tag in registry.classifications(t, 1).values())}

@@ -18,7 +18,7 @@ from gateway.crypto.pki import init_pki, load_encryption_key, load_encryption_pu
 from gateway.crypto.seal import Opener, Sealer, SealError, X25519Opener, X25519Sealer
 from gateway.crypto.seal_sm import SmOpener, SmSealer
 from gateway.crypto.sm2 import Sm2PrivateKey, generate_sm2_key, sm2_decrypt
-from gateway.regions import REGIONS
+from gateway.wire.regions import REGIONS
 
 PAYLOAD = json.dumps({"id_number": "310115198503120418", "name": "张三"}, ensure_ascii=False).encode()
 

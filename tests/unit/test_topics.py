@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.audit.journey import TopicRecord
 from gateway.config import KafkaConfig
-from gateway.dlq import DeadLetter, replay_record
-from gateway.regions import (
+from gateway.relay.replay import DeadLetter, replay_record
+from gateway.wire.regions import (
     AUDIT_TOPIC,
     CHECKPOINT_TOPIC,
     DEFAULT_TOPICS,
@@ -17,7 +18,6 @@ from gateway.regions import (
     dlq_topic,
     inbox_topic,
 )
-from gateway.trace import TopicRecord
 
 
 def test_default_names_are_design_names() -> None:

@@ -1,4 +1,4 @@
-"""`gateway.trace.journey` and `flatten_segments` on hand-made audit records: pure functions, no broker."""
+"""`gateway.audit.journey.journey` and `flatten_segments` on hand-made audit records: pure functions, no broker."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from gateway.trace import flatten_segments, journey
+from gateway.audit.journey import flatten_segments, journey
 
 MSG = "01a20000-0000-7000-8000-000000000001"
 RECEIPT = "01a20000-0000-7000-8000-0000000000r1"

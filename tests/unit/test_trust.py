@@ -25,7 +25,7 @@ from gateway.crypto.pki import (
 )
 from gateway.crypto.sm2 import Sm2PrivateKey, Sm2PublicKey, sm2_sign, sm2_verify
 from gateway.crypto.trust import TrustedSigner, TrustError, TrustStore
-from gateway.regions import REGIONS
+from gateway.wire.regions import REGIONS
 
 NOW = dt.datetime.now(dt.UTC)
 DAY = dt.timedelta(days=1)

@@ -9,7 +9,7 @@ import pytest
 from gateway.crypto.jws import Signer
 from gateway.crypto.pki import init_pki, load_certificate, load_private_key, make_ca
 from gateway.crypto.trust import TrustStore
-from gateway.trust_updates import apply_update, revocation
+from gateway.relay.revocations import apply_update, revocation
 from gateway.wire.headers import SIGNATURE as SIGNATURE_HEADER
 
 

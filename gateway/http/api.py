@@ -22,16 +22,16 @@ from aiohttp import StreamReader, web
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.audit_index import IndexUnavailable, current_trace
-from gateway.auth import AUDIT_SCOPE, AuthError, Principal, one_authorization
+from gateway.audit.index import IndexUnavailable, current_trace
 from gateway.config import Platform
-from gateway.ingress import MAX_IDEMPOTENCY_KEY, Prepared
-from gateway.problems import Problem
+from gateway.http.auth import AUDIT_SCOPE, AuthError, Principal, one_authorization
+from gateway.relay.ingress import MAX_IDEMPOTENCY_KEY, Prepared
 from gateway.state import InboxItem
+from gateway.wire.problems import Problem
 from gateway.wire.text import header_safe
 
 if TYPE_CHECKING:
-    from gateway.server import Gateway
+    from gateway.runtime import Gateway
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
-from gateway.regions import gateway_audience
 from gateway.state import StateStore
+from gateway.wire.regions import gateway_audience
 from gateway.wire.text import header_safe
 
 ALGORITHMS = ["ES256"]

@@ -4,7 +4,7 @@
 start-up :meth:`SchemaRegistry.load` reads every file, checks it against the 2020-12 meta-schema (with the
 ``jsonschema`` package), checks its layout (``$id``, file name, one ``x-classification`` tag on every
 property) and compiles it once with ``jsonschema_rs``, with format validation on and the custom formats of
-:mod:`gateway.formats`.
+:mod:`gateway.schemas.formats`.
 
 Per message, :meth:`SchemaRegistry.validate` runs the compiled validator's ``is_valid`` and only walks the
 errors when the payload is invalid. Error messages never quote payload values (the validator masks them),
@@ -27,7 +27,7 @@ from typing import Any, Final, cast
 import jsonschema
 import jsonschema_rs
 
-from gateway.formats import FORMATS
+from gateway.schemas.formats import FORMATS
 
 __all__ = [
     "CLASSIFICATIONS",
@@ -44,7 +44,7 @@ CLASSIFICATIONS: Final = frozenset(
     {"PUBLIC", "PERSONAL", "SENSITIVE_ID", "SENSITIVE_MEDICAL", "SENSITIVE_FINANCIAL"}
 )
 # The repo's top-level schemas/ folder: where a source checkout or an editable install finds them.
-SOURCE_ROOT: Final = Path(__file__).resolve().parents[1] / "schemas"
+SOURCE_ROOT: Final = Path(__file__).resolve().parents[2] / "schemas"
 # A wheel carries the same folder as the package data of `gateway._schemas` (pyproject.toml, package-dir).
 PACKAGED: Final = "_schemas"
 

@@ -16,12 +16,12 @@ from typing import Any
 
 import orjson
 
-from gateway.audit_model import GENESIS, STAGES, checkpoint_bytes, record_hash
+from gateway.audit.model import GENESIS, STAGES, checkpoint_bytes, record_hash
 from gateway.crypto.jws import Signer
-from gateway.envelope import utc_timestamp
 from gateway.kafka.port import OutRecord, Publisher
-from gateway.regions import DEFAULT_TOPICS, Topics
 from gateway.state import StateStore
+from gateway.wire.envelope import utc_timestamp
+from gateway.wire.regions import DEFAULT_TOPICS, Topics
 
 log = logging.getLogger(__name__)
 

@@ -16,27 +16,27 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from gateway.api import make_runner
-from gateway.audit import AuditTrail
-from gateway.auth import Authenticator, load_public_key
+from gateway.audit.countersign import Countersigner
+from gateway.audit.trail import AuditTrail
 from gateway.config import GatewayConfig
-from gateway.countersign import Countersigner
 from gateway.crypto.jws import Signer
 from gateway.crypto.pki import load_certificate, load_encryption_key, load_encryption_pub, load_private_key
 from gateway.crypto.seal import Opener, Sealer
 from gateway.crypto.trust import TrustStore
-from gateway.delivery import WebhookDeliverer
-from gateway.ingress import Ingress
+from gateway.http.api import make_runner
+from gateway.http.auth import Authenticator, load_public_key
 from gateway.kafka.transport import KafkaInboxConsumer, KafkaPublisher, ensure_topics
 from gateway.metrics import Metrics
-from gateway.regions import REGIONS
 from gateway.relay.checks import Checks
+from gateway.relay.delivery import WebhookDeliverer
 from gateway.relay.egress import Egress
 from gateway.relay.health import EgressHealth
+from gateway.relay.ingress import Ingress
 from gateway.relay.outcomes import Draining, Effects
-from gateway.schemas import SchemaRegistry
+from gateway.relay.revocations import follow_updates, load_updates
+from gateway.schemas.registry import SchemaRegistry
 from gateway.state import StateStore
-from gateway.trust_updates import follow_updates, load_updates
+from gateway.wire.regions import REGIONS
 
 log = logging.getLogger(__name__)
 

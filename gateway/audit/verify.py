@@ -41,9 +41,9 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, TypeAlias
 
 import orjson
 
-from gateway.audit_model import GENESIS, AuditFormatError, Segment, parse_segment, record_hash, segment_fault
+from gateway.audit.model import GENESIS, AuditFormatError, Segment, parse_segment, record_hash, segment_fault
 from gateway.crypto.trust import TrustStore
-from gateway.envelope import timestamp_or_none
+from gateway.wire.envelope import timestamp_or_none
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig, KafkaConfig
@@ -552,7 +552,7 @@ TopicValues = list[tuple[bytes | None, bytes, int]]  # (key, value, offset) of y
 
 
 async def _read_values(kafka: KafkaConfig, timeout_s: float) -> TopicValues:
-    from gateway.trace import read_topic
+    from gateway.audit.journey import read_topic
 
     records = await read_topic(kafka, kafka.topics.audit, timeout_s)
     records.sort(key=lambda r: (r.partition, r.offset))  # each region's chain lives in one partition
@@ -602,7 +602,7 @@ def _online(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.bundle:
-        from gateway.audit_bundle import BundleError, bundle_trust, load_bundle, verify_bundle
+        from gateway.audit.bundle import BundleError, bundle_trust, load_bundle, verify_bundle
 
         try:
             bundle = load_bundle(Path(args.bundle))
@@ -616,7 +616,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def add_cli(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`yrdx audit verify`, `yrdx audit export`, `yrdx audit prove`."""
-    from gateway.audit_bundle import add_bundle_cli
+    from gateway.audit.bundle import add_bundle_cli
 
     v = sub.add_parser("verify", help="check every chain, checkpoint and cross-region record (exit 0: all hold)")
     v.add_argument("--config", help="a gateway config: Kafka settings and trust (trust.ca, trust.certificates)")

@@ -31,11 +31,11 @@ import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.audit_model import AuditFormatError, Segment, parse_segment, segment_fault
-from gateway.audit_verify import Fault, Report, read_trail, verify_segments
+from gateway.audit.model import AuditFormatError, Segment, parse_segment, segment_fault
+from gateway.audit.verify import Fault, Report, read_trail, verify_segments
 from gateway.crypto.jws import JwsError, parse_detached
 from gateway.crypto.trust import TrustError, TrustStore
-from gateway.envelope import timestamp_or_none, utc_timestamp
+from gateway.wire.envelope import timestamp_or_none, utc_timestamp
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -109,11 +109,11 @@ def select_records(
 ) -> tuple[set[RecordKey], tuple[str, ...]]:
     """The records picked (as region, seq, hash) and the messages whose records they hold in full.
 
-    A message brings its receipts' records too (gateway.trace.journey), a conversation all records with that
+    A message brings its receipts' records too (gateway.audit.journey.journey), a conversation all records with that
     correlation id and those of their messages, a window every record whose `at` falls in it plus the other
     records of the messages it touches (so that both sides of each message are in the bundle).
     """
-    from gateway.trace import journey
+    from gateway.audit.journey import journey
 
     records = [r for seg in segments for r in seg.records]
     if message is not None:

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.audit.journey import TopicRecord, read_topic
 from gateway.config import ConfigError, GatewayConfig, KafkaConfig, load_config
-from gateway.envelope import EnvelopeError, parse
 from gateway.kafka.port import OutRecord
 from gateway.kafka.transport import KafkaPublisher
-from gateway.regions import DEFAULT_TOPICS, Topics
-from gateway.trace import TopicRecord, read_topic
 from gateway.wire import headers
+from gateway.wire.envelope import EnvelopeError, parse
+from gateway.wire.regions import DEFAULT_TOPICS, Topics
 
 
 @dataclass(frozen=True, slots=True)

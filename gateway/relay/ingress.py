@@ -13,19 +13,18 @@ from dataclasses import dataclass, replace
 
 import orjson
 
-from gateway import envelope
-from gateway.audit import AuditTrail
-from gateway.coalesce import Coalescer
+from gateway.audit.trail import AuditTrail
 from gateway.config import GatewayConfig, Platform
 from gateway.crypto.jws import Signer
 from gateway.crypto.seal import Sealer
 from gateway.kafka.port import BrokerUnavailable, OutRecord, Publisher
 from gateway.metrics import Metrics
-from gateway.problems import Problem
-from gateway.regions import Topics, is_region
-from gateway.schemas import SchemaRegistry
+from gateway.relay.coalesce import Coalescer
+from gateway.schemas.registry import SchemaRegistry
 from gateway.state import IdempotentRequest, NewSent, StateStore
-from gateway.wire import headers
+from gateway.wire import envelope, headers
+from gateway.wire.problems import Problem
+from gateway.wire.regions import Topics, is_region
 from gateway.wire.text import header_safe
 
 _FIELDS = {"type", "to", "payload", "correlation_id", "schema_version", "expires_at"}

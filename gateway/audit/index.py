@@ -1,6 +1,6 @@
 """The auditors' index of `yrdx.audit` and the trace of one message's conversation (DESIGN.md section 6).
 
-`update_index` reads the segments the gateways publish (gateway.audit_model) with a consumer outside any group,
+`update_index` reads the segments the gateways publish (gateway.audit.model) with a consumer outside any group,
 assigned to every partition and placed at the position stored in the index (the beginning when none is), and
 stores each fetched batch in ONE transaction: its records, its checkpoints and the new position. A process
 killed at any point therefore resumes exactly where its last transaction ended: nothing is lost, and the
@@ -21,7 +21,7 @@ PostgreSQL (psycopg 3, `postgresql://` DSNs). Both are synchronous; async caller
 `trace` answers "what happened to this message": the records of the message, of every message of its
 conversation (same correlation_id), of the signed receipts about them (found through `detail.receipt` of the
 `receipt_sent`/`receipt_received` records) and of unverifiable copies that claimed one of their ids, ordered
-by time, then region, then seq (`gateway.trace.journey`); and the conflicts that touch it: records kept apart
+by time, then region, then seq (`gateway.audit.journey.journey`); and the conflicts that touch it: records kept apart
 that name one of its messages or conversations or claim the place (region, seq) of one of its records.
 `yrdx audit trace` prints it as a table or JSON, and `GET /v1/audit/messages/{id}` answers the same JSON.
 """
@@ -46,13 +46,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from gateway.audit_model import AuditFormatError, Segment, parse_segment, segment_break, segment_fault
-from gateway.audit_verify import load_trust
+from gateway.audit.journey import _partitions, journey
+from gateway.audit.model import AuditFormatError, Segment, parse_segment, segment_break, segment_fault
+from gateway.audit.verify import load_trust
 from gateway.config import GatewayConfig, KafkaConfig
 from gateway.crypto.trust import TrustStore
 from gateway.kafka.transport import client_options
-from gateway.regions import DEFAULT_TOPICS
-from gateway.trace import _partitions, journey
+from gateway.wire.regions import DEFAULT_TOPICS
 
 __all__ = [
     "AuditIndex", "Batch", "IndexRun", "IndexUnavailable", "add_cli", "check_segments", "current_trace",

@@ -203,7 +203,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 async def _probe_metadata_async(bootstrap_servers: str, seconds: float) -> int:
     """ApiVersions + Metadata through aiokafka; returns the number of brokers the cluster reports."""
-    from aiokafka.client import AIOKafkaClient  # local import: keep `import gateway.kafka.local` cheap
+    from aiokafka.client import AIOKafkaClient  # local import: keep `import gateway.dev.local_kafka` cheap
 
     client = AIOKafkaClient(
         bootstrap_servers=bootstrap_servers,

@@ -27,7 +27,7 @@ import orjson
 
 from gateway.crypto.jws import JwsError, parse_detached, verify_detached
 from gateway.crypto.trust import TrustError, TrustStore
-from gateway.envelope import timestamp_or_none
+from gateway.wire.envelope import timestamp_or_none
 
 GENESIS = "0" * 64
 

@@ -21,17 +21,17 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from gateway.audit.journey import read_topic
 from gateway.config import ConfigError, KafkaConfig, load_config
 from gateway.crypto.jws import JwsError, Signer, parse_detached, thumbprint_s256, verify_detached
 from gateway.crypto.keys import public_key_of
 from gateway.crypto.pki import load_certificate, load_private_key
 from gateway.crypto.trust import TrustStore
-from gateway.envelope import utc_timestamp
 from gateway.kafka.port import OutRecord
 from gateway.kafka.transport import KafkaPublisher, client_options
-from gateway.regions import DEFAULT_TOPICS
-from gateway.trace import read_topic
 from gateway.wire import headers
+from gateway.wire.envelope import utc_timestamp
+from gateway.wire.regions import DEFAULT_TOPICS
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from datetime import datetime
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from gateway.audit import AuditTrail
-from gateway.audit_model import Checkpoint, checkpoint_fault
+from gateway.audit.model import Checkpoint, checkpoint_fault
+from gateway.audit.trail import AuditTrail
 from gateway.config import KafkaConfig
 from gateway.crypto.trust import TrustStore
 from gateway.kafka.transport import client_options

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.crypto.keys import ALGORITHMS
-from gateway.regions import check_namespace
+from gateway.wire.regions import check_namespace
 
 if TYPE_CHECKING:
-    from gateway.auth import TokenMinter
+    from gateway.http.auth import TokenMinter
 
 SIGNING_ALGS = sorted(ALGORITHMS)
 
@@ -40,8 +40,8 @@ def _namespace(value: str) -> str:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from gateway.exchange import init_exchange
-    from gateway.regions import REGIONS
+    from gateway.dev.exchange import init_exchange
+    from gateway.wire.regions import REGIONS
 
     try:
         ex = init_exchange(
@@ -75,7 +75,7 @@ def _caller(args: argparse.Namespace, platforms_only: bool) -> tuple[GatewayConf
 
 def _minter(args: argparse.Namespace, cfg: GatewayConfig, key: Path, scope: str | None = None) -> TokenMinter | None:
     """The caller's token minter; None after saying why when its private key cannot be loaded."""
-    from gateway.auth import TokenMinter
+    from gateway.http.auth import TokenMinter
 
     try:
         return TokenMinter(args.as_, key, cfg.region, scope=scope)
@@ -87,7 +87,7 @@ def _minter(args: argparse.Namespace, cfg: GatewayConfig, key: Path, scope: str 
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from gateway.auth import AUDIT_SCOPE
+    from gateway.http.auth import AUDIT_SCOPE
 
     caller = _caller(args, platforms_only=False)
     if caller is None:
@@ -102,7 +102,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway import logs
-    from gateway.server import StartupError, serve
+    from gateway.runtime import StartupError, serve
 
     cfg = _config(args.config)
     if cfg is None:
@@ -171,10 +171,10 @@ def _config(path: str) -> GatewayConfig | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gateway.audit_cli import add_cli as add_audit_cli
-    from gateway.dlq import add_cli as add_dlq_cli
-    from gateway.kafka.local import add_cli as add_kafka_cli
-    from gateway.trust_updates import add_cli as add_trust_cli
+    from gateway.cli.audit import add_cli as add_audit_cli
+    from gateway.dev.local_kafka import add_cli as add_kafka_cli
+    from gateway.relay.replay import add_cli as add_dlq_cli
+    from gateway.relay.revocations import add_cli as add_trust_cli
 
     p = argparse.ArgumentParser(prog="yrdx", description="Yangtze River Delta data-exchange gateway")
     sub = p.add_subparsers(dest="command", required=True)
