@@ -1,4 +1,4 @@
-"""The HTTP API of one gateway (DESIGN.md section 7). Errors are RFC 9457 problem+json with a stable `code`.
+"""The HTTP API of one gateway (README "HTTP API"). Errors are RFC 9457 problem+json with a stable `code`.
 
 Every route needs a bearer token except the health probes; /metrics takes the operator's static token
 (Prometheus cannot mint JWTs). Malformed HTTP, unknown routes and slow clients get problem+json too, from the
@@ -15,7 +15,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import StreamReader, web
@@ -25,17 +25,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.audit.index import IndexUnavailable, current_trace
 from gateway.config import Platform
 from gateway.http.auth import AUDIT_SCOPE, AuthError, Principal, one_authorization
-from gateway.relay.ingress import MAX_IDEMPOTENCY_KEY, Prepared
+from gateway.http.context import ApiContext
+from gateway.relay.ingress import MAX_IDEMPOTENCY_KEY
+from gateway.relay.signed import Signed
 from gateway.state import InboxItem
 from gateway.wire.problems import Problem
 from gateway.wire.text import header_safe
 
-if TYPE_CHECKING:
-    from gateway.runtime import Gateway
-
 log = logging.getLogger(__name__)
 
-GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
+GATEWAY: web.AppKey[ApiContext] = web.AppKey("gateway")
 STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)  # set on shutdown: long polls end
 PRINCIPAL = "yrdx.principal"
 _PUBLIC = {"/healthz", "/readyz", "/metrics"}
@@ -140,7 +139,7 @@ def require_platform(request: web.Request) -> Platform:
     return platform
 
 
-def _accepted(p: Prepared) -> dict[str, str]:
+def _accepted(p: Signed) -> dict[str, str]:
     return {"id": p.id, "status": "accepted", "correlation_id": p.correlation_id}
 
 
@@ -176,10 +175,10 @@ async def post_batch(request: web.Request) -> web.Response:
     results = await gw.ingress.submit_batch(platform, items)
     out = [
         {"index": i, "status": 202, "id": r.id, "correlation_id": r.correlation_id}
-        if isinstance(r, Prepared) else {"index": i, **r.body()}
+        if isinstance(r, Signed) else {"index": i, **r.body()}
         for i, r in enumerate(results)
     ]
-    accepted = sum(1 for r in results if isinstance(r, Prepared))
+    accepted = sum(1 for r in results if isinstance(r, Signed))
     # 207: each item has its own status; a batch the broker did not acknowledge is a 503 that still lists
     # every item with its id, since some may have reached the broker before it stopped answering.
     if accepted == 0 and any(isinstance(r, Problem) and r.code == "broker_unavailable" for r in results):
@@ -309,7 +308,7 @@ async def _end_long_polls(app: web.Application) -> None:
     app[STOPPING].set()
 
 
-def build_app(gw: Gateway) -> web.Application:
+def build_app(gw: ApiContext) -> web.Application:
     app = web.Application(middlewares=[answer_problems, authenticate],
                           client_max_size=gw.cfg.limits.max_batch_body_bytes + 1)
     app[GATEWAY] = gw
@@ -382,7 +381,7 @@ class _Runner(web.AppRunner):
                        handler_cancellation=made.handler_cancellation, **self._kwargs)
 
 
-def make_runner(gw: Gateway) -> web.AppRunner:
+def make_runner(gw: ApiContext) -> web.AppRunner:
     """The gateway's HTTP server with the limits above."""
     return _Runner(build_app(gw), access_log=None, handle_signals=False, keepalive_timeout=HEADER_TIMEOUT_S,
                    max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES, max_headers=MAX_HEADERS)

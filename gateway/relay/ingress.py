@@ -1,12 +1,13 @@
-"""Ingress: a local platform's message -> validate -> authorize -> envelope -> sign -> publish -> 202.
+"""Ingress: a local platform's message -> read -> authorize -> validate -> build the envelope -> sign ->
+publish with its audit records -> 202.
 
-`prepare` is the CPU part (pure per message); `publish` sends a group of prepared messages and their audit
-records, and returns only when the broker has acknowledged all of them, so a 202 means "on Kafka".
+`prepare` is the CPU part (pure per message); `sign` signs a group at once (relay/coalesce.py gathers the
+single requests in flight); `publish` returns only when the broker has acknowledged the messages and their
+audit records, so a 202 means "on Kafka". Idempotency-Key retries are answered by relay/idempotency.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -17,14 +18,16 @@ from gateway.audit.trail import AuditTrail
 from gateway.config import GatewayConfig, Platform
 from gateway.crypto.jws import Signer
 from gateway.crypto.seal import Sealer
-from gateway.kafka.port import BrokerUnavailable, OutRecord, Publisher
+from gateway.kafka.port import BrokerUnavailable, Publisher
 from gateway.metrics import Metrics
 from gateway.relay.coalesce import Coalescer
+from gateway.relay.idempotency import IdempotencyKeys, Recalled, request_hash
+from gateway.relay.signed import Signed, Unsigned
 from gateway.schemas.registry import SchemaRegistry
-from gateway.state import IdempotentRequest, NewSent, StateStore
-from gateway.wire import envelope, headers
+from gateway.state import NewSent, StateStore
+from gateway.wire import envelope
 from gateway.wire.problems import Problem
-from gateway.wire.regions import Topics, is_region
+from gateway.wire.regions import is_region
 from gateway.wire.text import header_safe
 
 _FIELDS = {"type", "to", "payload", "correlation_id", "schema_version", "expires_at"}
@@ -35,38 +38,15 @@ def _nesting_problem() -> Problem:
 
 
 @dataclass(frozen=True, slots=True)
-class Unsigned:
-    """A checked message in its envelope, waiting for the signature (signed per request, not per message)."""
+class Draft:
+    """A platform's message whose fields have the right shapes, before policy and schema."""
 
-    platform: str  # the platform that sent it
-    id: str
     type: str
     to: str
-    correlation_id: str
-    envelope: bytes
-    sha256: str
-
-    def signed(self, signature: str) -> Prepared:
-        return Prepared(self.platform, self.id, self.type, self.to, self.correlation_id, self.envelope, signature,
-                        self.sha256)
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    platform: str
-    id: str
-    type: str
-    to: str
-    correlation_id: str
-    envelope: bytes
-    signature: str
-    sha256: str
-
-    def record(self, topics: Topics) -> OutRecord:
-        return OutRecord(
-            topics.inbox(self.to), self.envelope, self.correlation_id.encode(),
-            [(headers.SIGNATURE, self.signature.encode())],
-        )
+    version: int
+    payload: object
+    correlation_id: str | None
+    expires_at: str | None
 
 
 class Ingress:
@@ -89,16 +69,24 @@ class Ingress:
         self._registry = registry
         self._signer = signer
         # Single-message requests in flight at once are signed together and published together.
-        self._signing: Coalescer[Unsigned, Prepared] = Coalescer(self._sign_group)
-        self._publishing: Coalescer[Prepared, Problem | None] = Coalescer(self._publish_group)
+        self._signing: Coalescer[Unsigned, Signed] = Coalescer(self._sign_group)
+        self._publishing: Coalescer[Signed, Problem | None] = Coalescer(self._publish_group)
         self._publisher = publisher
         self._state = state
+        self._keys = IdempotencyKeys(state)
         self._audit = audit
         self._metrics = metrics
 
     # --- per message: parse, validate, authorize, build; then per request: sign ---------------------------
 
     def prepare(self, platform: Platform, item: object, msg_id: str | None = None) -> Unsigned | Problem:
+        """read -> authorize -> validate -> build: the first problem refuses the message."""
+        draft = self.read(item)
+        if isinstance(draft, Problem):
+            return draft
+        return self.authorize(platform, draft) or self.validate(draft) or self.build(platform, draft, msg_id)
+
+    def read(self, item: object) -> Draft | Problem:
         if not isinstance(item, dict):
             return Problem("invalid_request", "a message is a JSON object {type, to, payload, ...}")
         unknown = set(item) - _FIELDS
@@ -116,43 +104,51 @@ class Ingress:
             return Problem("unknown_type", f"no schema for {msg_type!r} version {version}")
         if not is_region(to) or to == self._region:
             return Problem("unknown_region", f"{to!r} is not another region of the exchange")
-        if msg_type not in platform.may_send:
-            return Problem("not_permitted", f"platform {platform.id} may not send {msg_type}")
         correlation_id = item.get("correlation_id")
         if correlation_id is not None and not header_safe(correlation_id, MAX_CORRELATION_ID):
             return Problem("invalid_request", f"correlation_id must be a string of 1 to {MAX_CORRELATION_ID} "
                            "characters without control characters")
         expires_at = item.get("expires_at")
-        if expires_at is not None:
-            try:
-                if not isinstance(expires_at, str):
-                    raise ValueError("not a string")
-                envelope.parse_timestamp(expires_at)
-            except ValueError:
-                return Problem("invalid_request", "expires_at must be an RFC 3339 date-time with a time zone")
-        errors = self._registry.validate(msg_type, version, payload)
+        if expires_at is not None and (not isinstance(expires_at, str)
+                                       or envelope.timestamp_or_none(expires_at) is None):
+            return Problem("invalid_request", "expires_at must be an RFC 3339 date-time with a time zone")
+        return Draft(msg_type, to, version, payload, correlation_id, expires_at)
+
+    @staticmethod
+    def authorize(platform: Platform, draft: Draft) -> Problem | None:
+        if draft.type not in platform.may_send:
+            return Problem("not_permitted", f"platform {platform.id} may not send {draft.type}")
+        return None
+
+    def validate(self, draft: Draft) -> Problem | None:
+        errors = self._registry.validate(draft.type, draft.version, draft.payload)
         if errors:
             return Problem(
                 "schema_violation", f"{len(errors)} error(s) in the payload",
                 [{"pointer": e.pointer, "message": e.message} for e in errors],
             )
+        return None
+
+    def build(self, platform: Platform, draft: Draft, msg_id: str | None) -> Unsigned | Problem:
+        """The envelope; validated in clear, then sealed for the destination: the signature covers the sealed
+        form."""
         try:
-            # Validated in clear, then sealed for the destination gateway: the signature covers the sealed form.
-            sealed = self._sealers[to].seal(orjson.dumps(payload)) if msg_type in self._seal else None
+            sealed = self._sealers[draft.to].seal(orjson.dumps(draft.payload)) if draft.type in self._seal else None
             msg_id, raw = envelope.build(
-                msg_type=msg_type, schema_version=version, sender=self._region, recipient=to, payload=payload,
-                correlation_id=correlation_id, expires_at=expires_at, msg_id=msg_id, sealed=sealed,
+                msg_type=draft.type, schema_version=draft.version, sender=self._region, recipient=draft.to,
+                payload=draft.payload, correlation_id=draft.correlation_id, expires_at=draft.expires_at,
+                msg_id=msg_id, sealed=sealed,
             )
         except orjson.JSONEncodeError:  # orjson parses 1,024 levels but serializes 254
             return _nesting_problem()
         if len(raw) > self._max_message_bytes:
             return Problem("too_large", f"envelope of {len(raw)} bytes exceeds {self._max_message_bytes}")
         return Unsigned(
-            platform=platform.id, id=msg_id, type=msg_type, to=to, correlation_id=correlation_id or msg_id,
-            envelope=raw, sha256=envelope.sha256_hex(raw),
+            platform=platform.id, id=msg_id, type=draft.type, to=draft.to,
+            correlation_id=draft.correlation_id or msg_id, envelope=raw, sha256=envelope.sha256_hex(raw),
         )
 
-    def sign(self, items: Sequence[Unsigned]) -> list[Prepared]:
+    def sign(self, items: Sequence[Unsigned]) -> list[Signed]:
         """One signature for the whole group: a batch signature (a hash tree's root, signed, and a proof per
         message) when it holds several messages. Signing dominated the sender's CPU per message before."""
         signatures = self._signer.sign_batch([u.envelope for u in items])
@@ -160,16 +156,16 @@ class Ingress:
             self._metrics.signed_together.observe(len(items))
         return [u.signed(sig) for u, sig in zip(items, signatures, strict=True)]
 
-    async def _sign_group(self, items: list[Unsigned]) -> list[Prepared]:
+    async def _sign_group(self, items: list[Unsigned]) -> list[Signed]:
         return self.sign(items)
 
-    async def _publish_group(self, items: list[Prepared]) -> list[Problem | None]:
+    async def _publish_group(self, items: list[Signed]) -> list[Problem | None]:
         problem = await self.publish(items)
         return [problem] * len(items)
 
     # --- per group: publish with audit, then record ------------------------------------------------------
 
-    async def publish(self, items: Sequence[Prepared]) -> Problem | None:
+    async def publish(self, items: Sequence[Signed]) -> Problem | None:
         """Publish signed messages (of one request, or of the single-message requests in flight) with their
         audit records; None once the broker has acknowledged all of them and their audit records."""
         if not items:
@@ -206,65 +202,48 @@ class Ingress:
             self._metrics.ingress_seconds.observe(elapsed)
         return None
 
-    async def submit(self, platform: Platform, item: object, idempotency_key: str | None) -> Prepared | Problem:
+    async def submit(self, platform: Platform, item: object, idempotency_key: str | None) -> Signed | Problem:
         """One message with an optional Idempotency-Key: a retry resends the same id and bytes."""
         if idempotency_key is None:
-            prepared = await self._prepare_one(platform, item)
+            result = await self._prepare_one(platform, item)
         else:
-            try:
-                request_sha = hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).hexdigest()
-            except orjson.JSONEncodeError:
+            request_sha = request_hash(item)
+            if request_sha is None:
                 self._metrics.refused.labels("invalid_request").inc()
                 return _nesting_problem()
-            known = self._remembered(platform, idempotency_key, request_sha)
-            if known is None:
+            recalled = self._keys.recall(platform.id, idempotency_key, request_sha)
+            if recalled is None:
                 fresh = await self._prepare_one(platform, item)
                 # A request with the same key may have been remembered while this one waited for its signature.
-                known = self._remembered(platform, idempotency_key, request_sha)
-                if known is None:
-                    if isinstance(fresh, Prepared):
-                        self._state.remember_idempotent(platform.id, idempotency_key, IdempotentRequest(
-                            request_sha, fresh.id, fresh.envelope, fresh.signature,
-                        ))
-                    known = (fresh, False)
-            prepared, answered = known
-            if answered:
-                return prepared
-        if isinstance(prepared, Problem):
-            self._metrics.refused.labels(prepared.code).inc()
-            return prepared
-        problem = await self._publishing.submit(prepared)
-        return problem or prepared
+                recalled = self._keys.recall(platform.id, idempotency_key, request_sha)
+                if recalled is None:
+                    if isinstance(fresh, Signed):
+                        self._keys.remember(platform.id, idempotency_key, request_sha, fresh)
+                    recalled = Recalled(fresh, final=False)
+            if recalled.final:
+                return recalled.answer
+            result = recalled.answer
+        if isinstance(result, Problem):
+            self._metrics.refused.labels(result.code).inc()
+            return result
+        problem = await self._publishing.submit(result)
+        return problem or result
 
-    def _remembered(self, platform: Platform, key: str, request_sha: str) -> tuple[Prepared | Problem, bool] | None:
-        """For an Idempotency-Key seen before: what the retry gets, and whether that is the whole answer (the
-        message is on Kafka already, or the key belongs to another request). None for a new key."""
-        known = self._state.idempotent(platform.id, key)
-        if known is None:
-            return None
-        if known.request_sha256 != request_sha:
-            return Problem("idempotency_conflict", "this Idempotency-Key was used for another request"), True
-        env = envelope.parse(known.envelope)
-        prepared = Prepared(platform.id, env.id, env.type, env.recipient, env.correlation_id, known.envelope,
-                            known.signature, envelope.sha256_hex(known.envelope))
-        earlier = self._state.sent(env.id)
-        return prepared, earlier is not None and earlier.status not in ("accepted", "publish_failed")
-
-    async def _prepare_one(self, platform: Platform, item: object) -> Prepared | Problem:
-        """One message, signed together with those of the other requests in flight (gateway/coalesce.py)."""
+    async def _prepare_one(self, platform: Platform, item: object) -> Signed | Problem:
+        """One message, signed together with those of the other requests in flight (relay/coalesce.py)."""
         checked = self.prepare(platform, item)
         return checked if isinstance(checked, Problem) else await self._signing.submit(checked)
 
-    async def submit_batch(self, platform: Platform, items: Sequence[object]) -> list[Prepared | Problem]:
+    async def submit_batch(self, platform: Platform, items: Sequence[object]) -> list[Signed | Problem]:
         """Each message is checked on its own; the valid ones are signed and published together."""
         checked = [self.prepare(platform, item) for item in items]
         signed = iter(self.sign([c for c in checked if isinstance(c, Unsigned)]))
-        results: list[Prepared | Problem] = [c if isinstance(c, Problem) else next(signed) for c in checked]
-        ok = [r for r in results if isinstance(r, Prepared)]
+        results: list[Signed | Problem] = [c if isinstance(c, Problem) else next(signed) for c in checked]
+        ok = [r for r in results if isinstance(r, Signed)]
         for r in results:
             if isinstance(r, Problem):
                 self._metrics.refused.labels(r.code).inc()
         problem = await self.publish(ok)
         if problem is not None:  # each refused item keeps its id: GET /v1/messages/{id} tells what became of it
-            return [replace(problem, message_id=r.id) if isinstance(r, Prepared) else r for r in results]
+            return [replace(problem, message_id=r.id) if isinstance(r, Signed) else r for r in results]
         return results

@@ -23,7 +23,8 @@ from gateway.dev.exchange import init_exchange
 from gateway.http import api
 from gateway.http.api import ProblemError, inbox_query, read_json
 from gateway.metrics import Metrics
-from gateway.relay.ingress import MAX_CORRELATION_ID, Ingress, Prepared, Unsigned
+from gateway.relay.ingress import MAX_CORRELATION_ID, Ingress
+from gateway.relay.signed import Signed, Unsigned
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import StateStore
 from gateway.wire.problems import Problem
@@ -124,7 +125,7 @@ async def test_a_batch_answers_a_deeply_nested_item_on_its_own(ingress: tuple[In
     ing, platform, published = ingress
     results = await ing.submit_batch(platform, [message(schema_version=nested(1000)), message(),
                                                 message(expires_at=nested(1000))])
-    assert [type(r) for r in results] == [Problem, Prepared, Problem]
+    assert [type(r) for r in results] == [Problem, Signed, Problem]
     assert len(published.records) == 1
 
 

@@ -1,0 +1,33 @@
+"""What the HTTP API needs of a running gateway: a narrow, typed view, so http/ never imports the runtime."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.config import GatewayConfig
+from gateway.crypto.seal import Opener
+from gateway.crypto.trust import TrustStore
+from gateway.http.auth import Authenticator
+from gateway.metrics import Metrics
+from gateway.relay.health import EgressHealth
+from gateway.relay.ingress import Ingress
+from gateway.schemas.registry import SchemaRegistry
+from gateway.state import StateStore
+
+
+class ApiContext(Protocol):
+    """Satisfied by `gateway.runtime.Gateway`; a test can hand the API anything with these attributes."""
+
+    cfg: GatewayConfig
+    auth: Authenticator
+    ingress: Ingress
+    state: StateStore
+    metrics: Metrics
+    registry: SchemaRegistry
+    trust: TrustStore  # the live trust store (revocations applied): readiness
+    audit_trust: TrustStore  # roots and certificates, as an auditor checks checkpoints
+    opener: Opener | None
+    metrics_token: str | None
+    broker_ok: bool
+    consumer_running: bool
+    egress_health: EgressHealth
