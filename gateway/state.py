@@ -125,6 +125,38 @@ class InboxItem:
 
 
 @dataclass(frozen=True, slots=True)
+class Decision:
+    """How a received message id was decided, and from which record (topic:partition:offset)."""
+
+    id: str
+    outcome: str  # "delivered" or a rejection code
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class InboxDelivery:
+    """A verified message queued for a pull-inbox platform."""
+
+    platform: str
+    id: str
+    type: str
+    from_region: str
+    envelope: bytes
+    signature: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptItem:
+    """One item of a peer's signed receipt, as the origin applies it."""
+
+    message_id: str
+    envelope_sha256: str
+    outcome: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class NewSent:
     id: str
     platform: str
@@ -174,15 +206,13 @@ class StateStore:
             ("INSERT INTO sent_events VALUES (?,?,?,?)", [(m.id, now, stage, detail) for m in items], True),
         ])
 
-    def apply_receipts(
-        self, by: str, items: Sequence[tuple[str, str, str, dict[str, Any]]], receipt: tuple[str, str]
-    ) -> list[tuple[str, str]]:
+    def apply_receipts(self, by: str, items: Sequence[ReceiptItem], receipt: Decision) -> list[tuple[str, str]]:
         """Apply a peer's receipt items (message id, envelope sha256, outcome, detail) in one transaction and mark
         the receipt seen. Returns (outcome applied, the message's correlation id) per item; the outcome is
         'unmatched' where the message is not one this gateway sent to `by` with that exact hash."""
         now = time.time()
         known: dict[str, tuple[str, str, str]] = {}
-        ids = [i[0] for i in items]
+        ids = [i.message_id for i in items]
         for k in range(0, len(ids), 500):
             chunk = ids[k:k + 500]
             marks = ",".join("?" * len(chunk))
@@ -191,18 +221,18 @@ class StateStore:
             known.update((r[0], (r[1], r[2], r[3])) for r in self._db.execute(sql, chunk))
         updates, events = [], []
         applied: list[tuple[str, str]] = []
-        for msg_id, sha, outcome, detail in items:
-            row = known.get(msg_id)
-            if row is None or row[:2] != (sha, by):
+        for item in items:
+            row = known.get(item.message_id)
+            if row is None or row[:2] != (item.envelope_sha256, by):
                 applied.append(("unmatched", ""))
                 continue
-            updates.append((outcome, now, msg_id))
-            events.append((msg_id, now, outcome, orjson.dumps(detail).decode()))
-            applied.append((outcome, row[2]))
+            updates.append((item.outcome, now, item.message_id))
+            events.append((item.message_id, now, item.outcome, orjson.dumps(item.detail).decode()))
+            applied.append((item.outcome, row[2]))
         self._tx([
             ("UPDATE sent SET status=?, updated_at=? WHERE id=?", updates, True),
             ("INSERT INTO sent_events VALUES (?,?,?,?)", events, True),
-            ("INSERT OR IGNORE INTO seen VALUES (?,?,?,?)", (receipt[0], "delivered", receipt[1], now), False),
+            ("INSERT OR IGNORE INTO seen VALUES (?,?,?,?)", (receipt.id, receipt.outcome, receipt.source, now), False),
         ])
         return applied
 
@@ -247,29 +277,29 @@ class StateStore:
 
     # --- receiving side: dedupe and the pull inbox -------------------------------------------------------
 
-    def seen(self, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
-        """id -> (outcome, source) for the ids already decided. `source` is topic:partition:offset, which tells
-        a re-read of the same record after a restart from a second copy of the message."""
-        found: dict[str, tuple[str, str]] = {}
+    def seen(self, ids: Sequence[str]) -> dict[str, Decision]:
+        """id -> its decision, for the ids already decided. The decision's `source` tells a re-read of the same
+        record after a restart from a second copy of the message."""
+        found: dict[str, Decision] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT id, outcome, source FROM seen WHERE id IN ({marks})"  # noqa: S608 (placeholders only)
-            found.update((r[0], (r[1], r[2])) for r in self._db.execute(sql, chunk))
+            found.update((r[0], Decision(r[0], r[1], r[2])) for r in self._db.execute(sql, chunk))
         return found
 
-    def mark_seen(self, decided: Sequence[tuple[str, str, str]]) -> None:
-        """(id, outcome, source) triples; outcome is 'delivered' or a rejection code."""
+    def mark_seen(self, decided: Sequence[Decision]) -> None:
         now = time.time()
-        self._tx([(_MARK_SEEN, [(*d, now) for d in decided], True)])
+        self._tx([(_MARK_SEEN, [(d.id, d.outcome, d.source, now) for d in decided], True)])
 
-    def deliver_to_inbox(self, items: Sequence[tuple[str, str, str, str, bytes, str, str]]) -> None:
-        """(platform, id, type, from, envelope, signature, source): queued and marked seen in one transaction."""
+    def deliver_to_inbox(self, items: Sequence[InboxDelivery]) -> None:
+        """Queued and marked seen (delivered) in one transaction: a message lands in the inbox exactly once."""
         now = time.time()
         self._tx([
             ("INSERT OR IGNORE INTO inbox (platform, id, type, from_region, envelope, signature, received_at) "
-             "VALUES (?,?,?,?,?,?,?)", [(*it[:6], now) for it in items], True),
-            (_MARK_SEEN, [(it[1], "delivered", it[6], now) for it in items], True),
+             "VALUES (?,?,?,?,?,?,?)",
+             [(i.platform, i.id, i.type, i.from_region, i.envelope, i.signature, now) for i in items], True),
+            (_MARK_SEEN, [(i.id, "delivered", i.source, now) for i in items], True),
         ])
 
     def lease_inbox(self, platform: str, limit: int, lease_s: float = 60.0) -> list[InboxItem]:

@@ -24,6 +24,7 @@ from gateway.relay.checks import RECEIPT_TYPE, Checks, Refused, Verified
 from gateway.relay.delivery import WebhookDeliverer
 from gateway.relay.health import EgressHealth
 from gateway.relay.outcomes import BatchOutcomes, Effects
+from gateway.state import Decision, InboxDelivery, ReceiptItem
 from gateway.wire import envelope, headers
 from gateway.wire.problems import Rejection
 
@@ -115,7 +116,8 @@ class Egress:
                 webhooks[c.env.correlation_id].append((platform, c))
         if inbox:
             self._fx.state.deliver_to_inbox([
-                (p.id, v.env.id, v.env.type, v.env.sender, v.record.value, v.signature, v.source) for p, v in inbox
+                InboxDelivery(p.id, v.env.id, v.env.type, v.env.sender, v.record.value, v.signature, v.source)
+                for p, v in inbox
             ])
             for p, v in inbox:
                 out.delivered(p, v, "inbox")
@@ -141,12 +143,12 @@ class Egress:
         for c in checked:
             if isinstance(c, Verified):
                 prior = seen.get(c.env.id)
-                if prior is not None and prior[1] == c.source:
-                    if prior[0] == "delivered" and c.env.type != RECEIPT_TYPE:
+                if prior is not None and prior.source == c.source:
+                    if prior.outcome == "delivered" and c.env.type != RECEIPT_TYPE:
                         out.receipt(c, "delivered")  # its receipt may not have left before the crash
                     continue
                 # Only a delivered id makes a second copy a duplicate: a rejected one may come back (replay).
-                if (prior is not None and prior[0] == "delivered") or c.env.id in in_batch:
+                if (prior is not None and prior.outcome == "delivered") or c.env.id in in_batch:
                     kept.append(Refused(c.record, Rejection("duplicate", f"message {c.env.id} already delivered"),
                                         c.sha256, c))
                     continue
@@ -167,7 +169,7 @@ class Egress:
                 continue
             if result.delivered:
                 # Marked right after the platform's 2xx: after a crash only this one message can come again.
-                self._fx.state.mark_seen([(v.env.id, "delivered", v.source)])
+                self._fx.state.mark_seen([Decision(v.env.id, "delivered", v.source)])
                 out.delivered(platform, v, "webhook")
             else:
                 out.rejected(Refused(v.record, Rejection("delivery_failed", result.detail), v.sha256, v))
@@ -179,14 +181,14 @@ class Egress:
         base = {"receipt_id": v.env.id, "by": v.env.sender, "signer": v.signer_thumbprint, "signature": v.signature}
         items = v.env.payload["items"]
         try:
-            rows = [(i["message_id"], i["envelope_sha256"], i["outcome"],
-                     {**base, "outcome": i["outcome"], "envelope_sha256": i["envelope_sha256"], "at": i["decided_at"],
-                      **({"reason": i["reason"]} if "reason" in i else {})})
+            rows = [ReceiptItem(i["message_id"], i["envelope_sha256"], i["outcome"],
+                                {**base, "outcome": i["outcome"], "envelope_sha256": i["envelope_sha256"],
+                                 "at": i["decided_at"], **({"reason": i["reason"]} if "reason" in i else {})})
                     for i in items]
         except (KeyError, TypeError) as e:  # the schema admitted it, yet it cannot be read: refused, not retried
             out.rejected(Refused(v.record, unexpected(e, "reading the receipt"), v.sha256, v))
             return
-        applied = fx.state.apply_receipts(v.env.sender, rows, (v.env.id, v.source))
+        applied = fx.state.apply_receipts(v.env.sender, rows, Decision(v.env.id, "delivered", v.source))
         for i, (outcome, correlation_id) in zip(items, applied, strict=True):
             if outcome == "unmatched":
                 log.warning("receipt for a message this gateway did not send", extra={"message_id": i["message_id"]})

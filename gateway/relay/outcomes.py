@@ -17,7 +17,7 @@ from gateway.kafka.port import BrokerUnavailable, InRecord, OutRecord, Publisher
 from gateway.metrics import Metrics
 from gateway.relay.checks import RECEIPT_TYPE, Refused, Verified
 from gateway.relay.dead_letters import dead_letter
-from gateway.state import StateStore
+from gateway.state import Decision, StateStore
 from gateway.wire import envelope, headers
 from gateway.wire.problems import Rejection
 from gateway.wire.regions import Topics
@@ -50,7 +50,7 @@ class BatchOutcomes:
     fx: Effects
     received_at: str
     records: list[OutRecord] = field(default_factory=list)  # dead letters and receipts, in order
-    decided: list[tuple[str, str, str]] = field(default_factory=list)  # rejections to mark seen once acked
+    decided: list[Decision] = field(default_factory=list)  # rejections, marked seen once their DLQ record is acked
     receipts: dict[str, list[tuple[Verified, dict[str, str]]]] = field(default_factory=lambda: defaultdict(list))
 
     def received(self, record: InRecord, checked: Verified | Refused) -> None:
@@ -89,7 +89,7 @@ class BatchOutcomes:
             "to": claimed.recipient if claimed else "", "source": r.source,
         })
         if v is not None and rej.code != "duplicate":
-            self.decided.append((v.env.id, rej.code, v.source))
+            self.decided.append(Decision(v.env.id, rej.code, v.source))
             if v.env.type != RECEIPT_TYPE:
                 self.receipt(v, "rejected", rej)
 
