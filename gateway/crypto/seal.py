@@ -1,4 +1,5 @@
-"""Sealed payloads (DESIGN.md section 2): a compact JWE (RFC 7516) encrypted to the destination gateway.
+"""Sealed payloads, a compact JWE (RFC 7516) encrypted to the destination gateway: the JOSE suite, and the face of
+both suites (README "Sealed payloads").
 
 `alg` ECDH-ES+A256KW over X25519 (RFC 8037), `enc` A256GCM: a fresh random content key per message, wrapped
 with a key agreed between an ephemeral key and the recipient's key. The ephemeral key is reused for up to a
@@ -6,17 +7,14 @@ minute (and 10,000 messages) per recipient, so the key agreement (an X25519 exch
 costly part) is paid once per minute, not per message; each message still has its own content key and nonce.
 The receiver caches the agreed key per ephemeral key for the same reason. Any JOSE library opens these.
 
-The national suite (SM2 key transport, SM4-GCM) is in seal_sm.py; :meth:`Sealer.for_key` and
-:meth:`Opener.for_key` pick the suite by the type of the key.
+The national suite (SM2 key transport, SM4-GCM) is in seal_sm.py, the bases both suites share in seal_base.py.
+Importing this module loads both suites, so :meth:`Sealer.for_key` and :meth:`Opener.for_key` pick either by the
+type of the key.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from abc import ABC, abstractmethod
-from collections import OrderedDict
-from collections.abc import Callable
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -28,14 +26,13 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.crypto.jws import b64url_decode, b64url_encode
-from gateway.crypto.keys import EncryptionPrivateKey, EncryptionPublicKey
+from gateway.crypto.seal_base import Opener, Sealer, SealError
+from gateway.crypto.seal_sm import SmOpener, SmSealer
+
+__all__ = ["ALG", "ENC", "Opener", "SealError", "Sealer", "SmOpener", "SmSealer", "X25519Opener", "X25519Sealer"]
 
 ALG = "ECDH-ES+A256KW"
 ENC = "A256GCM"
-
-
-class SealError(ValueError):
-    """A sealed payload that cannot be opened: malformed, not for this key, or tampered with."""
 
 
 def _kek(shared: bytes) -> bytes:
@@ -45,46 +42,7 @@ def _kek(shared: bytes) -> bytes:
     return ConcatKDFHash(algorithm=hashes.SHA256(), length=32, otherinfo=other).derive(shared)
 
 
-class Sealer(ABC):
-    """Seals payloads for one recipient gateway, in the suite of the recipient's key (:meth:`for_key`).
-
-    The costly public-key step (a key agreement, or a key transport) is renewed only every ``rotate_s`` seconds
-    or ``rotate_uses`` messages; each message still gets its own nonce (and, in the JOSE suite, content key)."""
-
-    def __init__(self, kid: str, rotate_s: float = 60.0, rotate_uses: int = 10_000) -> None:
-        self._kid = kid
-        self._rotate_s = rotate_s
-        self._rotate_uses = rotate_uses
-        self._uses = rotate_uses  # forces a renewal on first use
-        self._born = 0.0
-
-    @staticmethod
-    def for_key(recipient: EncryptionPublicKey, kid: str, rotate_s: float = 60.0, rotate_uses: int = 10_000) -> Sealer:
-        """The sealer of the recipient's suite: X25519 (JOSE: ECDH-ES+A256KW, A256GCM) or SM2 (the national
-        suite: SM2, SM4GCM; seal_sm.py)."""
-        if isinstance(recipient, X25519PublicKey):
-            return X25519Sealer(recipient, kid, rotate_s, rotate_uses)
-        from gateway.crypto.seal_sm import SmSealer  # seal_sm imports this module
-
-        return SmSealer(recipient, kid, rotate_s, rotate_uses)
-
-    def seal(self, plaintext: bytes) -> str:
-        """The compact JWE of ``plaintext`` for the recipient."""
-        if self._uses >= self._rotate_uses or time.monotonic() - self._born > self._rotate_s:
-            self._renew()
-            self._born, self._uses = time.monotonic(), 0
-        self._uses += 1
-        return self._seal(plaintext)
-
-    @abstractmethod
-    def _renew(self) -> None:
-        """A fresh public-key step (ephemeral key or content key) for the messages to come."""
-
-    @abstractmethod
-    def _seal(self, plaintext: bytes) -> str: ...
-
-
-class X25519Sealer(Sealer):
+class X25519Sealer(Sealer, key=X25519PublicKey):
     """ECDH-ES+A256KW over X25519, A256GCM: a fresh content key per message, wrapped under the key agreed with
     an ephemeral key that lives for the rotation period."""
 
@@ -109,41 +67,7 @@ class X25519Sealer(Sealer):
                          b64url_encode(sealed[:-16]), b64url_encode(sealed[-16:])))
 
 
-class Opener(ABC):
-    """Opens what was sealed for this gateway's key, in that key's suite (:meth:`for_key`); SealError if it
-    cannot. Keys derived from the public-key step are cached (``cache`` entries), so that step runs once per
-    sender rotation, not per message."""
-
-    def __init__(self, cache: int = 64) -> None:
-        self._cache = max(1, cache)
-        self._derived: OrderedDict[str, bytes] = OrderedDict()
-
-    @staticmethod
-    def for_key(key: EncryptionPrivateKey, cache: int = 64) -> Opener:
-        if isinstance(key, X25519PrivateKey):
-            return X25519Opener(key, cache)
-        from gateway.crypto.seal_sm import SmOpener  # seal_sm imports this module
-
-        return SmOpener(key, cache)
-
-    def _cached(self, handle: str, derive: Callable[[], bytes]) -> bytes:
-        """The key derived for ``handle`` (an ephemeral public key, an encrypted content key), from the cache or
-        from ``derive``."""
-        derived = self._derived.get(handle)
-        if derived is not None:
-            self._derived.move_to_end(handle)
-            return derived
-        derived = derive()
-        self._derived[handle] = derived
-        if len(self._derived) > self._cache:
-            self._derived.popitem(last=False)
-        return derived
-
-    @abstractmethod
-    def open(self, jwe: str) -> bytes: ...
-
-
-class X25519Opener(Opener):
+class X25519Opener(Opener, key=X25519PrivateKey):
     def __init__(self, key: X25519PrivateKey, cache: int = 64) -> None:
         super().__init__(cache)
         self._key = key

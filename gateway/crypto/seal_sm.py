@@ -1,4 +1,4 @@
-"""Sealed payloads in the national suite (DESIGN.md section 2): SM2 key transport and SM4-GCM content encryption.
+"""Sealed payloads in the national suite: SM2 key transport and SM4-GCM content encryption.
 
 The same compact JWE shape as seal.py (RFC 7516 section 7.1: header.encrypted_key.iv.ciphertext.tag), with the
 protected header ``{"alg": "SM2", "enc": "SM4GCM", "kid": <recipient>}``. "SM2" and "SM4GCM" are private-use
@@ -27,7 +27,7 @@ from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from gateway.crypto.jws import b64url_decode, b64url_encode
-from gateway.crypto.seal import Opener, Sealer, SealError
+from gateway.crypto.seal_base import Opener, Sealer, SealError
 from gateway.crypto.sm2 import Sm2PrivateKey, Sm2PublicKey, sm2_decrypt, sm2_encrypt
 
 __all__ = ["ALG", "ENC", "SmOpener", "SmSealer"]
@@ -41,7 +41,7 @@ _TAG_BYTES: Final = 16
 
 @functools.cache
 def _require_sm4_gcm() -> None:
-    """SM4-GCM depends on the OpenSSL build behind cryptography (DOMAIN.md): fail at start-up, not per message."""
+    """SM4-GCM depends on the OpenSSL build behind cryptography: fail at start-up, not per message."""
     try:
         encryptor = Cipher(algorithms.SM4(bytes(_KEY_BYTES)), modes.GCM(bytes(_IV_BYTES))).encryptor()
         encryptor.update(b"probe")
@@ -50,7 +50,7 @@ def _require_sm4_gcm() -> None:
         raise RuntimeError(f"SM4-GCM is not available in this cryptography/OpenSSL build: {e}") from e
 
 
-class SmSealer(Sealer):
+class SmSealer(Sealer, key=Sm2PublicKey):
     """Seals for one recipient gateway with its SM2 key: one SM2-encrypted content key per rotation period,
     a fresh IV per message."""
 
@@ -80,7 +80,7 @@ class SmSealer(Sealer):
                          b64url_encode(encryptor.tag)))
 
 
-class SmOpener(Opener):
+class SmOpener(Opener, key=Sm2PrivateKey):
     """Opens what was sealed for this gateway's SM2 key. Content keys are cached by encrypted key, so the costly
     SM2 decryption runs once per sender content key (about once a minute per peer), not per message."""
 

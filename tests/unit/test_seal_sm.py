@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -177,6 +178,14 @@ def test_the_factories_choose_by_key_type(key: Sm2PrivateKey) -> None:
     assert isinstance(sm_sealer, Sealer) and isinstance(sm_opener, Opener)  # what ingress and egress take
     assert sm_opener.open(sm_sealer.seal(PAYLOAD)) == PAYLOAD
     assert _parts(sm_sealer.seal(PAYLOAD))[0] == b64url_encode(b'{"alg":"SM2","enc":"SM4GCM","kid":"SH"}')
+
+
+def test_the_factories_refuse_a_key_of_no_suite() -> None:
+    signing_key = ec.generate_private_key(ec.SECP256R1())  # a P-256 key signs; nothing is sealed to it
+    with pytest.raises(TypeError, match="no sealing suite for a"):
+        Sealer.for_key(signing_key.public_key(), "SH")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="no sealing suite for a"):
+        Opener.for_key(signing_key)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("alg", ["ES256", "SM2SM3"])
