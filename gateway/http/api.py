@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 GATEWAY: web.AppKey[ApiContext] = web.AppKey("gateway")
 STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)  # set on shutdown: long polls end
-PRINCIPAL = "yrdx.principal"
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 _PUBLIC = {"/healthz", "/readyz", "/metrics"}
 
 # HTTP limits (README "HTTP limits"). aiohttp's keep-alive timer also runs while a request's header is
@@ -132,7 +132,7 @@ async def read_json(request: web.Request, limit: int) -> Any:
 
 
 def require_platform(request: web.Request) -> Platform:
-    principal: Principal = request[PRINCIPAL]
+    principal = request[PRINCIPAL]
     platform = request.app[GATEWAY].cfg.platform(principal.id) if principal.kind == "platform" else None
     if platform is None:
         raise ProblemError(Problem("forbidden", "only a platform may use this route"))
@@ -191,7 +191,7 @@ async def post_batch(request: web.Request) -> web.Response:
 
 async def get_message(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
-    principal: Principal = request[PRINCIPAL]
+    principal = request[PRINCIPAL]
     sent = gw.state.sent(request.match_info["id"])
     allowed = sent is not None and (sent.platform == principal.id or AUDIT_SCOPE in principal.scopes)
     if sent is None or not allowed:
@@ -262,7 +262,7 @@ async def get_audit_message(request: web.Request) -> web.Response:
     """The message's journey and its conversation's across all regions, from the audit index (as `yrdx audit
     trace --json`), brought up to date from yrdx.audit first (for at most two seconds, off the event loop)."""
     gw = request.app[GATEWAY]
-    principal: Principal = request[PRINCIPAL]
+    principal = request[PRINCIPAL]
     if AUDIT_SCOPE not in principal.scopes:
         return problem_response(Problem("forbidden", f"the {AUDIT_SCOPE} scope is required"))
     target = gw.cfg.audit_index or str(gw.cfg.state_path.with_name("audit-index.sqlite"))

@@ -1,0 +1,134 @@
+"""The HTTP API over real loopback HTTP, wired to an in-process ingress and egress over the in-memory Kafka twin:
+a message accepted at the API is the record on the twin's inbox topic, the pull inbox hands out what egress
+delivered, and readiness tells the truth about egress progress."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest_asyncio
+from aiohttp import web
+
+from gateway.config import GatewayConfig
+from gateway.crypto.seal import Opener
+from gateway.crypto.trust import TrustStore
+from gateway.http.api import make_runner
+from gateway.http.auth import Authenticator, TokenMinter, load_public_key
+from gateway.kafka.memory import MemoryPublisher
+from gateway.metrics import Metrics
+from gateway.relay.health import EgressHealth
+from gateway.relay.ingress import Ingress
+from gateway.schemas.registry import SchemaRegistry
+from gateway.state import StateStore
+from gateway.wire import envelope, headers
+from tests.unit._relay import REGION, REGISTRY, TYPE, Harness, close, harness
+
+PLATFORM = "sh-platform"
+
+
+@dataclass
+class Context:
+    """An ApiContext made of real parts; egress and the broker are the in-process harness."""
+
+    cfg: GatewayConfig
+    auth: Authenticator
+    ingress: Ingress
+    state: StateStore
+    metrics: Metrics
+    registry: SchemaRegistry
+    trust: TrustStore
+    audit_trust: TrustStore
+    opener: Opener | None
+    metrics_token: str | None
+    broker_ok: bool
+    consumer_running: bool
+    egress_health: EgressHealth
+
+
+@dataclass
+class Api:
+    h: Harness
+    ctx: Context
+    url: str
+    session: aiohttp.ClientSession
+    minter: TokenMinter
+
+    async def call(self, method: str, path: str, body: Any = None, **hdrs: str) -> tuple[int, dict[str, Any]]:
+        h = {"Authorization": f"Bearer {self.minter.mint()}", **hdrs}
+        data = None if body is None else orjson.dumps(body)
+        async with self.session.request(method, self.url + path, data=data, headers=h) as r:
+            return r.status, orjson.loads(await r.read())
+
+
+@pytest_asyncio.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    h = await harness(tmp_path)
+    cfg = h.cfg
+    publisher = MemoryPublisher(h.broker)
+    auth = Authenticator(REGION, {PLATFORM: load_public_key(h.ex.pki.platform_pub(REGION))}, {}, h.state)
+    ingress = Ingress(cfg, REGISTRY, h.signer(REGION), publisher, h.state, h.audit, h.metrics)
+    ctx = Context(cfg, auth, ingress, h.state, h.metrics, REGISTRY, h.trust, h.trust, None, "op-token", True, True,
+                  EgressHealth())
+    runner = make_runner(ctx)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    async with aiohttp.ClientSession() as session:
+        yield Api(h, ctx, f"http://127.0.0.1:{port}", session,
+                  TokenMinter(PLATFORM, h.ex.pki.platform_key(REGION), REGION))
+    await runner.cleanup()
+    await close(h)
+
+
+async def test_an_accepted_message_is_the_signed_record_on_the_inbox_topic(api: Api) -> None:
+    status, doc = await api.call("POST", "/v1/messages", {"type": TYPE, "to": "JS",
+                                                          "payload": REGISTRY.examples(TYPE)[0]})
+    assert status == 202, doc
+    (record,) = api.h.broker.records(api.h.cfg.topics.inbox("JS"))
+    assert envelope.parse(record.value).id == doc["id"] and record.key == doc["correlation_id"].encode()
+    assert headers.SIGNATURE in record.headers
+    status, sent = await api.call("GET", f"/v1/messages/{doc['id']}")
+    assert status == 200 and sent["status"] == "published"
+
+
+async def test_a_retry_with_the_same_idempotency_key_publishes_nothing_new(api: Api) -> None:
+    body = {"type": TYPE, "to": "JS", "payload": REGISTRY.examples(TYPE)[0]}
+    first = await api.call("POST", "/v1/messages", body, **{"Idempotency-Key": "k-1"})
+    again = await api.call("POST", "/v1/messages", body, **{"Idempotency-Key": "k-1"})
+    other = await api.call("POST", "/v1/messages", {**body, "to": "ZJ"}, **{"Idempotency-Key": "k-1"})
+    assert first[0] == again[0] == 202 and first[1]["id"] == again[1]["id"]
+    assert other[0] == 409 and other[1]["code"] == "idempotency_conflict"
+    assert len(api.h.broker.records(api.h.cfg.topics.inbox("JS"))) == 1
+
+
+async def test_the_pull_inbox_hands_out_what_egress_delivered_until_acked(api: Api) -> None:
+    msg_id, _ = api.h.send("JS")
+    await api.h.drain()
+    status, doc = await api.call("GET", "/v1/inbox?max=10")
+    assert status == 200 and [m["id"] for m in doc["messages"]] == [msg_id]
+    status, acked = await api.call("POST", "/v1/inbox/ack", {"ids": [msg_id]})
+    assert status == 200 and acked == {"acked": 1}
+
+
+async def test_readiness_turns_red_when_egress_stops_making_progress(api: Api) -> None:
+    async with api.session.get(api.url + "/readyz") as r:
+        assert r.status == 200
+    for _ in range(3):
+        api.ctx.egress_health.restarted()
+    async with api.session.get(api.url + "/readyz") as r:
+        doc = orjson.loads(await r.read())
+        assert r.status == 503 and doc["checks"]["egress_progress"] is False
+        assert doc["egress"]["recent_restarts"] == 3
+
+
+async def test_an_unknown_route_is_problem_json_and_a_missing_token_is_401(api: Api) -> None:
+    async with api.session.get(api.url + "/v1/nothing") as r:
+        assert r.status == 404 and r.content_type == "application/problem+json"
+    async with api.session.post(api.url + "/v1/messages", data=b"{}") as r:
+        assert r.status == 401 and (await r.json(content_type=None))["code"] == "unauthenticated"
