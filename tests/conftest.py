@@ -14,25 +14,29 @@ import pytest_asyncio
 import yaml
 
 from gateway.crypto.jws import thumbprint_s256
-from gateway.crypto.pki import (
-    issue_gateway_cert,
-    load_certificate,
-    load_private_key,
-    write_certificate,
-    write_private_key,
-)
+from gateway.crypto.keyfiles import load_certificate, load_private_key
 from gateway.dev.exchange import Exchange, edit_config, init_exchange
 from gateway.dev.local_kafka import LocalKafka, env_bootstrap_servers, free_port
+from gateway.dev.pki import issue_gateway_cert, write_certificate, write_private_key
 from gateway.wire.regions import REGIONS
 from tests._util import GatewayProcess, PlatformClient, WebhookSink
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "disruptive: stops the broker or kills processes; runs last")
+    config.addinivalue_line("markers", "disruptive: stops the broker or kills processes; runs after the others")
+    config.addinivalue_line("markers", "forges_audit: leaves forged records on the shared yrdx.audit; runs last, "
+                                       "after every test that expects the online trail to verify")
+
+
+def run_order(item: pytest.Item) -> int:
+    """0: ordinary tests; 1: disruptive ones; 2: those that leave the shared audit trail forged."""
+    if item.get_closest_marker("forges_audit") is not None:
+        return 2
+    return 1 if item.get_closest_marker("disruptive") is not None else 0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda it: it.get_closest_marker("disruptive") is not None)
+    items.sort(key=run_order)  # stable: file order within each group
 
 
 @dataclass

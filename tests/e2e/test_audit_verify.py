@@ -1,6 +1,6 @@
 """`yrdx audit verify`, `export` and `prove` on the session exchange's real trail: the online trail verifies, a
 message's bundle verifies on a machine with no Kafka and no gateway, and each fault put into a copy of the bundle
-is named by region, sequence number and kind. (A forgery on the shared topic is tests/e2e/test_zz_audit_forgery.py:
+is named by region, sequence number and kind. (A forgery on the shared topic is tests/e2e/test_audit_forgery.py:
 it must run after every test that expects the online trail to verify.)"""
 
 from __future__ import annotations

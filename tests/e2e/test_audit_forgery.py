@@ -1,9 +1,9 @@
 """A segment for JS produced straight to `yrdx.audit`, chained onto JS's real head but signed with a key that is
 not JS's: `yrdx audit verify` names JS, that seq and `forged`.
 
-The forged segment stays on the shared topic for the rest of the session, so this module is `disruptive` (run
-last) and named to sort after the other disruptive modules: every test that expects the online trail to verify
-runs before it. Earlier disruptive tests (the demo's gateways of another PKI, killed gateways) may leave faults
+The forged segment stays on the shared topic for the rest of the session, so this module is marked
+`forges_audit` and runs after every other test (tests/conftest.py orders by marker, never by file name): every
+test that expects the online trail to verify runs before it. Earlier disruptive tests (the demo's gateways of another PKI, killed gateways) may leave faults
 of their own, so this test looks only for the one it made.
 """
 
@@ -21,13 +21,13 @@ from aiokafka import AIOKafkaProducer
 from gateway.audit.journey import read_audit_records
 from gateway.audit.model import checkpoint_bytes, record_hash
 from gateway.crypto.jws import Signer
-from gateway.crypto.pki import issue_gateway_cert, make_ca
+from gateway.dev.pki import issue_gateway_cert, make_ca
 from gateway.wire.envelope import utc_timestamp
 from gateway.wire.regions import AUDIT_TOPIC
 from tests._util import ROOT
 from tests.conftest import Broker, Exchange4
 
-pytestmark = pytest.mark.disruptive
+pytestmark = pytest.mark.forges_audit
 
 
 async def test_a_segment_signed_with_a_key_that_is_not_the_regions_is_named_forged(exchange: Exchange4,
