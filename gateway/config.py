@@ -45,7 +45,7 @@ class KafkaConfig:
     # and copies. zstd, not lz4: aiokafka compresses lz4 at level 9 (HC, ~70 MB/s here) with no knob, while zstd
     # level 3 runs ~170 MB/s with half the output (bench: 4,031 vs 3,489 msg/s, every process cheaper).
     compression: str | None = DEFAULT_COMPRESSION
-    # Prefix of every topic and consumer group name, so that two exchanges can share one cluster ("" = DESIGN.md's
+    # Prefix of every topic and consumer group name, so that two exchanges can share one cluster ("" = the default
     # names). `topics` holds the names, built once from it.
     namespace: str = ""
     topics: Topics = field(init=False, repr=False, compare=False)

@@ -1,4 +1,4 @@
-"""Message schemas: load and compile them once, then validate payloads cheaply (DESIGN.md section 3).
+"""Message schemas: load and compile them once, then validate payloads cheaply (schemas/README.md).
 
 ``schemas/<family>/<type>.v<N>.json`` holds one JSON Schema 2020-12 per message type and version. At
 start-up :meth:`SchemaRegistry.load` reads every file, checks it against the 2020-12 meta-schema (with the

@@ -1,4 +1,4 @@
-"""The envelope (DESIGN.md section 2): built and serialized once by the sending gateway.
+"""The envelope (README "Wire format"): built and serialized once by the sending gateway.
 
 The signature covers the exact bytes produced here; those bytes travel unchanged as the Kafka record value,
 the webhook body and the audit export, so nobody re-serializes before verifying.

@@ -1,4 +1,4 @@
-"""The four regions of the exchange and the names derived from them (DESIGN.md sections 1 and 4)."""
+"""The four regions of the exchange and the Kafka names derived from them (README "Wire format": topics)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def check_namespace(namespace: str) -> str:
 class Topics:
     """Every Kafka name of one exchange: topics and consumer groups.
 
-    The default (empty) namespace gives the names of DESIGN.md (`yrdx.sh.inbox`, `yrdx.audit`, group `yrdx-sh`).
+    The default (empty) namespace gives the default names (`yrdx.sh.inbox`, `yrdx.audit`, group `yrdx-sh`).
     With a namespace, e.g. `staging`, each name gets `staging.` in front (`staging.yrdx.sh.inbox`,
     `staging.yrdx.audit`, group `staging.yrdx-sh`), so two exchanges can share one Kafka cluster without
     reading each other's records. Built once from the config (`KafkaConfig.topics`).

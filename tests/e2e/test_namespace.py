@@ -61,7 +61,7 @@ async def test_two_exchanges_share_one_cluster(kafka: Broker, exchange: Exchange
     assert default_id in default_inbox and alt_id not in default_inbox
     assert alt_id not in await envelope_ids(kafka, "yrdx.sh.dlq")
 
-    # The alt exchange's topics and consumer groups carry its prefix; the defaults keep DESIGN.md's names.
+    # The alt exchange's topics and consumer groups carry its prefix; the defaults keep the default names.
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
     await admin.start()
     try:

@@ -1,4 +1,4 @@
-"""Kafka names of an exchange: DESIGN.md's names by default, each prefixed with `kafka.namespace` when set."""
+"""Kafka names of an exchange: the default names, each prefixed with `kafka.namespace` when set."""
 
 from __future__ import annotations
 
