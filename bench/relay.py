@@ -43,8 +43,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from gateway.crypto.jws import Signer, Verifier, parse_detached, verify_detached
+from gateway.crypto.keyfiles import load_certificate, load_private_key
 from gateway.crypto.keys import public_key_of
-from gateway.crypto.pki import load_certificate, load_private_key
 from gateway.dev.exchange import BUSINESS_TYPES, Exchange, edit_config, init_exchange, platform_id
 from gateway.dev.local_kafka import LocalKafka, env_bootstrap_servers, free_port
 from gateway.http.auth import TokenMinter

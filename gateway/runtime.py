@@ -20,7 +20,7 @@ from gateway.audit.countersign import Countersigner
 from gateway.audit.trail import AuditTrail
 from gateway.config import GatewayConfig
 from gateway.crypto.jws import Signer
-from gateway.crypto.pki import load_certificate, load_encryption_key, load_encryption_pub, load_private_key
+from gateway.crypto.keyfiles import load_certificate, load_encryption_key, load_encryption_pub, load_private_key
 from gateway.crypto.seal import Opener, Sealer
 from gateway.crypto.trust import TrustStore
 from gateway.http.api import make_runner

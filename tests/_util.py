@@ -21,8 +21,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from gateway.crypto.pki import PkiLayout
 from gateway.dev.exchange import Exchange, auditor_id, platform_id
+from gateway.dev.pki import PkiLayout
 from gateway.http.auth import AUDIT_SCOPE, TokenMinter
 from gateway.wire.regions import Topics
 

@@ -20,7 +20,7 @@ SIGNING_ALGS = sorted(ALGORITHMS)
 
 
 def cmd_certs_init(args: argparse.Namespace) -> int:
-    from gateway.crypto.pki import init_pki
+    from gateway.dev.pki import init_pki
 
     try:
         layout = init_pki(Path(args.dir), alg=args.alg, force=args.force)

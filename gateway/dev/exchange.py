@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from gateway.crypto.pki import PkiLayout, init_pki
+from gateway.dev.pki import PkiLayout, init_pki
 from gateway.wire.regions import REGIONS, check_namespace, segment
 
 # The business types of DESIGN.md section 3. `yrdx.receipt` is not among them: only gateways send receipts.

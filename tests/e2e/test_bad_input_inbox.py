@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from gateway.crypto.jws import Signer, b64url_encode
-from gateway.crypto.pki import issue_gateway_cert, load_certificate, load_private_key
+from gateway.crypto.keyfiles import load_certificate, load_private_key
+from gateway.dev.pki import issue_gateway_cert
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire import envelope, headers
 from gateway.wire.regions import dlq_topic, inbox_topic

@@ -10,8 +10,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from gateway.crypto.jws import b64url_decode, b64url_encode, parse_detached, verify_detached
+from gateway.crypto.keyfiles import load_certificate
 from gateway.crypto.keys import public_key_of
-from gateway.crypto.pki import load_certificate
 from gateway.wire import envelope
 from tests.conftest import Broker, Exchange4
 from tests.e2e.test_egress_rejections import (

@@ -15,7 +15,8 @@ import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from gateway.crypto.jws import Signer
-from gateway.crypto.pki import issue_gateway_cert, load_certificate, load_private_key, make_ca
+from gateway.crypto.keyfiles import load_certificate, load_private_key
+from gateway.dev.pki import issue_gateway_cert, make_ca
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire import envelope
 from gateway.wire.headers import SIGNATURE as SIGNATURE_HEADER

@@ -16,8 +16,8 @@ import orjson
 import pytest
 
 from gateway.crypto.jws import parse_detached, verify_detached
+from gateway.crypto.keyfiles import load_certificate
 from gateway.crypto.keys import public_key_of
-from gateway.crypto.pki import load_certificate
 from gateway.dev.exchange import platform_id
 from gateway.http.auth import TokenMinter
 from gateway.schemas.registry import SchemaRegistry

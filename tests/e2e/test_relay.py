@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from gateway.crypto.jws import parse_detached, verify_detached
-from gateway.crypto.pki import load_certificate
+from gateway.crypto.keyfiles import load_certificate
 from gateway.dev.exchange import SEALED_BY_DEFAULT
 from gateway.schemas.registry import SchemaRegistry
 from tests.conftest import REFUSED_TYPE, WEBHOOK_REGIONS, Exchange4

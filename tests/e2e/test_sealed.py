@@ -10,7 +10,7 @@ import copy
 import orjson
 
 from gateway.crypto.jws import parse_detached, verify_detached
-from gateway.crypto.pki import load_certificate
+from gateway.crypto.keyfiles import load_certificate
 from gateway.schemas.registry import SchemaRegistry
 from tests.conftest import SEALED_TYPE, Exchange4
 

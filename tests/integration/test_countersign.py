@@ -14,8 +14,9 @@ from gateway.audit.model import GENESIS, checkpoint_bytes, record_hash
 from gateway.audit.trail import AuditTrail
 from gateway.config import KafkaConfig
 from gateway.crypto.jws import Signer
-from gateway.crypto.pki import PkiLayout, init_pki, issue_gateway_cert, load_certificate, load_private_key, make_ca
+from gateway.crypto.keyfiles import load_certificate, load_private_key
 from gateway.crypto.trust import TrustStore
+from gateway.dev.pki import PkiLayout, init_pki, issue_gateway_cert, make_ca
 from gateway.kafka.transport import KafkaPublisher
 from gateway.state import StateStore
 from gateway.wire.envelope import utc_timestamp

@@ -16,7 +16,7 @@ import aiohttp
 from gateway.audit.trail import AuditTrail
 from gateway.config import GatewayConfig, load_config
 from gateway.crypto.jws import Signer
-from gateway.crypto.pki import load_certificate, load_encryption_key, load_private_key
+from gateway.crypto.keyfiles import load_certificate, load_encryption_key, load_private_key
 from gateway.crypto.seal import Opener
 from gateway.crypto.trust import TrustStore
 from gateway.dev.exchange import Exchange, init_exchange

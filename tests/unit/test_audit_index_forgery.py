@@ -30,8 +30,8 @@ from gateway.audit.index import (
 )
 from gateway.audit.model import GENESIS, Checkpoint, Segment, checkpoint_bytes, record_hash
 from gateway.crypto.jws import Signer, b64url_encode
-from gateway.crypto.pki import PkiLayout, init_pki, issue_gateway_cert, make_ca
 from gateway.crypto.trust import TrustStore
+from gateway.dev.pki import PkiLayout, init_pki, issue_gateway_cert, make_ca
 from gateway.wire.regions import REGIONS
 from tests.unit.test_audit_verify import MSG, World, relay, signer_of
 

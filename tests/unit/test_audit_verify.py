@@ -28,8 +28,9 @@ from gateway.audit.bundle import (
 from gateway.audit.model import GENESIS, Segment, checkpoint_bytes, parse_segment, record_hash
 from gateway.audit.verify import Report, verify_segments, verify_values
 from gateway.crypto.jws import Signer
-from gateway.crypto.pki import PkiLayout, init_pki, issue_gateway_cert, load_certificate, load_private_key, make_ca
+from gateway.crypto.keyfiles import load_certificate, load_private_key
 from gateway.crypto.trust import TrustStore
+from gateway.dev.pki import PkiLayout, init_pki, issue_gateway_cert, make_ca
 from gateway.wire.envelope import utc_timestamp
 from gateway.wire.regions import REGIONS
 

@@ -24,8 +24,8 @@ from gateway.audit.trail import AuditTrail
 from gateway.cli import main
 from gateway.config import KafkaConfig
 from gateway.crypto.jws import Signer, b64url_encode, parse_detached
-from gateway.crypto.pki import PkiLayout, init_pki
 from gateway.crypto.trust import TrustStore
+from gateway.dev.pki import PkiLayout, init_pki
 from gateway.state import StateStore
 from gateway.wire.regions import REGIONS
 from tests.unit.test_audit_verify import MSG, World, export, faults, relay, signer_of, verify

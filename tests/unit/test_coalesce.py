@@ -10,7 +10,7 @@ import pytest
 
 from gateway.crypto.jws import Signer, parse_detached, verify_detached
 from gateway.crypto.keys import public_key_of
-from gateway.crypto.pki import issue_gateway_cert, make_ca
+from gateway.dev.pki import issue_gateway_cert, make_ca
 from gateway.relay.coalesce import MAX_GROUP, Coalescer
 
 

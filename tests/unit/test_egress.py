@@ -14,7 +14,8 @@ import pytest_asyncio
 
 from gateway.config import GatewayConfig
 from gateway.crypto.jws import Signer, thumbprint_s256
-from gateway.crypto.pki import issue_gateway_cert, load_certificate, load_private_key
+from gateway.crypto.keyfiles import load_certificate, load_private_key
+from gateway.dev.pki import issue_gateway_cert
 from gateway.kafka.memory import MemoryInboxConsumer
 from gateway.kafka.port import BrokerUnavailable, InRecord, OutRecord
 from gateway.relay.checks import Checks

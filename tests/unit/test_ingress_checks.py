@@ -18,7 +18,7 @@ from multidict import MultiDict
 from gateway.audit.trail import AuditTrail
 from gateway.config import Platform, load_config
 from gateway.crypto.jws import Signer
-from gateway.crypto.pki import load_certificate, load_private_key
+from gateway.crypto.keyfiles import load_certificate, load_private_key
 from gateway.dev.exchange import init_exchange
 from gateway.http import api
 from gateway.http.api import ProblemError, inbox_query, read_json

@@ -25,7 +25,7 @@ from gateway.crypto.jws import (
     verify_detached,
 )
 from gateway.crypto.keys import PrivateKey, public_key_of
-from gateway.crypto.pki import issue_gateway_cert, make_ca
+from gateway.dev.pki import issue_gateway_cert, make_ca
 
 ALGS = ["ES256", "EdDSA"]
 

@@ -13,19 +13,17 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from gateway.cli import main as cli_main
 from gateway.crypto.jws import Signer, parse_detached, verify_detached
-from gateway.crypto.keys import public_key_of, same_public_key
-from gateway.crypto.pki import (
-    CA_NAME,
-    PkiLayout,
-    init_pki,
+from gateway.crypto.keyfiles import (
     load_certificate,
     load_encryption_key,
     load_encryption_pub,
     load_private_key,
-    load_public_key,
+    load_signing_public_key,
 )
+from gateway.crypto.keys import public_key_of, same_public_key
 from gateway.crypto.sm2 import SM2_WITH_SM3_OID, Sm2PrivateKey, Sm2PublicKey, sm2_verify_issued_by
 from gateway.crypto.trust import TrustStore
+from gateway.dev.pki import CA_NAME, PkiLayout, init_pki
 from gateway.wire.regions import REGIONS
 
 
@@ -141,7 +139,7 @@ def test_platform_and_auditor_keys(tmp_path: Path) -> None:
     pairs.append((layout.auditor_key, layout.auditor_pub))
     for key_path, pub_path in pairs:
         key = load_private_key(key_path)
-        pub = load_public_key(pub_path)
+        pub = load_signing_public_key(pub_path)
         assert isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(pub, ec.EllipticCurvePublicKey)
         assert isinstance(key.curve, ec.SECP256R1)
         assert key.public_key().public_numbers() == pub.public_numbers()
@@ -205,7 +203,7 @@ def test_sm2_pki_layout_round_trip(tmp_path: Path) -> None:
     for key_path, pub_path in [(layout.platform_key(r), layout.platform_pub(r)) for r in REGIONS] + [
         (layout.auditor_key, layout.auditor_pub)
     ]:
-        key, pub = load_private_key(key_path), load_public_key(pub_path)
+        key, pub = load_private_key(key_path), load_signing_public_key(pub_path)
         assert isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
         assert isinstance(pub, ec.EllipticCurvePublicKey) and key.public_key().public_numbers() == pub.public_numbers()
 

@@ -15,10 +15,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from gateway.crypto import seal_sm
 from gateway.crypto.jws import b64url_decode, b64url_encode
-from gateway.crypto.pki import init_pki, load_encryption_key, load_encryption_pub
+from gateway.crypto.keyfiles import load_encryption_key, load_encryption_pub
 from gateway.crypto.seal import Opener, Sealer, SealError, X25519Opener, X25519Sealer
 from gateway.crypto.seal_sm import SmOpener, SmSealer
 from gateway.crypto.sm2 import Sm2PrivateKey, generate_sm2_key, sm2_decrypt
+from gateway.dev.pki import init_pki
 from gateway.wire.regions import REGIONS
 
 PAYLOAD = json.dumps({"id_number": "310115198503120418", "name": "张三"}, ensure_ascii=False).encode()

@@ -26,7 +26,6 @@ from gateway.crypto.keys import (
     public_key_of,
     same_public_key,
 )
-from gateway.crypto.pki import issue_gateway_cert, make_ca
 from gateway.crypto.sm2 import (
     SM2_WITH_SM3_OID,
     Sm2Error,
@@ -46,6 +45,7 @@ from gateway.crypto.sm2 import (
     sm2_verify,
     sm2_verify_issued_by,
 )
+from gateway.dev.pki import issue_gateway_cert, make_ca
 
 # GM/T 0003.5-2012 (GB/T 32918.5) examples on the recommended curve, default signer ID "1234567812345678":
 # the key pair, the signature of "message digest" with nonce K, the encryption of "encryption standard" with K.

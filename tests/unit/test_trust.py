@@ -13,18 +13,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.crypto.jws import Signer, parse_detached, thumbprint_s256, verify_detached
+from gateway.crypto.keyfiles import load_certificate, load_private_key
 from gateway.crypto.keys import PrivateKey
-from gateway.crypto.pki import (
-    CA_NAME,
-    PkiLayout,
-    init_pki,
-    issue_gateway_cert,
-    load_certificate,
-    load_private_key,
-    make_ca,
-)
 from gateway.crypto.sm2 import Sm2PrivateKey, Sm2PublicKey, sm2_sign, sm2_verify
 from gateway.crypto.trust import TrustedSigner, TrustError, TrustStore
+from gateway.dev.pki import CA_NAME, PkiLayout, init_pki, issue_gateway_cert, make_ca
 from gateway.wire.regions import REGIONS
 
 NOW = dt.datetime.now(dt.UTC)

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from gateway.crypto.jws import Signer
-from gateway.crypto.pki import init_pki, load_certificate, load_private_key, make_ca
+from gateway.crypto.keyfiles import load_certificate, load_private_key
 from gateway.crypto.trust import TrustStore
+from gateway.dev.pki import init_pki, make_ca
 from gateway.relay.revocations import apply_update, revocation
 from gateway.wire.headers import SIGNATURE as SIGNATURE_HEADER
 
