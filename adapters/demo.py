@@ -1,6 +1,7 @@
-"""`yrdx demo`: a local Kafka, the four gateways as separate processes, simulated platforms, and the
-stories of :mod:`adapters.stories`; then what was delivered, what was rejected and how fast, and one
-message's journey read back from the audit topic.
+"""The demo (`yrdx demo`): a local Kafka, four gateway processes, simulated platforms and every story, reported.
+
+It plays the stories of :mod:`adapters.stories`, then shows what was delivered, what was rejected and how fast,
+and one message's journey read back from the audit topic.
 
 Everything started here is stopped here, also on error or Ctrl-C: the gateways with SIGTERM (they drain),
 then SIGKILL if one hangs; the broker with SIGTERM. The exit code is 0 only if every story ended as expected:

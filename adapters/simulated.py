@@ -1,5 +1,6 @@
-"""Simulated regional platforms for the demo: they receive webhooks from their gateway and react as the real
-systems would, and they send through their gateway's HTTP API like any platform.
+"""Simulated regional platforms for the demo: webhook receivers that react as the real systems would.
+
+They receive webhooks from their gateway and send through their gateway's HTTP API like any platform.
 
 One aiohttp server hosts the four regions' webhook endpoints (``/SH``, ``/JS``, ``/ZJ``, ``/AH``). Each
 delivery is checked the way a careful platform checks it (the detached JWS of the sending gateway, against
@@ -9,7 +10,7 @@ confirms a monthly clearing statement, the Zhejiang licence registry answers a v
 identity platform answers an identity check. Answers keep the request's ``correlation_id``, so a
 conversation stays one conversation.
 
-Payloads start from the schemas' own examples (synthetic DOMAIN.md values) and carry what the story needs.
+Payloads start from the schemas' own (synthetic) examples and carry what the story needs.
 Nothing here prints or logs a payload: they hold personal data.
 """
 

@@ -18,7 +18,8 @@ Bad ones, each refused with a stable code:
 - a schema violation: HTTP 400 `schema_violation`, with JSON pointers to the faulty fields;
 - a type the sender may not send (a platform forging a `yrdx.receipt`): HTTP 403 `not_permitted`.
 
-Every payload is synthetic (DOMAIN.md section 9 shapes) and is checked against its schema before it leaves.
+Every payload is synthetic (in the shapes of the real documents) and is checked against its schema before it
+leaves.
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ LICENCE_HOLDER, LICENCE_USER = "ZJ", "JS"  # license: issuing registry, relying 
 ID_ASKER, ID_HOME = "SH", "JS"  # identity: asking platform, the residents' home region
 
 HOSPITALS = ("H31011500001", "H31010400003", "H31011200007")  # Shanghai designated hospitals (synthetic)
-LICENCE_TYPE = "11100000000013338W009"  # type code of the real ZJ licence of DOMAIN.md section 9
-ZJ_ISSUER = "11330105002500287C"  # a real Zhejiang government body (DOMAIN.md section 9)
-ZJ_HOLDER = "91330106MA2CD4W58W"  # synthetic Zhejiang enterprise (DOMAIN.md section 9)
+LICENCE_TYPE = "11100000000013338W009"  # type code of a real Zhejiang licence
+ZJ_ISSUER = "11330105002500287C"  # a real Zhejiang government body
+ZJ_HOLDER = "91330106MA2CD4W58W"  # synthetic Zhejiang enterprise
 NAMES = ("张三", "李四", "王五", "赵六", "钱七", "孙八", "周九", "吴十")
 
 

@@ -1,5 +1,6 @@
-"""Sealed payloads, a compact JWE (RFC 7516) encrypted to the destination gateway: the JOSE suite, and the face of
-both suites (README "Sealed payloads").
+"""Sealed payloads in the JOSE suite (X25519, AES-GCM), and the module that loads both sealing suites.
+
+A sealed payload is a compact JWE (RFC 7516) encrypted to the destination gateway (README "Sealed payloads").
 
 `alg` ECDH-ES+A256KW over X25519 (RFC 8037), `enc` A256GCM: a fresh random content key per message, wrapped
 with a key agreed between an ephemeral key and the recipient's key. The ephemeral key is reused for up to a

@@ -1,6 +1,6 @@
 """SM2 (GB/T 32918, GM/T 0003) behind one small API: keys, signatures, public-key encryption, certificates.
 
-The national suite of the gateway (DOMAIN.md "Crypto options (SM2/SM3/SM4)") fixes:
+The national suite of the gateway (README "The national suite (SM2 / SM3 / SM4)") fixes:
 
 - signatures: SM2 with SM3 and the default signer ID ``"1234567812345678"`` (GM/T 0009-2012), encoded as DER
   ``SEQUENCE { r INTEGER, s INTEGER }``;

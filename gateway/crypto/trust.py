@@ -1,4 +1,4 @@
-"""Who may sign: the gateway certificates a receiving gateway trusts (DESIGN.md section 2).
+"""Who may sign: the gateway certificates a receiving gateway trusts, and their revocations.
 
 A certificate is validated once, when it is added (directly issued by one of the roots, not a CA, exactly
 one ``urn:yrdx:region:<R>`` SAN with R a known region, a supported key: P-256, Ed25519 or SM2). Roots may be of

@@ -1,4 +1,4 @@
-"""`yrdx init`: a complete local exchange — the development PKI plus one gateway config per region, wired.
+"""A complete local exchange (`yrdx init`): the development PKI plus one gateway config per region, wired.
 
 Layout under DIR:
     certs/...                   the PKI of `yrdx certs init` (private keys 0600, git-ignored)
@@ -19,7 +19,7 @@ import yaml
 from gateway.dev.pki import PkiLayout, init_pki
 from gateway.wire.regions import REGIONS, check_namespace, segment
 
-# The business types of DESIGN.md section 3. `yrdx.receipt` is not among them: only gateways send receipts.
+# The business types, one schema each under schemas/. `yrdx.receipt` is not among them: only gateways send receipts.
 BUSINESS_TYPES = (
     "identity.verify.request", "identity.verify.result",
     "license.verify.request", "license.verify.result", "license.status.notice",
@@ -69,7 +69,7 @@ def gateway_config(
 
     delivery: dict[str, Any] = {"mode": "webhook", "url": webhook_url} if webhook_url else {"mode": "inbox"}
     kafka: dict[str, Any] = {"bootstrap_servers": bootstrap_servers}
-    if namespace:  # topic and group prefix; absent = DESIGN.md's names
+    if namespace:  # topic and group prefix; absent = the unprefixed names (README "Namespaces")
         kafka["namespace"] = namespace
     return {
         "region": region,
