@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -154,36 +155,16 @@ class KafkaInboxConsumer:
         """After a decoding failure: back to the committed position of every partition (aiokafka has already
         moved past the records it drained from other partitions in the failed call, and dropped them), then
         one record at a time, so the failing record is found at its exact offset and stepped over."""
-        assigned = sorted(self._consumer.assignment(), key=lambda tp: tp.partition)
-        for tp in assigned:
+        starts: dict[TopicPartition, int | None] = {}
+        for tp in sorted(self._consumer.assignment(), key=lambda tp: tp.partition):
             committed = self._committed.get(tp)
-            if committed is None:
-                committed = await self._consumer.committed(tp)
-            if committed is None:
-                await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, committed)
-        out: list[InRecord] = []
-        for tp in assigned:
-            while len(out) < self._max_records:
-                position = await self._consumer.position(tp)
-                end = self._consumer.highwater(tp)
-                if end is not None and position >= end:
-                    break
-                try:
-                    got = await self._consumer.getmany(tp, timeout_ms=1000, max_records=1)
-                except KafkaError:
-                    raise
-                except Exception as e:  # this one record cannot be decoded
-                    out.append(InRecord(tp.topic, tp.partition, position, None, b"", {},
-                                        flaw=f"the client library cannot decode the record: {type(e).__name__}"))
-                    self._consumer.seek(tp, position + 1)
-                    continue
-                records = [in_record(m) for msgs in got.values() for m in msgs]
-                if not records:
-                    break
-                out.extend(records)
-        return out
+            starts[tp] = committed if committed is not None else await self._consumer.committed(tp)
+        return [
+            InRecord(m.topic, m.partition, m.offset, None, b"", {},
+                     flaw=f"the client library cannot decode the record: {m.error}")
+            if isinstance(m, Undecodable) else in_record(m)
+            for m in await read_one_at_a_time(self._consumer, starts, self._max_records)
+        ]
 
     async def commit(self, batch: Sequence[InRecord]) -> None:
         """Commit past the highest offset of each partition in the batch."""
@@ -200,6 +181,51 @@ class KafkaInboxConsumer:
             if end is not None and committed is not None:
                 known[tp.partition] = (committed, end)
         return known
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A record the client library could not decode, at its exact position (`error`: the exception's class)."""
+
+    topic: str
+    partition: int
+    offset: int
+    error: str
+
+
+async def read_one_at_a_time(
+    consumer: AIOKafkaConsumer, starts: Mapping[TopicPartition, int | None], max_records: int
+) -> list[Any]:
+    """Read each partition of `starts` one record at a time, from its offset there (None: its beginning) up to its
+    high watermark, at most `max_records` in all: after the client library failed to decode a record inside a
+    fetch, this finds that record at its exact offset and steps over it. Returns aiokafka's ConsumerRecords, with
+    an `Undecodable` in place of each record that cannot be decoded. Shared by the inbox consumer and
+    gateway.kafka.reader's followers, so both step over such a record the same way."""
+    for tp, start in starts.items():
+        if start is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, start)
+    out: list[Any] = []
+    for tp in starts:
+        while len(out) < max_records:
+            position = await consumer.position(tp)
+            end = consumer.highwater(tp)
+            if end is not None and position >= end:
+                break
+            try:
+                got = await consumer.getmany(tp, timeout_ms=1000, max_records=1)
+            except KafkaError:
+                raise
+            except Exception as e:  # this one record cannot be decoded
+                out.append(Undecodable(tp.topic, tp.partition, position, type(e).__name__))
+                consumer.seek(tp, position + 1)
+                continue
+            records = [m for msgs in got.values() for m in msgs]
+            if not records:
+                break
+            out.extend(records)
+    return out
 
 
 def next_offsets(batch: Iterable[InRecord]) -> dict[int, int]:
