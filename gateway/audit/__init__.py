@@ -1,2 +1,1 @@
-"""The audit trail: its format, the chain each gateway writes, countersigning, and reading, indexing and
-verifying it."""
+"""The audit trail: its format, each gateway's chain, countersigning, and reading, indexing and verifying it."""

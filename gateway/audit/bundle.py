@@ -1,4 +1,4 @@
-"""Audit bundles (DESIGN.md section 6): the evidence about some messages in one file, for an offline audit.
+"""Audit bundles: the evidence about some messages in one file, to be verified offline, and proofs from them.
 
 `yrdx audit export` picks records (a message with its receipts, a conversation, or a time window) and writes, for
 each region, the contiguous run of its chain from the first picked record to the end of the segment holding the
@@ -10,29 +10,28 @@ gateway certificates that signed those checkpoints, the selection and the export
      "certificates": {"roots": [PEM, ...], "gateways": [PEM, ...]},
      "segments": [{"region", "offset", "records": [...], "checkpoint": {"seq", "hash", "jws"}}, ...]}
 
-`yrdx audit verify --bundle FILE` checks it with gateway/audit_verify.py on a machine with no Kafka and no
+`yrdx audit verify --bundle FILE` checks it with gateway.audit.verify on a machine with no Kafka and no
 gateway; `yrdx audit prove --bundle FILE --envelope FILE` shows that an envelope a platform kept is, byte for
-byte, the one whose hash every region recorded.
+byte, the one whose hash every region recorded (`prove` returns the evidence, `format_proof` words it).
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
-import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final
 
 import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway.audit.model import AuditFormatError, Segment, parse_segment, segment_fault
-from gateway.audit.verify import Fault, Report, read_trail, verify_segments
+from gateway.audit.journey import journey
+from gateway.audit.model import ORIGIN_STAGES, AuditFormatError, AuditRecord, Segment, parse_segment, segment_fault
+from gateway.audit.verify import Fault, Report, verify_segments
 from gateway.crypto.jws import JwsError, parse_detached
 from gateway.crypto.trust import TrustError, TrustStore
 from gateway.wire.envelope import timestamp_or_none, utc_timestamp
@@ -41,10 +40,12 @@ __all__ = [
     "BUNDLE_FORMAT",
     "Bundle",
     "BundleError",
+    "Evidence",
+    "Proof",
     "Selection",
-    "add_bundle_cli",
     "build_bundle",
     "bundle_trust",
+    "format_proof",
     "load_bundle",
     "prove",
     "select_records",
@@ -53,8 +54,8 @@ __all__ = [
 
 BUNDLE_FORMAT: Final = "yrdx-audit-bundle/1"
 
-# Where a message's envelope hash is recorded, and what must match the envelope a platform kept.
-ORIGIN_STAGES: Final = ("accepted", "published")
+# Where a message's envelope hash is recorded (model.ORIGIN_STAGES at its origin, these at its destination), and
+# what must match the envelope a platform kept.
 DESTINATION_STAGES: Final = ("received", "verified", "delivered")
 MUST_MATCH: Final = frozenset({"accepted", "published", "verified", "delivered", "receipt_sent", "receipt_received"})
 
@@ -109,12 +110,10 @@ def select_records(
 ) -> tuple[set[RecordKey], tuple[str, ...]]:
     """The records picked (as region, seq, hash) and the messages whose records they hold in full.
 
-    A message brings its receipts' records too (gateway.audit.journey.journey), a conversation all records with that
+    A message brings its receipts' records too (journey.journey), a conversation all records with that
     correlation id and those of their messages, a window every record whose `at` falls in it plus the other
     records of the messages it touches (so that both sides of each message are in the bundle).
     """
-    from gateway.audit.journey import journey
-
     records = [r for seg in segments for r in seg.records]
     if message is not None:
         ids = {message}
@@ -228,16 +227,17 @@ def _certificates(pems: object, name: str) -> list[x509.Certificate]:
         raise BundleError(f"certificates.{name}: {e}") from e
 
 
-def bundle_trust(bundle: Bundle, ca_files: Sequence[Path], warn: TextIO) -> TrustStore:
+def bundle_trust(bundle: Bundle, ca_files: Sequence[Path], warn: Callable[[str], None]) -> TrustStore:
     """The auditor's roots from `ca_files`, or (with a warning) the bundle's own; then the bundle's gateway
-    certificates, each accepted only if one of those roots issued it."""
+    certificates, each accepted only if one of those roots issued it. `warn` is given each warning as it arises,
+    so that it comes before the BundleError raised when there is no root at all."""
     if ca_files:
         roots = [c for p in ca_files for c in x509.load_pem_x509_certificates(Path(p).read_bytes())]
     else:
         roots = bundle.roots
         names = "; ".join(r.subject.rfc4514_string() for r in roots) or "none"
-        print(f"WARNING: trusting the root certificates inside the bundle ({names}); a bundle can vouch for "
-              "itself this way, so pass --ca FILE to verify against roots you hold", file=warn)
+        warn(f"WARNING: trusting the root certificates inside the bundle ({names}); a bundle can vouch for "
+             "itself this way, so pass --ca FILE to verify against roots you hold")
     if not roots:
         raise BundleError("no trust roots: the bundle holds none and no --ca was given")
     try:
@@ -248,7 +248,7 @@ def bundle_trust(bundle: Bundle, ca_files: Sequence[Path], warn: TextIO) -> Trus
         try:
             trust.add_certificate(cert)
         except TrustError as e:
-            print(f"warning: a gateway certificate of the bundle is not accepted: {e}", file=warn)
+            warn(f"warning: a gateway certificate of the bundle is not accepted: {e}")
     return trust
 
 
@@ -277,37 +277,63 @@ def verify_bundle(bundle: Bundle, trust: TrustStore) -> Report:
 # --- prove ----------------------------------------------------------------------------------------------------
 
 
-def prove(bundle: Bundle, trust: TrustStore, envelope: bytes, out: TextIO) -> bool:
-    """Print the chain of evidence that `envelope` (exact bytes) is the message the bundle's records describe;
-    True only if its hash is the one recorded at the origin and at the destination and the bundle verifies."""
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One record of the bundle about the envelope's message, and whether it names the envelope's hash."""
+
+    at: str
+    region: str
+    seq: int
+    stage: str
+    matches: bool
+    checkpoint: tuple[int, str] | None  # the first checkpoint that holds at or after it: (seq, who signed it)
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """What `prove` found: the envelope (size, SHA-256 and, when it is one, its id, type, sender and recipient),
+    the evidence in time order, the bundle's report and every problem; proved only when there is none."""
+
+    size: int
+    sha256: str
+    message_id: str | None  # None: the bytes are not an envelope
+    type: object = None
+    sender: object = None
+    recipient: object = None
+    evidence: tuple[Evidence, ...] = ()
+    report: Report | None = None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def proved(self) -> bool:
+        return self.message_id is not None and not self.problems
+
+
+def prove(bundle: Bundle, trust: TrustStore, envelope: bytes) -> Proof:
+    """The chain of evidence that `envelope` (exact bytes) is the message the bundle's records describe; proved
+    only if its hash is the one recorded at the origin and at the destination and the bundle verifies."""
     sha = hashlib.sha256(envelope).hexdigest()
-    problems: list[str] = []
     try:
         doc = orjson.loads(envelope)
     except orjson.JSONDecodeError:
         doc = None
     if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
-        print(f"envelope: {len(envelope)} bytes, sha256 {sha}: not an envelope (no message id)", file=out)
-        print("NOT PROVED", file=out)
-        return False
+        return Proof(len(envelope), sha, None)
     mid, sender, recipient = doc["id"], doc.get("from"), doc.get("to")
-    print(f"envelope: message {mid} ({doc.get('type')}) {sender} -> {recipient}, {len(envelope)} bytes, "
-          f"sha256 {sha}", file=out)
 
     report = verify_bundle(bundle, trust)
     segments, _ = _segments(bundle)
     signed_by = _signatures(segments, trust)
-    mine = [(seg.region, r) for seg in segments for r in seg.records if r.get("message_id") == mid]
+    mine: list[tuple[str, AuditRecord]] = [(seg.region, r) for seg in segments for r in seg.records
+                                           if r.get("message_id") == mid]
     mine.sort(key=lambda x: (str(x[1].get("at")), x[0], _seq(x[1])))
-    print("evidence:", file=out)
+    problems: list[str] = []
+    evidence: list[Evidence] = []
     for region, r in mine:
         same = r.get("envelope_sha256") == sha
         seq = _seq(r)
         cover = next(((s, who) for s, who in signed_by.get(region, []) if s >= seq), None)
-        signed = f"checkpoint {cover[0]} signed by {cover[1]}" if cover else "no checkpoint that holds"
-        mark = "matches" if same else "DIFFERS"
-        print(f"  {r.get('at')}  {region}  {seq:>6}  {r.get('stage'):<16} envelope sha256 {mark:<8} {signed}",
-              file=out)
+        evidence.append(Evidence(str(r.get("at")), region, seq, str(r.get("stage")), same, cover))
         if r.get("stage") in MUST_MATCH and not same:
             problems.append(f"{region} record {seq} ({r.get('stage')}) names another envelope hash")
     origin = [r for region, r in mine if r.get("stage") in ORIGIN_STAGES and region == sender]
@@ -319,18 +345,36 @@ def prove(bundle: Bundle, trust: TrustStore, envelope: bytes, out: TextIO) -> bo
     if destination and not any(r.get("stage") == "received" and r.get("envelope_sha256") == sha
                                for _, r in destination):
         problems.append(f"no received record of {mid} names this envelope's hash")
-    if report.ok:
-        print(f"bundle: {report.records} records in {report.segments} segments verify "
-              f"({', '.join(sorted(report.regions))})", file=out)
-    else:
+    if not report.ok:
         problems.extend(f"bundle fault: {f}" for f in report.faults)
-    for p in problems:
-        print(f"  - {p}", file=out)
-    if problems:
-        print(f"NOT PROVED: the envelope is not shown to be the one that travelled as {mid}", file=out)
-        return False
-    print(f"PROVED: this envelope is exactly the one that travelled as {mid} from {sender} to {recipient}", file=out)
-    return True
+    return Proof(len(envelope), sha, mid, doc.get("type"), sender, recipient, tuple(evidence), report,
+                 tuple(problems))
+
+
+def format_proof(proof: Proof) -> str:
+    """The proof as `yrdx audit prove` prints it: the envelope, the evidence, the bundle, then the verdict."""
+    if proof.message_id is None:
+        return (f"envelope: {proof.size} bytes, sha256 {proof.sha256}: not an envelope (no message id)\n"
+                "NOT PROVED")
+    mid = proof.message_id
+    lines = [f"envelope: message {mid} ({proof.type}) {proof.sender} -> {proof.recipient}, {proof.size} bytes, "
+             f"sha256 {proof.sha256}", "evidence:"]
+    for e in proof.evidence:
+        signed = f"checkpoint {e.checkpoint[0]} signed by {e.checkpoint[1]}" if e.checkpoint else \
+            "no checkpoint that holds"
+        mark = "matches" if e.matches else "DIFFERS"
+        lines.append(f"  {e.at}  {e.region}  {e.seq:>6}  {e.stage:<16} envelope sha256 {mark:<8} {signed}")
+    report = proof.report
+    if report is not None and report.ok:
+        lines.append(f"bundle: {report.records} records in {report.segments} segments verify "
+                     f"({', '.join(sorted(report.regions))})")
+    lines += [f"  - {p}" for p in proof.problems]
+    if proof.problems:
+        lines.append(f"NOT PROVED: the envelope is not shown to be the one that travelled as {mid}")
+    else:
+        lines.append(f"PROVED: this envelope is exactly the one that travelled as {mid} from {proof.sender} to "
+                     f"{proof.recipient}")
+    return "\n".join(lines)
 
 
 def _signatures(segments: Sequence[Segment], trust: TrustStore) -> dict[str, list[tuple[int, str]]]:
@@ -344,79 +388,3 @@ def _signatures(segments: Sequence[Segment], trust: TrustStore) -> dict[str, lis
     for items in out.values():
         items.sort()
     return out
-
-
-# --- the command line -------------------------------------------------------------------------------------------
-
-
-def _parse_trail(values: Sequence[tuple[bytes | None, bytes, int]]) -> list[Segment]:
-    segments = []
-    for _key, value, offset in values:
-        try:
-            segments.append(parse_segment(value, offset))
-        except AuditFormatError as e:
-            print(f"warning: offset {offset} of yrdx.audit is not a segment ({e}); not exported", file=sys.stderr)
-    return segments
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-
-    start, end = timestamp_or_none(args.start), timestamp_or_none(args.end)
-    if (args.start and start is None) or (args.end and end is None):
-        print("yrdx: --from and --to take RFC 3339 times with a zone, e.g. 2026-11-23T15:00:00Z", file=sys.stderr)
-        return 2
-    window = start is not None or end is not None
-    if (args.message is not None) + (args.conversation is not None) + window != 1:
-        print("yrdx: audit export takes one of --message ID, --conversation ID or --from T/--to T", file=sys.stderr)
-        return 2
-    trail = read_trail(args.config, args.timeout, "export")
-    if trail is None:
-        return 2
-    trust, values = trail
-    segments = _parse_trail(values)
-    keys, messages = select_records(segments, message=args.message, conversation=args.conversation, start=start,
-                                    end=end)
-    if not keys:
-        print("yrdx: no audit record matches the selection", file=sys.stderr)
-        return 1
-    selection = Selection(messages, args.conversation, args.start, args.end)
-    doc = build_bundle(segments, trust, keys, selection)
-    data = orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
-    if args.out:
-        Path(args.out).write_bytes(data)
-        regions = sorted({s["region"] for s in doc["segments"]})
-        print(f"exported {len(keys)} selected records ({len(messages)} messages) with their chains from "
-              f"{', '.join(regions)} to {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.buffer.write(data)
-    return 0
-
-
-def cmd_prove(args: argparse.Namespace) -> int:
-    try:
-        bundle = load_bundle(Path(args.bundle))
-        trust = bundle_trust(bundle, [Path(p) for p in args.ca or ()], sys.stderr)
-        envelope = Path(args.envelope).read_bytes()
-    except (BundleError, OSError, ValueError) as e:
-        print(f"yrdx: {e}", file=sys.stderr)
-        return 2
-    return 0 if prove(bundle, trust, envelope, sys.stdout) else 1
-
-
-def add_bundle_cli(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    e = sub.add_parser("export", help="write the records (and proofs) of a message, conversation or time window")
-    e.add_argument("--config", required=True, help="a gateway config: Kafka settings and trust")
-    pick = e.add_mutually_exclusive_group()
-    pick.add_argument("--message", metavar="ID")
-    pick.add_argument("--conversation", metavar="ID")
-    e.add_argument("--from", dest="start", metavar="T", help="RFC 3339 start of a time window")
-    e.add_argument("--to", dest="end", metavar="T", help="RFC 3339 end of a time window")
-    e.add_argument("--out", metavar="FILE", help="the bundle file (default: standard output)")
-    e.add_argument("--timeout", type=float, default=30.0, help="seconds to read yrdx.audit (default 30)")
-    e.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("prove", help="show that an envelope a platform kept is exactly the one that travelled")
-    p.add_argument("--bundle", required=True)
-    p.add_argument("--envelope", required=True, help="the envelope file, exact bytes as received")
-    p.add_argument("--ca", action="append", metavar="FILE", help="the auditor's own trust roots")
-    p.set_defaults(func=cmd_prove)

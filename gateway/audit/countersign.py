@@ -1,4 +1,4 @@
-"""Cross-region checkpoints: each gateway countersigns the signed heads it sees of the other regions' chains.
+"""Countersigning: each gateway chains the signed heads it sees of the other regions' audit chains into its own.
 
 The gateway follows `yrdx.checkpoints` (the signed head each gateway announces every 10 s: a few hundred bytes,
 instead of every audit segment), checks each other region's checkpoint against its trust store, and appends a
@@ -15,13 +15,12 @@ import logging
 from datetime import datetime
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from gateway.audit.model import Checkpoint, checkpoint_fault
 from gateway.audit.trail import AuditTrail
 from gateway.config import KafkaConfig
 from gateway.crypto.trust import TrustStore
-from gateway.kafka.transport import client_options
+from gateway.kafka.reader import follow_topic
 
 log = logging.getLogger(__name__)
 
@@ -65,21 +64,20 @@ class Countersigner:
         return n
 
     async def run(self, interval_s: float = 10.0) -> None:
-        consumer = AIOKafkaConsumer(
-            self._kafka.topics.checkpoints, **client_options(self._kafka), group_id=None, enable_auto_commit=False,
-            auto_offset_reset="latest", fetch_max_wait_ms=500,
-        )
-        await consumer.start()
+        """Follow `yrdx.checkpoints` from its end and countersign every `interval_s`, until cancelled. Records
+        that are not checkpoints (even ones the client library cannot decode) are ignored, and a client that
+        fails is started again (gateway.kafka.reader.follow_topic): countersigning never stops on its own."""
         loop = asyncio.get_running_loop()
         next_round = loop.time() + interval_s
-        try:
-            while True:
-                for msgs in (await consumer.getmany(timeout_ms=1000, max_records=200)).values():
-                    for m in msgs:
-                        self.observe(m.key, m.value)
+        batches = follow_topic(self._kafka, self._kafka.topics.checkpoints, max_records=200)
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                for r in batch:
+                    try:
+                        self.observe(r.key, r.value)
+                    except Exception as e:  # a checkpoint nobody foresaw must not stop countersigning
+                        log.warning("ignoring an audit checkpoint that cannot be read",
+                                    extra={"offset": r.offset, "error": f"{type(e).__name__}: {e}"})
                 if loop.time() >= next_round:
                     self.countersign()
                     next_round = loop.time() + interval_s
-        finally:
-            with contextlib.suppress(Exception):
-                await consumer.stop()

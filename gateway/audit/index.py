@@ -1,14 +1,14 @@
-"""The auditors' index of `yrdx.audit` and the trace of one message's conversation (DESIGN.md section 6).
+"""The auditors' index of `yrdx.audit` in SQLite or PostgreSQL, and the trace of one message's conversation.
 
-`update_index` reads the segments the gateways publish (gateway.audit.model) with a consumer outside any group,
-assigned to every partition and placed at the position stored in the index (the beginning when none is), and
-stores each fetched batch in ONE transaction: its records, its checkpoints and the new position. A process
-killed at any point therefore resumes exactly where its last transaction ended: nothing is lost, and the
-primary key (region, seq) makes a record read twice land once.
+`update_index` reads the segments the gateways publish (gateway.audit.model) with a gateway.kafka.reader
+follower (outside any group), assigned to every partition and placed at the position stored in the index (the
+beginning when none is), and stores each fetched batch in ONE transaction: its records, its checkpoints and the
+new position. A process killed at any point therefore resumes exactly where its last transaction ended: nothing
+is lost, and the primary key (region, seq) makes a record read twice land once.
 
 Only a region's own records are indexed as its chain: those of a segment whose checkpoint signature holds against
-the trust store (audit_model.segment_fault, the check `yrdx audit verify` makes) and whose records are the run
-that checkpoint signs (audit_model.segment_break). Anyone can write to `yrdx.audit`; a forged chain published
+the trust store (model.segment_fault, the check `yrdx audit verify` makes) and whose records are the run
+that checkpoint signs (model.segment_break). Anyone can write to `yrdx.audit`; a forged chain published
 first must not take the seqs of the genuine one, which is indexed when it arrives. Every record that is not
 indexed as its region's is kept apart in the conflicts table, with its position on the topic and a kind in
 `yrdx audit verify`'s words: `forged` (its checkpoint does not hold), `edited` (its records are not the ones the
@@ -21,21 +21,17 @@ PostgreSQL (psycopg 3, `postgresql://` DSNs). Both are synchronous; async caller
 `trace` answers "what happened to this message": the records of the message, of every message of its
 conversation (same correlation_id), of the signed receipts about them (found through `detail.receipt` of the
 `receipt_sent`/`receipt_received` records) and of unverifiable copies that claimed one of their ids, ordered
-by time, then region, then seq (`gateway.audit.journey.journey`); and the conflicts that touch it: records kept apart
-that name one of its messages or conversations or claim the place (region, seq) of one of its records.
-`yrdx audit trace` prints it as a table or JSON, and `GET /v1/audit/messages/{id}` answers the same JSON.
+by time, then region, then seq (journey.journey); and the conflicts that touch it: records kept apart that name
+one of its messages or conversations or claim the place (region, seq) of one of its records. `yrdx audit trace`
+prints it as a table (format_trace) or JSON, and `GET /v1/audit/messages/{id}` answers the same JSON.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import signal
 import sqlite3
-import sys
 import threading
-import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -43,26 +39,22 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
-from gateway.audit.journey import _partitions, journey
-from gateway.audit.model import AuditFormatError, Segment, parse_segment, segment_break, segment_fault
-from gateway.audit.verify import load_trust
-from gateway.config import GatewayConfig, KafkaConfig
+from gateway.audit.journey import journey
+from gateway.audit.model import AuditFormatError, AuditRecord, Segment, parse_segment, segment_break, segment_fault
+from gateway.config import KafkaConfig
 from gateway.crypto.trust import TrustStore
-from gateway.kafka.transport import client_options
+from gateway.kafka.reader import KafkaError, TopicFollower, partitions_of
 from gateway.wire.regions import DEFAULT_TOPICS
 
 __all__ = [
-    "AuditIndex", "Batch", "IndexRun", "IndexUnavailable", "add_cli", "check_segments", "current_trace",
-    "decode_segments", "default_index_path", "format_trace", "is_dsn", "open_index", "trace", "trace_conflicts",
-    "trace_document", "update_index",
+    "AuditIndex", "Batch", "IndexRun", "IndexUnavailable", "check_segments", "current_trace", "decode_segments",
+    "default_index_path", "format_trace", "is_dsn", "open_index", "trace", "trace_conflicts", "trace_document",
+    "update_index",
 ]
 
 log = logging.getLogger(__name__)
 
-AuditRecord = dict[str, Any]
 Conflict = dict[str, Any]  # {region, seq, hash, kind, reason, partition, offset, record}
 RECEIPT_STAGES = frozenset({"receipt_sent", "receipt_received"})
 _COLUMNS = ("message_id", "correlation_id", "ref_id")  # the ones a trace looks records and conflicts up by
@@ -554,7 +546,7 @@ async def update_index(
     run = IndexRun(topic)
     while True:
         async with asyncio.timeout(setup_s()):
-            partitions = await _partitions(cfg, topic)
+            partitions = await partitions_of(cfg, topic)
         if partitions or follow is None:
             break
         # Following a topic that no gateway has created yet: look again in a moment.
@@ -565,30 +557,24 @@ async def update_index(
             continue
     if not partitions:
         return run
-    tps = [TopicPartition(topic, p) for p in partitions]
-    consumer = AIOKafkaConsumer(
-        **client_options(cfg), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
-        fetch_max_wait_ms=cfg.fetch_max_wait_ms,
-    )
+    follower = TopicFollower(cfg, topic, fetch_max_wait_ms=cfg.fetch_max_wait_ms)
     try:
         async with asyncio.timeout(setup_s()):
-            await consumer.start()
-            consumer.assign(tps)
             stored = await asyncio.to_thread(index.positions, topic)
-            ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
-            for tp in tps:
-                at = stored.get(tp.partition)
-                if at is not None and at > ends[tp]:
+            await follower.start(dict.fromkeys(partitions))  # at the beginning; at the stored positions below
+            ends = await follower.end_offsets()
+            for p in partitions:
+                at = stored.get(p)
+                if at is not None and at > ends[p]:
                     log.warning("stored position is past the end of the topic (was it recreated?); reading it "
-                                "from the beginning", extra={"partition": tp.partition, "stored": at})
+                                "from the beginning", extra={"partition": p, "stored": at})
                     at = None
-                if at is None:
-                    await consumer.seek_to_beginning(tp)
-                else:
-                    consumer.seek(tp, at)
-                    run.resumed[tp.partition] = at
-                run.positions[tp.partition] = await consumer.position(tp)
-        remaining = set(tps) if follow else {tp for tp in tps if run.positions[tp.partition] < ends[tp]}
+                if at is not None:
+                    await follower.seek({p: at})
+                    run.resumed[p] = at
+            for p in partitions:
+                run.positions[p] = await follower.position(p)
+        remaining = set(partitions) if follow else {p for p in partitions if run.positions[p] < ends[p]}
         while remaining and not (follow and follow.is_set()):
             wait_ms = 500 if follow else 200
             if deadline is not None:
@@ -596,11 +582,14 @@ async def update_index(
                 if left <= 0:
                     break
                 wait_ms = max(1, min(wait_ms, int(left * 1000)))
-            fetched = await consumer.getmany(*remaining, timeout_ms=wait_ms)
-            messages = [m for batch in fetched.values() for m in batch]
-            if messages:
-                segments, skipped = decode_segments((m.partition, m.offset, m.value) for m in messages)
-                positions = {tp.partition: batch[-1].offset + 1 for tp, batch in fetched.items() if batch}
+            records = await follower.poll(timeout_ms=wait_ms, partitions=remaining)
+            if records:
+                # A record the client library cannot decode comes flawed, with an empty value: skipped as not a
+                # segment, and the position moves past it.
+                segments, skipped = decode_segments((r.partition, r.offset, r.value) for r in records)
+                positions: dict[int, int] = {}
+                for r in records:
+                    positions[r.partition] = max(positions.get(r.partition, 0), r.offset + 1)
                 result = await asyncio.to_thread(_check_and_store, index, Batch(topic, segments, positions, skipped),
                                                  trust)
                 run.read += sum(len(s.records) for _, s in segments)
@@ -610,9 +599,9 @@ async def update_index(
                 run.conflicts += result.conflicts
                 run.positions.update(positions)
             if not follow:
-                remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
+                remaining = {p for p in remaining if await follower.position(p) < ends[p]}
     finally:
-        await consumer.stop()
+        await follower.stop()
     return run
 
 
@@ -778,104 +767,3 @@ async def current_trace(
         return await asyncio.to_thread(trace_document, index, message_id)
     finally:
         await asyncio.to_thread(index.close)
-
-
-# --- yrdx audit index | trace -------------------------------------------------------------------------------
-
-
-
-
-def _target(args: argparse.Namespace) -> str:
-    if args.dsn:
-        return str(args.dsn)
-    return str(Path(args.db).resolve() if args.db else default_index_path(Path(args.config)))
-
-
-async def _index(cfg: GatewayConfig, trust: TrustStore, index: AuditIndex, follow: bool) -> IndexRun:
-    if not follow:
-        return await update_index(cfg.kafka, index, trust=trust)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    return await update_index(cfg.kafka, index, trust=trust, follow=stop)
-
-
-def _open(args: argparse.Namespace) -> AuditIndex | None:
-    try:
-        return open_index(_target(args))
-    except IndexUnavailable as e:
-        print(f"yrdx: {e}", file=sys.stderr)
-        return None
-
-
-def cmd_index(args: argparse.Namespace) -> int:
-    loaded = load_trust(args.config)
-    index = _open(args) if loaded is not None else None
-    if loaded is None or index is None:
-        return 2
-    cfg, trust = loaded
-    with index:
-        audit_topic = cfg.topics.audit
-        stored = index.positions(audit_topic)
-        for p, offset in sorted(stored.items()):
-            print(f"{audit_topic}[{p}]: resuming at offset {offset} ({index.where})", flush=True)
-        if not stored:
-            print(f"{audit_topic}: nothing indexed yet, reading from the beginning ({index.where})", flush=True)
-        started = time.monotonic()
-        try:
-            run = asyncio.run(_index(cfg, trust, index, args.follow))
-        except (TimeoutError, KafkaError, OSError) as e:
-            print(f"yrdx: cannot read {audit_topic} from {cfg.kafka.bootstrap_servers}: {e!r}", file=sys.stderr)
-            return 1
-        counts = index.counts()
-    print(f"{run.summary()} in {time.monotonic() - started:.1f} s", flush=True)
-    print(f"index: {counts['records']} records, {counts['segments']} segments, {counts['conflicts']} conflicts",
-          flush=True)
-    return 0
-
-
-def cmd_trace(args: argparse.Namespace) -> int:
-    loaded = load_trust(args.config)
-    index = _open(args) if loaded is not None else None
-    if loaded is None or index is None:
-        return 2
-    cfg, trust = loaded
-    with index:
-        if not args.no_update:
-            try:
-                asyncio.run(update_index(cfg.kafka, index, trust=trust))
-            except (TimeoutError, KafkaError, OSError) as e:
-                print(f"yrdx: index not updated ({e!r}); tracing what it holds", file=sys.stderr)
-        doc = trace_document(index, args.message_id)
-    if doc is None:
-        print(f"yrdx: no audit record names {args.message_id}", file=sys.stderr)
-        return 3
-    if doc["conflicts"]:
-        print(f"yrdx: {len(doc['conflicts'])} records on {cfg.topics.audit} that touch this trace are not their "
-              "region's own (conflicts)", file=sys.stderr)
-    print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() if args.json else format_trace(doc))
-    return 0
-
-
-def _where(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True,
-                   help="a gateway config: its Kafka settings, and its trust (trust.ca, trust.certificates) to check "
-                        "the checkpoints against")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--db", help="SQLite index file (default: var/audit-index.sqlite next to the config)")
-    where.add_argument("--dsn", help="PostgreSQL instead of SQLite: postgresql://user@host:port/db")
-
-
-def add_cli(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    index = sub.add_parser("index", help="index yrdx.audit into SQLite or PostgreSQL, from where it stopped")
-    _where(index)
-    index.add_argument("--follow", action="store_true", help="keep indexing until SIGTERM or SIGINT")
-    index.set_defaults(func=cmd_index)
-
-    tr = sub.add_parser("trace", help="one message's conversation across regions, receipts included")
-    tr.add_argument("message_id")
-    _where(tr)
-    tr.add_argument("--json", action="store_true", help="the JSON document (as GET /v1/audit/messages/{id})")
-    tr.add_argument("--no-update", action="store_true", help="trace the index as it is, without catching up")
-    tr.set_defaults(func=cmd_trace)

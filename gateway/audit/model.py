@@ -1,4 +1,6 @@
-"""The audit trail's data model, shared by the gateways that write it and the auditors' tools that read it.
+"""The audit trail's data model: records, segments and checkpoints, their hashes, parsing and signature checks.
+
+It is shared by the gateways that write the trail and the auditors' tools that read it.
 
 A gateway appends records to its own hash chain and publishes them on `yrdx.audit` in *segments*: one Kafka
 record (key = region) holding consecutive records and a checkpoint, a detached JWS by the gateway's key over
@@ -19,9 +21,10 @@ Stages with a special meaning for verification:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -39,6 +42,12 @@ STAGES = frozenset({
 RECORD_FIELDS = (
     "seq", "region", "message_id", "correlation_id", "stage", "at", "envelope_sha256", "detail", "prev_hash",
 )
+
+# The stages at which a message's origin records the hash of the envelope it sent: a delivery is matched against
+# them (`yrdx audit verify`), and `yrdx audit prove` looks for them at the sender.
+ORIGIN_STAGES: Final = frozenset({"accepted", "published"})
+
+AuditRecord = dict[str, Any]  # one record of a chain: the RECORD_FIELDS and its `hash`
 
 
 class AuditFormatError(ValueError):
@@ -78,6 +87,7 @@ class Segment:
 
 
 def parse_segment(value: bytes, offset: int = -1) -> Segment:
+    """A `yrdx.audit` value as a segment; AuditFormatError when it is not in the shape the gateways write."""
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as e:
@@ -94,6 +104,32 @@ def parse_segment(value: bytes, offset: int = -1) -> Segment:
     if not isinstance(seq, int) or not isinstance(head, str) or not isinstance(jws, str):
         raise AuditFormatError("checkpoint needs seq, hash and jws")
     return Segment(region, records, Checkpoint(region, seq, head, jws), offset)
+
+
+@dataclass(frozen=True, slots=True)
+class NotASegment:
+    """A value of `yrdx.audit` that is not a segment: its key, its offset and why."""
+
+    key: bytes | None
+    offset: int
+    error: str
+
+    @property
+    def region(self) -> str:
+        """The region the value's key names ("?" without a key)."""
+        return self.key.decode("utf-8", "replace") if self.key else "?"
+
+
+def parse_values(values: Iterable[tuple[bytes | None, bytes, int]]) -> tuple[list[Segment], list[NotASegment]]:
+    """(key, value, offset) of `yrdx.audit` records, in topic order -> the segments, and the values that are not."""
+    segments: list[Segment] = []
+    bad: list[NotASegment] = []
+    for key, value, offset in values:
+        try:
+            segments.append(parse_segment(value, offset))
+        except AuditFormatError as e:
+            bad.append(NotASegment(key, offset, str(e)))
+    return segments, bad
 
 
 def checkpoint_fault(cp: Checkpoint, trust: TrustStore, at: datetime) -> str | None:

@@ -1,10 +1,10 @@
-"""The gateway's audit trail (DESIGN.md section 6): one hash chain per gateway on `yrdx.audit`.
+"""Writing the gateway's own audit trail: one hash chain per gateway, published on `yrdx.audit` in signed segments.
 
 Records hold hashes and metadata, never payloads or personal data. Appending is synchronous and cheap (one
-SHA-256); `durable()` publishes everything appended so far as one Kafka record (a segment) and returns when
-the broker has acknowledged it, so a step is acknowledged to anyone only after its audit record is on Kafka.
-Each segment carries a checkpoint signed by the gateway over the chain head: the chain links every record
-to the one before, so one signature per segment authenticates all of them.
+SHA-256); `durable()` publishes everything appended so far as one Kafka record (a segment; a run longer than
+SEGMENT_RECORDS as several) and returns when the broker has acknowledged it, so a step is acknowledged to anyone
+only after its audit record is on Kafka. Each segment carries a checkpoint signed by the gateway over the chain
+head: the chain links every record to the one before, so one signature per segment authenticates all of them.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # Records per Kafka record: about 300 bytes each, so a segment stays far below the broker's 1 MB default.
 SEGMENT_RECORDS = 1000
 _HEAD_KEY = "audit_head"
+
 
 @dataclass(frozen=True, slots=True)
 class Head:

@@ -1,7 +1,7 @@
-"""`yrdx audit verify`: every gateway's hash chain, its signed checkpoints and the evidence the regions hold about
-each other (DESIGN.md section 6), checked from `yrdx.audit` or from an exported bundle.
+"""Verifying the audit trail: every chain, its signed checkpoints and the regions' evidence about each other.
 
-The core, :func:`verify_segments`, is pure: segments (audit_model.parse_segment) in topic order and a trust
+What `yrdx audit verify` checks, from `yrdx.audit` or from an exported bundle (gateway.audit.bundle). The core,
+:func:`verify_segments`, is pure: segments (model.parse_segment) in topic order and a trust
 store in, a :class:`Report` out. A fault names the region, the sequence number and one of these kinds:
 
 - ``edited``: a record's hash does not recompute, or a record was changed and rehashed so that the next record
@@ -23,30 +23,21 @@ in memory and never published, so nothing was acknowledged for them. It is a not
 signature vouches for a record inside it). Notes also say when a check cannot be decided yet (the origin's
 chain has not moved past a delivery) or a chain does not start at seq 1.
 
-`yrdx audit verify` reads the topic with a gateway config's Kafka settings and trust; `--bundle FILE` verifies an
-exported bundle with no Kafka and no config (gateway/audit_bundle.py). Exit code 0 only when nothing is wrong.
+`yrdx audit verify` (gateway.cli.audit) reads the topic with a gateway config's Kafka settings and trust;
+`--bundle FILE` verifies an exported bundle with no Kafka and no config. Exit code 0 only when nothing is wrong.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import datetime as dt
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
-import orjson
-
-from gateway.audit.model import GENESIS, AuditFormatError, Segment, parse_segment, record_hash, segment_fault
+from gateway.audit.model import GENESIS, ORIGIN_STAGES, Segment, parse_values, record_hash, segment_fault
 from gateway.crypto.trust import TrustStore
 from gateway.wire.envelope import timestamp_or_none
-
-if TYPE_CHECKING:
-    from gateway.config import GatewayConfig, KafkaConfig
 
 __all__ = [
     "FAULT_KINDS",
@@ -55,9 +46,7 @@ __all__ = [
     "Note",
     "RegionSummary",
     "Report",
-    "add_cli",
-    "load_trust",
-    "print_report",
+    "format_report",
     "verify_segments",
     "verify_values",
 ]
@@ -68,8 +57,6 @@ FAULT_KINDS: Final = ("edited", "deleted", "reordered", "forged", "truncated", "
 # How far an origin's chain must have moved past a delivery (by its records' clocks) before the absence of its
 # `accepted`/`published` record is a fault rather than a record still on its way (heartbeats come every 10 s).
 ORIGIN_GRACE: Final = dt.timedelta(seconds=60)
-
-ORIGIN_STAGES: Final = frozenset({"accepted", "published"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,123 +494,24 @@ def verify_values(
 ) -> Report:
     """Verify raw `yrdx.audit` values (key, value, offset) in topic order; a value that is not a segment is a
     `forged` fault of the region its key names (seq 0: it has no place in any chain)."""
-    segments: list[Segment] = []
-    bad: list[Fault] = []
-    for key, value, offset in values:
-        try:
-            segments.append(parse_segment(value, offset))
-        except AuditFormatError as e:
-            region = key.decode("utf-8", "replace") if key else "?"
-            bad.append(Fault(region, 0, "forged", f"the value at offset {offset} is not an audit segment: {e}"))
-    return verify_segments(segments, trust, complete=complete, extra_faults=bad)
+    segments, bad = parse_values(values)
+    faults = [Fault(b.region, 0, "forged", f"the value at offset {b.offset} is not an audit segment: {b.error}")
+              for b in bad]
+    return verify_segments(segments, trust, complete=complete, extra_faults=faults)
 
 
 # --- output --------------------------------------------------------------------------------------------------
 
 
-def print_report(report: Report, out: TextIO) -> None:
-    """One row per region, then every fault and note, then the verdict."""
-    print(f"{'region':<8}{'records':>9}{'first':>8}{'head':>8}{'checkpoint':>12}{'faults':>8}", file=out)
+def format_report(report: Report) -> str:
+    """The report as text: one row per region, then every fault and note, then the verdict."""
+    lines = [f"{'region':<8}{'records':>9}{'first':>8}{'head':>8}{'checkpoint':>12}{'faults':>8}"]
     for name, s in sorted(report.regions.items()):
         cp = "-" if s.last_checkpoint is None else str(s.last_checkpoint)
-        print(f"{name:<8}{s.records:>9}{s.first_seq:>8}{s.head_seq:>8}{cp:>12}{s.faults:>8}", file=out)
-    for f in report.faults:
-        print(f"FAULT {f}", file=out)
-    for n in report.notes:
-        print(f"note  {n}", file=out)
+        lines.append(f"{name:<8}{s.records:>9}{s.first_seq:>8}{s.head_seq:>8}{cp:>12}{s.faults:>8}")
+    lines += [f"FAULT {f}" for f in report.faults]
+    lines += [f"note  {n}" for n in report.notes]
     counts = ", ".join(f"{n} {k}" for k, n in report.counts().items() if n)
     verdict = "OK" if report.ok else f"FAILED ({counts})"
-    print(f"{len(report.regions)} chains, {report.records} records in {report.segments} segments: {verdict}",
-          file=out)
-
-
-def _emit(report: Report, as_json: bool) -> int:
-    if as_json:
-        sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print_report(report, sys.stdout)
-    return 0 if report.ok else 1
-
-
-# --- the command line -------------------------------------------------------------------------------------------
-
-
-TopicValues = list[tuple[bytes | None, bytes, int]]  # (key, value, offset) of yrdx.audit, in topic order
-
-
-async def _read_values(kafka: KafkaConfig, timeout_s: float) -> TopicValues:
-    from gateway.audit.journey import read_topic
-
-    records = await read_topic(kafka, kafka.topics.audit, timeout_s)
-    records.sort(key=lambda r: (r.partition, r.offset))  # each region's chain lives in one partition
-    return [(r.key, r.value, r.offset) for r in records]
-
-
-def load_trust(config: str) -> tuple[GatewayConfig, TrustStore] | None:
-    """A gateway config and the trust an auditor checks checkpoints against: its roots (trust.ca) and gateway
-    certificates (trust.certificates); None after saying why on stderr. Shared by `verify`, `export`, `index`
-    and `trace`."""
-    from gateway.config import ConfigError, load_config
-    from gateway.crypto.trust import TrustError
-
-    try:
-        cfg = load_config(Path(config))
-        return cfg, TrustStore.from_files(list(cfg.trust_ca), list(cfg.trust_certificates))
-    except (ConfigError, TrustError, ValueError, OSError) as e:
-        print(f"yrdx: {config}: {e}", file=sys.stderr)
-        return None
-
-
-def read_trail(config: str | None, timeout_s: float, command: str) -> tuple[TrustStore, TopicValues] | None:
-    """The trust of a gateway config and every value of yrdx.audit in topic order; None (after saying why on
-    stderr) when the config, its trust or the broker fails. Shared by `verify` and `export`."""
-    if not config:
-        print(f"yrdx: audit {command} needs --config FILE (Kafka and trust)", file=sys.stderr)
-        return None
-    loaded = load_trust(config)
-    if loaded is None:
-        return None
-    cfg, trust = loaded
-    try:
-        return trust, asyncio.run(_read_values(cfg.kafka, timeout_s))
-    except Exception as e:  # timeouts, OS errors and aiokafka's connection errors alike
-        print(f"yrdx: cannot read {cfg.topics.audit} from {cfg.kafka.bootstrap_servers}: {e or 'timed out'}",
-              file=sys.stderr)
-        return None
-
-
-def _online(args: argparse.Namespace) -> int:
-    trail = read_trail(args.config, args.timeout, "verify (or --bundle FILE)")
-    if trail is None:
-        return 2
-    trust, values = trail
-    return _emit(verify_values(values, trust), args.json)
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    if args.bundle:
-        from gateway.audit.bundle import BundleError, bundle_trust, load_bundle, verify_bundle
-
-        try:
-            bundle = load_bundle(Path(args.bundle))
-            report = verify_bundle(bundle, bundle_trust(bundle, [Path(p) for p in args.ca or ()], sys.stderr))
-        except (BundleError, OSError, ValueError) as e:
-            print(f"yrdx: {args.bundle}: {e}", file=sys.stderr)
-            return 2
-        return _emit(report, args.json)
-    return _online(args)
-
-
-def add_cli(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`yrdx audit verify`, `yrdx audit export`, `yrdx audit prove`."""
-    from gateway.audit.bundle import add_bundle_cli
-
-    v = sub.add_parser("verify", help="check every chain, checkpoint and cross-region record (exit 0: all hold)")
-    v.add_argument("--config", help="a gateway config: Kafka settings and trust (trust.ca, trust.certificates)")
-    v.add_argument("--bundle", help="verify an exported bundle instead: no Kafka, no config needed")
-    v.add_argument("--ca", action="append", metavar="FILE",
-                   help="with --bundle: the auditor's own trust roots (default: the roots inside the bundle)")
-    v.add_argument("--json", action="store_true", help="print the report as JSON")
-    v.add_argument("--timeout", type=float, default=30.0, help="seconds to read yrdx.audit (default 30)")
-    v.set_defaults(func=cmd_verify)
-    add_bundle_cli(sub)
+    lines.append(f"{len(report.regions)} chains, {report.records} records in {report.segments} segments: {verdict}")
+    return "\n".join(lines)

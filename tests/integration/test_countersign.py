@@ -1,38 +1,51 @@
-"""Countersigning takes only checkpoints that verify, and chains one record per region whose head moved."""
+"""The countersigner follows a real broker's `yrdx.checkpoints` (gateway.kafka.reader.follow_topic) and goes on
+past a record the client library cannot decode. Its rules on hand-made checkpoints are unit-tested in
+tests/unit/test_countersign.py."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-import orjson
 import pytest
-import pytest_asyncio
 
 from gateway.audit.countersign import Countersigner
-from gateway.audit.model import GENESIS, checkpoint_bytes, record_hash
 from gateway.audit.trail import AuditTrail
 from gateway.config import KafkaConfig
-from gateway.crypto.jws import Signer
-from gateway.crypto.keyfiles import load_certificate, load_private_key
 from gateway.crypto.trust import TrustStore
-from gateway.dev.pki import PkiLayout, init_pki, issue_gateway_cert, make_ca
-from gateway.kafka.transport import KafkaPublisher
+from gateway.dev.pki import PkiLayout, init_pki
+from gateway.kafka.port import OutRecord
+from gateway.kafka.transport import KafkaPublisher, ensure_topics
 from gateway.state import StateStore
-from gateway.wire.envelope import utc_timestamp
+from tests._util import ROOT
 from tests.conftest import Broker
+from tests.unit.test_countersign import NoPublisher, announcement, signer_of
 
+# aiokafka's pure-Python record builder encodes header keys with str.encode: this key encodes to bytes that are not
+# UTF-8, as a client in another language could write them (as in tests/e2e/test_bad_input_inbox.py).
+UNDECODABLE_PRODUCER = textwrap.dedent("""
+    import asyncio, sys
+    from aiokafka import AIOKafkaProducer
 
-def segment(signer: Signer, region: str, n: int) -> bytes:
-    records, prev = [], GENESIS
-    for seq in range(1, n + 1):
-        body = {"seq": seq, "region": region, "message_id": "", "correlation_id": "", "stage": "checkpoint",
-                "at": utc_timestamp(), "envelope_sha256": None, "detail": {}, "prev_hash": prev}
-        body["hash"] = prev = record_hash(prev, body)
-        records.append(body)
-    # What a gateway announces on yrdx.checkpoints: the signed head of its chain.
-    return orjson.dumps({"region": region, "seq": n, "hash": prev, "at": records[-1]["at"],
-                         "jws": signer.sign(checkpoint_bytes(region, n, prev))})
+    class NotUtf8(str):
+        def encode(self, *args, **kwargs):
+            return b"\\xff\\xfeyrdx"
+
+    async def main():
+        p = AIOKafkaProducer(bootstrap_servers=sys.argv[1], compression_type=None)
+        await p.start()
+        meta = await p.send_and_wait(sys.argv[2], b"{}", key=b"JS", headers=[(NotUtf8("k"), b"v")])
+        await p.stop()
+        print(meta.partition, meta.offset)
+
+    asyncio.run(main())
+""")
 
 
 @pytest.fixture()
@@ -40,46 +53,51 @@ def pki(tmp_path: Path) -> PkiLayout:
     return init_pki(tmp_path / "pki")
 
 
-def signer_of(pki: PkiLayout, region: str) -> Signer:
-    return Signer(load_private_key(pki.gateway_key(region)), load_certificate(pki.gateway_cert(region)))
+async def until(check: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not check():
+            await asyncio.sleep(0.05)
 
 
-@pytest_asyncio.fixture()
-async def publisher(kafka: Broker) -> AsyncIterator[KafkaPublisher]:
-    """A real producer, never used to publish: these records are signed by a throw-away PKI and must not
-    land on the session's shared yrdx.audit, which other tests verify against the exchange's own PKI."""
-    p = KafkaPublisher(KafkaConfig(bootstrap_servers=kafka.bootstrap_servers), 5.0)
-    await p.start()
-    yield p
-    await p.stop()
-
-
-def countersigner(pki: PkiLayout, tmp_path: Path, publisher: KafkaPublisher) -> tuple[Countersigner, AuditTrail]:
+async def test_the_countersigner_follows_past_a_record_the_client_library_cannot_decode(
+        pki: PkiLayout, tmp_path: Path, kafka: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    # A namespace of its own: these checkpoints are signed by a throw-away PKI and must not reach the session's
+    # shared exchange, whose gateways countersign what they see on yrdx.checkpoints.
+    cfg = KafkaConfig(bootstrap_servers=kafka.bootstrap_servers, namespace=f"cs-{uuid.uuid4().hex[:8]}")
+    topic = cfg.topics.checkpoints
+    await ensure_topics(cfg, {topic: 1})
     trust = TrustStore.from_files([pki.ca_cert], [pki.gateway_cert(r) for r in ("SH", "JS", "ZJ", "AH")])
-    audit = AuditTrail("SH", signer_of(pki, "SH"), StateStore(tmp_path / "state.sqlite"), publisher)
-    return Countersigner("SH", KafkaConfig(), trust, audit), audit
+    audit = AuditTrail("SH", signer_of(pki, "SH"), StateStore(tmp_path / "state.sqlite"), NoPublisher())
+    cs = Countersigner("SH", cfg, trust, audit)
+    publisher = KafkaPublisher(cfg, 10.0)
+    await publisher.start()
+    task = asyncio.create_task(cs.run(interval_s=0.1))
+    try:
+        # The follower starts at the end of the topic: announce AH's head until it is countersigned, so the
+        # follower is known to be reading before the records under test are produced.
+        n = 0
 
+        async def ah_countersigned() -> None:
+            nonlocal n
+            while "AH" not in cs.signed:
+                n += 1
+                await publisher.publish([OutRecord(topic, announcement(signer_of(pki, "AH"), "AH", n), b"AH")])
+                await asyncio.sleep(0.2)
 
-async def test_valid_checkpoints_of_other_regions_are_countersigned_once(
-    pki: PkiLayout, tmp_path: Path, publisher: KafkaPublisher
-) -> None:
-    cs, audit = countersigner(pki, tmp_path, publisher)
-    cs.observe(b"JS", segment(signer_of(pki, "JS"), "JS", 3))
-    cs.observe(b"SH", segment(signer_of(pki, "SH"), "SH", 5))  # its own chain: never countersigned
-    assert cs.countersign() == 1
-    assert cs.countersign() == 0  # nothing moved
-    cs.observe(b"JS", segment(signer_of(pki, "JS"), "JS", 4))
-    assert cs.countersign() == 1
-    assert audit.head.seq == 2
-
-
-async def test_forged_checkpoints_are_not_countersigned(
-    pki: PkiLayout, tmp_path: Path, publisher: KafkaPublisher
-) -> None:
-    cs, _ = countersigner(pki, tmp_path, publisher)
-    rogue_ca, rogue_key = make_ca("rogue")
-    cert, key = issue_gateway_cert(rogue_ca, rogue_key, "JS")
-    cs.observe(b"JS", segment(Signer(key, cert, include_x5c=True), "JS", 3))  # unknown CA
-    cs.observe(b"ZJ", segment(signer_of(pki, "AH"), "ZJ", 3))  # AH's key signing ZJ's chain
-    cs.observe(b"AH", b"not a checkpoint")
-    assert cs.seen == {} and cs.countersign() == 0
+        await asyncio.wait_for(ah_countersigned(), 30.0)
+        await publisher.publish([OutRecord(topic, announcement(signer_of(pki, "JS"), "JS", 3), b"JS")])
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", UNDECODABLE_PRODUCER, kafka.bootstrap_servers, topic],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+            env={"AIOKAFKA_NO_EXTENSIONS": "1", "PATH": "/usr/bin:/bin"})
+        assert done.returncode == 0, done.stderr
+        await publisher.publish([OutRecord(topic, announcement(signer_of(pki, "ZJ"), "ZJ", 2), b"ZJ")])
+        await until(lambda: cs.signed.get("ZJ") == 2)
+        assert cs.signed["JS"] == 3 and not task.done()
+        stepped = [r for r in caplog.records if r.name == "gateway.kafka.reader"]
+        assert [r.getMessage() for r in stepped] == ["a record could not be decoded; reading one record at a time"]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await publisher.stop()

@@ -7,7 +7,6 @@ test_audit_index_postgres.py runs the very same functions against SQLite and a r
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,6 @@ from gateway.audit.index import (
     Batch,
     IndexUnavailable,
     decode_segments,
-    default_index_path,
     format_trace,
     open_index,
     trace,
@@ -276,20 +274,6 @@ def test_the_table_shows_signers_short_hashes_and_detail_codes(index: AuditIndex
     first = doc["records"][0]
     assert first["hash"][:12] in rows[0] and first["envelope_sha256"][:12] in rows[0] and "accepted" in rows[0]
     assert f"receipt={R1[-12:]}" in text and "reason=bad_signature" in text
-
-
-def test_the_cli_takes_a_sqlite_path_or_a_postgresql_dsn(tmp_path: Path) -> None:
-    from gateway.audit.index import _target, add_cli
-
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="cmd"))
-    cfg = tmp_path / "ah.yaml"
-    args = parser.parse_args(["index", "--config", str(cfg)])
-    assert _target(args) == str(default_index_path(cfg)) == str(tmp_path / "var" / "audit-index.sqlite")
-    args = parser.parse_args(["trace", A, "--config", str(cfg), "--dsn", "postgresql://u@127.0.0.1:5/db", "--json"])
-    assert _target(args) == "postgresql://u@127.0.0.1:5/db" and args.json and not args.no_update
-    with pytest.raises(SystemExit):
-        parser.parse_args(["index", "--config", str(cfg), "--db", "x", "--dsn", "postgresql://h/d"])
 
 
 def test_the_audit_index_config_key_takes_a_path_or_a_dsn(tmp_path: Path) -> None:

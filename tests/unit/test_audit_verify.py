@@ -1,30 +1,21 @@
-"""`yrdx audit verify` on chains built here with real keys, record by record as the gateways write them
-(audit_model.record_hash, checkpoint_bytes and a real Signer): each fault injected is found at its region and
-sequence number, and an intact trail, a crash gap and a pending delivery are not faults."""
+"""Verifying the audit trail (gateway.audit.verify) on chains built here with real keys, record by record as the
+gateways write them (gateway.audit.model's record_hash and checkpoint_bytes, and a real Signer): each fault
+injected is found at its region and sequence number, and an intact trail, a crash gap and a pending delivery are
+not faults. `World`, `relay` and `export` serve the other audit tests too."""
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
 import hashlib
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from cryptography.hazmat.primitives import serialization
 
-from gateway.audit.bundle import (
-    Selection,
-    build_bundle,
-    bundle_trust,
-    load_bundle,
-    prove,
-    select_records,
-    verify_bundle,
-)
+from gateway.audit.bundle import Selection, build_bundle, select_records
 from gateway.audit.model import GENESIS, Segment, checkpoint_bytes, parse_segment, record_hash
 from gateway.audit.verify import Report, verify_segments, verify_values
 from gateway.crypto.jws import Signer
@@ -496,58 +487,3 @@ def export(w: World, trust: TrustStore, tmp_path: Path, **selection: Any) -> Pat
     path = tmp_path / "bundle.json"
     path.write_bytes(orjson.dumps(doc))
     return path
-
-
-def test_a_message_bundle_holds_both_sides_and_verifies_on_its_own(world: World, trust: TrustStore,
-                                                                    tmp_path: Path) -> None:
-    relay(world, "JS", "AH", msg="other-message")
-    bundle = load_bundle(export(world, trust, tmp_path, message=MSG))
-    assert {s["region"] for s in bundle.segments} == {"SH", "ZJ"}
-    assert set(bundle.selection.messages) == {MSG, RECEIPT}
-    warnings = io.StringIO()
-    report = verify_bundle(bundle, bundle_trust(bundle, [], warnings))
-    assert report.ok, report.faults
-    assert "WARNING: trusting the root certificates inside the bundle" in warnings.getvalue()
-    stages = {(s["region"], r["stage"]) for s in bundle.segments for r in s["records"] if r["message_id"] == MSG}
-    assert {("SH", "accepted"), ("SH", "published"), ("ZJ", "delivered"), ("SH", "receipt_received")} <= stages
-
-
-def test_a_bundle_checked_against_the_auditors_own_roots_refuses_a_foreign_pki(world: World, trust: TrustStore,
-                                                                                tmp_path: Path) -> None:
-    bundle = load_bundle(export(world, trust, tmp_path, conversation=CONV))
-    own_ca = tmp_path / "auditor-ca.crt"
-    own_ca.write_bytes(make_ca("auditor's root")[0].public_bytes(serialization.Encoding.PEM))
-    warnings = io.StringIO()
-    report = verify_bundle(bundle, bundle_trust(bundle, [own_ca], warnings))
-    assert not report.ok and {f.kind for f in report.faults} == {"forged"}
-    assert "trusting the root certificates inside" not in warnings.getvalue()
-
-
-def test_prove_accepts_the_exact_envelope_and_refuses_one_changed_byte(world: World, trust: TrustStore,
-                                                                        tmp_path: Path) -> None:
-    bundle = load_bundle(export(world, trust, tmp_path, message=MSG))
-    t = bundle_trust(bundle, [], io.StringIO())
-    out = io.StringIO()
-    assert prove(bundle, t, ENVELOPE, out), out.getvalue()
-    assert "PROVED" in out.getvalue() and "DIFFERS" not in out.getvalue()
-    i = ENVELOPE.index(b"audit test")
-    changed = ENVELOPE[:i] + b"A" + ENVELOPE[i + 1:]
-    out = io.StringIO()
-    assert not prove(bundle, t, changed, out)
-    assert "NOT PROVED" in out.getvalue() and "DIFFERS" in out.getvalue()
-
-
-def test_a_time_window_bundle_keeps_the_messages_it_touches_whole(world: World, trust: TrustStore,
-                                                                   tmp_path: Path) -> None:
-    delivered = next(r for s in world.topic for r in s.records if r["stage"] == "delivered")
-    at = dt.datetime.fromisoformat(delivered["at"].replace("Z", "+00:00"))
-    keys, messages = select_records(world.topic, start=at, end=at)
-    assert MSG in messages
-    picked = {(region, seq) for region, seq, _ in keys}
-    accepted = next(r for s in world.topic for r in s.records if r["stage"] == "accepted")
-    assert ("SH", accepted["seq"]) in picked  # outside the window, but the same message
-    doc = build_bundle(world.topic, trust, keys, Selection(messages, None, delivered["at"], delivered["at"]))
-    path = tmp_path / "window.json"
-    path.write_bytes(orjson.dumps(doc))
-    bundle = load_bundle(path)
-    assert verify_bundle(bundle, bundle_trust(bundle, [], io.StringIO())).ok

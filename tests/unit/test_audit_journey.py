@@ -1,12 +1,17 @@
-"""`gateway.audit.journey.journey` and `flatten_segments` on hand-made audit records: pure functions, no broker."""
+"""gateway.audit.journey: `journey` and `flatten_segments` on hand-made audit records (pure functions), and the
+one reader of `yrdx.audit` (`read_trail`, `read_audit_records`) over a stand-in for the topic read. No broker."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
+import pytest
 
-from gateway.audit.journey import flatten_segments, journey
+from gateway.audit import journey as journey_module
+from gateway.audit.journey import flatten_segments, journey, read_audit_records, read_trail
+from gateway.config import KafkaConfig
+from gateway.kafka.reader import TopicRecord
 
 MSG = "01a20000-0000-7000-8000-000000000001"
 RECEIPT = "01a20000-0000-7000-8000-0000000000r1"
@@ -14,7 +19,7 @@ OTHER = "01a20000-0000-7000-8000-000000000002"
 
 
 def rec(region: str, seq: int, stage: str, at: str, message_id: str = MSG, **detail: str) -> dict[str, Any]:
-    return {"seq": seq, "region": region, "message_id": message_id, "stage": stage,
+    return {"seq": seq, "region": region, "message_id": message_id, "correlation_id": "", "stage": stage,
             "at": f"2026-11-23T10:00:{at}Z", "envelope_sha256": "ab" * 32, "detail": detail,
             "prev_hash": "0" * 64, "hash": f"{region}{seq:062d}"}
 
@@ -76,8 +81,31 @@ def test_ties_on_time_are_broken_by_region_then_seq() -> None:
     assert stages(journey(same, MSG)) == expected
 
 
+SEG1 = {"region": "SH", "records": RECORDS[:2], "checkpoint": {"seq": 34, "hash": "x", "jws": "y"}}
+SEG2 = {"region": "AH", "records": RECORDS[2:], "checkpoint": {"seq": 21, "hash": "x", "jws": "y"}}
+
+
 def test_flatten_segments_reads_records_in_segment_order_and_skips_what_is_not_a_segment() -> None:
-    seg1 = {"region": "SH", "records": RECORDS[:2], "checkpoint": {"seq": 34, "hash": "x", "jws": "y"}}
-    seg2 = {"region": "AH", "records": RECORDS[2:], "checkpoint": {"seq": 21, "hash": "x", "jws": "y"}}
-    values = [orjson.dumps(seg1), b"not json", orjson.dumps({"records": "nope"}), orjson.dumps(seg2)]
+    lacking = {**SEG1, "records": [{"seq": 1}]}  # a record without the record fields: not as gateways write it
+    values = [orjson.dumps(SEG1), b"not json", orjson.dumps({"records": "nope"}), orjson.dumps(lacking), b"",
+              orjson.dumps(SEG2)]
     assert flatten_segments(values) == RECORDS
+
+
+async def test_read_trail_reads_the_namespaced_audit_topic_in_topic_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, float]] = []
+    on_topic = [TopicRecord("ns.yrdx.audit", p, o, b"SH", orjson.dumps(seg), {})
+                for p, o, seg in ((1, 0, SEG2), (0, 1, SEG2), (0, 0, SEG1))]
+
+    async def read_topic(kafka: KafkaConfig, topic: str, timeout_s: float) -> list[TopicRecord]:
+        asked.append((topic, timeout_s))
+        return on_topic
+
+    monkeypatch.setattr(journey_module, "read_topic", read_topic)
+    kafka = KafkaConfig(namespace="ns")
+    assert [(r.partition, r.offset) for r in await read_trail(kafka, 7.0)] == [(0, 0), (0, 1), (1, 0)]
+    assert asked == [("ns.yrdx.audit", 7.0)]
+    assert await read_audit_records(kafka) == RECORDS + RECORDS[2:]  # SEG1, SEG2, SEG2 in topic order
+    assert asked[-1] == ("ns.yrdx.audit", 5.0)
+    await read_trail("127.0.0.1:1")  # a bootstrap server list: the default namespace
+    assert asked[-1] == ("yrdx.audit", 5.0)

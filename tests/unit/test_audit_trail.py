@@ -1,0 +1,124 @@
+"""A gateway's own audit chain (gateway.audit.trail.AuditTrail) over the in-memory Kafka twin: records chained by
+hash, published as signed segments only when `durable()` is awaited, kept when the broker is down, resumed after
+a restart, and a signed head announced on `yrdx.checkpoints`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gateway.audit import trail as trail_module
+from gateway.audit.model import GENESIS, parse_segment, record_hash, segment_break, segment_fault
+from gateway.audit.trail import AuditTrail
+from gateway.crypto.trust import TrustStore
+from gateway.dev.pki import PkiLayout
+from gateway.kafka.memory import MemoryBroker, MemoryPublisher
+from gateway.kafka.port import BrokerUnavailable
+from gateway.state import StateStore
+from gateway.wire.regions import Topics
+from tests.unit.test_audit_verify import pki, signer_of, trust
+
+__all__ = ["pki", "trust"]  # the fixtures of test_audit_verify
+
+TOPICS = Topics("t")
+
+
+def new_trail(pki: PkiLayout, tmp_path: Path, broker: MemoryBroker, **kw: bool) -> AuditTrail:
+    return AuditTrail("JS", signer_of(pki, "JS"), StateStore(tmp_path / "state.sqlite"), MemoryPublisher(broker),
+                      topics=TOPICS, **kw)
+
+
+async def test_records_are_chained_and_published_as_one_signed_segment(pki: PkiLayout, trust: TrustStore,
+                                                                       tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    audit = new_trail(pki, tmp_path, broker)
+    assert audit.append("accepted", "m-1", "a" * 64, "c-1", platform="js-platform") == 1
+    assert audit.append("published", "m-1", "a" * 64, "c-1", topic="t.yrdx.sh.inbox") == 2
+    assert audit.pending() == 2 and broker.records(TOPICS.audit) == []  # nothing is published by append
+    await audit.durable()
+    assert audit.pending() == 0
+    [on_topic] = broker.records(TOPICS.audit)
+    assert on_topic.key == b"JS"
+    seg = parse_segment(on_topic.value)
+    first, second = seg.records
+    assert (first["prev_hash"], second["prev_hash"]) == (GENESIS, first["hash"])
+    assert record_hash(first["prev_hash"], first) == first["hash"]
+    assert first["detail"] == {"platform": "js-platform"} and first["correlation_id"] == "c-1"
+    assert segment_break(seg) is None and segment_fault(seg, trust) is None
+    assert audit.head.seq == 2 and audit.head.hash == second["hash"]
+    await audit.durable()  # nothing new: nothing published
+    assert len(broker.records(TOPICS.audit)) == 1
+    with pytest.raises(AssertionError):
+        audit.append("no-such-stage", "", None)
+
+
+async def test_records_stay_pending_while_the_broker_is_down(pki: PkiLayout, tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1, down=True)
+    audit = new_trail(pki, tmp_path, broker)
+    audit.append("checkpoint", "", None)
+    with pytest.raises(BrokerUnavailable):
+        await audit.durable()
+    assert audit.pending() == 1
+    audit.append("checkpoint", "", None)
+    broker.down = False
+    await audit.durable()
+    [on_topic] = broker.records(TOPICS.audit)
+    assert [r["seq"] for r in parse_segment(on_topic.value).records] == [1, 2]
+
+
+async def test_a_restart_continues_the_chain_with_a_resumed_record(pki: PkiLayout, tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    audit = new_trail(pki, tmp_path, broker)
+    audit.append("checkpoint", "", None)
+    await audit.durable()
+    audit.append("checkpoint", "", None)  # appended, never published: the gateway crashes
+    again = new_trail(pki, tmp_path, broker)
+    assert again.head.seq == 2
+    await again.durable()
+    resumed = parse_segment(broker.records(TOPICS.audit)[-1].value).records[-1]
+    assert (resumed["seq"], resumed["stage"], resumed["detail"]) == (2, "resumed", {"saved_seq": 1})
+
+
+async def test_a_disabled_trail_appends_nothing(pki: PkiLayout, tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    audit = new_trail(pki, tmp_path, broker, enabled=False)
+    assert audit.append("checkpoint", "", None) == 0
+    await audit.durable()
+    assert broker.records(TOPICS.audit) == []
+
+
+async def test_a_long_run_is_split_into_segments_that_each_hold(pki: PkiLayout, trust: TrustStore, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trail_module, "SEGMENT_RECORDS", 3)
+    broker = MemoryBroker(partitions=1)
+    audit = new_trail(pki, tmp_path, broker)
+    for _ in range(7):
+        audit.append("checkpoint", "", None)
+    await audit.durable()
+    segments = [parse_segment(r.value) for r in broker.records(TOPICS.audit)]
+    assert [len(s.records) for s in segments] == [3, 3, 1]
+    assert all(segment_break(s) is None and segment_fault(s, trust) is None for s in segments)
+
+
+async def test_the_periodic_flush_publishes_and_announces_a_signed_head(pki: PkiLayout, tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    audit = new_trail(pki, tmp_path, broker)
+    audit.append("rejected", "m-2", None, reason="bad_signature")  # nobody waits for it
+    task = asyncio.create_task(audit.run_periodic_flush(interval_s=0.005, checkpoint_every_s=0.02))
+    try:
+        async with asyncio.timeout(5):
+            while not broker.records(TOPICS.checkpoints):
+                await asyncio.sleep(0.005)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    announced = orjson.loads(broker.records(TOPICS.checkpoints)[0].value)
+    assert set(announced) == {"region", "at", "seq", "hash", "jws"} and announced["region"] == "JS"
+    on_topic = [r for v in broker.records(TOPICS.audit) for r in parse_segment(v.value).records]
+    assert [r["stage"] for r in on_topic][:2] == ["rejected", "checkpoint"]
+    assert (announced["seq"], announced["hash"]) in {(r["seq"], r["hash"]) for r in on_topic}
