@@ -1,23 +1,21 @@
-"""`yrdx dlq list|replay`: what a region dead-lettered, and putting it back once the cause is fixed.
+"""Dead letters: reading what a region dead-lettered, and replaying them into its inbox once the cause is fixed.
 
 A dead letter holds the original record bytes and signature header, so a replay is the same signed message
 produced again to the region's own inbox, marked with `yrdx-replay-of: <dlq partition:offset>`. The gateway
 checks it again from scratch (signature, schema, policy, expiry), records a `replayed` audit record, and delivers
-it unless the same id was already delivered: replaying never delivers a message twice.
+it unless the same id was already delivered: replaying never delivers a message twice. `yrdx dlq list|replay`
+(gateway.cli.dlq) is the command line over these functions.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
-from gateway.audit.journey import TopicRecord, read_topic
-from gateway.config import ConfigError, GatewayConfig, KafkaConfig, load_config
+from gateway.config import KafkaConfig
 from gateway.kafka.port import OutRecord
+from gateway.kafka.reader import TopicRecord, read_topic
 from gateway.kafka.transport import KafkaPublisher
 from gateway.wire import headers
 from gateway.wire.envelope import EnvelopeError, parse
@@ -37,6 +35,7 @@ class DeadLetter:
 
 
 def dead_letters(records: Sequence[TopicRecord]) -> list[DeadLetter]:
+    """The dead letters of a region's DLQ records: each with its reason, detail and (when it parses) message id."""
     out = []
     for r in records:
         try:
@@ -50,6 +49,19 @@ def dead_letters(records: Sequence[TopicRecord]) -> list[DeadLetter]:
     return out
 
 
+def select(letters: Sequence[DeadLetter], reason: str | None = None, ids: Collection[str] = ()) -> list[DeadLetter]:
+    """The dead letters of that reason (None: any) and, when `ids` names some, of those message ids."""
+    wanted = set(ids)
+    return [d for d in letters
+            if (not reason or d.reason == reason) and (not wanted or d.message_id in wanted)]
+
+
+async def read_dead_letters(kafka: KafkaConfig, region: str, timeout_s: float = 30.0) -> list[DeadLetter]:
+    """Every dead letter on the region's DLQ so far (gateway.kafka.reader.read_topic: TimeoutError when it cannot
+    all be read in `timeout_s`, the client library's errors when the broker cannot be reached)."""
+    return dead_letters(await read_topic(kafka, kafka.topics.dlq(region), timeout_s))
+
+
 def replay_record(letter: DeadLetter, region: str, topics: Topics = DEFAULT_TOPICS) -> OutRecord:
     """The dead letter as it first arrived (bytes, key, signature), marked as a replay of its DLQ position."""
     kept = [(k, v) for k, v in letter.record.headers.items() if k == headers.SIGNATURE]
@@ -57,71 +69,19 @@ def replay_record(letter: DeadLetter, region: str, topics: Topics = DEFAULT_TOPI
     return OutRecord(topics.inbox(region), letter.record.value, letter.record.key, kept)
 
 
-async def _replay(kafka: KafkaConfig, records: list[OutRecord]) -> None:
-    publisher = KafkaPublisher(kafka, 30.0)
+async def replay(kafka: KafkaConfig, region: str, letters: Sequence[DeadLetter], timeout_s: float = 30.0) -> None:
+    """Produce the dead letters again to the region's inbox (replay_record) and wait for the acknowledgements."""
+    publisher = KafkaPublisher(kafka, timeout_s)
     await publisher.start()
     try:
-        await publisher.publish(records)
+        await publisher.publish([replay_record(d, region, kafka.topics) for d in letters])
     finally:
         await publisher.stop()
 
 
-def _load(args: argparse.Namespace) -> tuple[GatewayConfig, list[DeadLetter]] | None:
-    try:
-        cfg = load_config(Path(args.config))
-    except ConfigError as e:
-        print(f"yrdx: bad config {args.config}: {e}", file=sys.stderr)
-        return None
-    try:
-        records = asyncio.run(read_topic(cfg.kafka, cfg.topics.dlq(cfg.region), args.timeout))
-    except Exception as e:  # timeouts and aiokafka's connection errors alike
-        print(f"yrdx: cannot read {cfg.topics.dlq(cfg.region)}: {e or 'timed out'}", file=sys.stderr)
-        return None
-    letters = dead_letters(records)
-    if args.reason:
-        letters = [d for d in letters if d.reason == args.reason]
-    if args.id:
-        letters = [d for d in letters if d.message_id in set(args.id)]
-    return cfg, letters
+def add_cli(subparsers: Any) -> None:
+    """TRANSITIONAL: the old entry point gateway/cli/main.py still calls; `yrdx dlq` lives in gateway.cli.dlq.
+    Remove once main.py calls gateway.cli.dlq.register (this import is the one from relay/ up to cli/)."""
+    from gateway.cli.dlq import register
 
-
-def cmd_list(args: argparse.Namespace) -> int:
-    loaded = _load(args)
-    if loaded is None:
-        return 2
-    _, letters = loaded
-    for d in letters:
-        print(f"{d.where:>10}  {d.reason:<20}  {d.message_id or '-':<36}  {d.detail[:80]}")
-    print(f"{len(letters)} dead letter(s)")
-    return 0
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    if not (args.id or args.reason or args.all):
-        print("yrdx: dlq replay needs --id ID (repeatable), --reason CODE or --all", file=sys.stderr)
-        return 2
-    loaded = _load(args)
-    if loaded is None:
-        return 2
-    cfg, letters = loaded
-    if not letters:
-        print("yrdx: no dead letter matches", file=sys.stderr)
-        return 1
-    asyncio.run(_replay(cfg.kafka, [replay_record(d, cfg.region, cfg.topics) for d in letters]))
-    print(f"replayed {len(letters)} dead letter(s) into {cfg.topics.inbox(cfg.region)}")
-    return 0
-
-
-def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dlq = subparsers.add_parser("dlq", help="list or replay this region's dead letters")
-    sub = dlq.add_subparsers(dest="dlq_command", required=True)
-    for name, func, text in (("list", cmd_list, "list dead letters with their reasons"),
-                             ("replay", cmd_replay, "produce dead letters again to the region's inbox")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--config", required=True, help="the region's gateway config")
-        p.add_argument("--reason", help="only dead letters with this reason code")
-        p.add_argument("--id", action="append", help="only this message id (repeatable)")
-        p.add_argument("--timeout", type=float, default=30.0)
-        if name == "replay":
-            p.add_argument("--all", action="store_true", help="every dead letter (with --reason: all of that reason)")
-        p.set_defaults(func=func)
+    register(subparsers)

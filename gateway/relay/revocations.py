@@ -1,34 +1,30 @@
-"""Revocations travel on `yrdx.trust` (compacted, key = the revoked certificate's thumbprint).
+"""Trust updates: revocations signed by a trust root, published on `yrdx.trust` and applied by every gateway.
 
-A revocation is a small JSON statement signed by a trust root's key (a detached JWS naming the root by
-`x5t#S256`), so no gateway and no Kafka client can revoke, or un-revoke, anybody: only the exchange's CA can.
-Every gateway reads the whole topic before it starts consuming its inbox, then follows it, and a revoked
-signer's messages are dead-lettered as `certificate_revoked` from then on. `trust.revoked` in the config
-stays as the offline fallback.
-
-    yrdx trust revoke --config FILE --thumbprint X5T [--reason TEXT] [--ca-key PATH]
+The topic is compacted, key = the revoked certificate's thumbprint. A revocation is a small JSON statement signed
+by a trust root's key (a detached JWS naming the root by `x5t#S256`), so no gateway and no Kafka client can
+revoke, or un-revoke, anybody: only the exchange's CA can. Every gateway reads the whole topic before it starts
+consuming its inbox (`load_updates`), then follows it (`follow_updates`), and a revoked signer's messages are
+dead-lettered as `certificate_revoked` from then on. `trust.revoked` in the config stays as the offline
+fallback. `yrdx trust revoke` (gateway.cli.trust) publishes a statement made by `revocation`.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import logging
-import sys
+from contextlib import aclosing
 from pathlib import Path
+from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
-from gateway.audit.journey import read_topic
-from gateway.config import ConfigError, KafkaConfig, load_config
+from gateway.config import KafkaConfig
 from gateway.crypto.jws import JwsError, Signer, parse_detached, thumbprint_s256, verify_detached
+from gateway.crypto.keyfiles import load_certificate, load_private_key
 from gateway.crypto.keys import public_key_of
-from gateway.crypto.pki import load_certificate, load_private_key
 from gateway.crypto.trust import TrustStore
 from gateway.kafka.port import OutRecord
-from gateway.kafka.transport import KafkaPublisher, client_options
+from gateway.kafka.reader import follow_topic, read_topic
+from gateway.kafka.transport import KafkaPublisher
 from gateway.wire import headers
 from gateway.wire.envelope import utc_timestamp
 from gateway.wire.regions import DEFAULT_TOPICS
@@ -36,8 +32,8 @@ from gateway.wire.regions import DEFAULT_TOPICS
 log = logging.getLogger(__name__)
 
 
-
 def revocation(ca: Signer, thumbprint: str, reason: str, topic: str = DEFAULT_TOPICS.trust) -> OutRecord:
+    """The trust update revoking `thumbprint` (x5t#S256), signed by the trust root `ca`."""
     statement = orjson.dumps({"kind": "revocation", "thumbprint": thumbprint, "reason": reason,
                               "revoked_at": utc_timestamp()}, option=orjson.OPT_SORT_KEYS)
     return OutRecord(topic, statement, thumbprint.encode(), [(headers.SIGNATURE, ca.sign(statement).encode())])
@@ -72,21 +68,35 @@ async def load_updates(kafka: KafkaConfig, trust: TrustStore, timeout_s: float =
 
 
 async def follow_updates(kafka: KafkaConfig, trust: TrustStore) -> None:
-    consumer = AIOKafkaConsumer(kafka.topics.trust, **client_options(kafka), group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="latest", fetch_max_wait_ms=500)
-    await consumer.start()
-    try:
-        while True:
-            for msgs in (await consumer.getmany(timeout_ms=1000)).values():
-                for m in msgs:
-                    apply_update(trust, m.value, dict(m.headers or ()).get(headers.SIGNATURE))
-    finally:
-        with contextlib.suppress(Exception):
-            await consumer.stop()
+    """Apply every update published from now on, until cancelled. It never stops on its own, since a follower
+    that stopped would let a revoked signer through unnoticed: a record the client library cannot decode, or any
+    record that cannot be applied, is ignored with a log line, and a client that fails is started again where it
+    stopped (gateway.kafka.reader.follow_topic)."""
+    batches = follow_topic(kafka, kafka.topics.trust)
+    async with aclosing(batches):
+        async for batch in batches:
+            for r in batch:
+                if r.flaw is not None:
+                    log.warning("ignoring a trust update the client library cannot decode",
+                                extra={"offset": r.offset, "detail": r.flaw})
+                    continue
+                try:
+                    apply_update(trust, r.value, r.headers.get(headers.SIGNATURE))
+                except Exception as e:
+                    log.warning("ignoring a trust update that cannot be applied",
+                                extra={"offset": r.offset, "error": f"{type(e).__name__}: {e}"})
 
 
-async def _publish(kafka: KafkaConfig, record: OutRecord) -> None:
-    publisher = KafkaPublisher(kafka, 30.0)
+def ca_signer(ca_cert: Path, ca_key: Path | None = None) -> Signer:
+    """The trust root's signer: its certificate and private key (default: beside the certificate, `.key` for
+    `.crt`, as the development PKI keeps them). Raises OSError or ValueError when either cannot be loaded."""
+    key = ca_key if ca_key is not None else ca_cert.with_suffix(".key")
+    return Signer(load_private_key(key), load_certificate(ca_cert))
+
+
+async def publish_revocation(kafka: KafkaConfig, record: OutRecord, timeout_s: float = 30.0) -> None:
+    """Publish one trust update and wait for the broker's acknowledgement."""
+    publisher = KafkaPublisher(kafka, timeout_s)
     await publisher.start()
     try:
         await publisher.publish([record])
@@ -94,31 +104,9 @@ async def _publish(kafka: KafkaConfig, record: OutRecord) -> None:
         await publisher.stop()
 
 
-def cmd_revoke(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(Path(args.config))
-    except ConfigError as e:
-        print(f"yrdx: bad config {args.config}: {e}", file=sys.stderr)
-        return 2
-    ca_cert_path = Path(args.ca_cert) if args.ca_cert else cfg.trust_ca[0]
-    ca_key_path = Path(args.ca_key) if args.ca_key else ca_cert_path.with_suffix(".key")  # the dev PKI layout
-    try:
-        ca = Signer(load_private_key(ca_key_path), load_certificate(ca_cert_path))
-    except (OSError, ValueError) as e:
-        print(f"yrdx: cannot load the CA key and certificate: {e}", file=sys.stderr)
-        return 2
-    asyncio.run(_publish(cfg.kafka, revocation(ca, args.thumbprint, args.reason, cfg.topics.trust)))
-    print(f"revoked {args.thumbprint} on {cfg.topics.trust}")
-    return 0
+def add_cli(subparsers: Any) -> None:
+    """TRANSITIONAL: the old entry point gateway/cli/main.py still calls; `yrdx trust` lives in gateway.cli.trust.
+    Remove once main.py calls gateway.cli.trust.register (this import is the one from relay/ up to cli/)."""
+    from gateway.cli.trust import register
 
-
-def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    trust = subparsers.add_parser("trust", help="distribute trust updates (revocations) to every gateway")
-    sub = trust.add_subparsers(dest="trust_command", required=True)
-    revoke = sub.add_parser("revoke", help="revoke a gateway certificate everywhere, signed by the root CA key")
-    revoke.add_argument("--config", required=True, help="a gateway config (Kafka settings, trust roots)")
-    revoke.add_argument("--thumbprint", required=True, help="x5t#S256 of the certificate to revoke")
-    revoke.add_argument("--reason", default="unspecified")
-    revoke.add_argument("--ca-key", help="the root CA private key (default: beside trust.ca[0] in the dev PKI)")
-    revoke.add_argument("--ca-cert", help="the root CA certificate (default: trust.ca[0])")
-    revoke.set_defaults(func=cmd_revoke)
+    register(subparsers)
