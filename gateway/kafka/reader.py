@@ -202,18 +202,20 @@ class TopicFollower:
         return []
 
 
-async def read_topic(kafka: KafkaConfig | str, topic: str, timeout_s: float = 5.0) -> list[TopicRecord]:
+async def read_topic(kafka: KafkaConfig | str, topic: str, timeout_s: float = 5.0, *,
+                     step_over: bool = False) -> list[TopicRecord]:
     """Every record of `topic` from the beginning to the end offsets seen at the start.
 
     `kafka` is a gateway's Kafka settings or a bootstrap server list. A topic that does not exist reads as
-    empty. Raises TimeoutError when the records cannot all be read within `timeout_s`.
+    empty. Raises TimeoutError when the records cannot all be read within `timeout_s`. A record the client
+    library cannot decode raises the library's error, or, with `step_over`, comes flawed (as from a follower).
     """
     out: list[TopicRecord] = []
     async with asyncio.timeout(timeout_s):
         found = await partitions_of(kafka, topic)
         if not found:
             return []
-        follower = TopicFollower(kafka, topic, step_over=False)
+        follower = TopicFollower(kafka, topic, step_over=step_over)
         await follower.start({p: None for p in found})
         try:
             ends = await follower.end_offsets()

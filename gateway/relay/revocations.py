@@ -62,9 +62,17 @@ def apply_update(trust: TrustStore, value: bytes | None, signature: bytes | None
 
 
 async def load_updates(kafka: KafkaConfig, trust: TrustStore, timeout_s: float = 30.0) -> int:
-    """Apply everything on the topic now: called before the gateway consumes its inbox."""
-    records = await read_topic(kafka, kafka.topics.trust, timeout_s)
-    return sum(1 for r in records if apply_update(trust, r.value, r.headers.get(headers.SIGNATURE)))
+    """Apply everything on the topic now: called before the gateway consumes its inbox. A record the client
+    library cannot decode is ignored with a log line, so that one hostile record cannot keep a gateway from
+    starting."""
+    applied = 0
+    for r in await read_topic(kafka, kafka.topics.trust, timeout_s, step_over=True):
+        if r.flaw is not None:
+            log.warning("ignoring a trust update the client library cannot decode",
+                        extra={"offset": r.offset, "detail": r.flaw})
+        elif apply_update(trust, r.value, r.headers.get(headers.SIGNATURE)):
+            applied += 1
+    return applied
 
 
 async def follow_updates(kafka: KafkaConfig, trust: TrustStore) -> None:

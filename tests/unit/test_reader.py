@@ -196,12 +196,14 @@ async def test_read_topic_of_a_topic_that_does_not_exist_is_empty(cluster: FakeC
 
 
 async def test_read_topic_leaves_an_undecodable_record_to_its_caller(cluster: FakeCluster) -> None:
-    """read_topic reads once to the end and fails as the client library does; only followers step over."""
+    """By default read_topic fails as the client library does (its callers say they cannot read the topic)."""
     cluster.create(TOPIC)
     cluster.produce(TOPIC, b"a")
     cluster.produce_undecodable(TOPIC)
     with pytest.raises(UnicodeDecodeError):
         await read_topic("127.0.0.1:1", TOPIC)
+    got = await read_topic("127.0.0.1:1", TOPIC, step_over=True)  # unless asked to step over it
+    assert [(r.offset, r.flaw is not None) for r in got] == [(0, False), (1, True)]
 
 
 async def test_read_topic_gives_up_after_its_timeout(cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -73,6 +73,7 @@ def publish(cluster: FakeCluster, record: OutRecord) -> None:
 async def test_load_updates_applies_what_is_on_the_topic(exchange: Exchange, cluster: FakeCluster) -> None:
     kafka = KafkaConfig()
     cluster.create(kafka.topics.trust)
+    cluster.produce_undecodable(kafka.topics.trust)  # must not keep the gateway from starting
     publish(cluster, revocation(root_of(exchange), "A" * 43, "key compromise"))
     cluster.produce(kafka.topics.trust, b"{}", b"x")  # unsigned: ignored
     trust = trust_of(exchange)
