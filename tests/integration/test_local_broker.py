@@ -18,7 +18,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from gateway.dev.local_kafka import DEFAULT_VERSION, LocalKafka, add_cli, free_port, probe_metadata
+from gateway.cli.kafka import register
+from gateway.dev.local_kafka import DEFAULT_VERSION, LocalKafka, free_port, probe_metadata
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +85,7 @@ async def test_status_and_metadata_while_running(broker: LocalKafka) -> None:
 
 def _cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="yrdx")
-    add_cli(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(argv))
     rc = args.func(args)
     assert isinstance(rc, int)

@@ -1,5 +1,6 @@
-"""The wheel ships the JSON Schemas (schemas/ -> gateway/_schemas, pyproject.toml) and every module, and an
-installed gateway finds them without `schemas_dir`; a source checkout (or editable install) finds schemas/."""
+"""The wheel ships the JSON Schemas (schemas/ -> gateway/_schemas, pyproject.toml), every module and the `yrdx`
+entry points; an installed gateway finds its schemas without `schemas_dir`, a source checkout (or editable
+install) finds schemas/."""
 
 from __future__ import annotations
 
@@ -44,6 +45,16 @@ def test_the_wheel_carries_every_schema_and_module(wheel: Path) -> None:
     assert [m for m in MODULES if m not in names] == []
     assert "gateway/py.typed" in names
     assert not any(n.startswith("schemas/") for n in names)  # no top-level `schemas` package in site-packages
+
+
+def test_the_wheel_declares_the_console_script_and_the_demo_command(wheel: Path) -> None:
+    """`yrdx` is gateway.cli:main; `yrdx demo` is the adapters' entry point (group yrdx.commands), so gateway/ never
+    imports the demo."""
+    wheel_zip = zipfile.ZipFile(wheel)
+    (name,) = (n for n in wheel_zip.namelist() if n.endswith(".dist-info/entry_points.txt"))
+    text = wheel_zip.read(name).decode()
+    assert "[console_scripts]\nyrdx = gateway.cli:main\n" in text
+    assert "[yrdx.commands]\ndemo = adapters.cli:register_demo\n" in text
 
 
 def test_an_installed_wheel_loads_its_own_schemas(wheel: Path, tmp_path: Path) -> None:

@@ -1,0 +1,62 @@
+"""`yrdx send`: send one message through a gateway's HTTP API as one of its platforms; prints the message id."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from gateway.cli.common import error
+from gateway.cli.token import caller, minter
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    found = caller(args, platforms_only=True)
+    if found is None:
+        return 2
+    cfg, key, _ = found
+    try:
+        payload = json.loads(Path(args.payload).read_text(encoding="utf-8"))
+    except OSError as e:
+        error(f"cannot read the payload file {args.payload}: {e.strerror}")
+        return 2
+    except ValueError as e:  # not UTF-8, or not JSON
+        error(f"the payload file {args.payload} is not JSON: {e}")
+        return 2
+    token_minter = minter(args, cfg, key)
+    if token_minter is None:
+        return 2
+    body = {"type": args.type, "to": args.to, "payload": payload}
+    if args.correlation_id:
+        body["correlation_id"] = args.correlation_id
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host  # noqa: S104 (mapping a wildcard bind)
+    url = f"http://{host}:{cfg.port}/v1/messages"
+    req = urllib.request.Request(  # noqa: S310 (the URL is built from our own config)
+        url, data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", **token_minter.header()},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            print(json.loads(resp.read())["id"])
+            return 0
+    except urllib.error.HTTPError as e:
+        print(e.read().decode(), file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as e:  # refused, timed out: the gateway is not there
+        error(f"cannot reach the gateway at {url}: {getattr(e, 'reason', e)}")
+        return 1
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    send = subparsers.add_parser("send", help="send one message through a gateway; prints its id")
+    send.add_argument("--config", required=True)
+    send.add_argument("--as", dest="as_", required=True)
+    send.add_argument("--to", required=True)
+    send.add_argument("--type", required=True)
+    send.add_argument("--payload", required=True, help="JSON file with the payload")
+    send.add_argument("--correlation-id")
+    send.add_argument("--key")
+    send.set_defaults(func=cmd_send)
