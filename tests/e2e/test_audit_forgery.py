@@ -3,8 +3,8 @@ not JS's: `yrdx audit verify` names JS, that seq and `forged`.
 
 The forged segment stays on the shared topic for the rest of the session, so this module is marked
 `forges_audit` and runs after every other test (tests/conftest.py orders by marker, never by file name): every
-test that expects the online trail to verify runs before it. Earlier disruptive tests (the demo's gateways of another PKI, killed gateways) may leave faults
-of their own, so this test looks only for the one it made.
+test that expects the online trail to verify runs before it. Earlier disruptive tests (the demo's gateways of
+another PKI, killed gateways) may leave faults of their own, so this test looks only for the one it made.
 """
 
 from __future__ import annotations
