@@ -735,9 +735,9 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         e2e["machine_cpu_busy_percent"] = 100 * window.machine_busy / e2e["cpu_window_s"]
         e2e["other_processes_cpu_s"] = max(0.0, window.machine_busy - ours)
         e2e["gateway_counters"] = {
-            "sh_rejected": counter(sh_metrics, "yrdx_messages_rejected_total"),
+            "sh_rejected": counter(sh_metrics, "yrdx_dead_letters_total"),
             "js_refused": counter(js_metrics, "yrdx_requests_refused_total"),
-            "js_rejected": counter(js_metrics, "yrdx_messages_rejected_total"),
+            "js_rejected": counter(js_metrics, "yrdx_dead_letters_total"),
         }
         figures["end_to_end"] = e2e
         figures["gateway_logs"] = {g.region: g.log_summary() for g in gateways}

@@ -1,7 +1,8 @@
-"""Structured JSON logging with a masking filter: personal identifiers never reach a log line in clear.
+"""Structured JSON logging: one JSON line per event with an RFC 3339 UTC timestamp, personal identifiers masked
+in every value, and a repeated warning or error (the broker down) collapsed to one line per interval with a count.
 
-The gateway never logs payloads; the filter is the second line of defence (DOMAIN.md section 6, item 3):
-anything shaped like an ID number or a long numeric person id is masked, wherever it appears.
+The gateway never logs payloads; masking is the second line of defence: anything shaped like an ID number or a
+long numeric person id is masked, wherever it appears.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import datetime as dt
 import logging
 import re
 import sys
+import threading
+import time
 from typing import Any
 
 import orjson
@@ -52,7 +55,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "ts": rfc3339(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "service": self._service,
@@ -66,9 +69,46 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(_masked(doc)).decode()  # every value, the message and extras alike
 
 
+def rfc3339(created: float) -> str:
+    """`2026-12-01T08:15:02.123Z`: UTC, milliseconds, the zone always written."""
+    whole = int(created)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((created - whole) * 1000):03d}Z"
+
+
+class RepeatFilter(logging.Filter):
+    """Lets the first of a run of identical warnings or errors (same logger and message template) through, drops
+    the repeats for `interval_s`, then lets one through carrying `repeated`: how many were dropped. A broker
+    that is down would otherwise fill the log with the same line many times a second."""
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        super().__init__()
+        self._interval_s = interval_s
+        self._seen: dict[tuple[str, object], tuple[float, int]] = {}  # key -> (window start, dropped)
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        with self._lock:
+            start, dropped = self._seen.get(key, (-1e18, 0))
+            if now - start < self._interval_s:
+                self._seen[key] = (start, dropped + 1)
+                return False
+            self._seen[key] = (now, 0)
+            if len(self._seen) > 1000:  # bounded: forget the oldest runs
+                for old in sorted(self._seen, key=lambda k: self._seen[k][0])[:500]:
+                    del self._seen[old]
+        if dropped:
+            record.repeated = dropped
+        return True
+
+
 def setup(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

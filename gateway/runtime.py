@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import importlib.metadata
 import logging
 import signal
 from pathlib import Path
@@ -22,7 +24,7 @@ from gateway.config import GatewayConfig
 from gateway.crypto.jws import Signer
 from gateway.crypto.keyfiles import load_certificate, load_encryption_key, load_encryption_pub, load_private_key
 from gateway.crypto.seal import Opener, Sealer
-from gateway.crypto.trust import TrustStore
+from gateway.crypto.trust import TrustedSigner, TrustStore
 from gateway.http.api import make_runner
 from gateway.http.auth import Authenticator, load_public_key
 from gateway.kafka.transport import KafkaInboxConsumer, KafkaPublisher, ensure_topics
@@ -31,6 +33,7 @@ from gateway.relay.checks import Checks
 from gateway.relay.delivery import WebhookDeliverer
 from gateway.relay.egress import Egress
 from gateway.relay.health import EgressHealth
+from gateway.relay.identity import IdentityWatch, identity_problem
 from gateway.relay.ingress import Ingress
 from gateway.relay.outcomes import Draining, Effects
 from gateway.relay.revocations import follow_updates, load_updates
@@ -47,7 +50,9 @@ class StartupError(RuntimeError):
     """The gateway cannot start with this configuration; the message says why."""
 
 
-def load_signer(cfg: GatewayConfig, trust: TrustStore) -> Signer:
+def load_signer(cfg: GatewayConfig, trust: TrustStore) -> tuple[Signer, TrustedSigner]:
+    """The gateway's signer and its validated certificate. Fails closed: a certificate that is not trusted, of
+    another region, revoked, expired or not yet valid stops the start (StartupError, one line saying why)."""
     cert = load_certificate(cfg.certificate)
     key = load_private_key(cfg.private_key)
     try:
@@ -58,10 +63,17 @@ def load_signer(cfg: GatewayConfig, trust: TrustStore) -> Signer:
         raise StartupError("identity.certificate: is listed in trust.revoked")
     if own.region != cfg.region:
         raise StartupError(f"identity.certificate: names region {own.region}, but region is {cfg.region}")
+    refuse_invalid_identity(own, trust)
     try:
-        return Signer(key, cert)
+        return Signer(key, cert), own
     except Exception as e:
         raise StartupError(f"identity.private_key: does not match identity.certificate: {e}") from e
+
+
+def refuse_invalid_identity(own: TrustedSigner, trust: TrustStore) -> None:
+    problem = identity_problem(own, trust, dt.datetime.now(dt.UTC))
+    if problem is not None:
+        raise StartupError(f"identity.certificate: {problem.detail}")
 
 
 class Gateway:
@@ -71,12 +83,13 @@ class Gateway:
         self.trust = TrustStore.from_files(list(cfg.trust_ca), list(cfg.trust_certificates))
         for thumbprint in cfg.trust_revoked:
             self.trust.revoke(thumbprint)
-        self.signer = load_signer(cfg, self.trust)
+        self.signer, own = load_signer(cfg, self.trust)
         # What an auditor checks checkpoints against (as `yrdx audit verify`): the roots and gateway certificates,
         # without today's revocations, since a segment signed before a revocation stays genuine.
         self.audit_trust = TrustStore.from_files(list(cfg.trust_ca), list(cfg.trust_certificates))
         self.state = StateStore(cfg.state_path)
-        self.metrics = Metrics(cfg.region)
+        self.metrics = Metrics(cfg.region, importlib.metadata.version("yrdx"), self.signer.alg)
+        self.identity = IdentityWatch(own, self.trust, self.metrics)
         self.auth = Authenticator(
             cfg.region,
             {p.id: load_public_key(p.public_key) for p in cfg.platforms},
@@ -111,12 +124,13 @@ class Gateway:
         await ensure_topics(self.cfg.kafka, topics, {names.trust: {"cleanup.policy": "compact"}})
         # Revocations published before this start apply before the first inbox record is checked.
         await load_updates(self.cfg.kafka, self.trust)
+        refuse_invalid_identity(self.identity.own, self.trust)  # revoked on yrdx.trust while it was down
         await self.publisher.start()
         self.broker_ok = True
         self._session = aiohttp.ClientSession()
         self.egress = Egress(
             self.cfg,
-            Checks(self.cfg, self.registry, self.trust, self.opener),
+            Checks(self.cfg, self.registry, self.trust, self.opener, self.metrics),
             Effects(self.cfg.region, self.cfg.topics, self.signer, self.publisher, self.state, self.audit,
                     self.metrics),
             WebhookDeliverer(self._session, self.metrics),
@@ -173,6 +187,8 @@ class Gateway:
         while True:
             self.broker_ok = await self.publisher.reachable()
             self.metrics.broker_up.set(1 if self.broker_ok else 0)
+            self.identity.check()
+            self.metrics.revoked.set(self.trust.revoked_count())
             self.state.purge_jti()
             await asyncio.sleep(2.0)
 

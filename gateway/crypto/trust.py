@@ -180,6 +180,9 @@ class TrustStore:
         """Revoke a certificate by thumbprint (also one not seen yet)."""
         self._revoked.add(thumbprint)
 
+    def revoked_count(self) -> int:
+        return len(self._revoked)
+
     def is_revoked(self, thumbprint: str) -> bool:
         return thumbprint in self._revoked
 

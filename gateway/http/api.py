@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 GATEWAY: web.AppKey[ApiContext] = web.AppKey("gateway")
 STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)  # set on shutdown: long polls end
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+PROBLEM: web.ResponseKey[Problem] = web.ResponseKey("problem", Problem)
 _PUBLIC = {"/healthz", "/readyz", "/metrics"}
 
 # HTTP limits (README "HTTP limits"). aiohttp's keep-alive timer also runs while a request's header is
@@ -52,7 +53,9 @@ _DIGITS = re.compile(r"[0-9]{1,9}")
 
 
 def problem_response(p: Problem) -> web.Response:
-    return web.Response(status=p.status, body=orjson.dumps(p.body()), content_type="application/problem+json")
+    resp = web.Response(status=p.status, body=orjson.dumps(p.body()), content_type="application/problem+json")
+    resp[PROBLEM] = p  # for the refusal log line
+    return resp
 
 
 def json_response(doc: Any, status: int = 200) -> web.Response:
@@ -69,19 +72,38 @@ async def answer_problems(request: web.Request, handler: Handler) -> web.StreamR
     routing = request.match_info.http_exception
     if isinstance(routing, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(routing.allowed_methods))
-        resp = problem_response(Problem("method_not_allowed", f"this route takes {allowed}"))
-        resp.headers["Allow"] = allowed
-        return resp
+        refusal = problem_response(Problem("method_not_allowed", f"this route takes {allowed}"))
+        refusal.headers["Allow"] = allowed
+        return refusal
     if isinstance(routing, web.HTTPNotFound):
         return problem_response(Problem("not_found", "no such route"))
+    gw = request.app[GATEWAY]
+    gw.metrics.in_flight.inc()
+    resp: web.StreamResponse
     try:
-        return await handler(request)
+        resp = await handler(request)
     except ProblemError as e:
-        request.app[GATEWAY].metrics.refused.labels(e.problem.code).inc()
+        gw.metrics.refused.labels(e.problem.code).inc()
         resp = problem_response(e.problem)
         if e.problem.code == "unauthenticated":
             resp.headers["WWW-Authenticate"] = 'Bearer realm="yrdx"'
-        return resp
+    finally:
+        gw.metrics.in_flight.dec()
+    problem = resp.get(PROBLEM)
+    if problem is not None:
+        log_refusal(request, problem)
+    return resp
+
+
+def log_refusal(request: web.Request, problem: Problem) -> None:
+    """One line per refused request: its code, route and caller, never a value from the request."""
+    principal = request.get(PRINCIPAL)
+    resource = request.match_info.route.resource
+    log.info("request refused", extra={
+        "code": problem.code, "status": problem.status, "method": request.method,
+        "route": resource.canonical if resource is not None else "unmatched",
+        "caller": principal.id if principal is not None else "",
+    })
 
 
 @web.middleware
@@ -151,9 +173,16 @@ def idempotency_key(request: web.Request) -> str | None:
     return keys[0] if keys else None
 
 
+def require_identity(gw: ApiContext) -> None:
+    """Fail closed: no new message is signed while this gateway's own certificate is not valid."""
+    if gw.identity.problem is not None:
+        raise ProblemError(gw.identity.problem)
+
+
 async def post_message(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     platform = require_platform(request)
+    require_identity(gw)
     key = idempotency_key(request)
     item = await read_json(request, gw.cfg.limits.max_body_bytes)
     result = await gw.ingress.submit(platform, item, key)
@@ -165,6 +194,7 @@ async def post_message(request: web.Request) -> web.Response:
 async def post_batch(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     platform = require_platform(request)
+    require_identity(gw)
     doc = await read_json(request, gw.cfg.limits.max_batch_body_bytes)
     items = doc.get("messages") if isinstance(doc, dict) else None
     if not isinstance(items, list) or not items:
@@ -282,12 +312,18 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     health = gw.egress_health
+    # Every check reads state kept current by the gateway's own tasks: none waits on the network here.
     checks = {"broker": gw.broker_ok, "trust": bool(gw.trust.known()), "schemas": bool(gw.registry.types()),
-              "consumer": gw.consumer_running, "egress_progress": health.healthy()}
-    doc: dict[str, Any] = {"ready": all(checks.values()), "checks": checks}
+              "identity": gw.identity.problem is None,
+              "consumer": gw.consumer_running and gw.broker_ok and health.polled_recently(),
+              "egress_progress": health.healthy()}
+    failing = [name for name, ok in checks.items() if not ok]
+    doc: dict[str, Any] = {"ready": not failing, "checks": checks, "failing": failing}
+    if gw.identity.problem is not None:
+        doc["identity"] = {"code": gw.identity.problem.code, "detail": gw.identity.problem.detail}
     if not checks["egress_progress"]:  # which partitions stand still, and how often the loop restarted
         doc["egress"] = {"stalled_partitions": health.stalled_partitions(), "recent_restarts": len(health.restarts)}
-    return json_response(doc, status=200 if all(checks.values()) else 503)
+    return json_response(doc, status=503 if failing else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:

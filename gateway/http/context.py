@@ -10,6 +10,7 @@ from gateway.crypto.trust import TrustStore
 from gateway.http.auth import Authenticator
 from gateway.metrics import Metrics
 from gateway.relay.health import EgressHealth
+from gateway.relay.identity import IdentityWatch
 from gateway.relay.ingress import Ingress
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import StateStore
@@ -31,3 +32,4 @@ class ApiContext(Protocol):
     broker_ok: bool
     consumer_running: bool
     egress_health: EgressHealth
+    identity: IdentityWatch  # fail closed: no new message while this gateway's certificate is not valid

@@ -45,7 +45,7 @@ class WebhookDeliverer:
                 async with self._session.post(target.url, data=body, headers=headers, timeout=timeout) as resp:
                     await resp.read()
                     if 200 <= resp.status < 300:
-                        self._metrics.delivery_seconds.labels("webhook").observe(time.perf_counter() - started)
+                        self._metrics.stage("deliver").observe(time.perf_counter() - started)
                         return WebhookResult(True, attempt, f"HTTP {resp.status}")
                     detail = f"HTTP {resp.status}"
                     if 400 <= resp.status < 500 and resp.status not in _RETRYABLE_4XX:

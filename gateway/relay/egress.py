@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -77,17 +78,20 @@ class Egress:
         """Until asked to stop: the batch in hand is finished and committed before returning (drain)."""
         while not stopping.is_set():
             batch = await consumer.poll()
+            self.health.polled()
             if batch:
                 await self.handle(batch, stopping)
                 await consumer.commit(batch)
-            self.health.progress(consumer.offsets())
+            offsets = consumer.offsets()
+            self.health.progress(offsets)
+            for partition, waiting in self.health.lag.items():
+                self._fx.metrics.consumer_lag.labels(str(partition)).set(waiting)
 
     # --- the batch -----------------------------------------------------------------------------------------
 
     async def handle(self, batch: Sequence[InRecord], stopping: asyncio.Event | None = None) -> None:
         now = datetime.now(UTC)
         out = BatchOutcomes(self._fx, envelope.utc_timestamp(now))
-        self._fx.metrics.received.inc(len(batch))
         checked: list[Verified | Refused] = []
         for r in batch:
             try:
@@ -115,10 +119,12 @@ class Egress:
             else:  # conversation order is kept: one conversation's messages go one after another
                 webhooks[c.env.correlation_id].append((platform, c))
         if inbox:
+            started = time.perf_counter()
             self._fx.state.deliver_to_inbox([
                 InboxDelivery(p.id, v.env.id, v.env.type, v.env.sender, v.record.value, v.signature, v.source)
                 for p, v in inbox
             ])
+            self._fx.metrics.stage("deliver").observe(time.perf_counter() - started)
             for p, v in inbox:
                 out.delivered(p, v, "inbox")
         if webhooks:
@@ -196,3 +202,4 @@ class Egress:
             fx.audit.append("receipt_received", i["message_id"], i["envelope_sha256"], correlation_id,
                             receipt=v.env.id, outcome=outcome)
             fx.metrics.receipts.labels(outcome).inc()
+        out.receipt_applied(v)

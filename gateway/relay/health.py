@@ -18,6 +18,15 @@ class EgressHealth:
     restarts: deque[float] = field(default_factory=deque)
     lag: dict[int, int] = field(default_factory=dict)  # partition -> records waiting, as last seen
     _moved: dict[int, tuple[int, float]] = field(default_factory=dict)  # partition -> (committed, since when)
+    last_poll: float = 0.0  # monotonic time the loop last came back from a poll
+
+    def polled(self) -> None:
+        self.last_poll = time.monotonic()
+
+    def polled_recently(self, within_s: float = 10.0) -> bool:
+        """The loop is alive and fetching: a poll returns within its timeout (0.2 s) unless a batch is in hand,
+        so only a long delivery (a webhook retrying) or a stuck loop leaves it older than this."""
+        return time.monotonic() - self.last_poll < within_s
 
     def restarted(self) -> None:
         self.restarts.append(time.monotonic())

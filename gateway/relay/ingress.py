@@ -8,6 +8,7 @@ audit records, so a 202 means "on Kafka". Idempotency-Key retries are answered b
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -19,7 +20,7 @@ from gateway.config import GatewayConfig, Platform
 from gateway.crypto.jws import Signer
 from gateway.crypto.seal import Sealer
 from gateway.kafka.port import BrokerUnavailable, Publisher
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, family
 from gateway.relay.coalesce import Coalescer
 from gateway.relay.idempotency import IdempotencyKeys, Recalled, request_hash
 from gateway.relay.signed import Signed, Unsigned
@@ -29,6 +30,8 @@ from gateway.wire import envelope
 from gateway.wire.problems import Problem
 from gateway.wire.regions import is_region
 from gateway.wire.text import header_safe
+
+log = logging.getLogger(__name__)
 
 _FIELDS = {"type", "to", "payload", "correlation_id", "schema_version", "expires_at"}
 MAX_CORRELATION_ID = 128
@@ -121,7 +124,9 @@ class Ingress:
         return None
 
     def validate(self, draft: Draft) -> Problem | None:
+        started = time.perf_counter()
         errors = self._registry.validate(draft.type, draft.version, draft.payload)
+        self._metrics.stage("validate").observe(time.perf_counter() - started)
         if errors:
             return Problem(
                 "schema_violation", f"{len(errors)} error(s) in the payload",
@@ -133,7 +138,11 @@ class Ingress:
         """The envelope; validated in clear, then sealed for the destination: the signature covers the sealed
         form."""
         try:
-            sealed = self._sealers[draft.to].seal(orjson.dumps(draft.payload)) if draft.type in self._seal else None
+            sealed = None
+            if draft.type in self._seal:
+                started = time.perf_counter()
+                sealed = self._sealers[draft.to].seal(orjson.dumps(draft.payload))
+                self._metrics.stage("seal").observe(time.perf_counter() - started)
             msg_id, raw = envelope.build(
                 msg_type=draft.type, schema_version=draft.version, sender=self._region, recipient=draft.to,
                 payload=draft.payload, correlation_id=draft.correlation_id, expires_at=draft.expires_at,
@@ -151,8 +160,10 @@ class Ingress:
     def sign(self, items: Sequence[Unsigned]) -> list[Signed]:
         """One signature for the whole group: a batch signature (a hash tree's root, signed, and a proof per
         message) when it holds several messages. Signing dominated the sender's CPU per message before."""
+        started = time.perf_counter()
         signatures = self._signer.sign_batch([u.envelope for u in items])
         if items:
+            self._metrics.stage("sign").observe(time.perf_counter() - started)
             self._metrics.signed_together.observe(len(items))
         return [u.signed(sig) for u, sig in zip(items, signatures, strict=True)]
 
@@ -176,20 +187,25 @@ class Ingress:
         self._state.record_sent(sent, "accepted")
         for p in items:
             self._audit.append("accepted", p.id, p.sha256, p.correlation_id, platform=p.platform, type=p.type, to=p.to)
+        sending = time.perf_counter()
         try:
             await self._publisher.publish([p.record(self._topics) for p in items])
         except BrokerUnavailable as e:
             for p in items:
                 self._audit.append("publish_failed", p.id, p.sha256, p.correlation_id, error="broker_unavailable")
+                self._metrics.messages.labels("out", p.to, family(p.type), "publish_failed").inc()
             self._metrics.refused.labels("broker_unavailable").inc(len(items))
             self._state.record_sent(sent, "publish_failed")
             return Problem("broker_unavailable", f"the broker did not acknowledge: {e}; retry with the same "
                            "Idempotency-Key to resend the same message id")
+        published = time.perf_counter()
+        self._metrics.stage("publish").observe(published - sending)
         for p in items:
             self._audit.append("published", p.id, p.sha256, p.correlation_id, topic=self._topics.inbox(p.to))
         self._state.record_sent(sent, "published")
         try:  # nothing is acknowledged before its audit records are on Kafka
             await self._audit.durable()
+            self._metrics.stage("audit_flush").observe(time.perf_counter() - published)
         except BrokerUnavailable as e:
             # The messages did reach the broker; their audit records stay queued in order for the periodic
             # flush. A retry with the same Idempotency-Key answers 202 with the same id and sends nothing again.
@@ -198,8 +214,12 @@ class Ingress:
                            "retry with the same Idempotency-Key: the same message id is answered, nothing is resent")
         elapsed = time.perf_counter() - started
         for p in items:
-            self._metrics.accepted.labels(p.to, p.type).inc()
+            self._metrics.messages.labels("out", p.to, family(p.type), "accepted").inc()
             self._metrics.ingress_seconds.observe(elapsed)
+            log.info("message accepted", extra={
+                "message_id": p.id, "type": p.type, "from": self._region, "to": p.to,
+                "correlation_id": p.correlation_id, "outcome": "accepted", "duration_ms": round(elapsed * 1000, 3),
+            })
         return None
 
     async def submit(self, platform: Platform, item: object, idempotency_key: str | None) -> Signed | Problem:

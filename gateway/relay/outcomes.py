@@ -14,7 +14,7 @@ from gateway.audit.trail import AuditTrail
 from gateway.config import Platform
 from gateway.crypto.jws import Signer
 from gateway.kafka.port import BrokerUnavailable, InRecord, OutRecord, Publisher
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, family, peer
 from gateway.relay.checks import RECEIPT_TYPE, Refused, Verified
 from gateway.relay.dead_letters import dead_letter
 from gateway.state import Decision, StateStore
@@ -64,12 +64,23 @@ class BatchOutcomes:
             audit.append("replayed", claimed, checked.sha256, of=replay_of[:200].decode(errors="replace"))
 
     def delivered(self, platform: Platform, v: Verified, mode: str) -> None:
-        self.fx.audit.append("delivered", v.env.id, v.sha256, v.env.correlation_id, platform=platform.id, mode=mode)
-        self.fx.metrics.delivered.labels(v.env.sender, mode).inc()
-        created = envelope.timestamp_or_none(v.env.created_at)
-        if created is not None:
-            self.fx.metrics.transit_seconds.observe(max(time.time() - created.timestamp(), 0.0))
+        env, metrics = v.env, self.fx.metrics
+        self.fx.audit.append("delivered", env.id, v.sha256, env.correlation_id, platform=platform.id, mode=mode)
+        fam = family(env.type)
+        metrics.messages.labels("in", env.sender, fam, "delivered").inc()
+        created = envelope.timestamp_or_none(env.created_at)
+        end_to_end = max(time.time() - created.timestamp(), 0.0) if created is not None else None
+        if end_to_end is not None:
+            metrics.end_to_end_seconds.labels(env.sender, fam).observe(end_to_end)
+        log.info("message delivered", extra={
+            "message_id": env.id, "type": env.type, "from": env.sender, "to": env.recipient,
+            "correlation_id": env.correlation_id, "outcome": "delivered", "mode": mode,
+            "duration_ms": None if end_to_end is None else round(end_to_end * 1000, 3),
+        })
         self.receipt(v, "delivered")
+
+    def receipt_applied(self, v: Verified) -> None:
+        self.fx.metrics.messages.labels("in", v.env.sender, "yrdx", "delivered").inc()
 
     def rejected(self, refused: Refused) -> None:
         r, rej, v = refused.record, refused.rejection, refused.verified
@@ -82,11 +93,15 @@ class BatchOutcomes:
         fx.audit.append("rejected", msg_id, refused.sha256, corr, reason=rej.code, source=r.source, **extra)
         fx.audit.append("dead_lettered", msg_id, refused.sha256, corr, topic=fx.topics.dlq(fx.region),
                         reason=rej.code)
-        fx.metrics.rejected.labels(rej.code).inc()
+        sender = peer(claimed.sender if claimed else None)
+        fx.metrics.dead_letters.labels(rej.code, sender).inc()
+        fx.metrics.messages.labels("in", sender, family(claimed.type) if claimed else "other", "rejected").inc()
         log.info("message rejected", extra={
-            "reason": rej.code, "message_id": claimed.id if claimed else "", "verified": v is not None,
-            "type": claimed.type if claimed else "", "from": claimed.sender if claimed else "",
-            "to": claimed.recipient if claimed else "", "source": r.source,
+            "message_id": claimed.id if claimed else "", "type": claimed.type if claimed else "",
+            "from": claimed.sender if claimed else "", "to": claimed.recipient if claimed else "",
+            "correlation_id": claimed.correlation_id if claimed else "", "outcome": "rejected",
+            "reason": rej.code, "verified": v is not None, "source": r.source,
+            "dead_letter": fx.topics.dlq(fx.region),
         })
         if v is not None and rej.code != "duplicate":
             self.decided.append(Decision(v.env.id, rej.code, v.source))

@@ -25,6 +25,8 @@ HTTP_STATUS: dict[str, int] = {
     "idempotency_conflict": 409,
     "too_large": 413,
     "broker_unavailable": 503,
+    "identity_expired": 503,
+    "identity_revoked": 503,
     "index_unavailable": 503,
 }
 
@@ -43,6 +45,8 @@ TITLES: dict[str, str] = {
     "idempotency_conflict": "Idempotency-Key reused with a different request",
     "too_large": "Request body too large",
     "broker_unavailable": "Message broker did not acknowledge",
+    "identity_expired": "This gateway's certificate is expired or not yet valid",
+    "identity_revoked": "This gateway's certificate is revoked",
     "index_unavailable": "The audit index cannot be reached",
 }
 

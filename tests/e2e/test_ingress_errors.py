@@ -200,7 +200,7 @@ async def test_health_probes_need_no_token_but_metrics_do(exchange: Exchange4) -
     token = (exchange.exchange.dir / "secrets" / "metrics.token").read_text().strip()
     async with client.session.get(client.gateway.url + "/metrics", headers={"Authorization": f"Bearer {token}"}) as r:
         text = await r.text()
-        assert r.status == 200 and "yrdx_messages_accepted_total" in text
+        assert r.status == 200 and "yrdx_messages_total" in text
     async with client.session.get(client.gateway.url + "/v1/inbox") as r:
         assert r.status == 401
 

@@ -15,6 +15,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from gateway.config import GatewayConfig
+from gateway.crypto.keyfiles import load_certificate
 from gateway.crypto.seal import Opener
 from gateway.crypto.trust import TrustStore
 from gateway.http.api import make_runner
@@ -22,6 +23,7 @@ from gateway.http.auth import Authenticator, TokenMinter, load_public_key
 from gateway.kafka.memory import MemoryPublisher
 from gateway.metrics import Metrics
 from gateway.relay.health import EgressHealth
+from gateway.relay.identity import IdentityWatch
 from gateway.relay.ingress import Ingress
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import StateStore
@@ -48,6 +50,7 @@ class Context:
     broker_ok: bool
     consumer_running: bool
     egress_health: EgressHealth
+    identity: IdentityWatch
 
 
 @dataclass
@@ -72,8 +75,10 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     publisher = MemoryPublisher(h.broker)
     auth = Authenticator(REGION, {PLATFORM: load_public_key(h.ex.pki.platform_pub(REGION))}, {}, h.state)
     ingress = Ingress(cfg, REGISTRY, h.signer(REGION), publisher, h.state, h.audit, h.metrics)
+    own = h.trust.add_certificate(load_certificate(h.ex.pki.gateway_cert(REGION)))
     ctx = Context(cfg, auth, ingress, h.state, h.metrics, REGISTRY, h.trust, h.trust, None, "op-token", True, True,
-                  EgressHealth())
+                  EgressHealth(), IdentityWatch(own, h.trust, h.metrics))
+    ctx.egress_health.polled()
     runner = make_runner(ctx)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -132,3 +137,28 @@ async def test_an_unknown_route_is_problem_json_and_a_missing_token_is_401(api: 
         assert r.status == 404 and r.content_type == "application/problem+json"
     async with api.session.post(api.url + "/v1/messages", data=b"{}") as r:
         assert r.status == 401 and (await r.json(content_type=None))["code"] == "unauthenticated"
+
+
+async def test_a_revoked_gateway_refuses_new_messages_and_says_so_on_readyz(api: Api) -> None:
+    api.h.trust.revoke(api.ctx.identity.own.thumbprint)
+    assert api.ctx.identity.check() is not None
+    status, doc = await api.call("POST", "/v1/messages", {"type": TYPE, "to": "JS",
+                                                          "payload": REGISTRY.examples(TYPE)[0]})
+    assert status == 503 and doc["code"] == "identity_revoked"
+    assert api.h.broker.records(api.h.cfg.topics.inbox("JS")) == []
+    async with api.session.get(api.url + "/readyz") as r:
+        ready = orjson.loads(await r.read())
+        assert r.status == 503 and ready["failing"] == ["identity"] and ready["identity"]["code"] == "identity_revoked"
+    msg_id, _ = api.h.send("JS")  # what it has consumed is still delivered
+    await api.h.drain()
+    assert api.h.delivered_ids() == [msg_id]
+
+
+async def test_certificate_expiry_is_a_gauge_for_own_peers_and_roots(api: Api) -> None:
+    api.ctx.identity.check()
+    async with api.session.get(api.url + "/metrics", headers={"Authorization": "Bearer op-token"}) as r:
+        text = await r.text()
+    expiry = [line for line in text.splitlines() if line.startswith("yrdx_certificate_expiry_seconds{")]
+    roles = {line.split('role="')[1].split('"')[0] for line in expiry}
+    assert roles == {"own", "peer", "root"} and all(float(line.split()[-1]) > 86400 for line in expiry)
+    assert "process_cpu_seconds_total" in text and "yrdx_build_info{" in text
