@@ -32,13 +32,14 @@ import aiohttp
 
 from adapters.simulated import DELIVERED, Attempt, Ledger, PlatformClient, SimulatedPlatforms
 from adapters.stories import Cast, Scale, StoryResult, bad_cases, build_cast, check_receipts, good_stories
-from gateway.audit.journey import journey, read_audit_records, read_topic
+from gateway.audit.journey import journey, read_audit_records
 from gateway.audit.verify import verify_values
 from gateway.config import KafkaConfig
 from gateway.crypto.trust import TrustStore
 from gateway.dev.exchange import Exchange, init_exchange, platform_id
 from gateway.dev.local_kafka import KafkaError, LocalKafka, env_bootstrap_servers, free_port
 from gateway.http.auth import TokenMinter
+from gateway.kafka.reader import read_topic
 from gateway.kafka.transport import ensure_topics
 from gateway.runtime import INBOX_PARTITIONS
 from gateway.schemas.registry import SchemaRegistry

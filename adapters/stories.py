@@ -52,8 +52,8 @@ from adapters.simulated import (
     money,
     pseudonym,
 )
-from gateway.audit.journey import read_topic
 from gateway.config import KafkaConfig
+from gateway.kafka.reader import read_topic
 from gateway.schemas.formats import gb11643_check_char, mod37_36_check_char
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.headers import SIGNATURE as SIGNATURE_HEADER

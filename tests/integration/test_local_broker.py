@@ -1,4 +1,4 @@
-"""A real single-node Apache Kafka (gateway.dev.local_kafka.LocalKafka) against aiokafka 0.14.
+"""A real single-node Apache Kafka (gateway.dev.local_kafka.LocalKafka, `yrdx kafka`) against aiokafka 0.14.
 
 One broker for the whole module, on free ports in a tmp dir. Nothing is skipped: the jars come from Maven
 Central on the first run (cached outside the repo afterwards) and Java 17 is part of the machine.

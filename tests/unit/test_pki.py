@@ -1,4 +1,5 @@
-"""The development PKI: files, permissions, certificate contents."""
+"""The development PKI (gateway/dev/pki.py) and its files read back (gateway/crypto/keyfiles.py): files,
+permissions, certificate contents."""
 
 from __future__ import annotations
 
