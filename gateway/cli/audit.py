@@ -273,6 +273,3 @@ def _add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     audit = subparsers.add_parser("audit", help="index, trace, verify and export the audit trail")
     _add_commands(audit.add_subparsers(dest="audit_command", required=True))
-
-
-add_cli = register  # the name gateway/cli/main.py calls today; remove once it calls register

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from gateway.config import KafkaConfig
 from gateway.kafka.port import OutRecord
@@ -77,11 +76,3 @@ async def replay(kafka: KafkaConfig, region: str, letters: Sequence[DeadLetter],
         await publisher.publish([replay_record(d, region, kafka.topics) for d in letters])
     finally:
         await publisher.stop()
-
-
-def add_cli(subparsers: Any) -> None:
-    """TRANSITIONAL: the old entry point gateway/cli/main.py still calls; `yrdx dlq` lives in gateway.cli.dlq.
-    Remove once main.py calls gateway.cli.dlq.register (this import is the one from relay/ up to cli/)."""
-    from gateway.cli.dlq import register
-
-    register(subparsers)

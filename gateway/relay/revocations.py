@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from contextlib import aclosing
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -110,11 +109,3 @@ async def publish_revocation(kafka: KafkaConfig, record: OutRecord, timeout_s: f
         await publisher.publish([record])
     finally:
         await publisher.stop()
-
-
-def add_cli(subparsers: Any) -> None:
-    """TRANSITIONAL: the old entry point gateway/cli/main.py still calls; `yrdx trust` lives in gateway.cli.trust.
-    Remove once main.py calls gateway.cli.trust.register (this import is the one from relay/ up to cli/)."""
-    from gateway.cli.trust import register
-
-    register(subparsers)

@@ -85,7 +85,6 @@ def test_the_audit_group_has_its_commands_and_the_index_takes_a_sqlite_path_or_a
                           ("export", cli_audit.cmd_export)):
         extra = ["--bundle", "b", "--envelope", "e"] if command == "prove" else ["--config", "c"]
         assert parser.parse_args(["audit", command, *extra]).func is func
-    assert cli_audit.add_cli is cli_audit.register  # the old name, until gateway/cli/main.py calls register
 
 
 # --- the config helpers -------------------------------------------------------------------------------------
