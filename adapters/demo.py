@@ -43,7 +43,7 @@ from gateway.kafka.reader import read_topic
 from gateway.kafka.transport import ensure_topics
 from gateway.runtime import INBOX_PARTITIONS
 from gateway.schemas.registry import SchemaRegistry
-from gateway.wire.regions import AUDIT_TOPIC, REGIONS, segment
+from gateway.wire.regions import AUDIT_TOPIC, REGIONS, region_slug
 
 __all__ = ["run_demo"]
 
@@ -84,10 +84,10 @@ class GatewayFleet:
         self.ports: dict[str, int] = {}
 
     def _ready_file(self, region: str) -> Path:
-        return self.log_dir / f"{segment(region)}.port"
+        return self.log_dir / f"{region_slug(region)}.port"
 
     def log_file(self, region: str) -> Path:
-        return self.log_dir / f"{segment(region)}.log"
+        return self.log_dir / f"{region_slug(region)}.log"
 
     def start(self, exchange: Exchange) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -25,14 +25,14 @@ _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
 
 # Parts of the data path, by a function somewhere on the stack; the first rule that matches wins.
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("inbox API: pull + ack (SH)", ("get_inbox (gateway/api.py)", "post_inbox_ack (gateway/api.py)")),
+    ("inbox API: pull + ack (SH)", ("get_inbox (gateway/http/api.py)", "post_inbox_ack (gateway/http/api.py)")),
     ("ingress: POST /v1/messages/batch handler",
-     ("post_batch (gateway/api.py)", "post_message (gateway/api.py)")),
-    ("JWT authentication (middleware)", ("authenticate (gateway/auth.py)",)),
+     ("post_batch (gateway/http/api.py)", "post_message (gateway/http/api.py)")),
+    ("JWT authentication (middleware)", ("authenticate (gateway/http/auth.py)",)),
     ("egress: Egress.handle (SH: messages; JS: receipts)", ("handle (gateway/relay/egress.py)",)),
     ("consumer poll + commit", ("poll (gateway/kafka/transport.py)", "commit (gateway/kafka/transport.py)")),
-    ("audit segment flush", ("_flush (gateway/audit.py)",)),
-    ("broker probe / jti purge", ("_probe_broker (gateway/server.py)",)),
+    ("audit segment flush", ("_flush (gateway/audit/trail.py)",)),
+    ("broker probe / jti purge", ("_probe_broker (gateway/runtime.py)",)),
     ("aiokafka background (sender, fetcher, connections)", ("aiokafka/",)),
     ("aiohttp machinery (parsing, writing, connections)", ("aiohttp/",)),
     ("asyncio event loop", ("asyncio/",)),
@@ -40,8 +40,8 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 # Frames on (nearly) every stack of a gateway process: they say nothing about where the time goes.
 _ENTRY_POINTS = frozenset({
-    "<module> (gateway/cli.py)", "main (gateway/cli.py)", "cmd_serve (gateway/cli.py)",
-    "serve (gateway/server.py)",
+    "<module> (gateway/cli/__main__.py)", "main (gateway/cli/main.py)", "cmd_serve (gateway/cli/serve.py)",
+    "serve (gateway/runtime.py)",
 })
 
 

@@ -48,9 +48,8 @@ from gateway.crypto.keys import public_key_of
 from gateway.dev.exchange import BUSINESS_TYPES, Exchange, edit_config, init_exchange, platform_id
 from gateway.dev.local_kafka import LocalKafka, env_bootstrap_servers, free_port
 from gateway.http.auth import TokenMinter
-from gateway.relay.ingress import SIGNATURE_HEADER
 from gateway.schemas.registry import SchemaRegistry
-from gateway.wire import envelope
+from gateway.wire import envelope, headers
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
@@ -527,8 +526,7 @@ async def baseline(bootstrap: str, records: Sequence[tuple[bytes, bytes, str]], 
         futures = []
         for value, key, sig in batch:
             sent_at[value] = time.perf_counter()
-            headers = [(SIGNATURE_HEADER, sig.encode())]
-            futures.append(await producer.send(topic, value, key=key, headers=headers))
+            futures.append(await producer.send(topic, value, key=key, headers=[(headers.SIGNATURE, sig.encode())]))
         await asyncio.gather(*futures)
 
     async def consume(expected: int, record: bool) -> None:

@@ -16,12 +16,9 @@ from typing import Any
 
 from gateway.audit.model import AuditFormatError, AuditRecord, parse_segment
 from gateway.config import KafkaConfig
-
-# Transitional: read_topic and TopicRecord live in gateway.kafka.reader; this re-export keeps the callers that
-# still import them from here (adapters/, tests/e2e/, tests/unit/test_topics.py) working until they switch.
 from gateway.kafka.reader import TopicRecord, read_topic
 
-__all__ = ["TopicRecord", "flatten_segments", "journey", "read_audit_records", "read_topic", "read_trail"]
+__all__ = ["flatten_segments", "journey", "read_audit_records", "read_trail"]
 
 log = logging.getLogger(__name__)
 

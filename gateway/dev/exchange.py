@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from gateway.dev.pki import PkiLayout, init_pki
-from gateway.wire.regions import REGIONS, check_namespace, segment
+from gateway.wire.regions import REGIONS, check_namespace, region_slug
 
 # The business types, one schema each under schemas/. `yrdx.receipt` is not among them: only gateways send receipts.
 BUSINESS_TYPES = (
@@ -39,11 +39,11 @@ SEALED_BY_DEFAULT = (
 
 
 def platform_id(region: str) -> str:
-    return f"{segment(region)}-platform"
+    return f"{region_slug(region)}-platform"
 
 
 def auditor_id(region: str) -> str:
-    return f"{segment(region)}-auditor"
+    return f"{region_slug(region)}-auditor"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class Exchange:
     pki: PkiLayout
 
     def config_path(self, region: str) -> Path:
-        return self.dir / f"{segment(region)}.yaml"
+        return self.dir / f"{region_slug(region)}.yaml"
 
 
 def gateway_config(
@@ -81,7 +81,7 @@ def gateway_config(
                   "encryption_keys": {r: rel(pki.encryption_pub(r)) for r in REGIONS if r != region}},
         # Types whose payload travels sealed (JWE to the destination gateway); see README "Sealed payloads".
         "seal": list(SEALED_BY_DEFAULT),
-        "state": {"path": f"var/{segment(region)}/state.sqlite"},
+        "state": {"path": f"var/{region_slug(region)}/state.sqlite"},
         "limits": {"max_body_bytes": 262144, "batch_max": 500, "publish_timeout_s": 10},
         # Every region may send every business type to every other: the regional agreements cover all three
         # families in both directions (each region is both insured location and place of care).

@@ -230,13 +230,16 @@ async def read_topic(kafka: KafkaConfig | str, topic: str, timeout_s: float = 5.
 
 
 async def follow_topic(kafka: KafkaConfig | str, topic: str, *, timeout_ms: int = 1000,
-                       max_records: int | None = None, retry_s: float = 1.0
+                       max_records: int | None = None, retry_s: float = 1.0, from_beginning: bool = False,
                        ) -> AsyncGenerator[list[TopicRecord], None]:
-    """The records published on `topic` from the call on, in batches, forever: an empty batch after `timeout_ms`
-    without any, so the caller can do periodic work between records. A record the client library cannot decode
-    comes flawed (`TopicRecord.flaw`); when the client fails (a broker gone for long, an unexpected error), it is
-    logged and started again after `retry_s` from where it stopped, so no record is skipped."""
-    offsets: dict[int, int | None] | None = None  # from the end, the first time
+    """The records published on `topic` from the call on (or, `from_beginning`, all of them), in batches,
+    forever: an empty batch after `timeout_ms` without any, so the caller can do periodic work between records.
+    A record the client library cannot decode comes flawed (`TopicRecord.flaw`); when the client fails (a
+    broker gone for long, an unexpected error), it is logged and started again after `retry_s` from where it
+    stopped, so no record is skipped."""
+    offsets: dict[int, int | None] | None = None  # None: from the end
+    if from_beginning:
+        offsets = dict.fromkeys(await partitions_of(kafka, topic))
     while True:
         follower = TopicFollower(kafka, topic)
         try:

@@ -79,7 +79,9 @@ async def follow_updates(kafka: KafkaConfig, trust: TrustStore) -> None:
     that stopped would let a revoked signer through unnoticed: a record the client library cannot decode, or any
     record that cannot be applied, is ignored with a log line, and a client that fails is started again where it
     stopped (gateway.kafka.reader.follow_topic)."""
-    batches = follow_topic(kafka, kafka.topics.trust)
+    # From the beginning, not from the end: a revocation published after load_updates read the topic and before
+    # this follower started would otherwise be missed (applying one twice changes nothing; the topic is compacted).
+    batches = follow_topic(kafka, kafka.topics.trust, from_beginning=True)
     async with aclosing(batches):
         async for batch in batches:
             for r in batch:

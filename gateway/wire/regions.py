@@ -24,16 +24,17 @@ def is_region(code: str) -> bool:
     return code in DIVISION
 
 
-def segment(region: str) -> str:
+def region_slug(region: str) -> str:
+    """The lowercase region code used in topic, group, file and platform names (`sh` in `yrdx.sh.inbox`)."""
     return region.lower()
 
 
 def inbox_topic(region: str) -> str:
-    return f"yrdx.{segment(region)}.inbox"
+    return f"yrdx.{region_slug(region)}.inbox"
 
 
 def dlq_topic(region: str) -> str:
-    return f"yrdx.{segment(region)}.dlq"
+    return f"yrdx.{region_slug(region)}.dlq"
 
 
 # `kafka.namespace`: lowercase letters, digits and '-', 1..32 characters, starting with a letter or digit.
@@ -90,7 +91,7 @@ class Topics:
 
     def egress_group(self, region: str) -> str:
         """The consumer group of the region's gateways on its inbox, `[<ns>.]yrdx-<seg>`."""
-        return self.group(f"yrdx-{segment(region)}")
+        return self.group(f"yrdx-{region_slug(region)}")
 
 
 DEFAULT_TOPICS: Final = Topics()

@@ -21,11 +21,11 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
-from gateway.audit.journey import read_topic
 from gateway.audit.model import GENESIS, record_hash
 from gateway.config import load_config
 from gateway.crypto.jws import Signer, b64url_encode
 from gateway.crypto.keyfiles import load_certificate, load_private_key
+from gateway.kafka.reader import read_topic
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.envelope import utc_timestamp
 from tests._util import SideExchange, pull_until, side_exchange, yrdx

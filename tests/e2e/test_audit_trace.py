@@ -19,11 +19,12 @@ from typing import Any
 
 import orjson
 
-from gateway.audit.journey import flatten_segments, read_topic
+from gateway.audit.journey import flatten_segments
 from gateway.audit.model import record_hash
 from gateway.crypto.jws import thumbprint_s256
 from gateway.crypto.keyfiles import load_certificate
 from gateway.dev.exchange import BUSINESS_TYPES
+from gateway.kafka.reader import read_topic
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.regions import AUDIT_TOPIC
 from tests._util import ROOT

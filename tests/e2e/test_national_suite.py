@@ -15,12 +15,12 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
-from gateway.audit.journey import read_topic
 from gateway.audit.model import parse_segment
 from gateway.crypto.jws import b64url_decode, parse_detached, verify_detached
 from gateway.crypto.keyfiles import load_certificate
 from gateway.crypto.keys import public_key_of
 from gateway.crypto.sm2 import is_sm2_certificate
+from gateway.kafka.reader import read_topic
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.headers import SIGNATURE as SIGNATURE_HEADER
 from tests._util import SideExchange, pull_until, side_exchange, yrdx

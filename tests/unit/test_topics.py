@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.audit.journey import TopicRecord
 from gateway.config import KafkaConfig
+from gateway.kafka.reader import TopicRecord
 from gateway.relay.replay import DeadLetter, replay_record
 from gateway.wire.regions import (
     AUDIT_TOPIC,
