@@ -224,3 +224,36 @@ async def pull_until(client: PlatformClient, msg_id: str, timeout: float = 30.0)
         assert time.monotonic() < deadline, f"{msg_id} never reached the {client.region} inbox (got {seen})"
         seen += await client.pull(wait=0.5)
     return seen
+
+
+# aiokafka's pure-Python record builder encodes header keys with str.encode: this key encodes to bytes that are
+# not UTF-8, as a client in another language could write them; aiokafka's C extension then raises on reading it.
+_UNDECODABLE_PRODUCER = """
+import asyncio, sys
+from aiokafka import AIOKafkaProducer
+
+class NotUtf8(str):
+    def encode(self, *args, **kwargs):
+        return b"\\xff\\xfeyrdx"
+
+async def main():
+    p = AIOKafkaProducer(bootstrap_servers=sys.argv[1], compression_type=None)
+    await p.start()
+    meta = await p.send_and_wait(sys.argv[2], b"{}", key=sys.argv[3].encode(), headers=[(NotUtf8("k"), b"v")])
+    await p.stop()
+    print(meta.partition, meta.offset)
+
+asyncio.run(main())
+"""
+
+
+async def produce_undecodable(bootstrap_servers: str, topic: str, key: bytes) -> tuple[int, int]:
+    """Write one record whose header key is not UTF-8 to `topic`; its (partition, offset)."""
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", _UNDECODABLE_PRODUCER, bootstrap_servers, topic, key.decode()],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={"AIOKAFKA_NO_EXTENSIONS": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    partition, offset = done.stdout.split()
+    return int(partition), int(offset)

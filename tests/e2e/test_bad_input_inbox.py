@@ -4,13 +4,9 @@ the same partition are each delivered exactly once. No record restarts the egres
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import hashlib
-import subprocess
-import sys
-import textwrap
 import time
 from typing import Any
 
@@ -28,7 +24,7 @@ from gateway.dev.pki import issue_gateway_cert
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire import envelope, headers
 from gateway.wire.regions import dlq_topic, inbox_topic
-from tests._util import ROOT
+from tests._util import produce_undecodable
 from tests.conftest import Broker, Exchange4
 
 REGISTRY = SchemaRegistry.load()
@@ -125,25 +121,6 @@ def cases(ex: Exchange4) -> list[Case]:
     ]
 
 
-UNDECODABLE_PRODUCER = textwrap.dedent("""
-    # aiokafka's pure-Python record builder encodes header keys with str.encode: this key encodes to bytes that
-    # are not UTF-8, as a client in another language could write them.
-    import asyncio, sys
-    from aiokafka import AIOKafkaProducer
-
-    class NotUtf8(str):
-        def encode(self, *args, **kwargs):
-            return b"\\xff\\xfeyrdx"
-
-    async def main():
-        p = AIOKafkaProducer(bootstrap_servers=sys.argv[1], compression_type=None)
-        await p.start()
-        meta = await p.send_and_wait(sys.argv[2], b"{}", key=sys.argv[3].encode(), headers=[(NotUtf8("k"), b"v")])
-        await p.stop()
-        print(meta.partition, meta.offset)
-
-    asyncio.run(main())
-""")
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -204,12 +181,7 @@ async def test_hostile_inbox_records_are_dead_lettered_and_valid_traffic_is_deli
         case.source = f"{topic}:{meta.partition}:{meta.offset}"
         await send_valid()
     # A header key that is not UTF-8: aiokafka (ours, with its C extension) raises inside its fetch for it.
-    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", UNDECODABLE_PRODUCER,
-                                                    kafka.bootstrap_servers, topic, KEY.decode()],
-                                   capture_output=True, text=True, timeout=60, cwd=ROOT,
-                                   env={"AIOKAFKA_NO_EXTENSIONS": "1", "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr
-    partition, offset = done.stdout.split()
+    partition, offset = await produce_undecodable(kafka.bootstrap_servers, topic, KEY)
     undecodable = Case("a header key that is not UTF-8", "invalid_record", b"{}", [])
     undecodable.source = f"{topic}:{partition}:{offset}"
     all_cases.append(undecodable)

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
-import sys
-import textwrap
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -23,29 +20,9 @@ from gateway.dev.pki import PkiLayout, init_pki
 from gateway.kafka.port import OutRecord
 from gateway.kafka.transport import KafkaPublisher, ensure_topics
 from gateway.state import StateStore
-from tests._util import ROOT
+from tests._util import produce_undecodable
 from tests.conftest import Broker
 from tests.unit.test_countersign import NoPublisher, announcement, signer_of
-
-# aiokafka's pure-Python record builder encodes header keys with str.encode: this key encodes to bytes that are not
-# UTF-8, as a client in another language could write them (as in tests/e2e/test_bad_input_inbox.py).
-UNDECODABLE_PRODUCER = textwrap.dedent("""
-    import asyncio, sys
-    from aiokafka import AIOKafkaProducer
-
-    class NotUtf8(str):
-        def encode(self, *args, **kwargs):
-            return b"\\xff\\xfeyrdx"
-
-    async def main():
-        p = AIOKafkaProducer(bootstrap_servers=sys.argv[1], compression_type=None)
-        await p.start()
-        meta = await p.send_and_wait(sys.argv[2], b"{}", key=b"JS", headers=[(NotUtf8("k"), b"v")])
-        await p.stop()
-        print(meta.partition, meta.offset)
-
-    asyncio.run(main())
-""")
 
 
 @pytest.fixture()
@@ -86,11 +63,7 @@ async def test_the_countersigner_follows_past_a_record_the_client_library_cannot
 
         await asyncio.wait_for(ah_countersigned(), 30.0)
         await publisher.publish([OutRecord(topic, announcement(signer_of(pki, "JS"), "JS", 3), b"JS")])
-        done = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-c", UNDECODABLE_PRODUCER, kafka.bootstrap_servers, topic],
-            capture_output=True, text=True, timeout=60, cwd=ROOT,
-            env={"AIOKAFKA_NO_EXTENSIONS": "1", "PATH": "/usr/bin:/bin"})
-        assert done.returncode == 0, done.stderr
+        await produce_undecodable(kafka.bootstrap_servers, topic, b"JS")
         await publisher.publish([OutRecord(topic, announcement(signer_of(pki, "ZJ"), "ZJ", 2), b"ZJ")])
         await until(lambda: cs.signed.get("ZJ") == 2)
         assert cs.signed["JS"] == 3 and not task.done()
