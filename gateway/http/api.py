@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.audit.index import IndexUnavailable, current_trace
 from gateway.config import Platform
+from gateway.http import openapi
 from gateway.http.auth import AUDIT_SCOPE, AuthError, Principal, one_authorization
 from gateway.http.context import ApiContext
 from gateway.relay.ingress import MAX_IDEMPOTENCY_KEY
@@ -38,7 +39,8 @@ GATEWAY: web.AppKey[ApiContext] = web.AppKey("gateway")
 STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)  # set on shutdown: long polls end
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 PROBLEM: web.ResponseKey[Problem] = web.ResponseKey("problem", Problem)
-_PUBLIC = {"/healthz", "/readyz", "/metrics"}
+_PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+SERVER = "yrdx"  # the Server header: no Python or aiohttp version
 
 # HTTP limits (README "HTTP limits"). aiohttp's keep-alive timer also runs while a request's header is
 # arriving, so it bounds both an idle connection and a client dribbling its header.
@@ -344,12 +346,28 @@ async def _end_long_polls(app: web.Application) -> None:
     app[STOPPING].set()
 
 
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER
+
+
+def _openapi_route(gw: ApiContext) -> Handler:
+    """GET /openapi.json (no token): the OpenAPI 3.1 document of this gateway, built once."""
+    body = orjson.dumps(openapi.document(region=gw.cfg.region, limits=gw.cfg.limits, max_pull=MAX_PULL,
+                                         max_wait_s=MAX_WAIT_S, message_types=gw.registry.types()))
+
+    async def serve_openapi(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    return serve_openapi
+
+
 def build_app(gw: ApiContext) -> web.Application:
     app = web.Application(middlewares=[answer_problems, authenticate],
                           client_max_size=gw.cfg.limits.max_batch_body_bytes + 1)
     app[GATEWAY] = gw
     app[STOPPING] = asyncio.Event()
     app.on_shutdown.append(_end_long_polls)
+    app.on_response_prepare.append(_server_header)
     app.router.add_post("/v1/messages", post_message)
     app.router.add_post("/v1/messages/batch", post_batch)
     app.router.add_get("/v1/messages/{id}", get_message)
@@ -359,6 +377,7 @@ def build_app(gw: ApiContext) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", _openapi_route(gw))
     return app
 
 
@@ -382,6 +401,7 @@ class _Protocol(RequestHandler):
         reason = type(exc).__name__ if exc is not None else "unknown"
         log.warning("malformed HTTP request refused", extra={"status": status, "reason": reason})
         resp = problem_response(Problem("invalid_request", f"malformed HTTP request ({reason})"))
+        resp.headers["Server"] = SERVER  # no app, so no on_response_prepare signal, for a request that did not parse
         resp.force_close()
         return resp
 
