@@ -29,6 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check gateway adapters tests bench
 	$(BIN)/mypy
 	bash scripts/helm-lint.sh
+	bash scripts/promtool.sh
 
 bench: $(STAMP) kafka-jars
 	$(BIN)/python bench/relay.py $(BENCH_ARGS)

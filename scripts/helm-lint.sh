@@ -9,7 +9,11 @@
 #   2. helm template for the same cases, and a check that the rendered ConfigMap's gateway.yaml is
 #      valid YAML for the right region, that every file it names lies in a mount of the pod, and that
 #      the gateway's own config parser (gateway/config.py) accepts it;
-#   3. helm template with values the chart must refuse (they must fail, naming the problem).
+#   3. helm lint and template with the optional monitoring on (alerts.enabled, dashboard.enabled): the
+#      PrometheusRule's spec is helm/yrdx/files/yrdx-alerts.rules.yaml (which scripts/promtool.sh checks)
+#      and the dashboard ConfigMap, labelled for Grafana's sidecar, holds helm/yrdx/files/yrdx-dashboard.json;
+#      with the default values neither is rendered;
+#   4. helm template with values the chart must refuse (they must fail, naming the problem).
 # Safe to run again: nothing outside the cache directory and a temporary directory is written.
 set -euo pipefail
 
@@ -74,7 +78,8 @@ import os, sys, tempfile, yaml
 
 path, region, root = sys.argv[1:4]
 docs = [d for d in yaml.safe_load_all(open(path)) if d]
-kinds = {d["kind"]: d for d in docs}
+# the gateway's ConfigMap: the optional dashboard ConfigMap holds no gateway.yaml
+kinds = {d["kind"]: d for d in docs if d["kind"] != "ConfigMap" or "gateway.yaml" in d.get("data", {})}
 for kind in ("ConfigMap", "Deployment", "Service"):
     assert kind in kinds, f"{kind} not rendered"
 cfg = yaml.safe_load(kinds["ConfigMap"]["data"]["gateway.yaml"])
@@ -115,6 +120,33 @@ print(f"   ok: {len(docs)} manifests ({', '.join(sorted(kinds))}); gateway.yaml 
 PY
 }
 
+# check_monitoring FILE ON: with ON=1 the rendered manifests hold the PrometheusRule (its spec the rules file,
+# parsed) and the dashboard ConfigMap (sidecar label, the dashboard JSON); with ON=0 neither.
+check_monitoring() {
+    "$PYTHON" - "$1" "$2" "$CHART" <<'PY'
+import json, sys, yaml
+
+path, on, chart = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
+docs = [d for d in yaml.safe_load_all(open(path)) if d]
+rules = [d for d in docs if d["kind"] == "PrometheusRule"]
+boards = [d for d in docs if d["kind"] == "ConfigMap" and "yrdx-exchange.json" in d.get("data", {})]
+if not on:
+    assert not rules and not boards, "monitoring rendered although off by default"
+    print("   ok: no PrometheusRule, no dashboard ConfigMap (off by default)")
+    sys.exit()
+assert len(rules) == 1 and len(boards) == 1, (len(rules), len(boards))
+expected = yaml.safe_load(open(f"{chart}/files/yrdx-alerts.rules.yaml"))
+assert rules[0]["apiVersion"] == "monitoring.coreos.com/v1"
+assert rules[0]["spec"] == expected, "the PrometheusRule's spec is not files/yrdx-alerts.rules.yaml"
+board = boards[0]
+assert board["metadata"]["labels"].get("grafana_dashboard") == "1", board["metadata"]["labels"]
+assert json.loads(board["data"]["yrdx-exchange.json"]) == json.load(open(f"{chart}/files/yrdx-dashboard.json"))
+alerts = [r["alert"] for g in expected["groups"] for r in g["rules"]]
+print(f"   ok: PrometheusRule {rules[0]['metadata']['name']} ({', '.join(alerts)}); dashboard ConfigMap "
+      f"{board['metadata']['name']} ({len(json.loads(board['data']['yrdx-exchange.json'])['panels'])} panels)")
+PY
+}
+
 # lint_and_render NAME REGION ARGS...: lint --strict and template with these values, then check.
 lint_and_render() {
     local name=$1 region=$2
@@ -122,6 +154,7 @@ lint_and_render() {
     run "$HELM" lint "$CHART" --strict "$@"
     run "$HELM" template "$name" "$CHART" --namespace "$name" "$@" > "$WORK/$name.yaml"
     check_render "$WORK/$name.yaml" "$region"
+    check_monitoring "$WORK/$name.yaml" "${MONITORING:-0}"
 }
 
 # must_fail WHY ARGS...: helm template with these values must fail with WHY in its message.
@@ -157,6 +190,11 @@ for values in "$CHART"/ci/*-values.yaml; do
     lint_and_render "yrdx-${region,,}" "$region" -f "$values"
 done
 
+say "lint and render with the alert rules and the Grafana dashboard on"
+MONITORING=1 lint_and_render yrdx-monitoring JS --set region=JS --set alerts.enabled=true \
+    --set dashboard.enabled=true --set alerts.labels.release=kube-prometheus-stack \
+    --set dashboard.namespace=monitoring --set-string dashboard.annotations.grafana_folder=yrdx
+
 say "values the chart must refuse"
 must_fail "value must be one of 'SH', 'JS', 'ZJ', 'AH'" --set region=XX
 must_fail "value must be one of 'PLAINTEXT', 'SSL', 'SASL_SSL'" --set kafka.security.protocol=SASL_PLAINTEXT
@@ -165,5 +203,6 @@ must_fail "replicaCount > 1: every replica would keep its own SQLite" --set repl
 must_fail "needs a claim the replicas can share" --set replicaCount=3 --set state.shared=true
 must_fail "the chart renders \"kafka\" itself" --set config.extra.kafka=x
 must_fail "serviceMonitor.enabled needs metrics.bearerTokenSecret" --set serviceMonitor.enabled=true
+must_fail "/dashboard/label': minLength" --set dashboard.enabled=true --set dashboard.label=
 
 say "helm chart OK in $((SECONDS - started)) s"
