@@ -12,7 +12,7 @@ import pytest
 
 from gateway.cli.main import COMMANDS_GROUP, build_parser
 
-COMMANDS = ["certs", "init", "token", "kafka", "audit", "dlq", "trust", "serve", "send", "demo"]
+COMMANDS = ["certs", "init", "token", "kafka", "audit", "dlq", "trust", "serve", "send", "console", "demo"]
 
 
 def subcommands(parser: argparse.ArgumentParser) -> list[str]:
