@@ -23,6 +23,7 @@ demo: $(STAMP) kafka-jars
 
 test: $(STAMP) kafka-jars
 	bash scripts/postgres.sh install
+	bash scripts/chromium.sh install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
