@@ -18,6 +18,7 @@ import re
 import time
 from typing import Any
 
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -83,7 +84,7 @@ def test_the_dashboard_and_the_rules_reference_the_metrics_of_the_readme() -> No
 
 
 async def test_every_metric_the_dashboard_and_the_rules_reference_exists_on_live_gateways(
-        exchange: Exchange4) -> None:
+        exchange: Exchange4, capsys: pytest.CaptureFixture[str]) -> None:
     status, delivered = await exchange.clients["JS"].send("license.verify.request", "ZJ",
                                                           example("license.verify.request"))
     assert status == 202, delivered
@@ -110,5 +111,6 @@ async def test_every_metric_the_dashboard_and_the_rules_reference_exists_on_live
     assert missing == [], f"referenced by the dashboard or the rules, absent from /metrics: {missing}"
     unlabelled = {name: sorted(wanted - live[name]) for name, wanted in labels.items() if wanted - live[name]}
     assert unlabelled == {}, f"selectors match on labels these series do not have: {unlabelled}"
-    print(f"\n{len(names)} metric names referenced by the dashboard and the alert rules, all on /metrics: "
-          f"{', '.join(sorted(names))}")
+    with capsys.disabled():
+        print(f"\n{len(names)} metric names referenced by the dashboard and the alert rules, all on /metrics: "
+              f"{', '.join(sorted(names))}")
