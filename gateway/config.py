@@ -87,6 +87,9 @@ class Limits:
     batch_max: int = 500
     publish_timeout_s: float = 10.0
     jwt_max_lifetime_s: int = 300
+    # Admission control: what one gateway holds at once; beyond it ingress answers 429 overloaded.
+    max_in_flight_messages: int = 5000
+    max_in_flight_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,7 @@ class GatewayConfig:
     trust_revoked: frozenset[str]
     encryption_keys: Mapping[str, Path]
     seal: frozenset[str]
-    state_path: Path
+    state_path: Path  # the SQLite state file; not opened when state_dsn is set
     limits: Limits
     accept: Mapping[str, frozenset[str]]
     platforms: tuple[Platform, ...]
@@ -113,6 +116,9 @@ class GatewayConfig:
     # Where GET /v1/audit/messages/{id} keeps its index of yrdx.audit: a SQLite file or a postgresql:// DSN.
     audit_index: str = ""
     audit_enabled: bool = True
+    # `state.dsn` (or the content of `state.dsn_file`): the state in PostgreSQL; repr=False, it may hold a password.
+    state_dsn: str | None = field(default=None, repr=False)
+    state_timeout_s: float = 2.0  # bounds each PostgreSQL call (connect, statement, lock wait, client wait)
     source: Path | None = field(default=None, compare=False)
     recipients: Mapping[str, Platform] = field(default_factory=dict, compare=False, repr=False)
 
@@ -332,6 +338,56 @@ def _audit_index(root: _Reader, region: str) -> str:
     return str(root.path_("audit_index", must_exist=False))
 
 
+STATE_STORES = ("path", "dsn", "dsn_file")
+MAX_STATE_TIMEOUT_S = 60.0
+
+
+def _dsn(s: _Reader, name: str, value: object) -> str | None:
+    """A postgresql:// connection URI, checked without echoing it (it may carry a password)."""
+    if not isinstance(value, str) or not value.strip():
+        s.error(name, "expected a postgresql:// DSN")
+        return None
+    dsn = value.strip()
+    if not dsn.startswith(("postgresql://", "postgres://")):
+        s.error(name, "expected a postgresql:// DSN (the SQLite file is state.path)")
+        return None
+    from psycopg import Error, conninfo  # only configurations with a DSN load the driver
+
+    try:
+        conninfo.conninfo_to_dict(dsn)
+    except Error:
+        s.error(name, "not a valid PostgreSQL connection URI (percent-encode reserved characters of the password)")
+        return None
+    return dsn
+
+
+def _state(s: _Reader, default_path: Path) -> tuple[Path, str | None, float]:
+    """`state:`: a SQLite `path` (the default), or PostgreSQL through `dsn` or `dsn_file` (a file holding the DSN,
+    e.g. a mounted secret): exactly one of the three. `timeout_s` bounds every PostgreSQL call."""
+    s.only({*STATE_STORES, "timeout_s"})
+    given = [k for k in STATE_STORES if s.data.get(k) is not None]
+    for other in given[1:]:
+        s.error(other, f"cannot be given with {s.key(given[0])} (one store: a SQLite path or a PostgreSQL DSN)")
+    path = s.path_("path", required=False, must_exist=False) or default_path
+    dsn = None
+    if given[:1] == ["dsn"]:
+        dsn = _dsn(s, "dsn", s.data["dsn"])
+    elif given[:1] == ["dsn_file"]:
+        dsn_file = s.path_("dsn_file")
+        if dsn_file is not None:
+            try:
+                dsn = _dsn(s, "dsn_file", dsn_file.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError) as e:
+                s.error("dsn_file", f"cannot read {dsn_file}: {getattr(e, 'strerror', None) or e}")
+    timeout_s = s.float_("timeout_s", 2.0)
+    if timeout_s > MAX_STATE_TIMEOUT_S:
+        s.error("timeout_s", f"expected at most {MAX_STATE_TIMEOUT_S:g} seconds (the event loop waits that long)")
+        timeout_s = 2.0
+    if "timeout_s" in s.data and given[:1] not in (["dsn"], ["dsn_file"]):
+        s.error("timeout_s", "applies to PostgreSQL only (state.dsn or state.dsn_file)")
+    return path, dsn, timeout_s
+
+
 def parse_config(data: object, base: Path, source: Path | None = None) -> GatewayConfig:
     """The configuration in `data` (the parsed YAML); ConfigError listing every error found in it."""
     errors: list[str] = []
@@ -387,18 +443,19 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         trust.error("ca", "at least one root certificate is required")
     trust_certificates = trust.paths("certificates")
     trust_revoked = _thumbprints(trust, "revoked")
-    state = root.sub("state")
-    state.only({"path"})
-    state_path = state.path_("path", required=False, must_exist=False) or (base / f"var/{region.lower()}/state.sqlite")
+    state_path, state_dsn, state_timeout_s = _state(root.sub("state"), base / f"var/{region.lower()}/state.sqlite")
 
     lim = root.sub("limits")
-    lim.only({"max_body_bytes", "max_batch_body_bytes", "batch_max", "publish_timeout_s", "jwt_max_lifetime_s"})
+    lim.only({"max_body_bytes", "max_batch_body_bytes", "batch_max", "publish_timeout_s", "jwt_max_lifetime_s",
+              "max_in_flight_messages", "max_in_flight_bytes"})
     limits = Limits(
         max_body_bytes=lim.int_("max_body_bytes", 256 * 1024, minimum=1024),
         max_batch_body_bytes=lim.int_("max_batch_body_bytes", 16 * 1024 * 1024, minimum=1024),
         batch_max=lim.int_("batch_max", 500, minimum=1, maximum=500),
         publish_timeout_s=lim.float_("publish_timeout_s", 10.0),
         jwt_max_lifetime_s=lim.int_("jwt_max_lifetime_s", 300, minimum=10, maximum=300),
+        max_in_flight_messages=lim.int_("max_in_flight_messages", 5000, minimum=1),
+        max_in_flight_bytes=lim.int_("max_in_flight_bytes", 64 * 1024 * 1024, minimum=64 * 1024),
     )
 
     acc = root.sub("accept")
@@ -468,6 +525,8 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         schemas_dir=schemas_dir,
         audit_index=audit_index,
         audit_enabled=audit_enabled,
+        state_dsn=state_dsn,
+        state_timeout_s=state_timeout_s,
         source=source,
     )
 

@@ -14,7 +14,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.audit.index import IndexUnavailable, current_trace
 from gateway.config import Platform
 from gateway.http import openapi
+from gateway.http.admission import RETRY_AFTER_S, Admission, Overloaded
 from gateway.http.auth import AUDIT_SCOPE, AuthError, Principal, one_authorization
 from gateway.http.context import ApiContext
 from gateway.relay.ingress import MAX_IDEMPOTENCY_KEY
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 GATEWAY: web.AppKey[ApiContext] = web.AppKey("gateway")
 STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)  # set on shutdown: long polls end
+ADMISSION: web.AppKey[Admission] = web.AppKey("admission", Admission)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 PROBLEM: web.ResponseKey[Problem] = web.ResponseKey("problem", Problem)
 _PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
@@ -85,14 +87,16 @@ async def answer_problems(request: web.Request, handler: Handler) -> web.StreamR
     try:
         resp = await handler(request)
     except ProblemError as e:
-        gw.metrics.refused.labels(e.problem.code).inc()
         resp = problem_response(e.problem)
         if e.problem.code == "unauthenticated":
             resp.headers["WWW-Authenticate"] = 'Bearer realm="yrdx"'
+        elif e.problem.code == "overloaded":
+            resp.headers["Retry-After"] = str(RETRY_AFTER_S)
     finally:
         gw.metrics.in_flight.dec()
     problem = resp.get(PROBLEM)
-    if problem is not None:
+    if problem is not None:  # every refused request counted and logged here, raised or returned alike
+        gw.metrics.refused.labels(problem.code).inc()
         log_refusal(request, problem)
     return resp
 
@@ -181,13 +185,29 @@ def require_identity(gw: ApiContext) -> None:
         raise ProblemError(gw.identity.problem)
 
 
+def body_budget(request: web.Request, limit: int) -> int:
+    """The request bytes to hold for this body: its Content-Length, or the route's limit when it is not given."""
+    length = request.content_length
+    return min(length, limit) if length is not None else limit
+
+
+@contextlib.contextmanager
+def admitted(request: web.Request, messages: int, nbytes: int) -> Iterator[None]:
+    try:
+        with request.app[ADMISSION].admit(messages, nbytes):
+            yield
+    except Overloaded as e:
+        raise ProblemError(e.problem) from None
+
+
 async def post_message(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     platform = require_platform(request)
     require_identity(gw)
     key = idempotency_key(request)
-    item = await read_json(request, gw.cfg.limits.max_body_bytes)
-    result = await gw.ingress.submit(platform, item, key)
+    with admitted(request, 1, body_budget(request, gw.cfg.limits.max_body_bytes)):
+        item = await read_json(request, gw.cfg.limits.max_body_bytes)
+        result = await gw.ingress.submit(platform, item, key)
     if isinstance(result, Problem):
         return problem_response(result)
     return json_response(_accepted(result), status=202)
@@ -197,14 +217,17 @@ async def post_batch(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     platform = require_platform(request)
     require_identity(gw)
-    doc = await read_json(request, gw.cfg.limits.max_batch_body_bytes)
-    items = doc.get("messages") if isinstance(doc, dict) else None
-    if not isinstance(items, list) or not items:
-        return problem_response(Problem("invalid_request", 'body must be {"messages": [ ... ]} with 1 or more items'))
-    if len(items) > gw.cfg.limits.batch_max:
-        return problem_response(Problem("too_large", f"{len(items)} messages exceed the batch limit of "
-                                                      f"{gw.cfg.limits.batch_max}"))
-    results = await gw.ingress.submit_batch(platform, items)
+    with admitted(request, 0, body_budget(request, gw.cfg.limits.max_batch_body_bytes)):
+        doc = await read_json(request, gw.cfg.limits.max_batch_body_bytes)
+        items = doc.get("messages") if isinstance(doc, dict) else None
+        if not isinstance(items, list) or not items:
+            return problem_response(Problem("invalid_request",
+                                            'body must be {"messages": [ ... ]} with 1 or more items'))
+        if len(items) > gw.cfg.limits.batch_max:
+            return problem_response(Problem("too_large", f"{len(items)} messages exceed the batch limit of "
+                                                          f"{gw.cfg.limits.batch_max}"))
+        with admitted(request, len(items), 0):
+            results = await gw.ingress.submit_batch(platform, items)
     out = [
         {"index": i, "status": 202, "id": r.id, "correlation_id": r.correlation_id}
         if isinstance(r, Signed) else {"index": i, **r.body()}
@@ -214,10 +237,15 @@ async def post_batch(request: web.Request) -> web.Response:
     # 207: each item has its own status; a batch the broker did not acknowledge is a 503 that still lists
     # every item with its id, since some may have reached the broker before it stopped answering.
     if accepted == 0 and any(isinstance(r, Problem) and r.code == "broker_unavailable" for r in results):
-        doc = Problem("broker_unavailable", "the broker did not acknowledge the batch; GET /v1/messages/{id} "
-                      "shows what became of each message").body()
-        return web.Response(status=503, body=orjson.dumps({**doc, "results": out}),
+        problem = Problem("broker_unavailable", "the broker did not acknowledge the batch; GET /v1/messages/{id} "
+                          "shows what became of each message")
+        resp = web.Response(status=503, body=orjson.dumps({**problem.body(), "results": out}),
                             content_type="application/problem+json")
+        resp[PROBLEM] = problem  # counted and logged once, as the request's refusal
+        return resp
+    for r in results:  # a 207: the request is answered, each refused message counted by its code
+        if isinstance(r, Problem):
+            gw.metrics.refused.labels(r.code).inc()
     return json_response({"accepted": accepted, "rejected": len(results) - accepted, "results": out}, status=207)
 
 
@@ -366,6 +394,7 @@ def build_app(gw: ApiContext) -> web.Application:
                           client_max_size=gw.cfg.limits.max_batch_body_bytes + 1)
     app[GATEWAY] = gw
     app[STOPPING] = asyncio.Event()
+    app[ADMISSION] = Admission(gw.cfg.limits.max_in_flight_messages, gw.cfg.limits.max_in_flight_bytes)
     app.on_shutdown.append(_end_long_polls)
     app.on_response_prepare.append(_server_header)
     app.router.add_post("/v1/messages", post_message)

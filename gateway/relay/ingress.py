@@ -194,7 +194,6 @@ class Ingress:
             for p in items:
                 self._audit.append("publish_failed", p.id, p.sha256, p.correlation_id, error="broker_unavailable")
                 self._metrics.messages.labels("out", p.to, family(p.type), "publish_failed").inc()
-            self._metrics.refused.labels("broker_unavailable").inc(len(items))
             self._state.record_sent(sent, "publish_failed")
             return Problem("broker_unavailable", f"the broker did not acknowledge: {e}; retry with the same "
                            "Idempotency-Key to resend the same message id")
@@ -209,7 +208,6 @@ class Ingress:
         except BrokerUnavailable as e:
             # The messages did reach the broker; their audit records stay queued in order for the periodic
             # flush. A retry with the same Idempotency-Key answers 202 with the same id and sends nothing again.
-            self._metrics.refused.labels("broker_unavailable").inc(len(items))
             return Problem("broker_unavailable", f"the message reached the broker but its audit record did not ({e}); "
                            "retry with the same Idempotency-Key: the same message id is answered, nothing is resent")
         elapsed = time.perf_counter() - started
@@ -229,7 +227,6 @@ class Ingress:
         else:
             request_sha = request_hash(item)
             if request_sha is None:
-                self._metrics.refused.labels("invalid_request").inc()
                 return _nesting_problem()
             recalled = self._keys.recall(platform.id, idempotency_key, request_sha)
             if recalled is None:
@@ -244,7 +241,6 @@ class Ingress:
                 return recalled.answer
             result = recalled.answer
         if isinstance(result, Problem):
-            self._metrics.refused.labels(result.code).inc()
             return result
         problem = await self._publishing.submit(result)
         return problem or result
@@ -260,9 +256,6 @@ class Ingress:
         signed = iter(self.sign([c for c in checked if isinstance(c, Unsigned)]))
         results: list[Signed | Problem] = [c if isinstance(c, Problem) else next(signed) for c in checked]
         ok = [r for r in results if isinstance(r, Signed)]
-        for r in results:
-            if isinstance(r, Problem):
-                self._metrics.refused.labels(r.code).inc()
         problem = await self.publish(ok)
         if problem is not None:  # each refused item keeps its id: GET /v1/messages/{id} tells what became of it
             return [replace(problem, message_id=r.id) if isinstance(r, Signed) else r for r in results]

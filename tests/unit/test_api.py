@@ -4,8 +4,9 @@ delivered, and readiness tells the truth about egress progress."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,46 @@ async def test_certificate_expiry_is_a_gauge_for_own_peers_and_roots(api: Api) -
     roles = {line.split('role="')[1].split('"')[0] for line in expiry}
     assert roles == {"own", "peer", "root"} and all(float(line.split()[-1]) > 86400 for line in expiry)
     assert "process_cpu_seconds_total" in text and "yrdx_build_info{" in text
+
+
+async def test_overload_is_refused_at_once_with_retry_after_and_what_was_accepted_is_published(
+        tmp_path: Path) -> None:
+    """Admission control: with room for 3 messages in flight and a broker that takes 0.3 s to acknowledge, 20
+    requests at once get 202 or 429 `overloaded` (Retry-After), never a queue; every 202 is on the topic."""
+    h = await harness(tmp_path, lambda c: replace(c, limits=replace(c.limits, max_in_flight_messages=3)))
+    publisher = MemoryPublisher(h.broker)
+    publish = publisher.publish
+
+    async def slow(records: Any) -> None:
+        await asyncio.sleep(0.3)
+        await publish(records)
+    publisher.publish = slow  # type: ignore[method-assign]
+    auth = Authenticator(REGION, {PLATFORM: load_public_key(h.ex.pki.platform_pub(REGION))}, {}, h.state)
+    ingress = Ingress(h.cfg, REGISTRY, h.signer(REGION), publisher, h.state, h.audit, h.metrics)
+    own = h.trust.add_certificate(load_certificate(h.ex.pki.gateway_cert(REGION)))
+    ctx = Context(h.cfg, auth, ingress, h.state, h.metrics, REGISTRY, h.trust, h.trust, None, None, True, True,
+                  EgressHealth(), IdentityWatch(own, h.trust, h.metrics))
+    runner = make_runner(ctx)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    minter = TokenMinter(PLATFORM, h.ex.pki.platform_key(REGION), REGION)
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/messages"
+    body = orjson.dumps({"type": TYPE, "to": "JS", "payload": REGISTRY.examples(TYPE)[0]})
+    try:
+        async with aiohttp.ClientSession() as session:
+            async def post() -> tuple[int, dict[str, Any], str | None]:
+                async with session.post(url, data=body, headers={"Authorization": f"Bearer {minter.mint()}"}) as r:
+                    return r.status, orjson.loads(await r.read()), r.headers.get("Retry-After")
+            answers = await asyncio.gather(*(post() for _ in range(20)))
+            statuses = sorted(s for s, _, _ in answers)
+            assert set(statuses) == {202, 429} and statuses.count(202) >= 3
+            refused = [(doc, retry) for s, doc, retry in answers if s == 429]
+            assert all(doc["code"] == "overloaded" and retry == "1" for doc, retry in refused)
+            accepted = {doc["id"] for s, doc, _ in answers if s == 202}
+            on_topic = {envelope.parse(r.value).id for r in h.broker.records(h.cfg.topics.inbox("JS"))}
+            assert on_topic == accepted
+            status, _, _ = await post()  # the load is gone: accepted again at once
+            assert status == 202
+    finally:
+        await runner.cleanup()
+        await close(h)
