@@ -18,7 +18,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def register_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = subparsers.add_parser("demo", help="local Kafka, four gateways, simulated platforms and stories")
     demo.add_argument("--dir", help="work folder (default: a temporary one)")
-    demo.add_argument("--keep", action="store_true", help="keep the work folder")
+    demo.add_argument("--keep", action="store_true",
+                      help="leave Kafka, the gateways and the console running until Ctrl-C (and keep the work folder)")
     demo.add_argument("--alg", choices=SIGNING_ALGS, default="ES256",
                       help="the exchange's signing suite (SM2SM3: the national suite)")
     demo.add_argument("--namespace", default="", metavar="NS", type=namespace_arg,

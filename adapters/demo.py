@@ -1,7 +1,8 @@
 """The demo (`yrdx demo`): a local Kafka, four gateway processes, simulated platforms and every story, reported.
 
 It plays the stories of :mod:`adapters.stories`, then shows what was delivered, what was rejected and how fast,
-and one message's journey read back from the audit topic.
+and one message's journey read back from the audit topic. `yrdx console` watches the exchange while the stories
+play (its URL is printed); with `keep`, broker, gateways and console stay up until Ctrl-C.
 
 Everything started here is stopped here, also on error or Ctrl-C: the gateways with SIGTERM (they drain),
 then SIGKILL if one hangs; the broker with SIGTERM. The exit code is 0 only if every story ended as expected:
@@ -151,6 +152,75 @@ class GatewayFleet:
                 p.wait(10)
                 ended.append(f"{region} killed")
         return ended
+
+
+class ConsoleProcess:
+    """`yrdx console` over the demo's exchange, its own process (out of the terminal's process group, like the
+    gateways), told where each gateway listens."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_dir / "console.log"
+
+    def _spawn(self, exchange: Exchange, ports: Mapping[str, int], ready: Path) -> subprocess.Popen[bytes]:
+        ready.unlink(missing_ok=True)
+        gateways = [f"--gateway={r}=http://127.0.0.1:{p}" for r, p in ports.items()]
+        with self.log_file.open("ab") as log:
+            return subprocess.Popen(  # noqa: S603 - fixed argv
+                [sys.executable, "-m", "gateway.cli", "console", "--dir", str(exchange.dir), "--port", "0",
+                 "--ready-file", str(ready), "--log-level", "WARNING", *gateways],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=exchange.dir,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+            )
+
+    async def start(self, exchange: Exchange, ports: Mapping[str, int], timeout_s: float = 30.0) -> str:
+        ready = self.log_dir / "console.port"
+        self.proc = await asyncio.to_thread(self._spawn, exchange, ports, ready)
+        deadline = time.monotonic() + timeout_s
+        while not (ready.exists() and ready.read_text().strip()):
+            if self.proc.poll() is not None:
+                tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-15:])
+                raise DemoError(f"yrdx console exited with code {self.proc.returncode}:\n{tail}")
+            if time.monotonic() > deadline:
+                raise DemoError(f"yrdx console did not start within {timeout_s:.0f} s")
+            await asyncio.sleep(0.05)
+        self.url = f"http://127.0.0.1:{int(ready.read_text())}/"
+        return self.url
+
+    def stop(self, timeout_s: float = 15.0) -> str:
+        """SIGTERM, then SIGKILL after `timeout_s`; idempotent. How it ended, for the progress line."""
+        p = self.proc
+        if p is None or p.poll() is not None:
+            return "not running"
+        p.send_signal(signal.SIGTERM)
+        try:
+            return f"exit {p.wait(timeout_s)}"
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+            return "killed"
+
+
+async def _until_interrupted() -> None:
+    """Until Ctrl-C (SIGINT) or SIGTERM: the end of `yrdx demo --keep`."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    try:
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+    except (RuntimeError, ValueError):  # not the main thread: only KeyboardInterrupt ends it
+        pass
+    try:
+        await stop.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 # --- the report ---------------------------------------------------------------------------------------------
@@ -324,7 +394,8 @@ async def _wait_all_delivered(cast: Cast, timeout_s: float) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _demo(root: Path, kafka: KafkaConfig, alg: str, fleet: GatewayFleet, say: Progress, out: TextIO) -> int:
+async def _demo(root: Path, kafka: KafkaConfig, alg: str, fleet: GatewayFleet, console: ConsoleProcess, say: Progress,
+                out: TextIO, keep: bool = False) -> int:
     registry = SchemaRegistry.load()
     ledger = Ledger()
     sim = SimulatedPlatforms(ledger, registry)
@@ -341,6 +412,8 @@ async def _demo(root: Path, kafka: KafkaConfig, alg: str, fleet: GatewayFleet, s
         ports = await fleet.wait_ready()
         await _wait_ready(session, ports)
         say("gateways ready: " + "  ".join(f"{r} :{p}" for r, p in ports.items()))
+        url = await console.start(exchange, ports)
+        say(f"console: {url} (sign in with the operator token in {root / 'secrets' / 'metrics.token'})")
 
         trust = TrustStore.from_files([exchange.pki.ca_cert], [exchange.pki.gateway_cert(r) for r in REGIONS])
         clients = {
@@ -388,6 +461,10 @@ async def _demo(root: Path, kafka: KafkaConfig, alg: str, fleet: GatewayFleet, s
         say(f"{len(failures)} unexpected outcome(s)" if failures else
             f"every story ended as expected: {good} good messages delivered, "
             f"{len(ledger.attempts) - good} bad ones refused")
+        if keep:
+            say(f"--keep: Kafka ({kafka.bootstrap_servers}), the gateways and the console ({url}) keep running; "
+                "Ctrl-C stops everything")
+            await _until_interrupted()
         return 1 if failures else 0
     finally:
         await session.close()
@@ -412,17 +489,20 @@ def _failures(ledger: Ledger, results: Sequence[StoryResult], receipt_problems: 
 def run_demo(work_dir: Path | None, keep: bool = False, out: TextIO | None = None, *, alg: str = "ES256",
              namespace: str = "") -> int:
     """Run the whole demo; 0 if every story ended as expected. `work_dir` None: a temporary folder, removed at
-    the end unless `keep`. `alg` SM2SM3 plays it with the national suite; `namespace` (a `kafka.namespace`)
-    keeps it apart from another exchange on the same cluster."""
+    the end unless `keep`; with `keep`, the broker, the gateways and the console also stay up until Ctrl-C.
+    `alg` SM2SM3 plays it with the national suite; `namespace` (a `kafka.namespace`) keeps it apart from another
+    exchange on the same cluster."""
     out = out or sys.stdout
     say = Progress(out)
     kafka: LocalKafka | None = None
     fleet: GatewayFleet | None = None
+    console: ConsoleProcess | None = None
     root: Path | None = None
     temporary = work_dir is None
     try:
         root = Path(tempfile.mkdtemp(prefix="yrdx-demo-")) if work_dir is None else _prepare(work_dir)
         fleet = GatewayFleet(root / "logs")
+        console = ConsoleProcess(root / "logs")
         bootstrap = env_bootstrap_servers()
         if bootstrap is not None:
             say(f"using the Kafka cluster at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS)")
@@ -437,7 +517,9 @@ def run_demo(work_dir: Path | None, keep: bool = False, out: TextIO | None = Non
         if alg != "ES256":
             say(f"signing suite: {alg}")
         kafka_cfg = KafkaConfig(bootstrap_servers=bootstrap, namespace=namespace)
-        code = asyncio.run(_demo(root, kafka_cfg, alg, fleet, say, out))
+        code = asyncio.run(_demo(root, kafka_cfg, alg, fleet, console, say, out, keep))
+        say(f"stopping the console: {console.stop()}")
+        console = None
         say(f"stopping gateways: {', '.join(fleet.stop()) or 'none running'}")
         fleet = None
         return code
@@ -452,6 +534,8 @@ def run_demo(work_dir: Path | None, keep: bool = False, out: TextIO | None = Non
         say("yrdx demo failed with an unexpected error")
         return 1
     finally:
+        if console is not None:
+            say(f"stopping the console: {console.stop()}")
         if fleet is not None:
             say(f"stopping gateways: {', '.join(fleet.stop()) or 'none running'}")
         if kafka is not None:

@@ -57,7 +57,11 @@ def chromium_binary() -> str:
 
 
 class PageError(AssertionError):
-    pass
+    """A script the test ran on the page threw."""
+
+
+class CdpError(RuntimeError):
+    """The browser refused a command (e.g. the page navigated while it ran)."""
 
 
 class Browser:
@@ -77,6 +81,8 @@ class Browser:
 
     async def start(self) -> None:
         self.profile.mkdir(parents=True, exist_ok=True)
+        active = self.profile / "DevToolsActivePort"
+        active.unlink(missing_ok=True)  # a profile used before holds the port of a browser long gone
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(  # noqa: S603
                 [self.binary, "--headless=new", "--no-sandbox", "--remote-debugging-port=0",
@@ -85,7 +91,6 @@ class Browser:
                  "--window-size=1440,1000", "--lang=en-US", "about:blank"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             )
-        active = self.profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while not (active.exists() and len(active.read_text().splitlines()) >= 2):
             if self.proc.poll() is not None:
@@ -96,8 +101,10 @@ class Browser:
         self.session = aiohttp.ClientSession()
         deadline = time.monotonic() + 30
         while True:
-            async with self.session.get(f"http://127.0.0.1:{port}/json/list") as r:
-                pages = [t for t in await r.json() if t.get("type") == "page"]
+            pages = []
+            with contextlib.suppress(aiohttp.ClientConnectionError):  # the port opens a moment after the file
+                async with self.session.get(f"http://127.0.0.1:{port}/json/list") as r:
+                    pages = [t for t in await r.json() if t.get("type") == "page"]
             if pages:
                 break
             assert time.monotonic() < deadline, "chromium opened no page"
@@ -141,7 +148,7 @@ class Browser:
         await self.ws.send_str(json.dumps({"id": msg_id, "method": method, "params": params or {}}))
         doc = await asyncio.wait_for(fut, timeout)
         if "error" in doc:
-            raise RuntimeError(f"{method}: {doc['error']}")
+            raise CdpError(f"{method}: {doc['error']}")
         result: dict[str, Any] = doc.get("result", {})
         return result
 
@@ -155,7 +162,7 @@ class Browser:
     async def wait_for(self, expression: str, timeout: float = 30.0, what: str = "") -> Any:
         deadline = time.monotonic() + timeout
         while True:
-            with contextlib.suppress(PageError):  # the page may be between two documents
+            with contextlib.suppress(PageError, CdpError):  # the page may be between two documents
                 value = await self.evaluate(expression)
                 if value:
                     return value

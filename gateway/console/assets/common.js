@@ -15,7 +15,7 @@ const Y = (() => {
       else if (key === "text") el.textContent = value;
       else el.setAttribute(key, value === true ? "" : String(value));
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       el.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -120,10 +120,17 @@ const Y = (() => {
   }
 
   function replace(el, ...children) {
-    el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined));
+    el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  }
+
+  /* a certificate's name as the operator knows it: the CN of a distinguished name, a region code as it is */
+  function certName(name) {
+    const cn = /(?:^|,)\s*CN=([^,]+)/.exec(name || "");
+    return cn ? cn[1] : name;
   }
 
   document.addEventListener("DOMContentLoaded", markNav);
 
-  return {h, svg, fig, num, rate, pct, ms, after, days, clock, shortId, api, toLogin, regions, NAMES, replace};
+  return {h, svg, fig, num, rate, pct, ms, after, days, clock, shortId, api, toLogin, regions, NAMES, replace,
+    certName};
 })();

@@ -70,7 +70,8 @@
   function since(letter) {
     const s = letter.status;
     if (s.delivered && s.replays) return h("span", {class: "tag ok"}, `replayed ${s.replays}× · delivered`);
-    if (s.delivered) return h("span", {class: "tag ok"}, "delivered");
+    if (s.delivered) return h("span", {class: "tag ok", title: "a message of this id was delivered in this region " +
+      "(another copy of it, or before this one was refused)"}, "id delivered");
     if (s.replays) return h("span", {class: "tag warn"}, `replayed ${s.replays}×`);
     return h("span", {class: "tag bad"}, "dead");
   }

@@ -98,7 +98,7 @@
         : d.broker_up >= 1 ? "up" : "down", {class: d.broker_up === 0 ? "bad" : ""}),
       h("dt", {}, "cert"), fig("dd", k("cert.soonest"), soonest ? soonest.seconds : null,
         soonest ? days(soonest.seconds) : "–", {class: certClass,
-          title: soonest ? `soonest: ${soonest.role} ${soonest.name}` : ""}),
+          title: soonest ? `soonest: ${soonest.role} ${Y.certName(soonest.name)}` : ""}),
       h("dt", {}, "inbox"), fig("dd", k("inbox"), d.inbox, num(d.inbox)),
       h("dt", {}, "in flight"), fig("dd", k("in_flight"), d.in_flight, num(d.in_flight)));
     const totals = h("div", {class: "note"},
@@ -183,7 +183,7 @@
         if (seen.has(c.role)) continue;
         seen.add(c.role);
         const cls = c.seconds < 14 * 86400 ? "num bad" : c.seconds < 30 * 86400 ? "num warn" : "num";
-        rows.push(h("tr", {}, h("td", {}, r), h("td", {}, c.role), h("td", {}, c.name),
+        rows.push(h("tr", {}, h("td", {}, r), h("td", {}, c.role), h("td", {title: c.name}, Y.certName(c.name)),
           fig("td", `cert.${r}.${c.role}.${c.name}`, c.seconds, days(c.seconds), {class: cls})));
       }
     }
