@@ -87,7 +87,7 @@ class Gateway:
         # What an auditor checks checkpoints against (as `yrdx audit verify`): the roots and gateway certificates,
         # without today's revocations, since a segment signed before a revocation stays genuine.
         self.audit_trust = TrustStore.from_files(list(cfg.trust_ca), list(cfg.trust_certificates))
-        self.state = StateStore(cfg.state_path)
+        self.state = StateStore.from_config(cfg)
         self.metrics = Metrics(cfg.region, importlib.metadata.version("yrdx"), self.signer.alg)
         self.identity = IdentityWatch(own, self.trust, self.metrics)
         self.auth = Authenticator(

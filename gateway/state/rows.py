@@ -1,0 +1,142 @@
+"""What the state store holds and answers: the row types every backend returns, and the errors it raises."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+class StateUnavailable(RuntimeError):  # noqa: N818 (the name says what callers need to know)
+    """The state database cannot serve this call now: unreachable, too slow (a timeout), locked, full. When the
+    database said so, nothing of the call was committed; when its answer never came (a lost connection, the
+    client's deadline), the call may have committed or not, as a broker timeout leaves a record. Every caller
+    copes with either: a re-read record is known by its source, a lost lease lapses. The store reconnects by
+    itself; the caller decides whether to retry or to refuse."""
+
+
+class StateSchemaError(RuntimeError):
+    """The database holds a schema this gateway cannot use (written by a newer version of yrdx)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    id: str
+    platform: str
+    type: str
+    to_region: str
+    correlation_id: str
+    envelope_sha256: str
+    status: str
+    history: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentRequest:
+    request_sha256: str
+    message_id: str
+    envelope: bytes
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    seq: int
+    id: str
+    type: str
+    from_region: str
+    envelope: bytes
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """How a received message id was decided, and from which record (topic:partition:offset)."""
+
+    id: str
+    outcome: str  # "delivered" or a rejection code
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class InboxDelivery:
+    """A verified message queued for a pull-inbox platform."""
+
+    platform: str
+    id: str
+    type: str
+    from_region: str
+    envelope: bytes
+    signature: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptItem:
+    """One item of a peer's signed receipt, as the origin applies it."""
+
+    message_id: str
+    envelope_sha256: str
+    outcome: str
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NewSent:
+    id: str
+    platform: str
+    type: str
+    to_region: str
+    correlation_id: str
+    envelope_sha256: str
+
+
+# Statuses only move forward (accepted < publish_failed < published < delivered/rejected): a peer's receipt can
+# overtake the local 'published' update, which must not undo it. The same CASE serves both SQL dialects.
+STATUS_RANK = "(CASE {} WHEN 'accepted' THEN 0 WHEN 'publish_failed' THEN 1 WHEN 'published' THEN 2 ELSE 3 END)"
+
+
+def storable(text: str) -> bool:
+    """Whether a key can be stored at all: PostgreSQL text holds no NUL, and neither database takes a lone
+    surrogate. A lookup of a key that cannot be stored finds nothing (a URL's %00 is an unknown id, not an
+    error), in both backends alike."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def history_event(at: float, stage: str, detail: str | None) -> dict[str, Any]:
+    """One entry of a sent message's history; a detail that is JSON (a receipt) is returned parsed."""
+    event: dict[str, Any] = {"stage": stage, "at": at}
+    if detail:
+        try:
+            event["detail"] = orjson.loads(detail)
+        except orjson.JSONDecodeError:
+            event["detail"] = detail
+    return event
+
+
+def match_receipts(
+    by: str, items: Sequence[ReceiptItem], known: dict[str, tuple[str, str, str]], now: float
+) -> tuple[list[tuple[str, str]], list[tuple[str, float, str]], list[tuple[str, float, str, str]]]:
+    """Which receipt items count: `known` maps a sent id to (envelope sha256, to_region, correlation id). Returns
+    (outcome applied, correlation id) per item ('unmatched' where the message is not one this gateway sent to `by`
+    with that exact hash), the status updates (outcome, now, id) and the history events to write."""
+    applied: list[tuple[str, str]] = []
+    updates: list[tuple[str, float, str]] = []
+    events: list[tuple[str, float, str, str]] = []
+    for item in items:
+        row = known.get(item.message_id)
+        if row is None or row[:2] != (item.envelope_sha256, by):
+            applied.append(("unmatched", ""))
+            continue
+        updates.append((item.outcome, now, item.message_id))
+        events.append((item.message_id, now, item.outcome, orjson.dumps(item.detail).decode()))
+        applied.append((item.outcome, row[2]))
+    return applied, updates, events

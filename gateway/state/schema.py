@@ -1,0 +1,154 @@
+"""The state schema of each backend as ordered, numbered migrations; `schema_version` records those applied.
+
+A step is a tuple of statements run in one transaction together with its `schema_version` row, so a database is
+always at exactly one version. Steps are only ever appended: a released step is never edited (a database that
+applied it would never see the change). The backends apply them at start-up (sqlite.py under BEGIN IMMEDIATE,
+postgres.py under a transaction-scoped advisory lock, so replicas starting together take turns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+SQLITE_VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+    "applied_at REAL NOT NULL)"
+)
+POSTGRES_VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, description TEXT NOT NULL, "
+    "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+)
+
+# Version 1 is the schema the SQLite store had before it was versioned; IF NOT EXISTS lets a file written by that
+# code adopt it as it is.
+SQLITE: tuple[Migration, ...] = (
+    Migration(1, "sent messages, idempotency keys, dedupe marks, pull inbox, used JWT ids, named values", (
+        """CREATE TABLE IF NOT EXISTS sent (
+            id TEXT PRIMARY KEY,
+            platform TEXT NOT NULL,
+            type TEXT NOT NULL,
+            to_region TEXT NOT NULL,
+            correlation_id TEXT NOT NULL,
+            envelope_sha256 TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS sent_events (
+            id TEXT NOT NULL,
+            at REAL NOT NULL,
+            stage TEXT NOT NULL,
+            detail TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS sent_events_id ON sent_events(id)",
+        """CREATE TABLE IF NOT EXISTS idempotency (
+            platform TEXT NOT NULL,
+            key TEXT NOT NULL,
+            request_sha256 TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            envelope BLOB NOT NULL,
+            signature TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (platform, key)
+        )""",
+        """CREATE TABLE IF NOT EXISTS seen (
+            id TEXT PRIMARY KEY,
+            outcome TEXT NOT NULL,
+            source TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS inbox (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            platform TEXT NOT NULL,
+            id TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            from_region TEXT NOT NULL,
+            envelope BLOB NOT NULL,
+            signature TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            leased_until REAL NOT NULL DEFAULT 0,
+            acked_at REAL
+        )""",
+        "CREATE INDEX IF NOT EXISTS inbox_pending ON inbox(platform, acked_at, seq)",
+        "CREATE TABLE IF NOT EXISTS jti (jti TEXT PRIMARY KEY, exp REAL NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL)",
+    )),
+)
+
+# The same tables in PostgreSQL. sent_events gets a key of its own (SQLite's rowid keeps their order there), the
+# pending inbox a partial index (what lease and depth read), jti an index on exp (the purge).
+POSTGRES: tuple[Migration, ...] = (
+    Migration(1, "sent messages, idempotency keys, dedupe marks, pull inbox, used JWT ids, named values", (
+        """CREATE TABLE sent (
+            id TEXT PRIMARY KEY,
+            platform TEXT NOT NULL,
+            type TEXT NOT NULL,
+            to_region TEXT NOT NULL,
+            correlation_id TEXT NOT NULL,
+            envelope_sha256 TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE sent_events (
+            n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            stage TEXT NOT NULL,
+            detail TEXT
+        )""",
+        "CREATE INDEX sent_events_id ON sent_events(id, n)",
+        """CREATE TABLE idempotency (
+            platform TEXT NOT NULL,
+            key TEXT NOT NULL,
+            request_sha256 TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            envelope BYTEA NOT NULL,
+            signature TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (platform, key)
+        )""",
+        """CREATE TABLE seen (
+            id TEXT PRIMARY KEY,
+            outcome TEXT NOT NULL,
+            source TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE inbox (
+            seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            platform TEXT NOT NULL,
+            id TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            from_region TEXT NOT NULL,
+            envelope BYTEA NOT NULL,
+            signature TEXT NOT NULL,
+            received_at DOUBLE PRECISION NOT NULL,
+            leased_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+            acked_at DOUBLE PRECISION
+        )""",
+        "CREATE INDEX inbox_pending ON inbox(platform, seq) WHERE acked_at IS NULL",
+        "CREATE TABLE jti (jti TEXT PRIMARY KEY, exp DOUBLE PRECISION NOT NULL)",
+        "CREATE INDEX jti_exp ON jti(exp)",
+        "CREATE TABLE kv (k TEXT PRIMARY KEY, v BYTEA NOT NULL)",
+    )),
+)
+
+
+def check_steps(steps: tuple[Migration, ...]) -> int:
+    """The latest version of `steps`, which must be numbered 1, 2, 3, ... in order."""
+    for i, step in enumerate(steps, start=1):
+        if step.version != i:
+            raise AssertionError(f"migration {step.version} out of order (expected {i})")
+    return len(steps)
+
+
+LATEST = check_steps(SQLITE)
+assert check_steps(POSTGRES) == LATEST, "both backends are at the same schema version"

@@ -1,0 +1,281 @@
+"""The embedded state backend (SQLite, the default): one file, one gateway process.
+
+One connection used from the event loop thread. Statements are short and WAL with synchronous=NORMAL keeps
+a commit in the tens of microseconds; each public method is one transaction, so a crash leaves either the
+whole step or none of it. A second process on the same file is not supported (leases are read, then taken):
+replicas share a PostgreSQL database instead (postgres.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from gateway.state import schema
+from gateway.state.rows import (
+    STATUS_RANK,
+    Decision,
+    IdempotentRequest,
+    InboxDelivery,
+    InboxItem,
+    NewSent,
+    ReceiptItem,
+    SentMessage,
+    StateSchemaError,
+    StateUnavailable,
+    history_event,
+    match_receipts,
+    storable,
+)
+
+_UPSERT_SENT = f"""
+INSERT INTO sent VALUES (?,?,?,?,?,?,?,?,?)
+ON CONFLICT(id) DO UPDATE SET status=excluded.status, updated_at=excluded.updated_at
+WHERE {STATUS_RANK.format("excluded.status")} > {STATUS_RANK.format("sent.status")}
+"""  # noqa: S608 (constants only)
+
+# A delivered id stays delivered; a rejected one may be decided again (a replayed dead letter), and then the
+# new outcome and source replace the old.
+_MARK_SEEN = """
+INSERT INTO seen VALUES (?,?,?,?)
+ON CONFLICT(id) DO UPDATE SET outcome=excluded.outcome, source=excluded.source, at=excluded.at
+WHERE seen.outcome != 'delivered'
+"""
+
+_CHUNK = 500  # host parameters per IN (...) list, well under SQLite's limit
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _guarded(method: Callable[P, R]) -> Callable[P, R]:
+    """sqlite3.OperationalError (locked past the busy timeout, disk full, I/O error) -> StateUnavailable."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.OperationalError as e:
+            raise StateUnavailable(f"SQLite state store: {e}") from e
+
+    return call
+
+
+class SqliteBackend:
+    name = "sqlite"
+
+    def __init__(self, path: Path, timeout_s: float = 5.0) -> None:
+        """`timeout_s`: how long a call waits for a lock another connection holds (SQLite's busy timeout)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.where = str(path)
+        self._db = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self.version = self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    @property
+    def available(self) -> bool:
+        return True  # a local file: a full disk or a lock shows in the call that meets it
+
+    def _migrate(self) -> int:
+        cur = self._db.cursor()
+        cur.execute("BEGIN IMMEDIATE")  # a second opener waits here (busy timeout) until this one commits
+        try:
+            cur.execute(schema.SQLITE_VERSION_TABLE)
+            current = int(cur.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0])
+            if current > schema.LATEST:
+                raise StateSchemaError(f"{self.path}: state schema version {current} is newer than this gateway's "
+                                       f"({schema.LATEST}); it was written by a newer yrdx")
+            for step in schema.SQLITE[current:]:
+                for statement in step.statements:
+                    cur.execute(statement)
+                cur.execute("INSERT INTO schema_version VALUES (?,?,?)", (step.version, step.description, time.time()))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return max(current, schema.LATEST)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _tx(self, statements: Iterable[tuple[str, Sequence[Any] | Iterable[Sequence[Any]], bool]]) -> None:
+        cur = self._db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params, many in statements:
+                if many:
+                    cur.executemany(sql, params)
+                else:
+                    cur.execute(sql, params)  # type: ignore[arg-type]
+            cur.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+
+    def _in(self, sql: str, keys: Sequence[str]) -> list[Any]:
+        """Rows of `sql` (whose one IN list is written `{marks}`) for the keys, in chunks."""
+        rows: list[Any] = []
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i:i + _CHUNK]
+            rows.extend(self._db.execute(sql.format(marks=",".join("?" * len(chunk))), chunk))
+        return rows
+
+    # --- origin side: what this gateway sent ------------------------------------------------------------
+
+    @_guarded
+    def record_sent(self, items: Sequence[NewSent], stage: str, detail: str | None = None) -> None:
+        now = time.time()
+        self._tx([
+            (
+                _UPSERT_SENT,
+                [(m.id, m.platform, m.type, m.to_region, m.correlation_id, m.envelope_sha256, stage, now, now)
+                 for m in items],
+                True,
+            ),
+            ("INSERT INTO sent_events VALUES (?,?,?,?)", [(m.id, now, stage, detail) for m in items], True),
+        ])
+
+    @_guarded
+    def apply_receipts(self, by: str, items: Sequence[ReceiptItem], receipt: Decision) -> list[tuple[str, str]]:
+        now = time.time()
+        ids = [i.message_id for i in items if storable(i.message_id)]
+        sql = "SELECT id, envelope_sha256, to_region, correlation_id FROM sent WHERE id IN ({marks})"
+        known = {r[0]: (r[1], r[2], r[3]) for r in self._in(sql, ids)}
+        applied, updates, events = match_receipts(by, items, known, now)
+        self._tx([
+            ("UPDATE sent SET status=?, updated_at=? WHERE id=?", updates, True),
+            ("INSERT INTO sent_events VALUES (?,?,?,?)", events, True),
+            ("INSERT OR IGNORE INTO seen VALUES (?,?,?,?)", (receipt.id, receipt.outcome, receipt.source, now), False),
+        ])
+        return applied
+
+    @_guarded
+    def sent(self, msg_id: str) -> SentMessage | None:
+        if not storable(msg_id):
+            return None
+        row = self._db.execute(
+            "SELECT id, platform, type, to_region, correlation_id, envelope_sha256, status FROM sent WHERE id=?",
+            (msg_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        events = self._db.execute(
+            "SELECT at, stage, detail FROM sent_events WHERE id=? ORDER BY rowid", (msg_id,)
+        ).fetchall()
+        history = [history_event(at, stage, detail) for at, stage, detail in events]
+        msg_id_, platform, msg_type, to_region, correlation_id, sha, status = row
+        return SentMessage(msg_id_, platform, msg_type, to_region, correlation_id, sha, status, history)
+
+    # --- idempotency keys ---------------------------------------------------------------------------------
+
+    @_guarded
+    def idempotent(self, platform: str, key: str) -> IdempotentRequest | None:
+        if not (storable(platform) and storable(key)):
+            return None
+        row = self._db.execute(
+            "SELECT request_sha256, message_id, envelope, signature FROM idempotency WHERE platform=? AND key=?",
+            (platform, key),
+        ).fetchone()
+        return IdempotentRequest(row[0], row[1], bytes(row[2]), row[3]) if row else None
+
+    @_guarded
+    def remember_idempotent(self, platform: str, key: str, req: IdempotentRequest) -> IdempotentRequest:
+        self._tx([(
+            "INSERT OR IGNORE INTO idempotency VALUES (?,?,?,?,?,?,?)",
+            (platform, key, req.request_sha256, req.message_id, req.envelope, req.signature, time.time()),
+            False,
+        )])
+        stored = self.idempotent(platform, key)
+        assert stored is not None  # just written, or written before
+        return stored
+
+    # --- receiving side: dedupe and the pull inbox -------------------------------------------------------
+
+    @_guarded
+    def seen(self, ids: Sequence[str]) -> dict[str, Decision]:
+        sql = "SELECT id, outcome, source FROM seen WHERE id IN ({marks})"
+        return {r[0]: Decision(r[0], r[1], r[2]) for r in self._in(sql, [i for i in ids if storable(i)])}
+
+    @_guarded
+    def mark_seen(self, decided: Sequence[Decision]) -> None:
+        now = time.time()
+        self._tx([(_MARK_SEEN, [(d.id, d.outcome, d.source, now) for d in decided], True)])
+
+    @_guarded
+    def deliver_to_inbox(self, items: Sequence[InboxDelivery]) -> None:
+        now = time.time()
+        self._tx([
+            ("INSERT OR IGNORE INTO inbox (platform, id, type, from_region, envelope, signature, received_at) "
+             "VALUES (?,?,?,?,?,?,?)",
+             [(i.platform, i.id, i.type, i.from_region, i.envelope, i.signature, now) for i in items], True),
+            (_MARK_SEEN, [(i.id, "delivered", i.source, now) for i in items], True),
+        ])
+
+    @_guarded
+    def lease_inbox(self, platform: str, limit: int, lease_s: float = 60.0) -> list[InboxItem]:
+        now = time.time()
+        rows = self._db.execute(
+            "SELECT seq, id, type, from_region, envelope, signature FROM inbox "
+            "WHERE platform=? AND acked_at IS NULL AND leased_until<? ORDER BY seq LIMIT ?",
+            (platform, now, limit),
+        ).fetchall()
+        if rows:
+            self._tx([("UPDATE inbox SET leased_until=? WHERE seq=?", [(now + lease_s, r[0]) for r in rows], True)])
+        return [InboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
+
+    @_guarded
+    def ack_inbox(self, platform: str, ids: Sequence[str]) -> int:
+        now = time.time()
+        cur = self._db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        changed = 0
+        try:
+            for i in ids:
+                if storable(i):
+                    cur.execute("UPDATE inbox SET acked_at=? WHERE platform=? AND id=? AND acked_at IS NULL",
+                                (now, platform, i))
+                    changed += cur.rowcount
+            cur.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+        return changed
+
+    @_guarded
+    def inbox_depth(self) -> int:
+        row = self._db.execute("SELECT count(*) FROM inbox WHERE acked_at IS NULL").fetchone()
+        return int(row[0])
+
+    # --- single-use JWT ids ------------------------------------------------------------------------------
+
+    @_guarded
+    def use_jti(self, jti: str, exp: float) -> bool:
+        cur = self._db.execute("INSERT OR IGNORE INTO jti VALUES (?,?)", (jti, exp))
+        return cur.rowcount == 1
+
+    @_guarded
+    def purge_jti(self, before: float) -> None:
+        self._db.execute("DELETE FROM jti WHERE exp < ?", (before,))
+
+    # --- small named values (audit chain head) -----------------------------------------------------------
+
+    @_guarded
+    def get(self, key: str) -> bytes | None:
+        row = self._db.execute("SELECT v FROM kv WHERE k=?", (key,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    @_guarded
+    def put(self, key: str, value: bytes) -> None:
+        self._db.execute("INSERT INTO kv VALUES (?,?) ON CONFLICT(k) DO UPDATE SET v=excluded.v", (key, value))

@@ -1,0 +1,193 @@
+"""StateStore: the one interface through which the gateway keeps its state, in SQLite (embedded, one replica,
+the default) or in PostgreSQL (shared by a region's replicas). The backends behave alike, call for call
+(tests/unit/test_state_contract.py runs one suite against both); what each method promises is written here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from gateway.config import GatewayConfig
+from gateway.state.rows import (
+    Decision,
+    IdempotentRequest,
+    InboxDelivery,
+    InboxItem,
+    NewSent,
+    ReceiptItem,
+    SentMessage,
+    StateUnavailable,
+)
+from gateway.state.sqlite import SqliteBackend
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 2.0
+JTI_GRACE_S = 60.0  # a used jti is kept this long after its token's exp (the token's leeway is 5 s)
+
+
+class Backend(Protocol):
+    name: str
+    where: str  # the file, or the DSN without its password
+    version: int  # the schema version, after migrating
+
+    @property
+    def available(self) -> bool: ...
+    def close(self) -> None: ...
+    def record_sent(self, items: Sequence[NewSent], stage: str, detail: str | None = None) -> None: ...
+    def apply_receipts(self, by: str, items: Sequence[ReceiptItem],
+                       receipt: Decision) -> list[tuple[str, str]]: ...
+    def sent(self, msg_id: str) -> SentMessage | None: ...
+    def idempotent(self, platform: str, key: str) -> IdempotentRequest | None: ...
+    def remember_idempotent(self, platform: str, key: str, req: IdempotentRequest) -> IdempotentRequest: ...
+    def seen(self, ids: Sequence[str]) -> dict[str, Decision]: ...
+    def mark_seen(self, decided: Sequence[Decision]) -> None: ...
+    def deliver_to_inbox(self, items: Sequence[InboxDelivery]) -> None: ...
+    def lease_inbox(self, platform: str, limit: int, lease_s: float = 60.0) -> list[InboxItem]: ...
+    def ack_inbox(self, platform: str, ids: Sequence[str]) -> int: ...
+    def inbox_depth(self) -> int: ...
+    def use_jti(self, jti: str, exp: float) -> bool: ...
+    def purge_jti(self, before: float) -> None: ...
+    def get(self, key: str) -> bytes | None: ...
+    def put(self, key: str, value: bytes) -> None: ...
+
+
+class StateStore:
+    """The gateway's state: what it sent (and the receipts for it), idempotency keys, the dedupe marks of what
+    it received, the pull inbox and its leases, used JWT ids, small named values (the audit chain head).
+
+    `StateStore(path)` opens (or creates) a SQLite file; `StateStore(dsn="postgresql://...")` a PostgreSQL
+    database. Either way the schema is created or migrated on opening (gateway/state/schema.py). Every method is
+    one transaction: all of it or nothing is stored. A database that cannot serve a call (unreachable, slower
+    than `timeout_s`, locked, full) raises StateUnavailable, with nothing of that call committed; PostgreSQL then
+    reconnects in the background and fails further calls at once until it is back.
+    """
+
+    def __init__(self, path: Path | None = None, *, dsn: str | None = None,
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        if (path is None) == (dsn is None):
+            raise ValueError("a SQLite path or a PostgreSQL DSN: exactly one")
+        if path is not None:
+            self._b: Backend = SqliteBackend(path)
+        else:
+            from gateway.state.postgres import PostgresBackend  # psycopg loads only for those who use it
+
+            self._b = PostgresBackend(str(dsn), timeout_s)
+        log.info("state store open", extra={"backend": self._b.name, "store": self._b.where,
+                                            "schema_version": self._b.version})
+
+    @classmethod
+    def from_config(cls, cfg: GatewayConfig) -> StateStore:
+        """The store `state:` names: `dsn` (or `dsn_file`) for PostgreSQL, else the SQLite `path`."""
+        if cfg.state_dsn is not None:
+            return cls(dsn=cfg.state_dsn, timeout_s=cfg.state_timeout_s)
+        return cls(cfg.state_path)
+
+    @property
+    def backend(self) -> str:
+        """"sqlite" or "postgresql"."""
+        return self._b.name
+
+    @property
+    def where(self) -> str:
+        """The SQLite file, or the PostgreSQL DSN without its password."""
+        return self._b.where
+
+    @property
+    def schema_version(self) -> int:
+        return self._b.version
+
+    @property
+    def available(self) -> bool:
+        """False while a lost PostgreSQL connection is being rebuilt; reads nothing over the network, so a
+        readiness probe may ask it."""
+        return self._b.available
+
+    def close(self) -> None:
+        self._b.close()
+
+    # --- origin side: what this gateway sent ------------------------------------------------------------
+
+    def record_sent(self, items: Sequence[NewSent], stage: str, detail: str | None = None) -> None:
+        """Record a stage of messages sent from here (a history event each). The status only moves forward
+        (accepted < publish_failed < published < delivered/rejected): a receipt that overtook 'published' stays."""
+        self._b.record_sent(items, stage, detail)
+
+    def apply_receipts(self, by: str, items: Sequence[ReceiptItem], receipt: Decision) -> list[tuple[str, str]]:
+        """Apply a peer's receipt items in one transaction and mark the receipt seen. Returns (outcome applied,
+        the message's correlation id) per item; the outcome is 'unmatched' where the message is not one this
+        gateway sent to `by` with that exact hash."""
+        return self._b.apply_receipts(by, items, receipt)
+
+    def sent(self, msg_id: str) -> SentMessage | None:
+        """A message sent from here with its history in the order written (receipt details parsed); None if
+        unknown."""
+        return self._b.sent(msg_id)
+
+    # --- idempotency keys ---------------------------------------------------------------------------------
+
+    def idempotent(self, platform: str, key: str) -> IdempotentRequest | None:
+        return self._b.idempotent(platform, key)
+
+    def remember_idempotent(self, platform: str, key: str, req: IdempotentRequest) -> IdempotentRequest:
+        """Claim the key for `req` unless it is taken, and return the request that holds it: `req`, or the one
+        remembered first (by this or another replica, even one that committed a moment ago). A caller whose
+        request lost must answer with the winner's message, never publish its own."""
+        return self._b.remember_idempotent(platform, key, req)
+
+    # --- receiving side: dedupe and the pull inbox -------------------------------------------------------
+
+    def seen(self, ids: Sequence[str]) -> dict[str, Decision]:
+        """id -> its decision, for the ids already decided. The decision's `source` tells a re-read of the same
+        record after a restart from a second copy of the message."""
+        return self._b.seen(ids)
+
+    def mark_seen(self, decided: Sequence[Decision]) -> None:
+        """Record decisions. A delivered id stays delivered; a rejected one may be decided again (a replayed dead
+        letter), the new outcome and source replacing the old."""
+        self._b.mark_seen(decided)
+
+    def deliver_to_inbox(self, items: Sequence[InboxDelivery]) -> None:
+        """Queued and marked seen (delivered) in one transaction: a message lands in the inbox exactly once."""
+        self._b.deliver_to_inbox(items)
+
+    def lease_inbox(self, platform: str, limit: int, lease_s: float = 60.0) -> list[InboxItem]:
+        """Up to `limit` unacked messages of the platform, oldest first, that nobody holds a lease on; each is
+        leased for `lease_s` seconds, during which no other call (in any replica) returns it."""
+        return self._b.lease_inbox(platform, limit, lease_s)
+
+    def ack_inbox(self, platform: str, ids: Sequence[str]) -> int:
+        """Mark the platform's messages acked (never leased again); returns how many were not acked before."""
+        return self._b.ack_inbox(platform, ids)
+
+    def inbox_depth(self) -> int:
+        """Unacked messages in the inbox, all platforms."""
+        return self._b.inbox_depth()
+
+    # --- single-use JWT ids ------------------------------------------------------------------------------
+
+    def use_jti(self, jti: str, exp: float) -> bool:
+        """True the first time a jti is presented (in any replica), False on a replay."""
+        return self._b.use_jti(jti, exp)
+
+    def purge_jti(self) -> bool:
+        """Forget jtis whose token expired over a minute ago (a replay of those is refused by its exp). Upkeep,
+        so it never raises for an unavailable database: False then, and the next round purges."""
+        try:
+            self._b.purge_jti(time.time() - JTI_GRACE_S)
+        except StateUnavailable as e:
+            log.warning("used JWT ids not purged", extra={"error": str(e)})
+            return False
+        return True
+
+    # --- small named values (audit chain head) -----------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        return self._b.get(key)
+
+    def put(self, key: str, value: bytes) -> None:
+        self._b.put(key, value)
