@@ -27,7 +27,7 @@ def cmd_console(args: argparse.Namespace) -> int:
         return 2
     logs.setup("yrdx-console", args.log_level)
     console = make_console(exchange, args.index or default_index_target(exchange.dir),
-                           interval_s=args.interval, window_s=args.window)
+                           interval_s=args.interval, window_s=args.window, secure_cookies=args.secure_cookies)
     ready_file = Path(args.ready_file) if args.ready_file else None
 
     def ready(url: str, port: int) -> None:
@@ -59,5 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--window", type=float, default=10.0, help="seconds the rates are computed over")
     p.add_argument("--index", help="audit index (SQLite path or postgresql:// DSN; default var/console/ of the "
                                    "exchange)")
+    p.add_argument("--secure-cookies", action="store_true",
+                   help="mark the session cookie Secure (when a TLS-terminating proxy serves the console)")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=cmd_console)

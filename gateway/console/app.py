@@ -77,6 +77,7 @@ class Console:
     assets: dict[str, bytes] = field(default_factory=load_assets)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     replay_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    secure_cookies: bool = False  # mark the cookie Secure even on plain HTTP (behind a TLS-terminating proxy)
 
     def page(self, name: str, **values: str) -> bytes:
         """An HTML page of the assets with its {{placeholders}} filled in, each value HTML-escaped."""
@@ -174,7 +175,8 @@ async def post_login(request: web.Request) -> web.Response:
     session_id, session = console.sessions.create()
     log.info("operator signed in", extra={"remote": client, "session": session.label})
     response = web.Response(status=303, headers={"Location": target})
-    response.set_cookie(COOKIE, session_id, path="/", httponly=True, samesite="Strict", secure=request.secure)
+    response.set_cookie(COOKIE, session_id, path="/", httponly=True, samesite="Strict",
+                        secure=request.secure or console.secure_cookies)
     return response
 
 
@@ -260,7 +262,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
                 item = b""
             if item is None:
                 break
-            if not console.sessions.alive(session):
+            if not console.sessions.touch(session):  # an open page keeps its session (up to its maximum age)
                 await response.write(sse_event("logout", b"{}"))
                 break
             await response.write(sse_event("snapshot", item) if item else b": keep-alive\n\n")
@@ -419,13 +421,14 @@ def build_app(console: Console) -> web.Application:
 
 
 def make_console(exchange: ExchangeDir, index_target: str, *, interval_s: float = 2.0,
-                 window_s: float = 10.0) -> Console:
+                 window_s: float = 10.0, secure_cookies: bool = False) -> Console:
     hub = Hub()
     return Console(
         exchange=exchange,
         scraper=Scraper(exchange, hub, interval_s=interval_s, window_s=window_s),
         hub=hub,
         trail=TrailIndex(exchange.kafka, index_target, exchange.trust()),
+        secure_cookies=secure_cookies,
     )
 
 

@@ -3,7 +3,8 @@ behind a random cookie, a CSRF token per session, a brake on repeated failed sig
 
 The cookie carries only a random session id (32 bytes from `secrets`); the server keeps a SHA-256 of it, so the
 table of sessions holds nothing a visitor could present. A session ends at sign-out, after `idle_s` without a
-request, or `max_age_s` after sign-in, whichever comes first. Tokens are never logged or kept, only compared.
+request (an open overview's event stream counts: a wall display stays signed in), or `max_age_s` after sign-in,
+whichever comes first. Tokens are never logged or kept, only compared.
 """
 
 from __future__ import annotations
@@ -94,6 +95,14 @@ class Sessions:
         """Whether a session held by a long-lived request (the event stream) is still signed in, without counting
         as activity."""
         return any(s is session for s in self._by_digest.values()) and self._alive(session, self._clock())
+
+    def touch(self, session: Session) -> bool:
+        """A long-lived request of a signed-in page (the event stream) counts as activity: restarts the idle
+        clock of a live session (never past `max_age_s`). False when the session has ended."""
+        if not self.alive(session):
+            return False
+        session.seen = self._clock()
+        return True
 
     def drop(self, session_id: str | None) -> Session | None:
         if not session_id:

@@ -230,6 +230,13 @@ async def test_sign_in_sets_a_strict_http_only_cookie_and_goes_where_it_was_aske
         assert len(world.console.sessions) == 1  # the old session ended with it
 
 
+async def test_behind_a_tls_proxy_the_cookie_is_secure(world: World) -> None:
+    world.console.secure_cookies = True
+    async with client() as http:
+        r = await sign_in(http, world)
+        assert "Secure" in {p.strip() for p in r.headers["Set-Cookie"].split(";")}
+
+
 async def test_repeated_failures_brake_the_address(world: World) -> None:
     async with client() as http:
         for _ in range(5):

@@ -71,6 +71,14 @@ def test_a_session_ends_at_sign_out_when_idle_and_when_old() -> None:
     assert s.get(sid) is None
 
     sid, session = s.create()
+    clock.now += 50
+    assert s.touch(session)  # the event stream of an open page
+    clock.now += 50
+    assert s.get(sid) is session
+    s.drop(sid)
+    assert not s.touch(session)
+
+    sid, session = s.create()
     for _ in range(6):
         clock.now += 50
         assert s.get(sid) is session
