@@ -123,7 +123,7 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
         if session is None or session_id is None:
             if request.path.startswith("/api/") or request.method not in ("GET", "HEAD"):
                 return _problem(401, "unauthenticated", "sign in first (/login)")
-            raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='/?=&')}")
+            raise web.HTTPSeeOther(f"/login?next={quote(str(request.rel_url), safe='')}")
         request[SESSION] = session
         request[SESSION_ID] = session_id
     return await handler(request)
@@ -266,8 +266,8 @@ async def get_events(request: web.Request) -> web.StreamResponse:
                 await response.write(sse_event("logout", b"{}"))
                 break
             await response.write(sse_event("snapshot", item) if item else b": keep-alive\n\n")
-    except (ConnectionError, asyncio.CancelledError):
-        pass  # the page went away, or the server is stopping
+    except ConnectionError:
+        pass  # the page went away
     finally:
         console.hub.unsubscribe(queue)
     return response

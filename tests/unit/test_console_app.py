@@ -230,6 +230,18 @@ async def test_sign_in_sets_a_strict_http_only_cookie_and_goes_where_it_was_aske
         assert len(world.console.sessions) == 1  # the old session ended with it
 
 
+async def test_after_sign_in_the_page_that_was_asked_for(world: World) -> None:
+    async with client() as http:
+        async with http.get(world.url + "/messages/a%20b?x=1&y=2", allow_redirects=False) as r:
+            where = r.headers["Location"]
+        async with http.get(world.url + where) as r:
+            page = await r.text()
+        found = re.search(r'name="next" value="([^"]+)"', page)
+        assert found is not None and found.group(1) == "/messages/a%20b?x=1&amp;y=2"
+        r = await sign_in(http, world, "/messages/a%20b?x=1&y=2")
+        assert r.headers["Location"] == "/messages/a%20b?x=1&y=2"
+
+
 async def test_behind_a_tls_proxy_the_cookie_is_secure(world: World) -> None:
     world.console.secure_cookies = True
     async with client() as http:
