@@ -38,7 +38,7 @@ from gateway.relay.ingress import Ingress
 from gateway.relay.outcomes import Draining, Effects
 from gateway.relay.revocations import follow_updates, load_updates
 from gateway.schemas.registry import SchemaRegistry
-from gateway.state import StateStore
+from gateway.state import StateSchemaError, StateStore, StateUnavailable
 from gateway.wire.regions import REGIONS
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,10 @@ class Gateway:
         # What an auditor checks checkpoints against (as `yrdx audit verify`): the roots and gateway certificates,
         # without today's revocations, since a segment signed before a revocation stays genuine.
         self.audit_trust = TrustStore.from_files(list(cfg.trust_ca), list(cfg.trust_certificates))
-        self.state = StateStore.from_config(cfg)
+        try:
+            self.state = StateStore.from_config(cfg)
+        except (StateUnavailable, StateSchemaError) as e:  # one line and exit 2, like every start-up refusal
+            raise StartupError(f"state: {e}") from e
         self.metrics = Metrics(cfg.region, importlib.metadata.version("yrdx"), self.signer.alg)
         self.identity = IdentityWatch(own, self.trust, self.metrics)
         self.auth = Authenticator(

@@ -101,15 +101,17 @@ class AuditTrail:
             if not records:
                 return
             last = records[-1]
-            # The head is saved before publishing: after a crash the chain continues past a gap instead of
-            # forking; the gap covers only records whose steps were never acknowledged.
-            self._state.put(_HEAD_KEY, orjson.dumps({"seq": last["seq"], "hash": last["hash"]}))
-            segments = [
-                OutRecord(self._topics.audit, self._segment(records[i:i + SEGMENT_RECORDS]), self.region.encode())
-                for i in range(0, len(records), SEGMENT_RECORDS)
-            ]
-            try:  # one partition, idempotent producer: the segments land in order
-                await self._publisher.publish(segments)
+            try:
+                # The head is saved before publishing: after a crash the chain continues past a gap instead of
+                # forking; the gap covers only records whose steps were never acknowledged. A failed save (the
+                # state database gone) or publish puts the records back, in order, for the next flush.
+                self._state.put(_HEAD_KEY, orjson.dumps({"seq": last["seq"], "hash": last["hash"]}))
+                segments = [
+                    OutRecord(self._topics.audit, self._segment(records[i:i + SEGMENT_RECORDS]),
+                              self.region.encode())
+                    for i in range(0, len(records), SEGMENT_RECORDS)
+                ]
+                await self._publisher.publish(segments)  # one partition, idempotent producer: in order
             except BaseException:
                 self._pending = records + self._pending
                 raise

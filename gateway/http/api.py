@@ -30,7 +30,7 @@ from gateway.http.auth import AUDIT_SCOPE, AuthError, Principal, one_authorizati
 from gateway.http.context import ApiContext
 from gateway.relay.ingress import MAX_IDEMPOTENCY_KEY
 from gateway.relay.signed import Signed
-from gateway.state import InboxItem
+from gateway.state import InboxItem, StateUnavailable
 from gateway.wire.problems import Problem
 from gateway.wire.text import header_safe
 
@@ -86,6 +86,8 @@ async def answer_problems(request: web.Request, handler: Handler) -> web.StreamR
     resp: web.StreamResponse
     try:
         resp = await handler(request)
+    except StateUnavailable as e:  # the state database is gone: the request is refused, not failed
+        resp = problem_response(Problem("state_unavailable", f"the gateway's state cannot be reached: {e}"))
     except ProblemError as e:
         resp = problem_response(e.problem)
         if e.problem.code == "unauthenticated":
@@ -344,7 +346,7 @@ async def readyz(request: web.Request) -> web.Response:
     health = gw.egress_health
     # Every check reads state kept current by the gateway's own tasks: none waits on the network here.
     checks = {"broker": gw.broker_ok, "trust": bool(gw.trust.known()), "schemas": bool(gw.registry.types()),
-              "identity": gw.identity.problem is None,
+              "identity": gw.identity.problem is None, "state": gw.state.available,
               "consumer": gw.consumer_running and gw.broker_ok and health.polled_recently(),
               "egress_progress": health.healthy()}
     failing = [name for name, ok in checks.items() if not ok]

@@ -234,9 +234,9 @@ class Ingress:
                 # A request with the same key may have been remembered while this one waited for its signature.
                 recalled = self._keys.recall(platform.id, idempotency_key, request_sha)
                 if recalled is None:
-                    if isinstance(fresh, Signed):
-                        self._keys.remember(platform.id, idempotency_key, request_sha, fresh)
-                    recalled = Recalled(fresh, final=False)
+                    won = self._keys.remember(platform.id, idempotency_key, request_sha, fresh) \
+                        if isinstance(fresh, Signed) else None
+                    recalled = won or Recalled(fresh, final=False)
             if recalled.final:
                 return recalled.answer
             result = recalled.answer

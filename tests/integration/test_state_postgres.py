@@ -409,16 +409,16 @@ async def test_a_gateway_on_postgresql_state_relays_and_rides_out_a_lost_databas
 
             relay.cut()
             cut = time.monotonic()
-            status, _ = await raw_get(session, sh, "/v1/inbox?max=10")
-            # 500 until gateway/http answers StateUnavailable with 503 state_unavailable (see the README, "State").
-            assert status in (500, 503) and time.monotonic() - cut < 3.0
+            status, body = await raw_get(session, sh, "/v1/inbox?max=10")
+            assert status == 503 and orjson.loads(body)["code"] == "state_unavailable", body
+            assert time.monotonic() - cut < 3.0
             status, doc = await js.send(MSG_TYPE, "SH", copy.deepcopy(PAYLOAD))  # JS's own state is fine
             assert status == 202, doc
             second = doc["id"]
             deadline = time.monotonic() + 45
             while True:  # egress restarts from its last commit, again and again: /readyz turns red
                 status, body = await raw_get(session, sh, "/readyz", auth=False)
-                if status == 503 and "egress_progress" in orjson.loads(body)["failing"]:
+                if status == 503 and {"egress_progress", "state"} <= set(orjson.loads(body)["failing"]):
                     red = time.monotonic()
                     break
                 assert time.monotonic() < deadline, body
@@ -443,11 +443,7 @@ async def test_a_gateway_on_postgresql_state_relays_and_rides_out_a_lost_databas
         assert "state database lost" in log and "not-the-password" not in log
         await asyncio.sleep(1.0)  # SH's periodic audit flush
         verify = await asyncio.to_thread(yrdx, "audit", "verify", "--config", str(ex.config_path("SH")))
-        if verify.returncode != 0 and "deleted: records" in verify.stdout:
-            pytest.xfail("known fault, outside the state store: gateway/audit/trail.py takes a flush's records "
-                         "out of its queue before saving the chain head, so when that save fails (StateUnavailable) "
-                         "they are lost and `yrdx audit verify` reports them deleted")
-        assert verify.returncode == 0, verify.stdout
+        assert verify.returncode == 0, verify.stdout  # a flush whose head save failed kept its records
     finally:
         for g in gateways.values():
             await asyncio.to_thread(g.stop)
