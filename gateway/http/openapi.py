@@ -232,9 +232,8 @@ def _schemas(limits: Limits, message_types: list[str]) -> dict[str, Any]:
             "properties": {
                 "ready": {"type": "boolean"},
                 "checks": {"type": "object", "additionalProperties": False,
-                           "required": ["broker", "trust", "schemas", "identity", "consumer", "egress_progress"],
-                           "properties": {k: {"type": "boolean"} for k in (
-                               "broker", "trust", "schemas", "identity", "consumer", "egress_progress")}},
+                           "required": list(READINESS_CHECKS),
+                           "properties": {k: {"type": "boolean"} for k in READINESS_CHECKS}},
                 "failing": {"type": "array", "items": {"type": "string"}},
                 "identity": {"type": "object", "description": "why `identity` fails: a problem code and detail",
                              "properties": {"code": {"enum": ["identity_expired", "identity_revoked"]},
@@ -254,6 +253,9 @@ def _parameters() -> dict[str, Any]:
     }
 
 
+READINESS_CHECKS = ("broker", "trust", "schemas", "identity", "state", "consumer", "egress_progress")
+
+
 def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
              message_types: Iterable[str] = ()) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the gateway of `region`, with its limits and the message types it has schemas
@@ -269,6 +271,8 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
     unauthenticated = {"unauthenticated": "token missing, malformed, expired, wrong audience or algorithm, "
                                           "replayed, too long-lived; two Authorization headers"}
     platform_only = {"forbidden": "only a platform may use this route"}
+    # Every authenticated request checks its token's jti in the state store.
+    state = {"state_unavailable": "the gateway's state database cannot be reached"}
     identity = {"identity_expired": "this gateway's own certificate is expired or not yet valid: it signs no new "
                                     "message",
                 "identity_revoked": "this gateway's own certificate is revoked: it signs no new message"}
@@ -278,7 +282,7 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
                            "schema_version, a bad Idempotency-Key, a message nested too deeply to serialize",
         "schema_violation": "the payload does not match its schema (`errors` lists JSON pointers)",
         "unknown_type": "no schema for that type and version",
-        **unauthenticated, **platform_only,
+        **unauthenticated, **state, **platform_only,
         "not_permitted": "the platform may not send this type",
         "unknown_region": "`to` is not another region of the exchange",
         "idempotency_conflict": "the Idempotency-Key was used with a different body",
@@ -292,7 +296,7 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
         **body_codes,
         "invalid_request": 'not {"messages": [...]} with 1 or more items',
         "too_large": f"over {limits.batch_max} messages or {limits.max_batch_body_bytes} bytes",
-        **unauthenticated, **platform_only,
+        **unauthenticated, **state, **platform_only,
         "overloaded": "the gateway holds as many messages or request bytes in flight as it may; retry after "
                       "`Retry-After` seconds",
         "broker_unavailable": "the broker acknowledged none of the messages; `results` still lists each id",
@@ -301,7 +305,7 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
     batch_unavailable = {"oneOf": [
         {"allOf": [_ref("schemas", "BatchUnavailable"),
                    {"properties": {"code": {"const": "broker_unavailable"}, "status": {"const": 503}}}]},
-        problem_schema_for(("identity_expired", "identity_revoked")),
+        problem_schema_for(("identity_expired", "identity_revoked", "state_unavailable")),
     ]}
     paths: dict[str, Any] = {
         "/v1/messages": {"post": {
@@ -332,7 +336,7 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
             "description": "for the platform that sent it, or a caller with the `audit:read` scope",
             "security": jwt, "parameters": [_ref("parameters", "MessageId")],
             "responses": {"200": _json(_ref("schemas", "SentMessage"), "the message"),
-                          **problem_responses({**unauthenticated,
+                          **problem_responses({**unauthenticated, **state,
                                                "not_found": "no such message for this caller"})},
         }},
         "/v1/inbox": {"get": {
@@ -349,7 +353,7 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
                           **problem_responses({
                               "invalid_request": f"`max` not an integer from 1 to {max_pull}, or `wait` not a "
                                                  f"finite number of seconds from 0 to {max_wait_s:g}",
-                              **unauthenticated, **platform_only})},
+                              **unauthenticated, **state, **platform_only})},
         }},
         "/v1/inbox/ack": {"post": {
             "operationId": "ackInbox", "summary": "Acknowledge pulled messages", "security": jwt,
@@ -358,14 +362,14 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
                           **problem_responses({**body_codes,
                                                "invalid_request": f'not {{"ids": [...]}} with at most {max_pull} '
                                                                   "string ids",
-                                               **unauthenticated, **platform_only})},
+                                               **unauthenticated, **state, **platform_only})},
         }},
         "/v1/audit/messages/{id}": {"get": {
             "operationId": "getAuditTrace", "summary": "The message's conversation across regions, from the audit "
             "index (caught up from yrdx.audit first, for at most 2 s)",
             "security": [{"platformJwt": [AUDIT_SCOPE]}], "parameters": [_ref("parameters", "MessageId")],
             "responses": {"200": _json(_ref("schemas", "AuditTrace"), "as `yrdx audit trace --json`"),
-                          **problem_responses({**unauthenticated,
+                          **problem_responses({**unauthenticated, **state,
                                                "forbidden": f"the {AUDIT_SCOPE} scope is required",
                                                "not_found": "no audit record names this message id",
                                                "index_unavailable": "the audit index database cannot be reached"})},
