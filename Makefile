@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench kafka-jars clean
+.PHONY: install demo test lint bench kafka-jars clean image image-test
 
 install: $(STAMP)
 
@@ -34,6 +34,15 @@ lint: $(STAMP)
 
 bench: $(STAMP) kafka-jars
 	$(BIN)/python bench/relay.py $(BENCH_ARGS)
+
+# The container image (Dockerfile) from Debian packages alone: debootstrapped base and host-downloaded wheels, both
+# cached in ~/.cache/yrdx/image; podman build --pull=never --network none. IMAGE=... names it.
+image: $(STAMP)
+	bash scripts/image.sh build
+
+# The image's smoke test against a real broker: runs it with podman where containers can run, else inspects it.
+image-test: image kafka-jars
+	bash scripts/image.sh test
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
