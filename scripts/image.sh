@@ -32,6 +32,17 @@ TOOLS=(podman buildah debootstrap skopeo umoci runc uidmap)
 
 is_root() { [ "$(id -u)" = 0 ]; }
 
+# One image build or smoke test at a time per machine: they share the cache, podman's store and the image's name
+# (two clones, CI beside a developer). Held until the script exits.
+lock() {
+    mkdir -p "$CACHE"
+    exec 9>"$CACHE/.lock"
+    if ! flock -n 9; then
+        say "waiting for another image build or test on this machine to finish ($CACHE/.lock)"
+        flock 9
+    fi
+}
+
 # ---------------------------------------------------------------------------------------------------------------
 # tools and settings
 
@@ -224,22 +235,28 @@ build() {
         . >"$CACHE/build.log" 2>&1 \
         || { tail -n 40 "$CACHE/build.log" >&2; die "podman build failed (log: $CACHE/build.log)"; }
     new=$(podman image inspect --format '{{.Id}}' "$IMAGE")
+    printf '%s %s\n' "$IMAGE" "$new" > build/image/built  # what `test` checks: this build, by id
     # The image this build replaced, if nothing else names it (keeps the store from growing run after run).
     [ "$old" = "$new" ] || drop_if_unnamed "$old"
     say "built $IMAGE (${new:0:12}, $(podman image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1 / 1e6}')) in $(( $(date +%s) - started )) s"
 }
 
 smoke() {
+    local ref=$IMAGE name id
     tools
-    podman image exists "$IMAGE" || die "no image $IMAGE: run make image"
-    exec "$PY" tests/image/smoke.py --image "$IMAGE"
+    # The image this checkout built last, by id (the name may have moved to another checkout's build since).
+    if read -r name id < build/image/built 2>/dev/null && [ "$name" = "$IMAGE" ] && podman image exists "$id"; then
+        ref=$id
+    fi
+    podman image exists "$ref" || die "no image $IMAGE: run make image"
+    exec "$PY" tests/image/smoke.py --image "$ref" --name "$IMAGE"
 }
 
 case "${1:-}" in
-    build) build ;;
-    test) smoke ;;
+    build) lock; build ;;
+    test) lock; smoke ;;
     tools) tools ;;
-    base) tools; base ;;
-    wheels) wheels ;;
+    base) lock; tools; base ;;
+    wheels) lock; wheels ;;
     *) die "usage: scripts/image.sh build|test|tools|base|wheels" ;;
 esac

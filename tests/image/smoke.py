@@ -306,7 +306,7 @@ def run_image(image: str, tmp: Path, stack: ExitStack) -> None:
     podman("run", "-d", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp:rw,mode=1777",
            "-v", f"{name}:/var/lib/yrdx", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
            "-v", f"{exdir}:/etc/yrdx:ro", image)
-    say(f"     SH: {image} as container {name} on 127.0.0.1:{sh_port} (config /etc/yrdx/gateway.yaml, read-only)")
+    say(f"     SH: the image as container {name} on 127.0.0.1:{sh_port} (config /etc/yrdx/gateway.yaml, read-only)")
 
     def sh_alive() -> str | None:
         state = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name, check_rc=False).stdout
@@ -396,9 +396,11 @@ def run_image(image: str, tmp: Path, stack: ExitStack) -> None:
 def main() -> int:
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default=f"localhost/yrdx:{version}")
+    parser.add_argument("--image", default=f"localhost/yrdx:{version}", help="name or id of the image to check")
+    parser.add_argument("--name", default="", help="the name to report (scripts/image.sh passes the id as --image)")
     args = parser.parse_args()
     image = args.image
+    shown = f"{args.name} ({image[:12]})" if args.name and args.name != image else image
 
     def on_signal(signum: int, _frame: object) -> None:
         raise SystemExit(f"image-test: FAIL: interrupted by signal {signum}")
@@ -409,7 +411,7 @@ def main() -> int:
     mode = "inspected"
     try:
         with ExitStack() as stack:
-            say(f"image {image}")
+            say(f"image {shown}")
             inspect_config(image, version)
             inspect_files(image, version)
             can_run, why = containers_run(image)
@@ -430,10 +432,10 @@ def main() -> int:
         say(f"FAIL: {type(e).__name__}: {e}")
         return 1
     if mode == "ran":
-        say(f"PASS: {image} inspected and run with podman (healthz, readyz, one message JS -> SH relayed and "
+        say(f"PASS: {shown} inspected and run with podman (healthz, readyz, one message JS -> SH relayed and "
             f"receipted, clean stop) in {time.monotonic() - started:.0f} s")
     else:
-        say(f"PASS ({mode}): configuration and files of {image} checked in {time.monotonic() - started:.0f} s")
+        say(f"PASS ({mode}): configuration and files of {shown} checked in {time.monotonic() - started:.0f} s")
     return 0
 
 
