@@ -20,8 +20,11 @@ ARG WHEELHOUSE=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore PYTHONDONTWRITEBYTECODE=1
 # .dockerignore lets in only what the wheel is made of (and the wheelhouse).
 COPY . /src
-RUN set -eu; \
+# Behind a TLS-inspecting proxy, give pip that CA without baking it in: --secret id=pip_ca,src=/path/ca.pem.
+RUN --mount=type=secret,id=pip_ca \
+    set -eu; \
     if [ -n "$WHEELHOUSE" ]; then export PIP_NO_INDEX=1 PIP_FIND_LINKS="/src/$WHEELHOUSE"; fi; \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
     python3 -m venv /opt/build; \
     /opt/build/bin/python -m pip wheel --no-deps --wheel-dir /dist/app /src; \
     /opt/build/bin/python -m pip wheel --only-binary=:all: --wheel-dir /dist/deps /dist/app/*.whl; \

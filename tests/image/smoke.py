@@ -99,12 +99,13 @@ def inspect_config(image: str, version: str) -> None:
     oci = "org.opencontainers.image."
     check(labels.get(oci + "title") == "yrdx", "OCI label title", str(labels.get(oci + "title")))
     check(labels.get(oci + "version") == version, f"OCI label version {version}", str(labels.get(oci + "version")))
-    missing = [k for k in ("licenses", "description", "base.name", "created") if not labels.get(oci + k)]
-    check(not missing, "OCI labels licenses, description, base.name, created", f"empty: {missing}")
+    missing = [k for k in ("licenses", "description", "base.name") if not labels.get(oci + k)]
+    check(not missing, "OCI labels licenses, description, base.name", f"empty: {missing}")
     path = next((e.split("=", 1)[1] for e in config.get("Env") or [] if e.startswith("PATH=")), "")
     check(path.split(":")[0] == "/opt/yrdx/bin", "the venv's bin/ leads PATH", path)
+    revision = labels.get(oci + "revision", "")[:12] or "(none given)"
     say(f"     size {int(doc.get('Size', 0)) / 1e6:.0f} MB, base {labels.get(oci + 'base.name')}, "
-        f"revision {labels.get(oci + 'revision', '')[:12] or '(not built from a git checkout)'}")
+        f"revision {revision}, created {labels.get(oci + 'created') or '(none given)'}")
 
 
 def exported_files(image: str) -> Iterator[tarfile.TarInfo]:
