@@ -236,8 +236,10 @@ build() {
         || { tail -n 40 "$CACHE/build.log" >&2; die "podman build failed (log: $CACHE/build.log)"; }
     new=$(podman image inspect --format '{{.Id}}' "$IMAGE")
     printf '%s %s\n' "$IMAGE" "$new" > build/image/built  # what `test` checks: this build, by id
-    # The image this build replaced, if nothing else names it (keeps the store from growing run after run).
+    # The image this build replaced, if nothing else names it, and untagged images of earlier builds (ours: they
+    # carry the base's label) not used for a week: the store does not grow run after run, the cache stays warm.
     [ "$old" = "$new" ] || drop_if_unnamed "$old"
+    podman image prune -f --filter label=org.yrdx.base-key --filter until=168h >/dev/null 2>&1 || true
     say "built $IMAGE (${new:0:12}, $(podman image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1 / 1e6}')) in $(( $(date +%s) - started )) s"
 }
 
