@@ -82,6 +82,8 @@ class Console:
     def page(self, name: str, **values: str) -> bytes:
         """An HTML page of the assets with its {{placeholders}} filled in, each value HTML-escaped."""
         text = self.assets[name].decode()
+        # One header for every page, put in before the values (it holds placeholders of its own).
+        text = text.replace("<!-- the shared header: header.part.html -->\n", self.assets["header.part.html"].decode())
         for key, value in values.items():
             text = text.replace("{{" + key + "}}", html.escape(value, quote=True))
         return text.encode()
