@@ -13,6 +13,10 @@ It is a benchmark, not a test: the only failure is a lost, duplicated or unexpec
 
     .venv/bin/python bench/relay.py [--messages 20000] [--batch 200] [--concurrency 4] [--warmup 1000]
                                     [--json FILE] [--profile DIR [--profiler py-spy|cprofile]]
+    .venv/bin/python bench/relay.py --open-loop 500,1000,2000,3000 [--seconds 10]
+
+``--open-loop`` offers single-message requests at fixed rates instead (each request sent on schedule, latency
+from its scheduled time: coordinated omission avoided) and prints p50/p99/p99.9 POST->202 and POST->delivered.
 
 See bench/README.md for what each figure means and how to read it.
 """
@@ -604,6 +608,205 @@ def primitives(registry: SchemaRegistry, ex: Exchange, batch: int) -> dict[str, 
 
 
 # ---------------------------------------------------------------------------------------------------------
+# open loop: single-message POSTs sent on a fixed schedule, whether or not earlier ones finished
+
+
+OPEN_LOOP_P99_LIMIT_S = 1.0  # the offered rate at which p99 POST -> delivered first passes this is printed
+OPEN_LOOP_CONNECTIONS = 512  # the client's connection pool (--connections): waiting for one counts as latency
+
+
+@dataclass
+class OpenLoopStep:
+    """One offered rate: the schedule's times and what each request got."""
+
+    rate: int
+    phase: Phase  # posted_at: id -> the request's *scheduled* send time; seen_at filled by the pulls
+    answered_at: dict[str, float] = field(default_factory=dict)  # id -> when its 202 was read
+    send_lag: list[float] = field(default_factory=list)  # actual send - scheduled (the client's own lag)
+    post_202: list[float] = field(default_factory=list)  # scheduled -> 202 read
+    statuses: dict[str, int] = field(default_factory=dict)  # "HTTP code" of every non-202 answer -> count
+    t0: float = 0.0
+    scheduled_end: float = 0.0
+    last_send: float = 0.0
+    last_answer: float = 0.0
+
+
+async def _open_loop_post(driver: Driver, step: OpenLoopStep, body: bytes, scheduled: float) -> None:
+    sent = time.perf_counter()
+    step.send_lag.append(sent - scheduled)
+    step.last_send = max(step.last_send, sent)
+    headers = {"Content-Type": "application/json", **driver.js_minter.header()}
+    try:
+        async with driver.session.post(driver.js.url + "/v1/messages", data=body, headers=headers) as resp:
+            raw = await resp.read()
+            status = resp.status
+    except (TimeoutError, aiohttp.ClientError) as e:
+        step.phase.request_errors.append(f"{type(e).__name__}: {e}")
+        return
+    now = time.perf_counter()
+    step.last_answer = max(step.last_answer, now)
+    if status == 202:
+        msg_id = orjson.loads(raw)["id"]
+        step.phase.posted_at[msg_id] = scheduled
+        step.answered_at[msg_id] = now
+        step.post_202.append(now - scheduled)
+        driver.ledger.accepted.add(msg_id)
+        return
+    code = ""
+    with contextlib.suppress(orjson.JSONDecodeError, AttributeError, TypeError):
+        code = str(orjson.loads(raw).get("code", ""))
+    key = f"{status} {code}".strip()
+    step.statuses[key] = step.statuses.get(key, 0) + 1
+
+
+async def open_loop_step(driver: Driver, step: OpenLoopStep, stall_s: float) -> None:
+    """Request i is started at t0 + i/rate by a scheduler loop, as its own task; the pulls run meanwhile."""
+    driver._phase = step.phase
+    senders_done = asyncio.Event()
+    puller = asyncio.create_task(driver._puller(step.phase, senders_done, stall_s))
+    tasks: set[asyncio.Task[None]] = set()
+    step.t0 = step.phase.started = time.perf_counter() + 0.05
+    for i, body in enumerate(step.phase.bodies):
+        scheduled = step.t0 + i / step.rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(_open_loop_post(driver, step, body, scheduled))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    step.scheduled_end = step.t0 + len(step.phase.bodies) / step.rate
+    if tasks:
+        await asyncio.gather(*tasks)
+    step.phase.sent_done = time.perf_counter()
+    senders_done.set()
+    await puller
+    step.phase.delivered_done = max(step.phase.seen_at.values(), default=step.phase.sent_done)
+    await driver.settle_acks()
+
+
+def open_loop_figures(step: OpenLoopStep) -> dict[str, Any]:
+    phase = step.phase
+    delivered = [phase.seen_at[i] - t for i, t in phase.posted_at.items() if i in phase.seen_at]
+    span = len(phase.bodies) / step.rate
+
+    def ms(values: Sequence[float]) -> dict[str, float]:
+        return {"p50": percentile(values, 50) * 1e3, "p99": percentile(values, 99) * 1e3,
+                "p99.9": percentile(values, 99.9) * 1e3, "max": max(values, default=float("nan")) * 1e3}
+
+    sent_span = step.last_send - step.t0
+    return {
+        "offered_msg_per_s": step.rate,
+        "requests": len(phase.bodies),
+        "scheduled_seconds": span,
+        "sent_msg_per_s": len(step.send_lag) / sent_span if sent_span > 0 else float("nan"),
+        "accepted": len(phase.posted_at),
+        "accepted_msg_per_s": len(phase.posted_at) / (step.last_answer - step.t0)
+        if step.last_answer > step.t0 else 0.0,
+        "delivered": len(delivered),
+        "delivered_msg_per_s": len(delivered) / (phase.delivered_done - step.t0)
+        if delivered and phase.delivered_done > step.t0 else 0.0,
+        "post_to_202_ms": ms(step.post_202),
+        "post_to_delivered_ms": ms(delivered),
+        "send_lag_ms": ms(step.send_lag),
+        "non_202": dict(sorted(step.statuses.items())),
+        "overloaded_429": sum(v for k, v in step.statuses.items() if k.startswith("429")),
+        "request_errors": len(phase.request_errors),
+        "request_error_samples": sorted(set(phase.request_errors))[:3],
+        "missing": len(phase.missing),
+        # the envelope reached SH's pull before the driver had read its 202: the answer is the slow part
+        "pulled_before_202_percent": 100 * sum(
+            1 for i, t in step.answered_at.items() if i in phase.seen_at and phase.seen_at[i] < t
+        ) / max(1, len(step.answered_at)),
+    }
+
+
+async def run_open_loop(driver: Driver, args: argparse.Namespace, variants: Sequence[tuple[str, dict[str, Any]]],
+                        run_id: str, start: int, pids: dict[str, int | None]) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = []
+    for rate in args.open_loop:
+        count = max(1, round(rate * args.seconds))
+        step = OpenLoopStep(rate, Phase(f"open-loop {rate}/s", build_batches(variants, count, 0, run_id, start)))
+        start += count
+        window = CpuWindow(pids)
+        window.start()
+        await open_loop_step(driver, step, args.stall_timeout)
+        await driver.wait_receipts(len(driver.ledger.accepted), args.stall_timeout)  # the next rate starts clean
+        window.stop()
+        fig = open_loop_figures(step)
+        fig["cpu_us_per_msg"] = {k: us_per_msg(v, fig["delivered"]) for k, v in window.used.items()}
+        fig["machine_cpu_busy_percent"] = 100 * window.machine_busy / max(1e-9, window.machine_total)
+        ours = sum(v for v in window.used.values() if v is not None)
+        fig["other_processes_cpu_percent"] = 100 * max(0.0, window.machine_busy - ours) / max(
+            1e-9, window.machine_total)
+        steps.append(fig)
+        d = fig["post_to_delivered_ms"]
+        print(f"open loop {rate:,}/s: {fig['accepted']:,}/{count:,} accepted, {fig['delivered']:,} delivered, "
+              f"p99 POST->delivered {d['p99']:,.1f} ms")
+        await asyncio.sleep(1.0)  # a breath between rates
+    return steps
+
+
+def report_open_loop(f: dict[str, Any]) -> None:
+    c, m, d = f["config"], f["machine"], f["delivery_check"]
+    print()
+    print(f"== yrdx relay benchmark, open loop: single-message POST /v1/messages {c['route']}, "
+          f"{c['seconds']:g} s per offered rate, warmup {c['warmup']:,}, "
+          f"client pool {c['connections'] or 'unbounded'} connections")
+    print(f"suite: {f['alg']}, kafka.compression: {f['compression']}, audit trail {'on' if f['audit'] else 'off'}")
+    print(f"machine: {m['nproc']} CPUs ({m['usable_cpus']} usable), Python {m['python']}, loadavg "
+          f"{m['loadavg_start']} at start, {m['loadavg_end']} at end")
+    print("latency from each request's scheduled send time (client queueing included) to its 202 and to "
+          "the moment it was seen in SH's pull inbox; ms")
+    print()
+    head = (f"  {'offered/s':>9} {'sent/s':>7} {'202/s':>7} {'deliv/s':>7} | {'202 p50':>8} {'p99':>8} "
+            f"{'p99.9':>8} | {'deliv p50':>9} {'p99':>8} {'p99.9':>8} | {'lag p99':>7} | non-202")
+    print(head)
+    passed_at = None
+    for s in f["open_loop"]:
+        a, dl, lag = s["post_to_202_ms"], s["post_to_delivered_ms"], s["send_lag_ms"]
+        other = ", ".join(f"{k}: {v}" for k, v in s["non_202"].items()) or "-"
+        if s["request_errors"]:
+            other += f"; request errors {s['request_errors']}"
+        if s["missing"]:
+            other += f"; {s['missing']} accepted, not delivered"
+        print(f"  {s['offered_msg_per_s']:>9,} {fmt(s['sent_msg_per_s']):>7} {fmt(s['accepted_msg_per_s']):>7} "
+              f"{fmt(s['delivered_msg_per_s']):>7} | {fmt(a['p50'], ',.1f'):>8} {fmt(a['p99'], ',.1f'):>8} "
+              f"{fmt(a['p99.9'], ',.1f'):>8} | {fmt(dl['p50'], ',.1f'):>9} {fmt(dl['p99'], ',.1f'):>8} "
+              f"{fmt(dl['p99.9'], ',.1f'):>8} | {fmt(lag['p99'], ',.1f'):>7} | {other}")
+        if passed_at is None and not dl["p99"] <= OPEN_LOOP_P99_LIMIT_S * 1e3:  # NaN (nothing delivered) too
+            passed_at = s["offered_msg_per_s"]
+    print()
+    print("  CPU us/msg (delivered) per offered rate; machine busy and other processes (% of all cores);")
+    print("  share of messages seen in SH's pull before the driver had read their 202:")
+    for s in f["open_loop"]:
+        cpu = "  ".join(f"{k} {fmt(v, ',.0f')}" for k, v in s["cpu_us_per_msg"].items())
+        print(f"    {s['offered_msg_per_s']:>6,}/s  {cpu}   machine busy {s['machine_cpu_busy_percent']:.0f} %, "
+              f"other processes {s['other_processes_cpu_percent']:.0f} %;  pulled before 202 "
+              f"{s['pulled_before_202_percent']:.0f} %")
+    for s in f["open_loop"]:
+        for sample in s["request_error_samples"]:
+            print(f"  {s['offered_msg_per_s']:,}/s request error: {sample}")
+    print()
+    print(f"-- p99 POST->delivered passes {OPEN_LOOP_P99_LIMIT_S:g} s from: "
+          f"{f'{passed_at:,} msg/s offered' if passed_at is not None else 'not reached'}")
+    print("   (sent/s below offered, or a large lag p99, means the driver itself could not keep the schedule "
+          "on these cores)")
+    for region, logs in f["gateway_logs"].items():
+        if any(level not in ("debug", "info") for level in logs["levels"]):
+            print(f"  {region} gateway log: {logs['levels']}")
+            for sample in logs["samples"]:
+                print(f"    {sample}")
+    print()
+    verdict = "OK" if not (d["lost"] or d["duplicated"] or d["unexpected"]) else "FAILED"
+    print(f"-- delivery check: {verdict}: {d['accepted']:,} accepted (warmup included), "
+          f"{d['delivered_once']:,} delivered exactly once, {d['lost']} lost, {d['duplicated']} duplicated, "
+          f"{d['unexpected']} unexpected")
+    for key in ("lost_sample", "duplicated_sample", "unexpected_sample"):
+        if d[key]:
+            print(f"   {key}: {', '.join(d[key])}")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # the run
 
 
@@ -629,6 +832,20 @@ def phase_figures(phase: Phase) -> dict[str, Any]:
     }
 
 
+def delivery_check(ledger: Ledger) -> tuple[dict[str, Any], bool]:
+    """Every accepted id pulled exactly once, nothing else pulled: (figures, ok)."""
+    lost = sorted(ledger.accepted - set(ledger.pulled))
+    unexpected = sorted(i for i in set(ledger.unexpected) if i not in ledger.accepted)
+    figures = {
+        "accepted": len(ledger.accepted),
+        "delivered_once": sum(1 for c in ledger.pulled.values() if c == 1),
+        "lost": len(lost), "duplicated": len(set(ledger.duplicates)), "unexpected": len(unexpected),
+        "lost_sample": lost[:5], "duplicated_sample": sorted(set(ledger.duplicates))[:5],
+        "unexpected_sample": unexpected[:5],
+    }
+    return figures, not lost and not ledger.duplicates and not unexpected
+
+
 def fmt(value: float | None, spec: str = ",.0f") -> str:
     return "n/a" if value is None or value != value else format(value, spec)  # value != value: NaN
 
@@ -641,6 +858,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
     registry = SchemaRegistry.load()
     figures: dict[str, Any] = {
         "config": {"messages": args.messages, "batch": 1 if args.single else args.batch,
+                   "open_loop": args.open_loop, "seconds": args.seconds, "connections": args.connections,
                    "single": args.single, "concurrency": args.concurrency,
                    "warmup": args.warmup, "route": f"{SENDER}->{RECEIVER}"},
         "machine": {"nproc": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
@@ -688,10 +906,11 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         run_id = uuid.uuid4().hex[:8]
         per_request = 0 if args.single else args.batch
         warm = Phase("warmup", build_batches(variants, args.warmup, per_request, run_id, 0))
-        measured = Phase("measured", build_batches(variants, args.messages, per_request, run_id, args.warmup))
+        measured = Phase("measured", [] if args.open_loop else
+                         build_batches(variants, args.messages, per_request, run_id, args.warmup))
         pids = {"js_gateway": js.pid, "sh_gateway": sh.pid, "kafka_jvm": broker.pid() if broker else None,
                 "driver": os.getpid()}
-        connector = aiohttp.TCPConnector(limit=args.concurrency + 8)
+        connector = aiohttp.TCPConnector(limit=args.connections if args.open_loop else args.concurrency + 8)
         async with aiohttp.ClientSession(connector=connector) as session:
             driver = Driver(session, js, sh, ex, args.concurrency, args.single)
             if warm.bodies:
@@ -699,6 +918,13 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
                 await driver.wait_receipts(len(driver.ledger.accepted), args.stall_timeout)
                 print(f"warmup: {len(warm.seen_at)}/{len(warm.posted_at)} delivered "
                       f"in {warm.delivered_done - warm.started:.1f} s")
+            if args.open_loop:  # the rates, the drain and the delivery check; no baseline, no primitives
+                figures["open_loop"] = await run_open_loop(driver, args, variants, run_id, args.warmup, pids)
+                await driver.drain(args.drain)
+                figures["gateway_logs"] = {g.region: g.log_summary() for g in gateways}
+                figures["delivery_check"], ok = delivery_check(driver.ledger)
+                figures["machine"]["loadavg_end"] = loadavg()
+                return figures, ok
             idle = CpuWindow(pids)  # what the processes burn with nothing to do (polls, probes, timers)
             idle.start()
             await asyncio.sleep(args.idle)
@@ -744,16 +970,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
 
         # exactly once, over warmup and measured phases
         ledger = driver.ledger
-        lost = sorted(ledger.accepted - set(ledger.pulled))
-        unexpected = sorted(i for i in set(ledger.unexpected) if i not in ledger.accepted)
-        figures["delivery_check"] = {
-            "accepted": len(ledger.accepted),
-            "delivered_once": sum(1 for c in ledger.pulled.values() if c == 1),
-            "lost": len(lost), "duplicated": len(set(ledger.duplicates)), "unexpected": len(unexpected),
-            "lost_sample": lost[:5], "duplicated_sample": sorted(set(ledger.duplicates))[:5],
-            "unexpected_sample": unexpected[:5],
-        }
-        ok = not lost and not ledger.duplicates and not unexpected
+        figures["delivery_check"], ok = delivery_check(ledger)
 
         for g in gateways:  # before the baseline: the broker and the cores are the baseline's alone
             g.stop()
@@ -891,6 +1108,17 @@ def report(f: dict[str, Any]) -> None:
             print(f"   {key}: {', '.join(d[key])}")
 
 
+def rates(text: str) -> list[int]:
+    """`500,1000,2000` -> [500, 1000, 2000], ascending, each positive."""
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a list of rates: {text!r}") from e
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError("rates are positive integers (msg/s), e.g. 500,1000,2000")
+    return values
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--messages", type=int, default=20_000, help="messages in the measured window (20000)")
@@ -918,7 +1146,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="the gateways' kafka.compression (default: the config default)")
     p.add_argument("--no-audit", action="store_true",
                    help="run the gateways with audit_enabled: false, to measure what the audit trail costs")
+    p.add_argument("--open-loop", type=rates, metavar="R1,R2,...",
+                   help="open loop: single-message POSTs at each offered rate (msg/s) on a fixed schedule, "
+                   "latency from each request's scheduled time; no baseline or primitives")
+    p.add_argument("--seconds", type=float, default=10.0, help="seconds per offered rate of --open-loop (10)")
+    p.add_argument("--connections", type=int, default=OPEN_LOOP_CONNECTIONS,
+                   help=f"--open-loop: the client's connection pool ({OPEN_LOOP_CONNECTIONS}; 0: unbounded). "
+                   "Requests beyond it wait in the client, so the gateway never holds more at once")
     args = p.parse_args(argv)
+    if args.open_loop:
+        if args.seconds <= 0 or args.connections < 0:
+            p.error("--seconds must be positive, --connections not negative")
+        if args.profile is not None:
+            p.error("--profile is not supported with --open-loop")
+        args.single = True  # the warmup sends single messages too
     if not 1 <= args.batch <= 500:
         p.error("--batch must be between 1 and 500")
     if args.messages < 1 or args.concurrency < 1 or args.warmup < 0:
@@ -944,7 +1185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException:
         print(f"work folder kept for inspection: {work}", file=sys.stderr)
         raise
-    report(figures)
+    (report_open_loop if args.open_loop else report)(figures)
     if args.json:
         args.json.write_text(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode() + "\n")
     if args.profile is not None:
