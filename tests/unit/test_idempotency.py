@@ -26,10 +26,11 @@ def test_the_request_that_lost_the_race_answers_with_the_winners_message(tmp_pat
     assert sha is not None
     # Both looked the key up before either remembered it; each built its own message.
     assert replica_a.recall("sh-platform", "k", sha) is None and replica_b.recall("sh-platform", "k", sha) is None
-    assert replica_a.remember("sh-platform", "k", sha, signed("first")) is None  # a holds the key: publishes
+    first = signed("first")
+    assert replica_a.remember("sh-platform", "k", sha, first) is None  # a holds the key: publishes
     lost = replica_b.remember("sh-platform", "k", sha, signed("second"))
     assert lost is not None and isinstance(lost.answer, Signed) and lost.answer.id == "first"
-    assert lost.answer.envelope == signed("first").envelope and not lost.final  # b (re)publishes the same bytes
+    assert lost.answer.envelope == first.envelope and not lost.final  # b (re)publishes a's very bytes
 
 
 def test_a_retry_after_publication_is_answered_without_publishing_again(tmp_path: Path) -> None:
