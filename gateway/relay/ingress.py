@@ -211,13 +211,16 @@ class Ingress:
             return Problem("broker_unavailable", f"the message reached the broker but its audit record did not ({e}); "
                            "retry with the same Idempotency-Key: the same message id is answered, nothing is resent")
         elapsed = time.perf_counter() - started
+        logging_each = log.isEnabledFor(logging.INFO)  # the line's fields are built only when it is written
         for p in items:
             self._metrics.messages.labels("out", p.to, family(p.type), "accepted").inc()
             self._metrics.ingress_seconds.observe(elapsed)
-            log.info("message accepted", extra={
-                "message_id": p.id, "type": p.type, "from": self._region, "to": p.to,
-                "correlation_id": p.correlation_id, "outcome": "accepted", "duration_ms": round(elapsed * 1000, 3),
-            })
+            if logging_each:
+                log.info("message accepted", extra={
+                    "message_id": p.id, "type": p.type, "from": self._region, "to": p.to,
+                    "correlation_id": p.correlation_id, "outcome": "accepted",
+                    "duration_ms": round(elapsed * 1000, 3),
+                })
         return None
 
     async def submit(self, platform: Platform, item: object, idempotency_key: str | None) -> Signed | Problem:

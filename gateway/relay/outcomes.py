@@ -72,11 +72,12 @@ class BatchOutcomes:
         end_to_end = max(time.time() - created.timestamp(), 0.0) if created is not None else None
         if end_to_end is not None:
             metrics.end_to_end_seconds.labels(env.sender, fam).observe(end_to_end)
-        log.info("message delivered", extra={
-            "message_id": env.id, "type": env.type, "from": env.sender, "to": env.recipient,
-            "correlation_id": env.correlation_id, "outcome": "delivered", "mode": mode,
-            "duration_ms": None if end_to_end is None else round(end_to_end * 1000, 3),
-        })
+        if log.isEnabledFor(logging.INFO):  # the line's fields are built only when it is written
+            log.info("message delivered", extra={
+                "message_id": env.id, "type": env.type, "from": env.sender, "to": env.recipient,
+                "correlation_id": env.correlation_id, "outcome": "delivered", "mode": mode,
+                "duration_ms": None if end_to_end is None else round(end_to_end * 1000, 3),
+            })
         self.receipt(v, "delivered")
 
     def receipt_applied(self, v: Verified) -> None:
