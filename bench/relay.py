@@ -131,6 +131,17 @@ def counter(metrics: dict[str, float], name: str) -> float:
     return sum(v for k, v in metrics.items() if k.startswith(name + "{") or k == name)
 
 
+def print_delivery_check(d: dict[str, Any]) -> None:
+    """The exactly-once verdict of a run: what was accepted, delivered once, lost, duplicated or unexpected."""
+    verdict = "OK" if not (d["lost"] or d["duplicated"] or d["unexpected"]) else "FAILED"
+    print(f"-- delivery check: {verdict}: {d['accepted']:,} accepted (warmup included), "
+          f"{d['delivered_once']:,} delivered exactly once, {d['lost']} lost, {d['duplicated']} duplicated, "
+          f"{d['unexpected']} unexpected")
+    for key in ("lost_sample", "duplicated_sample", "unexpected_sample"):
+        if d[key]:
+            print(f"   {key}: {', '.join(d[key])}")
+
+
 def us_per_msg(seconds: float | None, count: int) -> float | None:
     return None if seconds is None or count == 0 else seconds * 1e6 / count
 
@@ -797,13 +808,7 @@ def report_open_loop(f: dict[str, Any]) -> None:
             for sample in logs["samples"]:
                 print(f"    {sample}")
     print()
-    verdict = "OK" if not (d["lost"] or d["duplicated"] or d["unexpected"]) else "FAILED"
-    print(f"-- delivery check: {verdict}: {d['accepted']:,} accepted (warmup included), "
-          f"{d['delivered_once']:,} delivered exactly once, {d['lost']} lost, {d['duplicated']} duplicated, "
-          f"{d['unexpected']} unexpected")
-    for key in ("lost_sample", "duplicated_sample", "unexpected_sample"):
-        if d[key]:
-            print(f"   {key}: {', '.join(d[key])}")
+    print_delivery_check(d)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1099,13 +1104,7 @@ def report(f: dict[str, Any]) -> None:
           f"(floor = parse + batch verify + validate = {r['egress_floor_us']:.1f} us)")
     print(f"  Kafka CPU e2e / baseline         {fmt(r['kafka_cpu_e2e_over_baseline'], '.2f')}")
     print()
-    verdict = "OK" if not (d["lost"] or d["duplicated"] or d["unexpected"]) else "FAILED"
-    print(f"-- delivery check: {verdict}: {d['accepted']:,} accepted (warmup included), "
-          f"{d['delivered_once']:,} delivered exactly once, {d['lost']} lost, {d['duplicated']} duplicated, "
-          f"{d['unexpected']} unexpected")
-    for key in ("lost_sample", "duplicated_sample", "unexpected_sample"):
-        if d[key]:
-            print(f"   {key}: {', '.join(d[key])}")
+    print_delivery_check(d)
 
 
 def rates(text: str) -> list[int]:
