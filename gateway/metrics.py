@@ -14,7 +14,7 @@ from gateway.wire.regions import is_region
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _STAGE_BUCKETS = (0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
-STAGES = ("validate", "seal", "sign", "publish", "audit_flush", "verify", "open", "deliver")
+STAGES = ("validate", "seal", "sign", "publish", "verify", "open", "deliver")
 
 
 def family(msg_type: str) -> str:
@@ -72,7 +72,8 @@ class Metrics:
         )
         self.stage_seconds = Histogram(
             "yrdx_stage_seconds", "Time spent in one step of the data path (per message, or per group where the "
-            "step works on a group: sign, publish, audit_flush, and deliver to the pull inbox)", ["stage"],
+            "step works on a group: sign, publish (the messages with their audit segment), and deliver to the pull "
+            "inbox)", ["stage"],
             buckets=_STAGE_BUCKETS, registry=r,
         )
         self.webhook_retries = Counter(

@@ -3,14 +3,18 @@
 Records hold hashes and metadata, never payloads or personal data. Appending is synchronous and cheap (one
 SHA-256); `durable()` publishes everything appended so far as one Kafka record (a segment; a run longer than
 SEGMENT_RECORDS as several) and returns when the broker has acknowledged it, so a step is acknowledged to anyone
-only after its audit record is on Kafka. Each segment carries a checkpoint signed by the gateway over the chain
-head: the chain links every record to the one before, so one signature per segment authenticates all of them.
+only after its audit record is on Kafka. The records a step produces (the messages of an ingress group, the dead
+letters and receipts of an egress batch) can ride in the same produce call as the segment: one round trip to the
+broker for both, instead of one for the records and another for their audit trail.
+Each segment carries a checkpoint signed by the gateway over the chain head: the chain links every record to the
+one before, so one signature per segment authenticates all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +57,8 @@ class AuditTrail:
         self._head = Head(int(head["seq"]), str(head["hash"]))
         self._durable_seq = self._head.seq
         self._pending: list[dict[str, Any]] = []
+        # Records that travel with the next segment, each group with the future its caller waits on.
+        self._riders: list[tuple[list[OutRecord], asyncio.Future[None]]] = []
         self._flushing: asyncio.Task[None] | None = None
         self._last_checkpoint: dict[str, Any] | None = None
         if self._head.seq:
@@ -87,35 +93,59 @@ class AuditTrail:
         self._head = Head(seq, h)
         return seq
 
-    async def durable(self) -> None:
-        """Return once every record appended so far is acknowledged by the broker."""
+    async def durable(self, riders: Sequence[OutRecord] = ()) -> None:
+        """Return once every record appended so far is acknowledged by the broker, and `riders` with them: they
+        are published in the same produce call as the segment. Raises BrokerUnavailable if that call fails; the
+        riders of a failed call are never sent later (their caller answers the failure)."""
         target = self._head.seq
-        while self._durable_seq < target:
-            if self._flushing is None:
-                self._flushing = asyncio.create_task(self._flush())
-            await asyncio.shield(self._flushing)
+        ticket: asyncio.Future[None] | None = None
+        if riders:
+            ticket = asyncio.get_running_loop().create_future()
+            entry = (list(riders), ticket)
+            self._riders.append(entry)
+        try:
+            while self._durable_seq < target or (ticket is not None and not ticket.done()):
+                if self._flushing is None:
+                    self._flushing = asyncio.create_task(self._flush())
+                await asyncio.shield(self._flushing)
+        except BaseException:
+            if ticket is not None and entry in self._riders:  # a flush before ours failed, or we were cancelled
+                self._riders.remove(entry)                    # before ours started: these records never leave
+                ticket.cancel()
+            raise
 
     async def _flush(self) -> None:
         try:
             records, self._pending = self._pending, []
-            if not records:
+            riders, self._riders = self._riders, []
+            if not records and not riders:
                 return
-            last = records[-1]
             try:
-                # The head is saved before publishing: after a crash the chain continues past a gap instead of
-                # forking; the gap covers only records whose steps were never acknowledged. A failed save (the
-                # state database gone) or publish puts the records back, in order, for the next flush.
-                self._state.put(_HEAD_KEY, orjson.dumps({"seq": last["seq"], "hash": last["hash"]}))
-                segments = [
-                    OutRecord(self._topics.audit, self._segment(records[i:i + SEGMENT_RECORDS]),
-                              self.region.encode())
-                    for i in range(0, len(records), SEGMENT_RECORDS)
-                ]
-                await self._publisher.publish(segments)  # one partition, idempotent producer: in order
-            except BaseException:
+                out = [r for group, _ in riders for r in group]
+                if records:
+                    last = records[-1]
+                    # The head is saved before publishing: after a crash the chain continues past a gap instead
+                    # of forking; the gap covers only records whose steps were never acknowledged. A failed save
+                    # (the state database gone) or publish puts the records back, in order, for the next flush.
+                    self._state.put(_HEAD_KEY, orjson.dumps({"seq": last["seq"], "hash": last["hash"]}))
+                    out += [
+                        OutRecord(self._topics.audit, self._segment(records[i:i + SEGMENT_RECORDS]),
+                                  self.region.encode())
+                        for i in range(0, len(records), SEGMENT_RECORDS)
+                    ]
+                await self._publisher.publish(out)  # the audit topic has one partition, the producer is idempotent
+            except BaseException as e:
                 self._pending = records + self._pending
+                for _, ticket in riders:
+                    if not ticket.done():
+                        ticket.set_exception(e)
+                        ticket.exception()  # retrieved: its caller gets the same error from this task
                 raise
-            self._durable_seq = last["seq"]
+            if records:
+                self._durable_seq = records[-1]["seq"]
+            for _, ticket in riders:
+                if not ticket.done():
+                    ticket.set_result(None)
         finally:
             self._flushing = None
 

@@ -1,5 +1,5 @@
 """Ingress: a local platform's message -> read -> authorize -> validate -> build the envelope -> sign ->
-publish with its audit records -> 202.
+publish with its audit records (one produce call) -> 202.
 
 `prepare` is the CPU part (pure per message); `sign` signs a group at once (relay/coalesce.py gathers the
 single requests in flight); `publish` returns only when the broker has acknowledged the messages and their
@@ -188,8 +188,8 @@ class Ingress:
         for p in items:
             self._audit.append("accepted", p.id, p.sha256, p.correlation_id, platform=p.platform, type=p.type, to=p.to)
         sending = time.perf_counter()
-        try:
-            await self._publisher.publish([p.record(self._topics) for p in items])
+        try:  # the messages and their `accepted` records in one produce call: nothing is acknowledged before both
+            await self._audit.durable(riders=[p.record(self._topics) for p in items])
         except BrokerUnavailable as e:
             for p in items:
                 self._audit.append("publish_failed", p.id, p.sha256, p.correlation_id, error="broker_unavailable")
@@ -197,19 +197,12 @@ class Ingress:
             self._state.record_sent(sent, "publish_failed")
             return Problem("broker_unavailable", f"the broker did not acknowledge: {e}; retry with the same "
                            "Idempotency-Key to resend the same message id")
-        published = time.perf_counter()
-        self._metrics.stage("publish").observe(published - sending)
+        self._metrics.stage("publish").observe(time.perf_counter() - sending)
+        # `published` rides with the next segment (the next group's, or the periodic flush): the message and its
+        # `accepted` record are already on Kafka, which is what the 202 promises.
         for p in items:
             self._audit.append("published", p.id, p.sha256, p.correlation_id, topic=self._topics.inbox(p.to))
         self._state.record_sent(sent, "published")
-        try:  # nothing is acknowledged before its audit records are on Kafka
-            await self._audit.durable()
-            self._metrics.stage("audit_flush").observe(time.perf_counter() - published)
-        except BrokerUnavailable as e:
-            # The messages did reach the broker; their audit records stay queued in order for the periodic
-            # flush. A retry with the same Idempotency-Key answers 202 with the same id and sends nothing again.
-            return Problem("broker_unavailable", f"the message reached the broker but its audit record did not ({e}); "
-                           "retry with the same Idempotency-Key: the same message id is answered, nothing is resent")
         elapsed = time.perf_counter() - started
         logging_each = log.isEnabledFor(logging.INFO)  # the line's fields are built only when it is written
         for p in items:

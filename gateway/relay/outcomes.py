@@ -147,10 +147,9 @@ class BatchOutcomes:
         delay = 0.5
         while True:
             try:
-                if self.records:
-                    await self.fx.publisher.publish(self.records)
-                    self.records = []
-                await self.fx.audit.durable()
+                # Dead letters and receipts ride with the batch's audit segment: one produce round trip.
+                await self.fx.audit.durable(riders=self.records)
+                self.records = []
                 break
             except BrokerUnavailable as e:
                 if stopping.is_set():

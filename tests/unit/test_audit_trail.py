@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -17,7 +18,7 @@ from gateway.audit.trail import AuditTrail
 from gateway.crypto.trust import TrustStore
 from gateway.dev.pki import PkiLayout
 from gateway.kafka.memory import MemoryBroker, MemoryPublisher
-from gateway.kafka.port import BrokerUnavailable
+from gateway.kafka.port import BrokerUnavailable, OutRecord
 from gateway.state import StateStore
 from gateway.wire.regions import Topics
 from tests.unit.test_audit_verify import pki, signer_of, trust
@@ -122,3 +123,64 @@ async def test_the_periodic_flush_publishes_and_announces_a_signed_head(pki: Pki
     on_topic = [r for v in broker.records(TOPICS.audit) for r in parse_segment(v.value).records]
     assert [r["stage"] for r in on_topic][:2] == ["rejected", "checkpoint"]
     assert (announced["seq"], announced["hash"]) in {(r["seq"], r["hash"]) for r in on_topic}
+
+
+class CountingPublisher(MemoryPublisher):
+    """Counts produce calls: what rides with a segment must share its call."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        super().__init__(broker)
+        self.calls: list[list[str]] = []
+
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        self.calls.append([r.topic for r in records])
+        await asyncio.sleep(0)  # a real produce yields: flushes may overlap
+        await super().publish(records)
+
+
+async def test_riders_travel_in_the_same_produce_call_as_the_segment(pki: PkiLayout, tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    publisher = CountingPublisher(broker)
+    audit = AuditTrail("JS", signer_of(pki, "JS"), StateStore(tmp_path / "s.sqlite"), publisher, topics=TOPICS)
+    audit.append("accepted", "m-1", "a" * 64, "c-1")
+    await audit.durable(riders=[OutRecord("t.yrdx.sh.inbox", b"message", b"k")])
+    assert publisher.calls == [["t.yrdx.sh.inbox", TOPICS.audit]]
+    assert audit.pending() == 0 and [r.value for r in broker.records("t.yrdx.sh.inbox")] == [b"message"]
+
+
+async def test_concurrent_callers_share_one_flush_and_none_returns_before_its_riders_are_sent(
+    pki: PkiLayout, tmp_path: Path,
+) -> None:
+    broker = MemoryBroker(partitions=1)
+    publisher = CountingPublisher(broker)
+    audit = AuditTrail("JS", signer_of(pki, "JS"), StateStore(tmp_path / "s.sqlite"), publisher, topics=TOPICS)
+
+    async def request(i: int) -> int:
+        audit.append("accepted", f"m-{i}", "a" * 64, f"c-{i}")
+        await audit.durable(riders=[OutRecord("inbox", f"message {i}".encode(), b"k")])
+        return len(broker.records("inbox"))  # what is on the "broker" when this caller is answered
+
+    seen = await asyncio.gather(*(request(i) for i in range(20)))
+    assert sorted(r.value for r in broker.records("inbox")) == sorted(f"message {i}".encode() for i in range(20))
+    assert len(publisher.calls) <= 3  # group commit: not one call per request
+    assert all(n >= 1 for n in seen)
+    [chain] = [[rec["seq"] for raw in broker.records(TOPICS.audit) for rec in parse_segment(raw.value).records]]
+    assert chain == list(range(1, 21))
+
+
+async def test_riders_of_a_failed_flush_are_never_sent_later(pki: PkiLayout, tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1, down=True)
+    audit = new_trail(pki, tmp_path, broker)
+    audit.append("accepted", "m-1", "a" * 64, "c-1")
+    with pytest.raises(BrokerUnavailable):
+        await audit.durable(riders=[OutRecord("inbox", b"refused message", b"k")])
+    broker.down = False
+    await audit.durable()  # the audit record is kept and published; the refused message is not
+    assert broker.records("inbox") == [] and audit.pending() == 0
+
+
+async def test_riders_are_published_with_the_audit_trail_disabled(pki: PkiLayout, tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    audit = new_trail(pki, tmp_path, broker, enabled=False)
+    await audit.durable(riders=[OutRecord("inbox", b"message", b"k")])
+    assert [r.value for r in broker.records("inbox")] == [b"message"] and broker.records(TOPICS.audit) == []
