@@ -120,7 +120,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     try:
         authorization = one_authorization(request.headers.getall("Authorization", []))
-        request[PRINCIPAL] = request.app[GATEWAY].auth.authenticate(authorization)
+        request[PRINCIPAL] = await request.app[GATEWAY].auth.authenticate(authorization)
     except AuthError as e:
         raise ProblemError(Problem("unauthenticated", str(e))) from e
     return await handler(request)

@@ -426,10 +426,21 @@ class PostgresBackend:
 
     # --- single-use JWT ids ------------------------------------------------------------------------------
 
-    def use_jti(self, jti: str, exp: float) -> bool:
-        def call(conn: _Connection) -> bool:
-            cur = conn.execute("INSERT INTO jti VALUES (%s, %s) ON CONFLICT (jti) DO NOTHING", (jti, exp))
-            return cur.rowcount == 1
+    def use_jtis(self, items: Sequence[tuple[str, float]]) -> list[bool]:
+        def call(conn: _Connection) -> list[bool]:
+            # One statement, one commit; RETURNING names the rows this call inserted (a replay, or a jti that
+            # another replica inserted first, is not among them).
+            rows = conn.execute(
+                "INSERT INTO jti SELECT * FROM unnest(%s::text[], %s::double precision[]) "
+                "ON CONFLICT (jti) DO NOTHING RETURNING jti",
+                ([j for j, _ in items], [e for _, e in items]),
+            ).fetchall()
+            fresh = {r[0] for r in rows}
+            used: list[bool] = []
+            for jti, _ in items:  # a jti twice in one group: only the first is fresh
+                used.append(jti in fresh)
+                fresh.discard(jti)
+            return used
 
         return self._run(call)
 

@@ -8,10 +8,11 @@ replicas share a PostgreSQL database instead (postgres.py).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -108,20 +109,25 @@ class SqliteBackend:
     def close(self) -> None:
         self._db.close()
 
-    def _tx(self, statements: Iterable[tuple[str, Sequence[Any] | Iterable[Sequence[Any]], bool]]) -> None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
         cur = self._db.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
-            for sql, params, many in statements:
-                if many:
-                    cur.executemany(sql, params)
-                else:
-                    cur.execute(sql, params)  # type: ignore[arg-type]
+            yield cur
             cur.execute("COMMIT")
         except BaseException:
             if self._db.in_transaction:
                 cur.execute("ROLLBACK")
             raise
+
+    def _tx(self, statements: Iterable[tuple[str, Sequence[Any] | Iterable[Sequence[Any]], bool]]) -> None:
+        with self._transaction() as cur:
+            for sql, params, many in statements:
+                if many:
+                    cur.executemany(sql, params)
+                else:
+                    cur.execute(sql, params)  # type: ignore[arg-type]
 
     def _in(self, sql: str, keys: Sequence[str]) -> list[Any]:
         """Rows of `sql` (whose one IN list is written `{marks}`) for the keys, in chunks."""
@@ -261,9 +267,11 @@ class SqliteBackend:
     # --- single-use JWT ids ------------------------------------------------------------------------------
 
     @_guarded
-    def use_jti(self, jti: str, exp: float) -> bool:
-        cur = self._db.execute("INSERT OR IGNORE INTO jti VALUES (?,?)", (jti, exp))
-        return cur.rowcount == 1
+    def use_jtis(self, items: Sequence[tuple[str, float]]) -> list[bool]:
+        if len(items) == 1:  # alone: one autocommitted statement is already one transaction
+            return [self._db.execute("INSERT OR IGNORE INTO jti VALUES (?,?)", items[0]).rowcount == 1]
+        with self._transaction() as cur:  # the group in one transaction: one WAL commit
+            return [cur.execute("INSERT OR IGNORE INTO jti VALUES (?,?)", item).rowcount == 1 for item in items]
 
     @_guarded
     def purge_jti(self, before: float) -> None:

@@ -203,6 +203,18 @@ def test_a_jti_is_used_once_across_replicas(db: PostgresDatabase) -> None:
     assert all(x != y for x, y in zip(used_a, used_b, strict=True))  # exactly one of the two, each time
 
 
+def test_jti_groups_are_used_once_across_replicas(db: PostgresDatabase) -> None:
+    a, b = db.open(), db.open()
+    exp = time.time() + 300
+    jtis = [f"p1:g{i}" for i in range(300)]
+
+    def in_groups(store: StateStore) -> list[bool]:
+        return [used for i in range(0, 300, 30) for used in store.use_jtis([(j, exp) for j in jtis[i:i + 30]])]
+
+    used_a, used_b = in_threads(lambda: in_groups(a), lambda: in_groups(b))
+    assert all(x != y for x, y in zip(used_a, used_b, strict=True))
+
+
 def test_replicas_starting_together_migrate_once(postgres_db: str) -> None:
     stores = in_threads(*[lambda: StateStore(dsn=postgres_db) for _ in range(4)])
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
 import time
@@ -14,7 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.http.auth import MAX_TOKEN_CHARS, Authenticator, AuthError, one_authorization
+from gateway.http.auth import MAX_TOKEN_CHARS, Authenticator, AuthError, Principal, one_authorization
 from gateway.state import StateStore
 
 ISSUER = "js-platform"
@@ -42,12 +43,12 @@ def signed(**over: Any) -> str:
     return "Bearer " + jwt.encode(claims(**over), KEY, algorithm="ES256")
 
 
-def test_a_valid_token_authenticates_once(auth: Authenticator) -> None:
+async def test_a_valid_token_authenticates_once(auth: Authenticator) -> None:
     token = signed(scope="audit:read other")
-    principal = auth.authenticate(token)
+    principal = await auth.authenticate(token)
     assert (principal.id, principal.kind, principal.scopes) == (ISSUER, "platform", {"audit:read", "other"})
     with pytest.raises(AuthError, match="replay"):
-        auth.authenticate(token)
+        await auth.authenticate(token)
 
 
 def test_one_authorization_header() -> None:
@@ -66,9 +67,9 @@ def test_one_authorization_header() -> None:
     "Bearer " + b64(b'{"alg":"ES256"}') + "." + b64(b"[" * 5000) + ".sig",
     "Bearer " + b64(b'{"alg":"ES256"}') + "." + b64(b'{"iss": ["js-platform"]}') + ".sig",
 ])
-def test_malformed_tokens_are_auth_errors(auth: Authenticator, authorization: str | None) -> None:
+async def test_malformed_tokens_are_auth_errors(auth: Authenticator, authorization: str | None) -> None:
     with pytest.raises(AuthError):
-        auth.authenticate(authorization)
+        await auth.authenticate(authorization)
 
 
 @pytest.mark.parametrize("over", [
@@ -80,18 +81,18 @@ def test_malformed_tokens_are_auth_errors(auth: Authenticator, authorization: st
     {"scope": ["audit:read"]}, {"scope": {"a": [[[[1]]]]}},
     {"aud": ["urn:yrdx:gateway:SH"]}, {"iss": "js-platform\x00"},
 ])
-def test_signed_tokens_with_broken_claims_are_auth_errors(auth: Authenticator, over: dict[str, Any]) -> None:
+async def test_signed_tokens_with_broken_claims_are_auth_errors(auth: Authenticator, over: dict[str, Any]) -> None:
     # jwt.encode serializes with json.dumps, which writes NaN and Infinity as such (and Python's json reads them).
     with pytest.raises(AuthError):
-        auth.authenticate(signed(**over))
+        await auth.authenticate(signed(**over))
 
 
-def test_float_times_are_numeric_dates(auth: Authenticator) -> None:
+async def test_float_times_are_numeric_dates(auth: Authenticator) -> None:
     now = time.time()
-    assert auth.authenticate(signed(iat=now, exp=now + 60.5)).id == ISSUER
+    assert (await auth.authenticate(signed(iat=now, exp=now + 60.5))).id == ISSUER
 
 
-def test_random_garbage_and_mutations_are_only_auth_errors(auth: Authenticator) -> None:
+async def test_random_garbage_and_mutations_are_only_auth_errors(auth: Authenticator) -> None:
     """Anything but AuthError fails the test. A mutation may leave the token valid (base64's last character
     carries spare bits), but its jti lets it through once at most."""
     rng = random.Random(7)
@@ -107,16 +108,33 @@ def test_random_garbage_and_mutations_are_only_auth_errors(auth: Authenticator) 
                 chars[rng.randrange(len(chars))] = rng.choice(alphabet)
             token = "".join(chars)
         try:
-            auth.authenticate("Bearer " + token)
+            await auth.authenticate("Bearer " + token)
             accepted += 1
         except AuthError:
             pass
     assert accepted <= 1
 
 
-def test_signed_tokens_whose_payload_is_not_a_claims_object(auth: Authenticator) -> None:
+async def test_signed_tokens_whose_payload_is_not_a_claims_object(auth: Authenticator) -> None:
     """Validly signed, but the payload a JSON array, a string, a deep nest, an infinite exp."""
     for payload in (b"[]", b'"x"', b"1", b"[" * 900 + b"]" * 900, b'{"iss": "js-platform", "exp": 1e999}'):
         token = jwt.api_jws.PyJWS().encode(payload, KEY, algorithm="ES256")
         with pytest.raises(AuthError):
-            auth.authenticate(f"Bearer {token}")
+            await auth.authenticate(f"Bearer {token}")
+
+
+async def test_tokens_presented_together_spend_their_jtis_in_one_group(auth: Authenticator) -> None:
+    """Concurrent requests share one jti transaction; the same token twice in one group passes once."""
+    tokens = [signed() for _ in range(20)]
+    replayed = tokens[3]
+    results = await asyncio.gather(*(auth.authenticate(t) for t in [*tokens, replayed]), return_exceptions=True)
+    refused = [r for r in results if isinstance(r, AuthError)]
+    assert len(refused) == 1 and "replay" in str(refused[0])
+    assert sum(isinstance(r, Principal) for r in results) == 20
+
+
+async def test_a_token_that_fails_verification_spends_no_jti(auth: Authenticator) -> None:
+    token = jwt.encode(claims(jti="kept"), ec.generate_private_key(ec.SECP256R1()), algorithm="ES256")
+    with pytest.raises(AuthError, match="invalid token"):
+        await auth.authenticate(f"Bearer {token}")
+    assert (await auth.authenticate(signed(jti="kept"))).id == ISSUER  # the forged one did not use it up

@@ -302,6 +302,14 @@ class StateContract:
         assert store.use_jti("p1:j1", exp) is False
         assert store.use_jti("p2:j1", exp) is True
 
+    def test_jtis_of_a_group_are_used_once_in_one_call(self, store: StateStore) -> None:
+        exp = time.time() + 300
+        assert store.use_jti("p1:before", exp) is True
+        assert store.use_jtis([("p1:a", exp), ("p1:before", exp), ("p1:b", exp), ("p1:a", exp)]) == [
+            True, False, True, False]
+        assert store.use_jtis([]) == []
+        assert store.use_jti("p1:b", exp) is False
+
     def test_purging_forgets_only_long_expired_jtis(self, store: StateStore) -> None:
         store.use_jti("old", time.time() - 3600)
         store.use_jti("recent", time.time() - 10)  # expired, but within the minute of grace
