@@ -68,10 +68,10 @@ def test_a_file_locked_past_the_busy_timeout_is_unavailable(tmp_path: Path) -> N
         with pytest.raises(StateUnavailable, match="database is locked"):
             backend.mark_seen([])
         with pytest.raises(StateUnavailable):
-            backend.use_jti("j", time.time())
+            backend.use_jtis([("j", time.time())])
         assert backend.get("k") is None  # readers go on (WAL)
         other.execute("ROLLBACK")
-        assert backend.use_jti("j", time.time()) is True
+        assert backend.use_jtis([("j", time.time())]) == [True]
     finally:
         other.close()
         backend.close()
