@@ -46,10 +46,12 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from gateway.audit.model import GENESIS, record_hash
 from gateway.crypto.jws import Signer, Verifier, parse_detached, verify_detached
-from gateway.crypto.keyfiles import load_certificate, load_private_key
+from gateway.crypto.keyfiles import load_certificate, load_encryption_key, load_encryption_pub, load_private_key
 from gateway.crypto.keys import public_key_of
-from gateway.dev.exchange import BUSINESS_TYPES, Exchange, edit_config, init_exchange, platform_id
+from gateway.crypto.seal import Opener, Sealer
+from gateway.dev.exchange import BUSINESS_TYPES, SEALED_BY_DEFAULT, Exchange, edit_config, init_exchange, platform_id
 from gateway.dev.local_kafka import LocalKafka, env_bootstrap_servers, free_port
 from gateway.http.auth import TokenMinter
 from gateway.schemas.registry import SchemaRegistry
@@ -124,6 +126,19 @@ class CpuWindow:
         for name, pid in self.pids.items():
             before, after = self._before.get(name), cpu_seconds(pid)
             self.used[name] = None if before is None or after is None else after - before
+
+
+def peak_rss_mib(pid: int | None) -> float | None:
+    """The process's resident-set high-water mark (VmHWM) so far, in MiB."""
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def counter(metrics: dict[str, float], name: str) -> float:
@@ -605,6 +620,16 @@ def primitives(registry: SchemaRegistry, ex: Exchange, batch: int) -> dict[str, 
         return all(verifier.verify(s, c, public_key) for s, c in zip(batch_sigs, contents, strict=True))
 
     assert verify_batch()
+    clear = orjson.dumps(payload)  # sealing: to SH's encryption key, as JS does for the sealed types
+    sealer = Sealer.for_key(load_encryption_pub(ex.pki.encryption_pub(RECEIVER)), kid=RECEIVER)
+    opener = Opener.for_key(load_encryption_key(ex.pki.encryption_key(RECEIVER)))
+    sealed = sealer.seal(clear)
+    assert opener.open(sealed) == clear
+    audit_body = {  # one audit record as the gateways chain it (each message gets AUDIT_RECORDS_PER_MESSAGE)
+        "seq": 123456, "region": SENDER, "message_id": envelope.uuid7(), "correlation_id": envelope.uuid7(),
+        "stage": "delivered", "at": envelope.utc_timestamp(), "envelope_sha256": envelope.sha256_hex(raw),
+        "detail": {"platform": platform_id(RECEIVER)}, "prev_hash": GENESIS,
+    }
     timings = {
         "orjson_parse": best_us(lambda: orjson.loads(raw)),
         "schema_validate": best_us(lambda: registry.validate("medical.settlement.result", 1, doc["payload"])),
@@ -614,6 +639,9 @@ def primitives(registry: SchemaRegistry, ex: Exchange, batch: int) -> dict[str, 
         f"batch_verify/{batch}": best_us(verify_batch) / batch,
         "envelope_build": best_us(build),
         "sha256": best_us(lambda: envelope.sha256_hex(raw)),
+        "seal": best_us(lambda: sealer.seal(clear)),
+        "open": best_us(lambda: opener.open(sealed)),
+        "audit_record": best_us(lambda: record_hash(GENESIS, audit_body)),
     }
     return {"envelope_bytes": len(raw), "alg": signer.alg, "batch": batch, "us": timings}
 
@@ -636,6 +664,7 @@ class OpenLoopStep:
     send_lag: list[float] = field(default_factory=list)  # actual send - scheduled (the client's own lag)
     post_202: list[float] = field(default_factory=list)  # scheduled -> 202 read
     statuses: dict[str, int] = field(default_factory=dict)  # "HTTP code" of every non-202 answer -> count
+    no_retry_after: int = 0  # 429 answers without a Retry-After header
     t0: float = 0.0
     scheduled_end: float = 0.0
     last_send: float = 0.0
@@ -651,6 +680,8 @@ async def _open_loop_post(driver: Driver, step: OpenLoopStep, body: bytes, sched
         async with driver.session.post(driver.js.url + "/v1/messages", data=body, headers=headers) as resp:
             raw = await resp.read()
             status = resp.status
+            if status == 429 and not resp.headers.get("Retry-After"):
+                step.no_retry_after += 1
     except (TimeoutError, aiohttp.ClientError) as e:
         step.phase.request_errors.append(f"{type(e).__name__}: {e}")
         return
@@ -721,6 +752,7 @@ def open_loop_figures(step: OpenLoopStep) -> dict[str, Any]:
         "send_lag_ms": ms(step.send_lag),
         "non_202": dict(sorted(step.statuses.items())),
         "overloaded_429": sum(v for k, v in step.statuses.items() if k.startswith("429")),
+        "overloaded_without_retry_after": step.no_retry_after,
         "request_errors": len(phase.request_errors),
         "request_error_samples": sorted(set(phase.request_errors))[:3],
         "missing": len(phase.missing),
@@ -734,8 +766,8 @@ def open_loop_figures(step: OpenLoopStep) -> dict[str, Any]:
 async def run_open_loop(driver: Driver, args: argparse.Namespace, variants: Sequence[tuple[str, dict[str, Any]]],
                         run_id: str, start: int, pids: dict[str, int | None]) -> list[dict[str, Any]]:
     steps: list[dict[str, Any]] = []
-    for rate in args.open_loop:
-        count = max(1, round(rate * args.seconds))
+    for i, rate in enumerate(args.open_loop):
+        count = max(1, round(rate * seconds_of(args, i)))
         step = OpenLoopStep(rate, Phase(f"open-loop {rate}/s", build_batches(variants, count, 0, run_id, start)))
         start += count
         window = CpuWindow(pids)
@@ -761,7 +793,7 @@ def report_open_loop(f: dict[str, Any]) -> None:
     c, m, d = f["config"], f["machine"], f["delivery_check"]
     print()
     print(f"== yrdx relay benchmark, open loop: single-message POST /v1/messages {c['route']}, "
-          f"{c['seconds']:g} s per offered rate, warmup {c['warmup']:,}, "
+          f"{'/'.join(f'{x:g}' for x in c['seconds'])} s per offered rate, warmup {c['warmup']:,}, "
           f"client pool {c['connections'] or 'unbounded'} connections")
     print(f"suite: {f['alg']}, kafka.compression: {f['compression']}, audit trail {'on' if f['audit'] else 'off'}")
     print(f"machine: {m['nproc']} CPUs ({m['usable_cpus']} usable), Python {m['python']}, loadavg "
@@ -808,6 +840,7 @@ def report_open_loop(f: dict[str, Any]) -> None:
             for sample in logs["samples"]:
                 print(f"    {sample}")
     print()
+    print("peak RSS (VmHWM): " + ", ".join(f"{r} gateway {fmt(v, ',.0f')} MiB" for r, v in f["peak_rss_mib"].items()))
     print_delivery_check(d)
 
 
@@ -908,6 +941,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         print(f"gateways: JS pid {js.pid} at {js.url}, SH pid {sh.pid} at {sh.url}")
 
         variants = message_variants(registry)
+        figures["sealed_share"] = sum(1 for t, _ in variants if t in SEALED_BY_DEFAULT) / len(variants)
         run_id = uuid.uuid4().hex[:8]
         per_request = 0 if args.single else args.batch
         warm = Phase("warmup", build_batches(variants, args.warmup, per_request, run_id, 0))
@@ -925,6 +959,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
                       f"in {warm.delivered_done - warm.started:.1f} s")
             if args.open_loop:  # the rates, the drain and the delivery check; no baseline, no primitives
                 figures["open_loop"] = await run_open_loop(driver, args, variants, run_id, args.warmup, pids)
+                figures["peak_rss_mib"] = {g.region: peak_rss_mib(g.pid) for g in gateways}
                 await driver.drain(args.drain)
                 figures["gateway_logs"] = {g.region: g.log_summary() for g in gateways}
                 figures["delivery_check"], ok = delivery_check(driver.ledger)
@@ -947,6 +982,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
             for s in spies:
                 s.stop()
             await driver.drain(args.drain)
+            figures["peak_rss_mib"] = {g.region: peak_rss_mib(g.pid) for g in gateways}
             js_metrics, sh_metrics = await driver.metrics(js), await driver.metrics(sh)
 
         e2e = phase_figures(measured)
@@ -1104,6 +1140,7 @@ def report(f: dict[str, Any]) -> None:
           f"(floor = parse + batch verify + validate = {r['egress_floor_us']:.1f} us)")
     print(f"  Kafka CPU e2e / baseline         {fmt(r['kafka_cpu_e2e_over_baseline'], '.2f')}")
     print()
+    print("peak RSS (VmHWM): " + ", ".join(f"{r} gateway {fmt(v, ',.0f')} MiB" for r, v in f["peak_rss_mib"].items()))
     print_delivery_check(d)
 
 
@@ -1116,6 +1153,21 @@ def rates(text: str) -> list[int]:
     if not values or values[0] < 1:
         raise argparse.ArgumentTypeError("rates are positive integers (msg/s), e.g. 500,1000,2000")
     return values
+
+
+def seconds_list(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of seconds: {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("at least one duration")
+    return values
+
+
+def seconds_of(args: argparse.Namespace, i: int) -> float:
+    """--seconds for the i-th offered rate: its own, or the last one given."""
+    return float(args.seconds[min(i, len(args.seconds) - 1)])
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -1148,13 +1200,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--open-loop", type=rates, metavar="R1,R2,...",
                    help="open loop: single-message POSTs at each offered rate (msg/s) on a fixed schedule, "
                    "latency from each request's scheduled time; no baseline or primitives")
-    p.add_argument("--seconds", type=float, default=10.0, help="seconds per offered rate of --open-loop (10)")
+    p.add_argument("--seconds", type=seconds_list, default=[10.0], metavar="S1,S2,...",
+                   help="seconds per offered rate of --open-loop (10); one per rate, the last one for the rest")
     p.add_argument("--connections", type=int, default=OPEN_LOOP_CONNECTIONS,
                    help=f"--open-loop: the client's connection pool ({OPEN_LOOP_CONNECTIONS}; 0: unbounded). "
                    "Requests beyond it wait in the client, so the gateway never holds more at once")
     args = p.parse_args(argv)
     if args.open_loop:
-        if args.seconds <= 0 or args.connections < 0:
+        if min(args.seconds) <= 0 or args.connections < 0:
             p.error("--seconds must be positive, --connections not negative")
         if args.profile is not None:
             p.error("--profile is not supported with --open-loop")
