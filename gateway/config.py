@@ -121,6 +121,7 @@ class GatewayConfig:
     state_timeout_s: float = 2.0  # bounds each PostgreSQL call (connect, statement, lock wait, client wait)
     source: Path | None = field(default=None, compare=False)
     recipients: Mapping[str, Platform] = field(default_factory=dict, compare=False, repr=False)
+    _platforms_by_id: Mapping[str, Platform] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def topics(self) -> Topics:
@@ -128,7 +129,7 @@ class GatewayConfig:
         return self.kafka.topics
 
     def platform(self, platform_id: str) -> Platform | None:
-        return next((p for p in self.platforms if p.id == platform_id), None)
+        return self._platforms_by_id.get(platform_id)  # per request: a lookup, not a scan
 
     def recipient_of(self, msg_type: str) -> Platform | None:
         """The local platform that receives messages of this type (first match in config order)."""
@@ -139,6 +140,7 @@ class GatewayConfig:
         for p in reversed(self.platforms):  # the first platform in config order wins
             recipients.update(dict.fromkeys(p.receives, p))
         object.__setattr__(self, "recipients", recipients)
+        object.__setattr__(self, "_platforms_by_id", {p.id: p for p in reversed(self.platforms)})
 
 
 _TOP_KEYS = {
