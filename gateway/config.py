@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import yaml
 
+from gateway.wire.envelope import MAX_USE_CAUSE, is_code
 from gateway.wire.regions import REGIONS, Topics, check_namespace
 
 
@@ -279,8 +280,9 @@ def _purposes(r: _Reader) -> dict[str, frozenset[str]]:
     """`purposes: {<type>: [<purpose code>, ...]}`: a non-empty list per type."""
     out: dict[str, frozenset[str]] = {}
     for msg_type, codes in r.data.items():
-        if not isinstance(codes, list) or not codes or not all(isinstance(c, str) and c for c in codes):
-            r.error(str(msg_type), "expected a non-empty list of purpose codes")
+        if not isinstance(codes, list) or not codes or not all(is_code(c, MAX_USE_CAUSE) for c in codes):
+            r.error(str(msg_type), f"expected a non-empty list of purpose codes (1 to {MAX_USE_CAUSE} characters: "
+                    "letters, digits, . _ : -)")
             continue
         out[str(msg_type)] = frozenset(codes)
     return out

@@ -14,10 +14,10 @@ import pytest
 
 from gateway.audit.journey import flatten_segments
 from gateway.audit.trail import AuditTrail
-from gateway.config import load_config
+from gateway.config import ConfigError, load_config
 from gateway.crypto.jws import Signer
 from gateway.crypto.keyfiles import load_certificate, load_private_key
-from gateway.dev.exchange import init_exchange
+from gateway.dev.exchange import edit_config, init_exchange
 from gateway.metrics import Metrics
 from gateway.relay.ingress import Ingress
 from gateway.relay.purposes import UsePolicy
@@ -186,3 +186,14 @@ async def test_the_receivers_purposes_override_the_schema(tmp_path: Path) -> Non
     finally:
         await close(h)
 
+
+
+def test_the_purposes_of_the_config_are_checked(tmp_path: Path) -> None:
+    ex = init_exchange(tmp_path / "ex", base_port=0, bootstrap_servers="127.0.0.1:1")
+    path = ex.config_path("SH")
+    edit_config(path, purposes={FETCH: ["gov_service"], "license.verify.request": ["licence_check"]})
+    assert load_config(path).purposes == {FETCH: {"gov_service"}, "license.verify.request": {"licence_check"}}
+    for bad in ([], ["办事"], "gov_service", [""]):
+        edit_config(path, purposes={FETCH: bad})
+        with pytest.raises(ConfigError, match=f"purposes.{FETCH}"):
+            load_config(path)
