@@ -50,8 +50,7 @@ def operator_or_error(value: object) -> Operator | str:
     """The `operator` object read from a request or an envelope, or what is wrong with it."""
     if not isinstance(value, dict) or not {"id", "role"} <= set(value) or set(value) - {"id", "role", "department"}:
         return "operator must be an object {id, role, department?}"
-    fields = (value["id"], value["role"], value.get("department", "x"))
-    if not all(is_code(f, MAX_OPERATOR_FIELD) for f in fields):
+    if not all(is_code(f, MAX_OPERATOR_FIELD) for f in value.values()):
         return (f"operator id, role and department are codes of 1 to {MAX_OPERATOR_FIELD} characters "
                 "(letters, digits, . _ : -)")
     return Operator(value["id"], value["role"], value.get("department"))
