@@ -33,6 +33,7 @@ import aiohttp
 
 from adapters.simulated import DELIVERED, Attempt, Ledger, PlatformClient, SimulatedPlatforms
 from adapters.stories import Cast, Scale, StoryResult, bad_cases, build_cast, check_receipts, good_stories
+from adapters.story_cases import gov_services_story, wire_gov_services
 from gateway.audit.journey import journey, read_audit_records
 from gateway.audit.verify import verify_values
 from gateway.config import KafkaConfig
@@ -48,7 +49,7 @@ from gateway.wire.regions import AUDIT_TOPIC, REGIONS, region_slug
 
 __all__ = ["run_demo"]
 
-FAMILIES = ("identity", "license", "medical")
+FAMILIES = ("identity", "license", "medical", "case", "credit")
 MARKER = ".yrdx-demo"  # marks a folder the demo owns, so that a rerun may clear what the last run left
 GATEWAY_START_S = 60.0
 DELIVERY_WAIT_S = 30.0
@@ -426,7 +427,9 @@ async def _demo(root: Path, kafka: KafkaConfig, alg: str, fleet: GatewayFleet, c
 
         say("stories: Anhui patients treated in Shanghai, Zhejiang licences checked by Jiangsu, "
             "Jiangsu residents verified by Shanghai ...")
-        results: list[StoryResult] = list(await asyncio.gather(*(story() for story in good_stories(cast))))
+        gov = wire_gov_services(sim, root)
+        results: list[StoryResult] = list(await asyncio.gather(*(story() for story in good_stories(cast)),
+                                                               gov_services_story(cast, gov)))
         for r in results:
             say(f"  {'ok' if r.ok else 'FAILED'}: {r.name}: {r.summary}")
         say("bad ones: a tampered record, a schema violation, a type the platform may not send ...")

@@ -198,11 +198,18 @@ class PlatformClient:
         story: str,
         correlation_id: str | None = None,
         expect: str = DELIVERED,
+        operator: Mapping[str, str] | None = None,
+        use_cause: str | None = None,
     ) -> Attempt:
-        """POST /v1/messages; the attempt records the id (202) or the problem code (4xx/5xx)."""
+        """POST /v1/messages; the attempt records the id (202) or the problem code (4xx/5xx). `operator` and
+        `use_cause` are the use context of a type that reads personal data or licences."""
         body: dict[str, Any] = {"type": msg_type, "to": to, "payload": payload}
         if correlation_id is not None:
             body["correlation_id"] = correlation_id
+        if operator is not None:
+            body["operator"] = dict(operator)
+        if use_cause is not None:
+            body["use_cause"] = use_cause
         attempt = self._ledger.add(Attempt(msg_type, self.region, to, story, expect, time.monotonic()))
         status, doc = await self._post("/v1/messages", body)
         attempt.status = status

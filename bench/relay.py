@@ -54,12 +54,15 @@ from gateway.crypto.seal import Opener, Sealer
 from gateway.dev.exchange import BUSINESS_TYPES, SEALED_BY_DEFAULT, Exchange, edit_config, init_exchange, platform_id
 from gateway.dev.local_kafka import LocalKafka, env_bootstrap_servers, free_port
 from gateway.http.auth import TokenMinter
+from gateway.relay.purposes import UsePolicy
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire import envelope, headers
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
 SENDER, RECEIVER = "JS", "SH"
+# Who asks, for the types that read personal data or licences (README "Government services across regions").
+BENCH_OPERATOR = {"id": "JS-BENCH-0001", "role": "system", "department": "JS-BENCH"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PULL_MAX = 500
 PULL_WAIT_S = 1.0
@@ -284,26 +287,29 @@ def settlement_2k(registry: SchemaRegistry) -> dict[str, Any]:
     return payload
 
 
-def message_variants(registry: SchemaRegistry) -> list[tuple[str, dict[str, Any]]]:
+def message_variants(registry: SchemaRegistry) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """Every business type JS may send SH with each of its schema examples, interleaved by type, plus the
-    ~2 KB settlement of the primitives."""
+    ~2 KB settlement of the primitives; with the use context (operator, use_cause) where the type needs one."""
     examples = {t: registry.examples(t) for t in BUSINESS_TYPES}
+    uses = UsePolicy(registry)
+    context = {t: {"operator": BENCH_OPERATOR, "use_cause": min(uses.allowed(t))} if uses.allowed(t) else {}
+               for t in BUSINESS_TYPES}
     variants = [
-        (t, examples[t][i]) for i in range(max(len(e) for e in examples.values()))
+        (t, examples[t][i], context[t]) for i in range(max(len(e) for e in examples.values()))
         for t in BUSINESS_TYPES if i < len(examples[t])
     ]
-    variants.append(("medical.settlement.result", settlement_2k(registry)))
+    variants.append(("medical.settlement.result", settlement_2k(registry), {}))
     return variants
 
 
-def build_batches(variants: Sequence[tuple[str, dict[str, Any]]], count: int, batch: int, run: str,
+def build_batches(variants: Sequence[tuple[str, dict[str, Any], dict[str, Any]]], count: int, batch: int, run: str,
                   start: int) -> list[bytes]:
     """`count` messages as serialized POST /v1/messages/batch bodies of at most `batch` items. A third take
     a fresh correlation id, a third one of a few shared conversations, a third none (the id is used)."""
     items: list[dict[str, Any]] = []
     for n in range(start, start + count):
-        msg_type, payload = variants[n % len(variants)]
-        item: dict[str, Any] = {"type": msg_type, "to": RECEIVER, "payload": payload}
+        msg_type, payload, context = variants[n % len(variants)]
+        item: dict[str, Any] = {"type": msg_type, "to": RECEIVER, "payload": payload, **context}
         if n % 3 == 1:
             item["correlation_id"] = str(uuid.uuid4())
         elif n % 3 == 2:

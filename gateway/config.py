@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import yaml
 
+from gateway.wire.envelope import MAX_USE_CAUSE, is_code
 from gateway.wire.regions import REGIONS, Topics, check_namespace
 
 
@@ -110,6 +111,8 @@ class GatewayConfig:
     limits: Limits
     accept: Mapping[str, frozenset[str]]
     platforms: tuple[Platform, ...]
+    # Purpose codes this region allows per type, overriding the schema's `x-use-causes` (gateway/relay/purposes.py).
+    purposes: Mapping[str, frozenset[str]] = field(default_factory=dict)
     auditors: tuple[Auditor, ...] = ()
     metrics_token_file: Path | None = None
     schemas_dir: Path | None = None
@@ -145,7 +148,7 @@ class GatewayConfig:
 
 _TOP_KEYS = {
     "region", "listen", "kafka", "identity", "trust", "state", "limits", "accept", "platforms", "auditors",
-    "metrics", "schemas_dir", "audit_index", "audit_enabled", "seal",
+    "metrics", "schemas_dir", "audit_index", "audit_enabled", "seal", "purposes",
 }
 
 
@@ -273,6 +276,18 @@ def _delivery(r: _Reader) -> Delivery:
         backoff_max_s=r.float_("backoff_max_s", 5.0),
         concurrency=r.int_("concurrency", 32, minimum=1),
     )
+
+
+def _purposes(r: _Reader) -> dict[str, frozenset[str]]:
+    """`purposes: {<type>: [<purpose code>, ...]}`: a non-empty list per type."""
+    out: dict[str, frozenset[str]] = {}
+    for msg_type, codes in r.data.items():
+        if not isinstance(codes, list) or not codes or not all(is_code(c, MAX_USE_CAUSE) for c in codes):
+            r.error(str(msg_type), f"expected a non-empty list of purpose codes (1 to {MAX_USE_CAUSE} characters: "
+                    "letters, digits, . _ : -)")
+            continue
+        out[str(msg_type)] = frozenset(codes)
+    return out
 
 
 def _thumbprints(r: _Reader, name: str) -> frozenset[str]:
@@ -466,6 +481,8 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         if _region(acc, str(sender), sender):
             accept[str(sender)] = acc.types(str(sender))
 
+    purposes = _purposes(root.sub("purposes"))
+
     raw_platforms = root.data.get("platforms") or []
     if not isinstance(raw_platforms, list):
         root.error("platforms", "expected a list")
@@ -522,6 +539,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         limits=limits,
         accept=accept,
         platforms=tuple(platforms),
+        purposes=purposes,
         auditors=tuple(auditors),
         metrics_token_file=metrics_token_file,
         schemas_dir=schemas_dir,

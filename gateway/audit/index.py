@@ -36,7 +36,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -48,13 +48,14 @@ from gateway.kafka.reader import KafkaError, TopicFollower, partitions_of
 from gateway.wire.regions import DEFAULT_TOPICS
 
 __all__ = [
-    "AuditIndex", "Batch", "IndexRun", "IndexUnavailable", "check_segments", "current_trace", "decode_segments",
-    "default_index_path", "format_trace", "is_dsn", "open_index", "trace", "trace_conflicts", "trace_document",
-    "update_index",
+    "AuditIndex", "Batch", "IndexRun", "IndexUnavailable", "check_segments", "current_trace", "current_usage",
+    "decode_segments", "default_index_path", "format_trace", "is_dsn", "open_index", "trace", "trace_conflicts",
+    "trace_document", "update_index", "usage_document",
 ]
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 Conflict = dict[str, Any]  # {region, seq, hash, kind, reason, partition, offset, record}
 RECEIPT_STAGES = frozenset({"receipt_sent", "receipt_received"})
 _COLUMNS = ("message_id", "correlation_id", "ref_id")  # the ones a trace looks records and conflicts up by
@@ -203,6 +204,7 @@ class _Backend(Protocol):
                ) -> list[dict[str, Any]]: ...
     def counts(self) -> dict[str, int]: ...
     def close(self) -> None: ...
+    def select_subject(self, region: str, stage: str, subjects: Sequence[str]) -> list[dict[str, Any]]: ...
 
 
 # What `select` reads of each table, the keys of the dicts it returns (in column order) and its JSON column.
@@ -350,6 +352,13 @@ class _Sqlite:
         row = self._db.execute(_COUNTS).fetchone()
         return {"records": row[0], "segments": row[1], "conflicts": row[2]}
 
+    def select_subject(self, region: str, stage: str, subjects: Sequence[str]) -> list[dict[str, Any]]:
+        marks = ", ".join("?" * len(subjects))
+        sql = (f"SELECT {_TABLES['audit_records'][0]} FROM audit_records WHERE region = ? AND stage = ? "  # noqa: S608
+               f"AND json_extract(detail, '$.subject') IN ({marks}) ORDER BY seq")
+        rows = self._db.execute(sql, (region, stage, *subjects))
+        return [{**dict(zip(_RECORD_KEYS, row, strict=True)), "detail": orjson.loads(row[7])} for row in rows]
+
     def close(self) -> None:
         self._db.close()
 
@@ -411,6 +420,12 @@ class _Postgres:
         assert row is not None
         return {"records": int(row[0]), "segments": int(row[1]), "conflicts": int(row[2])}
 
+    def select_subject(self, region: str, stage: str, subjects: Sequence[str]) -> list[dict[str, Any]]:
+        sql = (f"SELECT {_TABLES['audit_records'][0]} FROM audit_records WHERE region = %s AND stage = %s "  # noqa: S608
+               "AND detail->>'subject' = ANY(%s) ORDER BY seq")
+        rows = self._db.execute(sql, (region, stage, list(subjects)))
+        return [dict(zip(_RECORD_KEYS, row, strict=True)) for row in rows.fetchall()]
+
     def close(self) -> None:
         self._db.close()
 
@@ -471,6 +486,16 @@ class AuditIndex:
     def counts(self) -> dict[str, int]:
         with self._lock:
             return self._backend.counts()
+
+    def uses_of(self, region: str, subjects: Collection[str]) -> list[AuditRecord]:
+        """The `verified` records of `region` whose `detail.subject` (the holder's pseudonym, relay/purposes.py) is
+        one of `subjects`: each is a message that reached the region's platform about that holder. A scan of the
+        region's verified records, in chain order."""
+        wanted = sorted(set(subjects) - {""})
+        if not wanted:
+            return []
+        with self._lock:
+            return self._backend.select_subject(region, "verified", wanted)
 
     def close(self) -> None:
         with self._lock:
@@ -697,6 +722,25 @@ def trace_document(index: AuditIndex, message_id: str) -> dict[str, Any] | None:
     }
 
 
+def usage_document(index: AuditIndex, region: str, subjects: Collection[str]) -> dict[str, Any]:
+    """GET /v1/usage: who used the holder's data or licences in `region`, when and for what (codes, no names)."""
+    uses = []
+    for r in index.uses_of(region, subjects):
+        d = r["detail"]
+        operator = {k: d[f"operator_{k}"] for k in ("id", "role", "department") if f"operator_{k}" in d}
+        uses.append({"at": r["at"], "message_id": r["message_id"], "correlation_id": r["correlation_id"],
+                     "type": d.get("type"), "from": d.get("sender"), "subject": d["subject"],
+                     "operator": operator or None, "use_cause": d.get("use_cause")})
+    return {"region": region, "subjects": sorted(set(subjects)), "uses": uses}
+
+
+async def current_usage(kafka: KafkaConfig, target: str, region: str, subjects: Collection[str],
+                        update_timeout_s: float = 2.0, *, trust: TrustStore | None = None) -> dict[str, Any]:
+    """As `current_trace`: the index brought up to date (bounded), then the usage of the subjects."""
+    return await _from_current_index(kafka, target, update_timeout_s, trust,
+                                     lambda index: usage_document(index, region, subjects))
+
+
 def _short_id(value: str) -> str:
     return value[-12:]  # a UUIDv7 begins with its timestamp, so ids of one conversation differ at the end
 
@@ -757,6 +801,12 @@ async def current_trace(
     """For the gateway's HTTP route: bring the index up to date (bounded, checkpoints checked against `trust`:
     the gateway's own), then trace. A broker that cannot be reached in time leaves the index as it is: the
     answer is then what was indexed before."""
+    return await _from_current_index(kafka, target, update_timeout_s, trust,
+                                     lambda index: trace_document(index, message_id))
+
+
+async def _from_current_index(kafka: KafkaConfig, target: str, update_timeout_s: float, trust: TrustStore | None,
+                              query: Callable[[AuditIndex], _T]) -> _T:
     index = await asyncio.to_thread(open_index, target)
     try:
         try:
@@ -764,6 +814,6 @@ async def current_trace(
                                setup_timeout_s=update_timeout_s)
         except (TimeoutError, KafkaError, OSError) as e:
             log.warning("audit index not updated; answering from what it holds", extra={"error": repr(e)})
-        return await asyncio.to_thread(trace_document, index, message_id)
+        return await asyncio.to_thread(query, index)
     finally:
         await asyncio.to_thread(index.close)

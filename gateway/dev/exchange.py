@@ -27,6 +27,10 @@ BUSINESS_TYPES = (
     "medical.filing.request", "medical.filing.result",
     "medical.settlement.request", "medical.settlement.result", "medical.settlement.cancel", "medical.reversal",
     "medical.clearing.statement", "medical.clearing.confirm",
+    # Government services across regions (README): licences used under the holder's grant, cases, supervision.
+    "license.authorization.grant", "license.authorization.revoke", "license.fetch.request", "license.fetch.result",
+    "case.submit", "case.accept", "case.progress", "case.result", "case.evaluation",
+    "supervision.lead", "supervision.result", "credit.list.notice", "credit.repair.notice",
 )
 
 
@@ -35,6 +39,7 @@ BUSINESS_TYPES = (
 SEALED_BY_DEFAULT = (
     "identity.verify.request", "license.commitment.record", "medical.clearing.confirm", "medical.filing.request",
     "medical.reversal", "medical.settlement.cancel", "medical.settlement.request", "medical.settlement.result",
+    "case.submit",
 )
 
 

@@ -22,7 +22,7 @@ from aiohttp import StreamReader, web
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.audit.index import IndexUnavailable, current_trace
+from gateway.audit.index import IndexUnavailable, current_trace, current_usage
 from gateway.config import Platform
 from gateway.http import openapi
 from gateway.http.admission import RETRY_AFTER_S, Admission, Overloaded
@@ -51,6 +51,8 @@ BODY_TIMEOUT_S = 30.0  # the whole body, once the header is in
 LINGER_S = 1.0  # after answering a request whose body is still arriving (aiohttp lingers for 10 s)
 MAX_LINE_BYTES = 8190  # request line and each header line
 MAX_HEADERS = 128
+MAX_SUBJECTS = 20  # pseudonyms per usage query: one per region pair and identifier type is a handful
+PSEUDONYM = re.compile(r"[0-9a-f]{64}")
 MAX_PULL = 1000
 MAX_WAIT_S = 30.0
 _DIGITS = re.compile(r"[0-9]{1,9}")
@@ -320,6 +322,27 @@ async def post_inbox_ack(request: web.Request) -> web.Response:
     return json_response({"acked": gw.state.ack_inbox(platform.id, ids)})
 
 
+def index_target(gw: ApiContext) -> str:
+    """The audit index the gateway's routes answer from: `audit_index`, else a SQLite file beside the state."""
+    return gw.cfg.audit_index or str(gw.cfg.state_path.with_name("audit-index.sqlite"))
+
+
+async def get_usage(request: web.Request) -> web.Response:
+    """Who used a holder's data or licences here, when and for what (README "Government services across
+    regions"): for a platform of this region, by the holder's pseudonyms (`subject`, repeatable)."""
+    gw = request.app[GATEWAY]
+    require_platform(request)
+    subjects = request.query.getall("subject", [])
+    if not subjects or len(subjects) > MAX_SUBJECTS or not all(PSEUDONYM.fullmatch(s) for s in subjects):
+        return problem_response(Problem("invalid_request", f"1 to {MAX_SUBJECTS} `subject` parameters, each a "
+                                        "holder's pseudonym (64 lowercase hex characters)"))
+    try:
+        doc = await current_usage(gw.cfg.kafka, index_target(gw), gw.cfg.region, subjects, trust=gw.audit_trust)
+    except IndexUnavailable as e:
+        return problem_response(Problem("index_unavailable", str(e)))
+    return json_response(doc)
+
+
 async def get_audit_message(request: web.Request) -> web.Response:
     """The message's journey and its conversation's across all regions, from the audit index (as `yrdx audit
     trace --json`), brought up to date from yrdx.audit first (for at most two seconds, off the event loop)."""
@@ -327,9 +350,8 @@ async def get_audit_message(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL]
     if AUDIT_SCOPE not in principal.scopes:
         return problem_response(Problem("forbidden", f"the {AUDIT_SCOPE} scope is required"))
-    target = gw.cfg.audit_index or str(gw.cfg.state_path.with_name("audit-index.sqlite"))
     try:
-        doc = await current_trace(gw.cfg.kafka, target, request.match_info["id"], trust=gw.audit_trust)
+        doc = await current_trace(gw.cfg.kafka, index_target(gw), request.match_info["id"], trust=gw.audit_trust)
     except IndexUnavailable as e:
         return problem_response(Problem("index_unavailable", str(e)))
     if doc is None:
@@ -405,6 +427,7 @@ def build_app(gw: ApiContext) -> web.Application:
     app.router.add_get("/v1/inbox", get_inbox)
     app.router.add_post("/v1/inbox/ack", post_inbox_ack)
     app.router.add_get("/v1/audit/messages/{id}", get_audit_message)
+    app.router.add_get("/v1/usage", get_usage)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

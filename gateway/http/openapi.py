@@ -16,6 +16,7 @@ from typing import Any
 from gateway.config import Limits
 from gateway.http.auth import AUDIT_SCOPE
 from gateway.relay.ingress import MAX_CORRELATION_ID, MAX_IDEMPOTENCY_KEY
+from gateway.wire.envelope import MAX_OPERATOR_FIELD, MAX_USE_CAUSE
 from gateway.wire.problems import HTTP_STATUS, TITLES
 from gateway.wire.regions import NAMES, REGIONS
 
@@ -27,6 +28,7 @@ JSON_SCHEMA_DIALECT = "https://spec.openapis.org/oas/3.1/dialect/base"
 
 # No C0/C1 control characters: the value becomes an HTTP or Kafka header (gateway/wire/text.py header_safe).
 _HEADER_SAFE = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"
+_CODE = "^[0-9A-Za-z][0-9A-Za-z._:-]*$"  # operator fields and purpose codes (gateway/wire/envelope.py)
 
 # Problem codes every route can answer without reaching its handler (api.py answer_problems and _Protocol):
 # an unknown route, a known route with another method, malformed HTTP.
@@ -118,6 +120,14 @@ def _schemas(limits: Limits, message_types: list[str]) -> dict[str, Any]:
         "schema_version": {"type": "integer", "description": "default: the newest version of `type`"},
         "expires_at": {"type": "string", "format": "date-time",
                        "description": "RFC 3339 with a time zone; the receiver dead-letters the message after it"},
+        "operator": {"type": "object", "required": ["id", "role"], "additionalProperties": False,
+                     "description": "who asks (codes, never a name): required with `use_cause` on types that read "
+                                    "personal data or licences; signed into the envelope and audited",
+                     "properties": {k: {"type": "string", "maxLength": MAX_OPERATOR_FIELD, "pattern": _CODE}
+                                    for k in ("id", "role", "department")}},
+        "use_cause": {"type": "string", "maxLength": MAX_USE_CAUSE, "pattern": _CODE,
+                      "description": "the purpose code (README \"Government services across regions\"): one the "
+                                     "type allows in the destination region, else `not_permitted_purpose`"},
     }
     accepted_item = {
         "type": "object", "required": ["index", "status", "id", "correlation_id"], "additionalProperties": False,
@@ -209,6 +219,25 @@ def _schemas(limits: Limits, message_types: list[str]) -> dict[str, Any]:
             "type": "object", "required": ["acked"], "additionalProperties": False,
             "properties": {"acked": {"type": "integer", "minimum": 0}},
         },
+        "Usage": {
+            "type": "object", "required": ["region", "subjects", "uses"], "additionalProperties": False,
+            "properties": {
+                "region": {"type": "string", "enum": regions},
+                "subjects": {"type": "array", "items": {"type": "string"}},
+                "uses": {"type": "array", "items": {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["at", "message_id", "correlation_id", "type", "from", "subject", "operator",
+                                 "use_cause"],
+                    "properties": {
+                        "at": {"type": "string", "description": "when this gateway verified the request"},
+                        "message_id": {"type": "string"}, "correlation_id": {"type": "string"},
+                        "type": {"type": ["string", "null"]}, "from": {"type": ["string", "null"]},
+                        "subject": {"type": "string"},
+                        "operator": {"type": ["object", "null"], "description": "id, role, department codes"},
+                        "use_cause": {"type": ["string", "null"]},
+                    }}},
+            },
+        },
         "AuditTrace": {
             "type": "object", "description": "the document of `yrdx audit trace --json`",
             "required": ["message_id", "correlation_ids", "message_ids", "receipt_ids", "regions", "signers",
@@ -284,6 +313,8 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
         "unknown_type": "no schema for that type and version",
         **unauthenticated, **state, **platform_only,
         "not_permitted": "the platform may not send this type",
+        "purpose_required": "the type reads personal data or licences and `operator` or `use_cause` is missing",
+        "not_permitted_purpose": "`use_cause` is not among the purposes allowed for the type",
         "unknown_region": "`to` is not another region of the exchange",
         "idempotency_conflict": "the Idempotency-Key was used with a different body",
         "overloaded": "the gateway holds as many messages or request bytes in flight as it may; retry after "
@@ -372,6 +403,20 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
                           **problem_responses({**unauthenticated, **state,
                                                "forbidden": f"the {AUDIT_SCOPE} scope is required",
                                                "not_found": "no audit record names this message id",
+                                               "index_unavailable": "the audit index database cannot be reached"})},
+        }},
+        "/v1/usage": {"get": {
+            "operationId": "getUsage", "summary": "Who used a holder's data or licences in this region, when and "
+            "for what, from the audit index (caught up from yrdx.audit first, for at most 2 s)",
+            "security": jwt,
+            "parameters": [{"name": "subject", "in": "query", "required": True, "explode": True,
+                            "description": "the holder's pseudonym (keyed hash, 64 lowercase hex), repeatable",
+                            "schema": {"type": "array", "minItems": 1, "maxItems": 20,
+                                       "items": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}}],
+            "responses": {"200": _json(_ref("schemas", "Usage"), "the uses, oldest first"),
+                          **problem_responses({**unauthenticated, **state, **platform_only,
+                                               "invalid_request": "no `subject`, more than 20, or one that is not "
+                                                                  "a pseudonym",
                                                "index_unavailable": "the audit index database cannot be reached"})},
         }},
         "/healthz": {"get": {

@@ -1,12 +1,13 @@
 """The egress checks, in order: read the record -> parse the envelope -> verify the signature -> open a sealed
-payload -> validate -> authorize -> expiry. Each returns the message or the `Rejection` that refuses it, and
+payload -> validate -> authorize -> purpose -> expiry. Each returns the message or the `Rejection` that refuses it, and
 none has side effects, so the pipeline decides what a refusal costs (dead letter, receipt, audit) in one place.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import orjson
@@ -17,6 +18,7 @@ from gateway.crypto.seal import Opener, SealError
 from gateway.crypto.trust import TrustError, TrustStore
 from gateway.kafka.port import InRecord
 from gateway.metrics import Metrics
+from gateway.relay.purposes import UsePolicy
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire import envelope, headers
 from gateway.wire.envelope import Envelope
@@ -38,6 +40,7 @@ class Verified:
     signature: str
     signer_thumbprint: str
     sha256: str
+    use: Mapping[str, str] = field(default_factory=dict)  # the use context for the audit (relay/purposes.py)
 
     @property
     def source(self) -> str:
@@ -88,6 +91,7 @@ class Checks:
         self._cfg = cfg
         self._region = cfg.region
         self._registry = registry
+        self._uses = UsePolicy(registry, cfg.purposes)
         self._trust = trust
         self._opener = opener
         self._signatures = Verifier()  # one public-key check per batch signature, not per message
@@ -105,8 +109,13 @@ class Checks:
         verified = self.verify(record, env, now, sha)
         if isinstance(verified, Rejection):
             return Refused(record, verified, sha, claimed=env)
-        refusal = self.validate(verified) or self.authorize(verified) or self.check_expiry(verified, now)
-        return Refused(record, refusal, sha, verified, env) if refusal else verified
+        refusal = (self.validate(verified) or self.authorize(verified) or self.check_purpose(verified)
+                   or self.check_expiry(verified, now))
+        if refusal:
+            return Refused(record, refusal, sha, verified, env)
+        env = verified.env
+        use = self._uses.audit_detail(env.type, env.operator, env.use_cause, env.payload)
+        return replace(verified, use=use) if use else verified
 
     def verify(self, record: InRecord, env: Envelope, now: datetime, sha256: str) -> Verified | Rejection:
         raw_sig = record.headers.get(headers.SIGNATURE)
@@ -165,6 +174,11 @@ class Checks:
         if self._cfg.recipient_of(v.env.type) is None:
             return Rejection("no_recipient", f"no local platform receives {v.env.type}")
         return None
+
+    def check_purpose(self, v: Verified) -> Rejection | None:
+        """What this region allows its data to be used for, by type: its own registry, not the sender's."""
+        refusal = self._uses.refusal(v.env.type, v.env.operator, v.env.use_cause)
+        return Rejection(*refusal) if refusal is not None else None
 
     @staticmethod
     def check_expiry(v: Verified, now: datetime) -> Rejection | None:

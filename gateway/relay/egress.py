@@ -108,7 +108,7 @@ class Egress:
                 out.rejected(c)
                 continue
             self._fx.audit.append("verified", c.env.id, c.sha256, c.env.correlation_id, signer=c.signer_thumbprint,
-                                  type=c.env.type, sender=c.env.sender)
+                                  type=c.env.type, sender=c.env.sender, **c.use)
             if c.env.type == RECEIPT_TYPE:
                 self.apply_receipt(c, out)
                 continue

@@ -23,6 +23,7 @@ from gateway.kafka.port import BrokerUnavailable, Publisher
 from gateway.metrics import Metrics, family
 from gateway.relay.coalesce import Coalescer
 from gateway.relay.idempotency import IdempotencyKeys, Recalled, request_hash
+from gateway.relay.purposes import UsePolicy
 from gateway.relay.signed import Signed, Unsigned
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import NewSent, StateStore
@@ -33,7 +34,7 @@ from gateway.wire.text import header_safe
 
 log = logging.getLogger(__name__)
 
-_FIELDS = {"type", "to", "payload", "correlation_id", "schema_version", "expires_at"}
+_FIELDS = {"type", "to", "payload", "correlation_id", "schema_version", "expires_at", "operator", "use_cause"}
 MAX_CORRELATION_ID = 128
 MAX_IDEMPOTENCY_KEY = 200
 def _nesting_problem() -> Problem:
@@ -50,6 +51,8 @@ class Draft:
     payload: object
     correlation_id: str | None
     expires_at: str | None
+    operator: envelope.Operator | None = None
+    use_cause: str | None = None
 
 
 class Ingress:
@@ -70,6 +73,7 @@ class Ingress:
         self._sealers = sealers or {}
         self._max_message_bytes = cfg.limits.max_body_bytes
         self._registry = registry
+        self._uses = UsePolicy(registry, cfg.purposes)
         self._signer = signer
         # Single-message requests in flight at once are signed together and published together.
         self._signing: Coalescer[Unsigned, Signed] = Coalescer(self._sign_group)
@@ -87,7 +91,8 @@ class Ingress:
         draft = self.read(item)
         if isinstance(draft, Problem):
             return draft
-        return self.authorize(platform, draft) or self.validate(draft) or self.build(platform, draft, msg_id)
+        return (self.authorize(platform, draft) or self.check_purpose(draft) or self.validate(draft)
+                or self.build(platform, draft, msg_id))
 
     def read(self, item: object) -> Draft | Problem:
         if not isinstance(item, dict):
@@ -115,13 +120,28 @@ class Ingress:
         if expires_at is not None and (not isinstance(expires_at, str)
                                        or envelope.timestamp_or_none(expires_at) is None):
             return Problem("invalid_request", "expires_at must be an RFC 3339 date-time with a time zone")
-        return Draft(msg_type, to, version, payload, correlation_id, expires_at)
+        operator: envelope.Operator | None = None
+        if "operator" in item:
+            read = envelope.operator_or_error(item["operator"])
+            if isinstance(read, str):
+                return Problem("invalid_request", read)
+            operator = read
+        use_cause = item.get("use_cause")
+        if use_cause is not None and not envelope.is_code(use_cause, envelope.MAX_USE_CAUSE):
+            return Problem("invalid_request", f"use_cause must be a purpose code of 1 to {envelope.MAX_USE_CAUSE} "
+                           "characters (letters, digits, . _ : -)")
+        return Draft(msg_type, to, version, payload, correlation_id, expires_at, operator, use_cause)
 
     @staticmethod
     def authorize(platform: Platform, draft: Draft) -> Problem | None:
         if draft.type not in platform.may_send:
             return Problem("not_permitted", f"platform {platform.id} may not send {draft.type}")
         return None
+
+    def check_purpose(self, draft: Draft) -> Problem | None:
+        """Refused here already when this region's own purposes registry says the destination must refuse it."""
+        refusal = self._uses.refusal(draft.type, draft.operator, draft.use_cause)
+        return Problem(*refusal) if refusal is not None else None
 
     def validate(self, draft: Draft) -> Problem | None:
         started = time.perf_counter()
@@ -146,7 +166,7 @@ class Ingress:
             msg_id, raw = envelope.build(
                 msg_type=draft.type, schema_version=draft.version, sender=self._region, recipient=draft.to,
                 payload=draft.payload, correlation_id=draft.correlation_id, expires_at=draft.expires_at,
-                msg_id=msg_id, sealed=sealed,
+                msg_id=msg_id, sealed=sealed, operator=draft.operator, use_cause=draft.use_cause,
             )
         except orjson.JSONEncodeError:  # orjson parses 1,024 levels but serializes 254
             return _nesting_problem()
@@ -155,6 +175,7 @@ class Ingress:
         return Unsigned(
             platform=platform.id, id=msg_id, type=draft.type, to=draft.to,
             correlation_id=draft.correlation_id or msg_id, envelope=raw, sha256=envelope.sha256_hex(raw),
+            use=self._uses.audit_detail(draft.type, draft.operator, draft.use_cause, draft.payload),
         )
 
     def sign(self, items: Sequence[Unsigned]) -> list[Signed]:
@@ -186,7 +207,8 @@ class Ingress:
         # Recorded before publishing: the receipt of a fast peer may arrive before the broker's ack does.
         self._state.record_sent(sent, "accepted")
         for p in items:
-            self._audit.append("accepted", p.id, p.sha256, p.correlation_id, platform=p.platform, type=p.type, to=p.to)
+            self._audit.append("accepted", p.id, p.sha256, p.correlation_id, platform=p.platform, type=p.type, to=p.to,
+                               **p.use)
         sending = time.perf_counter()
         try:  # the messages and their `accepted` records in one produce call: nothing is acknowledged before both
             await self._audit.durable(riders=[p.record(self._topics) for p in items])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from gateway.kafka.port import OutRecord
 from gateway.wire import headers
@@ -20,10 +21,11 @@ class Unsigned:
     correlation_id: str
     envelope: bytes
     sha256: str
+    use: Mapping[str, str] = field(default_factory=dict)  # the use context for the audit (relay/purposes.py)
 
     def signed(self, signature: str) -> Signed:
         return Signed(self.platform, self.id, self.type, self.to, self.correlation_id, self.envelope, signature,
-                      self.sha256)
+                      self.sha256, self.use)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,7 @@ class Signed:
     envelope: bytes
     signature: str
     sha256: str
+    use: Mapping[str, str] = field(default_factory=dict)
 
     def record(self, topics: Topics) -> OutRecord:
         """The inbox record: the envelope bytes, keyed by conversation (one conversation stays ordered)."""

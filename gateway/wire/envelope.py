@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,6 +23,37 @@ class EnvelopeError(ValueError):
 
 
 _REQUIRED = ("id", "type", "schema_version", "from", "to", "correlation_id", "created_at")
+# Bounds of the use context (README "Wire format"): codes and ids, never names.
+MAX_OPERATOR_FIELD = 64
+MAX_USE_CAUSE = 64
+_CODE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._:-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """Who asks, on the sending side: the person's or system's id, role and department codes (never a name)."""
+
+    id: str
+    role: str
+    department: str | None = None
+
+    def doc(self) -> dict[str, str]:
+        return {"id": self.id, "role": self.role, **({"department": self.department} if self.department else {})}
+
+
+def is_code(value: object, limit: int) -> bool:
+    """An id or code of the use context: 1 to `limit` ASCII letters, digits and . _ : - (a header-safe token)."""
+    return isinstance(value, str) and len(value) <= limit and _CODE.fullmatch(value) is not None
+
+
+def operator_or_error(value: object) -> Operator | str:
+    """The `operator` object read from a request or an envelope, or what is wrong with it."""
+    if not isinstance(value, dict) or not {"id", "role"} <= set(value) or set(value) - {"id", "role", "department"}:
+        return "operator must be an object {id, role, department?}"
+    if not all(is_code(f, MAX_OPERATOR_FIELD) for f in value.values()):
+        return (f"operator id, role and department are codes of 1 to {MAX_OPERATOR_FIELD} characters "
+                "(letters, digits, . _ : -)")
+    return Operator(value["id"], value["role"], value.get("department"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +68,10 @@ class Envelope:
     expires_at: str | None
     payload: Any  # None while sealed: the receiving gateway opens `sealed` after verifying the signature
     sealed: str | None = None
+    # The use context (issue 12): who asks and the purpose code. Absent in envelopes of types that read no
+    # personal data, and in every envelope written before they existed.
+    operator: Operator | None = None
+    use_cause: str | None = None
 
 
 def uuid7() -> str:
@@ -92,6 +128,8 @@ def build(
     expires_at: str | None = None,
     msg_id: str | None = None,
     sealed: str | None = None,
+    operator: Operator | None = None,
+    use_cause: str | None = None,
 ) -> tuple[str, bytes]:
     """Return the new message id and the envelope bytes that will be signed and sent. With `sealed` (a JWE of
     the payload) the envelope carries that instead of `payload`."""
@@ -107,6 +145,10 @@ def build(
     }
     if expires_at is not None:
         doc["expires_at"] = expires_at
+    if operator is not None:
+        doc["operator"] = operator.doc()
+    if use_cause is not None:
+        doc["use_cause"] = use_cause
     if sealed is not None:
         doc["sealed"] = sealed
     else:
@@ -138,6 +180,15 @@ def parse(raw: bytes) -> Envelope:
     expires = doc.get("expires_at")
     if expires is not None and not isinstance(expires, str):
         raise EnvelopeError("expires_at is not a string")
+    operator: Operator | None = None
+    if "operator" in doc:
+        read = operator_or_error(doc["operator"])
+        if isinstance(read, str):
+            raise EnvelopeError(read)
+        operator = read
+    use_cause = doc.get("use_cause")
+    if use_cause is not None and not is_code(use_cause, MAX_USE_CAUSE):
+        raise EnvelopeError(f"use_cause is not a purpose code of 1 to {MAX_USE_CAUSE} characters")
     return Envelope(
         id=doc["id"],
         type=doc["type"],
@@ -149,6 +200,8 @@ def parse(raw: bytes) -> Envelope:
         expires_at=expires,
         payload=doc.get("payload"),
         sealed=sealed,
+        operator=operator,
+        use_cause=use_cause,
     )
 
 

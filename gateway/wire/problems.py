@@ -18,6 +18,8 @@ HTTP_STATUS: dict[str, int] = {
     "unauthenticated": 401,
     "forbidden": 403,
     "not_permitted": 403,
+    "purpose_required": 400,
+    "not_permitted_purpose": 403,
     "unknown_region": 404,
     "not_found": 404,
     "method_not_allowed": 405,
@@ -40,6 +42,8 @@ TITLES: dict[str, str] = {
     "unauthenticated": "Missing or invalid credentials",
     "forbidden": "Credentials lack the required scope",
     "not_permitted": "Platform may not send this message type",
+    "purpose_required": "This message type reads personal data or licences: operator and use_cause are required",
+    "not_permitted_purpose": "The use_cause is not a purpose allowed for this message type",
     "unknown_region": "Unknown destination region",
     "not_found": "No such resource",
     "method_not_allowed": "Method not allowed on this route",
@@ -67,6 +71,8 @@ EGRESS_CODES = frozenset({
     "unknown_type",
     "schema_violation",
     "not_permitted",        # the sending region may not send this type to this region
+    "purpose_required",     # a type that reads personal data or licences without operator or use_cause
+    "not_permitted_purpose",  # use_cause not among the purposes this region allows for the type
     "expired",              # expires_at has passed
     "duplicate",            # this message id was already delivered
     "no_recipient",         # no local platform receives this type

@@ -25,6 +25,7 @@ from gateway.crypto.jws import thumbprint_s256
 from gateway.crypto.keyfiles import load_certificate
 from gateway.dev.exchange import BUSINESS_TYPES
 from gateway.kafka.reader import read_topic
+from gateway.relay.purposes import UsePolicy
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.regions import AUDIT_TOPIC
 from tests._util import ROOT
@@ -271,6 +272,7 @@ async def test_indexer_killed_midway_resumes_at_its_stored_offset_and_indexes_ev
 # The sample values of DOMAIN.md and of the schemas' examples that must never reach an audit record.
 PERSONAL = {"310115198503120418", "320506199007181520", "330106197811050039", "34010420000229124X",
             "33050099000010000001689700", "张三", "356.80"}
+OPERATOR = {"id": "SH-OP-0001", "role": "clerk", "department": "SH-ZWFW"}
 PERSONAL_KEYS = {"name", "id_number", "psn_no", "mdtrt_id", "subject_id", "certno", "psn_name"}
 MONEY = re.compile(r"^\d+\.\d{2}$")
 
@@ -304,7 +306,10 @@ def _strings(value: Any) -> list[str]:
 
 async def test_no_audit_record_carries_an_id_number_a_name_or_an_amount(exchange: Exchange4, kafka: Broker) -> None:
     # Every sample payload of every business type, Shanghai to Zhejiang: the trail then holds their hops.
-    items = [{"type": t, "to": "ZJ", "payload": e} for t in BUSINESS_TYPES for e in REGISTRY.examples(t)]
+    uses = UsePolicy(REGISTRY)  # the types that read personal data carry who asks and why
+    items = [{"type": t, "to": "ZJ", "payload": e,
+              **({"operator": OPERATOR, "use_cause": min(uses.allowed(t))} if uses.allowed(t) else {})}
+             for t in BUSINESS_TYPES for e in REGISTRY.examples(t)]
     status, doc = await exchange.clients["SH"].post("/v1/messages/batch", {"messages": items})
     assert status == 207 and doc["rejected"] == 0, doc
     for r in doc["results"]:

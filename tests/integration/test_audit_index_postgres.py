@@ -36,6 +36,7 @@ from tests.unit.test_audit_index import (  # the same behaviours, collected here
     test_trace_gathers_the_conversation_its_receipts_and_claimed_copies,
     test_trace_is_the_same_from_any_message_of_the_conversation_or_its_receipts,
     test_trace_orders_records_by_time_then_region_then_seq,
+    test_usage_lists_the_verified_records_of_the_subjects_in_the_region,
 )
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "test_trace_gathers_the_conversation_its_receipts_and_claimed_copies",
     "test_trace_is_the_same_from_any_message_of_the_conversation_or_its_receipts",
     "test_trace_orders_records_by_time_then_region_then_seq",
+    "test_usage_lists_the_verified_records_of_the_subjects_in_the_region",
 ]
 
 

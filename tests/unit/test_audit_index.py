@@ -25,6 +25,7 @@ from gateway.audit.index import (
     open_index,
     trace,
     trace_document,
+    usage_document,
 )
 from gateway.audit.model import GENESIS, Segment, checkpoint_bytes, parse_segment, record_hash
 from gateway.config import ConfigError, parse_config
@@ -298,3 +299,45 @@ def test_an_index_that_cannot_be_opened_says_where(tmp_path: Path) -> None:
         open_index(tmp_path / "a-file" / "audit-index.sqlite")
     with pytest.raises(IndexUnavailable, match=r"postgresql://auditor:\*\*\*@127\.0\.0\.1:1/yrdx"):
         open_index("postgresql://auditor:secret@127.0.0.1:1/yrdx")  # nothing listens on port 1; no password shown
+
+
+# --- usage: who used a holder's data (GET /v1/usage) ---------------------------------------------------------
+
+HOLDER, OTHER = "1d" * 32, "2e" * 32
+USES = [  # (region, stage, message_id, detail): SH is the holder's region
+    ("SH", "verified", A, {"type": "license.fetch.request", "sender": "JS", "subject": HOLDER,
+                           "use_cause": "gov_service", "operator_id": "JS-OP-0001", "operator_role": "clerk"}),
+    ("SH", "delivered", A, {"subject": HOLDER}),  # not a verification: not listed twice
+    ("SH", "verified", B, {"type": "license.fetch.request", "sender": "ZJ", "subject": OTHER, "use_cause": "x"}),
+    ("JS", "accepted", A, {"subject": HOLDER, "use_cause": "gov_service"}),  # the sender's trail, not SH's
+    ("SH", "verified", D, {"type": "identity.verify.request", "sender": "AH", "subject": HOLDER,
+                           "use_cause": "identity_check", "operator_id": "AH-OP-9", "operator_role": "officer",
+                           "operator_department": "AH-GA"}),
+]
+
+
+def usage_batch() -> Batch:
+    chains: dict[str, list[dict[str, Any]]] = {}
+    for i, (region, stage, msg, detail) in enumerate(USES):
+        chain = chains.setdefault(region, [])
+        prev = chain[-1]["hash"] if chain else GENESIS
+        body: dict[str, Any] = {"seq": len(chain) + 1, "region": region, "message_id": msg, "correlation_id": msg,
+                                "stage": stage, "at": _at(i), "envelope_sha256": ENV[msg], "detail": detail,
+                                "prev_hash": prev}
+        body["hash"] = record_hash(prev, body)
+        chain.append(body)
+    segments = [parse_segment(segment_value(r, chain), offset) for offset, (r, chain) in enumerate(chains.items())]
+    return Batch("usage.audit", [(0, s) for s in segments], {0: len(segments)})
+
+
+def test_usage_lists_the_verified_records_of_the_subjects_in_the_region(index: AuditIndex) -> None:
+    index.store(usage_batch())
+    doc = usage_document(index, "SH", [HOLDER])
+    assert doc["region"] == "SH" and doc["subjects"] == [HOLDER]
+    assert [(u["message_id"], u["from"], u["use_cause"], u["operator"]) for u in doc["uses"]] == [
+        (A, "JS", "gov_service", {"id": "JS-OP-0001", "role": "clerk"}),
+        (D, "AH", "identity_check", {"id": "AH-OP-9", "role": "officer", "department": "AH-GA"}),
+    ]
+    assert [u["message_id"] for u in usage_document(index, "SH", [HOLDER, OTHER])["uses"]] == [A, B, D]
+    assert usage_document(index, "JS", [HOLDER])["uses"] == []
+    assert usage_document(index, "SH", ["3f" * 32])["uses"] == []

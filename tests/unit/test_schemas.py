@@ -45,6 +45,20 @@ CONTRACT_TYPES = {
     "medical.clearing.statement",
     "medical.clearing.confirm",
     "yrdx.receipt",
+    # issue 12: government services across regions
+    "license.authorization.grant",
+    "license.authorization.revoke",
+    "license.fetch.request",
+    "license.fetch.result",
+    "case.submit",
+    "case.accept",
+    "case.progress",
+    "case.result",
+    "case.evaluation",
+    "supervision.lead",
+    "supervision.result",
+    "credit.list.notice",
+    "credit.repair.notice",
 }
 QUERIES = {"identity.verify.request", "license.verify.request"}
 
