@@ -31,7 +31,7 @@ from gateway.http.context import ApiContext
 from gateway.relay.ingress import MAX_IDEMPOTENCY_KEY
 from gateway.relay.signed import Signed
 from gateway.state import InboxItem, StateUnavailable
-from gateway.wire.problems import Problem
+from gateway.wire.problems import Problem, ProblemError
 from gateway.wire.text import header_safe
 
 log = logging.getLogger(__name__)
@@ -124,14 +124,6 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     except AuthError as e:
         raise ProblemError(Problem("unauthenticated", str(e))) from e
     return await handler(request)
-
-
-class ProblemError(Exception):
-    """Raised by request helpers; the middleware answers it as problem+json."""
-
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(problem.detail)
-        self.problem = problem
 
 
 async def read_json(request: web.Request, limit: int) -> Any:

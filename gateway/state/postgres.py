@@ -36,13 +36,19 @@ from gateway.state.rows import (
     IdempotentRequest,
     InboxDelivery,
     InboxItem,
+    NewRequest,
     NewSent,
     ReceiptItem,
+    Reply,
+    RequestRecord,
+    RequestSql,
     SentMessage,
     StateSchemaError,
     StateUnavailable,
     history_event,
     match_receipts,
+    reply_params,
+    request_record,
     storable,
 )
 
@@ -82,6 +88,11 @@ WHERE seq IN (
 )
 RETURNING seq, id, type, from_region, envelope, signature
 """  # noqa: S608 (constants only)
+
+
+def _pg(sql: str) -> str:
+    """A statement of rows.RequestSql with psycopg's placeholders."""
+    return sql.replace("?", "%s")
 
 
 class _Connection(psycopg.Connection[TupleRow]):
@@ -448,3 +459,62 @@ class PostgresBackend:
     def put(self, key: str, value: bytes) -> None:
         self._run(lambda conn: conn.execute(
             "INSERT INTO kv VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = excluded.v", (key, value)))
+
+    # --- request-reply ----------------------------------------------------------------------------------------
+
+    def _changed(self, sql: str, params: Sequence[object]) -> bool:
+        """One conditional statement (autocommit: its own transaction): whether it changed a row."""
+        return self._run(lambda conn: conn.execute(_pg(sql), params).rowcount == 1)
+
+    def open_request(self, req: NewRequest) -> RequestRecord:
+        def call(conn: _Connection) -> RequestRecord:
+            # Two statements: the read must see a row another replica committed while the INSERT waited for it.
+            conn.execute(_pg(RequestSql.OPEN), (req.correlation_id, req.platform, req.type, req.to_region,
+                                                req.reply_type, req.idempotency_key, time.time(), req.deadline_at,
+                                                req.compensation_type))
+            row = conn.execute(_pg(RequestSql.BY_CORRELATION), (req.correlation_id,)).fetchone()
+            assert row is not None  # just written, or written before
+            return request_record(row)
+
+        return self._run(call)
+
+    def request_sent(self, correlation_id: str, message_id: str, compensation_payload: str | None) -> None:
+        self._run(lambda conn: conn.execute(_pg(RequestSql.SENT), (message_id, compensation_payload, correlation_id)))
+
+    def drop_request(self, correlation_id: str) -> None:
+        self._run(lambda conn: conn.execute(_pg(RequestSql.DROP), (correlation_id,)))
+
+    def requests(self, correlation_ids: Sequence[str]) -> dict[str, RequestRecord]:
+        keys = [c for c in correlation_ids if storable(c)]
+        if not keys:
+            return {}
+        sql = _pg(RequestSql.BY_CORRELATION.replace("= ?", "= ANY(?)"))
+        return self._run(lambda conn: {r[0]: request_record(r) for r in conn.execute(sql, (keys,))})
+
+    def request_by_id(self, message_id: str) -> RequestRecord | None:
+        if not storable(message_id):
+            return None
+
+        def call(conn: _Connection) -> RequestRecord | None:
+            row = conn.execute(_pg(RequestSql.BY_ID), (message_id,)).fetchone()
+            return request_record(row) if row else None
+
+        return self._run(call)
+
+    def settle_request(self, correlation_id: str, reply: Reply | None, at: float) -> bool:
+        if reply is None:
+            return self._changed(RequestSql.TIMED_OUT, (correlation_id,))
+        return self._changed(RequestSql.REPLIED, reply_params(at, reply, correlation_id))
+
+    def late_result(self, correlation_id: str, reply: Reply, at: float) -> bool:
+        return self._changed(RequestSql.LATE, reply_params(at, reply, correlation_id))
+
+    def record_compensation(self, correlation_id: str, compensation_id: str) -> bool:
+        return self._changed(RequestSql.COMPENSATED, (compensation_id, correlation_id))
+
+    def overdue_requests(self, pending_before: float, uncompensated_before: float, limit: int) -> list[RequestRecord]:
+        def call(conn: _Connection) -> list[RequestRecord]:
+            rows = conn.execute(_pg(RequestSql.OVERDUE), (pending_before, uncompensated_before, limit)).fetchall()
+            return [request_record(r) for r in rows]
+
+        return self._run(call)

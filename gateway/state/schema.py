@@ -81,6 +81,30 @@ SQLITE: tuple[Migration, ...] = (
         "CREATE TABLE IF NOT EXISTS jti (jti TEXT PRIMARY KEY, exp REAL NOT NULL)",
         "CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL)",
     )),
+    Migration(2, "request-reply: one row per request, its deadline, reply and compensation", (
+        """CREATE TABLE requests (
+            correlation_id TEXT PRIMARY KEY,
+            platform TEXT NOT NULL,
+            message_id TEXT UNIQUE,
+            type TEXT NOT NULL,
+            to_region TEXT NOT NULL,
+            reply_type TEXT NOT NULL,
+            idempotency_key TEXT,
+            status TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            deadline_at REAL NOT NULL,
+            replied_at REAL,
+            reply_id TEXT,
+            reply_type_got TEXT,
+            reply_from TEXT,
+            reply_envelope BLOB,
+            reply_signature TEXT,
+            compensation_type TEXT,
+            compensation_payload TEXT,
+            compensation_id TEXT
+        )""",
+        "CREATE INDEX requests_open ON requests(status, deadline_at)",
+    )),
 )
 
 # The same tables in PostgreSQL. sent_events gets a key of its own (SQLite's rowid keeps their order there), the
@@ -138,6 +162,30 @@ POSTGRES: tuple[Migration, ...] = (
         "CREATE TABLE jti (jti TEXT PRIMARY KEY, exp DOUBLE PRECISION NOT NULL)",
         "CREATE INDEX jti_exp ON jti(exp)",
         "CREATE TABLE kv (k TEXT PRIMARY KEY, v BYTEA NOT NULL)",
+    )),
+    Migration(2, "request-reply: one row per request, its deadline, reply and compensation", (
+        """CREATE TABLE requests (
+            correlation_id TEXT PRIMARY KEY,
+            platform TEXT NOT NULL,
+            message_id TEXT UNIQUE,
+            type TEXT NOT NULL,
+            to_region TEXT NOT NULL,
+            reply_type TEXT NOT NULL,
+            idempotency_key TEXT,
+            status TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            deadline_at DOUBLE PRECISION NOT NULL,
+            replied_at DOUBLE PRECISION,
+            reply_id TEXT,
+            reply_type_got TEXT,
+            reply_from TEXT,
+            reply_envelope BYTEA,
+            reply_signature TEXT,
+            compensation_type TEXT,
+            compensation_payload TEXT,
+            compensation_id TEXT
+        )""",
+        "CREATE INDEX requests_open ON requests(status, deadline_at)",
     )),
 )
 

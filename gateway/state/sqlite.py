@@ -22,13 +22,19 @@ from gateway.state.rows import (
     IdempotentRequest,
     InboxDelivery,
     InboxItem,
+    NewRequest,
     NewSent,
     ReceiptItem,
+    Reply,
+    RequestRecord,
+    RequestSql,
     SentMessage,
     StateSchemaError,
     StateUnavailable,
     history_event,
     match_receipts,
+    reply_params,
+    request_record,
     storable,
 )
 
@@ -279,3 +285,58 @@ class SqliteBackend:
     @_guarded
     def put(self, key: str, value: bytes) -> None:
         self._db.execute("INSERT INTO kv VALUES (?,?) ON CONFLICT(k) DO UPDATE SET v=excluded.v", (key, value))
+
+    # --- request-reply ----------------------------------------------------------------------------------------
+
+    def _changed(self, sql: str, params: Sequence[Any]) -> bool:
+        """One conditional statement in its own transaction: whether it changed a row."""
+        cur = self._db.execute(sql, params)  # autocommit: one statement is one transaction
+        return cur.rowcount == 1
+
+    @_guarded
+    def open_request(self, req: NewRequest) -> RequestRecord:
+        self._db.execute(RequestSql.OPEN, (req.correlation_id, req.platform, req.type, req.to_region,
+                                           req.reply_type, req.idempotency_key, time.time(), req.deadline_at,
+                                           req.compensation_type))
+        row = self._db.execute(RequestSql.BY_CORRELATION, (req.correlation_id,)).fetchone()
+        return request_record(row)
+
+    @_guarded
+    def request_sent(self, correlation_id: str, message_id: str, compensation_payload: str | None) -> None:
+        self._db.execute(RequestSql.SENT, (message_id, compensation_payload, correlation_id))
+
+    @_guarded
+    def drop_request(self, correlation_id: str) -> None:
+        self._db.execute(RequestSql.DROP, (correlation_id,))
+
+    @_guarded
+    def requests(self, correlation_ids: Sequence[str]) -> dict[str, RequestRecord]:
+        sql = RequestSql.BY_CORRELATION.replace("= ?", "IN ({marks})")
+        rows = self._in(sql, [c for c in correlation_ids if storable(c)])
+        return {r[0]: request_record(r) for r in rows}
+
+    @_guarded
+    def request_by_id(self, message_id: str) -> RequestRecord | None:
+        if not storable(message_id):
+            return None
+        row = self._db.execute(RequestSql.BY_ID, (message_id,)).fetchone()
+        return request_record(row) if row else None
+
+    @_guarded
+    def settle_request(self, correlation_id: str, reply: Reply | None, at: float) -> bool:
+        if reply is None:
+            return self._changed(RequestSql.TIMED_OUT, (correlation_id,))
+        return self._changed(RequestSql.REPLIED, reply_params(at, reply, correlation_id))
+
+    @_guarded
+    def late_result(self, correlation_id: str, reply: Reply, at: float) -> bool:
+        return self._changed(RequestSql.LATE, reply_params(at, reply, correlation_id))
+
+    @_guarded
+    def record_compensation(self, correlation_id: str, compensation_id: str) -> bool:
+        return self._changed(RequestSql.COMPENSATED, (compensation_id, correlation_id))
+
+    @_guarded
+    def overdue_requests(self, pending_before: float, uncompensated_before: float, limit: int) -> list[RequestRecord]:
+        rows = self._db.execute(RequestSql.OVERDUE, (pending_before, uncompensated_before, limit)).fetchall()
+        return [request_record(r) for r in rows]
