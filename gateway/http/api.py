@@ -14,7 +14,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -28,6 +28,7 @@ from gateway.http import openapi
 from gateway.http.admission import RETRY_AFTER_S, Admission, Overloaded
 from gateway.http.auth import AUDIT_SCOPE, AuthError, Principal, one_authorization
 from gateway.http.context import ApiContext
+from gateway.relay.inbox_document import inbox_document
 from gateway.relay.ingress import MAX_IDEMPOTENCY_KEY
 from gateway.relay.signed import Signed
 from gateway.state import InboxItem, StateUnavailable
@@ -207,6 +208,33 @@ async def post_message(request: web.Request) -> web.Response:
     return json_response(_accepted(result), status=202)
 
 
+async def post_request(request: web.Request) -> web.Response:
+    """POST /v1/requests: one request type, held until its reply arrives or its deadline passes (README
+    "Request-reply"); the body is a message as for POST /v1/messages, plus an optional `deadline_ms`."""
+    gw = request.app[GATEWAY]
+    platform = require_platform(request)
+    require_identity(gw)
+    key = idempotency_key(request)
+    with admitted(request, 1, body_budget(request, gw.cfg.limits.max_body_bytes)):
+        doc = await read_json(request, gw.cfg.limits.max_body_bytes)
+        if not isinstance(doc, dict):
+            return problem_response(Problem("invalid_request", "a request is a JSON object {type, to, payload, ...}"))
+        message = dict(doc)
+        deadline_ms = message.pop("deadline_ms", None)
+        outcome = await gw.request_reply.call(platform.id, message, deadline_ms=deadline_ms, idempotency_key=key)
+    timeout = outcome.problem()
+    if timeout is not None:
+        return problem_response(timeout)
+    return json_response({"message_id": outcome.message_id, "status": outcome.status, "reply": outcome.reply,
+                          "elapsed_ms": outcome.elapsed_ms})
+
+
+async def get_request(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    platform = require_platform(request)
+    return json_response(gw.request_reply.status(platform.id, request.match_info["id"]))
+
+
 async def post_batch(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     platform = require_platform(request)
@@ -290,14 +318,7 @@ async def get_inbox(request: web.Request) -> web.Response:
         if items or time.monotonic() >= deadline or stopping.is_set():
             break
         await asyncio.sleep(0.05)
-    messages = []
-    for i in items:
-        doc = {"id": i.id, "type": i.type, "from": i.from_region, "signature": i.signature,
-               "envelope": orjson.loads(i.envelope)}
-        sealed = doc["envelope"].get("sealed")
-        if sealed is not None and gw.opener is not None:  # opened on the way out: never stored in clear
-            doc["payload"] = orjson.loads(gw.opener.open(sealed))
-        messages.append(doc)
+    messages = [inbox_document(i.id, i.type, i.from_region, i.envelope, i.signature, gw.opener) for i in items]
     return json_response({"messages": messages})
 
 
@@ -383,7 +404,8 @@ def _openapi_route(gw: ApiContext) -> Handler:
     return serve_openapi
 
 
-def build_app(gw: ApiContext) -> web.Application:
+def build_app(gw: ApiContext, extra_routes: Sequence[web.RouteDef] = ()) -> web.Application:
+    """The gateway's routes, and `extra_routes` (the facades' routes, gateway/http/facades.py)."""
     app = web.Application(middlewares=[answer_problems, authenticate],
                           client_max_size=gw.cfg.limits.max_batch_body_bytes + 1)
     app[GATEWAY] = gw
@@ -396,11 +418,14 @@ def build_app(gw: ApiContext) -> web.Application:
     app.router.add_get("/v1/messages/{id}", get_message)
     app.router.add_get("/v1/inbox", get_inbox)
     app.router.add_post("/v1/inbox/ack", post_inbox_ack)
+    app.router.add_post("/v1/requests", post_request)
+    app.router.add_get("/v1/requests/{id}", get_request)
     app.router.add_get("/v1/audit/messages/{id}", get_audit_message)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", _openapi_route(gw))
+    app.router.add_routes(extra_routes)
     return app
 
 
@@ -460,7 +485,8 @@ class _Runner(web.AppRunner):
                        handler_cancellation=made.handler_cancellation, **self._kwargs)
 
 
-def make_runner(gw: ApiContext) -> web.AppRunner:
+def make_runner(gw: ApiContext, extra_routes: Sequence[web.RouteDef] = ()) -> web.AppRunner:
     """The gateway's HTTP server with the limits above."""
-    return _Runner(build_app(gw), access_log=None, handle_signals=False, keepalive_timeout=HEADER_TIMEOUT_S,
-                   max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES, max_headers=MAX_HEADERS)
+    return _Runner(build_app(gw, extra_routes), access_log=None, handle_signals=False,
+                   keepalive_timeout=HEADER_TIMEOUT_S, max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES,
+                   max_headers=MAX_HEADERS)

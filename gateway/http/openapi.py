@@ -104,6 +104,9 @@ def _schemas(limits: Limits, message_types: list[str]) -> dict[str, Any]:
                    "items": _ref("schemas", "SchemaError")},
         "id": {"type": "string", "description": "the message id, when a message was built but the broker did not "
                                                  "acknowledge it: GET /v1/messages/{id} tells later what became of it"},
+        "message_id": {"type": "string", "description": "`reply_timeout`: the request's message id"},
+        "status_url": {"type": "string", "description": "`reply_timeout`: where the request's status can be read"},
+        "compensation": {"$ref": "#/components/schemas/CompensationRef"},
     }
     message_properties: dict[str, Any] = {
         "type": {"type": "string", "minLength": 1, **({"enum": message_types} if message_types else {}),
@@ -150,6 +153,36 @@ def _schemas(limits: Limits, message_types: list[str]) -> dict[str, Any]:
             "type": "object", "description": "a message for another region's platform",
             "required": ["type", "to", "payload"], "additionalProperties": False,
             "properties": message_properties,
+        },
+        "Request": {
+            "type": "object", "description": "a request type (its schema has `x-reply`) for another region's "
+            "platform, and how long to wait for its reply",
+            "required": ["type", "to", "payload"], "additionalProperties": False,
+            "properties": {**message_properties, "deadline_ms": {
+                "type": "integer", "minimum": 1, "description": "how long to wait (default: the type's "
+                "`deadline_ms`; at most its `limit_ms`, README \"Request-reply\")"}},
+        },
+        "Replied": {
+            "type": "object", "required": ["message_id", "status", "reply", "elapsed_ms"],
+            "additionalProperties": False,
+            "properties": {"message_id": {"type": "string"}, "status": {"const": "replied"},
+                           "reply": _ref("schemas", "InboxMessage"), "elapsed_ms": {"type": "number"}},
+        },
+        "CompensationRef": {
+            "type": "object", "required": ["type", "message_id"], "additionalProperties": False,
+            "description": "the compensating message the gateway sent when the deadline passed",
+            "properties": {"type": {"type": "string"}, "message_id": {"type": "string"}},
+        },
+        "RequestStatus": {
+            "type": "object", "required": ["message_id", "type", "status", "created_at"],
+            "additionalProperties": False,
+            "properties": {
+                "message_id": {"type": "string"}, "type": {"type": "string"},
+                "status": {"enum": ["pending", "replied", "timed_out", "compensated", "late_result"]},
+                "reply": _ref("schemas", "InboxMessage"), "compensation": _ref("schemas", "CompensationRef"),
+                "created_at": {"type": "string", "format": "date-time"},
+                "replied_at": {"type": "string", "format": "date-time"},
+            },
         },
         "Batch": {
             "type": "object", "required": ["messages"], "additionalProperties": False,
@@ -322,6 +355,38 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
                             "content": {JSON_MEDIA_TYPE: {"schema": _ref("schemas", "Message")}}},
             "responses": {"202": _json(_ref("schemas", "Accepted"), "accepted: the broker acknowledged it"),
                           **problem_responses(post_message_codes)},
+        }},
+        "/v1/requests": {"post": {
+            "operationId": "postRequest", "summary": "Send a request and wait for its reply (README "
+            "\"Request-reply\")", "security": jwt,
+            "description": "held until the result of the request's reply type comes back from its destination with "
+                           "its correlation id, or the deadline passes (504 `reply_timeout`; a type with "
+                           "compensation is then undone by the gateway). A retry with the same `Idempotency-Key` "
+                           "sends nothing new and waits for (or returns) the same reply.",
+            "parameters": [{
+                "name": "Idempotency-Key", "in": "header", "required": False,
+                "description": f"at most one, 1 to {MAX_IDEMPOTENCY_KEY} UTF-8 characters, no control characters",
+                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY,
+                           "pattern": _HEADER_SAFE},
+            }],
+            "requestBody": {"required": True, "description": f"at most {limits.max_body_bytes} bytes",
+                            "content": {JSON_MEDIA_TYPE: {"schema": _ref("schemas", "Request")}}},
+            "responses": {"200": _json(_ref("schemas", "Replied"), "the reply, as the pull inbox shows it"),
+                          **problem_responses({
+                              **post_message_codes,
+                              "invalid_request": post_message_codes["invalid_request"] + "; a type that is not a "
+                              "request type; `deadline_ms` not an integer from 1 to the type's limit; a "
+                              "correlation_id that names another request",
+                              "reply_timeout": "no reply within the deadline: `message_id`, `status_url`, and "
+                                               "`compensation` when the gateway sent one"})},
+        }},
+        "/v1/requests/{id}": {"get": {
+            "operationId": "getRequest", "summary": "Status of a request sent with POST /v1/requests",
+            "description": "for the platform that sent it", "security": jwt,
+            "parameters": [_ref("parameters", "MessageId")],
+            "responses": {"200": _json(_ref("schemas", "RequestStatus"), "the request"),
+                          **problem_responses({**unauthenticated, **state, **platform_only,
+                                               "not_found": "no such request for this caller"})},
         }},
         "/v1/messages/batch": {"post": {
             "operationId": "postBatch", "summary": f"Send up to {limits.batch_max} messages, signed together",

@@ -1,4 +1,4 @@
-"""Egress: poll -> check each record -> dedupe -> deliver -> outcomes -> commit.
+"""Egress: poll -> check each record -> dedupe -> replies -> deliver -> outcomes -> commit.
 
 Every record read ends in exactly one decided outcome, delivered or dead-lettered with a reason, whatever its
 bytes: the checks (`checks.py`) turn hostile input into a `Rejection`, and an unexpected exception while handling
@@ -25,6 +25,7 @@ from gateway.relay.checks import RECEIPT_TYPE, Checks, Refused, Verified
 from gateway.relay.delivery import WebhookDeliverer
 from gateway.relay.health import EgressHealth
 from gateway.relay.outcomes import BatchOutcomes, Effects
+from gateway.relay.requests_replies import ReplyStep
 from gateway.state import Decision, InboxDelivery, ReceiptItem
 from gateway.wire import envelope, headers
 from gateway.wire.problems import Rejection
@@ -67,8 +68,9 @@ def unexpected(e: BaseException, step: str) -> Rejection:
 
 class Egress:
     def __init__(self, cfg: GatewayConfig, checks: Checks, fx: Effects, webhooks: WebhookDeliverer,
-                 health: EgressHealth | None = None) -> None:
+                 health: EgressHealth | None = None, replies: ReplyStep | None = None) -> None:
         self._cfg = cfg
+        self._replies = replies  # results answering a request of this region (requests_replies.py)
         self._checks = checks
         self._fx = fx
         self._webhooks = webhooks
@@ -103,7 +105,9 @@ class Egress:
             out.received(r, c)
         inbox: list[tuple[Platform, Verified]] = []
         webhooks: dict[str, list[tuple[Platform, Verified]]] = defaultdict(list)
-        for c in self.dedupe(checked, out):
+        kept = self.dedupe(checked, out)
+        answers = self._replies.match([c for c in kept if isinstance(c, Verified)]) if self._replies else {}
+        for c in kept:
             if isinstance(c, Refused):
                 out.rejected(c)
                 continue
@@ -112,6 +116,9 @@ class Egress:
             if c.env.type == RECEIPT_TYPE:
                 self.apply_receipt(c, out)
                 continue
+            request = answers.get(c.env.id)
+            if request is not None and self._replies is not None and self._replies.take(c, request, out):
+                continue  # it answered a waiting call, or is a late result that must not be delivered
             platform = self._cfg.recipient_of(c.env.type)
             assert platform is not None  # authorize() refused the others
             if platform.delivery.mode == "inbox":

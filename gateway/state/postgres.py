@@ -47,6 +47,7 @@ from gateway.state.rows import (
     StateUnavailable,
     history_event,
     match_receipts,
+    open_params,
     reply_params,
     request_record,
     storable,
@@ -469,9 +470,7 @@ class PostgresBackend:
     def open_request(self, req: NewRequest) -> RequestRecord:
         def call(conn: _Connection) -> RequestRecord:
             # Two statements: the read must see a row another replica committed while the INSERT waited for it.
-            conn.execute(_pg(RequestSql.OPEN), (req.correlation_id, req.platform, req.type, req.to_region,
-                                                req.reply_type, req.idempotency_key, time.time(), req.deadline_at,
-                                                req.compensation_type))
+            conn.execute(_pg(RequestSql.OPEN), open_params(req))
             row = conn.execute(_pg(RequestSql.BY_CORRELATION), (req.correlation_id,)).fetchone()
             assert row is not None  # just written, or written before
             return request_record(row)

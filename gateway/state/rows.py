@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -160,6 +161,7 @@ class NewRequest:
     deadline_at: float  # epoch seconds
     idempotency_key: str | None = None
     compensation_type: str | None = None
+    created_at: float = 0.0  # epoch seconds; the caller's clock, so it knows the row it reads back is its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +233,11 @@ class RequestSql:
                "OR (status IN ('timed_out', 'late_result') AND compensation_type IS NOT NULL "
                "AND compensation_payload IS NOT NULL AND compensation_id IS NULL AND deadline_at < ?) "
                "ORDER BY deadline_at LIMIT ?")
+
+
+def open_params(req: NewRequest) -> tuple[Any, ...]:
+    return (req.correlation_id, req.platform, req.type, req.to_region, req.reply_type, req.idempotency_key,
+            req.created_at or time.time(), req.deadline_at, req.compensation_type)
 
 
 def reply_params(at: float, reply: Reply, correlation_id: str) -> tuple[Any, ...]:

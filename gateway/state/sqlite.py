@@ -33,6 +33,7 @@ from gateway.state.rows import (
     StateUnavailable,
     history_event,
     match_receipts,
+    open_params,
     reply_params,
     request_record,
     storable,
@@ -295,9 +296,7 @@ class SqliteBackend:
 
     @_guarded
     def open_request(self, req: NewRequest) -> RequestRecord:
-        self._db.execute(RequestSql.OPEN, (req.correlation_id, req.platform, req.type, req.to_region,
-                                           req.reply_type, req.idempotency_key, time.time(), req.deadline_at,
-                                           req.compensation_type))
+        self._db.execute(RequestSql.OPEN, open_params(req))
         row = self._db.execute(RequestSql.BY_CORRELATION, (req.correlation_id,)).fetchone()
         return request_record(row)
 
