@@ -25,7 +25,7 @@ from gateway.relay.delivery import WebhookDeliverer
 from gateway.relay.egress import Egress
 from gateway.relay.ingress import Ingress
 from gateway.relay.outcomes import Effects
-from gateway.relay.requests import RequestReply, ReplyOutcome
+from gateway.relay.requests import ReplyOutcome, RequestReply
 from gateway.relay.requests_replies import ReplyStep, Waiters
 from gateway.relay.requests_table import ReplyTable
 from gateway.state import NewRequest
