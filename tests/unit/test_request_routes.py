@@ -7,7 +7,6 @@ import asyncio
 import copy
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import aiohttp
