@@ -14,7 +14,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -195,13 +195,20 @@ def admitted(request: web.Request, messages: int, nbytes: int) -> Iterator[None]
         raise ProblemError(e.problem) from None
 
 
-async def post_message(request: web.Request) -> web.Response:
+@contextlib.asynccontextmanager
+async def one_message(request: web.Request) -> AsyncIterator[tuple[ApiContext, Platform, str | None, Any]]:
+    """A platform's single message (POST /v1/messages, /v1/requests): the caller, its Idempotency-Key and the
+    body, admitted as one message in flight until the block ends."""
     gw = request.app[GATEWAY]
     platform = require_platform(request)
     require_identity(gw)
     key = idempotency_key(request)
     with admitted(request, 1, body_budget(request, gw.cfg.limits.max_body_bytes)):
-        item = await read_json(request, gw.cfg.limits.max_body_bytes)
+        yield gw, platform, key, await read_json(request, gw.cfg.limits.max_body_bytes)
+
+
+async def post_message(request: web.Request) -> web.Response:
+    async with one_message(request) as (gw, platform, key, item):
         result = await gw.ingress.submit(platform, item, key)
     if isinstance(result, Problem):
         return problem_response(result)
@@ -211,12 +218,7 @@ async def post_message(request: web.Request) -> web.Response:
 async def post_request(request: web.Request) -> web.Response:
     """POST /v1/requests: one request type, held until its reply arrives or its deadline passes (README
     "Request-reply"); the body is a message as for POST /v1/messages, plus an optional `deadline_ms`."""
-    gw = request.app[GATEWAY]
-    platform = require_platform(request)
-    require_identity(gw)
-    key = idempotency_key(request)
-    with admitted(request, 1, body_budget(request, gw.cfg.limits.max_body_bytes)):
-        doc = await read_json(request, gw.cfg.limits.max_body_bytes)
+    async with one_message(request) as (gw, platform, key, doc):
         if not isinstance(doc, dict):
             return problem_response(Problem("invalid_request", "a request is a JSON object {type, to, payload, ...}"))
         message = dict(doc)

@@ -340,17 +340,17 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
                    {"properties": {"code": {"const": "broker_unavailable"}, "status": {"const": 503}}}]},
         problem_schema_for(("identity_expired", "identity_revoked", "state_unavailable")),
     ]}
+    idempotency_key = {
+        "name": "Idempotency-Key", "in": "header", "required": False,
+        "description": f"at most one, 1 to {MAX_IDEMPOTENCY_KEY} UTF-8 characters, no control characters",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": _HEADER_SAFE},
+    }
     paths: dict[str, Any] = {
         "/v1/messages": {"post": {
             "operationId": "postMessage", "summary": "Send one message to another region", "security": jwt,
             "description": "202 once the broker acknowledged it. A retry with the same `Idempotency-Key` returns "
                            "the same id and resends the same bytes, never a second message.",
-            "parameters": [{
-                "name": "Idempotency-Key", "in": "header", "required": False,
-                "description": f"at most one, 1 to {MAX_IDEMPOTENCY_KEY} UTF-8 characters, no control characters",
-                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY,
-                           "pattern": _HEADER_SAFE},
-            }],
+            "parameters": [idempotency_key],
             "requestBody": {"required": True, "description": f"at most {limits.max_body_bytes} bytes",
                             "content": {JSON_MEDIA_TYPE: {"schema": _ref("schemas", "Message")}}},
             "responses": {"202": _json(_ref("schemas", "Accepted"), "accepted: the broker acknowledged it"),
@@ -363,12 +363,7 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
                            "its correlation id, or the deadline passes (504 `reply_timeout`; a type with "
                            "compensation is then undone by the gateway). A retry with the same `Idempotency-Key` "
                            "sends nothing new and waits for (or returns) the same reply.",
-            "parameters": [{
-                "name": "Idempotency-Key", "in": "header", "required": False,
-                "description": f"at most one, 1 to {MAX_IDEMPOTENCY_KEY} UTF-8 characters, no control characters",
-                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY,
-                           "pattern": _HEADER_SAFE},
-            }],
+            "parameters": [idempotency_key],
             "requestBody": {"required": True, "description": f"at most {limits.max_body_bytes} bytes",
                             "content": {JSON_MEDIA_TYPE: {"schema": _ref("schemas", "Request")}}},
             "responses": {"200": _json(_ref("schemas", "Replied"), "the reply, as the pull inbox shows it"),
