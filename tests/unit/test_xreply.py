@@ -90,3 +90,25 @@ def test_the_config_overrides_deadlines_within_their_limit() -> None:
         ReplyTable(REGISTRY, {"medical.settlement.result": RequestTiming(deadline_ms=1)})
     with pytest.raises(RequestTableError, match="exceeds limit_ms"):
         ReplyTable(REGISTRY, {SETTLEMENT: RequestTiming(deadline_ms=40000)})
+
+
+def test_the_config_reads_requests_and_a_platforms_facade(tmp_path: Path) -> None:
+    import yaml
+
+    from gateway.config import ConfigError, load_config
+    from gateway.dev.exchange import init_exchange
+
+    path = init_exchange(tmp_path / "ex", base_port=0).config_path("SH")
+    doc = yaml.safe_load(path.read_text())
+    doc["requests"] = {SETTLEMENT: {"deadline_ms": 7000, "limit_ms": 60000}}
+    doc["platforms"][0]["facade"] = "nhsa"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    cfg = load_config(path)
+    assert cfg.requests == {SETTLEMENT: RequestTiming(7000, 60000)}
+    assert cfg.platforms[0].facade == "nhsa"
+    doc["requests"] = {SETTLEMENT: {"deadline_ms": 0, "wait": 1}}
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert {line.split(":")[0] for line in e.value.errors} == {f"requests.{SETTLEMENT}.deadline_ms",
+                                                               f"requests.{SETTLEMENT}.wait"}
