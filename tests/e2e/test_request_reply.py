@@ -50,13 +50,15 @@ class Answerer:
 
     async def run(self) -> None:
         while True:
+            answering = []
             for m in await self.client.pull(wait=0.5):
                 self.received.append(m)
                 if m["type"] in RESULT_OF:
                     if self.stalled:
                         self.held.append(m)
                     else:
-                        await self.answer(m)
+                        answering.append(self.answer(m))
+            await asyncio.gather(*answering)  # a pulled batch is answered at once, as a platform would
 
     async def answer(self, m: dict[str, Any]) -> str:
         correlation_id = m["envelope"]["correlation_id"]
