@@ -320,7 +320,8 @@ async def get_inbox(request: web.Request) -> web.Response:
         if items or time.monotonic() >= deadline or stopping.is_set():
             break
         await asyncio.sleep(0.05)
-    messages = [inbox_document(i.id, i.type, i.from_region, i.envelope, i.signature, gw.opener) for i in items]
+    messages = [inbox_document(i.id, i.type, i.from_region, i.envelope, i.signature, gw.opener, i.late_reply_to)
+                for i in items]
     return json_response({"messages": messages})
 
 

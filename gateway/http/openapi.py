@@ -228,6 +228,8 @@ def _schemas(limits: Limits, message_types: list[str]) -> dict[str, Any]:
                               "envelope bytes"},
                 "envelope": {"type": "object", "description": "the signed envelope (sealed types: with `sealed`)"},
                 "payload": {"description": "a sealed type's payload, opened by this gateway"},
+                "late_reply_to": {"type": "string", "description": "a result that came after its request's "
+                                  "deadline (the request had no compensation): the request's message id"},
             },
         },
         "Inbox": {

@@ -50,8 +50,9 @@ def delivery_body(v: Verified) -> bytes:
     return v.record.value if v.env.sealed is None else opened_document(v)
 
 
-def webhook_headers(v: Verified) -> dict[str, str]:
-    return {
+def webhook_headers(v: Verified, late_reply_to: str | None = None) -> dict[str, str]:
+    late = {headers.WEBHOOK_LATE_REPLY_TO: late_reply_to} if late_reply_to is not None else {}
+    return {**late,
         "Content-Type": "application/json",
         headers.WEBHOOK_SEALED: "true" if v.env.sealed is not None else "false",
         headers.WEBHOOK_SIGNATURE: v.signature,
@@ -107,6 +108,7 @@ class Egress:
         webhooks: dict[str, list[tuple[Platform, Verified]]] = defaultdict(list)
         kept = self.dedupe(checked, out)
         answers = self._replies.match([c for c in kept if isinstance(c, Verified)]) if self._replies else {}
+        late: dict[str, str] = {}  # message id -> the request it came too late for (delivered, marked)
         for c in kept:
             if isinstance(c, Refused):
                 out.rejected(c)
@@ -117,8 +119,12 @@ class Egress:
                 self.apply_receipt(c, out)
                 continue
             request = answers.get(c.env.id)
-            if request is not None and self._replies is not None and self._replies.take(c, request, out):
-                continue  # it answered a waiting call, or is a late result that must not be delivered
+            if request is not None and self._replies is not None:
+                taken = self._replies.take(c, request, out)
+                if taken == "consumed":
+                    continue  # it answered a waiting call, or is a late result that must not be delivered
+                if taken == "late" and request.message_id is not None:
+                    late[c.env.id] = request.message_id
             platform = self._cfg.recipient_of(c.env.type)
             assert platform is not None  # authorize() refused the others
             if platform.delivery.mode == "inbox":
@@ -128,7 +134,8 @@ class Egress:
         if inbox:
             started = time.perf_counter()
             self._fx.state.deliver_to_inbox([
-                InboxDelivery(p.id, v.env.id, v.env.type, v.env.sender, v.record.value, v.signature, v.source)
+                InboxDelivery(p.id, v.env.id, v.env.type, v.env.sender, v.record.value, v.signature, v.source,
+                              late.get(v.env.id))
                 for p, v in inbox
             ])
             self._fx.metrics.stage("deliver").observe(time.perf_counter() - started)
@@ -142,7 +149,7 @@ class Egress:
                 platform = items[0][0]
                 limits.setdefault(platform.id, asyncio.Semaphore(platform.delivery.concurrency))
             await asyncio.gather(*(
-                self.push_conversation(items, limits[items[0][0].id], out) for items in webhooks.values()
+                self.push_conversation(items, limits[items[0][0].id], out, late) for items in webhooks.values()
             ))
         await out.flush(stopping or asyncio.Event())
 
@@ -170,11 +177,12 @@ class Egress:
         return kept
 
     async def push_conversation(self, items: list[tuple[Platform, Verified]], limit: asyncio.Semaphore,
-                                out: BatchOutcomes) -> None:
+                                out: BatchOutcomes, late: dict[str, str] | None = None) -> None:
         for platform, v in items:
             try:
                 async with limit:
-                    result = await self._webhooks.deliver(platform.delivery, delivery_body(v), webhook_headers(v))
+                    result = await self._webhooks.deliver(platform.delivery, delivery_body(v),
+                                                          webhook_headers(v, (late or {}).get(v.env.id)))
             except Exception as e:  # one message the HTTP client cannot send must not stop its conversation
                 log.warning("unexpected error delivering a message", exc_info=True,
                             extra={"message_id": v.env.id, "type": v.env.type, "from": v.env.sender})

@@ -12,9 +12,11 @@ from gateway.crypto.seal import Opener
 
 
 def inbox_document(msg_id: str, msg_type: str, from_region: str, envelope: bytes, signature: str,
-                   opener: Opener | None) -> dict[str, Any]:
+                   opener: Opener | None, late_reply_to: str | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {"id": msg_id, "type": msg_type, "from": from_region, "signature": signature,
                            "envelope": orjson.loads(envelope)}
+    if late_reply_to is not None:  # a result after its request's deadline (README "Request-reply")
+        doc["late_reply_to"] = late_reply_to
     sealed = doc["envelope"].get("sealed")
     if sealed is not None and opener is not None:
         doc["payload"] = orjson.loads(opener.open(sealed))

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 from gateway.audit.trail import AuditTrail
 from gateway.config import GatewayConfig
@@ -27,6 +28,10 @@ from gateway.relay.requests_table import ReplyTable
 from gateway.state import Decision, Reply, RequestRecord, StateStore
 
 log = logging.getLogger(__name__)
+
+# What the reply step made of a result: consumed (it answered the call, or a late result that must not be
+# delivered), deliver (not an answer), or late (deliver it, marked as the late result of its request).
+Taken = Literal["consumed", "deliver", "late"]
 
 
 class Waiters:
@@ -77,9 +82,8 @@ class ReplyStep:
                 found[v.env.id] = row
         return found
 
-    def take(self, v: Verified, request: RequestRecord, out: BatchOutcomes) -> bool:
-        """Apply one result to its request. True: consumed here (answered the call, or a late result that must not
-        be delivered); False: deliver it as any message."""
+    def take(self, v: Verified, request: RequestRecord, out: BatchOutcomes) -> Taken:
+        """Apply one result to its request (see Taken)."""
         reply = Reply(v.env.id, v.env.type, v.env.sender, v.record.value, v.signature)
         now = time.time()
         if request.status == "pending" and self._state.settle_request(request.correlation_id, reply, now):
@@ -88,14 +92,14 @@ class ReplyStep:
                 out.delivered(platform, v, "reply")  # audit (delivered, mode reply), metrics and the receipt
             self._state.mark_seen([Decision(v.env.id, "delivered", v.source)])
             self.waiters.wake(request.correlation_id)
-            return True
+            return "consumed"
         if request.status == "pending":  # the deadline won the race a moment ago: this result is late
             current = self._state.requests([request.correlation_id]).get(request.correlation_id)
             request = current or request
         if request.status not in ("timed_out", "compensated") or request.reply is not None:
-            return False  # a further result of an answered request: an ordinary message
+            return "deliver"  # a further result of an answered request: an ordinary message
         if not self._state.late_result(request.correlation_id, reply, now):
-            return False
+            return "deliver"
         compensated = request.compensation_type is not None
         self._audit.append("late_result", v.env.id, v.sha256, v.env.correlation_id, request=request.message_id or "",
                            type=v.env.type, sender=v.env.sender, delivered="false" if compensated else "true")
@@ -105,8 +109,8 @@ class ReplyStep:
             "correlation_id": v.env.correlation_id, "outcome": "withheld" if compensated else "delivered"})
         self.waiters.wake(request.correlation_id)
         if not compensated:
-            return False
+            return "late"
         # Consumed: marked delivered (a second copy is a duplicate), and the sender gets its receipt.
         self._state.mark_seen([Decision(v.env.id, "delivered", v.source)])
         out.receipt(v, "delivered")
-        return True
+        return "consumed"

@@ -87,7 +87,7 @@ WHERE seq IN (
     ORDER BY seq LIMIT %s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING seq, id, type, from_region, envelope, signature
+RETURNING seq, id, type, from_region, envelope, signature, late_reply_to
 """  # noqa: S608 (constants only)
 
 
@@ -403,9 +403,10 @@ class PostgresBackend:
             with conn.transaction():
                 cur = conn.cursor()
                 cur.executemany(
-                    "INSERT INTO inbox (platform, id, type, from_region, envelope, signature, received_at) "
-                    "VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO NOTHING",
-                    [(i.platform, i.id, i.type, i.from_region, i.envelope, i.signature, now) for i in rows])
+                    "INSERT INTO inbox (platform, id, type, from_region, envelope, signature, received_at, "
+                    "late_reply_to) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO NOTHING",
+                    [(i.platform, i.id, i.type, i.from_region, i.envelope, i.signature, now, i.late_reply_to)
+                     for i in rows])
                 cur.executemany(_MARK_SEEN, [(i.id, "delivered", i.source, now) for i in rows])
 
         self._run(call)
@@ -413,7 +414,8 @@ class PostgresBackend:
     def lease_inbox(self, platform: str, limit: int, lease_s: float = 60.0) -> list[InboxItem]:
         def call(conn: _Connection) -> list[InboxItem]:
             rows = conn.execute(_LEASE, (lease_s, platform, limit)).fetchall()
-            return sorted((InboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows), key=lambda i: i.seq)
+            return sorted((InboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows),
+                          key=lambda i: i.seq)
 
         return self._run(call)
 

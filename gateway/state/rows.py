@@ -50,6 +50,7 @@ class InboxItem:
     from_region: str
     envelope: bytes
     signature: str
+    late_reply_to: str | None = None  # a result after its request's deadline: the request's message id
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,7 @@ class InboxDelivery:
     envelope: bytes
     signature: str
     source: str
+    late_reply_to: str | None = None  # see InboxItem
 
 
 @dataclass(frozen=True, slots=True)

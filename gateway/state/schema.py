@@ -53,6 +53,7 @@ def _requests_step(*, real: str, blob: str) -> Migration:
             compensation_id TEXT
         )""",
         "CREATE INDEX requests_open ON requests(status, deadline_at)",
+        "ALTER TABLE inbox ADD COLUMN late_reply_to TEXT",  # a late result delivered as any message: marked
     ))
 
 

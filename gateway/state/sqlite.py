@@ -223,9 +223,10 @@ class SqliteBackend:
     def deliver_to_inbox(self, items: Sequence[InboxDelivery]) -> None:
         now = time.time()
         self._tx([
-            ("INSERT OR IGNORE INTO inbox (platform, id, type, from_region, envelope, signature, received_at) "
-             "VALUES (?,?,?,?,?,?,?)",
-             [(i.platform, i.id, i.type, i.from_region, i.envelope, i.signature, now) for i in items], True),
+            ("INSERT OR IGNORE INTO inbox (platform, id, type, from_region, envelope, signature, received_at, "
+             "late_reply_to) VALUES (?,?,?,?,?,?,?,?)",
+             [(i.platform, i.id, i.type, i.from_region, i.envelope, i.signature, now, i.late_reply_to)
+              for i in items], True),
             (_MARK_SEEN, [(i.id, "delivered", i.source, now) for i in items], True),
         ])
 
@@ -233,13 +234,13 @@ class SqliteBackend:
     def lease_inbox(self, platform: str, limit: int, lease_s: float = 60.0) -> list[InboxItem]:
         now = time.time()
         rows = self._db.execute(
-            "SELECT seq, id, type, from_region, envelope, signature FROM inbox "
+            "SELECT seq, id, type, from_region, envelope, signature, late_reply_to FROM inbox "
             "WHERE platform=? AND acked_at IS NULL AND leased_until<? ORDER BY seq LIMIT ?",
             (platform, now, limit),
         ).fetchall()
         if rows:
             self._tx([("UPDATE inbox SET leased_until=? WHERE seq=?", [(now + lease_s, r[0]) for r in rows], True)])
-        return [InboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
+        return [InboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows]
 
     @_guarded
     def ack_inbox(self, platform: str, ids: Sequence[str]) -> int:

@@ -24,7 +24,7 @@ import pytest_asyncio
 import yaml
 
 from gateway.schemas.registry import SchemaRegistry
-from tests._util import PlatformClient, SideExchange, side_exchange, yrdx
+from tests._util import PlatformClient, SideExchange, pull_until, side_exchange, yrdx
 from tests.conftest import Broker
 
 REGISTRY = SchemaRegistry.load()
@@ -207,7 +207,11 @@ async def test_yrdx_send_wait_prints_the_reply_and_fails_with_the_problem_on_tim
     finally:
         pair.js.stalled = False
     assert done.returncode == 1
-    assert json.loads(done.stderr)["code"] == "reply_timeout"
-    for m in list(pair.js.held):  # answered late: delivered to SH's inbox as any message (nothing was undone)
-        await pair.js.answer(m)
-        pair.js.held.remove(m)
+    problem = json.loads(done.stderr)
+    assert problem["code"] == "reply_timeout"
+    (held,) = [m for m in pair.js.held if m["id"] == problem["message_id"]]
+    pair.js.held.remove(held)
+    # Answered late: nothing was undone, so Shanghai's platform gets it as any message, marked late.
+    late_id = await pair.js.answer(held)
+    (late,) = [m for m in await pull_until(pair.sh, late_id) if m["id"] == late_id]
+    assert late["late_reply_to"] == problem["message_id"]

@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from gateway.audit.model import parse_segment
+from gateway.config import GatewayConfig
 from gateway.crypto.keyfiles import load_encryption_key, load_encryption_pub
 from gateway.crypto.seal import Opener, Sealer
 from gateway.kafka.memory import MemoryPublisher
@@ -31,7 +32,7 @@ from gateway.relay.requests_table import ReplyTable
 from gateway.state import NewRequest
 from gateway.wire import envelope
 from gateway.wire.problems import ProblemError
-from tests.unit._relay import REGION, REGISTRY, Harness, close, harness
+from tests.unit._relay import REGION, REGISTRY, Harness, close, harness, with_delivery
 
 PLATFORM = "sh-platform"
 LICENSE = "license.verify.request"  # no compensation
@@ -75,7 +76,13 @@ async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
 
 @pytest_asyncio.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    h = await harness(tmp_path)
+    made = await make_rig(tmp_path)
+    yield made
+    await close(made.h)
+
+
+async def make_rig(tmp_path: Path, edit: Callable[[GatewayConfig], GatewayConfig] | None = None) -> Rig:
+    h = await harness(tmp_path, edit)
     cfg = h.cfg
     publisher = MemoryPublisher(h.broker)
     sealers = {r: Sealer.for_key(load_encryption_pub(p), kid=r) for r, p in cfg.encryption_keys.items()}
@@ -88,8 +95,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
                       Effects(REGION, cfg.topics, h.signer(REGION), publisher, h.state, h.audit, h.metrics),
                       WebhookDeliverer(h.session, h.metrics), None,
                       ReplyStep(cfg, table, h.state, h.audit, h.metrics, waiters))
-    yield Rig(h, rr)
-    await close(h)
+    return Rig(h, rr)
 
 
 def audited(h: Harness, stage: str) -> list[dict[str, Any]]:
@@ -190,7 +196,9 @@ async def test_a_late_result_of_a_type_without_compensation_is_recorded_and_deli
     outcome = await rig.rr.call(PLATFORM, rig.request(LICENSE), deadline_ms=150)
     late_id = rig.answer(rig.sent_to_js()[0].correlation_id, "license.verify.result")
     await rig.h.drain()
-    assert late_id in rig.h.delivered_ids()  # nothing was undone: the platform gets it as any message
+    (item,) = rig.h.state.lease_inbox(PLATFORM, 10, lease_s=0.0)
+    assert item.id == late_id  # nothing was undone: the platform gets it as any message ...
+    assert item.late_reply_to == outcome.message_id  # ... marked as the late result of its request
     doc = rig.rr.status(PLATFORM, outcome.message_id)
     assert doc["status"] == "late_result" and doc["reply"]["id"] == late_id
     (late,) = audited(rig.h, "late_result")
@@ -285,3 +293,38 @@ async def test_status_is_only_for_the_platform_that_sent_the_request(rig: Rig) -
     assert e.value.problem.code == "not_found"
     with pytest.raises(ProblemError):
         rig.rr.status(PLATFORM, "no-such-id")
+
+
+async def test_a_webhook_platform_gets_no_answered_reply_and_a_late_result_marked_late(tmp_path: Path) -> None:
+    from aiohttp import web
+
+    got: list[dict[str, str]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        await request.read()
+        got.append(dict(request.headers))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    rig = await make_rig(tmp_path, lambda c: with_delivery(c, mode="webhook", url=url))
+    try:
+        call = asyncio.create_task(rig.rr.call(PLATFORM, rig.request(LICENSE), deadline_ms=5000))
+        (req,) = await rig.sent()
+        rig.answer(req.correlation_id, "license.verify.result")
+        await rig.h.drain()
+        assert (await call).status == "replied" and got == []  # the answer went to the call only
+        timed_out = await rig.rr.call(PLATFORM, rig.request(LICENSE), deadline_ms=100)
+        late_id = rig.answer(rig.sent_to_js()[1].correlation_id, "license.verify.result")
+        await rig.h.drain()
+        (delivered,) = got
+        assert delivered["Yrdx-Message-Id"] == late_id
+        assert delivered["Yrdx-Late-Reply-To"] == timed_out.message_id
+    finally:
+        await close(rig.h)
+        await runner.cleanup()
