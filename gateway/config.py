@@ -73,6 +73,15 @@ class Platform:
     may_send: frozenset[str]
     receives: frozenset[str]
     delivery: Delivery
+    facade: str | None = None  # the adapter facade (entry point of `yrdx.facades`) this platform may use
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTiming:
+    """`requests.<type>`: overrides the deadline and limit of the type's `x-reply` (milliseconds)."""
+
+    deadline_ms: int | None = None
+    limit_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +134,7 @@ class GatewayConfig:
     source: Path | None = field(default=None, compare=False)
     recipients: Mapping[str, Platform] = field(default_factory=dict, compare=False, repr=False)
     _platforms_by_id: Mapping[str, Platform] = field(default_factory=dict, compare=False, repr=False)
+    requests: Mapping[str, RequestTiming] = field(default_factory=dict)  # request-reply deadlines per type
 
     @property
     def topics(self) -> Topics:
@@ -148,7 +158,7 @@ class GatewayConfig:
 
 _TOP_KEYS = {
     "region", "listen", "kafka", "identity", "trust", "state", "limits", "accept", "platforms", "auditors",
-    "metrics", "schemas_dir", "audit_index", "audit_enabled", "seal", "purposes",
+    "metrics", "schemas_dir", "audit_index", "audit_enabled", "seal", "purposes", "requests",
 }
 
 
@@ -405,6 +415,21 @@ def _state(s: _Reader, default_path: Path) -> tuple[Path, str | None, float]:
     return path, dsn, timeout_s
 
 
+def _requests(r: _Reader) -> dict[str, RequestTiming]:
+    """`requests: {<request type>: {deadline_ms, limit_ms}}`; whether the type has an `x-reply` is checked at
+    start-up against the schemas."""
+    out: dict[str, RequestTiming] = {}
+    for name in r.data:
+        t = r.sub(str(name))
+        t.only({"deadline_ms", "limit_ms"})
+        timing = RequestTiming(
+            t.int_("deadline_ms", 0, minimum=1, maximum=600_000) if "deadline_ms" in t.data else None,
+            t.int_("limit_ms", 0, minimum=1, maximum=600_000) if "limit_ms" in t.data else None,
+        )
+        out[str(name)] = timing
+    return out
+
+
 def parse_config(data: object, base: Path, source: Path | None = None) -> GatewayConfig:
     """The configuration in `data` (the parsed YAML); ConfigError listing every error found in it."""
     errors: list[str] = []
@@ -490,13 +515,14 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
     platforms = []
     for i, item in enumerate(raw_platforms):
         p = root.reader(item, f"platforms[{i}]")
-        p.only({"id", "public_key", "may_send", "receives", "delivery"})
+        p.only({"id", "public_key", "may_send", "receives", "delivery", "facade"})
         platforms.append(Platform(
             id=p.str_("id", required=True),
             public_key=p.path_("public_key") or Path(),
             may_send=p.types("may_send"),
             receives=p.types("receives"),
             delivery=_delivery(p.sub("delivery")),
+            facade=p.opt_str("facade") or None,
         ))
     ids = [p.id for p in platforms if p.id]
     if len(set(ids)) != len(ids):
@@ -520,6 +546,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
     schemas_dir = root.path_("schemas_dir", required=False)
     audit_index = _audit_index(root, region)
     audit_enabled = _flag(root, "audit_enabled", True)
+    requests = _requests(root.sub("requests"))
     if errors:
         raise ConfigError(*errors)
     return GatewayConfig(
@@ -548,6 +575,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         state_dsn=state_dsn,
         state_timeout_s=state_timeout_s,
         source=source,
+        requests=requests,
     )
 
 

@@ -99,6 +99,23 @@ class Metrics:
             ["role", "name"], registry=r,
         )
         self.broker_up = Gauge("yrdx_broker_up", "1 when the broker answered the last probe", registry=r)
+        self.request_reply_seconds = Histogram(
+            "yrdx_request_reply_seconds", "POST /v1/requests (and facades): from the call to its outcome, by "
+            "request type and outcome (replied, timed_out, compensated)", ["type", "outcome"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.reply_timeouts = Counter(
+            "yrdx_reply_timeouts_total", "Requests whose deadline passed without a reply, by request type",
+            ["type"], registry=r,
+        )
+        self.compensations = Counter(
+            "yrdx_compensations_total", "Compensating messages the gateway sent for timed-out requests, by "
+            "request type", ["type"], registry=r,
+        )
+        self.late_results = Counter(
+            "yrdx_late_results_total", "Results that came after their request's deadline, by request type",
+            ["type"], registry=r,
+        )
         # Pre-bound children: observing a stage costs no label lookup on the hot path.
         self._stages: dict[str, Any] = {s: self.stage_seconds.labels(s) for s in STAGES}
 

@@ -27,6 +27,7 @@ from gateway.crypto.seal import Opener, Sealer
 from gateway.crypto.trust import TrustedSigner, TrustStore
 from gateway.http.api import make_runner
 from gateway.http.auth import Authenticator, load_public_key
+from gateway.http.facades import FacadeContext, FacadeError, mount
 from gateway.kafka.transport import KafkaInboxConsumer, KafkaPublisher, ensure_topics
 from gateway.metrics import Metrics
 from gateway.relay.checks import Checks
@@ -36,6 +37,9 @@ from gateway.relay.health import EgressHealth
 from gateway.relay.identity import IdentityWatch, identity_problem
 from gateway.relay.ingress import Ingress
 from gateway.relay.outcomes import Draining, Effects
+from gateway.relay.requests import RequestReply
+from gateway.relay.requests_replies import ReplyStep, Waiters
+from gateway.relay.requests_table import ReplyTable, RequestTableError
 from gateway.relay.revocations import follow_updates, load_updates
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import StateSchemaError, StateStore, StateUnavailable
@@ -110,6 +114,13 @@ class Gateway:
         self.opener = Opener.for_key(load_encryption_key(cfg.encryption_key)) if cfg.encryption_key else None
         self.ingress = Ingress(cfg, self.registry, self.signer, self.publisher, self.state, self.audit, self.metrics,
                                sealers)
+        try:
+            self.reply_table = ReplyTable(self.registry, cfg.requests)
+        except RequestTableError as e:
+            raise StartupError(str(e)) from e
+        self.waiters = Waiters()  # the request-reply calls of this process, woken by its egress
+        self.request_reply = RequestReply(cfg, self.reply_table, self.ingress, self.state, self.audit, self.metrics,
+                                          self.opener, self.waiters)
         self.broker_ok = False
         self.consumer_running = False
         self.egress_health = EgressHealth()
@@ -138,8 +149,13 @@ class Gateway:
                     self.metrics),
             WebhookDeliverer(self._session, self.metrics),
             self.egress_health,
+            ReplyStep(self.cfg, self.reply_table, self.state, self.audit, self.metrics, self.waiters),
         )
-        self._runner = make_runner(self)  # HTTP limits and malformed-request handling: gateway/api.py
+        try:
+            facades = mount(self.cfg, self.facade_context)
+        except FacadeError as e:
+            raise StartupError(str(e)) from e
+        self._runner = make_runner(self, facades)  # HTTP limits and malformed-request handling: gateway/api.py
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
         await site.start()
@@ -154,10 +170,15 @@ class Gateway:
             ),
             asyncio.create_task(self._probe_broker(), name="broker-probe"),
             asyncio.create_task(follow_updates(self.cfg.kafka, self.trust), name="trust-updates"),
+            asyncio.create_task(self.request_reply.run_sweeper(self._stopping), name="request-sweeper"),
         ]
         if not self.cfg.audit_enabled:
             log.warning("audit trail DISABLED (audit_enabled: false): for measurements only")
         log.info("gateway started", extra={"region": self.cfg.region, "port": self.port})
+
+    def facade_context(self, name: str) -> FacadeContext:
+        return FacadeContext(name, self.request_reply, self.registry, self.cfg.region, self.metrics, self.audit,
+                             self.cfg)
 
     async def _consume(self) -> None:
         """The egress loop; after an unexpected error it rejoins the group and resumes from the last commit.

@@ -37,6 +37,7 @@ GENESIS = "0" * 64
 STAGES = frozenset({
     "accepted", "published", "publish_failed", "received", "verified", "rejected", "delivered", "receipt_sent",
     "receipt_received", "dead_lettered", "replayed", "checkpoint", "countersigned", "resumed",
+    "late_result",  # a request's result that came after its deadline (gateway/relay/requests_replies.py)
 })
 
 RECORD_FIELDS = (

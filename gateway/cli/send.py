@@ -1,4 +1,6 @@
-"""`yrdx send`: send one message through a gateway's HTTP API as one of its platforms; prints the message id."""
+"""`yrdx send`: send one message through a gateway's HTTP API as one of its platforms; prints the message id.
+With `--wait`, a request type goes through POST /v1/requests: it prints the reply and exits 1 with the problem on
+stderr when none came in time (reply_timeout) or the request was refused."""
 
 from __future__ import annotations
 
@@ -32,15 +34,22 @@ def cmd_send(args: argparse.Namespace) -> int:
     body = {"type": args.type, "to": args.to, "payload": payload}
     if args.correlation_id:
         body["correlation_id"] = args.correlation_id
+    if args.deadline_ms is not None:
+        if not args.wait:
+            error("--deadline-ms goes with --wait")
+            return 2
+        body["deadline_ms"] = args.deadline_ms
     host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host  # noqa: S104 (mapping a wildcard bind)
-    url = f"http://{host}:{cfg.port}/v1/messages"
+    url = f"http://{host}:{cfg.port}/v1/{'requests' if args.wait else 'messages'}"
     req = urllib.request.Request(  # noqa: S310 (the URL is built from our own config)
         url, data=json.dumps(body).encode(), method="POST",
         headers={"Content-Type": "application/json", **token_minter.header()},
     )
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
-            print(json.loads(resp.read())["id"])
+        # A held request waits at most its type's limit (600 s at the very most, gateway/schemas/xreply.py).
+        with urllib.request.urlopen(req, timeout=630 if args.wait else 30) as resp:  # noqa: S310
+            answer = json.loads(resp.read())
+            print(json.dumps(answer, ensure_ascii=False, indent=2) if args.wait else answer["id"])
             return 0
     except urllib.error.HTTPError as e:
         print(e.read().decode(), file=sys.stderr)
@@ -59,4 +68,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     send.add_argument("--payload", required=True, help="JSON file with the payload")
     send.add_argument("--correlation-id")
     send.add_argument("--key")
+    send.add_argument("--wait", action="store_true",
+                      help="a request type: wait for its reply (POST /v1/requests) and print it")
+    send.add_argument("--deadline-ms", type=int, help="with --wait: how long to wait (default: the type's)")
     send.set_defaults(func=cmd_send)

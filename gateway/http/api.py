@@ -14,7 +14,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -28,10 +28,11 @@ from gateway.http import openapi
 from gateway.http.admission import RETRY_AFTER_S, Admission, Overloaded
 from gateway.http.auth import AUDIT_SCOPE, AuthError, Principal, one_authorization
 from gateway.http.context import ApiContext
+from gateway.relay.inbox_document import inbox_document
 from gateway.relay.ingress import MAX_IDEMPOTENCY_KEY
 from gateway.relay.signed import Signed
 from gateway.state import InboxItem, StateUnavailable
-from gateway.wire.problems import Problem
+from gateway.wire.problems import Problem, ProblemError
 from gateway.wire.text import header_safe
 
 log = logging.getLogger(__name__)
@@ -128,14 +129,6 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
-class ProblemError(Exception):
-    """Raised by request helpers; the middleware answers it as problem+json."""
-
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(problem.detail)
-        self.problem = problem
-
-
 async def read_json(request: web.Request, limit: int) -> Any:
     """The body parsed; too large (413, checked before reading it all), too slow (408), cut off or badly framed
     (400) or not JSON (400) raise ProblemError."""
@@ -204,17 +197,46 @@ def admitted(request: web.Request, messages: int, nbytes: int) -> Iterator[None]
         raise ProblemError(e.problem) from None
 
 
-async def post_message(request: web.Request) -> web.Response:
+@contextlib.asynccontextmanager
+async def one_message(request: web.Request) -> AsyncIterator[tuple[ApiContext, Platform, str | None, Any]]:
+    """A platform's single message (POST /v1/messages, /v1/requests): the caller, its Idempotency-Key and the
+    body, admitted as one message in flight until the block ends."""
     gw = request.app[GATEWAY]
     platform = require_platform(request)
     require_identity(gw)
     key = idempotency_key(request)
     with admitted(request, 1, body_budget(request, gw.cfg.limits.max_body_bytes)):
-        item = await read_json(request, gw.cfg.limits.max_body_bytes)
+        yield gw, platform, key, await read_json(request, gw.cfg.limits.max_body_bytes)
+
+
+async def post_message(request: web.Request) -> web.Response:
+    async with one_message(request) as (gw, platform, key, item):
         result = await gw.ingress.submit(platform, item, key)
     if isinstance(result, Problem):
         return problem_response(result)
     return json_response(_accepted(result), status=202)
+
+
+async def post_request(request: web.Request) -> web.Response:
+    """POST /v1/requests: one request type, held until its reply arrives or its deadline passes (README
+    "Request-reply"); the body is a message as for POST /v1/messages, plus an optional `deadline_ms`."""
+    async with one_message(request) as (gw, platform, key, doc):
+        if not isinstance(doc, dict):
+            return problem_response(Problem("invalid_request", "a request is a JSON object {type, to, payload, ...}"))
+        message = dict(doc)
+        deadline_ms = message.pop("deadline_ms", None)
+        outcome = await gw.request_reply.call(platform.id, message, deadline_ms=deadline_ms, idempotency_key=key)
+    timeout = outcome.problem()
+    if timeout is not None:
+        return problem_response(timeout)
+    return json_response({"message_id": outcome.message_id, "status": outcome.status, "reply": outcome.reply,
+                          "elapsed_ms": outcome.elapsed_ms})
+
+
+async def get_request(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    platform = require_platform(request)
+    return json_response(gw.request_reply.status(platform.id, request.match_info["id"]))
 
 
 async def post_batch(request: web.Request) -> web.Response:
@@ -300,14 +322,8 @@ async def get_inbox(request: web.Request) -> web.Response:
         if items or time.monotonic() >= deadline or stopping.is_set():
             break
         await asyncio.sleep(0.05)
-    messages = []
-    for i in items:
-        doc = {"id": i.id, "type": i.type, "from": i.from_region, "signature": i.signature,
-               "envelope": orjson.loads(i.envelope)}
-        sealed = doc["envelope"].get("sealed")
-        if sealed is not None and gw.opener is not None:  # opened on the way out: never stored in clear
-            doc["payload"] = orjson.loads(gw.opener.open(sealed))
-        messages.append(doc)
+    messages = [inbox_document(i.id, i.type, i.from_region, i.envelope, i.signature, gw.opener, i.late_reply_to)
+                for i in items]
     return json_response({"messages": messages})
 
 
@@ -413,7 +429,8 @@ def _openapi_route(gw: ApiContext) -> Handler:
     return serve_openapi
 
 
-def build_app(gw: ApiContext) -> web.Application:
+def build_app(gw: ApiContext, extra_routes: Sequence[web.RouteDef] = ()) -> web.Application:
+    """The gateway's routes, and `extra_routes` (the facades' routes, gateway/http/facades.py)."""
     app = web.Application(middlewares=[answer_problems, authenticate],
                           client_max_size=gw.cfg.limits.max_batch_body_bytes + 1)
     app[GATEWAY] = gw
@@ -426,12 +443,15 @@ def build_app(gw: ApiContext) -> web.Application:
     app.router.add_get("/v1/messages/{id}", get_message)
     app.router.add_get("/v1/inbox", get_inbox)
     app.router.add_post("/v1/inbox/ack", post_inbox_ack)
+    app.router.add_post("/v1/requests", post_request)
+    app.router.add_get("/v1/requests/{id}", get_request)
     app.router.add_get("/v1/audit/messages/{id}", get_audit_message)
     app.router.add_get("/v1/usage", get_usage)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", _openapi_route(gw))
+    app.router.add_routes(extra_routes)
     return app
 
 
@@ -491,7 +511,8 @@ class _Runner(web.AppRunner):
                        handler_cancellation=made.handler_cancellation, **self._kwargs)
 
 
-def make_runner(gw: ApiContext) -> web.AppRunner:
+def make_runner(gw: ApiContext, extra_routes: Sequence[web.RouteDef] = ()) -> web.AppRunner:
     """The gateway's HTTP server with the limits above."""
-    return _Runner(build_app(gw), access_log=None, handle_signals=False, keepalive_timeout=HEADER_TIMEOUT_S,
-                   max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES, max_headers=MAX_HEADERS)
+    return _Runner(build_app(gw, extra_routes), access_log=None, handle_signals=False,
+                   keepalive_timeout=HEADER_TIMEOUT_S, max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES,
+                   max_headers=MAX_HEADERS)

@@ -12,6 +12,7 @@ from gateway.metrics import Metrics
 from gateway.relay.health import EgressHealth
 from gateway.relay.identity import IdentityWatch
 from gateway.relay.ingress import Ingress
+from gateway.relay.requests import RequestReply
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import StateStore
 
@@ -33,3 +34,4 @@ class ApiContext(Protocol):
     consumer_running: bool
     egress_health: EgressHealth
     identity: IdentityWatch  # fail closed: no new message while this gateway's certificate is not valid
+    request_reply: RequestReply  # POST /v1/requests and the facades

@@ -106,6 +106,9 @@ def _schemas(limits: Limits, message_types: list[str]) -> dict[str, Any]:
                    "items": _ref("schemas", "SchemaError")},
         "id": {"type": "string", "description": "the message id, when a message was built but the broker did not "
                                                  "acknowledge it: GET /v1/messages/{id} tells later what became of it"},
+        "message_id": {"type": "string", "description": "`reply_timeout`: the request's message id"},
+        "status_url": {"type": "string", "description": "`reply_timeout`: where the request's status can be read"},
+        "compensation": {"$ref": "#/components/schemas/CompensationRef"},
     }
     message_properties: dict[str, Any] = {
         "type": {"type": "string", "minLength": 1, **({"enum": message_types} if message_types else {}),
@@ -161,6 +164,36 @@ def _schemas(limits: Limits, message_types: list[str]) -> dict[str, Any]:
             "required": ["type", "to", "payload"], "additionalProperties": False,
             "properties": message_properties,
         },
+        "Request": {
+            "type": "object", "description": "a request type (its schema has `x-reply`) for another region's "
+            "platform, and how long to wait for its reply",
+            "required": ["type", "to", "payload"], "additionalProperties": False,
+            "properties": {**message_properties, "deadline_ms": {
+                "type": "integer", "minimum": 1, "description": "how long to wait (default: the type's "
+                "`deadline_ms`; at most its `limit_ms`, README \"Request-reply\")"}},
+        },
+        "Replied": {
+            "type": "object", "required": ["message_id", "status", "reply", "elapsed_ms"],
+            "additionalProperties": False,
+            "properties": {"message_id": {"type": "string"}, "status": {"const": "replied"},
+                           "reply": _ref("schemas", "InboxMessage"), "elapsed_ms": {"type": "number"}},
+        },
+        "CompensationRef": {
+            "type": "object", "required": ["type", "message_id"], "additionalProperties": False,
+            "description": "the compensating message the gateway sent when the deadline passed",
+            "properties": {"type": {"type": "string"}, "message_id": {"type": "string"}},
+        },
+        "RequestStatus": {
+            "type": "object", "required": ["message_id", "type", "status", "created_at"],
+            "additionalProperties": False,
+            "properties": {
+                "message_id": {"type": "string"}, "type": {"type": "string"},
+                "status": {"enum": ["pending", "replied", "timed_out", "compensated", "late_result"]},
+                "reply": _ref("schemas", "InboxMessage"), "compensation": _ref("schemas", "CompensationRef"),
+                "created_at": {"type": "string", "format": "date-time"},
+                "replied_at": {"type": "string", "format": "date-time"},
+            },
+        },
         "Batch": {
             "type": "object", "required": ["messages"], "additionalProperties": False,
             "properties": {"messages": {"type": "array", "minItems": 1, "maxItems": limits.batch_max,
@@ -205,6 +238,8 @@ def _schemas(limits: Limits, message_types: list[str]) -> dict[str, Any]:
                               "envelope bytes"},
                 "envelope": {"type": "object", "description": "the signed envelope (sealed types: with `sealed`)"},
                 "payload": {"description": "a sealed type's payload, opened by this gateway"},
+                "late_reply_to": {"type": "string", "description": "a result that came after its request's "
+                                  "deadline (the request had no compensation): the request's message id"},
             },
         },
         "Inbox": {
@@ -338,21 +373,48 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
                    {"properties": {"code": {"const": "broker_unavailable"}, "status": {"const": 503}}}]},
         problem_schema_for(("identity_expired", "identity_revoked", "state_unavailable")),
     ]}
+    idempotency_key = {
+        "name": "Idempotency-Key", "in": "header", "required": False,
+        "description": f"at most one, 1 to {MAX_IDEMPOTENCY_KEY} UTF-8 characters, no control characters",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": _HEADER_SAFE},
+    }
     paths: dict[str, Any] = {
         "/v1/messages": {"post": {
             "operationId": "postMessage", "summary": "Send one message to another region", "security": jwt,
             "description": "202 once the broker acknowledged it. A retry with the same `Idempotency-Key` returns "
                            "the same id and resends the same bytes, never a second message.",
-            "parameters": [{
-                "name": "Idempotency-Key", "in": "header", "required": False,
-                "description": f"at most one, 1 to {MAX_IDEMPOTENCY_KEY} UTF-8 characters, no control characters",
-                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY,
-                           "pattern": _HEADER_SAFE},
-            }],
+            "parameters": [idempotency_key],
             "requestBody": {"required": True, "description": f"at most {limits.max_body_bytes} bytes",
                             "content": {JSON_MEDIA_TYPE: {"schema": _ref("schemas", "Message")}}},
             "responses": {"202": _json(_ref("schemas", "Accepted"), "accepted: the broker acknowledged it"),
                           **problem_responses(post_message_codes)},
+        }},
+        "/v1/requests": {"post": {
+            "operationId": "postRequest", "summary": "Send a request and wait for its reply (README "
+            "\"Request-reply\")", "security": jwt,
+            "description": "held until the result of the request's reply type comes back from its destination with "
+                           "its correlation id, or the deadline passes (504 `reply_timeout`; a type with "
+                           "compensation is then undone by the gateway). A retry with the same `Idempotency-Key` "
+                           "sends nothing new and waits for (or returns) the same reply.",
+            "parameters": [idempotency_key],
+            "requestBody": {"required": True, "description": f"at most {limits.max_body_bytes} bytes",
+                            "content": {JSON_MEDIA_TYPE: {"schema": _ref("schemas", "Request")}}},
+            "responses": {"200": _json(_ref("schemas", "Replied"), "the reply, as the pull inbox shows it"),
+                          **problem_responses({
+                              **post_message_codes,
+                              "invalid_request": post_message_codes["invalid_request"] + "; a type that is not a "
+                              "request type; `deadline_ms` not an integer from 1 to the type's limit; a "
+                              "correlation_id that names another request",
+                              "reply_timeout": "no reply within the deadline: `message_id`, `status_url`, and "
+                                               "`compensation` when the gateway sent one"})},
+        }},
+        "/v1/requests/{id}": {"get": {
+            "operationId": "getRequest", "summary": "Status of a request sent with POST /v1/requests",
+            "description": "for the platform that sent it", "security": jwt,
+            "parameters": [_ref("parameters", "MessageId")],
+            "responses": {"200": _json(_ref("schemas", "RequestStatus"), "the request"),
+                          **problem_responses({**unauthenticated, **state, **platform_only,
+                                               "not_found": "no such request for this caller"})},
         }},
         "/v1/messages/batch": {"post": {
             "operationId": "postBatch", "summary": f"Send up to {limits.batch_max} messages, signed together",

@@ -1,4 +1,4 @@
-"""Egress: poll -> check each record -> dedupe -> deliver -> outcomes -> commit.
+"""Egress: poll -> check each record -> dedupe -> replies -> deliver -> outcomes -> commit.
 
 Every record read ends in exactly one decided outcome, delivered or dead-lettered with a reason, whatever its
 bytes: the checks (`checks.py`) turn hostile input into a `Rejection`, and an unexpected exception while handling
@@ -25,6 +25,7 @@ from gateway.relay.checks import RECEIPT_TYPE, Checks, Refused, Verified
 from gateway.relay.delivery import WebhookDeliverer
 from gateway.relay.health import EgressHealth
 from gateway.relay.outcomes import BatchOutcomes, Effects
+from gateway.relay.requests_replies import ReplyStep
 from gateway.state import Decision, InboxDelivery, ReceiptItem
 from gateway.wire import envelope, headers
 from gateway.wire.problems import Rejection
@@ -49,8 +50,9 @@ def delivery_body(v: Verified) -> bytes:
     return v.record.value if v.env.sealed is None else opened_document(v)
 
 
-def webhook_headers(v: Verified) -> dict[str, str]:
-    return {
+def webhook_headers(v: Verified, late_reply_to: str | None = None) -> dict[str, str]:
+    late = {headers.WEBHOOK_LATE_REPLY_TO: late_reply_to} if late_reply_to is not None else {}
+    return {**late,
         "Content-Type": "application/json",
         headers.WEBHOOK_SEALED: "true" if v.env.sealed is not None else "false",
         headers.WEBHOOK_SIGNATURE: v.signature,
@@ -67,8 +69,9 @@ def unexpected(e: BaseException, step: str) -> Rejection:
 
 class Egress:
     def __init__(self, cfg: GatewayConfig, checks: Checks, fx: Effects, webhooks: WebhookDeliverer,
-                 health: EgressHealth | None = None) -> None:
+                 health: EgressHealth | None = None, replies: ReplyStep | None = None) -> None:
         self._cfg = cfg
+        self._replies = replies  # results answering a request of this region (requests_replies.py)
         self._checks = checks
         self._fx = fx
         self._webhooks = webhooks
@@ -103,7 +106,10 @@ class Egress:
             out.received(r, c)
         inbox: list[tuple[Platform, Verified]] = []
         webhooks: dict[str, list[tuple[Platform, Verified]]] = defaultdict(list)
-        for c in self.dedupe(checked, out):
+        kept = self.dedupe(checked, out)
+        answers = self._replies.match([c for c in kept if isinstance(c, Verified)]) if self._replies else {}
+        late: dict[str, str] = {}  # message id -> the request it came too late for (delivered, marked)
+        for c in kept:
             if isinstance(c, Refused):
                 out.rejected(c)
                 continue
@@ -112,6 +118,13 @@ class Egress:
             if c.env.type == RECEIPT_TYPE:
                 self.apply_receipt(c, out)
                 continue
+            request = answers.get(c.env.id)
+            if request is not None and self._replies is not None:
+                taken = self._replies.take(c, request, out)
+                if taken == "consumed":
+                    continue  # it answered a waiting call, or is a late result that must not be delivered
+                if taken == "late" and request.message_id is not None:
+                    late[c.env.id] = request.message_id
             platform = self._cfg.recipient_of(c.env.type)
             assert platform is not None  # authorize() refused the others
             if platform.delivery.mode == "inbox":
@@ -121,7 +134,8 @@ class Egress:
         if inbox:
             started = time.perf_counter()
             self._fx.state.deliver_to_inbox([
-                InboxDelivery(p.id, v.env.id, v.env.type, v.env.sender, v.record.value, v.signature, v.source)
+                InboxDelivery(p.id, v.env.id, v.env.type, v.env.sender, v.record.value, v.signature, v.source,
+                              late.get(v.env.id))
                 for p, v in inbox
             ])
             self._fx.metrics.stage("deliver").observe(time.perf_counter() - started)
@@ -135,7 +149,7 @@ class Egress:
                 platform = items[0][0]
                 limits.setdefault(platform.id, asyncio.Semaphore(platform.delivery.concurrency))
             await asyncio.gather(*(
-                self.push_conversation(items, limits[items[0][0].id], out) for items in webhooks.values()
+                self.push_conversation(items, limits[items[0][0].id], out, late) for items in webhooks.values()
             ))
         await out.flush(stopping or asyncio.Event())
 
@@ -163,11 +177,12 @@ class Egress:
         return kept
 
     async def push_conversation(self, items: list[tuple[Platform, Verified]], limit: asyncio.Semaphore,
-                                out: BatchOutcomes) -> None:
+                                out: BatchOutcomes, late: dict[str, str] | None = None) -> None:
         for platform, v in items:
             try:
                 async with limit:
-                    result = await self._webhooks.deliver(platform.delivery, delivery_body(v), webhook_headers(v))
+                    result = await self._webhooks.deliver(platform.delivery, delivery_body(v),
+                                                          webhook_headers(v, (late or {}).get(v.env.id)))
             except Exception as e:  # one message the HTTP client cannot send must not stop its conversation
                 log.warning("unexpected error delivering a message", exc_info=True,
                             extra={"message_id": v.env.id, "type": v.env.type, "from": v.env.sender})

@@ -27,7 +27,9 @@ from typing import Any, Final, cast
 import jsonschema
 import jsonschema_rs
 
+from gateway.schemas import xreply
 from gateway.schemas.formats import FORMATS
+from gateway.schemas.xreply import XReply
 
 __all__ = [
     "CLASSIFICATIONS",
@@ -89,6 +91,7 @@ class _Compiled:
     classifications: Mapping[str, str]
     sensitive: frozenset[str]
     check: Callable[[Mapping[str, Any]], list[SchemaError]] | None
+    x_reply: XReply | None  # a request type: the result that answers it (README "Request-reply")
 
 
 class SchemaRegistry:
@@ -120,7 +123,39 @@ class SchemaRegistry:
             entries[type_, version] = _compile(path, type_, version)
         if not entries:
             raise SchemaLoadError(f"{root}: no schema files (<family>/<type>.v<N>.json)")
-        return cls(entries)
+        registry = cls(entries)
+        registry._check_replies(root)
+        return registry
+
+    def _check_replies(self, root: Path) -> None:
+        """Every `x-reply` names known types, and its compensation template yields a valid compensation for each
+        of the request's examples."""
+        for (type_, version), entry in self._entries.items():
+            spec = entry.x_reply
+            if spec is None:
+                continue
+            where = f"{root}/{type_.split('.', 1)[0]}/{type_}.v{version}.json"
+            if spec.type not in self._versions:
+                raise SchemaLoadError(f"{where}: x-reply.type {spec.type!r} has no schema")
+            comp = spec.compensation
+            if comp is None:
+                continue
+            if comp.type not in self._versions:
+                raise SchemaLoadError(f"{where}: x-reply.compensation.type {comp.type!r} has no schema")
+            for i, example in enumerate(entry.schema.get("examples", [])):
+                payload = comp.render(example, message_id="0190a0b1-7c3e-7d2a-9b4f-3e5d6c7b8a90",
+                                      correlation_id="0190a0b1-7c3e-7d2a-9b4f-3e5d6c7b8a90", msg_type=type_)
+                errors = self.validate(comp.type, self._versions[comp.type][-1], payload)
+                if errors:
+                    raise SchemaLoadError(f"{where}: x-reply.compensation.payload of examples[{i}] is not a valid "
+                                          f"{comp.type}: {errors[0].pointer or '/'} {errors[0].message}")
+
+    def x_reply(self, type: str, version: int | None = None) -> XReply | None:
+        """The `x-reply` of a request type (default: of its latest version); None for any other type."""
+        try:
+            return self._entry(type, version).x_reply
+        except KeyError:
+            return None
 
     def types(self) -> frozenset[str]:
         """All message types with at least one schema."""
@@ -230,6 +265,10 @@ def _compile(path: Path, type_: str, version: int) -> _Compiled:
     classifications: dict[str, str] = {}
     _classify(schema, "", classifications, path)
     try:
+        x_reply = xreply.parse(schema["x-reply"]) if "x-reply" in schema else None
+    except xreply.XReplyError as exc:
+        raise SchemaLoadError(f"{path}: {exc}") from exc
+    try:
         validator = jsonschema_rs.Draft202012Validator(
             schema,
             formats=FORMATS,
@@ -246,6 +285,7 @@ def _compile(path: Path, type_: str, version: int) -> _Compiled:
         classifications=classifications,
         sensitive=frozenset(p for p, tag in classifications.items() if tag != "PUBLIC"),
         check=_SEMANTIC_CHECKS.get(type_),
+        x_reply=x_reply,
     )
 
 

@@ -36,13 +36,20 @@ from gateway.state.rows import (
     IdempotentRequest,
     InboxDelivery,
     InboxItem,
+    NewRequest,
     NewSent,
     ReceiptItem,
+    Reply,
+    RequestRecord,
+    RequestSql,
     SentMessage,
     StateSchemaError,
     StateUnavailable,
     history_event,
     match_receipts,
+    open_params,
+    reply_params,
+    request_record,
     storable,
 )
 
@@ -80,8 +87,13 @@ WHERE seq IN (
     ORDER BY seq LIMIT %s
     FOR UPDATE SKIP LOCKED
 )
-RETURNING seq, id, type, from_region, envelope, signature
+RETURNING seq, id, type, from_region, envelope, signature, late_reply_to
 """  # noqa: S608 (constants only)
+
+
+def _pg(sql: str) -> str:
+    """A statement of rows.RequestSql with psycopg's placeholders."""
+    return sql.replace("?", "%s")
 
 
 class _Connection(psycopg.Connection[TupleRow]):
@@ -391,9 +403,10 @@ class PostgresBackend:
             with conn.transaction():
                 cur = conn.cursor()
                 cur.executemany(
-                    "INSERT INTO inbox (platform, id, type, from_region, envelope, signature, received_at) "
-                    "VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO NOTHING",
-                    [(i.platform, i.id, i.type, i.from_region, i.envelope, i.signature, now) for i in rows])
+                    "INSERT INTO inbox (platform, id, type, from_region, envelope, signature, received_at, "
+                    "late_reply_to) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO NOTHING",
+                    [(i.platform, i.id, i.type, i.from_region, i.envelope, i.signature, now, i.late_reply_to)
+                     for i in rows])
                 cur.executemany(_MARK_SEEN, [(i.id, "delivered", i.source, now) for i in rows])
 
         self._run(call)
@@ -401,7 +414,8 @@ class PostgresBackend:
     def lease_inbox(self, platform: str, limit: int, lease_s: float = 60.0) -> list[InboxItem]:
         def call(conn: _Connection) -> list[InboxItem]:
             rows = conn.execute(_LEASE, (lease_s, platform, limit)).fetchall()
-            return sorted((InboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows), key=lambda i: i.seq)
+            return sorted((InboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows),
+                          key=lambda i: i.seq)
 
         return self._run(call)
 
@@ -459,3 +473,60 @@ class PostgresBackend:
     def put(self, key: str, value: bytes) -> None:
         self._run(lambda conn: conn.execute(
             "INSERT INTO kv VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = excluded.v", (key, value)))
+
+    # --- request-reply ----------------------------------------------------------------------------------------
+
+    def _changed(self, sql: str, params: Sequence[object]) -> bool:
+        """One conditional statement (autocommit: its own transaction): whether it changed a row."""
+        return self._run(lambda conn: conn.execute(_pg(sql), params).rowcount == 1)
+
+    def open_request(self, req: NewRequest) -> RequestRecord:
+        def call(conn: _Connection) -> RequestRecord:
+            # Two statements: the read must see a row another replica committed while the INSERT waited for it.
+            conn.execute(_pg(RequestSql.OPEN), open_params(req))
+            row = conn.execute(_pg(RequestSql.BY_CORRELATION), (req.correlation_id,)).fetchone()
+            assert row is not None  # just written, or written before
+            return request_record(row)
+
+        return self._run(call)
+
+    def request_sent(self, correlation_id: str, message_id: str, compensation_payload: str | None) -> None:
+        self._run(lambda conn: conn.execute(_pg(RequestSql.SENT), (message_id, compensation_payload, correlation_id)))
+
+    def drop_request(self, correlation_id: str) -> None:
+        self._run(lambda conn: conn.execute(_pg(RequestSql.DROP), (correlation_id,)))
+
+    def requests(self, correlation_ids: Sequence[str]) -> dict[str, RequestRecord]:
+        keys = [c for c in correlation_ids if storable(c)]
+        if not keys:
+            return {}
+        sql = _pg(RequestSql.BY_CORRELATION.replace("= ?", "= ANY(?)"))
+        return self._run(lambda conn: {r[0]: request_record(r) for r in conn.execute(sql, (keys,))})
+
+    def request_by_id(self, message_id: str) -> RequestRecord | None:
+        if not storable(message_id):
+            return None
+
+        def call(conn: _Connection) -> RequestRecord | None:
+            row = conn.execute(_pg(RequestSql.BY_ID), (message_id,)).fetchone()
+            return request_record(row) if row else None
+
+        return self._run(call)
+
+    def settle_request(self, correlation_id: str, reply: Reply | None, at: float) -> bool:
+        if reply is None:
+            return self._changed(RequestSql.TIMED_OUT, (correlation_id,))
+        return self._changed(RequestSql.REPLIED, reply_params(at, reply, correlation_id))
+
+    def late_result(self, correlation_id: str, reply: Reply, at: float) -> bool:
+        return self._changed(RequestSql.LATE, reply_params(at, reply, correlation_id))
+
+    def record_compensation(self, correlation_id: str, compensation_id: str) -> bool:
+        return self._changed(RequestSql.COMPENSATED, (compensation_id, correlation_id))
+
+    def overdue_requests(self, pending_before: float, uncompensated_before: float, limit: int) -> list[RequestRecord]:
+        def call(conn: _Connection) -> list[RequestRecord]:
+            rows = conn.execute(_pg(RequestSql.OVERDUE), (pending_before, uncompensated_before, limit)).fetchall()
+            return [request_record(r) for r in rows]
+
+        return self._run(call)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,7 @@ class InboxItem:
     from_region: str
     envelope: bytes
     signature: str
+    late_reply_to: str | None = None  # a result after its request's deadline: the request's message id
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,7 @@ class InboxDelivery:
     envelope: bytes
     signature: str
     source: str
+    late_reply_to: str | None = None  # see InboxItem
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,3 +143,104 @@ def match_receipts(
         events.append((item.message_id, now, item.outcome, orjson.dumps(item.detail).decode()))
         applied.append((item.outcome, row[2]))
     return applied, updates, events
+
+
+# --- request-reply -------------------------------------------------------------------------------------------
+
+REQUEST_STATUSES = ("pending", "replied", "timed_out", "compensated", "late_result")
+
+
+@dataclass(frozen=True, slots=True)
+class NewRequest:
+    """A request a local platform waits on, claimed by its correlation id before it is sent (a reply can come
+    back before the broker's ack does)."""
+
+    correlation_id: str
+    platform: str
+    type: str
+    to_region: str
+    reply_type: str
+    deadline_at: float  # epoch seconds
+    idempotency_key: str | None = None
+    compensation_type: str | None = None
+    created_at: float = 0.0  # epoch seconds; the caller's clock, so it knows the row it reads back is its own
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The result that answered a request, as signed by its sender (sealed payloads stay sealed)."""
+
+    id: str
+    type: str
+    from_region: str
+    envelope: bytes
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    correlation_id: str
+    platform: str
+    message_id: str | None  # None until the request was handed to the broker
+    type: str
+    to_region: str
+    reply_type: str
+    idempotency_key: str | None
+    status: str  # one of REQUEST_STATUSES
+    created_at: float
+    deadline_at: float
+    replied_at: float | None
+    reply: Reply | None
+    compensation_type: str | None
+    compensation_payload: str | None  # JSON, rendered from the schema's template once the request was sent
+    compensation_id: str | None
+
+
+# The columns of `requests` in RequestRecord's order (the reply's five columns folded into one field).
+REQUEST_COLUMNS = (
+    "correlation_id, platform, message_id, type, to_region, reply_type, idempotency_key, status, created_at, "
+    "deadline_at, replied_at, reply_id, reply_type_got, reply_from, reply_envelope, reply_signature, "
+    "compensation_type, compensation_payload, compensation_id"
+)
+
+
+def request_record(row: Sequence[Any]) -> RequestRecord:
+    """A `requests` row (REQUEST_COLUMNS) as its record."""
+    reply = Reply(row[11], row[12], row[13], bytes(row[14]), row[15]) if row[11] is not None else None
+    return RequestRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10],
+                         reply, row[16], row[17], row[18])
+
+
+# The request-reply statements, written once with `?` placeholders (postgres.py swaps in `%s`). Every transition
+# is one conditional UPDATE: whichever of a reply and the deadline comes first wins, the other changes nothing.
+class RequestSql:
+    OPEN = ("INSERT INTO requests (correlation_id, platform, type, to_region, reply_type, idempotency_key, status, "
+            "created_at, deadline_at, compensation_type) VALUES (?,?,?,?,?,?,'pending',?,?,?) "
+            "ON CONFLICT (correlation_id) DO NOTHING")
+    BY_CORRELATION = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE correlation_id = ?"  # noqa: S608
+    BY_ID = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE message_id = ?"  # noqa: S608
+    SENT = ("UPDATE requests SET message_id = ?, compensation_payload = ? WHERE correlation_id = ? "
+            "AND message_id IS NULL")
+    DROP = "DELETE FROM requests WHERE correlation_id = ? AND message_id IS NULL"
+    REPLIED = ("UPDATE requests SET status = 'replied', replied_at = ?, reply_id = ?, reply_type_got = ?, "
+               "reply_from = ?, reply_envelope = ?, reply_signature = ? WHERE correlation_id = ? "
+               "AND status = 'pending'")
+    TIMED_OUT = "UPDATE requests SET status = 'timed_out' WHERE correlation_id = ? AND status = 'pending'"
+    LATE = ("UPDATE requests SET status = 'late_result', replied_at = ?, reply_id = ?, reply_type_got = ?, "
+            "reply_from = ?, reply_envelope = ?, reply_signature = ? WHERE correlation_id = ? "
+            "AND status IN ('timed_out', 'compensated') AND reply_id IS NULL")
+    COMPENSATED = ("UPDATE requests SET compensation_id = ?, status = CASE WHEN status = 'timed_out' "
+                   "THEN 'compensated' ELSE status END WHERE correlation_id = ? AND compensation_id IS NULL")
+    OVERDUE = (f"SELECT {REQUEST_COLUMNS} FROM requests WHERE (status = 'pending' AND deadline_at < ?) "  # noqa: S608
+               "OR (status IN ('timed_out', 'late_result') AND compensation_type IS NOT NULL "
+               "AND compensation_payload IS NOT NULL AND compensation_id IS NULL AND deadline_at < ?) "
+               "ORDER BY deadline_at LIMIT ?")
+
+
+def open_params(req: NewRequest) -> tuple[Any, ...]:
+    return (req.correlation_id, req.platform, req.type, req.to_region, req.reply_type, req.idempotency_key,
+            req.created_at or time.time(), req.deadline_at, req.compensation_type)
+
+
+def reply_params(at: float, reply: Reply, correlation_id: str) -> tuple[Any, ...]:
+    return (at, reply.id, reply.type, reply.from_region, reply.envelope, reply.signature, correlation_id)

@@ -27,6 +27,36 @@ POSTGRES_VERSION_TABLE = (
     "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
 )
 
+
+def _requests_step(*, real: str, blob: str) -> Migration:
+    """Version 2, the same table in both dialects: one row per request-reply call, keyed by its correlation id."""
+    return Migration(2, "request-reply: one row per request, its deadline, reply and compensation", (
+        f"""CREATE TABLE requests (
+            correlation_id TEXT PRIMARY KEY,
+            platform TEXT NOT NULL,
+            message_id TEXT UNIQUE,
+            type TEXT NOT NULL,
+            to_region TEXT NOT NULL,
+            reply_type TEXT NOT NULL,
+            idempotency_key TEXT,
+            status TEXT NOT NULL,
+            created_at {real} NOT NULL,
+            deadline_at {real} NOT NULL,
+            replied_at {real},
+            reply_id TEXT,
+            reply_type_got TEXT,
+            reply_from TEXT,
+            reply_envelope {blob},
+            reply_signature TEXT,
+            compensation_type TEXT,
+            compensation_payload TEXT,
+            compensation_id TEXT
+        )""",
+        "CREATE INDEX requests_open ON requests(status, deadline_at)",
+        "ALTER TABLE inbox ADD COLUMN late_reply_to TEXT",  # a late result delivered as any message: marked
+    ))
+
+
 # Version 1 is the schema the SQLite store had before it was versioned; IF NOT EXISTS lets a file written by that
 # code adopt it as it is.
 SQLITE: tuple[Migration, ...] = (
@@ -81,6 +111,7 @@ SQLITE: tuple[Migration, ...] = (
         "CREATE TABLE IF NOT EXISTS jti (jti TEXT PRIMARY KEY, exp REAL NOT NULL)",
         "CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL)",
     )),
+    _requests_step(real="REAL", blob="BLOB"),
 )
 
 # The same tables in PostgreSQL. sent_events gets a key of its own (SQLite's rowid keeps their order there), the
@@ -139,6 +170,7 @@ POSTGRES: tuple[Migration, ...] = (
         "CREATE INDEX jti_exp ON jti(exp)",
         "CREATE TABLE kv (k TEXT PRIMARY KEY, v BYTEA NOT NULL)",
     )),
+    _requests_step(real="DOUBLE PRECISION", blob="BYTEA"),
 )
 
 

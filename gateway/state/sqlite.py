@@ -23,13 +23,20 @@ from gateway.state.rows import (
     IdempotentRequest,
     InboxDelivery,
     InboxItem,
+    NewRequest,
     NewSent,
     ReceiptItem,
+    Reply,
+    RequestRecord,
+    RequestSql,
     SentMessage,
     StateSchemaError,
     StateUnavailable,
     history_event,
     match_receipts,
+    open_params,
+    reply_params,
+    request_record,
     storable,
 )
 
@@ -222,9 +229,10 @@ class SqliteBackend:
     def deliver_to_inbox(self, items: Sequence[InboxDelivery]) -> None:
         now = time.time()
         self._tx([
-            ("INSERT OR IGNORE INTO inbox (platform, id, type, from_region, envelope, signature, received_at) "
-             "VALUES (?,?,?,?,?,?,?)",
-             [(i.platform, i.id, i.type, i.from_region, i.envelope, i.signature, now) for i in items], True),
+            ("INSERT OR IGNORE INTO inbox (platform, id, type, from_region, envelope, signature, received_at, "
+             "late_reply_to) VALUES (?,?,?,?,?,?,?,?)",
+             [(i.platform, i.id, i.type, i.from_region, i.envelope, i.signature, now, i.late_reply_to)
+              for i in items], True),
             (_MARK_SEEN, [(i.id, "delivered", i.source, now) for i in items], True),
         ])
 
@@ -232,13 +240,13 @@ class SqliteBackend:
     def lease_inbox(self, platform: str, limit: int, lease_s: float = 60.0) -> list[InboxItem]:
         now = time.time()
         rows = self._db.execute(
-            "SELECT seq, id, type, from_region, envelope, signature FROM inbox "
+            "SELECT seq, id, type, from_region, envelope, signature, late_reply_to FROM inbox "
             "WHERE platform=? AND acked_at IS NULL AND leased_until<? ORDER BY seq LIMIT ?",
             (platform, now, limit),
         ).fetchall()
         if rows:
             self._tx([("UPDATE inbox SET leased_until=? WHERE seq=?", [(now + lease_s, r[0]) for r in rows], True)])
-        return [InboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
+        return [InboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows]
 
     @_guarded
     def ack_inbox(self, platform: str, ids: Sequence[str]) -> int:
@@ -287,3 +295,56 @@ class SqliteBackend:
     @_guarded
     def put(self, key: str, value: bytes) -> None:
         self._db.execute("INSERT INTO kv VALUES (?,?) ON CONFLICT(k) DO UPDATE SET v=excluded.v", (key, value))
+
+    # --- request-reply ----------------------------------------------------------------------------------------
+
+    def _changed(self, sql: str, params: Sequence[Any]) -> bool:
+        """One conditional statement in its own transaction: whether it changed a row."""
+        cur = self._db.execute(sql, params)  # autocommit: one statement is one transaction
+        return cur.rowcount == 1
+
+    @_guarded
+    def open_request(self, req: NewRequest) -> RequestRecord:
+        self._db.execute(RequestSql.OPEN, open_params(req))
+        row = self._db.execute(RequestSql.BY_CORRELATION, (req.correlation_id,)).fetchone()
+        return request_record(row)
+
+    @_guarded
+    def request_sent(self, correlation_id: str, message_id: str, compensation_payload: str | None) -> None:
+        self._db.execute(RequestSql.SENT, (message_id, compensation_payload, correlation_id))
+
+    @_guarded
+    def drop_request(self, correlation_id: str) -> None:
+        self._db.execute(RequestSql.DROP, (correlation_id,))
+
+    @_guarded
+    def requests(self, correlation_ids: Sequence[str]) -> dict[str, RequestRecord]:
+        sql = RequestSql.BY_CORRELATION.replace("= ?", "IN ({marks})")
+        rows = self._in(sql, [c for c in correlation_ids if storable(c)])
+        return {r[0]: request_record(r) for r in rows}
+
+    @_guarded
+    def request_by_id(self, message_id: str) -> RequestRecord | None:
+        if not storable(message_id):
+            return None
+        row = self._db.execute(RequestSql.BY_ID, (message_id,)).fetchone()
+        return request_record(row) if row else None
+
+    @_guarded
+    def settle_request(self, correlation_id: str, reply: Reply | None, at: float) -> bool:
+        if reply is None:
+            return self._changed(RequestSql.TIMED_OUT, (correlation_id,))
+        return self._changed(RequestSql.REPLIED, reply_params(at, reply, correlation_id))
+
+    @_guarded
+    def late_result(self, correlation_id: str, reply: Reply, at: float) -> bool:
+        return self._changed(RequestSql.LATE, reply_params(at, reply, correlation_id))
+
+    @_guarded
+    def record_compensation(self, correlation_id: str, compensation_id: str) -> bool:
+        return self._changed(RequestSql.COMPENSATED, (compensation_id, correlation_id))
+
+    @_guarded
+    def overdue_requests(self, pending_before: float, uncompensated_before: float, limit: int) -> list[RequestRecord]:
+        rows = self._db.execute(RequestSql.OVERDUE, (pending_before, uncompensated_before, limit)).fetchall()
+        return [request_record(r) for r in rows]

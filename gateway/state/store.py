@@ -17,8 +17,11 @@ from gateway.state.rows import (
     IdempotentRequest,
     InboxDelivery,
     InboxItem,
+    NewRequest,
     NewSent,
     ReceiptItem,
+    Reply,
+    RequestRecord,
     SentMessage,
     StateUnavailable,
 )
@@ -54,6 +57,16 @@ class Backend(Protocol):
     def purge_jti(self, before: float) -> None: ...
     def get(self, key: str) -> bytes | None: ...
     def put(self, key: str, value: bytes) -> None: ...
+    def open_request(self, req: NewRequest) -> RequestRecord: ...
+    def request_sent(self, correlation_id: str, message_id: str, compensation_payload: str | None) -> None: ...
+    def drop_request(self, correlation_id: str) -> None: ...
+    def requests(self, correlation_ids: Sequence[str]) -> dict[str, RequestRecord]: ...
+    def request_by_id(self, message_id: str) -> RequestRecord | None: ...
+    def settle_request(self, correlation_id: str, reply: Reply | None, at: float) -> bool: ...
+    def late_result(self, correlation_id: str, reply: Reply, at: float) -> bool: ...
+    def record_compensation(self, correlation_id: str, compensation_id: str) -> bool: ...
+    def overdue_requests(self, pending_before: float, uncompensated_before: float,
+                         limit: int) -> list[RequestRecord]: ...
 
 
 class StateStore:
@@ -196,3 +209,44 @@ class StateStore:
 
     def put(self, key: str, value: bytes) -> None:
         self._b.put(key, value)
+
+    # --- request-reply: one row per request, keyed by its correlation id -------------------------------------
+
+    def open_request(self, req: NewRequest) -> RequestRecord:
+        """Claim the correlation id for a request (status pending) unless it is taken, and return the row that
+        holds it: this request's, or the one claimed first (by this or another replica). A caller whose claim
+        lost must not send a second request under that correlation id."""
+        return self._b.open_request(req)
+
+    def request_sent(self, correlation_id: str, message_id: str, compensation_payload: str | None) -> None:
+        """The request's message id (and its rendered compensation, JSON) once the broker took it; set once."""
+        self._b.request_sent(correlation_id, message_id, compensation_payload)
+
+    def drop_request(self, correlation_id: str) -> None:
+        """Forget a claim whose request was never handed to the broker (no message id): the id is free again."""
+        self._b.drop_request(correlation_id)
+
+    def requests(self, correlation_ids: Sequence[str]) -> dict[str, RequestRecord]:
+        """correlation id -> its request, for those that name one."""
+        return self._b.requests(correlation_ids)
+
+    def request_by_id(self, message_id: str) -> RequestRecord | None:
+        return self._b.request_by_id(message_id)
+
+    def settle_request(self, correlation_id: str, reply: Reply | None, at: float) -> bool:
+        """pending -> replied (with `reply`) or, with `reply` None, pending -> timed_out. Decided once: True for
+        the one call (in any replica) that moved the request out of pending, False for every other."""
+        return self._b.settle_request(correlation_id, reply, at)
+
+    def late_result(self, correlation_id: str, reply: Reply, at: float) -> bool:
+        """timed_out | compensated -> late_result, keeping the result that came after the deadline; True once."""
+        return self._b.late_result(correlation_id, reply, at)
+
+    def record_compensation(self, correlation_id: str, compensation_id: str) -> bool:
+        """The compensating message's id, set once; timed_out -> compensated (a late_result keeps its status)."""
+        return self._b.record_compensation(correlation_id, compensation_id)
+
+    def overdue_requests(self, pending_before: float, uncompensated_before: float, limit: int) -> list[RequestRecord]:
+        """Requests still pending with a deadline before `pending_before`, and timed-out ones whose compensation
+        was rendered but not recorded as sent, with a deadline before `uncompensated_before`; oldest first."""
+        return self._b.overdue_requests(pending_before, uncompensated_before, limit)

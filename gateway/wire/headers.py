@@ -25,3 +25,5 @@ WEBHOOK_MESSAGE_ID = "Yrdx-Message-Id"
 WEBHOOK_TYPE = "Yrdx-Type"
 WEBHOOK_FROM = "Yrdx-From"
 WEBHOOK_CORRELATION_ID = "Yrdx-Correlation-Id"
+# A result that came after its request's deadline (README "Request-reply"): the request's message id.
+WEBHOOK_LATE_REPLY_TO = "Yrdx-Late-Reply-To"

@@ -32,6 +32,7 @@ HTTP_STATUS: dict[str, int] = {
     "identity_expired": 503,
     "identity_revoked": 503,
     "index_unavailable": 503,
+    "reply_timeout": 504,
 }
 
 TITLES: dict[str, str] = {
@@ -56,6 +57,7 @@ TITLES: dict[str, str] = {
     "identity_expired": "This gateway's certificate is expired or not yet valid",
     "identity_revoked": "This gateway's certificate is revoked",
     "index_unavailable": "The audit index cannot be reached",
+    "reply_timeout": "No reply arrived before the request's deadline",
 }
 
 # Egress rejection codes (dead-letter reason header). Documented in README "Dead letters".
@@ -88,6 +90,7 @@ class Problem:
     detail: str
     errors: list[dict[str, str]] = field(default_factory=list)
     message_id: str | None = None  # set when a message was built but not acknowledged: its status can be asked
+    extra: dict[str, Any] = field(default_factory=dict)  # further members of the body (reply_timeout: status_url)
 
     @property
     def status(self) -> int:
@@ -105,7 +108,17 @@ class Problem:
             doc["errors"] = self.errors
         if self.message_id:
             doc["id"] = self.message_id
+        doc.update(self.extra)
         return doc
+
+
+class ProblemError(Exception):
+    """A refusal raised through the stack (by the HTTP helpers, the request-reply API, a facade); the HTTP layer
+    answers it as its problem+json."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.detail)
+        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)

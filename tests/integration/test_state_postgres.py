@@ -38,7 +38,7 @@ from gateway.state import (
 )
 from tests._util import GatewayProcess, PlatformClient, pull_until, yrdx
 from tests.conftest import Broker
-from tests.unit.test_state_contract import Database, StateContract, inbox
+from tests.unit.test_state_contract import Database, StateContract, inbox, reply, request_row
 
 T = TypeVar("T")
 MSG_TYPE = "license.verify.request"  # JS may send it to SH, which takes it by pull inbox
@@ -213,6 +213,24 @@ def test_jti_groups_are_used_once_across_replicas(db: PostgresDatabase) -> None:
 
     used_a, used_b = in_threads(lambda: in_groups(a), lambda: in_groups(b))
     assert all(x != y for x, y in zip(used_a, used_b, strict=True))
+
+
+def test_a_reply_and_the_deadline_racing_on_two_replicas_decide_each_request_once(db: PostgresDatabase) -> None:
+    """Replica a consumes the replies, replica b's waiting calls time the same requests out, all at once: each
+    request ends replied or timed_out, and exactly one of the two calls won it."""
+    a, b = db.open(), db.open()
+    ids = [f"c{i:03}" for i in range(200)]
+    for c in ids:
+        a.open_request(request_row(c))
+
+    def decide(store: StateStore, replying: bool) -> list[str]:
+        return [c for c in ids if store.settle_request(c, reply(f"r-{c}") if replying else None, time.time())]
+
+    replied, timed_out = in_threads(lambda: decide(a, True), lambda: decide(b, False))
+    assert not set(replied) & set(timed_out) and sorted(replied + timed_out) == ids
+    rows = b.requests(ids)
+    assert {c for c in ids if rows[c].status == "replied"} == set(replied)
+    assert all(rows[c].reply is None for c in timed_out)
 
 
 def test_replicas_starting_together_migrate_once(postgres_db: str) -> None:

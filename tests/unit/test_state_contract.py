@@ -22,8 +22,10 @@ from gateway.state import (
     Decision,
     IdempotentRequest,
     InboxDelivery,
+    NewRequest,
     NewSent,
     ReceiptItem,
+    Reply,
     StateSchemaError,
     StateStore,
     schema,
@@ -84,6 +86,17 @@ class SqliteDatabase(Database):
 def inbox(i: str, platform: str = "p1", source: str | None = None) -> InboxDelivery:
     return InboxDelivery(platform, i, "medical.filing.request", "JS", b'{"id": "%s"}' % i.encode(), f"sig-{i}",
                          source or f"yrdx.sh.inbox:0:{i}")
+
+
+def request_row(c: str, platform: str = "sh-platform", deadline_in: float = 60.0, key: str | None = None,
+                compensation: str | None = "medical.reversal") -> NewRequest:
+    now = time.time()
+    return NewRequest(c, platform, "medical.settlement.request", "JS", "medical.settlement.result", now + deadline_in,
+                      key, compensation, now)
+
+
+def reply(i: str) -> Reply:
+    return Reply(i, "medical.settlement.result", "JS", b'{"id": "%s"}' % i.encode(), f"sig-{i}")
 
 
 def sent_row(i: str, to: str = "SH") -> NewSent:
@@ -327,6 +340,89 @@ class StateContract:
         store.put("other", b"\x00\x01\xff")
         store.put("audit_head", b'{"seq": 2}')
         assert store.get("audit_head") == b'{"seq": 2}' and store.get("other") == b"\x00\x01\xff"
+
+    # --- request-reply ----------------------------------------------------------------------------------------
+
+    def test_a_request_claims_its_correlation_id_once(self, store: StateStore) -> None:
+        first = store.open_request(request_row("c1", key="k1"))
+        assert (first.status, first.message_id, first.platform, first.idempotency_key) == (
+            "pending", None, "sh-platform", "k1")
+        second = store.open_request(request_row("c1", platform="other", deadline_in=5))
+        assert second == first  # the first claim holds it; the caller compares and refuses
+        store.request_sent("c1", "m1", '{"omsgid": "m1"}')
+        store.request_sent("c1", "m2", None)  # the id is set once
+        got = store.request_by_id("m1")
+        assert got is not None and got.message_id == "m1" and got.compensation_payload == '{"omsgid": "m1"}'
+        assert store.request_by_id("m2") is None and store.request_by_id("m1\x00") is None
+        assert set(store.requests(["c1", "nope", "\ud800"])) == {"c1"}
+
+    def test_a_claim_never_sent_can_be_dropped_a_sent_one_cannot(self, store: StateStore) -> None:
+        store.open_request(request_row("c1"))
+        store.open_request(request_row("c2"))
+        store.request_sent("c2", "m2", None)
+        store.drop_request("c1")
+        store.drop_request("c2")
+        assert set(store.requests(["c1", "c2"])) == {"c2"}
+
+    def test_replied_and_timed_out_are_decided_once(self, store: StateStore) -> None:
+        store.open_request(request_row("c1"))
+        store.open_request(request_row("c2"))
+        assert store.settle_request("c1", reply("r1"), 100.0)
+        assert not store.settle_request("c1", None, 101.0)  # the deadline came second
+        assert not store.settle_request("c1", reply("r9"), 102.0)
+        assert store.settle_request("c2", None, 100.0)
+        assert not store.settle_request("c2", reply("r2"), 101.0)  # the reply came second
+        rows = store.requests(["c1", "c2"])
+        assert rows["c1"].status == "replied" and rows["c1"].reply == reply("r1") and rows["c1"].replied_at == 100.0
+        assert rows["c2"].status == "timed_out" and rows["c2"].reply is None
+
+    def test_a_late_result_is_kept_once_after_the_deadline(self, store: StateStore) -> None:
+        store.open_request(request_row("c1"))
+        assert not store.late_result("c1", reply("r1"), 1.0)  # still pending: not late
+        store.settle_request("c1", None, 1.0)
+        assert store.record_compensation("c1", "comp-1")
+        assert not store.record_compensation("c1", "comp-2")  # set once
+        assert store.late_result("c1", reply("r1"), 2.0)
+        assert not store.late_result("c1", reply("r2"), 3.0)
+        row = store.requests(["c1"])["c1"]
+        assert (row.status, row.compensation_id, row.reply) == ("late_result", "comp-1", reply("r1"))
+
+    def test_a_compensation_recorded_after_a_late_result_keeps_late_result(self, store: StateStore) -> None:
+        store.open_request(request_row("c1"))
+        store.settle_request("c1", None, 1.0)
+        store.late_result("c1", reply("r1"), 2.0)
+        assert store.record_compensation("c1", "comp-1")
+        row = store.requests(["c1"])["c1"]
+        assert (row.status, row.compensation_id) == ("late_result", "comp-1")
+
+    def test_overdue_lists_pending_past_deadline_and_owed_compensations(self, store: StateStore) -> None:
+        now = time.time()
+        store.open_request(request_row("late", deadline_in=-10))
+        store.open_request(request_row("fresh", deadline_in=60))
+        store.open_request(request_row("owed", deadline_in=-20))
+        store.request_sent("owed", "m-owed", '{"omsgid": "m-owed"}')
+        store.settle_request("owed", None, now)
+        store.open_request(request_row("paid", deadline_in=-20))
+        store.request_sent("paid", "m-paid", '{"omsgid": "m-paid"}')
+        store.settle_request("paid", None, now)
+        store.record_compensation("paid", "comp")
+        store.open_request(request_row("unrendered", deadline_in=-20))  # never sent: nothing to compensate
+        store.settle_request("unrendered", None, now)
+        store.open_request(request_row("plain", deadline_in=-20, compensation=None))
+        store.request_sent("plain", "m-plain", None)
+        store.settle_request("plain", None, now)
+        got = [r.correlation_id for r in store.overdue_requests(now, now, 10)]
+        assert got == ["owed", "late"]  # oldest deadline first
+        assert [r.correlation_id for r in store.overdue_requests(now, now - 60, 10)] == ["late"]
+        assert len(store.overdue_requests(now, now, 1)) == 1
+
+    def test_two_stores_decide_a_request_once(self, db: Database, store: StateStore) -> None:
+        other = db.open()
+        store.open_request(request_row("c1"))
+        assert other.open_request(request_row("c1", platform="x")).platform == "sh-platform"
+        assert other.settle_request("c1", reply("r1"), 1.0)
+        assert not store.settle_request("c1", None, 2.0)
+        assert store.requests(["c1"])["c1"].status == "replied"
 
     # --- the schema, and more than one store on one database ------------------------------------------------
 

@@ -1,0 +1,116 @@
+"""The reply step of egress (after authorize and dedupe, before deliver): a result whose correlation id names a
+request of this region, sent back by the region the request went to and of the request's reply type, answers
+that request instead of being delivered as a fresh message.
+
+The request's row in the state store decides, once, whether the result came in time (pending -> replied) or
+late. With several replicas the reply lands on whichever replica consumed it; the replica that holds the waiting
+call learns it from the row (requests.py polls it), this one wakes a local waiter at once.
+
+A late result of a type with compensation was undone by the gateway's compensating message: it is recorded
+(late_result, audited) and never delivered. A late result of a type without compensation undid nothing, so it
+is recorded and delivered to the platform as any message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Literal
+
+from gateway.audit.trail import AuditTrail
+from gateway.config import GatewayConfig
+from gateway.metrics import Metrics
+from gateway.relay.checks import Verified
+from gateway.relay.outcomes import BatchOutcomes
+from gateway.relay.requests_table import ReplyTable
+from gateway.state import Decision, Reply, RequestRecord, StateStore
+
+log = logging.getLogger(__name__)
+
+# What the reply step made of a result: consumed (it answered the call, or a late result that must not be
+# delivered), deliver (not an answer), or late (deliver it, marked as the late result of its request).
+Taken = Literal["consumed", "deliver", "late"]
+
+
+class Waiters:
+    """The calls of this process waiting on a request, by correlation id; a retry shares the first call's."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, tuple[asyncio.Event, int]] = {}
+
+    def join(self, correlation_id: str) -> asyncio.Event:
+        event, count = self._events.get(correlation_id, (asyncio.Event(), 0))
+        self._events[correlation_id] = (event, count + 1)
+        return event
+
+    def leave(self, correlation_id: str) -> None:
+        event, count = self._events[correlation_id]
+        if count <= 1:
+            del self._events[correlation_id]
+        else:
+            self._events[correlation_id] = (event, count - 1)
+
+    def wake(self, correlation_id: str) -> None:
+        found = self._events.get(correlation_id)
+        if found is not None:
+            found[0].set()
+
+
+class ReplyStep:
+    def __init__(self, cfg: GatewayConfig, table: ReplyTable, state: StateStore, audit: AuditTrail,
+                 metrics: Metrics, waiters: Waiters) -> None:
+        self._cfg = cfg
+        self._table = table
+        self._state = state
+        self._audit = audit
+        self._metrics = metrics
+        self.waiters = waiters
+
+    def match(self, verified: Sequence[Verified]) -> dict[str, RequestRecord]:
+        """message id -> the request it answers, for the batch's results (one state read per batch, none when
+        the batch holds no reply type)."""
+        candidates = [v for v in verified if v.env.type in self._table.reply_types]
+        if not candidates:
+            return {}
+        rows = self._state.requests([v.env.correlation_id for v in candidates])
+        found: dict[str, RequestRecord] = {}
+        for v in candidates:
+            row = rows.get(v.env.correlation_id)
+            if row is not None and row.to_region == v.env.sender and row.reply_type == v.env.type:
+                found[v.env.id] = row
+        return found
+
+    def take(self, v: Verified, request: RequestRecord, out: BatchOutcomes) -> Taken:
+        """Apply one result to its request (see Taken)."""
+        reply = Reply(v.env.id, v.env.type, v.env.sender, v.record.value, v.signature)
+        now = time.time()
+        if request.status == "pending" and self._state.settle_request(request.correlation_id, reply, now):
+            platform = self._cfg.platform(request.platform)
+            if platform is not None:
+                out.delivered(platform, v, "reply")  # audit (delivered, mode reply), metrics and the receipt
+            self._state.mark_seen([Decision(v.env.id, "delivered", v.source)])
+            self.waiters.wake(request.correlation_id)
+            return "consumed"
+        if request.status == "pending":  # the deadline won the race a moment ago: this result is late
+            current = self._state.requests([request.correlation_id]).get(request.correlation_id)
+            request = current or request
+        if request.status not in ("timed_out", "compensated") or request.reply is not None:
+            return "deliver"  # a further result of an answered request: an ordinary message
+        if not self._state.late_result(request.correlation_id, reply, now):
+            return "deliver"
+        compensated = request.compensation_type is not None
+        self._audit.append("late_result", v.env.id, v.sha256, v.env.correlation_id, request=request.message_id or "",
+                           type=v.env.type, sender=v.env.sender, delivered="false" if compensated else "true")
+        self._metrics.late_results.labels(request.type).inc()
+        log.warning("late result for a timed-out request", extra={
+            "message_id": v.env.id, "type": v.env.type, "from": v.env.sender, "request_id": request.message_id,
+            "correlation_id": v.env.correlation_id, "outcome": "withheld" if compensated else "delivered"})
+        self.waiters.wake(request.correlation_id)
+        if not compensated:
+            return "late"
+        # Consumed: marked delivered (a second copy is a duplicate), and the sender gets its receipt.
+        self._state.mark_seen([Decision(v.env.id, "delivered", v.source)])
+        out.receipt(v, "delivered")
+        return "consumed"
