@@ -13,6 +13,7 @@ import jsonschema
 import jsonschema_rs
 import pytest
 
+from gateway.dev.exchange import NHSA_TYPES
 from gateway.schemas.formats import FORMATS, USCC_ALPHABET, is_gb11643, is_gb32100, is_gbt36904
 from gateway.schemas.registry import (
     CLASSIFICATIONS,
@@ -45,6 +46,7 @@ CONTRACT_TYPES = {
     "medical.clearing.statement",
     "medical.clearing.confirm",
     "yrdx.receipt",
+    *NHSA_TYPES,
 }
 QUERIES = {"identity.verify.request", "license.verify.request"}
 
