@@ -30,7 +30,6 @@ from adapters.nhsa.transactions import output_of, to_message, transaction
 from gateway.http.api import ProblemError
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.problems import Problem
-from gateway.wire.regions import DIVISION
 
 __all__ = ["FACADE", "FacadeContext", "NhsaFacade", "facade"]
 
@@ -106,18 +105,16 @@ class NhsaFacade:
     async def transact(self, platform_id: str, body: bytes) -> dict[str, Any]:
         """One HIS transaction: its answer, success or not (never raises for the HIS's input)."""
         started = time.monotonic()
-        insured = ""
         try:
             req = parse_request(body)
             tx = transaction(req.infno)
             message = to_message(tx, req, self._ctx.registry)
-            insured = DIVISION[message["to"]]
             if SEND_OPERATOR:
                 message |= {"operator": operator_of(req), "use_cause": tx.purpose}
             outcome = await self._ctx.request_reply.call(
                 platform_id, message, deadline_ms=tx.deadline_ms(message["payload"]), idempotency_key=req.msgid,
             )
-            ref = refmsgid(insured, outcome.message_id, self._clock())
+            ref = refmsgid(message["payload"].get("insuplc_admdvs") or "", outcome.message_id, self._clock())
             if outcome.status in TIMED_OUT or outcome.reply is None:
                 raise NhsaError(REPLY_TIMEOUT, _timeout_msg(outcome))
             output = output_of(tx, reply_payload(outcome.reply))
