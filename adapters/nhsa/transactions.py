@@ -159,6 +159,7 @@ def _conform(value: Any, schema: Mapping[str, Any], where: str) -> Any:
 
 def to_message(tx: Transaction, req: HisRequest, registry: SchemaRegistry) -> dict[str, Any]:
     """The canonical message ``{type, to, payload}`` of one HIS transaction, checked against its schema."""
+    to = destination(req)
     schema = registry.schema(tx.type)
     props: Mapping[str, Any] = schema["properties"]
     fields = _fields(tx, req)
@@ -178,7 +179,7 @@ def to_message(tx: Transaction, req: HisRequest, registry: SchemaRegistry) -> di
     errors = registry.validate(tx.type, registry.latest_version(tx.type) or 1, payload)
     if errors:
         raise NhsaError(INVALID_INPUT, "; ".join(f"{e.pointer or '/'}: {e.message}" for e in errors[:5]))
-    return {"type": tx.type, "to": destination(req), "payload": payload}
+    return {"type": tx.type, "to": to, "payload": payload}
 
 
 def output_of(tx: Transaction, reply: Mapping[str, Any]) -> dict[str, Any]:
