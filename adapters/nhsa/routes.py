@@ -27,11 +27,10 @@ from adapters.nhsa.infcodes import (
     infcode_of_problem,
 )
 from adapters.nhsa.transactions import output_of, to_message, transaction
-from gateway.http.api import ProblemError
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.problems import Problem
 
-__all__ = ["FACADE", "FacadeContext", "NhsaFacade", "facade"]
+__all__ = ["FACADE", "FacadeContext", "NhsaFacade", "facade", "reply_payload"]
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +92,9 @@ class NhsaFacade:
         return [web.post("/transactions", self.handle)]
 
     async def handle(self, request: web.Request) -> web.Response:
-        platform_id = self._ctx.authenticate_platform(request)  # ProblemError -> 401, as every platform route
-        if getattr(self._ctx.platform(platform_id), "facade", None) != FACADE:
-            raise ProblemError(Problem("not_permitted", f"platform {platform_id} does not use the {FACADE} facade"))
+        # The gateway's check: a platform JWT, and a platform whose config names this facade (else its
+        # problem+json: 401 unauthenticated, 403 forbidden / not_permitted).
+        platform_id = self._ctx.authenticate_platform(request)
         if request.content_length is not None and request.content_length > MAX_BODY:
             doc = answer(MALFORMED, err_msg=f"body over {MAX_BODY} bytes", at=self._clock())
         else:
@@ -121,9 +120,12 @@ class NhsaFacade:
             return answer(OK, output=output, refmsg=ref, at=self._clock())
         except NhsaError as e:
             return answer(e.infcode, err_msg=e.err_msg, at=self._clock())
-        except ProblemError as e:
-            return answer(infcode_of_problem(e.problem.code), err_msg=_problem_msg(e.problem), at=self._clock())
-        except Exception as e:  # one transaction never takes the counter down; the class is enough to look up
+        except Exception as e:
+            # A refusal of request-reply is its ProblemError (found by its `problem`, wherever the gateway
+            # defines the class); anything else never takes the counter down, and its class is enough to look up.
+            problem = getattr(e, "problem", None)
+            if isinstance(problem, Problem):
+                return answer(infcode_of_problem(problem.code), err_msg=_problem_msg(problem), at=self._clock())
             log.exception("nhsa transaction failed")
             return answer(INTERNAL, err_msg=type(e).__name__, at=self._clock())
         finally:
@@ -134,8 +136,8 @@ def _timeout_msg(outcome: ReplyOutcomeLike) -> str:
     compensation = outcome.compensation
     if compensation is not None:  # a (type, message_id) pair or an object with those attributes
         sent = compensation[1] if isinstance(compensation, tuple) else getattr(compensation, "message_id", "")
-        return f"参保地应答超时, 已自动冲正 (reversal {sent})"
-    return f"参保地应答超时 (message {outcome.message_id}; 请用原报文ID重试或查询)"
+        return f"参保地应答超时, 已自动冲正 (request {outcome.message_id}, reversal {sent})"
+    return f"参保地应答超时 (request {outcome.message_id}; 请用原报文ID重试或查询)"
 
 
 def _problem_msg(problem: Problem) -> str:

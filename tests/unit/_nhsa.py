@@ -11,8 +11,13 @@ from typing import Any
 from adapters.nhsa.envelope import CST
 from adapters.nhsa.routes import NhsaFacade
 from gateway.dev.exchange import SEALED_BY_DEFAULT
-from gateway.http.api import ProblemError
 from gateway.schemas.registry import SchemaRegistry
+from gateway.wire.problems import Problem
+
+try:  # where request-reply (issue 11 part 1) defines it; before that, the HTTP layer's
+    from gateway.wire.problems import ProblemError  # type: ignore[attr-defined,unused-ignore]
+except ImportError:
+    from gateway.http.api import ProblemError  # type: ignore[no-redef,unused-ignore]
 
 NOW = datetime(2024, 3, 15, 9, 45, 13, 250000, tzinfo=CST)
 MESSAGE_ID = "0190a0b1-7c3e-7d2a-9b4f-3e5d6c7b8a90"
@@ -69,7 +74,11 @@ class Context:
     platforms: dict[str, Platform] = field(default_factory=dict)
 
     def authenticate_platform(self, request: Any) -> str:
-        return str(request.headers["X-Test-Platform"])
+        """As the gateway's FacadeContext: the caller, refused unless its config names this facade."""
+        platform = self.platforms.get(str(request.headers["X-Test-Platform"]))
+        if platform is None or platform.facade != "nhsa":
+            raise ProblemError(Problem("not_permitted", "platform is not configured for the nhsa facade"))
+        return platform.id
 
     def platform(self, id: str) -> Platform:
         return self.platforms[id]

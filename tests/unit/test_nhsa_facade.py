@@ -15,10 +15,19 @@ from aiohttp.test_utils import TestServer
 from adapters.nhsa import infcodes
 from adapters.nhsa.envelope import operator_of, parse_request
 from adapters.nhsa.routes import NhsaFacade
-from gateway.http.api import ProblemError
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.problems import Problem
-from tests.unit._nhsa import MESSAGE_ID, NOW, Context, Outcome, Platform, RecordingReplies, facade, replied
+from tests.unit._nhsa import (
+    MESSAGE_ID,
+    NOW,
+    Context,
+    Outcome,
+    Platform,
+    ProblemError,
+    RecordingReplies,
+    facade,
+    replied,
+)
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "nhsa"
 
