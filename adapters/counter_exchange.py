@@ -60,15 +60,18 @@ def use_facade(exchange: Exchange, region: str, facade: str = "nhsa", config: Ma
 async def counter_exchange(
     root: Path, bootstrap_servers: str, namespace: str = "", *, cwd: Path | None = None,
     requests: Mapping[str, Mapping[str, int]] | None = None, persons: tuple[Person, ...] = (PATIENT,),
+    connections: int = 100,
 ) -> AsyncIterator[CounterExchange]:
     """`yrdx init` in `root`, the two gateways started (from `cwd`, default the exchange folder), the insured
-    platform answering; everything stopped on exit. `requests` overrides deadlines per type (gateway config)."""
+    platform answering; everything stopped on exit. `requests` overrides deadlines per type (gateway config);
+    `connections` bounds the HTTP connections of the HIS and the insured platform."""
     registry = SchemaRegistry.load()
     sim = SimulatedPlatforms(Ledger(), registry)
     await sim.start()
     fleet = GatewayFleet(root / "logs", cwd=cwd)
     insured: InsuredMedicalPlatform | None = None
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections),
+                                    timeout=aiohttp.ClientTimeout(total=120))
     try:
         exchange = init_exchange(root, base_port=0, bootstrap_servers=bootstrap_servers,
                                  webhook_urls={INSURED: sim.url(INSURED)}, force=True, namespace=namespace)

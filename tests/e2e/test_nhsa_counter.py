@@ -79,9 +79,11 @@ async def open_visit(his: HisClient, n: int) -> str:
     return str(visit["data"]["mdtrt_id"])
 
 
-def settle_input(mdtrt_id: str, n: int, medfee: Decimal, inscp: Decimal) -> dict[str, Any]:
-    return {"data": {**OUTPATIENT, "mdtrt_id": mdtrt_id, "psn_no": PATIENT.psn_no, "medfee_sumamt": str(medfee),
-                     "inscp_scp_amt": str(inscp), "chrg_bchno": f"CB{n:013d}", "invono": f"INV{n:013d}"}}
+def settle_input(mdtrt_id: str, n: int, medfee: Decimal, inscp: Decimal, *, pre: bool = False) -> dict[str, Any]:
+    """2207's input (2206's without the invoice number)."""
+    data = {**OUTPATIENT, "mdtrt_id": mdtrt_id, "psn_no": PATIENT.psn_no, "medfee_sumamt": str(medfee),
+            "inscp_scp_amt": str(inscp), "chrg_bchno": f"CB{n:013d}"}
+    return {"data": data if pre else {**data, "invono": f"INV{n:013d}"}}
 
 
 def reconcile_input(his: HisClient, settled: list[dict[str, Any]]) -> dict[str, Any]:
@@ -123,7 +125,7 @@ async def test_a_settlement_between_two_regions_through_the_facade(counter: Coun
          "med_list_codg": "XA01BAB001A001010100001", "medins_list_codg": "YP000123", "det_item_fee_sumamt": 336.30,
          "cnt": 3, "pric": 112.10, "fee_ocur_time": f"{cst_now():%Y-%m-%d %H:%M:%S}"}]}))
     assert fee["data"]["medfee_sumamt"] == "336.30"
-    pre = ok(await his.transact("2206", settle_input(mdtrt_id, 1, Decimal("356.80"), Decimal("336.30"))))
+    pre = ok(await his.transact("2206", settle_input(mdtrt_id, 1, Decimal("356.80"), Decimal("336.30"), pre=True)))
     assert "setl_id" not in pre["setlinfo"]
     settled = ok(await his.transact("2207", settle_input(mdtrt_id, 1, Decimal("356.80"), Decimal("336.30"))))
     info = settled["setlinfo"]
