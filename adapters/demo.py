@@ -33,7 +33,6 @@ import aiohttp
 
 from adapters.simulated import DELIVERED, Attempt, Ledger, PlatformClient, SimulatedPlatforms
 from adapters.stories import Cast, Scale, StoryResult, bad_cases, build_cast, check_receipts, good_stories
-from adapters.story_counter import counter_story
 from gateway.audit.journey import journey, read_audit_records
 from gateway.audit.verify import verify_values
 from gateway.config import KafkaConfig
@@ -455,6 +454,8 @@ async def _demo(root: Path, kafka: KafkaConfig, alg: str, fleet: GatewayFleet, c
             print(family_report(ledger, family) + "\n", file=out)
         print(journey_text + "\n", file=out, flush=True)
         print(await _audit_summary(kafka, trust) + "\n", file=out, flush=True)
+
+        from adapters.story_counter import counter_story  # it runs on this module's GatewayFleet
 
         say("the counter: an Anhui patient at a Shanghai hospital, in NHSA through the facade (own gateways) ...")
         counter, latencies = await counter_story(root / "counter", kafka.bootstrap_servers, kafka.namespace)
