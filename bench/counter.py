@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -147,6 +148,8 @@ async def main(rates: Sequence[int], seconds: float, infno: str) -> int:
             await offer(his, infno, mdtrt_id, 20, 2.0)  # warm-up: connections, JIT of the broker, caches
             runs = [await offer(his, infno, mdtrt_id, rate, seconds) for rate in rates]
     print(report(runs, infno))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"load average at the end (1/5/15 min, {os.cpu_count()} CPUs): {load}")
     return 0 if any(r.latencies for r in runs) else 1
 
 

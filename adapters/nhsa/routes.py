@@ -26,7 +26,7 @@ from adapters.nhsa.infcodes import (
     NhsaError,
     infcode_of_problem,
 )
-from adapters.nhsa.transactions import output_of, to_message, transaction
+from adapters.nhsa.transactions import output_of, schemas_of, to_message, transaction
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.problems import Problem
 
@@ -87,6 +87,7 @@ class NhsaFacade:
     def __init__(self, ctx: FacadeContext, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._ctx = ctx
         self._clock = clock
+        self._schemas = schemas_of(ctx.registry)  # once: the registry copies a schema each time it is asked
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/transactions", self.handle)]
@@ -107,7 +108,7 @@ class NhsaFacade:
         try:
             req = parse_request(body)
             tx = transaction(req.infno)
-            message = to_message(tx, req, self._ctx.registry)
+            message = to_message(tx, req, self._ctx.registry, self._schemas)
             if SEND_OPERATOR:
                 message |= {"operator": operator_of(req), "use_cause": tx.purpose}
             outcome = await self._ctx.request_reply.call(

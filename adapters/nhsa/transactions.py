@@ -29,7 +29,7 @@ from adapters.nhsa.infcodes import (
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.regions import DIVISION
 
-__all__ = ["TRANSACTIONS", "Transaction", "output_of", "to_message", "transaction"]
+__all__ = ["TRANSACTIONS", "Transaction", "output_of", "schemas_of", "to_message", "transaction"]
 
 INPATIENT_DEADLINE_MS: Final = 10_000  # DOMAIN.md / issue 11: inpatient settlement 10 s (outpatient 5 s)
 _REGION_OF_PROVINCE: Final = {code[:2]: region for region, code in DIVISION.items()}
@@ -157,10 +157,17 @@ def _conform(value: Any, schema: Mapping[str, Any], where: str) -> Any:
     return value
 
 
-def to_message(tx: Transaction, req: HisRequest, registry: SchemaRegistry) -> dict[str, Any]:
+def schemas_of(registry: SchemaRegistry) -> dict[str, Mapping[str, Any]]:
+    """The schema of every transaction's type, read once (the registry hands out copies)."""
+    return {tx.type: registry.schema(tx.type) for tx in TRANSACTIONS.values()}
+
+
+def to_message(
+    tx: Transaction, req: HisRequest, registry: SchemaRegistry, schemas: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
     """The canonical message ``{type, to, payload}`` of one HIS transaction, checked against its schema."""
     to = destination(req)
-    schema = registry.schema(tx.type)
+    schema = schemas[tx.type]
     props: Mapping[str, Any] = schema["properties"]
     fields = _fields(tx, req)
     from_envelope = {
