@@ -52,29 +52,29 @@ class _Counter:
 
 
 async def _story(c: _Counter) -> None:
-    person = await c.run("1101", "人员信息获取", {"data": {"mdtrt_cert_type": "02", "mdtrt_cert_no": ID_NUMBER}})
+    person = await c.run("1101", "person information", {"data": {"mdtrt_cert_type": "02", "mdtrt_cert_no": ID_NUMBER}})
     if person.infcode != infcodes.OK:
         return
-    visit = await c.run("2201", "门诊挂号", {"data": {
+    visit = await c.run("2201", "visit registration", {"data": {
         "psn_no": PATIENT.psn_no, "insutype": "310", "med_type": "11", "begntime": f"{cst_now():%Y-%m-%d %H:%M:%S}",
         "mdtrt_cert_type": "02", "ipt_otp_no": "MZ2024031500017", "dept_code": "NK01", "caty": "A03"}})
     if visit.infcode != infcodes.OK:
         return
     mdtrt_id = visit.output["data"]["mdtrt_id"]
-    await c.run("2204", "费用明细上传", {"feedetail": [
+    await c.run("2204", "fee detail upload", {"feedetail": [
         {"feedetl_sn": "FD0001", "mdtrt_id": mdtrt_id, "psn_no": PATIENT.psn_no, "chrg_bchno": "CB2024000000001",
          "med_list_codg": "XA01BAB001A001010100001", "medins_list_codg": "YP000123", "det_item_fee_sumamt": "336.30",
          "cnt": "3", "pric": "112.10", "fee_ocur_time": f"{cst_now():%Y-%m-%d %H:%M:%S}"},
         {"feedetl_sn": "FD0002", "mdtrt_id": mdtrt_id, "psn_no": PATIENT.psn_no, "chrg_bchno": "CB2024000000001",
          "med_list_codg": "001102000010000", "medins_list_codg": "ZL000456", "det_item_fee_sumamt": "20.50",
          "cnt": "1", "pric": "20.50", "fee_ocur_time": f"{cst_now():%Y-%m-%d %H:%M:%S}"}]})
-    await c.run("2206", "门诊预结算", _settlement(mdtrt_id, 1, "356.80", "336.30", invoice=False))
-    settled = await c.run("2207", "门诊结算", _settlement(mdtrt_id, 1, "356.80", "336.30"))
+    await c.run("2206", "pre-settlement", _settlement(mdtrt_id, 1, "356.80", "336.30", invoice=False))
+    settled = await c.run("2207", "settlement", _settlement(mdtrt_id, 1, "356.80", "336.30"))
     believed = [settled.output["setlinfo"]] if settled.infcode == infcodes.OK else []
     balance = c.ex.insured.balance(PATIENT.psn_no)
     c.ex.insured.stall(STALL_S)
     try:
-        await c.run("2207", "门诊结算 (参保地停顿)", _settlement(mdtrt_id, 2, "88.00", "80.00"),
+        await c.run("2207", "settlement, AH stalled", _settlement(mdtrt_id, 2, "88.00", "80.00"),
                     expect=infcodes.REPLY_TIMEOUT)
     finally:
         c.ex.insured.stall(0.0)
@@ -89,10 +89,10 @@ async def _story(c: _Counter) -> None:
               "stmt_enddate": today, "refd_setl_flag": "1", "fixmedins_setl_cnt": len(believed),
               **{k: str(sum((Decimal(s[k]) for s in believed), Decimal(0)))
                  for k in ("medfee_sumamt", "fund_pay_sumamt", "acct_pay")}}
-    summary = await c.run("3201", "对总账", {"data": totals})
+    summary = await c.run("3201", "reconcile totals", {"data": totals})
     items = [{"setl_id": s["setl_id"], "mdtrt_id": s["mdtrt_id"], "psn_no": s["psn_no"], "refd_setl_flag": "0",
               **{k: s[k] for k in ("medfee_sumamt", "fund_pay_sumamt", "acct_pay")}} for s in believed]
-    detail = await c.run("3202", "对明细账", {"data": {**totals, "items": items}})
+    detail = await c.run("3202", "reconcile detail", {"data": {**totals, "items": items}})
     for answer, name in ((summary, "3201"), (detail, "3202")):
         if answer.infcode == infcodes.OK and answer.output["data"]["stmt_rslt"] != "0":
             c.result.problems.append(f"{name} does not balance: {answer.output['data'].get('stmt_rslt_dscr', '')}")
