@@ -209,6 +209,24 @@ async def test_2601_replayed_reverses_once(counter: CounterExchange) -> None:
     assert summary["data"]["stmt_rslt"] == "0"
 
 
+async def test_concurrent_2207_and_2601_for_one_settlement_leave_nothing_standing(counter: CounterExchange) -> None:
+    his = hospital(counter, 7)
+    mdtrt_id = await open_visit(his, 7)
+    balance = counter.insured.balance(PATIENT.psn_no)
+    settle = his.envelope("2207", settle_input(mdtrt_id, 7, Decimal("66.60"), Decimal("60.00")))
+    reversal = his.envelope("2601", {"data": {"psn_no": PATIENT.psn_no, "omsgid": settle["msgid"], "oinfno": "2207"}})
+    settled, reversed_ = await asyncio.gather(his.post(settle), his.post(reversal))
+    # Either order at Anhui: settled then reversed, or reversed first (the settlement is then never made, goes
+    # unanswered, and the gateway's own reversal at the deadline finds nothing more to undo).
+    assert settled.infcode in (infcodes.OK, infcodes.REPLY_TIMEOUT), settled.doc
+    assert ok(reversed_)["data"]["rvs_stas"] in ("REVERSED", "NOTHING_TO_REVERSE")
+    rows = {"fixmedins_code": his.fixmedins_code, **reconcile_input(his, [])}
+    await until(lambda: counter.insured.rows(rows) == [], 30, "nothing standing at Anhui")
+    assert counter.insured.balance(PATIENT.psn_no) == balance
+    summary = ok(await his.transact("3201", {"data": reconcile_input(his, [])}))
+    assert summary["data"]["stmt_rslt"] == "0"
+
+
 async def test_unknown_fields_and_wrong_code_values_get_the_documented_infcode(counter: CounterExchange) -> None:
     his = hospital(counter, 5)
     before = len(counter.sim.ledger.deliveries)
