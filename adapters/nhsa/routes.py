@@ -30,11 +30,10 @@ from adapters.nhsa.transactions import output_of, schemas_of, to_message, transa
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.problems import Problem
 
-__all__ = ["FACADE", "FacadeContext", "NhsaFacade", "facade", "reply_payload"]
+__all__ = ["FacadeContext", "NhsaFacade", "facade", "reply_payload"]
 
 log = logging.getLogger(__name__)
 
-FACADE: Final = "nhsa"
 MAX_BODY: Final = 262_144
 # Issue 12 (operator in the envelope): until the gateway's ingress accepts `operator`/`use_cause` beside
 # `type`/`to`/`payload`, sending them would be refused with 400; flip this once it does.
