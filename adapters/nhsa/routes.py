@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY: Final = 262_144
 # Issue 12 (operator in the envelope): until the gateway's ingress accepts `operator`/`use_cause` beside
-# `type`/`to`/`payload`, sending them would be refused with 400; flip this once it does.
+# `type`/`to`/`payload`, sending them would be refused with 400; flip this once it does. Both are codes there
+# (ASCII letters, digits, . _ : -): the operator's id and role, and the transaction's 事项编码 as the purpose.
 SEND_OPERATOR: Final = False
 TIMED_OUT: Final = frozenset({"timed_out", "compensated"})
 
@@ -83,9 +84,13 @@ def reply_payload(reply: Mapping[str, Any]) -> dict[str, Any]:
 class NhsaFacade:
     """The counter's transactions through the gateway's request-reply, one HIS envelope at a time."""
 
-    def __init__(self, ctx: FacadeContext, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self, ctx: FacadeContext, clock: Callable[[], datetime] = lambda: datetime.now(UTC), *,
+        send_operator: bool = SEND_OPERATOR,
+    ) -> None:
         self._ctx = ctx
         self._clock = clock
+        self._send_operator = send_operator
         self._schemas = schemas_of(ctx.registry)  # once: the registry copies a schema each time it is asked
 
     def routes(self) -> list[web.RouteDef]:
@@ -108,8 +113,8 @@ class NhsaFacade:
             req = parse_request(body)
             tx = transaction(req.infno)
             message = to_message(tx, req, self._ctx.registry, self._schemas)
-            if SEND_OPERATOR:
-                message |= {"operator": operator_of(req), "use_cause": tx.purpose}
+            if self._send_operator:
+                message |= {"operator": operator_of(req), "use_cause": tx.service_item_code}
             outcome = await self._ctx.request_reply.call(
                 platform_id, message, deadline_ms=tx.deadline_ms(message["payload"]), idempotency_key=req.msgid,
             )

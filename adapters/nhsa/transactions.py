@@ -69,6 +69,11 @@ class Transaction:
     input_key: str = "data"  # where the fields sit in `input`: {"data": {...}} or {"feedetail": [...]}
     defaults: Mapping[str, str] = field(default_factory=dict)  # canonical fields the HIS does not send
 
+    @property
+    def service_item_code(self) -> str:
+        """事项编码 of the transaction: in the payload of a request type, and the envelope's purpose code."""
+        return f"SVC-MED-{self.infno}"
+
     def deadline_ms(self, payload: Mapping[str, Any]) -> int | None:
         """The wait for this call; None = the type's x-reply default (inpatient settlements wait longer)."""
         if self.type == "medical.settlement.request" and is_inpatient(str(payload.get("med_type", ""))):
@@ -173,7 +178,7 @@ def to_message(
     from_envelope = {
         "insuplc_admdvs": req.insuplc_admdvs, "mdtrtarea_admdvs": req.mdtrtarea_admdvs,
         "fixmedins_code": req.fixmedins_code, "msgid": req.msgid,
-        "use_cause": tx.purpose, "service_item_code": f"SVC-MED-{tx.infno}", **tx.defaults,
+        "use_cause": tx.purpose, "service_item_code": tx.service_item_code, **tx.defaults,
     }
     for name, value in from_envelope.items():
         if name not in props or value is None:

@@ -84,8 +84,8 @@ class Context:
         return self.platforms[id]
 
 
-def facade(registry: SchemaRegistry, replies: RecordingReplies) -> NhsaFacade:
-    return NhsaFacade(Context(replies, registry), clock=lambda: NOW)
+def facade(registry: SchemaRegistry, replies: RecordingReplies, *, send_operator: bool = False) -> NhsaFacade:
+    return NhsaFacade(Context(replies, registry), clock=lambda: NOW, send_operator=send_operator)
 
 
 def replied(msg_type: str, payload: dict[str, Any]) -> RecordingReplies:

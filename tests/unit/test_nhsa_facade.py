@@ -212,6 +212,16 @@ def test_operator_carries_the_id_and_role_never_the_name() -> None:
     assert operator_of(req) == {"id": "OP0001", "role": "counter_clerk"}
 
 
+async def test_operator_and_purpose_code_travel_beside_the_message_once_switched_on(registry: SchemaRegistry) -> None:
+    reply = json.loads((GOLDEN / "2207" / "reply.json").read_text())
+    replies = replied(reply["type"], reply["payload"])
+    body = json.dumps(_request("2207"), ensure_ascii=False).encode()
+    await facade(registry, replies, send_operator=True).transact("sh-platform", body)
+    message = replies.calls[0]["message"]
+    assert (message["operator"], message["use_cause"]) == ({"id": "OP0001", "role": "counter_clerk"}, "SVC-MED-2207")
+    assert "张收费" not in json.dumps(message, ensure_ascii=False)  # opter_name stays at the hospital
+
+
 def test_every_infcode_is_documented_in_the_readme() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     for code, meaning in infcodes.INFCODES.items():
