@@ -47,7 +47,7 @@ from gateway.runtime import INBOX_PARTITIONS
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.regions import AUDIT_TOPIC, REGIONS, region_slug
 
-__all__ = ["run_demo"]
+__all__ = ["GatewayFleet", "run_demo", "wait_gateways_ready"]
 
 FAMILIES = ("identity", "license", "medical", "case", "credit")
 MARKER = ".yrdx-demo"  # marks a folder the demo owns, so that a rerun may clear what the last run left
@@ -80,8 +80,9 @@ class Progress:
 class GatewayFleet:
     """`yrdx serve` once per region, each its own process, as operators run it."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, cwd: Path | None = None) -> None:
         self.log_dir = log_dir
+        self.cwd = cwd  # where the processes start (default: the exchange's folder); a checkout runs its own code
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, int] = {}
 
@@ -91,16 +92,16 @@ class GatewayFleet:
     def log_file(self, region: str) -> Path:
         return self.log_dir / f"{region_slug(region)}.log"
 
-    def start(self, exchange: Exchange) -> None:
+    def start(self, exchange: Exchange, regions: Sequence[str] = REGIONS) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for region in REGIONS:
+        for region in regions:
             ready = self._ready_file(region)
             ready.unlink(missing_ok=True)
             with self.log_file(region).open("ab") as log:  # the child keeps its own copy of the descriptor
                 self.procs[region] = subprocess.Popen(  # noqa: S603 - fixed argv
                     [sys.executable, "-m", "gateway.cli", "serve", "--config",
                      str(exchange.config_path(region)), "--ready-file", str(ready), "--log-level", "WARNING"],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=exchange.dir,
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd or exchange.dir,
                     env={**os.environ, "PYTHONUNBUFFERED": "1"},
                     # Out of the terminal's process group: Ctrl-C reaches the demo alone, which then stops
                     # the gateways in order (SIGTERM, drain) instead of racing them.
@@ -346,7 +347,7 @@ async def _create_topics(kafka: KafkaConfig) -> None:
     await ensure_topics(kafka, topics)
 
 
-async def _wait_ready(
+async def wait_gateways_ready(
     session: aiohttp.ClientSession, ports: Mapping[str, int], timeout_s: float = 30.0
 ) -> None:
     """Every gateway's /readyz says ready (broker reachable, trust and schemas loaded, consumer running)."""
@@ -411,7 +412,7 @@ async def _demo(root: Path, kafka: KafkaConfig, alg: str, fleet: GatewayFleet, c
             f"at :{sim.port}/<region>")
         await asyncio.to_thread(fleet.start, exchange)
         ports = await fleet.wait_ready()
-        await _wait_ready(session, ports)
+        await wait_gateways_ready(session, ports)
         say("gateways ready: " + "  ".join(f"{r} :{p}" for r, p in ports.items()))
         url = await console.start(exchange, ports)
         say(f"console: {url} (sign in with the operator token in {root / 'secrets' / 'metrics.token'})")
@@ -456,6 +457,14 @@ async def _demo(root: Path, kafka: KafkaConfig, alg: str, fleet: GatewayFleet, c
             print(family_report(ledger, family) + "\n", file=out)
         print(journey_text + "\n", file=out, flush=True)
         print(await _audit_summary(kafka, trust) + "\n", file=out, flush=True)
+
+        from adapters.story_counter import counter_story  # it runs on this module's GatewayFleet
+
+        say("the counter: an Anhui patient at a Shanghai hospital, in NHSA through the facade (own gateways) ...")
+        counter, latencies = await counter_story(root / "counter", kafka.bootstrap_servers, kafka.namespace)
+        say(f"  {'ok' if counter.ok else 'FAILED'}: {counter.name}: {counter.summary}")
+        print(latencies + "\n", file=out, flush=True)
+        results.append(counter)
 
         failures = _failures(ledger, results, receipt_problems, sim)
         for f in failures:

@@ -50,6 +50,7 @@ __all__ = [
     "family_of",
     "money",
     "pseudonym",
+    "settlement_split",
 ]
 
 log = logging.getLogger(__name__)
@@ -341,12 +342,42 @@ class CareLocationMedical:
         return statements
 
 
+POOL_SHARE = Decimal("0.70")  # share of in-scope costs the pooled fund pays (a demo rule)
+
+
+def settlement_split(
+    registry: SchemaRegistry, req: Mapping[str, Any], balance: Decimal, *, setl_id: str, medins_setl_id: str,
+    clr_optins: str, now: datetime,
+) -> dict[str, Any]:
+    """The insured location's split of a settlement (or pre-settlement) request, in exact decimal: the pooled
+    fund pays POOL_SHARE of the in-scope costs, the personal account what it holds when the patient allows it,
+    cash the rest; the result satisfies the sums of DOMAIN.md section 2.4."""
+    medfee = Decimal(req["medfee_sumamt"])
+    inscp = Decimal(req["inscp_scp_amt"])
+    fund = (inscp * POOL_SHARE).quantize(CENT)
+    psn_part = medfee - fund
+    acct = max(Decimal(0), min(psn_part, balance)) if req["acct_used_flag"] == "1" else Decimal(0)
+    result = registry.examples("medical.settlement.result")[0]
+    result.update({
+        "setl_id": setl_id, "mdtrt_id": req["mdtrt_id"], "psn_no": req["psn_no"],
+        "setl_time": f"{now:%Y-%m-%d %H:%M:%S}", "insutype": req["insutype"], "med_type": req["med_type"],
+        "medfee_sumamt": money(medfee), "fulamt_ownpay_amt": req["fulamt_ownpay_amt"],
+        "overlmt_selfpay": req["overlmt_selfpay"], "preselfpay_amt": req["preselfpay_amt"],
+        "inscp_scp_amt": money(inscp), "hifp_pay": money(fund), "cvlserv_pay": "0.00",
+        "pool_prop_selfpay": str(Decimal(1) - POOL_SHARE), "fund_pay_sumamt": money(fund),
+        "psn_part_amt": money(psn_part), "acct_pay": money(acct), "psn_cash_pay": money(psn_part - acct),
+        "balc": money(balance - acct), "clr_optins": clr_optins, "medins_setl_id": medins_setl_id,
+        "setldetail": [{"fund_pay_type": "310100", "fund_pay_type_name": "职工基本医疗保险统筹基金",
+                        "inscp_scp_amt": money(inscp), "fund_payamt": money(fund)}],
+    })
+    return result
+
+
 class InsuredLocationMedical:
     """The medical-insurance platform of the insured location (Anhui in the demo): settles visits made
     elsewhere from its own rules and account balances, honours reversals, and checks the monthly clearing
     statements against its own settlements."""
 
-    POOL_SHARE = Decimal("0.70")  # share of in-scope costs the pooled fund pays (a demo rule)
     OPENING_BALANCE = Decimal("2000.00")
 
     def __init__(self, region: str, registry: SchemaRegistry) -> None:
@@ -361,35 +392,23 @@ class InsuredLocationMedical:
 
     def on_settlement_request(self, d: Delivery) -> Reply:
         req = d.payload()
-        medfee = Decimal(req["medfee_sumamt"])
-        inscp = Decimal(req["inscp_scp_amt"])
-        fund = (inscp * self.POOL_SHARE).quantize(CENT)
-        psn_part = medfee - fund
         balance = self._balances.get(req["psn_no"], self.OPENING_BALANCE)
-        acct = min(psn_part, balance) if req["acct_used_flag"] == "1" else Decimal(0)
-        self._balances[req["psn_no"]] = balance - acct
         self._serial += 1
         now = cst_now()
         setl_id = f"S{_division(self.region)}{now:%Y%m%d}{self._serial:08d}"
+        result = settlement_split(
+            self._registry, req, balance, setl_id=setl_id, now=now,
+            medins_setl_id=f"{req['fixmedins_code']}{now:%Y%m%d%H%M%S}{self._serial:04d}",
+            clr_optins=req.get("insuplc_admdvs") or _division(self.region),
+        )
+        acct = Decimal(result["acct_pay"])
+        self._balances[req["psn_no"]] = balance - acct
         if "msgid" in req:
             self._by_msgid[req["msgid"]] = req["mdtrt_id"]
         self.settled[req["mdtrt_id"]] = Settled(
-            req["mdtrt_id"], setl_id, req["fixmedins_code"], medfee, fund, acct, psn_part - acct
+            req["mdtrt_id"], setl_id, req["fixmedins_code"], Decimal(result["medfee_sumamt"]),
+            Decimal(result["fund_pay_sumamt"]), acct, Decimal(result["psn_cash_pay"]),
         )
-        result = self._registry.examples("medical.settlement.result")[0]
-        result.update({
-            "setl_id": setl_id, "mdtrt_id": req["mdtrt_id"], "psn_no": req["psn_no"],
-            "setl_time": f"{now:%Y-%m-%d %H:%M:%S}", "insutype": req["insutype"], "med_type": req["med_type"],
-            "medfee_sumamt": money(medfee), "fulamt_ownpay_amt": req["fulamt_ownpay_amt"],
-            "overlmt_selfpay": req["overlmt_selfpay"], "preselfpay_amt": req["preselfpay_amt"],
-            "inscp_scp_amt": money(inscp), "hifp_pay": money(fund), "cvlserv_pay": "0.00",
-            "pool_prop_selfpay": str(Decimal(1) - self.POOL_SHARE), "fund_pay_sumamt": money(fund),
-            "psn_part_amt": money(psn_part), "acct_pay": money(acct), "psn_cash_pay": money(psn_part - acct),
-            "balc": money(balance - acct), "clr_optins": req.get("insuplc_admdvs") or _division(self.region),
-            "medins_setl_id": f"{req['fixmedins_code']}{now:%Y%m%d%H%M%S}{self._serial:04d}",
-            "setldetail": [{"fund_pay_type": "310100", "fund_pay_type_name": "职工基本医疗保险统筹基金",
-                            "inscp_scp_amt": money(inscp), "fund_payamt": money(fund)}],
-        })
         return "medical.settlement.result", result
 
     def on_reversal(self, d: Delivery) -> None:
@@ -523,6 +542,8 @@ class SimulatedPlatforms:
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._arrived = asyncio.Condition()
+        # region -> seconds its platform waits before answering (a stalled insured location, for timeouts)
+        self.answer_delay_s: dict[str, float] = {}
         # (region, type, conversation) -> the first such delivery
         self._first: dict[tuple[str, str, str], Delivery] = {}
 
@@ -624,6 +645,9 @@ class SimulatedPlatforms:
         task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, d: Delivery, msg_type: str, payload: dict[str, Any]) -> None:
+        delay = self.answer_delay_s.get(d.region, 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay)
         errors = self.registry.validate(msg_type, self.registry.latest_version(msg_type) or 1, payload)
         if errors:  # our own bug: say where, never what
             pointers = ", ".join(e.pointer or "/" for e in errors)

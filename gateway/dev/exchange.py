@@ -19,6 +19,17 @@ import yaml
 from gateway.dev.pki import PkiLayout, init_pki
 from gateway.wire.regions import REGIONS, check_namespace, region_slug
 
+# The types of the NHSA counter transactions (adapters/nhsa) besides the settlement, filing and reversal types.
+NHSA_TYPES = (
+    "medical.person.request", "medical.person.result",
+    "medical.visit.register", "medical.visit.register.result", "medical.visit.cancel", "medical.visit.cancel.result",
+    "medical.fee.upload", "medical.fee.upload.result", "medical.fee.cancel", "medical.fee.cancel.result",
+    "medical.settlement.pre.request", "medical.settlement.pre.result", "medical.settlement.cancel.result",
+    "medical.reversal.result", "medical.filing.revoke", "medical.filing.revoke.result",
+    "medical.reconcile.summary", "medical.reconcile.summary.result",
+    "medical.reconcile.detail", "medical.reconcile.detail.result",
+)
+
 # The business types, one schema each under schemas/. `yrdx.receipt` is not among them: only gateways send receipts.
 BUSINESS_TYPES = (
     "identity.verify.request", "identity.verify.result",
@@ -31,6 +42,8 @@ BUSINESS_TYPES = (
     "license.authorization.grant", "license.authorization.revoke", "license.fetch.request", "license.fetch.result",
     "case.submit", "case.accept", "case.progress", "case.result", "case.evaluation",
     "supervision.lead", "supervision.result", "credit.list.notice", "credit.repair.notice",
+    # The NHSA counter transactions (issue 11, README "At the counter"): each request with its result type.
+    *NHSA_TYPES,
 )
 
 
@@ -40,6 +53,10 @@ SEALED_BY_DEFAULT = (
     "identity.verify.request", "license.commitment.record", "medical.clearing.confirm", "medical.filing.request",
     "medical.reversal", "medical.settlement.cancel", "medical.settlement.request", "medical.settlement.result",
     "case.submit",
+    "medical.fee.cancel", "medical.fee.cancel.result", "medical.fee.upload", "medical.fee.upload.result",
+    "medical.filing.revoke", "medical.person.request", "medical.person.result", "medical.reconcile.detail",
+    "medical.settlement.cancel.result", "medical.settlement.pre.request", "medical.settlement.pre.result",
+    "medical.visit.cancel", "medical.visit.register", "medical.visit.register.result",
 )
 
 

@@ -368,6 +368,8 @@ def _settlement_sums(payload: Mapping[str, Any]) -> list[SchemaError]:
 # Checks a schema cannot express, by message type (every version); they run after the schema passed.
 _SEMANTIC_CHECKS: Final[dict[str, Callable[[Mapping[str, Any]], list[SchemaError]]]] = {
     "medical.settlement.result": _settlement_sums,
+    "medical.settlement.pre.result": _settlement_sums,  # the same split, not yet committed (NHSA 2206)
+    "medical.settlement.cancel.result": _settlement_sums,  # the cancelled split, negated (NHSA 2208)
 }
 
 

@@ -13,6 +13,7 @@ import jsonschema
 import jsonschema_rs
 import pytest
 
+from gateway.dev.exchange import NHSA_TYPES
 from gateway.schemas.formats import FORMATS, USCC_ALPHABET, is_gb11643, is_gb32100, is_gbt36904
 from gateway.schemas.registry import (
     CLASSIFICATIONS,
@@ -59,6 +60,7 @@ CONTRACT_TYPES = {
     "supervision.result",
     "credit.list.notice",
     "credit.repair.notice",
+    *NHSA_TYPES,
 }
 QUERIES = {"identity.verify.request", "license.verify.request"}
 

@@ -1,0 +1,96 @@
+"""The counter's exchange: Shanghai (place of care) and Anhui (insured location), two gateway processes.
+
+The Shanghai platform uses the NHSA facade (its config says ``facade: nhsa``), so the hospital's HIS talks
+NHSA to its gateway; the Anhui platform is :class:`adapters.insured.InsuredMedicalPlatform` behind the webhook
+server of :mod:`adapters.simulated`. The counter story, tests/e2e/test_nhsa_counter.py and bench/counter.py
+all run on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from adapters.demo import GatewayFleet, wait_gateways_ready
+from adapters.his import HisClient
+from adapters.insured import InsuredMedicalPlatform, Person
+from adapters.simulated import Ledger, PlatformClient, SimulatedPlatforms
+from gateway.crypto.trust import TrustStore
+from gateway.dev.exchange import Exchange, init_exchange, platform_id
+from gateway.http.auth import TokenMinter
+from gateway.schemas.registry import SchemaRegistry
+from gateway.wire.regions import REGIONS
+
+__all__ = ["CARE", "INSURED", "PATIENT", "CounterExchange", "counter_exchange", "use_facade"]
+
+CARE, INSURED = "SH", "AH"
+# The Anhui patient of the story (DOMAIN.md section 9 synthetic values): ID card and e-voucher.
+PATIENT = Person("33050099000010000001689700", (("02", "34010420000229124X"), ("01", "E-VOUCHER-TOKEN-0001")))
+
+
+@dataclass
+class CounterExchange:
+    exchange: Exchange
+    ports: dict[str, int]
+    his: HisClient
+    insured: InsuredMedicalPlatform
+    sim: SimulatedPlatforms
+    session: aiohttp.ClientSession
+
+    def url(self, region: str) -> str:
+        return f"http://127.0.0.1:{self.ports[region]}"
+
+
+def use_facade(exchange: Exchange, region: str, facade: str = "nhsa", config: Mapping[str, Any] | None = None) -> None:
+    """The region's platform speaks through `facade`; `config`: other top-level keys of its gateway config."""
+    path = exchange.config_path(region)
+    doc = yaml.safe_load(path.read_text())
+    doc["platforms"][0]["facade"] = facade
+    doc.update(config or {})
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+
+
+@contextlib.asynccontextmanager
+async def counter_exchange(
+    root: Path, bootstrap_servers: str, namespace: str = "", *, cwd: Path | None = None,
+    requests: Mapping[str, Mapping[str, int]] | None = None, persons: tuple[Person, ...] = (PATIENT,),
+    connections: int = 100,
+) -> AsyncIterator[CounterExchange]:
+    """`yrdx init` in `root`, the two gateways started (from `cwd`, default the exchange folder), the insured
+    platform answering; everything stopped on exit. `requests` overrides deadlines per type (gateway config);
+    `connections` bounds the HTTP connections of the HIS and the insured platform."""
+    registry = SchemaRegistry.load()
+    sim = SimulatedPlatforms(Ledger(), registry)
+    await sim.start()
+    fleet = GatewayFleet(root / "logs", cwd=cwd)
+    insured: InsuredMedicalPlatform | None = None
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections),
+                                    timeout=aiohttp.ClientTimeout(total=120))
+    try:
+        exchange = init_exchange(root, base_port=0, bootstrap_servers=bootstrap_servers,
+                                 webhook_urls={INSURED: sim.url(INSURED)}, force=True, namespace=namespace)
+        use_facade(exchange, CARE, config={"requests": dict(requests)} if requests else None)
+        fleet.start(exchange, (CARE, INSURED))
+        ports = await fleet.wait_ready()
+        await wait_gateways_ready(session, ports)
+        trust = TrustStore.from_files([exchange.pki.ca_cert], [exchange.pki.gateway_cert(r) for r in REGIONS])
+        minter = TokenMinter(platform_id(INSURED), exchange.pki.platform_key(INSURED), INSURED)
+        sim.connect({INSURED: PlatformClient(session, f"http://127.0.0.1:{ports[INSURED]}", INSURED, minter,
+                                             sim.ledger)}, trust)
+        insured = InsuredMedicalPlatform(INSURED, registry, root / "ah-ledger.sqlite", persons)
+        insured.attach(sim)
+        his = HisClient(session, f"http://127.0.0.1:{ports[CARE]}",
+                        TokenMinter(platform_id(CARE), exchange.pki.platform_key(CARE), CARE))
+        yield CounterExchange(exchange, ports, his, insured, sim, session)
+    finally:
+        fleet.stop()
+        await session.close()
+        await sim.stop()
+        if insured is not None:
+            insured.close()

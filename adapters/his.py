@@ -1,0 +1,91 @@
+"""A hospital's HIS at the counter: NHSA transaction envelopes posted to its gateway's facade.
+
+It speaks only what a HIS speaks (DOMAIN.md section 2.2): ``infno``, ``msgid``, the divisions, the operator,
+``input``; the answer is ``OutCommon``. Used by the counter story, the end-to-end tests and bench/counter.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from adapters.nhsa.envelope import CST
+from gateway.http.auth import TokenMinter
+
+__all__ = ["FACADE_PATH", "HisAnswer", "HisClient"]
+
+FACADE_PATH = "/v1/facades/nhsa/transactions"
+
+
+@dataclass(frozen=True, slots=True)
+class HisAnswer:
+    msgid: str
+    status: int  # HTTP status (200 for every answer in the NHSA envelope)
+    doc: dict[str, Any]
+    latency_s: float
+
+    @property
+    def infcode(self) -> int | None:
+        code = self.doc.get("infcode")
+        return code if isinstance(code, int) else None
+
+    @property
+    def output(self) -> dict[str, Any]:
+        out: dict[str, Any] = self.doc.get("output") or {}
+        return out
+
+
+class HisClient:
+    """One hospital's HIS: a fresh platform JWT per call, a fresh msgid per transaction unless it retries."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, gateway_url: str, minter: TokenMinter, *,
+        fixmedins_code: str = "H31011500001", mdtrtarea_admvs: str = "310000", insuplc_admdvs: str = "340100",
+        opter: str = "OP0001",
+    ) -> None:
+        self.session = session
+        self.url = gateway_url.rstrip("/") + FACADE_PATH
+        self.fixmedins_code = fixmedins_code
+        self.mdtrtarea_admvs = mdtrtarea_admvs
+        self.insuplc_admdvs = insuplc_admdvs
+        self.opter = opter
+        self._minter = minter
+        self._serial = itertools.count(1)
+
+    def msgid(self) -> str:
+        """fixmedins_code (12) + yyyyMMddHHmmss (14) + a 4-digit sequence (30 characters)."""
+        return f"{self.fixmedins_code}{datetime.now(CST):%Y%m%d%H%M%S}{next(self._serial) % 10000:04d}"
+
+    def envelope(self, infno: str, input: Mapping[str, Any], *, msgid: str | None = None) -> dict[str, Any]:
+        now = datetime.now(CST)
+        return {
+            "infno": infno, "msgid": msgid or self.msgid(), "mdtrtarea_admvs": self.mdtrtarea_admvs,
+            "insuplc_admdvs": self.insuplc_admdvs, "recer_sys_code": "YRDX", "infver": "V1.0",
+            "opter_type": "1", "opter": self.opter, "opter_name": "收费员", "inf_time": f"{now:%Y-%m-%d %H:%M:%S}",
+            "fixmedins_code": self.fixmedins_code, "fixmedins_name": "上海示例医院", "signtype": "SM3",
+            "input": dict(input),
+        }
+
+    async def post(self, envelope: Mapping[str, Any] | bytes) -> HisAnswer:
+        body = envelope if isinstance(envelope, bytes) else orjson.dumps(envelope)
+        msgid = "" if isinstance(envelope, bytes) else str(envelope.get("msgid", ""))
+        headers = {"Content-Type": "application/json", **self._minter.header()}
+        started = time.monotonic()
+        async with self.session.post(self.url, data=body, headers=headers) as r:
+            raw = await r.read()
+            latency = time.monotonic() - started
+            try:
+                doc = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                doc = {"unreadable": len(raw)}
+            return HisAnswer(msgid, r.status, doc if isinstance(doc, dict) else {}, latency)
+
+    async def transact(self, infno: str, input: Mapping[str, Any], *, msgid: str | None = None) -> HisAnswer:
+        return await self.post(self.envelope(infno, input, msgid=msgid))

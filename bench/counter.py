@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Counter benchmark: NHSA request-reply round trips through two gateways at fixed offered rates (open loop).
+
+A Shanghai HIS posts NHSA transactions to its gateway's facade; each one travels SH -> Kafka -> AH, the Anhui
+insured platform answers from its ledger, and the result travels back to the waiting call. Requests leave on
+schedule (request i at t0 + i/R) whether or not earlier ones finished, and latency runs from the scheduled
+time to the HIS's answer, so a stalled system cannot hide its queue (coordinated omission avoided).
+
+Prints per offered rate: sent, answered per infcode, p50/p99/p99.9 latency, the driver's schedule lag; then the
+lowest offered rate whose p99 passes 1 s, and the goal (p99 <= 100 ms at 500 req/s) as PASS or short of it.
+
+    .venv/bin/python bench/counter.py [--rates 100,500,1000] [--seconds 10] [--infno 1101]
+
+Needs request-reply in the gateway (issue 11 part 1) and the `nhsa` facade entry point installed
+(`pip install -e .` after the merge). It is a benchmark, not a test: exit 1 only when no answer came at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout: its own adapters and gateway
+
+from adapters.counter_exchange import PATIENT, counter_exchange  # noqa: E402
+from adapters.his import HisClient  # noqa: E402
+from adapters.simulated import cst_now  # noqa: E402
+from gateway.dev.local_kafka import LocalKafka, env_bootstrap_servers, free_port  # noqa: E402
+
+GOAL_RATE, GOAL_P99_S = 500, 0.100
+KNEE_S = 1.0
+ID_NUMBER = "34010420000229124X"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+@dataclass
+class Run:
+    rate: int
+    sent: int = 0
+    latencies: list[float] = field(default_factory=list)  # scheduled time -> answer, of every answer
+    outcomes: Counter[str] = field(default_factory=Counter)  # infcode (or HTTP status / error class)
+    lag: list[float] = field(default_factory=list)  # how late the driver sent each request
+
+    def p(self, q: float) -> float:
+        return percentile(self.latencies, q)
+
+
+def transaction(his: HisClient, infno: str, mdtrt_id: str, n: int) -> dict[str, Any]:
+    """One request of the chosen transaction (1101 reads, 2206 prices, 2207 settles money)."""
+    if infno == "1101":
+        return his.envelope("1101", {"data": {"mdtrt_cert_type": "02", "mdtrt_cert_no": ID_NUMBER}})
+    medfee = Decimal(20 + n % 500) + Decimal(n % 100) / 100
+    data = {"mdtrt_id": mdtrt_id, "psn_no": PATIENT.psn_no, "insutype": "310", "med_type": "11",
+            "mdtrt_cert_type": "02", "mdtrt_cert_no": ID_NUMBER, "medfee_sumamt": str(medfee),
+            "psn_setlway": "01", "acct_used_flag": "0", "fulamt_ownpay_amt": "0.00", "overlmt_selfpay": "0.00",
+            "preselfpay_amt": "0.00", "inscp_scp_amt": str(medfee), "chrg_bchno": f"CB{n:013d}"}
+    if infno == "2207":
+        data["invono"] = f"INV{n:013d}"
+    return his.envelope(infno, {"data": data})
+
+
+async def offer(his: HisClient, infno: str, mdtrt_id: str, rate: int, seconds: float) -> Run:
+    run = Run(rate)
+    total = int(rate * seconds)
+    t0 = time.monotonic() + 0.2
+
+    async def one(i: int) -> None:
+        scheduled = t0 + i / rate
+        await asyncio.sleep(max(0.0, scheduled - time.monotonic()))
+        run.lag.append(time.monotonic() - scheduled)
+        doc = transaction(his, infno, mdtrt_id, rate * 100_000 + i)
+        run.sent += 1
+        try:
+            answer = await his.post(doc)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            run.outcomes[type(e).__name__] += 1
+            return
+        run.latencies.append(time.monotonic() - scheduled)
+        run.outcomes[f"infcode {answer.infcode}" if answer.status == 200 else f"HTTP {answer.status}"] += 1
+
+    await asyncio.gather(*(one(i) for i in range(total)))
+    return run
+
+
+def report(runs: Sequence[Run], infno: str) -> str:
+    lines = [f"NHSA {infno} round trips, HIS -> SH facade -> Kafka -> AH insured platform -> back (open loop; "
+             "latency from each request's scheduled time)",
+             f"{'offered/s':>9} {'sent':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'lag p99 ms':>10}  answers"]
+    for r in runs:
+        answers = ", ".join(f"{k}: {v}" for k, v in sorted(r.outcomes.items()))
+        lines.append(f"{r.rate:>9} {r.sent:>6} {r.p(50) * 1000:>8.1f} {r.p(99) * 1000:>8.1f} "
+                     f"{r.p(99.9) * 1000:>9.1f} {percentile(r.lag, 99) * 1000:>10.1f}  {answers}")
+    knee = next((r.rate for r in runs if r.p(99) > KNEE_S), None)
+    lines.append(f"p99 passes {KNEE_S:.0f} s at: " + (f"{knee}/s offered" if knee is not None else
+                                                       f"not within the rates run (up to {runs[-1].rate}/s)"))
+    goal = next((r for r in runs if r.rate == GOAL_RATE), None)
+    if goal is None:
+        lines.append(f"goal (p99 <= {GOAL_P99_S * 1000:.0f} ms at {GOAL_RATE}/s): not measured (add {GOAL_RATE})")
+    else:
+        verdict = "PASS" if goal.p(99) <= GOAL_P99_S and goal.outcomes.get("infcode 0") == goal.sent else "short of"
+        lines.append(f"goal (p99 <= {GOAL_P99_S * 1000:.0f} ms at {GOAL_RATE}/s, every answer infcode 0): "
+                     f"{verdict} (p99 {goal.p(99) * 1000:.1f} ms)")
+    return "\n".join(lines)
+
+
+@contextlib.asynccontextmanager
+async def broker(work: Path) -> AsyncIterator[str]:
+    external = env_bootstrap_servers()
+    if external:
+        yield external
+        return
+    local = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port())
+    await asyncio.to_thread(local.start)
+    try:
+        yield local.bootstrap_servers
+    finally:
+        await asyncio.to_thread(local.stop)
+
+
+async def main(rates: Sequence[int], seconds: float, infno: str) -> int:
+    with tempfile.TemporaryDirectory(prefix="yrdx-bench-counter-") as tmp:
+        work = Path(tmp)
+        async with broker(work) as bootstrap, counter_exchange(work / "exchange", bootstrap, cwd=ROOT,
+                                                               connections=512) as ex:
+            his = ex.his
+            mdtrt_id = await _visit(his)
+            await offer(his, infno, mdtrt_id, 20, 2.0)  # warm-up: connections, JIT of the broker, caches
+            runs = [await offer(his, infno, mdtrt_id, rate, seconds) for rate in rates]
+    print(report(runs, infno))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"load average at the end (1/5/15 min, {os.cpu_count()} CPUs): {load}")
+    return 0 if any(r.latencies for r in runs) else 1
+
+
+async def _visit(his: HisClient) -> str:
+    answer = await his.transact("2201", {"data": {
+        "psn_no": PATIENT.psn_no, "insutype": "310", "med_type": "11", "begntime": f"{cst_now():%Y-%m-%d %H:%M:%S}",
+        "mdtrt_cert_type": "02", "ipt_otp_no": "MZBENCH0000001", "dept_code": "NK01", "caty": "A03"}})
+    if answer.infcode != 0:
+        raise SystemExit(f"the counter does not answer (HTTP {answer.status}, {answer.doc}); is request-reply "
+                         "(issue 11 part 1) merged and the nhsa facade entry point installed?")
+    return str(answer.output["data"]["mdtrt_id"])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", default="100,500,1000", help="offered requests/s, comma-separated")
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long each rate is offered")
+    parser.add_argument("--infno", choices=("1101", "2206", "2207"), default="1101")
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main([int(r) for r in args.rates.split(",")], args.seconds, args.infno)))
