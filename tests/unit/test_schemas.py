@@ -45,6 +45,7 @@ CONTRACT_TYPES = {
     "medical.clearing.statement",
     "medical.clearing.confirm",
     "yrdx.receipt",
+    "yrdx.claim_check",
 }
 QUERIES = {"identity.verify.request", "license.verify.request"}
 
