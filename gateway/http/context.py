@@ -7,6 +7,8 @@ from typing import Protocol
 from gateway.config import GatewayConfig
 from gateway.crypto.seal import Opener
 from gateway.crypto.trust import TrustStore
+from gateway.files.sender import FileSender
+from gateway.files.store import FileStore
 from gateway.http.auth import Authenticator
 from gateway.metrics import Metrics
 from gateway.relay.health import EgressHealth
@@ -33,3 +35,5 @@ class ApiContext(Protocol):
     consumer_running: bool
     egress_health: EgressHealth
     identity: IdentityWatch  # fail closed: no new message while this gateway's certificate is not valid
+    files: FileStore  # received files (GET /v1/files/{id})
+    file_sender: FileSender  # POST /v1/files

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import orjson
 
 from gateway.config import GatewayConfig, Platform
+from gateway.files.claims import ClaimChecks
 from gateway.kafka.port import InboxConsumer, InRecord
 from gateway.relay.checks import RECEIPT_TYPE, Checks, Refused, Verified
 from gateway.relay.delivery import WebhookDeliverer
@@ -67,8 +68,9 @@ def unexpected(e: BaseException, step: str) -> Rejection:
 
 class Egress:
     def __init__(self, cfg: GatewayConfig, checks: Checks, fx: Effects, webhooks: WebhookDeliverer,
-                 health: EgressHealth | None = None) -> None:
+                 health: EgressHealth | None = None, claims: ClaimChecks | None = None) -> None:
         self._cfg = cfg
+        self._claims = claims  # files referenced by claim checks must have arrived whole (gateway/files)
         self._checks = checks
         self._fx = fx
         self._webhooks = webhooks
@@ -103,7 +105,10 @@ class Egress:
             out.received(r, c)
         inbox: list[tuple[Platform, Verified]] = []
         webhooks: dict[str, list[tuple[Platform, Verified]]] = defaultdict(list)
-        for c in self.dedupe(checked, out):
+        kept = self.dedupe(checked, out)
+        if self._claims is not None:
+            kept = await self._claims.settle(kept)
+        for c in kept:
             if isinstance(c, Refused):
                 out.rejected(c)
                 continue
