@@ -26,9 +26,10 @@ CLAIM_TYPE = "yrdx.claim_check"
 
 
 def accepting_files(cfg: GatewayConfig) -> GatewayConfig:
-    """SH accepts yrdx.claim_check from JS, its platform receives it, and a message waits at most 0.3 s."""
+    """SH accepts yrdx.claim_check from every region, its platform receives it, and a message waits at most
+    0.3 s for its file."""
     platform = cfg.platforms[0]
-    return replace(cfg, accept={**cfg.accept, "JS": cfg.accept["JS"] | {CLAIM_TYPE}},
+    return replace(cfg, accept={r: types | {CLAIM_TYPE} for r, types in cfg.accept.items()},
                    platforms=(replace(platform, receives=platform.receives | {CLAIM_TYPE}), *cfg.platforms[1:]),
                    files=replace(cfg.files, wait_s=0.3))
 
