@@ -446,7 +446,8 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
 def _openapi_route(gw: ApiContext) -> Handler:
     """GET /openapi.json (no token): the OpenAPI 3.1 document of this gateway, built once."""
     body = orjson.dumps(openapi.document(region=gw.cfg.region, limits=gw.cfg.limits, max_pull=MAX_PULL,
-                                         max_wait_s=MAX_WAIT_S, message_types=gw.registry.types()))
+                                         max_wait_s=MAX_WAIT_S, message_types=gw.registry.types(),
+                                         max_file_bytes=gw.cfg.files.max_bytes))
 
     async def serve_openapi(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")
