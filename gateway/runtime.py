@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import logging
@@ -117,7 +118,12 @@ class Gateway:
         self.ingress = Ingress(cfg, self.registry, self.signer, self.publisher, self.state, self.audit, self.metrics,
                                sealers)
         self.files = FileStore(cfg.files.spool_dir, cfg.files.max_bytes)
-        self.file_sender = FileSender(cfg.region, cfg.topics, self.signer, self.publisher, sealers, cfg.files.max_bytes)
+        # Sealed chunks do not compress: their own producer sends them as they are (the broker would otherwise
+        # decompress every batch to validate it, for nothing).
+        self.files_publisher = KafkaPublisher(dataclasses.replace(cfg.kafka, compression=None),
+                                              cfg.limits.publish_timeout_s)
+        self.file_sender = FileSender(cfg.region, cfg.topics, self.signer, self.files_publisher, sealers,
+                                      cfg.files.max_bytes)
         self.broker_ok = False
         self.consumer_running = False
         self.egress_health = EgressHealth()
@@ -138,6 +144,7 @@ class Gateway:
         await load_updates(self.cfg.kafka, self.trust)
         refuse_invalid_identity(self.identity.own, self.trust)  # revoked on yrdx.trust while it was down
         await self.publisher.start()
+        await self.files_publisher.start()
         self.broker_ok = True
         self._session = aiohttp.ClientSession()
         checks = Checks(self.cfg, self.registry, self.trust, self.opener, self.metrics)
@@ -260,10 +267,11 @@ class Gateway:
         except Exception as e:  # the broker is down: these records were never acknowledged to anyone
             log.warning("audit records not flushed at stop", extra={"pending": self.audit.pending(),
                                                                     "error": type(e).__name__})
-        try:
-            await asyncio.wait_for(self.publisher.stop(), max(deadline - loop.time(), 1.0))
-        except TimeoutError:
-            log.warning("the producer did not close before the drain deadline")
+        for producer in (self.publisher, self.files_publisher):
+            try:
+                await asyncio.wait_for(producer.stop(), max(deadline - loop.time(), 1.0))
+            except TimeoutError:
+                log.warning("a producer did not close before the drain deadline")
         if self._session is not None:
             await self._session.close()
         self.state.close()
