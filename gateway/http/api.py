@@ -353,9 +353,10 @@ async def post_file(request: web.Request) -> web.Response:
     if to not in REGIONS or to == gw.cfg.region or not gw.file_sender.can_send_to(to):
         return problem_response(Problem("unknown_region", "to must be another region of the exchange, with its "
                                         "key in trust.encryption_keys (files travel sealed)"))
-    media_type = request.content_type
+    # The header as sent (aiohttp's content_type would turn a malformed one into text/plain); parameters dropped.
+    media_type = request.headers.get("Content-Type", "application/octet-stream").split(";", 1)[0].strip().lower()
     if not MEDIA_TYPE.fullmatch(media_type):
-        return problem_response(Problem("invalid_request", "Content-Type must be a lowercase type/subtype"))
+        return problem_response(Problem("invalid_request", "Content-Type must be a media type, type/subtype"))
     limit = gw.file_sender.max_bytes
     if request.content_length is not None and request.content_length > limit:
         return problem_response(Problem("too_large", f"file of {request.content_length} bytes exceeds {limit}"))

@@ -23,6 +23,7 @@ OPENAPI_VERSION = "3.1.0"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 JSON_MEDIA_TYPE = "application/json"
 METRICS_MEDIA_TYPE = "text/plain"
+ANY_FILE = {"*/*": {"schema": {"type": "string", "format": "binary"}}}  # a file's bytes, of its own media type
 JSON_SCHEMA_DIALECT = "https://spec.openapis.org/oas/3.1/dialect/base"
 
 # No C0/C1 control characters: the value becomes an HTTP or Kafka header (gateway/wire/text.py header_safe).
@@ -394,11 +395,11 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
             "parameters": [{"name": "to", "in": "query", "required": True, "description": "destination region",
                             "schema": {"type": "string", "enum": list(REGIONS)}}],
             "requestBody": {"required": True, "description": f"the file, at most {max_file_bytes} bytes; its "
-                            "Content-Type (a lowercase type/subtype) is the file's media type",
-                            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+                            "Content-Type (type/subtype, kept in lowercase) is the file's media type",
+                            "content": ANY_FILE},
             "responses": {"201": _json(_ref("schemas", "ClaimCheck"), "the file's claim check"),
                           **problem_responses({
-                              "invalid_request": "the Content-Type is not a lowercase type/subtype, or the body "
+                              "invalid_request": "the Content-Type is not a media type (type/subtype), or the body "
                                                  "was cut off or badly framed",
                               "request_timeout": "no part of the body arrived for 30 s",
                               "too_large": f"over {max_file_bytes} bytes (checked on Content-Length first)",
@@ -418,7 +419,7 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
             "responses": {"200": {"description": "the file's bytes, with its media type",
                                   "headers": {"Yrdx-File-Digest": {"description": "`SHA-256=<hex>` or `SM3=<hex>`",
                                                                    "schema": {"type": "string"}}},
-                                  "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+                                  "content": ANY_FILE},
                           **problem_responses({**unauthenticated, **state, **platform_only,
                                                "not_found": "no complete file with this id was delivered to you"})},
         }},

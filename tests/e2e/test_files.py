@@ -211,3 +211,26 @@ async def test_no_byte_of_a_file_travels_in_clear_on_any_topic(files_exchange: S
             assert all(ID_NUMBER not in v for v in r.headers.values()), topic
             scanned += 1
     assert scanned > 8  # the 2 MiB file's chunks and manifest at least
+
+
+async def test_the_files_routes_refuse_with_their_codes(files_exchange: SideExchange, tmp_path: Path) -> None:
+    js, sh = files_exchange.clients["JS"], files_exchange.clients["SH"]
+    small = tmp_path / "small.pdf"
+    small.write_bytes(b"%PDF-1.7 small")
+    assert (await upload(js, small, to="JS"))[1]["code"] == "unknown_region"  # its own region
+    assert (await upload(js, small, to="XX"))[1]["code"] == "unknown_region"
+    status, doc = await upload(js, small, media_type="pdf")
+    assert (status, doc["code"]) == (400, "invalid_request")
+    big = 200 * MIB + 1  # over files.max_bytes, refused on Content-Length before a byte is read
+    async with js.session.post(f"{js.gateway.url}/v1/files?to=SH", data=b"x" * 1024,
+                               headers={"Content-Type": "application/pdf", "Content-Length": str(big),
+                                        **js.minter.header()}) as r:
+        assert r.status == 413 and (await r.json(content_type=None))["code"] == "too_large"
+    async with js.session.post(f"{js.gateway.url}/v1/files?to=SH", data=b"x") as r:
+        assert r.status == 401
+    status, claim = await upload(js, small)
+    assert status == 201
+    # Not delivered to SH's platform in a message yet: not downloadable, nor by anyone at the sending gateway.
+    assert (await download(sh, claim["file_id"]))[0] == 404
+    assert (await download(js, claim["file_id"]))[0] == 404
+    assert (await download(sh, "not-a-file-id"))[0] == 404

@@ -10,11 +10,19 @@ from pathlib import Path
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives import hashes
 
-from gateway.files.sender import TooLarge
+from gateway.crypto.seal import SmOpener, SmSealer
+from gateway.crypto.sm2 import generate_sm2_key
+from gateway.files.manifest import Manifest
+from gateway.files.sender import FileSender, TooLarge
+from gateway.files.store import FileStore
+from gateway.kafka.memory import MemoryBroker, MemoryPublisher
 from gateway.kafka.port import OutRecord
-from gateway.wire import headers
-from tests.unit._files import FileBench, file_bench
+from gateway.wire import envelope, headers
+from gateway.wire.regions import Topics
+from tests.unit._files import FileBench, file_bench, reader
+from tests.unit._relay import make_exchange, signer_of
 
 ID_NUMBER = b"320506199007181520"  # DOMAIN.md section 9: the synthetic JS resident
 
@@ -166,3 +174,27 @@ async def test_the_spool_sweep_deletes_old_files(bench: FileBench) -> None:
     old = bench.store.root / manifest.file_id
     os.utime(old, (1, 1))
     assert bench.store.sweep(3600) == 1 and not old.exists()
+
+
+async def test_a_file_for_a_national_suite_gateway_is_digested_with_sm3_and_sealed_with_sm4(tmp_path: Path) -> None:
+    key = generate_sm2_key()
+    broker = MemoryBroker()
+    sender = FileSender("JS", Topics(), signer_of(make_exchange(tmp_path / "ex"), "JS"), MemoryPublisher(broker),
+                        {"SH": SmSealer(key.public_key(), "SH")}, 4 * 1024 * 1024)
+    data = material(1_100_000)
+    manifest = await sender.send("SH", "application/ofd", reader(data))  # type: ignore[arg-type]
+    sm3 = hashes.Hash(hashes.SM3())
+    sm3.update(data)
+    assert manifest.digest_alg == "SM3" and manifest.digest == sm3.finalize().hex() and len(manifest.key) == 16
+    records = broker.records(Topics().files("SH"))
+    env = envelope.parse(records[-1].value)
+    assert env.sealed is not None and env.sealed.split(".")[0]  # SM2 / SM4GCM JWE
+    opened = Manifest.read(orjson.loads(SmOpener(key).open(env.sealed)))
+    assert opened == manifest
+    store = FileStore(tmp_path / "spool", 4 * 1024 * 1024)
+    for r in records[:-1]:
+        assert ID_NUMBER not in r.value
+        assert store.put_chunk(manifest.file_id, int(r.headers[headers.FILE_CHUNK]), r.value) is None
+    stored = store.settle(opened, "JS", env.sealed)
+    assert stored.status == "complete"
+    assert b"".join(store.chunks(stored, SmOpener(key))) == data
