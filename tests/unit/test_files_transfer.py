@@ -12,9 +12,11 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from gateway.crypto.seal import SmOpener, SmSealer
+from gateway.config import load_config
+from gateway.crypto.keyfiles import load_encryption_pub
+from gateway.crypto.seal import Sealer, SmOpener, SmSealer
 from gateway.crypto.sm2 import generate_sm2_key
-from gateway.files.manifest import Manifest
+from gateway.files.manifest import FILE_TYPE, Manifest
 from gateway.files.sender import FileSender, TooLarge
 from gateway.files.store import FileStore
 from gateway.kafka.memory import MemoryBroker, MemoryPublisher
@@ -198,3 +200,22 @@ async def test_a_file_for_a_national_suite_gateway_is_digested_with_sm3_and_seal
     stored = store.settle(opened, "JS", env.sealed)
     assert stored.status == "complete"
     assert b"".join(store.chunks(stored, SmOpener(key))) == data
+
+
+@pytest.mark.parametrize("lie", [{"digest": "0" * 64}, {"size": 600_001, "chunks": 2}])
+async def test_a_manifest_naming_other_bytes_refuses_the_file_as_a_digest_mismatch(
+        bench: FileBench, lie: dict[str, object]) -> None:
+    manifest = await bench.send(material(600_000))
+    records = [as_out(r) for r in bench.records(manifest.file_id)]
+    js = load_config(bench.h.ex.config_path("JS"))
+    sealer = Sealer.for_key(load_encryption_pub(js.encryption_keys["SH"]), kid="SH")
+    told = replace(manifest, **lie)  # signed by JS itself: the chunks open, but do not add up to what it says
+    _, env = envelope.build(msg_type=FILE_TYPE, schema_version=1, sender="JS", recipient="SH", payload=None,
+                            msg_id=manifest.file_id, sealed=sealer.seal(orjson.dumps(told.payload())))
+    records[-1] = replace(records[-1], value=env, headers=[
+        (headers.SIGNATURE, bench.h.signer("JS").sign(env).encode()), (headers.FILE_ID, manifest.file_id.encode())])
+    republish(bench, records)
+    await bench.assemble()
+    stored = bench.store.status(manifest.file_id)
+    assert stored is not None and stored.reason == "file_digest_mismatch", stored
+    assert bench.file_dead_letters() == {manifest.file_id: "file_digest_mismatch"}
