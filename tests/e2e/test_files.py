@@ -24,6 +24,7 @@ from gateway.crypto.jws import Signer
 from gateway.crypto.keyfiles import load_certificate, load_encryption_pub, load_private_key
 from gateway.crypto.seal import Sealer
 from gateway.dev.exchange import Exchange
+from gateway.files.chunks import new_digest
 from gateway.files.sender import FileSender
 from gateway.kafka.port import OutRecord
 from gateway.kafka.reader import read_topic
@@ -234,3 +235,30 @@ async def test_the_files_routes_refuse_with_their_codes(files_exchange: SideExch
     assert (await download(sh, claim["file_id"]))[0] == 404
     assert (await download(js, claim["file_id"]))[0] == 404
     assert (await download(sh, "not-a-file-id"))[0] == 404
+
+
+@pytest_asyncio.fixture(scope="module")
+async def gm_files_exchange(kafka: Broker,
+                            tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SideExchange]:
+    async with side_exchange(kafka.bootstrap_servers, tmp_path_factory.mktemp("gm-files-exchange"),
+                             f"gm-files-{uuid.uuid4().hex[:8]}", ("JS", "SH"), "--alg", "SM2SM3",
+                             edit=accept_claim_checks) as ex:
+        yield ex
+
+
+async def test_in_the_national_suite_a_file_is_digested_with_sm3_and_arrives_whole(
+        gm_files_exchange: SideExchange, tmp_path: Path) -> None:
+    js, sh = gm_files_exchange.clients["JS"], gm_files_exchange.clients["SH"]
+    path = tmp_path / "licence.ofd"
+    sha256 = await asyncio.to_thread(write_material, path, 8 * MIB)
+    sm3 = new_digest("SM3")
+    sm3.update(path.read_bytes())
+    status, claim = await upload(js, path, media_type="application/ofd")
+    assert status == 201, claim
+    assert claim["digest"] == {"alg": "SM3", "value": sm3.hexdigest()}
+    status, sent = await js.send(CLAIM_TYPE, "SH", claim)
+    assert status == 202, sent
+    await pull_until(sh, sent["id"], timeout=120)
+    status, got_headers, got_sha256, got_size = await download(sh, claim["file_id"])
+    assert (status, got_size, got_sha256) == (200, 8 * MIB, sha256)
+    assert got_headers[headers.FILE_DIGEST] == f"SM3={sm3.hexdigest()}"
