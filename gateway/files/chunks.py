@@ -50,7 +50,7 @@ class _Sm3:
         self._h.update(data)
 
     def hexdigest(self) -> str:
-        return self._h.finalize().hex()
+        return self._h.copy().finalize().hex()  # as hashlib: the digest so far, and it may go on
 
 
 def new_digest(alg: str) -> Digest:

@@ -63,4 +63,4 @@ def test_streaming_digests_match_the_one_shot_ones() -> None:
     one_shot = hashes.Hash(hashes.SM3())
     one_shot.update(data)
     assert sha.hexdigest() == hashlib.sha256(data).hexdigest()
-    assert sm3.hexdigest() == one_shot.finalize().hex()
+    assert sm3.hexdigest() == sm3.hexdigest() == one_shot.finalize().hex()  # asking twice gives the same
