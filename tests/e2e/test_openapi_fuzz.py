@@ -6,7 +6,7 @@ route and status) and its documented headers.
 
 Bounded and deterministic: Hypothesis derandomized (its seed comes from the test), what Schemathesis draws outside
 it seeded with FUZZ_SEED, no example database; at most FUZZ_BUDGET_S seconds and a fixed number of examples per
-operation and mode (329 requests in all, the same ones every run).
+operation and mode (449 requests in all, the same ones every run).
 
 It leaves nothing other tests count. It talks only to the JS gateway, as the JS platform (an auditor for the audit
 route). What it POSTs is almost never a valid message (random types and payloads get 400 unknown_type or
