@@ -123,7 +123,7 @@ class Gateway:
         self.files_publisher = KafkaPublisher(dataclasses.replace(cfg.kafka, compression=None),
                                               cfg.limits.publish_timeout_s)
         self.file_sender = FileSender(cfg.region, cfg.topics, self.signer, self.files_publisher, sealers,
-                                      cfg.files.max_bytes)
+                                      cfg.files.max_bytes, self.audit)
         self.broker_ok = False
         self.consumer_running = False
         self.egress_health = EgressHealth()
@@ -157,7 +157,7 @@ class Gateway:
             self.egress_health,
             ClaimChecks(self.cfg, self.registry, self.files),
         )
-        self.assembler = Assembler(self.cfg.region, self.cfg.topics, checks, self.files, self.publisher)
+        self.assembler = Assembler(self.cfg.region, self.cfg.topics, checks, self.files, self.publisher, self.audit)
         self._runner = make_runner(self)  # HTTP limits and malformed-request handling: gateway/api.py
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from gateway.audit.trail import AuditTrail
 from gateway.files.manifest import FILE_TYPE, Manifest, ManifestError, valid_file_id
 from gateway.files.store import FileStore
 from gateway.kafka.port import InboxConsumer, InRecord, OutRecord, Publisher
@@ -31,8 +32,10 @@ log = logging.getLogger(__name__)
 
 
 class Assembler:
-    def __init__(self, region: str, topics: Topics, checks: Checks, store: FileStore, publisher: Publisher) -> None:
+    def __init__(self, region: str, topics: Topics, checks: Checks, store: FileStore, publisher: Publisher,
+                 audit: AuditTrail | None = None) -> None:
         self._region = region
+        self._audit = audit
         self._dlq = topics.dlq(region)
         self._checks = checks
         self._store = store
@@ -61,6 +64,8 @@ class Assembler:
                 dead.append(dead_letter(self._dlq, r, rejection, self._region, file_id))
         if dead:
             await self._publisher.publish(dead)
+        if self._audit is not None:  # the verdicts are on record before the offsets move
+            await self._audit.durable()
 
     async def take(self, r: InRecord) -> Rejection | None:
         unreadable = read_record(r)
@@ -83,8 +88,10 @@ class Assembler:
             return env
         if env.type != FILE_TYPE or env.id != file_id or env.sealed is None:
             return Rejection("invalid_envelope", f"a file's last record is a sealed {FILE_TYPE} with its file id")
-        verified = self._checks.verify(r, env, datetime.now(UTC), envelope.sha256_hex(r.value))
+        sha256 = envelope.sha256_hex(r.value)
+        verified = self._checks.verify(r, env, datetime.now(UTC), sha256)
         if isinstance(verified, Rejection):
+            self._record("file_refused", file_id, sha256, env.sender, reason=verified.code)
             return verified
         try:
             manifest = Manifest.read(verified.env.payload)
@@ -93,8 +100,18 @@ class Assembler:
         except ManifestError as e:
             refused = Rejection("invalid_envelope", f"not a file manifest: {e}")
             await asyncio.to_thread(self._store.fail, file_id, env.sender, refused)
+            self._record("file_refused", file_id, sha256, env.sender, reason=refused.code)
             return refused
         stored = await asyncio.to_thread(self._store.settle, manifest, env.sender, env.sealed)
         log.info("file received", extra={"file_id": file_id, "from": env.sender, "status": stored.status,
                                          "size": manifest.size, "code": stored.reason})
+        if stored.rejection is None:
+            self._record("file_received", file_id, sha256, env.sender, size=manifest.size)
+        else:
+            self._record("file_refused", file_id, sha256, env.sender, reason=stored.reason)
         return stored.rejection
+
+    def _record(self, stage: str, file_id: str, sha256: str, sender: str, **detail: str | int) -> None:
+        """The file's verdict in the audit trail (ids and codes only), under its file id."""
+        if self._audit is not None:
+            self._audit.append(stage, file_id, sha256, file_id, sender=sender, **detail)

@@ -14,6 +14,7 @@ from typing import Final
 
 import orjson
 
+from gateway.audit.trail import AuditTrail
 from gateway.crypto.jws import Signer
 from gateway.crypto.seal import Sealer, SmSealer
 from gateway.files.chunks import CHUNK_BYTES, ChunkCipher, new_digest
@@ -53,8 +54,9 @@ async def read_chunk(read: Read) -> bytes:
 
 class FileSender:
     def __init__(self, region: str, topics: Topics, signer: Signer, publisher: Publisher,
-                 sealers: Mapping[str, Sealer], max_bytes: int) -> None:
+                 sealers: Mapping[str, Sealer], max_bytes: int, audit: AuditTrail | None = None) -> None:
         self._region = region
+        self._audit = audit
         self._topics = topics
         self._signer = signer
         self._publisher = publisher
@@ -96,4 +98,8 @@ class FileSender:
                                 payload=None, msg_id=file_id, sealed=sealer.seal(orjson.dumps(manifest.payload())))
         await self._publisher.publish([OutRecord(topic, env, key, [
             (headers.SIGNATURE, self._signer.sign(env).encode()), (headers.FILE_ID, key)])])
+        if self._audit is not None:  # acknowledged before the 201, as a message's records before its 202
+            self._audit.append("file_sent", file_id, envelope.sha256_hex(env), file_id, to=to, size=size,
+                               chunks=index, digest=manifest.digest_alg)
+            await self._audit.durable()
         return manifest

@@ -1,7 +1,8 @@
 """Files that travel (claim checks) on the real broker, between real gateway processes JS -> SH: a 100 MiB file
 streamed in sealed chunks with both gateways' memory bounded and its digest checked at the receiver and by the
 platform; a flipped byte in one chunk dead-letters the file and the message referencing it, with nothing
-delivered; and no byte of a file travels in clear on the files topic."""
+delivered; no byte of a file travels in clear on any topic, and the file's audit trail says where it went; the
+routes' refusals; and a file in the national suite (SM3 digest, SM4-GCM chunks)."""
 
 from __future__ import annotations
 
@@ -204,6 +205,15 @@ async def test_no_byte_of_a_file_travels_in_clear_on_any_topic(files_exchange: S
     status, sent = await js.send(CLAIM_TYPE, "SH", claim)
     assert status == 202, sent
     await pull_until(sh, sent["id"], timeout=120)
+    # The file's own trail, under its id: sent at JS, received whole at SH (ids and codes only).
+    deadline = time.monotonic() + 60
+    while True:
+        status, trace = await sh.get(f"/v1/audit/messages/{claim['file_id']}", auditor=True)
+        stages = {(r["region"], r["stage"]) for r in trace.get("records", [])}
+        if {("JS", "file_sent"), ("SH", "file_received")} <= stages or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    assert status == 200 and {("JS", "file_sent"), ("SH", "file_received")} <= stages, trace
     topics = files_exchange.topics
     scanned = 0
     for topic in (topics.files("SH"), topics.inbox("SH"), topics.inbox("JS"), topics.dlq("SH"), topics.audit):

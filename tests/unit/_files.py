@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from gateway.audit.model import parse_segment
 from gateway.config import GatewayConfig, load_config
 from gateway.crypto.keyfiles import load_encryption_key, load_encryption_pub
 from gateway.crypto.seal import Opener, Sealer
@@ -86,6 +87,11 @@ class FileBench:
                 for r in self.h.broker.records(self.h.cfg.topics.dlq(REGION))
                 if r.key and r.headers[headers.DLQ_SOURCE].startswith(self.files_topic.encode())}
 
+    def audit_records(self, file_id: str) -> list[tuple[str, dict[str, object]]]:
+        """SH's audit records about the file, as (stage, detail), in order."""
+        return [(r["stage"], r["detail"]) for v in self.h.broker.records(self.h.cfg.topics.audit)
+                for r in parse_segment(v.value).records if r["message_id"] == file_id]
+
     def egress(self) -> Egress:
         """SH's egress with the claim-check step."""
         e = self.h.egress
@@ -102,4 +108,4 @@ async def file_bench(root: Path, max_bytes: int = 8 * 1024 * 1024) -> FileBench:
     opener = Opener.for_key(load_encryption_key(h.cfg.encryption_key))
     store = FileStore(root / "spool", max_bytes)
     checks = Checks(h.cfg, REGISTRY, h.trust, opener)
-    return FileBench(h, sender, store, Assembler(REGION, h.cfg.topics, checks, store, publisher), opener)
+    return FileBench(h, sender, store, Assembler(REGION, h.cfg.topics, checks, store, publisher, h.audit), opener)

@@ -63,6 +63,7 @@ async def test_a_file_arrives_whole_with_its_digest_checked(bench: FileBench) ->
     stored = bench.store.status(manifest.file_id)
     assert stored is not None and stored.sender == "JS" and stored.claim == manifest.claim_check()
     assert bench.file_dead_letters() == {}
+    assert bench.audit_records(manifest.file_id) == [("file_received", {"sender": "JS", "size": len(data)})]
 
 
 async def test_nothing_of_the_file_travels_or_rests_in_clear(bench: FileBench, tmp_path: Path) -> None:
@@ -90,6 +91,7 @@ async def test_a_flipped_byte_in_one_chunk_refuses_the_file_as_corrupt(bench: Fi
     assert "chunk 1" in stored.detail
     assert bench.file_dead_letters() == {manifest.file_id: "file_corrupt"}
     assert not list((bench.store.root / manifest.file_id).glob("chunk-*"))  # nothing half-kept
+    assert bench.audit_records(manifest.file_id) == [("file_refused", {"sender": "JS", "reason": "file_corrupt"})]
 
 
 async def test_a_missing_chunk_refuses_the_file_as_incomplete(bench: FileBench) -> None:
@@ -134,6 +136,7 @@ async def test_a_manifest_that_does_not_verify_leaves_no_verdict(bench: FileBenc
     await bench.assemble()
     assert bench.store.status(manifest.file_id) is None  # the real file may still come; the forgery spoils nothing
     assert bench.file_dead_letters() == {manifest.file_id: "untrusted_signer"}
+    assert bench.audit_records(manifest.file_id) == [("file_refused", {"sender": "JS", "reason": "untrusted_signer"})]
 
 
 async def test_a_record_that_is_no_chunk_or_manifest_is_dead_lettered(bench: FileBench) -> None:
