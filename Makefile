@@ -35,6 +35,7 @@ lint: $(STAMP)
 bench: $(STAMP) kafka-jars
 	$(BIN)/python bench/goals.py $(BENCH_ARGS)
 	$(BIN)/python bench/counter.py $(COUNTER_BENCH_ARGS)
+	$(BIN)/python bench/files.py $(BENCH_FILES_ARGS)
 
 # The container image (Dockerfile) from Debian packages alone: debootstrapped base and host-downloaded wheels, both
 # cached in ~/.cache/yrdx/image; podman build --pull=never --network none. IMAGE=... names it.

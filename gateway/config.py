@@ -103,6 +103,16 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class FilesConfig:
+    """`files:` (README "Files (claim checks)"): where received files are kept, and for how long."""
+
+    spool_dir: Path = Path("files")
+    max_bytes: int = 200 * 1024 * 1024  # POST /v1/files answers 413 beyond it
+    wait_s: float = 60.0  # how long a message waits for the file it references before `file_incomplete`
+    retention_days: float = 7.0  # received files (and partial ones) are deleted after this
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     region: str
     host: str
@@ -131,6 +141,7 @@ class GatewayConfig:
     # `state.dsn` (or the content of `state.dsn_file`): the state in PostgreSQL; repr=False, it may hold a password.
     state_dsn: str | None = field(default=None, repr=False)
     state_timeout_s: float = 2.0  # bounds each PostgreSQL call (connect, statement, lock wait, client wait)
+    files: FilesConfig = field(default_factory=FilesConfig)
     source: Path | None = field(default=None, compare=False)
     recipients: Mapping[str, Platform] = field(default_factory=dict, compare=False, repr=False)
     _platforms_by_id: Mapping[str, Platform] = field(default_factory=dict, compare=False, repr=False)
@@ -158,7 +169,7 @@ class GatewayConfig:
 
 _TOP_KEYS = {
     "region", "listen", "kafka", "identity", "trust", "state", "limits", "accept", "platforms", "auditors",
-    "metrics", "schemas_dir", "audit_index", "audit_enabled", "seal", "purposes", "requests",
+    "metrics", "schemas_dir", "audit_index", "audit_enabled", "seal", "purposes", "requests", "files",
 }
 
 
@@ -430,6 +441,16 @@ def _requests(r: _Reader) -> dict[str, RequestTiming]:
     return out
 
 
+def _files(f: _Reader, default_spool: Path) -> FilesConfig:
+    f.only({"spool_dir", "max_bytes", "wait_s", "retention_days"})
+    return FilesConfig(
+        spool_dir=f.path_("spool_dir", required=False, must_exist=False) or default_spool,
+        max_bytes=f.int_("max_bytes", 200 * 1024 * 1024, minimum=1),
+        wait_s=f.float_("wait_s", 60.0),
+        retention_days=f.float_("retention_days", 7.0),
+    )
+
+
 def parse_config(data: object, base: Path, source: Path | None = None) -> GatewayConfig:
     """The configuration in `data` (the parsed YAML); ConfigError listing every error found in it."""
     errors: list[str] = []
@@ -547,6 +568,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
     audit_index = _audit_index(root, region)
     audit_enabled = _flag(root, "audit_enabled", True)
     requests = _requests(root.sub("requests"))
+    files = _files(root.sub("files"), state_path.with_name("files"))
     if errors:
         raise ConfigError(*errors)
     return GatewayConfig(
@@ -574,6 +596,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         audit_enabled=audit_enabled,
         state_dsn=state_dsn,
         state_timeout_s=state_timeout_s,
+        files=files,
         source=source,
         requests=requests,
     )

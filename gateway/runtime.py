@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import logging
@@ -25,6 +26,10 @@ from gateway.crypto.jws import Signer
 from gateway.crypto.keyfiles import load_certificate, load_encryption_key, load_encryption_pub, load_private_key
 from gateway.crypto.seal import Opener, Sealer
 from gateway.crypto.trust import TrustedSigner, TrustStore
+from gateway.files.assembler import Assembler
+from gateway.files.claims import ClaimChecks
+from gateway.files.sender import FileSender
+from gateway.files.store import FileStore
 from gateway.http.api import make_runner
 from gateway.http.auth import Authenticator, load_public_key
 from gateway.http.facades import FacadeContext, FacadeError, mount
@@ -43,11 +48,13 @@ from gateway.relay.requests_table import ReplyTable, RequestTableError
 from gateway.relay.revocations import follow_updates, load_updates
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import StateSchemaError, StateStore, StateUnavailable
-from gateway.wire.regions import REGIONS
+from gateway.wire.regions import REGIONS, region_slug
 
 log = logging.getLogger(__name__)
 
 INBOX_PARTITIONS = 4
+FILES_PARTITIONS = 4
+FILES_SWEEP_S = 3600.0  # how often received files past files.retention_days are deleted
 
 
 class StartupError(RuntimeError):
@@ -121,6 +128,13 @@ class Gateway:
         self.waiters = Waiters()  # the request-reply calls of this process, woken by its egress
         self.request_reply = RequestReply(cfg, self.reply_table, self.ingress, self.state, self.audit, self.metrics,
                                           self.opener, self.waiters)
+        self.files = FileStore(cfg.files.spool_dir, cfg.files.max_bytes)
+        # Sealed chunks do not compress: their own producer sends them as they are (the broker would otherwise
+        # decompress every batch to validate it, for nothing).
+        self.files_publisher = KafkaPublisher(dataclasses.replace(cfg.kafka, compression=None),
+                                              cfg.limits.publish_timeout_s)
+        self.file_sender = FileSender(cfg.region, cfg.topics, self.signer, self.files_publisher, sealers,
+                                      cfg.files.max_bytes, self.audit)
         self.broker_ok = False
         self.consumer_running = False
         self.egress_health = EgressHealth()
@@ -133,6 +147,7 @@ class Gateway:
     async def start(self) -> None:
         names = self.cfg.topics  # kafka.namespace: every topic and group name of this exchange
         topics = {names.inbox(r): INBOX_PARTITIONS for r in REGIONS}
+        topics.update({names.files(r): FILES_PARTITIONS for r in REGIONS})
         topics.update({names.dlq(self.cfg.region): 1, names.audit: 1, names.checkpoints: 1, names.trust: 1})
         # Trust updates are keyed by certificate: compaction keeps the latest statement for each.
         await ensure_topics(self.cfg.kafka, topics, {names.trust: {"cleanup.policy": "compact"}})
@@ -140,17 +155,21 @@ class Gateway:
         await load_updates(self.cfg.kafka, self.trust)
         refuse_invalid_identity(self.identity.own, self.trust)  # revoked on yrdx.trust while it was down
         await self.publisher.start()
+        await self.files_publisher.start()
         self.broker_ok = True
         self._session = aiohttp.ClientSession()
+        checks = Checks(self.cfg, self.registry, self.trust, self.opener, self.metrics)
         self.egress = Egress(
             self.cfg,
-            Checks(self.cfg, self.registry, self.trust, self.opener, self.metrics),
+            checks,
             Effects(self.cfg.region, self.cfg.topics, self.signer, self.publisher, self.state, self.audit,
                     self.metrics),
             WebhookDeliverer(self._session, self.metrics),
             self.egress_health,
             ReplyStep(self.cfg, self.reply_table, self.state, self.audit, self.metrics, self.waiters),
+            ClaimChecks(self.cfg, self.registry, self.files),
         )
+        self.assembler = Assembler(self.cfg.region, self.cfg.topics, checks, self.files, self.publisher, self.audit)
         try:
             facades = mount(self.cfg, self.facade_context)
         except FacadeError as e:
@@ -171,6 +190,8 @@ class Gateway:
             asyncio.create_task(self._probe_broker(), name="broker-probe"),
             asyncio.create_task(follow_updates(self.cfg.kafka, self.trust), name="trust-updates"),
             asyncio.create_task(self.request_reply.run_sweeper(self._stopping), name="request-sweeper"),
+            asyncio.create_task(self._assemble_files(), name="files"),
+            asyncio.create_task(self._sweep_files(), name="files-sweep"),
         ]
         if not self.cfg.audit_enabled:
             log.warning("audit trail DISABLED (audit_enabled: false): for measurements only")
@@ -207,6 +228,32 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     await consumer.stop()
 
+    async def _assemble_files(self) -> None:
+        """The files topic into the spool (gateway/files/assembler.py); restarts from the last commit after an
+        error that is not one record's doing."""
+        while not self._stopping.is_set():
+            consumer = KafkaInboxConsumer(self.cfg.kafka, self.cfg.topics.files(self.cfg.region),
+                                          self.cfg.topics.group(f"yrdx-files-{region_slug(self.cfg.region)}"),
+                                          max_records=16)
+            try:
+                await consumer.start()
+                await self.assembler.run(consumer, self._stopping)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("files loop failed; restarting from the last committed offset")
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+
+    async def _sweep_files(self) -> None:
+        while True:
+            removed = await asyncio.to_thread(self.files.sweep, self.cfg.files.retention_days * 86400)
+            if removed:
+                log.info("received files past their retention deleted", extra={"count": removed})
+            await asyncio.sleep(FILES_SWEEP_S)
+
     async def _probe_broker(self) -> None:
         while True:
             self.broker_ok = await self.publisher.reachable()
@@ -241,10 +288,11 @@ class Gateway:
         except Exception as e:  # the broker is down: these records were never acknowledged to anyone
             log.warning("audit records not flushed at stop", extra={"pending": self.audit.pending(),
                                                                     "error": type(e).__name__})
-        try:
-            await asyncio.wait_for(self.publisher.stop(), max(deadline - loop.time(), 1.0))
-        except TimeoutError:
-            log.warning("the producer did not close before the drain deadline")
+        for producer in (self.publisher, self.files_publisher):
+            try:
+                await asyncio.wait_for(producer.stop(), max(deadline - loop.time(), 1.0))
+            except TimeoutError:
+                log.warning("a producer did not close before the drain deadline")
         if self._session is not None:
             await self._session.close()
         self.state.close()

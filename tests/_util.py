@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,13 +197,16 @@ class SideExchange:
 
 @contextlib.asynccontextmanager
 async def side_exchange(bootstrap_servers: str, root: Path, namespace: str, regions: Sequence[str],
-                        *init_args: str) -> AsyncIterator[SideExchange]:
-    """`yrdx init --namespace NS [init_args]` in `root`, then the gateways of `regions` as processes (the
-    generated configs deliver by pull inbox); stopped on exit."""
+                        *init_args: str, edit: Callable[[Exchange], None] | None = None,
+                        ) -> AsyncIterator[SideExchange]:
+    """`yrdx init --namespace NS [init_args]` in `root`, then (after `edit` changed the configs, if given) the
+    gateways of `regions` as processes (the generated configs deliver by pull inbox); stopped on exit."""
     done = await asyncio.to_thread(yrdx, "init", "--dir", str(root), "--base-port", "0", "--bootstrap-servers",
                                    bootstrap_servers, "--namespace", namespace, *init_args)
     assert done.returncode == 0, done.stderr
     ex = Exchange(root.resolve(), PkiLayout(root.resolve() / "certs"))  # what `yrdx init` wrote
+    if edit is not None:
+        edit(ex)
     gateways = {r: GatewayProcess(ex.config_path(r), root) for r in regions}
     try:
         for g in gateways.values():

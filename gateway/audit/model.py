@@ -38,6 +38,9 @@ STAGES = frozenset({
     "accepted", "published", "publish_failed", "received", "verified", "rejected", "delivered", "receipt_sent",
     "receipt_received", "dead_lettered", "replayed", "checkpoint", "countersigned", "resumed",
     "late_result",  # a request's result that came after its deadline (gateway/relay/requests_replies.py)
+    # files (README "Files (claim checks)"), by file id: its manifest published at the sender, then judged at the
+    # destination (complete, or refused with the reason)
+    "file_sent", "file_received", "file_refused",
 })
 
 RECORD_FIELDS = (

@@ -24,15 +24,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.audit.index import IndexUnavailable, current_trace, current_usage
 from gateway.config import Platform
+from gateway.files.chunks import CHUNK_BYTES
+from gateway.files.manifest import MEDIA_TYPE
+from gateway.files.sender import WINDOW, TooLarge
 from gateway.http import openapi
 from gateway.http.admission import RETRY_AFTER_S, Admission, Overloaded
 from gateway.http.auth import AUDIT_SCOPE, AuthError, Principal, one_authorization
 from gateway.http.context import ApiContext
+from gateway.kafka.port import BrokerUnavailable
 from gateway.relay.inbox_document import inbox_document
 from gateway.relay.ingress import MAX_IDEMPOTENCY_KEY
 from gateway.relay.signed import Signed
 from gateway.state import InboxItem, StateUnavailable
+from gateway.wire import headers
 from gateway.wire.problems import Problem, ProblemError
+from gateway.wire.regions import REGIONS
 from gateway.wire.text import header_safe
 
 log = logging.getLogger(__name__)
@@ -375,6 +381,64 @@ async def get_audit_message(request: web.Request) -> web.Response:
     return json_response(doc)
 
 
+async def post_file(request: web.Request) -> web.Response:
+    """Stream a file to `to` as sealed chunks (gateway/files/sender.py); 201 with its claim check once the broker
+    acknowledged all of it. The body is read as it arrives: each read must come within BODY_TIMEOUT_S."""
+    gw = request.app[GATEWAY]
+    require_platform(request)
+    require_identity(gw)
+    to = request.query.get("to", "")
+    if to not in REGIONS or to == gw.cfg.region or not gw.file_sender.can_send_to(to):
+        return problem_response(Problem("unknown_region", "to must be another region of the exchange, with its "
+                                        "key in trust.encryption_keys (files travel sealed)"))
+    # The header as sent (aiohttp's content_type would turn a malformed one into text/plain); parameters dropped.
+    media_type = request.headers.get("Content-Type", "application/octet-stream").split(";", 1)[0].strip().lower()
+    if not MEDIA_TYPE.fullmatch(media_type):
+        return problem_response(Problem("invalid_request", "Content-Type must be a media type, type/subtype"))
+    limit = gw.file_sender.max_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return problem_response(Problem("too_large", f"file of {request.content_length} bytes exceeds {limit}"))
+
+    async def read(n: int) -> bytes:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            return await request.content.read(n)
+
+    try:
+        with admitted(request, 0, WINDOW * CHUNK_BYTES):
+            manifest = await gw.file_sender.send(to, media_type, read)
+    except TooLarge as e:
+        return problem_response(Problem("too_large", str(e)))
+    except TimeoutError:
+        return problem_response(Problem("request_timeout", f"no part of the body arrived for {BODY_TIMEOUT_S:g} s"))
+    except (web.RequestPayloadError, ConnectionError):
+        return problem_response(Problem("invalid_request", "the body is not validly framed, or was cut off"))
+    except BrokerUnavailable as e:
+        return problem_response(Problem("broker_unavailable", f"the broker did not acknowledge the file: {e}"))
+    log.info("file sent", extra={"file_id": manifest.file_id, "to": to, "size": manifest.size})
+    return json_response(manifest.claim_check(), status=201)
+
+
+async def get_file(request: web.Request) -> web.StreamResponse:
+    """A received file, streamed and opened chunk by chunk, to a platform that received a message naming it."""
+    gw = request.app[GATEWAY]
+    platform = require_platform(request)
+    file_id = request.match_info["id"]
+    stored = gw.files.status(file_id)
+    if (stored is None or stored.status != "complete" or gw.opener is None
+            or not gw.files.granted(file_id, platform.id)):
+        return problem_response(Problem("not_found", "no complete file with this id was delivered to you"))
+    digest = stored.claim["digest"]
+    resp = web.StreamResponse(headers={"Content-Type": stored.claim["media_type"],
+                                       headers.FILE_DIGEST: f"{digest['alg']}={digest['value']}"})
+    resp.content_length = stored.claim["size"]
+    await resp.prepare(request)
+    chunks = gw.files.chunks(stored, gw.opener)
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -421,7 +485,8 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
 def _openapi_route(gw: ApiContext) -> Handler:
     """GET /openapi.json (no token): the OpenAPI 3.1 document of this gateway, built once."""
     body = orjson.dumps(openapi.document(region=gw.cfg.region, limits=gw.cfg.limits, max_pull=MAX_PULL,
-                                         max_wait_s=MAX_WAIT_S, message_types=gw.registry.types()))
+                                         max_wait_s=MAX_WAIT_S, message_types=gw.registry.types(),
+                                         max_file_bytes=gw.cfg.files.max_bytes))
 
     async def serve_openapi(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")
@@ -447,6 +512,8 @@ def build_app(gw: ApiContext, extra_routes: Sequence[web.RouteDef] = ()) -> web.
     app.router.add_get("/v1/requests/{id}", get_request)
     app.router.add_get("/v1/audit/messages/{id}", get_audit_message)
     app.router.add_get("/v1/usage", get_usage)
+    app.router.add_post("/v1/files", post_file)
+    app.router.add_get("/v1/files/{id}", get_file)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -7,6 +7,8 @@ from typing import Protocol
 from gateway.config import GatewayConfig
 from gateway.crypto.seal import Opener
 from gateway.crypto.trust import TrustStore
+from gateway.files.sender import FileSender
+from gateway.files.store import FileStore
 from gateway.http.auth import Authenticator
 from gateway.metrics import Metrics
 from gateway.relay.health import EgressHealth
@@ -35,3 +37,5 @@ class ApiContext(Protocol):
     egress_health: EgressHealth
     identity: IdentityWatch  # fail closed: no new message while this gateway's certificate is not valid
     request_reply: RequestReply  # POST /v1/requests and the facades
+    files: FileStore  # received files (GET /v1/files/{id})
+    file_sender: FileSender  # POST /v1/files

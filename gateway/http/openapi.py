@@ -24,6 +24,7 @@ OPENAPI_VERSION = "3.1.0"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 JSON_MEDIA_TYPE = "application/json"
 METRICS_MEDIA_TYPE = "text/plain"
+ANY_FILE = {"*/*": {"schema": {"type": "string", "format": "binary"}}}  # a file's bytes, of its own media type
 JSON_SCHEMA_DIALECT = "https://spec.openapis.org/oas/3.1/dialect/base"
 
 # No C0/C1 control characters: the value becomes an HTTP or Kafka header (gateway/wire/text.py header_safe).
@@ -288,6 +289,18 @@ def _schemas(limits: Limits, message_types: list[str]) -> dict[str, Any]:
                 "conflicts": {"type": "array", "items": {"type": "object"}},
             },
         },
+        "ClaimCheck": {
+            "type": "object", "description": "a file sent with POST /v1/files: put this object in a message's "
+            "payload (schemas/yrdx/yrdx.claim_check.v1.json) to hand the file over with it",
+            "required": ["file_id", "digest", "size", "media_type"], "additionalProperties": False,
+            "properties": {
+                "file_id": {"type": "string", "format": "uuid"},
+                "digest": {"type": "object", "required": ["alg", "value"], "additionalProperties": False,
+                           "properties": {"alg": {"enum": ["SHA-256", "SM3"]},
+                                          "value": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}},
+                "size": {"type": "integer", "minimum": 0}, "media_type": {"type": "string"},
+            },
+        },
         "Health": {
             "type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}},
         },
@@ -321,7 +334,7 @@ READINESS_CHECKS = ("broker", "trust", "schemas", "identity", "state", "consumer
 
 
 def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
-             message_types: Iterable[str] = ()) -> dict[str, Any]:
+             message_types: Iterable[str] = (), max_file_bytes: int = 200 * 1024 * 1024) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the gateway of `region`, with its limits and the message types it has schemas
     for (none given: any string)."""
     jwt: list[dict[str, list[str]]] = [{"platformJwt": []}]
@@ -480,6 +493,42 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
                                                "invalid_request": "no `subject`, more than 20, or one that is not "
                                                                   "a pseudonym",
                                                "index_unavailable": "the audit index database cannot be reached"})},
+        }},
+        "/v1/files": {"post": {
+            "operationId": "postFile", "summary": "Send a file to another region, streamed in sealed chunks",
+            "description": "201 once the broker acknowledged every chunk and the file's manifest; the answer is the "
+                           "claim check a message's payload then carries (README \"Files (claim checks)\")",
+            "security": jwt,
+            "parameters": [{"name": "to", "in": "query", "required": True, "description": "destination region",
+                            "schema": {"type": "string", "enum": list(REGIONS)}}],
+            "requestBody": {"required": True, "description": f"the file, at most {max_file_bytes} bytes; its "
+                            "Content-Type (type/subtype, kept in lowercase) is the file's media type",
+                            "content": ANY_FILE},
+            "responses": {"201": _json(_ref("schemas", "ClaimCheck"), "the file's claim check"),
+                          **problem_responses({
+                              "invalid_request": "the Content-Type is not a media type (type/subtype), or the body "
+                                                 "was cut off or badly framed",
+                              "request_timeout": "no part of the body arrived for 30 s",
+                              "too_large": f"over {max_file_bytes} bytes (checked on Content-Length first)",
+                              "unknown_region": "`to` is not another region with a key in trust.encryption_keys",
+                              **unauthenticated, **state, **platform_only,
+                              "overloaded": "the gateway holds as many request bytes in flight as it may",
+                              "broker_unavailable": "the broker did not acknowledge the file; send it again",
+                              **identity})},
+        }},
+        "/v1/files/{id}": {"get": {
+            "operationId": "getFile", "summary": "Download a received file, streamed",
+            "description": "for a platform that received a message whose claim check names the file, once the file "
+                           "arrived whole and its digest matched; `Yrdx-File-Digest` says `<alg>=<hex>`",
+            "security": jwt,
+            "parameters": [{"name": "id", "in": "path", "required": True, "description": "file id",
+                            "schema": {"type": "string", "minLength": 1}}],
+            "responses": {"200": {"description": "the file's bytes, with its media type",
+                                  "headers": {"Yrdx-File-Digest": {"description": "`SHA-256=<hex>` or `SM3=<hex>`",
+                                                                   "schema": {"type": "string"}}},
+                                  "content": ANY_FILE},
+                          **problem_responses({**unauthenticated, **state, **platform_only,
+                                               "not_found": "no complete file with this id was delivered to you"})},
         }},
         "/healthz": {"get": {
             "operationId": "healthz", "summary": "Liveness", "security": [],

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import orjson
 
 from gateway.config import GatewayConfig, Platform
+from gateway.files.claims import ClaimChecks
 from gateway.kafka.port import InboxConsumer, InRecord
 from gateway.relay.checks import RECEIPT_TYPE, Checks, Refused, Verified
 from gateway.relay.delivery import WebhookDeliverer
@@ -69,9 +70,11 @@ def unexpected(e: BaseException, step: str) -> Rejection:
 
 class Egress:
     def __init__(self, cfg: GatewayConfig, checks: Checks, fx: Effects, webhooks: WebhookDeliverer,
-                 health: EgressHealth | None = None, replies: ReplyStep | None = None) -> None:
+                 health: EgressHealth | None = None, replies: ReplyStep | None = None,
+                 claims: ClaimChecks | None = None) -> None:
         self._cfg = cfg
         self._replies = replies  # results answering a request of this region (requests_replies.py)
+        self._claims = claims  # files referenced by claim checks must have arrived whole (gateway/files)
         self._checks = checks
         self._fx = fx
         self._webhooks = webhooks
@@ -107,6 +110,8 @@ class Egress:
         inbox: list[tuple[Platform, Verified]] = []
         webhooks: dict[str, list[tuple[Platform, Verified]]] = defaultdict(list)
         kept = self.dedupe(checked, out)
+        if self._claims is not None:
+            kept = await self._claims.settle(kept)
         answers = self._replies.match([c for c in kept if isinstance(c, Verified)]) if self._replies else {}
         late: dict[str, str] = {}  # message id -> the request it came too late for (delivered, marked)
         for c in kept:

@@ -8,6 +8,11 @@ SIGNATURE = "yrdx-sig"
 # Set by `yrdx dlq replay`: the dead letter (dlq topic:partition:offset) this record puts back.
 REPLAY_OF = "yrdx-replay-of"
 
+# On records of a files topic (`yrdx.<region>.files`, README "Files (claim checks)"): every record names its file;
+# a chunk says its index, the file's last record (its signed manifest) has none.
+FILE_ID = "yrdx-file-id"
+FILE_CHUNK = "yrdx-file-chunk"
+
 # On dead letters (`yrdx.<region>.dlq`).
 DLQ_REASON = "yrdx-reason"
 DLQ_DETAIL = "yrdx-detail"
@@ -27,3 +32,6 @@ WEBHOOK_FROM = "Yrdx-From"
 WEBHOOK_CORRELATION_ID = "Yrdx-Correlation-Id"
 # A result that came after its request's deadline (README "Request-reply"): the request's message id.
 WEBHOOK_LATE_REPLY_TO = "Yrdx-Late-Reply-To"
+
+# On GET /v1/files/{id}: the file's digest, `<alg>=<lowercase hex>` (SHA-256 or SM3).
+FILE_DIGEST = "Yrdx-File-Digest"

@@ -81,6 +81,10 @@ EGRESS_CODES = frozenset({
     "delivery_failed",      # webhook retries exhausted
     "invalid_record",       # the Kafka record itself: no value, a header without value or twice, undecodable, huge
     "processing_error",     # an unexpected exception handling this one record (its class in yrdx-detail)
+    # Files (claim checks): the message, and the file's manifest, are dead-lettered with the file's reason.
+    "file_incomplete",      # a chunk is missing, or the file did not arrive in time (files.wait_s)
+    "file_corrupt",         # a chunk does not open (tampered with, moved, of another file)
+    "file_digest_mismatch",  # the bytes do not have the digest or size the manifest or the claim check names
 })
 
 

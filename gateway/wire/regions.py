@@ -37,6 +37,10 @@ def dlq_topic(region: str) -> str:
     return f"yrdx.{region_slug(region)}.dlq"
 
 
+def files_topic(region: str) -> str:
+    return f"yrdx.{region_slug(region)}.files"
+
+
 # `kafka.namespace`: lowercase letters, digits and '-', 1..32 characters, starting with a letter or digit.
 NAMESPACE_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
@@ -84,6 +88,10 @@ class Topics:
     def dlq(self, region: str) -> str:
         """The region's dead-letter topic, `[<ns>.]yrdx.<seg>.dlq`."""
         return self._dlq.get(region) or self._name(dlq_topic(region))
+
+    def files(self, region: str) -> str:
+        """The region's files topic (sealed chunks of claim-checked files), `[<ns>.]yrdx.<seg>.files`."""
+        return self._name(files_topic(region))
 
     def group(self, name: str) -> str:
         """A consumer group id (or transactional id) of this exchange: `[<ns>.]<name>`."""

@@ -80,8 +80,8 @@ async def test_two_exchanges_share_one_cluster(kafka: Broker, exchange: Exchange
         groups = {g[0] for g in await admin.list_consumer_groups()}
     finally:
         await admin.close()
-    expected = {*(ns.inbox(r) for r in ("SH", "JS", "ZJ", "AH")), *(ns.dlq(r) for r in ALT_REGIONS), ns.audit,
-                ns.checkpoints, ns.trust}
+    expected = {*(ns.inbox(r) for r in ("SH", "JS", "ZJ", "AH")), *(ns.files(r) for r in ("SH", "JS", "ZJ", "AH")),
+                *(ns.dlq(r) for r in ALT_REGIONS), ns.audit, ns.checkpoints, ns.trust}
     assert {t for t in topics if t.startswith(f"{ns.namespace}.")} == expected
     assert ns.audit == f"{ns.namespace}.yrdx.audit" and ns.inbox("SH") == f"{ns.namespace}.yrdx.sh.inbox"
     assert {"yrdx.sh.inbox", "yrdx.audit", "yrdx.trust", "yrdx.checkpoints"} <= topics

@@ -6,12 +6,14 @@ route and status) and its documented headers.
 
 Bounded and deterministic: Hypothesis derandomized (its seed comes from the test), what Schemathesis draws outside
 it seeded with FUZZ_SEED, no example database; at most FUZZ_BUDGET_S seconds and a fixed number of examples per
-operation and mode (329 requests in all, the same ones every run).
+operation and mode (449 requests in all, the same ones every run).
 
 It leaves nothing other tests count. It talks only to the JS gateway, as the JS platform (an auditor for the audit
 route). What it POSTs is almost never a valid message (random types and payloads get 400 unknown_type or
 schema_violation); if one were, it would be a message of its own id from JS to another region, and the tests that
-look at a region's deliveries filter by their own ids. GET /v1/inbox leases what the JS inbox holds for 60 s:
+look at a region's deliveries filter by their own ids. Its
+POST /v1/files uploads do travel (small random files to other regions), but no message names them: they are
+never delivered, and the receivers' retention sweeps them. GET /v1/inbox leases what the JS inbox holds for 60 s:
 only leftovers of tests that already ran (nothing is sent to JS while this runs), and none is acked, as the
 random ids of /v1/inbox/ack never name a real message. Its long polls are capped at 0.1 s to stay in budget.
 """

@@ -18,7 +18,7 @@ LAYERS: dict[str, int] = {
     "config": 2, "metrics": 2, "state": 2,
     "kafka": 3,
     "audit": 4,
-    "relay": 5,
+    "relay": 5, "files": 5,  # files and relay: egress runs the claim-check step, the assembler the checks
     "http": 6,
     "runtime": 7, "console": 7,
     "dev": 8,

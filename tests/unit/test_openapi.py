@@ -17,7 +17,7 @@ from aiohttp import web
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.validators import OpenAPIV31SpecValidator
 
-from gateway.config import Limits
+from gateway.config import FilesConfig, Limits
 from gateway.http import openapi
 from gateway.http.api import MAX_PULL, MAX_WAIT_S, build_app, make_runner
 from gateway.metrics import Metrics
@@ -30,7 +30,8 @@ METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 def minimal_context(region: str = "JS", limits: Limits | None = None) -> Any:
     """What build_app and the routes that need no gateway state touch: the config and the metrics."""
-    return SimpleNamespace(cfg=SimpleNamespace(region=region, limits=limits or Limits()), metrics=Metrics(region),
+    return SimpleNamespace(cfg=SimpleNamespace(region=region, limits=limits or Limits(), files=FilesConfig()),
+                           metrics=Metrics(region),
                            registry=REGISTRY)
 
 

@@ -61,6 +61,7 @@ CONTRACT_TYPES = {
     "credit.list.notice",
     "credit.repair.notice",
     *NHSA_TYPES,
+    "yrdx.claim_check",
 }
 QUERIES = {"identity.verify.request", "license.verify.request"}
 

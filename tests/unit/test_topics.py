@@ -25,6 +25,7 @@ def test_default_names_are_design_names() -> None:
     assert t == DEFAULT_TOPICS == KafkaConfig().topics
     assert [t.inbox(r) for r in REGIONS] == ["yrdx.sh.inbox", "yrdx.js.inbox", "yrdx.zj.inbox", "yrdx.ah.inbox"]
     assert [t.dlq(r) for r in REGIONS] == ["yrdx.sh.dlq", "yrdx.js.dlq", "yrdx.zj.dlq", "yrdx.ah.dlq"]
+    assert [t.files(r) for r in REGIONS] == ["yrdx.sh.files", "yrdx.js.files", "yrdx.zj.files", "yrdx.ah.files"]
     assert (t.audit, t.checkpoints, t.trust) == ("yrdx.audit", "yrdx.checkpoints", "yrdx.trust")
     assert (t.audit, t.checkpoints, t.trust) == (AUDIT_TOPIC, CHECKPOINT_TOPIC, TRUST_TOPIC)
     assert all(t.inbox(r) == inbox_topic(r) and t.dlq(r) == dlq_topic(r) for r in REGIONS)
@@ -34,6 +35,7 @@ def test_default_names_are_design_names() -> None:
 def test_a_namespace_prefixes_every_name() -> None:
     t = Topics("staging")
     assert t.inbox("SH") == "staging.yrdx.sh.inbox" and t.dlq("AH") == "staging.yrdx.ah.dlq"
+    assert t.files("JS") == "staging.yrdx.js.files"
     assert (t.audit, t.checkpoints, t.trust) == ("staging.yrdx.audit", "staging.yrdx.checkpoints", "staging.yrdx.trust")
     assert t.egress_group("ZJ") == "staging.yrdx-zj" and t.group("yrdx-tx-sh") == "staging.yrdx-tx-sh"
     assert KafkaConfig(namespace="staging").topics == t
@@ -41,10 +43,11 @@ def test_a_namespace_prefixes_every_name() -> None:
 
 def test_two_namespaces_share_no_name() -> None:
     def names(t: Topics) -> set[str]:
-        return {t.audit, t.checkpoints, t.trust, *(f(r) for r in REGIONS for f in (t.inbox, t.dlq, t.egress_group))}
+        return {t.audit, t.checkpoints, t.trust,
+                *(f(r) for r in REGIONS for f in (t.inbox, t.dlq, t.files, t.egress_group))}
 
     a, b, default = names(Topics("a")), names(Topics("b")), names(Topics())
-    assert len(a) == len(b) == len(default) == 3 + 3 * len(REGIONS)
+    assert len(a) == len(b) == len(default) == 3 + 4 * len(REGIONS)
     assert not (a & b) and not (a & default) and not (b & default)
 
 
