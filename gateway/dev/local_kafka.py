@@ -29,6 +29,7 @@ import base64
 import concurrent.futures
 import contextlib
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ import signal
 import socket
 import subprocess  # noqa: S404 - we launch java and mvn with fixed argument lists, never a shell
 import time
+import warnings
 from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -232,8 +234,16 @@ def probe_metadata(kafka: KafkaConfig | str, timeout: float = 5.0) -> int:
 
 def _run_async(coro: Coroutine[Any, Any, T], timeout: float) -> T:
     """Run `coro` to its end from sync code, also from inside a running event loop (in a thread of its own)."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="yrdx-kafka-probe") as pool:
-        return pool.submit(asyncio.run, coro).result(timeout=timeout)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="yrdx-kafka-probe") as pool:
+            return pool.submit(asyncio.run, coro).result(timeout=timeout)
+    finally:
+        # A probe cut off in the middle of a TLS handshake (the secure broker still starting) leaves asyncio an
+        # SSL transport it never closes; it belongs to the loop that just ended: collect it here, quietly, rather
+        # than as a ResourceWarning in whatever runs next.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
 
 
 def external_status(bootstrap_servers: str, timeout: float = 5.0) -> dict[str, object]:

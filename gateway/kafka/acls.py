@@ -133,12 +133,18 @@ def acls_markdown(namespace: str = "", regions: Sequence[str] = REGIONS, *, crea
         f"{r} (`{principal(username(r, namespace))}`)" for r in regions) + " |"
     rows = [head, "|" + "---|" * (3 + len(regions))]
     for role, why in ROLES:
-        found = [b for b in by_region[regions[0]] if b.role == role]
-        for op in dict.fromkeys(b.operation for b in found):
-            kind = found[0].resource_type.lower()
-            cells = []
-            for r in regions:
-                names = [b.resource_name for b in by_region[r] if b.role == role and b.operation == op]
-                cells.append(", ".join(f"`{n}`" for n in names))
-            rows.append(f"| {role}: {why} | {kind} | {op} | " + " | ".join(cells) + " |")
+        # operations granted on the same names share a row (READ, WRITE on yrdx.audit)
+        cells_by_op: dict[str, tuple[str, ...]] = {}
+        kind = ""
+        for b in by_region[regions[0]]:
+            if b.role == role and b.operation not in cells_by_op:
+                kind = b.resource_type.lower()
+                cells_by_op[b.operation] = tuple(
+                    ", ".join(f"`{x.resource_name}`" for x in by_region[r] if x.role == role and x.operation ==
+                              b.operation) for r in regions)
+        ops_by_cells: dict[tuple[str, ...], list[str]] = {}
+        for op, cells in cells_by_op.items():
+            ops_by_cells.setdefault(cells, []).append(op)
+        for cells, ops in ops_by_cells.items():
+            rows.append(f"| {role}: {why} | {kind} | {', '.join(ops)} | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
