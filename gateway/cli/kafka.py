@@ -13,7 +13,7 @@ from gateway.cli.init import namespace_arg
 from gateway.dev.exchange import broker_security
 from gateway.dev.kafka_security import BrokerSecurity
 from gateway.dev.local_kafka import DEFAULT_VERSION, KafkaError, LocalKafka, env_bootstrap_servers, external_status
-from gateway.kafka.acls import acls_commands, acls_json, acls_markdown, exchange_acls
+from gateway.kafka.acls import acls_commands, acls_json, acls_markdown, exchange_acls, region_acls
 from gateway.wire.regions import REGIONS
 
 EXIT_NOT_RUNNING = 3
@@ -106,15 +106,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_acls(args: argparse.Namespace) -> int:
-    regions = tuple(args.regions.split(",")) if args.regions else REGIONS
-    if not set(regions) <= set(REGIONS):
-        _err(f"--regions: expected a comma-separated subset of {','.join(REGIONS)}")
-        return 2
     create = not args.no_create
     if args.format == "markdown":
-        sys.stdout.write(acls_markdown(args.namespace, regions, create=create))
+        sys.stdout.write(acls_markdown(args.namespace, create=create))
         return 0
-    bindings = exchange_acls(args.namespace, regions, create=create)
+    bindings = (region_acls(args.region, args.namespace, create=create) if args.region
+                else exchange_acls(args.namespace, create=create))
     sys.stdout.write(acls_json(bindings) if args.format == "json" else acls_commands(bindings))
     return 0
 
@@ -157,7 +154,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.set_defaults(func=cmd_status)
     acls = sub.add_parser("acls", help="print the ACLs of an exchange (generated from its names)")
     acls.add_argument("--namespace", default="", metavar="NS", type=namespace_arg, help="kafka.namespace")
-    acls.add_argument("--regions", default=None, help=f"comma-separated ({','.join(REGIONS)})")
+    acls.add_argument("--region", choices=REGIONS, default=None,
+                      help="only this region's grants (text and json; default: every region's)")
     acls.add_argument("--format", choices=("text", "json", "markdown"), default="text",
                       help="kafka-acls.sh commands, JSON bindings, or the chart README's table")
     acls.add_argument("--no-create", action="store_true",
