@@ -19,14 +19,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
-import orjson
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import GroupAuthorizationFailedError, KafkaConnectionError, TopicAuthorizationFailedError
 
 from gateway.audit.journey import read_audit_records
-from gateway.audit.model import checkpoint_bytes, record_hash
 from gateway.config import KafkaConfig, load_config
 from gateway.crypto.jws import Signer
 from gateway.crypto.keyfiles import load_certificate, load_private_key
@@ -34,9 +32,8 @@ from gateway.dev.exchange import Exchange, broker_security, init_exchange
 from gateway.dev.local_kafka import LocalKafka, free_port
 from gateway.kafka.transport import client_options
 from gateway.schemas.registry import SchemaRegistry
-from gateway.wire.envelope import utc_timestamp
 from gateway.wire.regions import DEFAULT_TOPICS, REGIONS
-from tests._util import ROOT, GatewayProcess, PlatformClient, pull_until
+from tests._util import ROOT, GatewayProcess, PlatformClient, forged_segment, pull_until
 
 T = DEFAULT_TOPICS
 # Every family, every gateway sending and receiving once (sealed and clear types both).
@@ -167,18 +164,10 @@ async def test_an_sh_segment_written_by_js_passes_kafka_and_is_refused_by_verifi
     js = secure.kafka("JS")
     sh_records = [r for r in await read_audit_records(js, timeout_s=30) if r["region"] == "SH"]
     assert sh_records, "SH has written nothing yet"
-    head = max(sh_records, key=lambda r: r["seq"])
-    seq = head["seq"] + 1
-    body = {"seq": seq, "region": "SH", "message_id": "01a20000-0000-7000-8000-00000000f0r9", "correlation_id": "",
-            "stage": "accepted", "at": utc_timestamp(), "envelope_sha256": "f" * 64, "detail": {},
-            "prev_hash": head["hash"]}
-    body["hash"] = record_hash(head["hash"], body)
     # JS signs with its own, trusted key: all it has; SH's key never leaves SH.
     pki = secure.exchange.pki
     signer = Signer(load_private_key(pki.gateway_key("JS")), load_certificate(pki.gateway_cert("JS")), include_x5c=True)
-    jws = signer.sign(checkpoint_bytes("SH", seq, body["hash"]))
-    value = orjson.dumps({"region": "SH", "records": [body], "checkpoint": {"seq": seq, "hash": body["hash"],
-                                                                           "jws": jws}})
+    seq, value = forged_segment("SH", max(sh_records, key=lambda r: r["seq"]), signer)
     producer = AIOKafkaProducer(**client_options(js), enable_idempotence=True)
     await producer.start()
     try:  # Kafka's ACLs cannot look at record keys: JS may write yrdx.audit, so this is accepted ...
