@@ -28,8 +28,9 @@ from gateway.audit.journey import read_audit_records
 from gateway.config import KafkaConfig, load_config
 from gateway.crypto.jws import Signer
 from gateway.crypto.keyfiles import load_certificate, load_private_key
-from gateway.dev.exchange import Exchange, broker_security, init_exchange
+from gateway.dev.exchange import Exchange
 from gateway.dev.local_kafka import LocalKafka, free_port
+from gateway.dev.pki import PkiLayout
 from gateway.kafka.transport import client_options
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.regions import DEFAULT_TOPICS, REGIONS
@@ -52,16 +53,27 @@ class SecureExchange:
         return load_config(self.exchange.config_path(region)).kafka
 
 
+def yrdx_long(*args: str) -> subprocess.CompletedProcess[str]:
+    """The `yrdx` command line with room for a broker start on a loaded machine."""
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
 @pytest.fixture(scope="module")
 def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Exchange, LocalKafka]]:
-    root = tmp_path_factory.mktemp("secure-exchange")
+    """`yrdx init --secure`, then `yrdx kafka start --secure --exchange`, as an operator runs them."""
+    root, broker_dir = tmp_path_factory.mktemp("secure-exchange"), tmp_path_factory.mktemp("secure-kafka")
     port = free_port()
-    ex = init_exchange(root, base_port=0, bootstrap_servers=f"127.0.0.1:{port}", secure=True)
-    broker = LocalKafka(tmp_path_factory.mktemp("secure-kafka"), port=port, controller_port=free_port(),
-                        security=broker_security(root))
-    broker.start(timeout=180)
+    made = yrdx_long("init", "--dir", str(root), "--base-port", "0", "--bootstrap-servers", f"127.0.0.1:{port}",
+                     "--secure")
+    assert made.returncode == 0, made.stderr
+    started = yrdx_long("kafka", "start", "--secure", "--exchange", str(root), "--dir", str(broker_dir), "--port",
+                        str(port), "--controller-port", str(free_port()), "--timeout", "240")
+    broker = LocalKafka.of_dir(broker_dir)
     try:
-        yield ex, broker
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.strip() == f"127.0.0.1:{port}" and broker.secure
+        yield Exchange(root.resolve(), PkiLayout(root.resolve() / "certs")), broker
     finally:
         broker.stop()
 
