@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli.main import main
 from gateway.kafka.acls import (
     AclBinding,
     acls_commands,
@@ -101,3 +102,12 @@ def test_the_chart_readme_holds_the_generated_table() -> None:
     found = re.search(re.escape(BEGIN) + r"\n(.*?)" + re.escape(END), text, re.S)
     assert found, f"{CHART_README} has no generated ACL block"
     assert found.group(1) == acls_markdown(), "regenerate it with `yrdx kafka acls --format markdown`"
+
+
+def test_yrdx_kafka_acls_prints_one_region_or_the_whole_exchange(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kafka", "acls", "--format", "json", "--region", "SH", "--namespace", "ns"]) == 0
+    assert parse_acls_json(capsys.readouterr().out) == region_acls("SH", "ns")
+    assert main(["kafka", "acls", "--no-create"]) == 0
+    assert capsys.readouterr().out == acls_commands(exchange_acls(create=False))
+    assert main(["kafka", "acls", "--format", "markdown"]) == 0
+    assert capsys.readouterr().out == acls_markdown()
