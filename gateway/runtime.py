@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from aiokafka.errors import KafkaError
 
 from gateway.audit.countersign import Countersigner
 from gateway.audit.trail import AuditTrail
@@ -124,7 +125,12 @@ class Gateway:
         topics = {names.inbox(r): INBOX_PARTITIONS for r in REGIONS}
         topics.update({names.dlq(self.cfg.region): 1, names.audit: 1, names.checkpoints: 1, names.trust: 1})
         # Trust updates are keyed by certificate: compaction keeps the latest statement for each.
-        await ensure_topics(self.cfg.kafka, topics, {names.trust: {"cleanup.policy": "compact"}})
+        try:
+            await ensure_topics(self.cfg.kafka, topics, {names.trust: {"cleanup.policy": "compact"}})
+        except KafkaError as e:  # unreachable, a refused login (the cause is logged above), a topic it may not create
+            await self.publisher.stop()  # built, never started: closed so that it leaves no warning behind
+            self.state.close()
+            raise StartupError(f"kafka {self.cfg.kafka.bootstrap_servers}: {e}") from e  # str(e) names the class
         # Revocations published before this start apply before the first inbox record is checked.
         await load_updates(self.cfg.kafka, self.trust)
         refuse_invalid_identity(self.identity.own, self.trust)  # revoked on yrdx.trust while it was down

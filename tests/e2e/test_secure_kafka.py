@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
+import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import GroupAuthorizationFailedError, KafkaConnectionError, TopicAuthorizationFailedError
 
@@ -169,6 +170,19 @@ async def test_a_wrong_password_is_refused(secure: SecureExchange, tmp_path: Pat
     finally:
         await consumer.stop()
     assert "SaslAuthenticationFailed" in caplog.text and "invalid credentials" in caplog.text, caplog.text
+
+    # A gateway with that password refuses to start: one line, exit code 2, the broker's reason in its log.
+    doc = yaml.safe_load(secure.exchange.config_path("JS").read_text())
+    doc["kafka"]["sasl_password_file"] = str(wrong)
+    doc["state"] = {"path": str(tmp_path / "state.sqlite")}
+    config = secure.exchange.dir / f"wrong-{tmp_path.name}.yaml"  # beside the others: relative paths resolve
+    config.write_text(yaml.safe_dump(doc))
+    done = await asyncio.to_thread(yrdx_long, "serve", "--config", str(config))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "SaslAuthenticationFailed" in done.stdout + done.stderr
+    refusal = f"kafka {cfg.bootstrap_servers}: KafkaConnectionError: Unable to bootstrap from"
+    assert [line for line in done.stderr.splitlines() if refusal in line], done.stderr
+    assert "Unclosed" not in done.stdout + done.stderr, done.stdout + done.stderr
 
 
 async def test_an_sh_segment_written_by_js_passes_kafka_and_is_refused_by_verification(
