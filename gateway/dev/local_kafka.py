@@ -16,6 +16,10 @@ Layout of ``data_dir``::
     kafka.out           JVM stdout/stderr (crashes before log4j is up land here)
     logs/server.log     broker log (log4j2, INFO, rolled at 10 MB)
     data/               log.dirs: KRaft metadata and topic data (formatted once, kept across restarts)
+  --secure only (gateway/dev/kafka_security.py; server.properties is then 0600, it holds the admin's JAAS):
+    tls/                ca.crt, ca.key, broker.pem (the broker's key and certificate): the development CA
+    admin.password      the super user yrdx-admin's password (0600)
+    scram-users.json    the SCRAM users the storage was formatted with (names, password fingerprints)
 
 Environment: ``YRDX_HOME`` (default ``~/.cache/yrdx``), ``YRDX_CACHE`` (jar cache root, default
 ``YRDX_HOME``), ``KAFKA_BOOTSTRAP_SERVERS`` (an external cluster: `yrdx kafka` then manages nothing),
