@@ -110,11 +110,12 @@ class BrokerTls:
         self.users_file.write_text(json.dumps(_fingerprints(users), indent=2, sort_keys=True) + "\n")
 
     def users_differ(self, users: Mapping[str, str]) -> bool:
-        """Whether `users` (non-empty) are not exactly those the storage was formatted with."""
+        """Whether a formatted storage cannot serve `users`: formatted without SCRAM (not by a secure start), or
+        with other users or passwords than `users` (empty: whatever it was formatted with)."""
         try:
             recorded = json.loads(self.users_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            recorded = {}
+            return True
         return bool(users) and recorded != _fingerprints(users)
 
 
