@@ -37,6 +37,8 @@ class KafkaConfig:
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+    # The SASL user: a plain value or a file (a Kubernetes Secret); the password only ever from a file.
+    sasl_username: str | None = None
     sasl_username_file: Path | None = None
     sasl_password_file: Path | None = None
     # The broker answers a fetch as soon as data arrives; this only bounds idle polling (broker CPU).
@@ -451,6 +453,52 @@ def _files(f: _Reader, default_spool: Path) -> FilesConfig:
     )
 
 
+KAFKA_PROTOCOLS: Final = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS: Final = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+def _kafka_security(k: _Reader, protocol: str) -> dict[str, Any]:
+    """The TLS and SASL settings of `kafka`, each only where the protocol uses it; files are checked readable
+    here, so a gateway with a missing password file refuses to start instead of failing its first connection."""
+    tls, sasl = protocol in ("SSL", "SASL_SSL"), protocol.startswith("SASL_")
+    given = {name for name, v in k.data.items() if v is not None}  # the chart renders unused keys as null
+    unused = set() if tls else {"ssl_cafile", "ssl_certfile", "ssl_keyfile"}
+    if not sasl:
+        unused |= {"sasl_mechanism", "sasl_username", "sasl_username_file", "sasl_password_file"}
+    for name in sorted(given & unused):
+        k.error(name, f"does not apply to security_protocol {protocol}")
+    out: dict[str, Any] = {n: k.path_(n, required=False) for n in ("ssl_cafile", "ssl_certfile", "ssl_keyfile")}
+    if out["ssl_keyfile"] and not out["ssl_certfile"]:
+        k.error("ssl_keyfile", "needs ssl_certfile (the client certificate of the key)")
+    out["sasl_mechanism"] = k.opt_str("sasl_mechanism")
+    out["sasl_username"] = k.opt_str("sasl_username")
+    out["sasl_username_file"] = k.path_("sasl_username_file", required=False)
+    out["sasl_password_file"] = k.path_("sasl_password_file", required=False)
+    if not sasl:
+        return out
+    if out["sasl_mechanism"] is None:
+        out["sasl_mechanism"] = "SCRAM-SHA-512"
+    elif out["sasl_mechanism"] not in SASL_MECHANISMS:
+        k.error("sasl_mechanism", f"unsupported {out['sasl_mechanism']!r} (one of {', '.join(SASL_MECHANISMS)})")
+    if ("sasl_username" in given) == ("sasl_username_file" in given):
+        k.error("sasl_username", f"{protocol} needs exactly one of sasl_username and sasl_username_file")
+    if "sasl_password_file" not in given:
+        k.error("sasl_password_file", f"required with {protocol} (passwords are read from files only)")
+    for name in ("sasl_username_file", "sasl_password_file"):
+        path = out[name]
+        if path is not None and path.exists() and not read_secret(path):
+            k.error(name, f"{path} is empty or unreadable")
+    return out
+
+
+def read_secret(path: Path) -> str:
+    """The first line of a secret file (a password, a token), stripped; '' when it is unreadable or empty."""
+    try:
+        return path.read_text(encoding="utf-8").strip().partition("\n")[0].strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 def parse_config(data: object, base: Path, source: Path | None = None) -> GatewayConfig:
     """The configuration in `data` (the parsed YAML); ConfigError listing every error found in it."""
     errors: list[str] = []
@@ -463,21 +511,17 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
     k = root.sub("kafka")
     k.only({
         "bootstrap_servers", "security_protocol", "sasl_mechanism", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
-        "sasl_username_file", "sasl_password_file", "fetch_max_wait_ms", "linger_ms", "compression", "namespace",
+        "sasl_username", "sasl_username_file", "sasl_password_file", "fetch_max_wait_ms", "linger_ms", "compression",
+        "namespace",
     })
     protocol = k.str_("security_protocol", "PLAINTEXT")
-    if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
-        k.error("security_protocol", f"unsupported {protocol!r}")
+    if protocol not in KAFKA_PROTOCOLS:
+        k.error("security_protocol", f"unsupported {protocol!r} (one of {', '.join(KAFKA_PROTOCOLS)})")
     kafka = KafkaConfig(
         # KAFKA_BOOTSTRAP_SERVERS points every gateway at an existing cluster without editing files.
         bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or k.str_("bootstrap_servers", "127.0.0.1:9092"),
         security_protocol=protocol,
-        sasl_mechanism=k.opt_str("sasl_mechanism"),
-        ssl_cafile=k.path_("ssl_cafile", required=False),
-        ssl_certfile=k.path_("ssl_certfile", required=False),
-        ssl_keyfile=k.path_("ssl_keyfile", required=False),
-        sasl_username_file=k.path_("sasl_username_file", required=False),
-        sasl_password_file=k.path_("sasl_password_file", required=False),
+        **_kafka_security(k, protocol),
         fetch_max_wait_ms=k.int_("fetch_max_wait_ms", 200, minimum=1, maximum=5000),
         linger_ms=k.int_("linger_ms", 2, minimum=0, maximum=1000),
         compression=_compression(k),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from aiokafka.errors import KafkaError
 
 from gateway.audit.countersign import Countersigner
 from gateway.audit.trail import AuditTrail
@@ -48,7 +49,7 @@ from gateway.relay.requests_table import ReplyTable, RequestTableError
 from gateway.relay.revocations import follow_updates, load_updates
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import StateSchemaError, StateStore, StateUnavailable
-from gateway.wire.regions import REGIONS, region_slug
+from gateway.wire.regions import REGIONS
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,12 @@ class Gateway:
         topics.update({names.files(r): FILES_PARTITIONS for r in REGIONS})
         topics.update({names.dlq(self.cfg.region): 1, names.audit: 1, names.checkpoints: 1, names.trust: 1})
         # Trust updates are keyed by certificate: compaction keeps the latest statement for each.
-        await ensure_topics(self.cfg.kafka, topics, {names.trust: {"cleanup.policy": "compact"}})
+        try:
+            await ensure_topics(self.cfg.kafka, topics, {names.trust: {"cleanup.policy": "compact"}})
+        except KafkaError as e:  # unreachable, a refused login (the cause is logged above), a topic it may not create
+            await self.publisher.stop()  # built, never started: closed so that it leaves no warning behind
+            self.state.close()
+            raise StartupError(f"kafka {self.cfg.kafka.bootstrap_servers}: {e}") from e  # str(e) names the class
         # Revocations published before this start apply before the first inbox record is checked.
         await load_updates(self.cfg.kafka, self.trust)
         refuse_invalid_identity(self.identity.own, self.trust)  # revoked on yrdx.trust while it was down
@@ -233,7 +239,7 @@ class Gateway:
         error that is not one record's doing."""
         while not self._stopping.is_set():
             consumer = KafkaInboxConsumer(self.cfg.kafka, self.cfg.topics.files(self.cfg.region),
-                                          self.cfg.topics.group(f"yrdx-files-{region_slug(self.cfg.region)}"),
+                                          self.cfg.topics.files_group(self.cfg.region),
                                           max_records=16)
             try:
                 await consumer.start()

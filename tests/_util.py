@@ -21,9 +21,12 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from gateway.audit.model import checkpoint_bytes, record_hash
+from gateway.crypto.jws import Signer
 from gateway.dev.exchange import Exchange, auditor_id, platform_id
 from gateway.dev.pki import PkiLayout
 from gateway.http.auth import AUDIT_SCOPE, TokenMinter
+from gateway.wire.envelope import utc_timestamp
 from gateway.wire.regions import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,3 +263,16 @@ async def produce_undecodable(bootstrap_servers: str, topic: str, key: bytes) ->
     assert done.returncode == 0, done.stderr
     partition, offset = done.stdout.split()
     return int(partition), int(offset)
+
+
+def forged_segment(region: str, head: dict[str, Any], signer: Signer) -> tuple[int, bytes]:
+    """An audit segment for `region` chained onto its real `head` record, its checkpoint signed by `signer`
+    (a key that is not the region's): the seq it claims and the value to produce under the key `region`."""
+    seq = head["seq"] + 1
+    body = {"seq": seq, "region": region, "message_id": "01a20000-0000-7000-8000-00000000f0r9", "correlation_id": "",
+            "stage": "accepted", "at": utc_timestamp(), "envelope_sha256": "f" * 64, "detail": {},
+            "prev_hash": head["hash"]}
+    body["hash"] = record_hash(head["hash"], body)
+    jws = signer.sign(checkpoint_bytes(region, seq, body["hash"]))
+    return seq, orjson.dumps({"region": region, "records": [body],
+                              "checkpoint": {"seq": seq, "hash": body["hash"], "jws": jws}})

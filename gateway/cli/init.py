@@ -23,13 +23,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     try:
         ex = init_exchange(
             Path(args.dir), base_port=args.base_port, bootstrap_servers=args.bootstrap_servers, force=args.force,
-            namespace=args.namespace, alg=args.alg,
+            namespace=args.namespace, alg=args.alg, secure=args.secure,
         )
     except FileExistsError as e:
         error(str(e))
         return 1
     for r in REGIONS:
         print(f"{r}: {ex.config_path(r)}")
+    if args.secure:
+        print(f"Kafka: SASL_SSL, one SCRAM user per region; start the broker with "
+              f"`yrdx kafka start --secure --exchange {ex.dir}`")
     return 0
 
 
@@ -42,4 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     init.add_argument("--alg", choices=SIGNING_ALGS, default="ES256", help=ALG_HELP)
     init.add_argument("--namespace", default="", metavar="NS", type=namespace_arg,
                       help="kafka.namespace of the four configs: NS. before every topic and consumer group name")
+    init.add_argument("--secure", action="store_true",
+                      help="Kafka locked down: per-region SCRAM users (password files) and the ACL file for "
+                           "`yrdx kafka start --secure --exchange DIR`; configs use SASL_SSL")
     init.set_defaults(func=cmd_init)

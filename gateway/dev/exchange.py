@@ -5,6 +5,10 @@ Layout under DIR:
     sh.yaml js.yaml zj.yaml ah.yaml
     secrets/metrics.token       the operators' bearer token for GET /metrics
     var/<r>/state.sqlite        created by the gateways
+  with --secure (README "Locking Kafka down"):
+    secrets/kafka/<user>.password   each region's SCRAM password (0600; user yrdx-<seg>)
+    kafka/acls.json                 the exchange's ACLs (gateway/kafka/acls.py), applied by the secure broker
+    kafka/ca.crt                    the broker's development CA, copied here by `yrdx kafka start --secure`
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from typing import Any
 
 import yaml
 
+from gateway.config import read_secret
+from gateway.dev.kafka_security import SCRAM_MECHANISM, BrokerSecurity
 from gateway.dev.pki import PkiLayout, init_pki
+from gateway.kafka.acls import acls_json, exchange_acls, parse_acls_json, username
 from gateway.wire.regions import REGIONS, check_namespace, region_slug
 
 # The types of the NHSA counter transactions (adapters/nhsa) besides the settlement, filing and reversal types.
@@ -29,6 +36,9 @@ NHSA_TYPES = (
     "medical.reconcile.summary", "medical.reconcile.summary.result",
     "medical.reconcile.detail", "medical.reconcile.detail.result",
 )
+
+KAFKA_ACL_FILE = "kafka/acls.json"
+KAFKA_CA_FILE = "kafka/ca.crt"
 
 # The business types, one schema each under schemas/. `yrdx.receipt` is not among them: only gateways send receipts.
 BUSINESS_TYPES = (
@@ -76,6 +86,19 @@ class Exchange:
     def config_path(self, region: str) -> Path:
         return self.dir / f"{region_slug(region)}.yaml"
 
+    def kafka_password_file(self, user: str) -> Path:
+        return self.dir / "secrets" / "kafka" / f"{user}.password"
+
+
+def broker_security(dir: Path) -> BrokerSecurity:
+    """What the secure broker serving the exchange in `dir` (`yrdx init --secure`) needs: the SCRAM users of its
+    password files, its ACL file, and where its configs expect the broker's CA. FileNotFoundError or ValueError
+    when `dir` holds no secure exchange."""
+    dir = dir.resolve()
+    acls = parse_acls_json((dir / KAFKA_ACL_FILE).read_text(encoding="utf-8"))
+    users = {p.stem: read_secret(p) for p in sorted((dir / "secrets" / "kafka").glob("*.password"))}
+    return BrokerSecurity(users, acls, dir / KAFKA_CA_FILE)
+
 
 def gateway_config(
     region: str,
@@ -85,6 +108,7 @@ def gateway_config(
     bootstrap_servers: str,
     webhook_url: str | None,
     namespace: str = "",
+    secure: bool = False,
 ) -> dict[str, Any]:
     def rel(p: Path) -> str:  # relative paths keep a generated exchange movable
         return str(p.relative_to(dir))
@@ -93,6 +117,10 @@ def gateway_config(
     kafka: dict[str, Any] = {"bootstrap_servers": bootstrap_servers}
     if namespace:  # topic and group prefix; absent = the unprefixed names (README "Namespaces")
         kafka["namespace"] = namespace
+    if secure:  # the region's own principal on the SASL_SSL listener (README "Locking Kafka down")
+        user = username(region, namespace)
+        kafka.update(security_protocol="SASL_SSL", sasl_mechanism=SCRAM_MECHANISM, sasl_username=user,
+                     sasl_password_file=rel(Exchange(dir, pki).kafka_password_file(user)), ssl_cafile=KAFKA_CA_FILE)
     return {
         "region": region,
         "listen": {"host": "127.0.0.1", "port": port},
@@ -129,10 +157,12 @@ def init_exchange(
     force: bool = False,
     namespace: str = "",
     alg: str = "ES256",
+    secure: bool = False,
 ) -> Exchange:
     """`namespace` prefixes every Kafka topic and group of the exchange (README "Namespaces"): ValueError when it
     is not a valid `kafka.namespace`, before anything is written. `alg` picks the signing suite of the PKI
-    (SM2SM3: the national suite, whose gateways then sign, seal and verify with SM2/SM3/SM4)."""
+    (SM2SM3: the national suite, whose gateways then sign, seal and verify with SM2/SM3/SM4). `secure`: each
+    region logs in to Kafka as its own SCRAM user (a fresh password each), with the ACL file for the broker."""
     check_namespace(namespace)
     dir = dir.resolve()
     pki = init_pki(dir / "certs", alg=alg, force=force)
@@ -141,13 +171,27 @@ def init_exchange(
     token.write_text(secrets.token_urlsafe(32) + "\n")
     token.chmod(0o600)
     ex = Exchange(dir, pki)
+    if secure:
+        _write_kafka_access(ex, namespace)
     for i, region in enumerate(REGIONS):
         cfg = gateway_config(
             region, pki, dir, base_port + i if base_port else 0, bootstrap_servers,
-            (webhook_urls or {}).get(region), namespace,
+            (webhook_urls or {}).get(region), namespace, secure,
         )
         ex.config_path(region).write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     return ex
+
+
+def _write_kafka_access(ex: Exchange, namespace: str) -> None:
+    for region in REGIONS:
+        path = ex.kafka_password_file(username(region, namespace))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.chmod(0o600)  # before the password is in it
+        path.write_text(secrets.token_urlsafe(24) + "\n")
+    acl_file = ex.dir / KAFKA_ACL_FILE
+    acl_file.parent.mkdir(parents=True, exist_ok=True)
+    acl_file.write_text(acls_json(exchange_acls(namespace)))
 
 
 def edit_config(path: Path, **changes: Any) -> None:

@@ -16,6 +16,10 @@ Layout of ``data_dir``::
     kafka.out           JVM stdout/stderr (crashes before log4j is up land here)
     logs/server.log     broker log (log4j2, INFO, rolled at 10 MB)
     data/               log.dirs: KRaft metadata and topic data (formatted once, kept across restarts)
+  --secure only (gateway/dev/kafka_security.py; server.properties is then 0600, it holds the admin's JAAS):
+    tls/                ca.crt, ca.key, broker.pem (the broker's key and certificate): the development CA
+    admin.password      the super user yrdx-admin's password (0600)
+    scram-users.json    the SCRAM users the storage was formatted with (names, password fingerprints)
 
 Environment: ``YRDX_HOME`` (default ``~/.cache/yrdx``), ``YRDX_CACHE`` (jar cache root, default
 ``YRDX_HOME``), ``KAFKA_BOOTSTRAP_SERVERS`` (an external cluster: `yrdx kafka` then manages nothing),
@@ -29,6 +33,7 @@ import base64
 import concurrent.futures
 import contextlib
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -38,8 +43,13 @@ import signal
 import socket
 import subprocess  # noqa: S404 - we launch java and mvn with fixed argument lists, never a shell
 import time
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.config import KafkaConfig
+from gateway.dev.kafka_security import BrokerSecurity, BrokerTls, apply_acls, secure_properties
 
 __all__ = [
     "DEFAULT_VERSION",
@@ -55,6 +65,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_VERSION = "4.1.1"
 LOG4J2_VERSION = "2.24.3"  # the version Kafka 4.0/4.1 build against (gradle/dependencies.gradle)
@@ -196,12 +207,14 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-async def _probe_metadata_async(bootstrap_servers: str, seconds: float) -> int:
+async def _probe_metadata_async(kafka: KafkaConfig, seconds: float) -> int:
     """ApiVersions + Metadata through aiokafka; returns the number of brokers the cluster reports."""
     from aiokafka.client import AIOKafkaClient  # local import: keep `import gateway.dev.local_kafka` cheap
 
+    from gateway.kafka.transport import client_options
+
     client = AIOKafkaClient(
-        bootstrap_servers=bootstrap_servers,
+        **client_options(kafka),
         client_id="yrdx-local-probe",
         request_timeout_ms=max(1000, int(seconds * 1000)),
     )
@@ -213,14 +226,28 @@ async def _probe_metadata_async(bootstrap_servers: str, seconds: float) -> int:
         await client.close()
 
 
-def probe_metadata(bootstrap_servers: str, timeout: float = 5.0) -> int:
-    """Blocking metadata probe usable from sync code and from inside a running event loop.
+def probe_metadata(kafka: KafkaConfig | str, timeout: float = 5.0) -> int:
+    """Blocking metadata probe usable from sync code and from inside a running event loop; `kafka` is client
+    settings or a bootstrap server list (PLAINTEXT).
 
     Returns the broker count (0 means the cluster answered but listed no broker); raises on failure.
     """
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="yrdx-kafka-probe") as pool:
-        future = pool.submit(asyncio.run, _probe_metadata_async(bootstrap_servers, timeout))
-        return future.result(timeout=timeout + 5.0)
+    cfg = KafkaConfig(bootstrap_servers=kafka) if isinstance(kafka, str) else kafka
+    return _run_async(_probe_metadata_async(cfg, timeout), timeout + 5.0)
+
+
+def _run_async(coro: Coroutine[Any, Any, T], timeout: float) -> T:
+    """Run `coro` to its end from sync code, also from inside a running event loop (in a thread of its own)."""
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="yrdx-kafka-probe") as pool:
+            return pool.submit(asyncio.run, coro).result(timeout=timeout)
+    finally:
+        # A probe cut off in the middle of a TLS handshake (the secure broker still starting) leaves asyncio an
+        # SSL transport it never closes; it belongs to the loop that just ended: collect it here, quietly, rather
+        # than as a ResourceWarning in whatever runs next.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
 
 
 def external_status(bootstrap_servers: str, timeout: float = 5.0) -> dict[str, object]:
@@ -261,7 +288,10 @@ class LocalKafka:
         port: int = 9092,
         controller_port: int = 9093,
         version: str = DEFAULT_VERSION,
+        security: BrokerSecurity | None = None,
     ) -> None:
+        """`security` runs the locked-down broker of gateway/dev/kafka_security.py with the users and ACLs of an
+        exchange; a dir that last ran locked down stays so without it (its users and ACLs are in its metadata)."""
         if port == controller_port:
             raise ValueError("port and controller_port must differ")
         self.data_dir = Path(data_dir).expanduser().absolute()
@@ -269,6 +299,9 @@ class LocalKafka:
         self.controller_port = controller_port
         self.version = version
         self.host = "127.0.0.1"
+        self.security = security
+        self.secure = security is not None or "SASL_SSL" in recorded_ports(self.data_dir)
+        self.tls = BrokerTls(self.data_dir)
         self.last_download_seconds: float | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -276,6 +309,12 @@ class LocalKafka:
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def client_config(self) -> KafkaConfig:
+        """Client settings that reach this broker with every right: PLAINTEXT, or the admin of the secure one."""
+        if self.secure:
+            return self.tls.admin_config(self.bootstrap_servers)
+        return KafkaConfig(bootstrap_servers=self.bootstrap_servers)
 
     @property
     def version_dir(self) -> Path:
@@ -320,17 +359,20 @@ class LocalKafka:
         port: int | None = None,
         controller_port: int | None = None,
         version: str = DEFAULT_VERSION,
+        security: BrokerSecurity | None = None,
     ) -> LocalKafka:
         """The broker of ``data_dir`` (default ``$YRDX_HOME/broker``): on the ports given, else on those its last
         start recorded there (a broker started on 19092 is reported, stopped and restarted on 19092), else on
         9092 and 9093."""
         data_dir = Path(data_dir) if data_dir is not None else default_home() / "broker"
         recorded = recorded_ports(data_dir)
+        client_port = recorded.get("SASL_SSL", recorded.get("PLAINTEXT", 9092))
         return cls(
             data_dir,
-            port=port if port is not None else recorded.get("PLAINTEXT", 9092),
+            port=port if port is not None else client_port,
             controller_port=controller_port if controller_port is not None else recorded.get("CONTROLLER", 9093),
             version=version,
+            security=security,
         )
 
     def __repr__(self) -> str:
@@ -465,6 +507,8 @@ class LocalKafka:
         if not self._is_kafka3:
             props["share.coordinator.state.topic.replication.factor"] = "1"
             props["share.coordinator.state.topic.min.isr"] = "1"
+        if self.secure:
+            props.update(secure_properties(self.tls, self.host, self.port, self.controller_port))
         return props
 
     def _log4j_config(self) -> str:
@@ -514,6 +558,8 @@ class LocalKafka:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         body = "".join(f"{k}={v}\n" for k, v in self.server_properties().items())
+        self.properties_file.touch(mode=0o600)
+        self.properties_file.chmod(0o600)  # before the secure broker's admin password (its JAAS settings) is in it
         self.properties_file.write_text(
             f"# generated by gateway/dev/local_kafka.py at each start\n{body}", encoding="utf-8"
         )
@@ -542,8 +588,10 @@ class LocalKafka:
 
     def _format(self) -> None:
         cluster_id = random_cluster_id()
+        users = dict(self.security.users) if self.security else {}
+        scram = self.tls.scram_arguments(users) if self.secure else []
         cmd = self._java_command(
-            STORAGE_TOOL, ["format", "-t", cluster_id, "-c", str(self.properties_file)], heap=("-Xmx256m",)
+            STORAGE_TOOL, ["format", "-t", cluster_id, "-c", str(self.properties_file), *scram], heap=("-Xmx256m",)
         )
         proc = subprocess.run(  # noqa: S603 - fixed argv
             cmd,
@@ -557,6 +605,8 @@ class LocalKafka:
         if proc.returncode != 0 or not self.is_formatted():
             output = (proc.stdout + proc.stderr).strip()
             raise KafkaError(f"formatting {self.log_dirs} failed (exit {proc.returncode}):\n{output}")
+        if self.secure:
+            self.tls.record_users(users)
         log.info("formatted %s with cluster id %s", self.log_dirs, cluster_id)
 
     # -- process ---------------------------------------------------------------------------------------------
@@ -607,6 +657,7 @@ class LocalKafka:
             "data_dir": str(self.data_dir),
             "log_file": str(self.log_file),
             "formatted": self.is_formatted(),
+            "secure": self.secure,
         }
 
     def ready(self, timeout: float = 5.0) -> bool:
@@ -615,7 +666,7 @@ class LocalKafka:
             return False
         try:
             with _quiet_aiokafka():
-                return probe_metadata(self.bootstrap_servers, timeout) > 0
+                return probe_metadata(self.client_config(), timeout) > 0
         except Exception:  # noqa: BLE001 - any failure just means "not ready yet"
             return False
 
@@ -625,9 +676,13 @@ class LocalKafka:
         if self.is_running():
             log.info("Kafka already running (pid %s) at %s", self.pid(), self.bootstrap_servers)
             self._wait_ready(deadline, self._read_pid())
+            if self.security is not None:
+                self._apply_security(self.security)
             return
         self.pid_file.unlink(missing_ok=True)  # stale
         self.ensure_jars()
+        if self.secure:
+            self._prepare_secure()
         for name, port in (("port", self.port), ("controller_port", self.controller_port)):
             if not _port_is_bindable(port):
                 raise KafkaStartError(f"cannot start Kafka: {name} {self.host}:{port} is already in use")
@@ -652,6 +707,8 @@ class LocalKafka:
         self.pid_file.write_text(f"{pid}\n", encoding="ascii")
         try:
             self._wait_ready(deadline, pid)
+            if self.security is not None:
+                self._apply_security(self.security)
         except BaseException:
             self.kill()
             raise
@@ -662,6 +719,23 @@ class LocalKafka:
             pid,
             time.monotonic() - started,
         )
+
+    def _prepare_secure(self) -> None:
+        """TLS files and the admin password; refuses a formatted dir whose SCRAM users are not the exchange's
+        (users are created at format time only)."""
+        self.tls.ensure(self.host)
+        users = dict(self.security.users) if self.security else {}
+        if self.is_formatted() and self.tls.users_differ(users):
+            raise KafkaStartError(f"{self.data_dir} was formatted for other SCRAM users or passwords than the "
+                                  "exchange's; stop it and start the secure broker in a fresh --dir")
+
+    def _apply_security(self, security: BrokerSecurity) -> None:
+        """The exchange's ACLs (as the admin), and the broker's CA certificate where the exchange's configs look."""
+        _run_async(apply_acls(self.client_config(), security.acls), 120.0)
+        if security.publish_ca_to is not None:
+            security.publish_ca_to.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.tls.ca_cert, security.publish_ca_to)
+        log.info("applied %d ACLs", len(security.acls))
 
     def _wait_ready(self, deadline: float, pid: int | None) -> None:
         while True:

@@ -18,27 +18,30 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
-from gateway.config import KafkaConfig
+from gateway.config import KafkaConfig, read_secret
 from gateway.kafka.port import BrokerUnavailable, InRecord, OutRecord
 
 log = logging.getLogger(__name__)
 
 
 def client_options(cfg: KafkaConfig) -> dict[str, Any]:
-    """Connection and security settings shared by producer, consumer and admin client."""
+    """Connection and security settings of every aiokafka client the gateway and the CLI build (producer,
+    consumers, admin, metadata client): the one place a KafkaConfig becomes client keyword arguments. The SASL
+    password is read from its file here, when a client is built, and never kept in the configuration."""
     opts: dict[str, Any] = {"bootstrap_servers": cfg.bootstrap_servers, "security_protocol": cfg.security_protocol}
     if cfg.security_protocol in ("SSL", "SASL_SSL"):
+        # Verifies the broker's certificate and host name against ssl_cafile (else the system CAs).
         ctx = ssl.create_default_context(cafile=str(cfg.ssl_cafile) if cfg.ssl_cafile else None)
         if cfg.ssl_certfile:
             ctx.load_cert_chain(str(cfg.ssl_certfile), str(cfg.ssl_keyfile) if cfg.ssl_keyfile else None)
         opts["ssl_context"] = ctx
     if cfg.security_protocol.startswith("SASL"):
         opts["sasl_mechanism"] = cfg.sasl_mechanism or "SCRAM-SHA-512"
-        if cfg.sasl_username_file and cfg.sasl_password_file:
-            opts["sasl_plain_username"] = cfg.sasl_username_file.read_text().strip()
-            opts["sasl_plain_password"] = cfg.sasl_password_file.read_text().strip()
+        user = cfg.sasl_username or (read_secret(cfg.sasl_username_file) if cfg.sasl_username_file else "")
+        opts["sasl_plain_username"] = user
+        opts["sasl_plain_password"] = read_secret(cfg.sasl_password_file) if cfg.sasl_password_file else ""
     return opts
 
 
@@ -55,9 +58,13 @@ async def ensure_topics(
                    if t not in existing]
         if missing:
             try:
-                await admin.create_topics(missing)
+                response = await admin.create_topics(missing)
             except TopicAlreadyExistsError:
-                pass  # another gateway created it at the same moment
+                return  # another gateway created it at the same moment
+            # Per-topic errors come in the response, not raised: an ACL that lacks CREATE must stop the start.
+            for topic, code, *_ in response.topic_errors:
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    raise for_code(code)(f"cannot create topic {topic}")
     finally:
         await admin.close()
 

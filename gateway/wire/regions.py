@@ -101,6 +101,10 @@ class Topics:
         """The consumer group of the region's gateways on its inbox, `[<ns>.]yrdx-<seg>`."""
         return self.group(f"yrdx-{region_slug(region)}")
 
+    def files_group(self, region: str) -> str:
+        """The consumer group of the region's gateways on its files topic, `[<ns>.]yrdx-files-<seg>`."""
+        return self.group(f"yrdx-files-{region_slug(region)}")
+
 
 DEFAULT_TOPICS: Final = Topics()
 

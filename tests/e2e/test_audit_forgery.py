@@ -19,12 +19,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from gateway.audit.journey import read_audit_records
-from gateway.audit.model import checkpoint_bytes, record_hash
 from gateway.crypto.jws import Signer
 from gateway.dev.pki import issue_gateway_cert, make_ca
-from gateway.wire.envelope import utc_timestamp
 from gateway.wire.regions import AUDIT_TOPIC
-from tests._util import ROOT
+from tests._util import ROOT, forged_segment
 from tests.conftest import Broker, Exchange4
 
 pytestmark = pytest.mark.forges_audit
@@ -35,17 +33,9 @@ async def test_a_segment_signed_with_a_key_that_is_not_the_regions_is_named_forg
     records = await read_audit_records(kafka.bootstrap_servers, timeout_s=30)
     js = [r for r in records if r["region"] == "JS"]
     assert js, "JS has written nothing yet"
-    head = max(js, key=lambda r: r["seq"])
-    seq = head["seq"] + 1
-    body = {"seq": seq, "region": "JS", "message_id": "01a20000-0000-7000-8000-00000000f0r9", "correlation_id": "",
-            "stage": "accepted", "at": utc_timestamp(), "envelope_sha256": "f" * 64, "detail": {},
-            "prev_hash": head["hash"]}
-    body["hash"] = record_hash(head["hash"], body)
     rogue_ca, rogue_key = make_ca("not the exchange's root")
     cert, key = issue_gateway_cert(rogue_ca, rogue_key, "JS")
-    jws = Signer(key, cert, include_x5c=True).sign(checkpoint_bytes("JS", seq, body["hash"]))
-    value = orjson.dumps({"region": "JS", "records": [body], "checkpoint": {"seq": seq, "hash": body["hash"],
-                                                                           "jws": jws}})
+    seq, value = forged_segment("JS", max(js, key=lambda r: r["seq"]), Signer(key, cert, include_x5c=True))
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, enable_idempotence=True)
     await producer.start()
     try:
