@@ -154,7 +154,8 @@ class Gateway:
         try:
             await ensure_topics(self.cfg.kafka, topics, {names.trust: {"cleanup.policy": "compact"}})
         except KafkaError as e:  # unreachable, a refused login (the cause is logged above), a topic it may not create
-            await self.publisher.stop()  # built, never started: closed so that it leaves no warning behind
+            for producer in (self.publisher, self.files_publisher):  # built, never started: closed so that
+                await producer.stop()                                   # they leave no warning behind
             self.state.close()
             raise StartupError(f"kafka {self.cfg.kafka.bootstrap_servers}: {e}") from e  # str(e) names the class
         # Revocations published before this start apply before the first inbox record is checked.
