@@ -146,8 +146,8 @@ def select_records(
 def build_bundle(
     segments: Sequence[Segment], trust: TrustStore, keys: set[RecordKey], selection: Selection
 ) -> dict[str, Any]:
-    """Each chain's run (a region's, or each of its replicas') from its first picked record to the first checkpoint that holds at or after its last
-    one, with the certificates needed to check those checkpoints."""
+    """Each chain's run (a region's, or each of its replicas') from its first picked record to the first
+    checkpoint that holds at or after its last one, with the certificates needed to check those checkpoints."""
     by_chain: dict[str, list[Segment]] = defaultdict(list)
     for seg in segments:
         by_chain[seg.chain].append(seg)

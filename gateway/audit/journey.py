@@ -58,7 +58,7 @@ async def read_audit_records(kafka: KafkaConfig | str, timeout_s: float = 5.0) -
 
 def _order(record: Mapping[str, Any]) -> tuple[str, str, int]:
     seq = record.get("seq")
-    return str(record.get("at", "")), record_chain(dict(record)), seq if isinstance(seq, int) else 0
+    return str(record.get("at", "")), record_chain(record), seq if isinstance(seq, int) else 0
 
 
 def journey(

@@ -28,7 +28,7 @@ Stages with a special meaning for verification:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -82,7 +82,7 @@ def chain_region(chain: str) -> str:
     return chain.split(CHAIN_SEPARATOR, 1)[0]
 
 
-def record_chain(record: dict[str, Any]) -> str:
+def record_chain(record: Mapping[str, Any]) -> str:
     """The chain a record says it belongs to (format 1 records name only their region)."""
     return str(record.get("chain", record.get("region")))
 

@@ -47,7 +47,6 @@ from gateway.audit.model import (
     GENESIS,
     ORIGIN_STAGES,
     Segment,
-    chain_region,
     parse_values,
     record_chain,
     record_hash,
@@ -499,7 +498,8 @@ class _Verifier:
             elif newest is not None and last.at is not None and last.at + ENDED_AFTER < newest:
                 chain.ended.append((last, last))
                 self.note(chain.name, last.seq + 1, "crash_gap",
-                          f"{chain.name}'s chain ended at seq {last.seq} (its last signed head, {last.record.get('at')}) "
+                          f"{chain.name}'s chain ended at seq {last.seq} (its last signed head, "
+                          f"{last.record.get('at')}) "
                           "with no stopped record: the replica was killed; records it appended after that head were "
                           "never published, and nothing was acknowledged for them")
 
