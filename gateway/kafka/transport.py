@@ -158,6 +158,9 @@ class KafkaInboxConsumer:
             fetch_max_wait_ms=cfg.fetch_max_wait_ms,
             max_poll_records=max_records,
             isolation_level="read_committed",
+            # How long the group waits for this member to rejoin: the revoke wait (the batch in hand) and then
+            # some. aiokafka's default, the session timeout (10 s), would drop a member still committing.
+            rebalance_timeout_ms=int((revoke_wait_s + 10.0) * 1000),
         )
         self._consumer.subscribe([topic], listener=_CommitOnRevoke(self))
 
