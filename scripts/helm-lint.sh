@@ -186,8 +186,11 @@ env = {e["name"]: e for e in pod["containers"][0]["env"]}
 assert env["YRDX_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", env
 cfg = yaml.safe_load(kinds["ConfigMap"]["data"]["gateway.yaml"])
 assert cfg["state"] == {"dsn_file": "/etc/yrdx/state/dsn"}, cfg["state"]
+if "NetworkPolicy" in kinds:  # the replicas must reach their database
+    ports = [p["port"] for rule in kinds["NetworkPolicy"]["spec"]["egress"] for p in rule.get("ports", [])]
+    assert 5432 in ports, f"no egress to PostgreSQL in the NetworkPolicy ({ports})"
 print(f"   ok: {what}, RollingUpdate, PDB minAvailable 1, preferred anti-affinity on {term['topologyKey']}, "
-      "YRDX_INSTANCE_ID from metadata.name, state.dsn_file, no state claim")
+      "YRDX_INSTANCE_ID from metadata.name, state.dsn_file, egress to PostgreSQL, no state claim")
 PY
 }
 
