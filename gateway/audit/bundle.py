@@ -35,7 +35,6 @@ from gateway.audit.model import (
     AuditFormatError,
     AuditRecord,
     Segment,
-    chain_region,
     parse_segment,
     record_chain,
     segment_fault,
@@ -331,20 +330,20 @@ def prove(bundle: Bundle, trust: TrustStore, envelope: bytes) -> Proof:
     report = verify_bundle(bundle, trust)
     segments, _ = _segments(bundle)
     signed_by = _signatures(segments, trust)
-    mine: list[tuple[str, AuditRecord]] = [(seg.chain, r) for seg in segments for r in seg.records
-                                           if r.get("message_id") == mid]
-    mine.sort(key=lambda x: (str(x[1].get("at")), x[0], _seq(x[1])))
+    mine: list[tuple[str, str, AuditRecord]] = [(seg.region, seg.chain, r) for seg in segments for r in seg.records
+                                                if r.get("message_id") == mid]
+    mine.sort(key=lambda x: (str(x[2].get("at")), x[1], _seq(x[2])))
     problems: list[str] = []
     evidence: list[Evidence] = []
-    for chain, r in mine:  # evidence names the chain (the region, or one of its replicas')
+    for _, chain, r in mine:  # evidence names the chain (the region, or one of its replicas')
         same = r.get("envelope_sha256") == sha
         seq = _seq(r)
         cover = next(((s, who) for s, who in signed_by.get(chain, []) if s >= seq), None)
         evidence.append(Evidence(str(r.get("at")), chain, seq, str(r.get("stage")), same, cover))
         if r.get("stage") in MUST_MATCH and not same:
             problems.append(f"{chain} record {seq} ({r.get('stage')}) names another envelope hash")
-    origin = [r for chain, r in mine if r.get("stage") in ORIGIN_STAGES and chain_region(chain) == sender]
-    destination = [(chain_region(chain), r) for chain, r in mine if r.get("stage") in DESTINATION_STAGES]
+    origin = [r for region, _, r in mine if r.get("stage") in ORIGIN_STAGES and region == sender]
+    destination = [(region, r) for region, _, r in mine if r.get("stage") in DESTINATION_STAGES]
     if not origin:
         problems.append(f"the bundle holds no accepted/published record of {mid} at its origin {sender}")
     if not any(r.get("stage") == "delivered" and region == recipient for region, r in destination):

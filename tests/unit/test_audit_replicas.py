@@ -62,6 +62,13 @@ def trail(pki: PkiLayout, broker: MemoryBroker, state: StateStore, region: str,
                       instance_id=instance)
 
 
+def two_sh_replicas(pki: PkiLayout, tmp_path: Path) -> tuple[MemoryBroker, StateStore, AuditTrail, AuditTrail]:
+    """SH's replicas sh-a and sh-b on one state database and one broker."""
+    broker = MemoryBroker(partitions=1)
+    state = StateStore(tmp_path / "state.sqlite")
+    return broker, state, trail(pki, broker, state, "SH", "sh-a"), trail(pki, broker, state, "SH", "sh-b")
+
+
 def topic(broker: MemoryBroker) -> list[Segment]:
     return [parse_segment(r.value, i) for i, r in enumerate(broker.records(TOPICS.audit))]
 
@@ -73,9 +80,7 @@ def notes(report: Report, kind: str) -> dict[str, str]:
 async def test_two_replicas_on_one_state_write_two_chains_with_their_own_heads(
     pki: PkiLayout, trust: TrustStore, tmp_path: Path, clock: Clock
 ) -> None:
-    broker = MemoryBroker(partitions=1)
-    state = StateStore(tmp_path / "state.sqlite")
-    a, b = trail(pki, broker, state, "SH", "sh-a"), trail(pki, broker, state, "SH", "sh-b")
+    broker, state, a, b = two_sh_replicas(pki, tmp_path)
     for t in (a, b, a, b):
         t.append("checkpoint", "", None)
         await t.durable()
@@ -221,9 +226,7 @@ async def test_a_message_sent_by_one_replica_is_matched_at_its_destination(
 async def test_the_index_keeps_a_region_s_chains_apart_and_returns_records_as_written(
     pki: PkiLayout, trust: TrustStore, tmp_path: Path, clock: Clock
 ) -> None:
-    broker = MemoryBroker(partitions=1)
-    state = StateStore(tmp_path / "state.sqlite")
-    a, b = trail(pki, broker, state, "SH", "sh-a"), trail(pki, broker, state, "SH", "sh-b")
+    broker, state, a, b = two_sh_replicas(pki, tmp_path)
     a.append("accepted", MSG, SHA, "c-1", platform="sh-platform")
     await a.durable()
     b.append("accepted", "other-message", SHA, "c-1", platform="sh-platform")  # seq 1 too, in sh-b's chain
