@@ -82,8 +82,8 @@ def postgres_pids(home: Path) -> list[int]:
     return [main, *(int(p) for p in children.stdout.split())]
 
 
-async def relay_run(replicas: int, args: argparse.Namespace, bootstrap: str, admin_dsn: str, pg_home: Path,
-                    work: Path) -> dict[str, Any]:
+async def relay_run(replicas: int, args: argparse.Namespace, bootstrap: str, broker_pid: int | None, admin_dsn: str,
+                    pg_home: Path, work: Path) -> dict[str, Any]:
     """One run: JS -> SH with `replicas` SH replicas on a fresh database and namespace."""
     run = f"scale{replicas}-{uuid.uuid4().hex[:6]}"
     ex = init_exchange(work / run, base_port=0, bootstrap_servers=bootstrap, namespace=run)
@@ -110,7 +110,7 @@ async def relay_run(replicas: int, args: argparse.Namespace, bootstrap: str, adm
             driver = Driver(session, js, sh, ex)
             await driver.relay(warmup, args.concurrency, args.batch * 2)
             window = CpuWindow({"JS": js.pid, **{f"SH/sh-{i}": g.pid for i, g in enumerate(sh)},
-                                **{f"pg-{p}": p for p in postgres_pids(pg_home)}})
+                                "Kafka": broker_pid, **{f"pg-{p}": p for p in postgres_pids(pg_home)}})
             window.start()
             started = time.monotonic()
             await driver.relay(bodies, args.concurrency, args.messages)
@@ -122,15 +122,19 @@ async def relay_run(replicas: int, args: argparse.Namespace, bootstrap: str, adm
         lost = len(set(driver.accepted) - set(counts))
         twice = sum(1 for n in counts.values() if n > 1)
         pg_cpu = sum(v or 0.0 for k, v in window.used.items() if k.startswith("pg-"))
+        ours = sum(v or 0.0 for v in window.used.values())
+        others = (window.machine_busy - ours) / window.machine_total if window.machine_total else None
         return {
             "replicas": replicas, "messages": args.messages, "seconds": elapsed,
             "rate": args.messages / elapsed, "lost": lost, "duplicated": twice,
             "cpu_us": {
                 "JS": us_per_msg(window.used["JS"], args.messages),
                 **{k: us_per_msg(v, args.messages) for k, v in window.used.items() if k.startswith("SH")},
+                "Kafka": us_per_msg(window.used["Kafka"], args.messages),
                 "PostgreSQL": us_per_msg(pg_cpu, args.messages),
             },
-            "machine_busy": window.machine_busy / window.machine_total if window.machine_total else None,
+            # the share of the machine's CPU that other work (other users of these cores) took meanwhile
+            "others": others,
         }
     finally:
         for g in everyone:
@@ -217,10 +221,10 @@ def report(runs: Sequence[dict[str, Any]], costs: dict[str, float]) -> None:
     print("\n== one SH replica vs several, same machine (PostgreSQL state) ==")
     for r in runs:
         cpu = ", ".join(f"{k} {v:,.0f}" for k, v in r["cpu_us"].items() if v is not None)
-        busy = f"{r['machine_busy']:.0%}" if r["machine_busy"] is not None else "?"
+        others = f"{r['others']:.0%}" if r["others"] is not None else "?"
         print(f"{r['replicas']} replica(s): {r['rate']:,.0f} msg/s end to end ({r['messages']:,} in "
-              f"{r['seconds']:.1f} s); CPU µs/msg: {cpu}; machine busy {busy}; lost {r['lost']}, "
-              f"duplicated {r['duplicated']}")
+              f"{r['seconds']:.1f} s); CPU µs/msg: {cpu}; other processes took {others} of the machine; "
+              f"lost {r['lost']}, duplicated {r['duplicated']}")
     if len(runs) > 1:
         print(f"ratio {runs[-1]['replicas']} replicas / 1: {runs[-1]['rate'] / runs[0]['rate']:.2f}")
     print("\n== the PostgreSQL store alone, µs per message ==")
@@ -252,7 +256,9 @@ async def main_async(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         postgres("start", str(pg_home), str(port))
         admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        runs = [await relay_run(int(n), args, bootstrap, admin, pg_home, work) for n in args.replicas.split(",")]
+        broker_pid = broker.pid() if broker is not None else None
+        runs = [await relay_run(int(n), args, bootstrap, broker_pid, admin, pg_home, work)
+                for n in args.replicas.split(",")]
         costs = store_costs(create_database(admin, "store_costs"), args.store_rounds)
     finally:
         postgres("stop", str(pg_home))
