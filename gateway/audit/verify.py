@@ -560,11 +560,14 @@ def verify_values(
 
 
 def format_report(report: Report) -> str:
-    """The report as text: one row per region, then every fault and note, then the verdict."""
-    lines = [f"{'region':<8}{'records':>9}{'first':>8}{'head':>8}{'checkpoint':>12}{'faults':>8}"]
+    """The report as text: one row per chain (a region's, or one per replica), then every fault and note, then
+    the verdict."""
+    width = max((len(name) + 2 for name in report.regions), default=8)
+    width = max(width, 8)
+    lines = [f"{'chain':<{width}}{'records':>9}{'first':>8}{'head':>8}{'checkpoint':>12}{'faults':>8}"]
     for name, s in sorted(report.regions.items()):
         cp = "-" if s.last_checkpoint is None else str(s.last_checkpoint)
-        lines.append(f"{name:<8}{s.records:>9}{s.first_seq:>8}{s.head_seq:>8}{cp:>12}{s.faults:>8}")
+        lines.append(f"{name:<{width}}{s.records:>9}{s.first_seq:>8}{s.head_seq:>8}{cp:>12}{s.faults:>8}")
     lines += [f"FAULT {f}" for f in report.faults]
     lines += [f"note  {n}" for n in report.notes]
     counts = ", ".join(f"{n} {k}" for k, n in report.counts().items() if n)
