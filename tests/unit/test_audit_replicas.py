@@ -18,7 +18,7 @@ import pytest
 from gateway.audit import trail as trail_module
 from gateway.audit.bundle import Selection, build_bundle, load_bundle, select_records, verify_bundle
 from gateway.audit.countersign import Countersigner
-from gateway.audit.index import Batch, check_segments, open_index, trace
+from gateway.audit.index import AuditIndex, Batch, check_segments, open_index, trace
 from gateway.audit.model import Segment, checkpoint_bytes, parse_segment
 from gateway.audit.trail import AuditTrail
 from gateway.audit.verify import ENDED_AFTER, Report, verify_segments
@@ -223,19 +223,24 @@ async def test_a_message_sent_by_one_replica_is_matched_at_its_destination(
     assert bundled.ok and "SH/sh-b" in bundled.regions, bundled.faults
 
 
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[AuditIndex]:
+    with open_index(tmp_path / "audit-index.sqlite") as ix:
+        yield ix
+
+
 async def test_the_index_keeps_a_region_s_chains_apart_and_returns_records_as_written(
-    pki: PkiLayout, trust: TrustStore, tmp_path: Path, clock: Clock
+    pki: PkiLayout, trust: TrustStore, tmp_path: Path, clock: Clock, index: AuditIndex
 ) -> None:
+    """Also run against PostgreSQL (tests/integration/test_audit_index_postgres.py)."""
     broker, state, a, b = two_sh_replicas(pki, tmp_path)
     a.append("accepted", MSG, SHA, "c-1", platform="sh-platform")
     await a.durable()
     b.append("accepted", "other-message", SHA, "c-1", platform="sh-platform")  # seq 1 too, in sh-b's chain
     await b.durable()
     segments = [(0, s) for s in topic(broker)]
-    index = open_index(tmp_path / "index.sqlite")
     stored = index.store(Batch(TOPICS.audit, segments, {0: len(segments)}, refused=check_segments(segments, trust)))
     assert (stored.new, stored.conflicts) == (2, 0)
     records: list[dict[str, Any]] = trace(index, MSG)
     assert {(r["region"], r["chain"], r["seq"]) for r in records} == {("SH", "SH/sh-a", 1), ("SH", "SH/sh-b", 1)}
     assert records == [r for s in topic(broker) for r in s.records]  # exactly as written, hashes and all
-    index.close()
