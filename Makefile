@@ -32,10 +32,12 @@ lint: $(STAMP)
 	bash scripts/helm-lint.sh
 	bash scripts/promtool.sh
 
+# The relay benchmark, then one SH replica against two on PostgreSQL state (bench/scale.py; SCALE_ARGS).
 bench: $(STAMP) kafka-jars
 	$(BIN)/python bench/goals.py $(BENCH_ARGS)
 	$(BIN)/python bench/counter.py $(COUNTER_BENCH_ARGS)
 	$(BIN)/python bench/files.py $(BENCH_FILES_ARGS)
+	$(BIN)/python bench/scale.py $(SCALE_ARGS)
 
 # The container image (Dockerfile) from Debian packages alone: debootstrapped base and host-downloaded wheels, both
 # cached in ~/.cache/yrdx/image; podman build --pull=never --network none. IMAGE=... names it.

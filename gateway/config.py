@@ -7,6 +7,7 @@ the configuration file, so a generated exchange (`yrdx init`) can be moved as a 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,11 @@ class ConfigError(ValueError):
 
 
 DEFAULT_COMPRESSION: Final = "zstd"
+# Partitions of each inbox topic a gateway creates: the most replicas of one region that can consume at once.
+DEFAULT_INBOX_PARTITIONS: Final = 4
+# Where `instance_id` comes from when the file has none: the Helm chart sets it to the pod's name.
+INSTANCE_ID_ENV: Final = "YRDX_INSTANCE_ID"
+_INSTANCE_ID = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?")
 
 @dataclass(frozen=True, slots=True)
 class KafkaConfig:
@@ -51,6 +57,7 @@ class KafkaConfig:
     # Prefix of every topic and consumer group name, so that two exchanges can share one cluster ("" = the default
     # names). `topics` holds the names, built once from it.
     namespace: str = ""
+    inbox_partitions: int = DEFAULT_INBOX_PARTITIONS  # for the inbox topics this gateway creates
     topics: Topics = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -140,6 +147,8 @@ class GatewayConfig:
     # Where GET /v1/audit/messages/{id} keeps its index of yrdx.audit: a SQLite file or a postgresql:// DSN.
     audit_index: str = ""
     audit_enabled: bool = True
+    # One replica of several of the region (a pod name): its own audit chain (gateway.audit.model.chain_id).
+    instance_id: str | None = None
     # `state.dsn` (or the content of `state.dsn_file`): the state in PostgreSQL; repr=False, it may hold a password.
     state_dsn: str | None = field(default=None, repr=False)
     state_timeout_s: float = 2.0  # bounds each PostgreSQL call (connect, statement, lock wait, client wait)
@@ -172,6 +181,7 @@ class GatewayConfig:
 _TOP_KEYS = {
     "region", "listen", "kafka", "identity", "trust", "state", "limits", "accept", "platforms", "auditors",
     "metrics", "schemas_dir", "audit_index", "audit_enabled", "seal", "purposes", "requests", "files",
+    "instance_id",
 }
 
 
@@ -499,6 +509,19 @@ def read_secret(path: Path) -> str:
         return ""
 
 
+def _instance_id(root: _Reader) -> str | None:
+    """`instance_id`, else $YRDX_INSTANCE_ID, else none: a lower-case DNS label (a pod name), 1 to 63 characters,
+    since it becomes part of the chain id that every audit record and checkpoint of this replica names."""
+    value = root.data.get("instance_id", os.environ.get(INSTANCE_ID_ENV) or None)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _INSTANCE_ID.fullmatch(value):
+        root.error("instance_id", "expected a lower-case DNS label of 1 to 63 characters (a-z, 0-9, '-', '.'), "
+                                  f"e.g. a pod name (from ${INSTANCE_ID_ENV} when the file has none)")
+        return None
+    return value
+
+
 def parse_config(data: object, base: Path, source: Path | None = None) -> GatewayConfig:
     """The configuration in `data` (the parsed YAML); ConfigError listing every error found in it."""
     errors: list[str] = []
@@ -512,7 +535,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
     k.only({
         "bootstrap_servers", "security_protocol", "sasl_mechanism", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
         "sasl_username", "sasl_username_file", "sasl_password_file", "fetch_max_wait_ms", "linger_ms", "compression",
-        "namespace",
+        "namespace", "inbox_partitions",
     })
     protocol = k.str_("security_protocol", "PLAINTEXT")
     if protocol not in KAFKA_PROTOCOLS:
@@ -526,6 +549,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         linger_ms=k.int_("linger_ms", 2, minimum=0, maximum=1000),
         compression=_compression(k),
         namespace=_namespace(k),
+        inbox_partitions=k.int_("inbox_partitions", DEFAULT_INBOX_PARTITIONS, minimum=1, maximum=1000),
     )
 
     ident = root.sub("identity", required=True)
@@ -613,6 +637,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
     audit_enabled = _flag(root, "audit_enabled", True)
     requests = _requests(root.sub("requests"))
     files = _files(root.sub("files"), state_path.with_name("files"))
+    instance_id = _instance_id(root)
     if errors:
         raise ConfigError(*errors)
     return GatewayConfig(
@@ -638,6 +663,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         schemas_dir=schemas_dir,
         audit_index=audit_index,
         audit_enabled=audit_enabled,
+        instance_id=instance_id,
         state_dsn=state_dsn,
         state_timeout_s=state_timeout_s,
         files=files,

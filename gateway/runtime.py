@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 
 from gateway.audit.countersign import Countersigner
 from gateway.audit.trail import AuditTrail
-from gateway.config import GatewayConfig
+from gateway.config import DEFAULT_INBOX_PARTITIONS, GatewayConfig
 from gateway.crypto.jws import Signer
 from gateway.crypto.keyfiles import load_certificate, load_encryption_key, load_encryption_pub, load_private_key
 from gateway.crypto.seal import Opener, Sealer
@@ -53,7 +53,7 @@ from gateway.wire.regions import REGIONS
 
 log = logging.getLogger(__name__)
 
-INBOX_PARTITIONS = 4
+INBOX_PARTITIONS = DEFAULT_INBOX_PARTITIONS  # the default of kafka.inbox_partitions (yrdx demo creates topics too)
 FILES_PARTITIONS = 4
 FILES_SWEEP_S = 3600.0  # how often received files past files.retention_days are deleted
 
@@ -114,7 +114,8 @@ class Gateway:
         )
         self.metrics_token = cfg.metrics_token_file.read_text().strip() if cfg.metrics_token_file else None
         self.publisher = KafkaPublisher(cfg.kafka, cfg.limits.publish_timeout_s)
-        self.audit = AuditTrail(cfg.region, self.signer, self.state, self.publisher, cfg.audit_enabled, cfg.topics)
+        self.audit = AuditTrail(cfg.region, self.signer, self.state, self.publisher, cfg.audit_enabled, cfg.topics,
+                                cfg.instance_id)
         unknown = cfg.seal - self.registry.types()
         if unknown:
             raise StartupError(f"seal: unknown message type {sorted(unknown)[0]}")
@@ -147,7 +148,7 @@ class Gateway:
 
     async def start(self) -> None:
         names = self.cfg.topics  # kafka.namespace: every topic and group name of this exchange
-        topics = {names.inbox(r): INBOX_PARTITIONS for r in REGIONS}
+        topics = {names.inbox(r): self.cfg.kafka.inbox_partitions for r in REGIONS}
         topics.update({names.files(r): FILES_PARTITIONS for r in REGIONS})
         topics.update({names.dlq(self.cfg.region): 1, names.audit: 1, names.checkpoints: 1, names.trust: 1})
         # Trust updates are keyed by certificate: compaction keeps the latest statement for each.
@@ -290,6 +291,7 @@ class Gateway:
             log.warning("egress did not finish its batch before the drain deadline; it is read again after a restart")
         except Exception:
             log.exception("egress stopped with an error")
+        self.audit.stop()
         try:
             await asyncio.wait_for(self.audit.durable(), max(deadline - loop.time(), 0.1))
         except Exception as e:  # the broker is down: these records were never acknowledged to anyone

@@ -13,7 +13,10 @@
 #      PrometheusRule's spec is helm/yrdx/files/yrdx-alerts.rules.yaml (which scripts/promtool.sh checks)
 #      and the dashboard ConfigMap, labelled for Grafana's sidecar, holds helm/yrdx/files/yrdx-dashboard.json;
 #      with the default values neither is rendered;
-#   4. helm template with values the chart must refuse (they must fail, naming the problem).
+#   4. replicas: replicaCount 3 with state.dsn (and the ZJ example, and an autoscaler) render and validate,
+#      with the ConfigMap's state in PostgreSQL (state.dsn_file, accepted by the config parser), a PDB keeping
+#      one replica up, preferred pod anti-affinity and YRDX_INSTANCE_ID from the pod's name;
+#   5. helm template with values the chart must refuse (they must fail, naming the problem).
 # Safe to run again: nothing outside the cache directory and a temporary directory is written.
 set -euo pipefail
 
@@ -60,12 +63,14 @@ find_helm() {
     run "$HELM" version --short
 }
 
+# The project's venv first (the config parser reads a PostgreSQL DSN with psycopg), else python3 with PyYAML;
+# $PYTHON overrides both.
 find_python() {
-    PYTHON=python3
-    if ! python3 -c 'import yaml' 2>/dev/null; then
-        PYTHON="$ROOT/.venv/bin/python"
-        "$PYTHON" -c 'import yaml' || { echo "PyYAML is needed (python3 or .venv)" >&2; exit 1; }
+    if [[ -z ${PYTHON:-} ]]; then
+        PYTHON=python3
+        [[ -x $ROOT/.venv/bin/python ]] && PYTHON="$ROOT/.venv/bin/python"
     fi
+    "$PYTHON" -c 'import yaml' || { echo "PyYAML is needed ($PYTHON)" >&2; exit 1; }
 }
 
 # check_render FILE REGION: the rendered manifests hold a ConfigMap whose gateway.yaml parses
@@ -93,10 +98,12 @@ mounts = [m["mountPath"] for m in container["volumeMounts"]]
 files = [cfg["identity"]["certificate"], cfg["identity"]["private_key"], *cfg["trust"]["ca"],
          *cfg["trust"]["certificates"], *(v for k, v in cfg["kafka"].items() if k.endswith("file") and v),
          *(p["public_key"] for p in cfg["platforms"]), *(a["public_key"] for a in cfg["auditors"]),
-         *([cfg["metrics"]["bearer_token_file"]] if cfg["metrics"]["bearer_token_file"] else [])]
+         *([cfg["metrics"]["bearer_token_file"]] if cfg["metrics"]["bearer_token_file"] else []),
+         *([cfg["state"]["dsn_file"]] if "dsn_file" in cfg["state"] else [])]
 for f in files:
     assert any(f.startswith(m.rstrip("/") + "/") for m in mounts), f"{f} is in no volume mount"
-assert any(cfg["state"]["path"].startswith(m + "/") for m in mounts), "state.path is in no volume mount"
+if "path" in cfg["state"]:
+    assert any(cfg["state"]["path"].startswith(m + "/") for m in mounts), "state.path is in no volume mount"
 parser = "no gateway/config.py"
 if os.path.exists(os.path.join(root, "gateway", "config.py")):
     sys.path.insert(0, root)
@@ -110,11 +117,13 @@ if os.path.exists(os.path.join(root, "gateway", "config.py")):
             return stand_in + value if value in files else value
         for f in files:
             os.makedirs(os.path.dirname(stand_in + f), exist_ok=True)
-            open(stand_in + f, "w").close()
+            with open(stand_in + f, "w") as out:  # the DSN file must hold a DSN; the others only exist
+                out.write("postgresql://yrdx@stand-in/yrdx" if f == cfg["state"].get("dsn_file") else "")
         parsed = parse_config(moved(cfg), base=__import__("pathlib").Path(stand_in))
         assert parsed.region == region and parsed.port == cfg["listen"]["port"]
     parser = "accepted by gateway.config.parse_config"
-print(f"   ok: {len(docs)} manifests ({', '.join(sorted(kinds))}); gateway.yaml region {region}, "
+state = "PostgreSQL (dsn_file)" if "dsn_file" in cfg["state"] else "SQLite"
+print(f"   ok: {len(docs)} manifests ({', '.join(sorted(kinds))}); gateway.yaml region {region}, state {state}, "
       f"kafka {cfg['kafka']['security_protocol']}, {len(cfg['platforms'])} platform(s), "
       f"{len(files)} mounted files; {parser}")
 PY
@@ -144,6 +153,44 @@ assert json.loads(board["data"]["yrdx-exchange.json"]) == json.load(open(f"{char
 alerts = [r["alert"] for g in expected["groups"] for r in g["rules"]]
 print(f"   ok: PrometheusRule {rules[0]['metadata']['name']} ({', '.join(alerts)}); dashboard ConfigMap "
       f"{board['metadata']['name']} ({len(json.loads(board['data']['yrdx-exchange.json'])['panels'])} panels)")
+PY
+}
+
+# check_replicas FILE N: N replicas (or an HPA when N is "hpa") on PostgreSQL state: no state claim, a PDB with
+# minAvailable 1, preferred pod anti-affinity over the release's pods, YRDX_INSTANCE_ID from metadata.name.
+check_replicas() {
+    "$PYTHON" - "$1" "$2" <<'PY'
+import sys, yaml
+
+path, n = sys.argv[1:3]
+docs = [d for d in yaml.safe_load_all(open(path)) if d]
+kinds = {d["kind"]: d for d in docs if d["kind"] != "ConfigMap" or "gateway.yaml" in d.get("data", {})}
+deployment = kinds["Deployment"]
+if n == "hpa":
+    hpa = kinds["HorizontalPodAutoscaler"]
+    assert "replicas" not in deployment["spec"], "the Deployment sets replicas beside an autoscaler"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"], hpa["spec"]
+    what = f"HPA {hpa['spec']['minReplicas']}..{hpa['spec']['maxReplicas']}"
+else:
+    assert deployment["spec"]["replicas"] == int(n), deployment["spec"]["replicas"]
+    assert "HorizontalPodAutoscaler" not in kinds, "an HPA rendered although autoscaling is off"
+    what = f"{n} replicas"
+assert "PersistentVolumeClaim" not in kinds, "a state claim rendered although the state is in PostgreSQL"
+assert deployment["spec"]["strategy"]["type"] == "RollingUpdate", deployment["spec"]["strategy"]
+pdb = kinds["PodDisruptionBudget"]["spec"]
+assert pdb.get("minAvailable") == 1, pdb
+pod = deployment["spec"]["template"]["spec"]
+term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+assert term["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"], term
+env = {e["name"]: e for e in pod["containers"][0]["env"]}
+assert env["YRDX_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", env
+cfg = yaml.safe_load(kinds["ConfigMap"]["data"]["gateway.yaml"])
+assert cfg["state"] == {"dsn_file": "/etc/yrdx/state/dsn"}, cfg["state"]
+if "NetworkPolicy" in kinds:  # the replicas must reach their database
+    ports = [p["port"] for rule in kinds["NetworkPolicy"]["spec"]["egress"] for p in rule.get("ports", [])]
+    assert 5432 in ports, f"no egress to PostgreSQL in the NetworkPolicy ({ports})"
+print(f"   ok: {what}, RollingUpdate, PDB minAvailable 1, preferred anti-affinity on {term['topologyKey']}, "
+      "YRDX_INSTANCE_ID from metadata.name, state.dsn_file, egress to PostgreSQL, no state claim")
 PY
 }
 
@@ -195,12 +242,22 @@ MONITORING=1 lint_and_render yrdx-monitoring JS --set region=JS --set alerts.ena
     --set dashboard.enabled=true --set alerts.labels.release=kube-prometheus-stack \
     --set dashboard.namespace=monitoring --set-string dashboard.annotations.grafana_folder=yrdx
 
+say "replicas on PostgreSQL state: replicaCount 3 with state.dsn, the ZJ example, an autoscaler"
+lint_and_render yrdx-sh-replicas SH --set replicaCount=3 --set state.dsn=postgresql://yrdx-sh@pg.sh.svc:5432/yrdx
+check_replicas "$WORK/yrdx-sh-replicas.yaml" 3
+check_replicas "$WORK/yrdx-zj.yaml" 2
+lint_and_render yrdx-sh-hpa SH --set autoscaling.enabled=true --set state.dsnSecret.name=yrdx-sh-state
+check_replicas "$WORK/yrdx-sh-hpa.yaml" hpa
+
 say "values the chart must refuse"
 must_fail "value must be one of 'SH', 'JS', 'ZJ', 'AH'" --set region=XX
 must_fail "value must be one of 'PLAINTEXT', 'SSL', 'SASL_SSL'" --set kafka.security.protocol=SASL_PLAINTEXT
 must_fail "needs kafka.sasl.existingSecret" --set kafka.security.protocol=SASL_SSL
-must_fail "replicaCount > 1: every replica would keep its own SQLite" --set replicaCount=3
-must_fail "needs a claim the replicas can share" --set replicaCount=3 --set state.shared=true
+must_fail "replicaCount > 1 (or autoscaling.enabled) needs state.dsn or state.dsnSecret" --set replicaCount=3
+must_fail "replicaCount > 1 (or autoscaling.enabled) needs state.dsn or state.dsnSecret" --set autoscaling.enabled=true
+must_fail "autoscaling.maxReplicas must be at least autoscaling.minReplicas" --set autoscaling.enabled=true \
+    --set state.dsn=postgresql://yrdx@pg/yrdx --set autoscaling.minReplicas=5 --set autoscaling.maxReplicas=2
+must_fail "at '/state/dsn': 'mysql://x' does not match pattern" --set state.dsn=mysql://x
 must_fail "the chart renders \"kafka\" itself" --set config.extra.kafka=x
 must_fail "serviceMonitor.enabled needs metrics.bearerTokenSecret" --set serviceMonitor.enabled=true
 must_fail "/dashboard/label': minLength" --set dashboard.enabled=true --set dashboard.label=

@@ -19,6 +19,7 @@ from gateway.dev.exchange import Exchange, edit_config, init_exchange
 from gateway.dev.local_kafka import LocalKafka, env_bootstrap_servers, free_port
 from gateway.dev.pki import issue_gateway_cert, write_certificate, write_private_key
 from gateway.wire.regions import REGIONS
+from tests._postgres import postgres, postgres_db  # noqa: F401 (fixtures for integration and e2e tests)
 from tests._util import GatewayProcess, PlatformClient, WebhookSink
 
 

@@ -30,7 +30,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway.audit.journey import journey
-from gateway.audit.model import ORIGIN_STAGES, AuditFormatError, AuditRecord, Segment, parse_segment, segment_fault
+from gateway.audit.model import (
+    ORIGIN_STAGES,
+    AuditFormatError,
+    AuditRecord,
+    Segment,
+    parse_segment,
+    record_chain,
+    segment_fault,
+)
 from gateway.audit.verify import Fault, Report, verify_segments
 from gateway.crypto.jws import JwsError, parse_detached
 from gateway.crypto.trust import TrustError, TrustStore
@@ -97,7 +105,7 @@ def _seq(record: dict[str, Any]) -> int:
 
 
 def _key(record: dict[str, Any]) -> RecordKey:
-    return str(record.get("region")), _seq(record), str(record.get("hash"))
+    return record_chain(record), _seq(record), str(record.get("hash"))
 
 
 def select_records(
@@ -137,14 +145,14 @@ def select_records(
 def build_bundle(
     segments: Sequence[Segment], trust: TrustStore, keys: set[RecordKey], selection: Selection
 ) -> dict[str, Any]:
-    """Each region's run from its first picked record to the first checkpoint that holds at or after its last
-    one, with the certificates needed to check those checkpoints."""
-    by_region: dict[str, list[Segment]] = defaultdict(list)
+    """Each chain's run (a region's, or each of its replicas') from its first picked record to the first
+    checkpoint that holds at or after its last one, with the certificates needed to check those checkpoints."""
+    by_chain: dict[str, list[Segment]] = defaultdict(list)
     for seg in segments:
-        by_region[seg.region].append(seg)
+        by_chain[seg.chain].append(seg)
     out: list[dict[str, Any]] = []
-    for region in sorted(by_region):
-        segs = by_region[region]
+    for chain in sorted(by_chain):
+        segs = by_chain[chain]
         hits = [i for i, seg in enumerate(segs) if any(_key(r) in keys for r in seg.records)]
         if not hits:
             continue
@@ -157,9 +165,7 @@ def build_bundle(
             if i == first:
                 start = next(j for j, r in enumerate(records) if _key(r) in keys)
                 records = records[start:]
-            out.append({"region": region, "offset": seg.offset, "records": records,
-                        "checkpoint": {"seq": seg.checkpoint.seq, "hash": seg.checkpoint.hash,
-                                       "jws": seg.checkpoint.jws}})
+            out.append({**Segment(seg.region, records, seg.checkpoint).to_json(), "offset": seg.offset})
     out.sort(key=lambda s: s["offset"])  # topic order
     gateways: dict[str, str] = {}
     for s in out:
@@ -324,20 +330,20 @@ def prove(bundle: Bundle, trust: TrustStore, envelope: bytes) -> Proof:
     report = verify_bundle(bundle, trust)
     segments, _ = _segments(bundle)
     signed_by = _signatures(segments, trust)
-    mine: list[tuple[str, AuditRecord]] = [(seg.region, r) for seg in segments for r in seg.records
-                                           if r.get("message_id") == mid]
-    mine.sort(key=lambda x: (str(x[1].get("at")), x[0], _seq(x[1])))
+    mine: list[tuple[str, str, AuditRecord]] = [(seg.region, seg.chain, r) for seg in segments for r in seg.records
+                                                if r.get("message_id") == mid]
+    mine.sort(key=lambda x: (str(x[2].get("at")), x[1], _seq(x[2])))
     problems: list[str] = []
     evidence: list[Evidence] = []
-    for region, r in mine:
+    for _, chain, r in mine:  # evidence names the chain (the region, or one of its replicas')
         same = r.get("envelope_sha256") == sha
         seq = _seq(r)
-        cover = next(((s, who) for s, who in signed_by.get(region, []) if s >= seq), None)
-        evidence.append(Evidence(str(r.get("at")), region, seq, str(r.get("stage")), same, cover))
+        cover = next(((s, who) for s, who in signed_by.get(chain, []) if s >= seq), None)
+        evidence.append(Evidence(str(r.get("at")), chain, seq, str(r.get("stage")), same, cover))
         if r.get("stage") in MUST_MATCH and not same:
-            problems.append(f"{region} record {seq} ({r.get('stage')}) names another envelope hash")
-    origin = [r for region, r in mine if r.get("stage") in ORIGIN_STAGES and region == sender]
-    destination = [(region, r) for region, r in mine if r.get("stage") in DESTINATION_STAGES]
+            problems.append(f"{chain} record {seq} ({r.get('stage')}) names another envelope hash")
+    origin = [r for region, _, r in mine if r.get("stage") in ORIGIN_STAGES and region == sender]
+    destination = [(region, r) for region, _, r in mine if r.get("stage") in DESTINATION_STAGES]
     if not origin:
         problems.append(f"the bundle holds no accepted/published record of {mid} at its origin {sender}")
     if not any(r.get("stage") == "delivered" and region == recipient for region, r in destination):
@@ -378,13 +384,13 @@ def format_proof(proof: Proof) -> str:
 
 
 def _signatures(segments: Sequence[Segment], trust: TrustStore) -> dict[str, list[tuple[int, str]]]:
-    """Per region, the checkpoints that hold (seq, who signed), in seq order."""
+    """Per chain, the checkpoints that hold (seq, who signed), in seq order."""
     out: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for seg in segments:
         if not _holds(seg, trust):
             continue
         header = parse_detached(seg.checkpoint.jws).header
-        out[seg.region].append((seg.checkpoint.seq, f"{seg.region} ({header.get('kid')})"))
+        out[seg.chain].append((seg.checkpoint.seq, f"{seg.region} ({header.get('kid')})"))
     for items in out.values():
         items.sort()
     return out

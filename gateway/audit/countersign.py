@@ -2,7 +2,9 @@
 
 The gateway follows `yrdx.checkpoints` (the signed head each gateway announces every 10 s: a few hundred bytes,
 instead of every audit segment), checks each other region's checkpoint against its trust store, and appends a
-`countersigned` record {of, seq, hash} to its own chain for each region whose head moved. That record is then
+`countersigned` record {of, seq, hash} to its own chain for each chain whose head moved (`of`: the chain id, the
+region itself unless the region runs replicas, gateway.audit.model). A region's own replicas share its key, so
+they do not countersign each other. That record is then
 covered by this gateway's own signed checkpoint, so a region that later rewrites or truncates its history is
 contradicted by signatures it does not control.
 """
@@ -16,7 +18,7 @@ from datetime import datetime
 
 import orjson
 
-from gateway.audit.model import Checkpoint, checkpoint_fault
+from gateway.audit.model import Checkpoint, chain_region, checkpoint_fault
 from gateway.audit.trail import AuditTrail
 from gateway.config import KafkaConfig
 from gateway.crypto.trust import TrustStore
@@ -40,26 +42,29 @@ class Countersigner:
             return
         try:
             doc = orjson.loads(value)
-            cp = Checkpoint(str(doc["region"]), int(doc["seq"]), str(doc["hash"]), str(doc["jws"]))
+            cp = Checkpoint(str(doc["region"]), int(doc["seq"]), str(doc["hash"]), str(doc["jws"]),
+                            str(doc.get("chain", "")))
             at = datetime.fromisoformat(str(doc["at"]).replace("Z", "+00:00"))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return
-        last = self.seen.get(cp.region)
+        if cp.region == self._region or chain_region(cp.chain) != cp.region:
+            return
+        last = self.seen.get(cp.chain)
         if last is not None and last.seq >= cp.seq:
             return
         fault = checkpoint_fault(cp, self._trust, at)
         if fault is not None:
             log.warning("ignoring an audit checkpoint that does not verify", extra={"of": cp.region, "fault": fault})
             return
-        self.seen[cp.region] = cp
+        self.seen[cp.chain] = cp
 
     def countersign(self) -> int:
-        """Append one `countersigned` record per region whose head moved since the last round."""
+        """Append one `countersigned` record per chain whose head moved since the last round."""
         n = 0
-        for region, cp in sorted(self.seen.items()):
-            if self.signed.get(region, 0) < cp.seq:
-                self._audit.append("countersigned", "", None, of=region, seq=cp.seq, hash=cp.hash)
-                self.signed[region] = cp.seq
+        for chain, cp in sorted(self.seen.items()):
+            if self.signed.get(chain, 0) < cp.seq:
+                self._audit.append("countersigned", "", None, of=chain, seq=cp.seq, hash=cp.hash)
+                self.signed[chain] = cp.seq
                 n += 1
         return n
 

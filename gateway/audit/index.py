@@ -4,7 +4,10 @@
 follower (outside any group), assigned to every partition and placed at the position stored in the index (the
 beginning when none is), and stores each fetched batch in ONE transaction: its records, its checkpoints and the
 new position. A process killed at any point therefore resumes exactly where its last transaction ended: nothing
-is lost, and the primary key (region, seq) makes a record read twice land once.
+is lost, and the primary key (region, seq) makes a record read twice land once. The `region` column holds the
+record's chain id (model.chain_id: the region, or `<REGION>/<instance>` for one of its replicas), so a region's
+chains are indexed side by side; a record read back names its region and, for a replica's chain, its chain, as
+it was written.
 
 Only a region's own records are indexed as its chain: those of a segment whose checkpoint signature holds against
 the trust store (model.segment_fault, the check `yrdx audit verify` makes) and whose records are the run
@@ -41,7 +44,16 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from gateway.audit.journey import journey
-from gateway.audit.model import AuditFormatError, AuditRecord, Segment, parse_segment, segment_break, segment_fault
+from gateway.audit.model import (
+    AuditFormatError,
+    AuditRecord,
+    Segment,
+    chain_region,
+    parse_segment,
+    record_chain,
+    segment_break,
+    segment_fault,
+)
 from gateway.config import KafkaConfig
 from gateway.crypto.trust import TrustStore
 from gateway.kafka.reader import KafkaError, TopicFollower, partitions_of
@@ -61,7 +73,7 @@ RECEIPT_STAGES = frozenset({"receipt_sent", "receipt_received"})
 _COLUMNS = ("message_id", "correlation_id", "ref_id")  # the ones a trace looks records and conflicts up by
 # Bump when the tables change: an index of another layout is dropped and rebuilt from the topic (it is a cache
 # of the topic, and its positions go with it). 2: conflicts keep the record, its kind and why.
-_SCHEMA_VERSION = "2"
+_SCHEMA_VERSION = "3"  # 3: the `region` columns hold chain ids (a region's replicas)
 _IN_CHUNK = 500  # values per SQL IN (...) list
 _MAX_BIGINT = 2**63 - 1
 
@@ -170,11 +182,11 @@ class _Rows:
                 continue
             own += [(partition, seg.offset, r) for r in seg.records]
             cp = seg.checkpoint
-            segments.append((seg.region, cp.seq, cp.hash, cp.jws, len(seg.records), partition, seg.offset))
+            segments.append((seg.chain, cp.seq, cp.hash, cp.jws, len(seg.records), partition, seg.offset))
         return cls(own, refused, segments, json)
 
     def records(self) -> list[tuple[Any, ...]]:
-        return [(r["region"], r["seq"], r["message_id"], r["correlation_id"], r["stage"], r["at"],
+        return [(record_chain(r), r["seq"], r["message_id"], r["correlation_id"], r["stage"], r["at"],
                  r["envelope_sha256"], self.json(r["detail"]), _ref_id(r["detail"]), r["prev_hash"], r["hash"],
                  partition, offset) for partition, offset, r in self.own]
 
@@ -182,13 +194,14 @@ class _Rows:
         """For each own record, its conflict row and then (region, seq, hash) for the test that another record
         holds its place (only needed when some own record did not land)."""
         why = "another record is indexed under this region and seq"
-        return [(*_conflict_row(r, "rewritten", why, partition, offset, self.json), r["region"], r["seq"], r["hash"])
+        return [(*_conflict_row(r, "rewritten", why, partition, offset, self.json), record_chain(r), r["seq"],
+                 r["hash"])
                 for partition, offset, r in self.own]
 
 
 def _conflict_row(r: AuditRecord, kind: str, reason: str, partition: int, offset: int,
                   json: Callable[[Any], object]) -> tuple[Any, ...]:
-    return (r["region"], r["seq"], r["hash"], r["message_id"], r["correlation_id"], _ref_id(r["detail"]), kind,
+    return (record_chain(r), r["seq"], r["hash"], r["message_id"], r["correlation_id"], _ref_id(r["detail"]), kind,
             reason, json(r), partition, offset)
 
 
@@ -481,7 +494,8 @@ class AuditIndex:
         if not wanted:
             return []
         with self._lock:
-            return self._backend.select(table, column, wanted, region)
+            rows = self._backend.select(table, column, wanted, region)
+        return [_as_written(r) for r in rows] if table == "audit_records" else rows
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -500,6 +514,13 @@ class AuditIndex:
     def close(self) -> None:
         with self._lock:
             self._backend.close()
+
+
+def _as_written(row: dict[str, Any]) -> AuditRecord:
+    """A record read back from its row: the `region` column holds the chain id (a replica's chain names both)."""
+    chain = row["region"]
+    region = chain_region(chain)
+    return row if chain == region else {**row, "region": region, "chain": chain}
 
 
 class IndexUnavailable(RuntimeError):
@@ -663,7 +684,7 @@ def trace(index: AuditIndex, message_id: str) -> list[AuditRecord]:
 
     def add(records: Iterable[AuditRecord]) -> None:
         for r in records:
-            found[(r["region"], r["seq"])] = r
+            found[(record_chain(r), r["seq"])] = r
 
     # The id itself, or a receipt or an unverifiable copy referring to it.
     first = index.records_with("message_id", [message_id]) + index.records_with("ref_id", [message_id])
@@ -690,7 +711,7 @@ def trace_conflicts(index: AuditIndex, message_id: str, records: Sequence[AuditR
              *index.conflicts_with("correlation_id", {r["correlation_id"] for r in records})]
     seqs: dict[str, set[int]] = {}
     for r in records:
-        seqs.setdefault(r["region"], set()).add(r["seq"])
+        seqs.setdefault(record_chain(r), set()).add(r["seq"])
     for region, at in sorted(seqs.items()):
         found += index.conflicts_at(region, at)
     unique = {(c["partition"], c["offset"], c["region"], c["seq"]): c for c in found}  # found by several lookups
@@ -767,7 +788,7 @@ def format_trace(doc: Mapping[str, Any]) -> str:
         )
         msg = r["message_id"]
         rows.append((
-            r["at"], r["region"], str(r["seq"]), r["stage"],
+            r["at"], record_chain(r), str(r["seq"]), r["stage"],
             (_short_id(msg) + (" (receipt)" if msg in receipts else "")) if msg else "-",
             signers.get((msg, r["envelope_sha256"]), "-"), (r["envelope_sha256"] or "-")[:12], r["hash"][:12], detail,
         ))

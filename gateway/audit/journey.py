@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from gateway.audit.model import AuditFormatError, AuditRecord, parse_segment
+from gateway.audit.model import AuditFormatError, AuditRecord, parse_segment, record_chain
 from gateway.config import KafkaConfig
 from gateway.kafka.reader import TopicRecord, read_topic
 
@@ -58,7 +58,7 @@ async def read_audit_records(kafka: KafkaConfig | str, timeout_s: float = 5.0) -
 
 def _order(record: Mapping[str, Any]) -> tuple[str, str, int]:
     seq = record.get("seq")
-    return str(record.get("at", "")), str(record.get("region", "")), seq if isinstance(seq, int) else 0
+    return str(record.get("at", "")), record_chain(record), seq if isinstance(seq, int) else 0
 
 
 def journey(

@@ -7,6 +7,12 @@ record (key = region) holding consecutive records and a checkpoint, a detached J
 `{"hash", "region", "seq"}` of the segment's last record. Because each record's hash covers the previous one,
 that one signature authenticates every record of the chain up to it.
 
+A region's gateways may be several replicas (config `instance_id`): each then writes a chain of its own, chain id
+`<REGION>/<instance_id>` (e.g. `SH/yrdx-sh-0`), in trail format 2: the segment and each of its records carry
+`"chain"`, the segment `"format": 2`, and the checkpoint signs `{"chain", "hash", "region", "seq"}` with the
+region's key. A gateway without an instance id writes format 1 exactly as before (no `format`, no `chain`: its
+chain id is the region), so older trails verify unchanged. A region's chains are verified as a set.
+
 Record fields: seq, region, message_id, correlation_id, stage, at, envelope_sha256, detail, prev_hash, hash.
 `hash` = SHA-256 over prev_hash (ASCII hex) followed by the record's other fields serialized with sorted keys.
 
@@ -14,6 +20,7 @@ Stages with a special meaning for verification:
 - `checkpoint`: a heartbeat appended periodically so that an idle gateway still publishes a signed head;
 - `countersigned`: this gateway saw another region's signed checkpoint; detail {of, seq, hash} — a region that
   later rewrites or truncates its chain contradicts the countersignatures in the others' chains;
+- `stopped`: last record of a replica's chain at a clean stop (trail format 2): the chain ends there on purpose;
 - `resumed`: first record after a restart; detail {saved_seq}: records after the last one published before the
   crash and up to saved_seq were appended in memory but never published (nothing was acknowledged for them).
 """
@@ -21,7 +28,7 @@ Stages with a special meaning for verification:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -36,12 +43,17 @@ GENESIS = "0" * 64
 
 STAGES = frozenset({
     "accepted", "published", "publish_failed", "received", "verified", "rejected", "delivered", "receipt_sent",
-    "receipt_received", "dead_lettered", "replayed", "checkpoint", "countersigned", "resumed",
+    "receipt_received", "dead_lettered", "replayed", "checkpoint", "countersigned", "resumed", "stopped",
     "late_result",  # a request's result that came after its deadline (gateway/relay/requests_replies.py)
     # files (README "Files (claim checks)"), by file id: its manifest published at the sender, then judged at the
     # destination (complete, or refused with the reason)
     "file_sent", "file_received", "file_refused",
 })
+
+# Format 2: a replica's chain (its segments and records name `chain`); format 1, without a `format` key, is the
+# one chain of a region with a single gateway.
+TRAIL_FORMAT: Final = 2
+CHAIN_SEPARATOR: Final = "/"
 
 RECORD_FIELDS = (
     "seq", "region", "message_id", "correlation_id", "stage", "at", "envelope_sha256", "detail", "prev_hash",
@@ -64,9 +76,27 @@ def record_hash(prev_hash: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def checkpoint_bytes(region: str, seq: int, head: str) -> bytes:
-    """What a checkpoint signature covers."""
-    return orjson.dumps({"region": region, "seq": seq, "hash": head}, option=orjson.OPT_SORT_KEYS)
+def chain_id(region: str, instance_id: str | None) -> str:
+    """The id of a gateway's chain: its region, or `<REGION>/<instance_id>` for one replica of several."""
+    return region if instance_id is None else f"{region}{CHAIN_SEPARATOR}{instance_id}"
+
+
+def chain_region(chain: str) -> str:
+    """The region a chain id belongs to."""
+    return chain.split(CHAIN_SEPARATOR, 1)[0]
+
+
+def record_chain(record: Mapping[str, Any]) -> str:
+    """The chain a record says it belongs to (format 1 records name only their region)."""
+    return str(record.get("chain", record.get("region")))
+
+
+def checkpoint_bytes(region: str, seq: int, head: str, chain: str | None = None) -> bytes:
+    """What a checkpoint signature covers; a replica's chain (format 2) adds its chain id."""
+    signed: dict[str, Any] = {"region": region, "seq": seq, "hash": head}
+    if chain is not None and chain != region:
+        signed["chain"] = chain
+    return orjson.dumps(signed, option=orjson.OPT_SORT_KEYS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +105,11 @@ class Checkpoint:
     seq: int
     hash: str
     jws: str
+    chain: str = ""  # "" = the region's one chain (format 1)
+
+    def __post_init__(self) -> None:
+        if not self.chain:
+            object.__setattr__(self, "chain", self.region)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +119,17 @@ class Segment:
     checkpoint: Checkpoint
     offset: int = -1  # position on yrdx.audit when read back from Kafka
 
+    @property
+    def chain(self) -> str:
+        return self.checkpoint.chain
+
     def to_json(self) -> dict[str, Any]:
         cp = self.checkpoint
-        return {"region": self.region, "records": self.records,
-                "checkpoint": {"seq": cp.seq, "hash": cp.hash, "jws": cp.jws}}
+        doc: dict[str, Any] = {"region": self.region, "records": self.records,
+                               "checkpoint": {"seq": cp.seq, "hash": cp.hash, "jws": cp.jws}}
+        if self.chain != self.region:
+            doc.update(format=TRAIL_FORMAT, chain=self.chain)
+        return doc
 
 
 def parse_segment(value: bytes, offset: int = -1) -> Segment:
@@ -101,13 +143,27 @@ def parse_segment(value: bytes, offset: int = -1) -> Segment:
     region, records, cp = doc.get("region"), doc.get("records"), doc.get("checkpoint")
     if not isinstance(region, str) or not isinstance(records, list) or not records or not isinstance(cp, dict):
         raise AuditFormatError("segment needs region, a non-empty records list and a checkpoint")
+    chain = _segment_chain(doc, region)
     for r in records:
         if not isinstance(r, dict) or not all(k in r for k in (*RECORD_FIELDS, "hash")):
             raise AuditFormatError("a record lacks one of the record fields")
     seq, head, jws = cp.get("seq"), cp.get("hash"), cp.get("jws")
     if not isinstance(seq, int) or not isinstance(head, str) or not isinstance(jws, str):
         raise AuditFormatError("checkpoint needs seq, hash and jws")
-    return Segment(region, records, Checkpoint(region, seq, head, jws), offset)
+    return Segment(region, records, Checkpoint(region, seq, head, jws, chain), offset)
+
+
+def _segment_chain(doc: dict[str, Any], region: str) -> str:
+    """The chain id of a segment: its region in format 1; in format 2 `<region>/<instance>`."""
+    version = doc.get("format", 1)
+    if version == 1 and "chain" not in doc:
+        return region
+    chain = doc.get("chain")
+    if version != TRAIL_FORMAT or not isinstance(chain, str):
+        raise AuditFormatError(f"unknown trail format {version!r} (this version reads 1 and {TRAIL_FORMAT})")
+    if chain_region(chain) != region or chain == region:
+        raise AuditFormatError(f"chain {chain[:80]!r} is not a chain id of region {region}")
+    return chain
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +202,7 @@ def checkpoint_fault(cp: Checkpoint, trust: TrustStore, at: datetime) -> str | N
         return f"checkpoint signer not trusted: {e}"
     if signer.region != cp.region:
         return f"checkpoint of {cp.region} signed by a certificate of {signer.region}"
-    if not verify_detached(jws, checkpoint_bytes(cp.region, cp.seq, cp.hash), signer.public_key):
+    if not verify_detached(jws, checkpoint_bytes(cp.region, cp.seq, cp.hash, cp.chain), signer.public_key):
         return "checkpoint signature does not verify"
     return None
 
@@ -175,6 +231,8 @@ def segment_break(seg: Segment) -> str | None:
             return f"a record has a malformed seq {seq!r}"
         if r.get("region") != seg.region:
             return f"record {seq} names region {r.get('region')!r} in a segment of {seg.region}"
+        if record_chain(r) != seg.chain:
+            return f"record {seq} names chain {record_chain(r)!r} in a segment of {seg.chain}"
         if record_hash(str(r.get("prev_hash")), r) != r.get("hash"):
             return f"record {seq} does not match its hash"
         if prev is not None and (seq != prev["seq"] + 1 or r.get("prev_hash") != prev["hash"]):

@@ -8,6 +8,10 @@ letters and receipts of an egress batch) can ride in the same produce call as th
 broker for both, instead of one for the records and another for their audit trail.
 Each segment carries a checkpoint signed by the gateway over the chain head: the chain links every record to the
 one before, so one signature per segment authenticates all of them.
+
+One replica of several (config `instance_id`) writes a chain of its own, `<REGION>/<instance_id>` (trail format
+2, gateway.audit.model), with its head under a state key of its own: replicas on one database never share a head,
+so their chains never fork. A replica that stops cleanly ends its chain with a `stopped` record.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from gateway.audit.model import GENESIS, STAGES, checkpoint_bytes, record_hash
+from gateway.audit.model import GENESIS, STAGES, TRAIL_FORMAT, chain_id, checkpoint_bytes, record_hash
 from gateway.crypto.jws import Signer
 from gateway.kafka.port import OutRecord, Publisher
 from gateway.state import StateStore
@@ -34,6 +38,11 @@ SEGMENT_RECORDS = 1000
 _HEAD_KEY = "audit_head"
 
 
+def head_key(chain: str, region: str) -> str:
+    """The state key of a chain's head: `audit_head` for a region's one chain (as it always was), else per chain."""
+    return _HEAD_KEY if chain == region else f"{_HEAD_KEY}:{chain}"
+
+
 @dataclass(frozen=True, slots=True)
 class Head:
     seq: int
@@ -43,16 +52,20 @@ class Head:
 class AuditTrail:
     def __init__(
         self, region: str, signer: Signer, state: StateStore, publisher: Publisher, enabled: bool = True,
-        topics: Topics = DEFAULT_TOPICS,
+        topics: Topics = DEFAULT_TOPICS, instance_id: str | None = None,
     ) -> None:
         self.region = region
+        self.chain = chain_id(region, instance_id)
+        self._head_key = head_key(self.chain, region)
+        # Format 2 names the chain in the segment and in each record (covered by the record's hash).
+        self._chain_fields: dict[str, Any] = {} if self.chain == region else {"chain": self.chain}
         self._topics = topics  # the exchange's `yrdx.audit` and `yrdx.checkpoints` (kafka.namespace)
         # `audit_enabled: false` exists only to measure what the trail costs (bench --no-audit); never in service.
         self.enabled = enabled
         self._signer = signer
         self._state = state
         self._publisher = publisher
-        saved = state.get(_HEAD_KEY)
+        saved = state.get(self._head_key)
         head: dict[str, Any] = orjson.loads(saved) if saved else {"seq": 0, "hash": GENESIS}
         self._head = Head(int(head["seq"]), str(head["hash"]))
         self._durable_seq = self._head.seq
@@ -85,7 +98,7 @@ class AuditTrail:
         body: dict[str, Any] = {
             "seq": seq, "region": self.region, "message_id": message_id, "correlation_id": correlation_id,
             "stage": stage, "at": utc_timestamp(), "envelope_sha256": envelope_sha256, "detail": detail,
-            "prev_hash": self._head.hash,
+            "prev_hash": self._head.hash, **self._chain_fields,
         }
         h = record_hash(self._head.hash, body)
         body["hash"] = h
@@ -127,7 +140,7 @@ class AuditTrail:
                     # The head is saved before publishing: after a crash the chain continues past a gap instead
                     # of forking; the gap covers only records whose steps were never acknowledged. A failed save
                     # (the state database gone) or publish puts the records back, in order, for the next flush.
-                    self._state.put(_HEAD_KEY, orjson.dumps({"seq": last["seq"], "hash": last["hash"]}))
+                    self._state.put(self._head_key, orjson.dumps({"seq": last["seq"], "hash": last["hash"]}))
                     out += [
                         OutRecord(self._topics.audit, self._segment(records[i:i + SEGMENT_RECORDS]),
                                   self.region.encode())
@@ -149,14 +162,21 @@ class AuditTrail:
         finally:
             self._flushing = None
 
+    def stop(self) -> None:
+        """A replica stopping cleanly: its chain ends here on purpose (`yrdx audit verify` tells it from a kill).
+        The caller then waits for `durable()`."""
+        if self._chain_fields:
+            self.append("stopped", "", None)
+
     def _segment(self, records: list[dict[str, Any]]) -> bytes:
         last = records[-1]
         checkpoint = {
             "seq": last["seq"], "hash": last["hash"],
-            "jws": self._signer.sign(checkpoint_bytes(self.region, last["seq"], last["hash"])),
+            "jws": self._signer.sign(checkpoint_bytes(self.region, last["seq"], last["hash"], self.chain)),
         }
-        self._last_checkpoint = {"region": self.region, "at": last["at"], **checkpoint}
-        return orjson.dumps({"region": self.region, "records": records, "checkpoint": checkpoint})
+        self._last_checkpoint = {"region": self.region, "at": last["at"], **self._chain_fields, **checkpoint}
+        head = {"format": TRAIL_FORMAT, **self._chain_fields} if self._chain_fields else {}
+        return orjson.dumps({**head, "region": self.region, "records": records, "checkpoint": checkpoint})
 
     async def run_periodic_flush(self, interval_s: float = 0.2, checkpoint_every_s: float = 10.0) -> None:
         """Flush records nobody waits for (e.g. after a rejection), so the trail never lags far behind; and

@@ -23,6 +23,14 @@ in memory and never published, so nothing was acknowledged for them. It is a not
 signature vouches for a record inside it). Notes also say when a check cannot be decided yet (the origin's
 chain has not moved past a delivery) or a chain does not start at seq 1.
 
+A region with replicas writes a set of chains (`<REGION>/<instance_id>`, gateway.audit.model), each verified on
+its own, and the cross-region checks look for a message's records in any chain of its origin. A replica's chain
+that stops is *ended*, not truncated: cleanly after its `stopped` record (note `chain_ended`), or, when its head is
+older than ENDED_AFTER behind the newest record on the topic with no `stopped` record, as killed (note
+`crash_gap`: records it appended after its last published head were never acknowledged). Truncation is still a
+fault where a checkpoint or another region's countersignature vouches for a seq beyond the chain's head. Faults
+and notes name the chain (which is the region for a region's one chain).
+
 `yrdx audit verify` (gateway.cli.audit) reads the topic with a gateway config's Kafka settings and trust;
 `--bundle FILE` verifies an exported bundle with no Kafka and no config. Exit code 0 only when nothing is wrong.
 """
@@ -35,7 +43,15 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
 
-from gateway.audit.model import GENESIS, ORIGIN_STAGES, Segment, parse_values, record_hash, segment_fault
+from gateway.audit.model import (
+    GENESIS,
+    ORIGIN_STAGES,
+    Segment,
+    parse_values,
+    record_chain,
+    record_hash,
+    segment_fault,
+)
 from gateway.crypto.trust import TrustStore
 from gateway.wire.envelope import timestamp_or_none
 
@@ -57,6 +73,9 @@ FAULT_KINDS: Final = ("edited", "deleted", "reordered", "forged", "truncated", "
 # How far an origin's chain must have moved past a delivery (by its records' clocks) before the absence of its
 # `accepted`/`published` record is a fault rather than a record still on its way (heartbeats come every 10 s).
 ORIGIN_GRACE: Final = dt.timedelta(seconds=60)
+# A replica's chain whose head is this far behind the newest record on the topic, with no `stopped` record, has
+# ended (its gateway was killed or lost): three missed heartbeats (a `checkpoint` record every 10 s).
+ENDED_AFTER: Final = dt.timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,8 +177,9 @@ class _Entry:
 
 @dataclass(slots=True)
 class _Chain:
-    """One region's records as kept for verification: in topic order, and by seq."""
+    """One chain's records as kept for verification: in topic order, and by seq."""
 
+    name: str  # the chain id: the region, or region/instance for a replica's chain
     region: str
     order: list[_Entry] = field(default_factory=list)
     by_seq: dict[int, _Entry] = field(default_factory=dict)
@@ -168,6 +188,7 @@ class _Chain:
     edited: set[int] = field(default_factory=set)
     forks: set[int] = field(default_factory=set)  # seqs with two validly signed, different records
     crash_gaps: list[tuple[_Entry, _Entry]] = field(default_factory=list)
+    ended: list[tuple[_Entry, _Entry]] = field(default_factory=list)  # (last signed record, itself) when killed
 
     @property
     def first(self) -> int:
@@ -218,7 +239,7 @@ class _Verifier:
     def load(self, segments: Sequence[Segment]) -> None:
         forged: list[tuple[int, Segment]] = []
         for i, seg in enumerate(segments):
-            chain = self.chains.setdefault(seg.region, _Chain(seg.region))
+            chain = self.chains.setdefault(seg.chain, _Chain(seg.chain, seg.region))
             cp = seg.checkpoint
             why = segment_fault(seg, self.trust)
             if why is None:
@@ -227,12 +248,12 @@ class _Verifier:
             else:
                 seqs = [s for r in seg.records if (s := _int(r.get("seq"))) is not None]
                 span = f" (records {min(seqs)}..{max(seqs)})" if seqs else ""
-                self.fault(seg.region, cp.seq, "forged", f"checkpoint {cp.seq}{span}: {why}")
+                self.fault(seg.chain, cp.seq, "forged", f"checkpoint {cp.seq}{span}: {why}")
                 forged.append((i, seg))
         # An unauthenticated record never displaces a signed one: forged segments join only where they do not
         # collide (so that a re-signed but otherwise intact run does not also show up as a deletion).
         for i, seg in forged:
-            self._add(self.chains[seg.region], seg, i, authentic=False)
+            self._add(self.chains[seg.chain], seg, i, authentic=False)
         for chain in self.chains.values():
             chain.order.sort(key=lambda e: e.segment)  # stable: keeps the order inside a segment
             self._covered(chain)
@@ -263,11 +284,11 @@ class _Verifier:
                 seq = raw
             else:
                 seq = seg.checkpoint.seq - (n - 1 - j)  # where it stands, so that the damage is located
-                self.fault(chain.region, seq, "edited", f"record {seq} has a malformed seq {raw!r}")
+                self.fault(chain.name, seq, "edited", f"record {seq} has a malformed seq {raw!r}")
                 chain.edited.add(seq)
-            if record.get("region") != seg.region:
-                self.fault(chain.region, seq, "edited",
-                           f"record {seq} names region {record.get('region')!r} in a segment of {seg.region}")
+            if record.get("region") != seg.region or record_chain(record) != seg.chain:
+                self.fault(chain.name, seq, "edited",
+                           f"record {seq} names chain {record_chain(record)!r} in a segment of {seg.chain}")
                 chain.edited.add(seq)
             entry = _Entry(record, seq, index, authentic)
             known = chain.by_seq.get(seq)
@@ -281,11 +302,11 @@ class _Verifier:
             elif known.hash == entry.hash:
                 again.append(seq)
             else:
-                self.fault(chain.region, seq, "rewritten",
+                self.fault(chain.name, seq, "rewritten",
                            f"two validly signed records {seq} differ ({known.hash[:12]}… and {entry.hash[:12]}…)")
                 chain.forks.add(seq)
         if again:  # a publish retried after an unclear failure: the same records once more
-            self.note(chain.region, again[0], "duplicate",
+            self.note(chain.name, again[0], "duplicate",
                       f"{_span(again[0], again[-1])} on the topic again, identical (checkpoint {seg.checkpoint.seq})")
 
     # 2. one chain: order, hashes, links, gaps --------------------------------------------------------------------
@@ -295,19 +316,19 @@ class _Verifier:
         for i, (seq, want) in enumerate(zip(seqs, sorted(seqs), strict=True)):
             if seq != want:
                 where = f"after record {seqs[i - 1]}" if i else "first"
-                self.fault(chain.region, seq, "reordered", f"record {seq} stands {where}, in place of record {want}")
+                self.fault(chain.name, seq, "reordered", f"record {seq} stands {where}, in place of record {want}")
         for e in chain.order:
             if record_hash(e.prev_hash, e.record) != e.hash:
-                self.fault(chain.region, e.seq, "edited", f"record {e.seq} ({e.stage}) does not match its hash")
+                self.fault(chain.name, e.seq, "edited", f"record {e.seq} ({e.stage}) does not match its hash")
                 chain.edited.add(e.seq)
         ordered = sorted(chain.signed)  # the chain the region signed; forged records are faults of their own
         if ordered:
             first = chain.signed[ordered[0]]
             if first.seq == 1 and first.prev_hash != GENESIS and first.seq not in chain.edited:
-                self.fault(chain.region, 1, "edited", "record 1 does not start from the genesis hash")
+                self.fault(chain.name, 1, "edited", "record 1 does not start from the genesis hash")
             elif self.complete and first.seq > 1:
-                self.note(chain.region, first.seq, "chain_starts_late",
-                          f"the topic holds {chain.region}'s chain from seq {first.seq} on")
+                self.note(chain.name, first.seq, "chain_starts_late",
+                          f"the topic holds {chain.name}'s chain from seq {first.seq} on")
         for p, q in zip(ordered, ordered[1:], strict=False):
             ep, eq = chain.signed[p], chain.signed[q]
             if q == p + 1:
@@ -316,20 +337,20 @@ class _Verifier:
                 continue  # filled by records whose checkpoint does not hold: reported as forged
             elif eq.stage == "resumed" and _int(_detail(eq, "saved_seq")) == q - 1:
                 chain.crash_gaps.append((ep, eq))
-                self.note(chain.region, p + 1, "crash_gap",
+                self.note(chain.name, p + 1, "crash_gap",
                           f"{_span(p + 1, q - 1)} not on the topic: the gateway restarted (record {q} resumed after "
                           f"saved seq {q - 1}); nothing was acknowledged for them")
             else:
-                self.fault(chain.region, p + 1, "deleted", f"{_span(p + 1, q - 1)} missing between {p} and {q}")
+                self.fault(chain.name, p + 1, "deleted", f"{_span(p + 1, q - 1)} missing between {p} and {q}")
 
     def _link(self, chain: _Chain, ep: _Entry, eq: _Entry) -> None:
         if eq.prev_hash == ep.hash or ep.seq in chain.edited or eq.seq in chain.edited:
             return
         if chain.checkpoints.get(ep.seq) == ep.hash:  # p is signed as it is: q was changed
-            self.fault(chain.region, eq.seq, "edited", f"record {eq.seq} does not link to the signed record {ep.seq}")
+            self.fault(chain.name, eq.seq, "edited", f"record {eq.seq} does not link to the signed record {ep.seq}")
             chain.edited.add(eq.seq)
         else:
-            self.fault(chain.region, ep.seq, "edited",
+            self.fault(chain.name, ep.seq, "edited",
                        f"record {ep.seq} ({ep.stage}) was changed and rehashed: record {eq.seq} links to another hash")
             chain.edited.add(ep.seq)
 
@@ -338,16 +359,16 @@ class _Verifier:
     def check_vouchers(self) -> None:
         for chain in self.chains.values():
             for seq, head in sorted(chain.checkpoints.items()):
-                self._vouched(chain, seq, head, f"{chain.region}'s signed checkpoint", own=True)
+                self._vouched(chain, seq, head, f"{chain.name}'s signed checkpoint", own=True)
         for chain in self.chains.values():
             for e in chain.order:
                 if e.stage != "countersigned" or not e.authentic:
                     continue
                 of, at_seq, named = _detail(e, "of"), _int(_detail(e, "seq")), _detail(e, "hash")
                 target = self.chains.get(str(of))
-                if of == chain.region or target is None or at_seq is None or not isinstance(named, str):
+                if target is None or target.region == chain.region or at_seq is None or not isinstance(named, str):
                     continue
-                self._vouched(target, at_seq, named, f"{chain.region}'s countersignature (record {e.seq})", own=False)
+                self._vouched(target, at_seq, named, f"{chain.name}'s countersignature (record {e.seq})", own=False)
 
     def _vouched(self, chain: _Chain, seq: int, head: str, by: str, own: bool) -> None:
         entry = chain.signed.get(seq)
@@ -355,25 +376,26 @@ class _Verifier:
             if entry.hash == head or seq in chain.edited or seq in chain.forks:
                 return
             if own:
-                self.fault(chain.region, seq, "edited", f"record {seq} is not the one {by} names")
+                self.fault(chain.name, seq, "edited", f"record {seq} is not the one {by} names")
                 chain.edited.add(seq)
             else:
-                self.fault(chain.region, seq, "rewritten",
+                self.fault(chain.name, seq, "rewritten",
                            f"{by} names hash {head[:12]}… for seq {seq}, the chain holds {entry.hash[:12]}…")
             return
         if not chain.signed:
             return
         if seq > chain.head:
             if own or self.complete:
-                self.fault(chain.region, chain.head + 1, "truncated",
+                self.fault(chain.name, chain.head + 1, "truncated",
                            f"the chain ends at seq {chain.head} but {by} vouches for seq {seq}")
         elif seq > chain.first:
-            self.fault(chain.region, seq, "deleted", f"record {seq} is missing though {by} vouches for it")
+            self.fault(chain.name, seq, "deleted", f"record {seq} is missing though {by} vouches for it")
 
     # 4. messages across regions ----------------------------------------------------------------------------------
 
     def check_messages(self) -> None:
-        about: dict[tuple[str, str], list[_Entry]] = defaultdict(list)
+        here: dict[tuple[str, str], list[_Entry]] = defaultdict(list)  # (chain, message): one chain's records
+        by_region: dict[tuple[str, str], list[_Entry]] = defaultdict(list)  # (region, message): all its chains
         damaged: set[str] = set()  # messages with an edited record: that record's fault says it all
         for chain in self.chains.values():
             for e in chain.order:
@@ -383,70 +405,103 @@ class _Verifier:
                 if e.seq in chain.edited:
                     damaged.add(mid)
                 elif e.authentic:
-                    about[(chain.region, mid)].append(e)
-        for (region, mid), entries in sorted(about.items()):
+                    here[(chain.name, mid)].append(e)
+                    by_region[(chain.region, mid)].append(e)
+        for (name, mid), entries in sorted(here.items()):
             if (self.messages is not None and mid not in self.messages) or mid in damaged:
                 continue
             for d in entries:
                 if d.stage == "delivered":
-                    self._delivered(region, mid, d, entries, about)
+                    self._delivered(self.chains[name], mid, d, entries, by_region)
 
-    def _delivered(self, region: str, mid: str, d: _Entry, here: list[_Entry],
-                   about: dict[tuple[str, str], list[_Entry]]) -> None:
+    def _delivered(self, chain: _Chain, mid: str, d: _Entry, here: list[_Entry],
+                   by_region: dict[tuple[str, str], list[_Entry]]) -> None:
+        name = chain.name
         sha = d.record.get("envelope_sha256")
-        before = [e for e in here if e.seq < d.seq]
+        before = [e for e in here if e.seq < d.seq]  # a message is received, verified and delivered in one chain
         verified = [e for e in before if e.stage == "verified"]
         if not any(e.stage == "received" for e in before) or not verified:
             missing = "received" if verified else "verified"
-            self.fault(region, d.seq, "unmatched", f"message {mid} delivered with no {missing} record before it")
+            self.fault(name, d.seq, "unmatched", f"message {mid} delivered with no {missing} record before it")
             return
         for e in verified:
             if e.record.get("envelope_sha256") != sha:
-                self.fault(region, d.seq, "unmatched",
+                self.fault(name, d.seq, "unmatched",
                            f"message {mid}: record {e.seq} (verified) names another envelope hash than the delivery")
                 return
         origin = _detail(verified[-1], "sender")
-        if not isinstance(origin, str) or origin == region:
+        if not isinstance(origin, str) or origin == chain.region:
             return
-        theirs = about.get((origin, mid), [])
+        theirs = by_region.get((origin, mid), [])  # any of the origin's chains may have sent it
         sent = [e for e in theirs if e.stage in ORIGIN_STAGES]
         for e in sent:
             if e.record.get("envelope_sha256") != sha:
-                self.fault(region, d.seq, "unmatched",
-                           f"message {mid}: {origin} record {e.seq} ({e.stage}) names another envelope hash")
+                self.fault(name, d.seq, "unmatched",
+                           f"message {mid}: {record_chain(e.record)} record {e.seq} ({e.stage}) names another "
+                           "envelope hash")
                 return
         if sent:
             return
         decided = self._origin_decided(origin, mid, d, bool(theirs))
         if decided is not None:
-            self.note(region, d.seq, "unmatched_pending", decided)
+            self.note(name, d.seq, "unmatched_pending", decided)
             return
         received_at = min((t for e in before if e.stage == "received" and (t := e.at) is not None), default=d.at)
-        origin_chain = self.chains.get(origin)
-        for p, q in origin_chain.crash_gaps if origin_chain else ():
-            if p.at is not None and received_at is not None and p.at <= received_at:
-                self.note(region, d.seq, "unmatched_in_crash_gap",
-                          f"message {mid} delivered here; {origin}'s accepted/published may be in its crash gap "
-                          f"{p.seq + 1}..{q.seq - 1}")
-                return
-        self.fault(region, d.seq, "unmatched",
+        for theirs_chain in self._chains_of(origin):
+            for p, q in theirs_chain.crash_gaps + theirs_chain.ended:
+                if p.at is not None and received_at is not None and p.at <= received_at:
+                    gap = f"{p.seq + 1}..{q.seq - 1}" if q is not p else f"after {p.seq}"
+                    self.note(name, d.seq, "unmatched_in_crash_gap",
+                              f"message {mid} delivered here; {origin}'s accepted/published may be in the crash "
+                              f"gap {gap} of {theirs_chain.name}")
+                    return
+        self.fault(name, d.seq, "unmatched",
                    f"message {mid} delivered here but its origin {origin} has no accepted/published record for it")
+
+    def _chains_of(self, region: str) -> list[_Chain]:
+        """The region's chains that hold signed records."""
+        return [c for c in self.chains.values() if c.region == region and c.signed]
 
     def _origin_decided(self, origin: str, mid: str, d: _Entry, origin_knows: bool) -> str | None:
         """None when the origin's records in view must hold its `accepted`/`published`; else why not (yet)."""
-        chain = self.chains.get(origin)
-        if chain is None or not chain.signed:
+        chains = self._chains_of(origin)
+        if not chains:
             if self.complete:
                 return f"message {mid}: {origin}'s chain is not on the topic"
             return None  # the bundle names the message: its origin's records must be in it
         if origin_knows or not self.complete:
             return None
-        if chain.first > 1:
-            return f"message {mid}: {origin}'s chain on the topic starts at seq {chain.first}"
-        head_at, at = chain.signed[chain.head].at, d.at
-        if head_at is None or at is None or head_at <= at + ORIGIN_GRACE:
-            return f"message {mid}: {origin}'s chain has not moved past this delivery yet"
+        late = [c for c in chains if c.first > 1]
+        if late:
+            return f"message {mid}: {late[0].name}'s chain on the topic starts at seq {late[0].first}"
+        heads = [t for c in chains if (t := c.signed[c.head].at) is not None]
+        at = d.at
+        if not heads or at is None or max(heads) <= at + ORIGIN_GRACE:
+            return f"message {mid}: {origin}'s chains have not moved past this delivery yet"
         return None
+
+    def check_ends(self) -> None:
+        """A replica's chain that stopped: cleanly (its last record `stopped`) or, with no such record and a head
+        ENDED_AFTER behind the newest record on the topic, killed. Either is an end, never a truncation (that
+        takes a signature vouching for more, check_vouchers)."""
+        if not self.complete:
+            return
+        newest = max((t for c in self.chains.values() for e in c.signed.values() if (t := e.at) is not None),
+                     default=None)
+        for chain in self.chains.values():
+            if chain.name == chain.region or not chain.signed:
+                continue  # a region's one chain resumes after a restart (`resumed`, crash_gap above)
+            last = chain.signed[chain.head]
+            if last.stage == "stopped":
+                self.note(chain.name, last.seq, "chain_ended",
+                          f"{chain.name}'s chain ended at seq {last.seq}: the replica stopped cleanly")
+            elif newest is not None and last.at is not None and last.at + ENDED_AFTER < newest:
+                chain.ended.append((last, last))
+                self.note(chain.name, last.seq + 1, "crash_gap",
+                          f"{chain.name}'s chain ended at seq {last.seq} (its last signed head, "
+                          f"{last.record.get('at')}) "
+                          "with no stopped record: the replica was killed; records it appended after that head were "
+                          "never published, and nothing was acknowledged for them")
 
     # 5. the report -----------------------------------------------------------------------------------------------
 
@@ -485,6 +540,7 @@ def verify_segments(
     for chain in v.chains.values():
         v.check_chain(chain)
     v.check_vouchers()
+    v.check_ends()
     v.check_messages()
     return v.report(len(segments))
 
@@ -504,11 +560,14 @@ def verify_values(
 
 
 def format_report(report: Report) -> str:
-    """The report as text: one row per region, then every fault and note, then the verdict."""
-    lines = [f"{'region':<8}{'records':>9}{'first':>8}{'head':>8}{'checkpoint':>12}{'faults':>8}"]
+    """The report as text: one row per chain (a region's, or one per replica), then every fault and note, then
+    the verdict."""
+    width = max((len(name) + 2 for name in report.regions), default=8)
+    width = max(width, 8)
+    lines = [f"{'chain':<{width}}{'records':>9}{'first':>8}{'head':>8}{'checkpoint':>12}{'faults':>8}"]
     for name, s in sorted(report.regions.items()):
         cp = "-" if s.last_checkpoint is None else str(s.last_checkpoint)
-        lines.append(f"{name:<8}{s.records:>9}{s.first_seq:>8}{s.head_seq:>8}{cp:>12}{s.faults:>8}")
+        lines.append(f"{name:<{width}}{s.records:>9}{s.first_seq:>8}{s.head_seq:>8}{cp:>12}{s.faults:>8}")
     lines += [f"FAULT {f}" for f in report.faults]
     lines += [f"note  {n}" for n in report.notes]
     counts = ", ".join(f"{n} {k}" for k, n in report.counts().items() if n)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit.index import AuditIndex, open_index, trace_document, update_index
-from gateway.audit.model import AuditRecord
+from gateway.audit.model import AuditRecord, record_chain
 from gateway.config import KafkaConfig
 from gateway.crypto.trust import TrustStore
 from gateway.wire.envelope import timestamp_or_none
@@ -146,7 +146,8 @@ def journey_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     first = records[0]["at"] if records else None
     rows = [{
         "at": r["at"], "after_ms": _ms_between(first, r["at"]), "region": r["region"], "lane": lanes.index(r["region"])
-        if r["region"] in lanes else 0, "seq": r["seq"], "stage": r["stage"], "kind": _kind(r["stage"]),
+        if r["region"] in lanes else 0, "chain": record_chain(r), "seq": r["seq"], "stage": r["stage"],
+        "kind": _kind(r["stage"]),
         "message_id": r["message_id"], "receipt": r["message_id"] in receipts,
         "envelope_sha256": r.get("envelope_sha256"), "hash": r["hash"],
         "detail": {k: v for k, v in sorted(r["detail"].items())},

@@ -5,6 +5,13 @@ Consuming is where hostile bytes meet the client library: a record it cannot dec
 UTF-8) makes aiokafka raise inside its fetch, over and over at the same offset. `KafkaInboxConsumer` then reads
 that partition one record at a time and hands the undecodable record on as a flawed `InRecord`, so egress
 dead-letters it and the partition moves past it.
+
+A region's replicas share the inbox's consumer group. aiokafka rebalances eagerly (every member gives up all its
+partitions, then the new assignment is handed out), so `KafkaInboxConsumer` commits on revoke: when partitions are
+revoked it takes no new batch and waits (at most `revoke_wait_s`) until the batch in hand is committed. A batch
+that cannot be committed by then, or whose commit the group refuses, is abandoned: the new owner reads it again
+and the dedupe marks the replicas share (state.dsn) drop every record already decided, so nothing reaches the
+pull inbox twice (a webhook can repeat only a message that was in flight).
 """
 
 from __future__ import annotations
@@ -16,9 +23,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, TopicAlreadyExistsError, for_code
 
 from gateway.config import KafkaConfig, read_secret
 from gateway.kafka.port import BrokerUnavailable, InRecord, OutRecord
@@ -123,15 +130,34 @@ def in_record(m: Any) -> InRecord:
     return InRecord(m.topic, m.partition, m.offset, m.key, m.value if m.value is not None else b"", headers, flaw)
 
 
-class KafkaInboxConsumer:
-    """Reads one region's inbox in a consumer group; offsets are committed only when the caller says so."""
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """aiokafka awaits these before it rejoins the group and after it got its new partitions."""
 
-    def __init__(self, cfg: KafkaConfig, topic: str, group_id: str, max_records: int = 500) -> None:
+    def __init__(self, consumer: KafkaInboxConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._consumer.settle(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._consumer.assigned(assigned)
+
+
+class KafkaInboxConsumer:
+    """Reads one region's inbox in a consumer group; offsets are committed only when the caller says so, and the
+    batch in hand is committed before its partitions move to another replica (commit on revoke)."""
+
+    def __init__(self, cfg: KafkaConfig, topic: str, group_id: str, max_records: int = 500,
+                 revoke_wait_s: float = 20.0) -> None:
         self._topic = topic
         self._max_records = max_records
+        self._revoke_wait_s = revoke_wait_s
         self._committed: dict[TopicPartition, int] = {}
+        self._settled = asyncio.Event()  # set while no batch is in hand (polled and not yet committed)
+        self._settled.set()
+        self._revoking = False
+        self.assignments = 0  # assignments received: how often the group moved partitions to this replica
         self._consumer = AIOKafkaConsumer(
-            topic,
             **client_options(cfg),
             group_id=group_id,
             enable_auto_commit=False,
@@ -139,15 +165,44 @@ class KafkaInboxConsumer:
             fetch_max_wait_ms=cfg.fetch_max_wait_ms,
             max_poll_records=max_records,
             isolation_level="read_committed",
+            # How long the group waits for this member to rejoin: the revoke wait (the batch in hand) and then
+            # some. aiokafka's default, the session timeout (10 s), would drop a member still committing.
+            rebalance_timeout_ms=int((revoke_wait_s + 10.0) * 1000),
         )
+        self._consumer.subscribe([topic], listener=_CommitOnRevoke(self))
 
     async def start(self) -> None:
         await self._consumer.start()
+
+    async def settle(self, revoked: set[TopicPartition]) -> None:
+        """Partitions are being revoked: no new batch, and the one in hand committed first (or, past
+        `revoke_wait_s`, abandoned to the next owner, which skips what was already decided)."""
+        self._revoking = True
+        if not revoked or self._settled.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._settled.wait(), self._revoke_wait_s)
+        except TimeoutError:
+            log.warning("partitions revoked with a batch in hand not committed; the next owner reads it again",
+                        extra={"partitions": sorted(tp.partition for tp in revoked)})
+
+    def assigned(self, assigned: set[TopicPartition]) -> None:
+        self._revoking = False
+        self.assignments += 1
+        for tp in set(self._committed) - assigned:
+            del self._committed[tp]  # another replica commits it now
+        # WARNING: every rebalance is worth an operator's eye (and the failover tests time the takeover by it); the
+        # partitions are in the message so that the log's repeat filter keeps each new assignment.
+        partitions = sorted(tp.partition for tp in assigned)
+        log.warning(f"inbox partitions assigned: {partitions}", extra={"partitions": partitions})  # noqa: G004
 
     async def stop(self) -> None:
         await self._consumer.stop()
 
     async def poll(self, timeout_ms: int = 200) -> list[InRecord]:
+        if self._revoking:  # records fetched now would belong to partitions on their way to another replica
+            await asyncio.sleep(timeout_ms / 1000)
+            return []
         try:
             fetched = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._max_records)
         except KafkaError:
@@ -155,8 +210,12 @@ class KafkaInboxConsumer:
         except Exception as e:  # the client library could not decode a record
             log.warning("a record could not be decoded; reading one record at a time",
                         extra={"error": type(e).__name__})
-            return await self._poll_one_by_one()
-        return [in_record(m) for msgs in fetched.values() for m in msgs]
+            batch = await self._poll_one_by_one()
+        else:
+            batch = [in_record(m) for msgs in fetched.values() for m in msgs]
+        if batch:
+            self._settled.clear()
+        return batch
 
     async def _poll_one_by_one(self) -> list[InRecord]:
         """After a decoding failure: back to the committed position of every partition (aiokafka has already
@@ -174,11 +233,19 @@ class KafkaInboxConsumer:
         ]
 
     async def commit(self, batch: Sequence[InRecord]) -> None:
-        """Commit past the highest offset of each partition in the batch."""
+        """Commit past the highest offset of each partition in the batch. When the group has already moved a
+        partition to another replica, the batch is abandoned: that replica reads it again and skips what this
+        one decided (the shared dedupe marks)."""
         offsets = next_offsets(batch)
         committed = {TopicPartition(self._topic, p): o for p, o in offsets.items()}
-        await self._consumer.commit(committed)
-        self._committed.update(committed)
+        try:
+            await self._consumer.commit(committed)
+            self._committed.update(committed)
+        except (CommitFailedError, IllegalStateError) as e:
+            log.warning("batch abandoned: its partitions moved to another replica before the commit",
+                        extra={"partitions": sorted(offsets), "error": type(e).__name__})
+        finally:
+            self._settled.set()
 
     def offsets(self) -> dict[int, tuple[int, int]]:
         known: dict[int, tuple[int, int]] = {}

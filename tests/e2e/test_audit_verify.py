@@ -125,7 +125,7 @@ async def test_the_real_trail_verifies_online(exchange: Exchange4, traffic: Traf
     assert all(s["last_checkpoint"] == s["head_seq"] for s in report["regions"].values())
     table = await asyncio.to_thread(yrdx, "verify", "--config", str(exchange.exchange.config_path("JS")))
     assert table.returncode == 0, table.stdout
-    assert table.stdout.splitlines()[0].split() == ["region", "records", "first", "head", "checkpoint", "faults"]
+    assert table.stdout.splitlines()[0].split() == ["chain", "records", "first", "head", "checkpoint", "faults"]
     assert table.stdout.rstrip().endswith(": OK")
 
 

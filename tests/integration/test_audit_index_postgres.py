@@ -1,4 +1,4 @@
-"""The audit index against a real PostgreSQL server (tests/integration/conftest.py) and the real Kafka broker.
+"""The audit index against a real PostgreSQL server (tests/_postgres.py) and the real Kafka broker.
 
 The backend behaviours of tests/unit/test_audit_index.py run here once per backend, SQLite and PostgreSQL, through
 the parametrized `index` fixture below; then both backends catch up from a real topic, resume at the stored
@@ -38,6 +38,12 @@ from tests.unit.test_audit_index import (  # the same behaviours, collected here
     test_trace_orders_records_by_time_then_region_then_seq,
     test_usage_lists_the_verified_records_of_the_subjects_in_the_region,
 )
+from tests.unit.test_audit_replicas import (  # a region's replicas' chains side by side, on both backends
+    clock,
+    pki,
+    test_the_index_keeps_a_region_s_chains_apart_and_returns_records_as_written,
+    trust,
+)
 
 __all__ = [
     "test_a_batch_stores_its_records_checkpoints_and_position_together",
@@ -51,6 +57,7 @@ __all__ = [
     "test_trace_is_the_same_from_any_message_of_the_conversation_or_its_receipts",
     "test_trace_orders_records_by_time_then_region_then_seq",
     "test_usage_lists_the_verified_records_of_the_subjects_in_the_region",
+    "test_the_index_keeps_a_region_s_chains_apart_and_returns_records_as_written", "clock", "pki", "trust",
 ]
 
 

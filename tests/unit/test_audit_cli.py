@@ -108,7 +108,7 @@ def test_a_bad_config_is_one_line_on_stderr(tmp_path: Path, config: str, capsys:
 def test_verify_reads_the_trail_and_exits_0_only_when_it_holds(
         config: str, trail: list[TopicRecord], capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "verify", "--config", config)
-    assert code == 0 and out.splitlines()[0].split() == ["region", "records", "first", "head", "checkpoint", "faults"]
+    assert code == 0 and out.splitlines()[0].split() == ["chain", "records", "first", "head", "checkpoint", "faults"]
     assert out.endswith(f"4 chains, {sum(len(orjson.loads(r.value)['records']) for r in trail)} records in "
                         f"{len(trail)} segments: OK\n")
     trail.append(TopicRecord("yrdx.audit", 0, len(trail), b"JS", b"not a segment", {}))

@@ -98,3 +98,27 @@ def test_the_cli_refuses_a_bad_namespace_before_doing_anything(tmp_path: Path, c
         main([command, "--dir", str(tmp_path / "x"), "--namespace", "Bad_NS"])
     assert exit_info.value.code == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_instance_id_comes_from_the_file_else_from_the_environment(good: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("YRDX_INSTANCE_ID", raising=False)
+    assert load_config(good).instance_id is None  # one gateway: the region's one chain, as always
+    monkeypatch.setenv("YRDX_INSTANCE_ID", "yrdx-sh-7d9f8-x2k4q")  # what the chart sets: the pod's name
+    assert load_config(good).instance_id == "yrdx-sh-7d9f8-x2k4q"
+    own = broken(good, tmp_path, lambda d: d.update(instance_id="sh-a"))
+    assert load_config(own).instance_id == "sh-a"
+
+
+@pytest.mark.parametrize("value", ["SH/a", "Sh-A", "", "-a", "a" * 64, 7])
+def test_a_bad_instance_id_names_the_key(good: Path, tmp_path: Path, value: Any) -> None:
+    with pytest.raises(ConfigError, match=r"^instance_id: expected a lower-case DNS label"):
+        load_config(broken(good, tmp_path, lambda d: d.update(instance_id=value)))
+
+
+def test_inbox_partitions_is_configurable_and_checked(good: Path, tmp_path: Path) -> None:
+    assert load_config(good).kafka.inbox_partitions == 4
+    twelve = broken(good, tmp_path, lambda d: d["kafka"].update(inbox_partitions=12))
+    assert load_config(twelve).kafka.inbox_partitions == 12
+    with pytest.raises(ConfigError, match=r"^kafka.inbox_partitions: expected an integer >= 1"):
+        load_config(broken(good, tmp_path, lambda d: d["kafka"].update(inbox_partitions=0)))

@@ -54,7 +54,8 @@
         cells.push(h("div", {class: "cell"},
           h("span", {class: `rec ${row.kind === "good" ? "" : row.kind}${row.receipt ? " receipt" : ""}`,
             title: `${row.at} · record ${row.hash.slice(0, 16)}… ${describe(row)}`,
-            dataset: {region: row.region, stage: row.stage, seq: String(row.seq), messageId: row.message_id}},
+            dataset: {region: row.region, chain: row.chain, stage: row.stage, seq: String(row.seq),
+              messageId: row.message_id}},
           row.stage, h("span", {class: "seq"}, `#${row.seq}`), who ? h("span", {class: "who"}, who) : null)));
       });
     }
@@ -62,10 +63,10 @@
   }
 
   function records(doc) {
-    const head = h("tr", {}, ["at", "region", "seq", "stage", "message", "envelope", "record", "detail"]
+    const head = h("tr", {}, ["at", "chain", "seq", "stage", "message", "envelope", "record", "detail"]
       .map((c) => h("th", {}, c)));
     const rows = doc.rows.map((r) => h("tr", {},
-      h("td", {class: "mono"}, r.at), h("td", {}, r.region), h("td", {class: "num"}, String(r.seq)),
+      h("td", {class: "mono"}, r.at), h("td", {}, r.chain), h("td", {class: "num"}, String(r.seq)),
       h("td", {}, r.stage), h("td", {class: "mono", title: r.message_id}, shortId(r.message_id) +
         (r.receipt ? " (receipt)" : "")),
       h("td", {class: "mono"}, (r.envelope_sha256 || "–").slice(0, 12)), h("td", {class: "mono"}, r.hash.slice(0, 12)),

@@ -124,9 +124,19 @@ yrdx/region: {{ include "yrdx.region" . }}
 {{- if and (include "yrdx.kafkaTLS" .) (or .Values.kafka.tls.caSecret .Values.kafka.tls.clientCertSecret) }}true{{ end }}
 {{- end }}
 
-{{/* "true" when the state volume is a ReadWriteMany claim, which replicas can share. */}}
-{{- define "yrdx.stateIsShareable" -}}
-{{- if and .Values.state.persistence.enabled (has "ReadWriteMany" .Values.state.persistence.accessModes) }}true{{ end }}
+{{/* "true" when the state is in PostgreSQL (state.dsn or state.dsnSecret.name): shared by the replicas. */}}
+{{- define "yrdx.stateInPostgres" -}}
+{{- if or .Values.state.dsn .Values.state.dsnSecret.name }}true{{ end }}
+{{- end }}
+
+{{/* The Secret holding the state DSN: the one named, or the chart's own for state.dsn. */}}
+{{- define "yrdx.stateDsnSecret" -}}
+{{- default (printf "%s-state" (include "yrdx.fullname" .)) .Values.state.dsnSecret.name }}
+{{- end }}
+
+{{/* "true" when the region may run several replicas at once (replicaCount > 1 or an autoscaler). */}}
+{{- define "yrdx.replicated" -}}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled }}true{{ end }}
 {{- end }}
 
 {{/* Namespaces of the local platforms: as configured, or the release's own namespace. */}}
@@ -142,11 +152,11 @@ combination stops `helm install` with a message that names the values to change.
 {{- define "yrdx.validate" -}}
 {{- $_ := include "yrdx.region" . }}{{/* fails on an unknown region */}}
 {{- $proto := include "yrdx.kafkaProtocol" . }}
-{{- if and (gt (int .Values.replicaCount) 1) (not .Values.state.shared) }}
-{{- fail "replicaCount > 1: every replica would keep its own SQLite dedupe store, so a message redelivered to another replica is not recognised as a duplicate. Keep replicaCount 1, or put state.path on storage the replicas share (state.persistence.accessModes [ReadWriteMany]) or on an external store, and set state.shared=true." }}
+{{- if and (include "yrdx.replicated" .) (not (include "yrdx.stateInPostgres" .)) }}
+{{- fail "replicaCount > 1 (or autoscaling.enabled) needs state.dsn or state.dsnSecret: the replicas share their dedupe marks, pull inbox, leases and idempotency keys in PostgreSQL, while the embedded SQLite file is one pod's (a message redelivered to another replica would not be recognised as a duplicate)." }}
 {{- end }}
-{{- if and (gt (int .Values.replicaCount) 1) .Values.state.persistence.enabled (not (include "yrdx.stateIsShareable" .)) }}
-{{- fail "replicaCount > 1 with state.shared=true needs a claim the replicas can share: set state.persistence.accessModes to [ReadWriteMany], or disable state.persistence when the gateway uses an external store." }}
+{{- if and .Values.autoscaling.enabled (lt (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.minReplicas)) }}
+{{- fail "autoscaling.maxReplicas must be at least autoscaling.minReplicas" }}
 {{- end }}
 {{- $stateDir := dir .Values.state.path }}
 {{- if or (eq $stateDir "/tmp") (hasPrefix "/etc/yrdx" $stateDir) }}
@@ -191,7 +201,7 @@ hand-written one.
 {{- $region := include "yrdx.region" . }}
 {{- $proto := include "yrdx.kafkaProtocol" . }}
 {{- $k := .Values.kafka }}
-{{- $kafka := dict "bootstrap_servers" $k.bootstrapServers "security_protocol" $proto "sasl_mechanism" nil "ssl_cafile" nil "ssl_certfile" nil "ssl_keyfile" nil "sasl_username_file" nil "sasl_password_file" nil "fetch_max_wait_ms" (int $k.fetchMaxWaitMs) "linger_ms" (int $k.lingerMs) }}
+{{- $kafka := dict "bootstrap_servers" $k.bootstrapServers "security_protocol" $proto "sasl_mechanism" nil "ssl_cafile" nil "ssl_certfile" nil "ssl_keyfile" nil "sasl_username_file" nil "sasl_password_file" nil "fetch_max_wait_ms" (int $k.fetchMaxWaitMs) "linger_ms" (int $k.lingerMs) "inbox_partitions" (int $k.inboxPartitions) }}
 {{- if $k.namespace }}
 {{- $_ := set $kafka "namespace" $k.namespace }}
 {{- end }}
@@ -251,7 +261,7 @@ hand-written one.
   "kafka" $kafka
   "identity" $identity
   "trust" $trust
-  "state" (dict "path" .Values.state.path)
+  "state" (ternary (dict "dsn_file" "/etc/yrdx/state/dsn") (dict "path" .Values.state.path) (not (empty (include "yrdx.stateInPostgres" .))))
   "limits" .Values.config.limits
   "accept" .Values.config.accept
   "platforms" $platforms

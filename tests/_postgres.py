@@ -1,4 +1,5 @@
-"""A real PostgreSQL server for the integration tests: Debian's package, started by scripts/postgres.sh on a free
+"""A real PostgreSQL server for the integration and end-to-end tests (fixtures `postgres`, `postgres_db`, imported
+by tests/conftest.py): Debian's package, started by scripts/postgres.sh on a free
 loopback port for the session (installed first if the machine lacks it), stopped and removed at the end."""
 
 from __future__ import annotations
