@@ -29,6 +29,22 @@ class ConfigError(ValueError):
 DEFAULT_COMPRESSION: Final = "zstd"
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """How long the broker keeps what the gateway's topics hold (`kafka.retention`), applied when the topics are
+    created. Inboxes and DLQs carry personal data (sealed or not): kept a week, long enough for a gateway that was
+    down to catch up and for an operator to replay a dead letter. The audit trail and the checkpoints are kept
+    at least six months (Cybersecurity Law art. 21: network logs kept no less than six months); the audit index
+    (`yrdx audit index`) is the long-term store."""
+
+    inbox_hours: int = 168
+    dlq_hours: int = 168
+    audit_days: int = 190
+
+
+MIN_AUDIT_DAYS: Final = 183  # six months
+
+
+@dataclass(frozen=True, slots=True)
 class KafkaConfig:
     bootstrap_servers: str = "127.0.0.1:9092"
     security_protocol: str = "PLAINTEXT"
@@ -48,6 +64,7 @@ class KafkaConfig:
     # Prefix of every topic and consumer group name, so that two exchanges can share one cluster ("" = the default
     # names). `topics` holds the names, built once from it.
     namespace: str = ""
+    retention: Retention = Retention()
     topics: Topics = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -116,6 +133,8 @@ class GatewayConfig:
     # Where GET /v1/audit/messages/{id} keeps its index of yrdx.audit: a SQLite file or a postgresql:// DSN.
     audit_index: str = ""
     audit_enabled: bool = True
+    # `identity.previous_encryption_keys`: keys still opened during a rotation's overlap (encryption_key is current).
+    previous_encryption_keys: tuple[Path, ...] = ()
     # `state.dsn` (or the content of `state.dsn_file`): the state in PostgreSQL; repr=False, it may hold a password.
     state_dsn: str | None = field(default=None, repr=False)
     state_timeout_s: float = 2.0  # bounds each PostgreSQL call (connect, statement, lock wait, client wait)
@@ -314,6 +333,16 @@ def _namespace(k: _Reader) -> str:
         return ""
 
 
+def _retention(r: _Reader) -> Retention:
+    r.only({"inbox_hours", "dlq_hours", "audit_days"})
+    default = Retention()
+    return Retention(
+        inbox_hours=r.int_("inbox_hours", default.inbox_hours, minimum=1),
+        dlq_hours=r.int_("dlq_hours", default.dlq_hours, minimum=1),
+        audit_days=r.int_("audit_days", default.audit_days, minimum=MIN_AUDIT_DAYS),
+    )
+
+
 def _flag(r: _Reader, name: str, default: bool) -> bool:
     v = r.data.get(name, default)
     if not isinstance(v, bool):
@@ -401,6 +430,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
     k.only({
         "bootstrap_servers", "security_protocol", "sasl_mechanism", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
         "sasl_username_file", "sasl_password_file", "fetch_max_wait_ms", "linger_ms", "compression", "namespace",
+        "retention",
     })
     protocol = k.str_("security_protocol", "PLAINTEXT")
     if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
@@ -419,13 +449,17 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         linger_ms=k.int_("linger_ms", 2, minimum=0, maximum=1000),
         compression=_compression(k),
         namespace=_namespace(k),
+        retention=_retention(k.sub("retention")),
     )
 
     ident = root.sub("identity", required=True)
-    ident.only({"certificate", "private_key", "encryption_key"})
+    ident.only({"certificate", "private_key", "encryption_key", "previous_encryption_keys"})
     certificate = ident.path_("certificate")
     private_key = ident.path_("private_key")
     encryption_key = ident.path_("encryption_key", required=False)
+    previous_encryption_keys = ident.paths("previous_encryption_keys")
+    if previous_encryption_keys and encryption_key is None:
+        ident.error("previous_encryption_keys", "needs identity.encryption_key (the current key)")
     trust = root.sub("trust", required=True)
     trust.only({"ca", "certificates", "revoked", "encryption_keys"})
     enc = trust.sub("encryption_keys")
@@ -525,6 +559,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         schemas_dir=schemas_dir,
         audit_index=audit_index,
         audit_enabled=audit_enabled,
+        previous_encryption_keys=previous_encryption_keys,
         state_dsn=state_dsn,
         state_timeout_s=state_timeout_s,
         source=source,

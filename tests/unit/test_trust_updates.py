@@ -1,4 +1,4 @@
-"""Trust updates (gateway.relay.revocations): only a statement signed by a trust root revokes anything, the
+"""Trust updates (gateway.relay.trust_updates): only a statement signed by a trust root revokes anything, the
 gateway's follower of `yrdx.trust` never stops, and `yrdx trust revoke` (gateway.cli.trust)."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from gateway.crypto.trust import TrustStore
 from gateway.dev.exchange import Exchange, init_exchange
 from gateway.dev.pki import init_pki, make_ca
 from gateway.kafka.port import OutRecord
-from gateway.relay import revocations
-from gateway.relay.revocations import apply_update, ca_signer, follow_updates, load_updates, revocation
+from gateway.relay import trust_updates
+from gateway.relay.trust_updates import TrustUpdates, apply_update, ca_signer, follow_updates, load_updates, revocation
 from gateway.wire.headers import SIGNATURE as SIGNATURE_HEADER
 from gateway.wire.regions import REGIONS
 from tests.unit.test_reader import FakeCluster, cluster, until
@@ -39,14 +39,14 @@ def test_revocations_need_the_root_signature(tmp_path: Path, alg: str) -> None:
 
     for not_root in (gateway, rogue):  # a gateway or a foreign CA cannot revoke anybody
         record = revocation(not_root, target, "hostile")
-        assert apply_update(trust, record.value, dict(record.headers)[SIGNATURE_HEADER]) is None
+        assert apply_update(TrustUpdates(trust), record.value, dict(record.headers)[SIGNATURE_HEADER]) is None
     assert not trust.is_revoked(target)
 
     record = revocation(root, target, "key compromise")
     tampered = record.value.replace(b"AAAA", b"BBBB", 1)
-    assert apply_update(trust, tampered, dict(record.headers)[SIGNATURE_HEADER]) is None
-    assert apply_update(trust, record.value, None) is None
-    assert apply_update(trust, record.value, dict(record.headers)[SIGNATURE_HEADER]) == target
+    assert apply_update(TrustUpdates(trust), tampered, dict(record.headers)[SIGNATURE_HEADER]) is None
+    assert apply_update(TrustUpdates(trust), record.value, None) is None
+    assert apply_update(TrustUpdates(trust), record.value, dict(record.headers)[SIGNATURE_HEADER]) == target
     assert trust.is_revoked(target)
 
 
@@ -77,7 +77,7 @@ async def test_load_updates_applies_what_is_on_the_topic(exchange: Exchange, clu
     publish(cluster, revocation(root_of(exchange), "A" * 43, "key compromise"))
     cluster.produce(kafka.topics.trust, b"{}", b"x")  # unsigned: ignored
     trust = trust_of(exchange)
-    assert await load_updates(kafka, trust) == 1 and trust.is_revoked("A" * 43)
+    assert await load_updates(kafka, TrustUpdates(trust)) == 1 and trust.is_revoked("A" * 43)
 
 
 async def test_the_follower_of_trust_updates_never_stops_on_a_bad_record(
@@ -87,15 +87,15 @@ async def test_the_follower_of_trust_updates_never_stops_on_a_bad_record(
     kafka = KafkaConfig(namespace="tu")
     cluster.create(kafka.topics.trust)
     trust = trust_of(exchange)
-    real = revocations.apply_update
+    real = trust_updates.apply_update
 
-    def choking(store: TrustStore, value: bytes | None, signature: bytes | None) -> str | None:
+    def choking(store: trust_updates.TrustUpdates, value: bytes | None, signature: bytes | None) -> str | None:
         if value == b"boom":
             raise RuntimeError("a statement nobody foresaw")
         return real(store, value, signature)
 
-    monkeypatch.setattr(revocations, "apply_update", choking)
-    task = asyncio.create_task(follow_updates(kafka, trust))
+    monkeypatch.setattr(trust_updates, "apply_update", choking)
+    task = asyncio.create_task(follow_updates(kafka, TrustUpdates(trust)))
     try:
         await until(lambda: bool(cluster.started()))
         cluster.produce_undecodable(kafka.topics.trust)
@@ -116,17 +116,17 @@ def test_trust_revoke_publishes_a_revocation_signed_by_the_root(
         exchange: Exchange, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     sent: list[OutRecord] = []
 
-    async def publish_revocation(kafka: KafkaConfig, record: OutRecord, timeout_s: float = 30.0) -> None:
+    async def publish_update(kafka: KafkaConfig, record: OutRecord, timeout_s: float = 30.0) -> None:
         sent.append(record)
 
-    monkeypatch.setattr(cli_trust, "publish_revocation", publish_revocation)
+    monkeypatch.setattr(cli_trust, "publish_update", publish_update)
     config = str(exchange.config_path("SH"))
     assert main(["trust", "revoke", "--config", config, "--thumbprint", "C" * 43, "--reason", "test"]) == 0
     assert capsys.readouterr().out == f"revoked {'C' * 43} on yrdx.trust\n"
     [record] = sent
     trust = trust_of(exchange)
     assert record.topic == "yrdx.trust" and record.key == b"C" * 43
-    assert apply_update(trust, record.value, dict(record.headers)[SIGNATURE_HEADER]) == "C" * 43
+    assert apply_update(TrustUpdates(trust), record.value, dict(record.headers)[SIGNATURE_HEADER]) == "C" * 43
 
 
 def test_trust_revoke_says_why_it_cannot(exchange: Exchange, tmp_path: Path,
