@@ -4,8 +4,8 @@ A key rotation has an overlap: the receiving gateway already holds its new key w
 one are still on the way (on the inbox topic, in the pull inbox, in the DLQ), so it opens with either. Every
 sealed payload names its key: the JWE ``kid`` is ``<REGION>:<16 hex digits of the SHA-256 of the public key's
 SubjectPublicKeyInfo>`` (:func:`encryption_kid`), so :class:`OpenerRing` picks the one key that opens it instead
-of trying each. A ``kid`` that is only a region (payloads sealed before kids named keys) is tried with every key
-held, the current one first.
+of trying each. A payload whose ``kid`` is only a region (sealed before kids named keys), or that has none (any
+JOSE library's JWE), is tried with every key held, the current one first.
 
 On the sending side :class:`PeerSealers` holds one sealer per peer region and replaces it when a newer key of that
 region is learned (a statement on ``yrdx.trust``, gateway.relay.trust_updates): sealing switches to the new key
@@ -81,7 +81,7 @@ class OpenerRing(Opener):
         opener = self._headers.get(header_b64)
         if opener is None:
             opener = self._opener_for(header_b64)
-            if opener is None:  # a kid that names only the region: sealed before kids named keys
+            if opener is None:  # no kid, or one that names only the region
                 return self._open_with_any(jwe)
             if len(self._headers) >= _HEADER_CACHE:
                 self._headers.clear()
@@ -93,10 +93,10 @@ class OpenerRing(Opener):
             header = orjson.loads(b64url_decode(header_b64))
         except (ValueError, orjson.JSONDecodeError) as e:
             raise SealError(f"malformed sealed payload: {e}") from e
-        kid = header.get("kid") if isinstance(header, dict) else None
-        if not isinstance(kid, str):
-            raise SealError("malformed sealed payload: no kid")
-        if kid == self._region:
+        if not isinstance(header, dict):
+            raise SealError("malformed sealed payload: the header is not an object")
+        kid = header.get("kid")
+        if kid is None or kid == self._region:
             return None
         opener = self._openers.get(kid)
         if opener is None:
