@@ -112,6 +112,7 @@ class TrustUpdates:
             return self._certificate(jws, value, doc)
         if kind == "encryption_key":
             return self._encryption_key(jws, value, doc)
+        log.warning("ignoring a trust update of no known kind")
         return None
 
     def _revocation(self, jws: DetachedJws, value: bytes, doc: dict[str, object]) -> str | None:
@@ -121,6 +122,7 @@ class TrustUpdates:
             return None
         thumbprint = doc.get("thumbprint")
         if not isinstance(thumbprint, str):
+            log.warning("ignoring a revocation that names no thumbprint")
             return None
         self.trust.revoke(thumbprint)
         log.warning("certificate revoked", extra={"thumbprint": thumbprint, "reason": str(doc.get("reason"))})
@@ -144,7 +146,10 @@ class TrustUpdates:
     def _certificate(self, jws: DetachedJws, value: bytes, doc: dict[str, object]) -> str | None:
         # The statement is signed by the certificate it announces: trust.learn validates it against the roots.
         signer = self._signed_by_region(jws, value, doc, None)
-        if signer is None or doc.get("thumbprint") != signer.thumbprint:
+        if signer is None:
+            return None
+        if doc.get("thumbprint") != signer.thumbprint:
+            log.warning("ignoring a certificate statement not signed by the certificate it names")
             return None
         if self.audit_trust is not None:
             cert = self.trust.certificate(signer.thumbprint)
