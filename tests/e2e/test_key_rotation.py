@@ -37,11 +37,13 @@ CLEAR_TYPE = "license.verify.request"    # travels signed in clear
 EXAMPLES = {t: SchemaRegistry.load().examples(t)[0] for t in (SEALED_TYPE, CLEAR_TYPE)}
 
 
-@pytest_asyncio.fixture
-async def pair(kafka: Broker, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SideExchange]:
+@pytest_asyncio.fixture(params=["ES256", "SM2SM3"])
+async def pair(kafka: Broker, tmp_path_factory: pytest.TempPathFactory,
+               request: pytest.FixtureRequest) -> AsyncIterator[SideExchange]:
+    """JS and SH of an exchange of their own, in the default suite (X25519 keys) and the national one (SM2)."""
     namespace = f"rot-{uuid.uuid4().hex[:8]}"  # unique: a rerun on an external cluster starts clean
     async with side_exchange(kafka.bootstrap_servers, tmp_path_factory.mktemp("rotation"), namespace,
-                             ("JS", "SH")) as ex:
+                             ("JS", "SH"), "--alg", request.param) as ex:
         yield ex
 
 
