@@ -26,6 +26,7 @@ import datetime as dt
 import logging
 from contextlib import aclosing
 from pathlib import Path
+from typing import Final
 
 import orjson
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -79,14 +80,19 @@ def encryption_key_statement(signer: Signer, key: EncryptionPublicKey, topic: st
     return OutRecord(topic, statement, f"encryption-key:{signer.region}".encode(), [(headers.SIGNATURE, sig.encode())])
 
 
+KINDS: Final = frozenset({"revocation", "certificate", "encryption_key"})
+
+
 class TrustUpdates:
     """What the statements change: `trust` (the live store: revocations and certificates), `audit_trust` (what
     checkpoints are checked against: certificates only, since a segment signed before a revocation stays
-    genuine) and `sealers` (the peers' encryption keys; a gateway's own statements are not for it)."""
+    genuine) and `sealers` (the peers' encryption keys; a gateway's own statements are not for it). Statements of
+    a kind outside `kinds` are passed over."""
 
     def __init__(self, trust: TrustStore, *, audit_trust: TrustStore | None = None,
-                 sealers: PeerSealers | None = None, region: str | None = None) -> None:
+                 sealers: PeerSealers | None = None, region: str | None = None, kinds: frozenset[str] = KINDS) -> None:
         self.trust = trust
+        self.kinds = kinds
         self.audit_trust = audit_trust
         self.sealers = sealers
         self.region = region
@@ -106,6 +112,8 @@ class TrustUpdates:
             log.warning("ignoring a malformed trust update")
             return None
         kind = doc.get("kind") if isinstance(doc, dict) else None
+        if kind in KINDS and kind not in self.kinds:
+            return None
         if kind == "revocation":
             return self._revocation(jws, value, doc)
         if kind == "certificate":
@@ -206,7 +214,8 @@ async def learn_certificates(kafka: KafkaConfig, trust: TrustStore, timeout_s: f
     """Add to `trust` every certificate announced on the topic, and nothing else: what an auditor checks
     checkpoints against (a region that rotated signs with a certificate no config lists; revocations stay out,
     since a segment signed before a revocation stays genuine)."""
-    await load_updates(kafka, TrustUpdates(TrustStore(trust.roots), audit_trust=trust), timeout_s)
+    updates = TrustUpdates(TrustStore(trust.roots), audit_trust=trust, kinds=frozenset({"certificate"}))
+    await load_updates(kafka, updates, timeout_s)
 
 
 async def follow_updates(kafka: KafkaConfig, updates: TrustUpdates) -> None:
