@@ -1,7 +1,8 @@
 """Keys over time (README "Rotating keys"): under steady JS -> SH traffic, sealed types included, SH rotates its
 encryption key and then JS rotates its signing certificate, each with a SIGHUP and no restart. Nothing is lost,
 nothing is dead-lettered, nothing is delivered twice, the sealed payloads before and after the change open
-intact, and `yrdx audit verify` holds across it; once the overlap is over SH drops its old key."""
+intact, and `yrdx audit verify` holds across it (online and on an exported bundle); once the overlap is over SH
+drops its old key, and JS restarted on its new certificate is still trusted, from `yrdx.trust` alone."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import orjson
 import pytest
 import pytest_asyncio
 import yaml
+from cryptography import x509
 
 from gateway.config import KafkaConfig, load_config
 from gateway.crypto.jws import b64url_decode, parse_detached, thumbprint_s256
@@ -28,6 +30,7 @@ from gateway.dev.pki import rotate_gateway_keys
 from gateway.kafka.reader import read_topic
 from gateway.relay.replay import read_dead_letters
 from gateway.schemas.registry import SchemaRegistry
+from gateway.wire.envelope import utc_timestamp
 from gateway.wire.headers import SIGNATURE
 from tests._util import GatewayProcess, PlatformClient, SideExchange, side_exchange, yrdx
 from tests.conftest import Broker
@@ -126,6 +129,7 @@ async def test_key_rotation_under_steady_traffic_loses_nothing(kafka: Broker, pa
     new_kid = encryption_kid("SH", load_encryption_pub(sh_next.encryption_pub))
     new_thumbprint = thumbprint_s256(load_certificate(js_next.certificate))
 
+    started = utc_timestamp()
     traffic = Traffic(js, sh)
     tasks = [asyncio.create_task(traffic.send()), asyncio.create_task(traffic.pull())]
     try:
@@ -182,6 +186,16 @@ async def test_key_rotation_under_steady_traffic_loses_nothing(kafka: Broker, pa
     assert {old_thumbprint, new_thumbprint} <= signers
     verified = await asyncio.to_thread(yrdx, "audit", "verify", "--config", str(sh_config), "--json")
     assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr
+    # Offline too: an exported bundle of the whole window carries both certificates and verifies with the root.
+    bundle = ex.dir / "rotation-bundle.json"
+    exported = await asyncio.to_thread(yrdx, "audit", "export", "--config", str(sh_config), "--from", started,
+                                       "--to", utc_timestamp(), "--out", str(bundle))
+    assert exported.returncode == 0, exported.stderr
+    gateways = orjson.loads(bundle.read_bytes())["certificates"]["gateways"]
+    in_bundle = {thumbprint_s256(x509.load_pem_x509_certificate(pem.encode())) for pem in gateways}
+    assert {old_thumbprint, new_thumbprint} <= in_bundle
+    offline = await asyncio.to_thread(yrdx, "audit", "verify", "--bundle", str(bundle), "--ca", str(ex.pki.ca_cert))
+    assert offline.returncode == 0, offline.stdout[-3000:] + offline.stderr
 
     # 3. After the overlap SH drops the old key (SIGHUP again); what is sealed now opens with the new one.
     edit_identity(sh_config, previous_encryption_keys=[])
@@ -198,3 +212,16 @@ async def test_key_rotation_under_steady_traffic_loses_nothing(kafka: Broker, pa
         pulled += await sh.pull(wait=0.5)
     assert next(m for m in pulled if m["id"] == doc["id"])["payload"] == EXAMPLES[SEALED_TYPE]
     assert set(traffic.sent) & {m["id"] for m in pulled} == set()  # nothing of before offered again
+
+    # 4. Later, JS restarts on its new files: its signatures no longer carry the certificate (x5c), SH and the
+    # auditor know it from yrdx.trust alone (no config lists it).
+    await asyncio.to_thread(js.gateway.stop)
+    await asyncio.to_thread(js.gateway.start)
+    status, doc = await js.send(CLEAR_TYPE, "SH", copy.deepcopy(EXAMPLES[CLEAR_TYPE]))
+    assert status == 202, doc
+    assert (await js.wait_status(doc["id"], "delivered", timeout=60))["status"] == "delivered"
+    [(_, signer, _)] = [k for k in await inbox_keys(kcfg) if k[0] == doc["id"]]
+    assert signer == new_thumbprint
+    verified = await asyncio.to_thread(yrdx, "audit", "verify", "--config", str(sh_config))
+    assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr
+    assert await read_dead_letters(kcfg, "SH") == [] and await read_dead_letters(kcfg, "JS") == []
