@@ -2,7 +2,8 @@
 encryption key and then JS rotates its signing certificate, each with a SIGHUP and no restart. Nothing is lost,
 nothing is dead-lettered, nothing is delivered twice, the sealed payloads before and after the change open
 intact, and `yrdx audit verify` holds across it (online and on an exported bundle); once the overlap is over SH
-drops its old key, and JS restarted on its new certificate is still trusted, from `yrdx.trust` alone."""
+drops its old key; and a certificate rotated by a restart instead (never in `x5c`) is trusted from `yrdx.trust`
+alone."""
 
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ class Traffic:
         self.refused: list[tuple[int, dict[str, Any]]] = []
         self.pulled: Counter[str] = Counter()
         self.payloads: dict[str, Any] = {}
-        self.stopping = asyncio.Event()
+        self.stopping = asyncio.Event()  # the sender stops
+        self.sent_all = False  # it has stopped: the puller drains what it sent, then stops too
 
     async def send(self) -> None:
         i = 0
@@ -76,7 +78,7 @@ class Traffic:
             await asyncio.sleep(0.01)
 
     async def pull(self) -> None:
-        while not self.stopping.is_set() or set(self.sent) - set(self.pulled):
+        while not self.sent_all or set(self.sent) - set(self.pulled):
             for m in await self.sh.pull(wait=0.5):
                 self.pulled[m["id"]] += 1
                 # A sealed payload comes opened beside its envelope; a clear one is in the envelope.
@@ -117,6 +119,12 @@ async def inbox_keys(kafka: KafkaConfig) -> list[tuple[str, str, str | None]]:
     return out
 
 
+async def checkpoint_signers(kafka: KafkaConfig, region: str) -> set[str]:
+    """The thumbprints that signed the region's audit checkpoints on the trail."""
+    return {parse_detached(orjson.loads(r.value)["checkpoint"]["jws"]).thumbprint
+            for r in await read_topic(kafka, kafka.topics.audit, 30.0) if r.key == region.encode()}
+
+
 async def test_key_rotation_under_steady_traffic_loses_nothing(kafka: Broker, pair: SideExchange) -> None:
     ex = pair.exchange
     js, sh = pair.clients["JS"], pair.clients["SH"]
@@ -131,7 +139,7 @@ async def test_key_rotation_under_steady_traffic_loses_nothing(kafka: Broker, pa
 
     started = utc_timestamp()
     traffic = Traffic(js, sh)
-    tasks = [asyncio.create_task(traffic.send()), asyncio.create_task(traffic.pull())]
+    sender, puller = asyncio.create_task(traffic.send()), asyncio.create_task(traffic.pull())
     try:
         await traffic.until(60)
 
@@ -157,7 +165,9 @@ async def test_key_rotation_under_steady_traffic_loses_nothing(kafka: Broker, pa
         await traffic.until(len(traffic.sent) + 60)
     finally:
         traffic.stopping.set()
-        await asyncio.wait_for(asyncio.gather(*tasks), 180)
+        await asyncio.wait_for(sender, 60)  # a request in flight still gets its answer
+        traffic.sent_all = True
+        await asyncio.wait_for(puller, 180)
 
     # Nothing refused, lost or delivered twice; every sealed payload opened intact at SH's platform.
     assert traffic.refused == []
@@ -181,9 +191,8 @@ async def test_key_rotation_under_steady_traffic_loses_nothing(kafka: Broker, pa
 
     # The audit trail holds across the change: JS's checkpoints are signed by both certificates, and verify,
     # which learns the announced certificate from yrdx.trust, accepts them all.
-    signers = {parse_detached(orjson.loads(r.value)["checkpoint"]["jws"]).thumbprint
-               for r in await read_topic(kcfg, kcfg.topics.audit, 30.0) if r.key == b"JS"}
-    assert {old_thumbprint, new_thumbprint} <= signers
+    signers = await checkpoint_signers(kcfg, "JS")
+    assert {old_thumbprint, new_thumbprint} <= signers, (old_thumbprint, new_thumbprint, sorted(signers))
     verified = await asyncio.to_thread(yrdx, "audit", "verify", "--config", str(sh_config), "--json")
     assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr
     # Offline too: an exported bundle of the whole window carries both certificates and verifies with the root.
@@ -213,15 +222,25 @@ async def test_key_rotation_under_steady_traffic_loses_nothing(kafka: Broker, pa
     assert next(m for m in pulled if m["id"] == doc["id"])["payload"] == EXAMPLES[SEALED_TYPE]
     assert set(traffic.sent) & {m["id"] for m in pulled} == set()  # nothing of before offered again
 
-    # 4. Later, JS restarts on its new files: its signatures no longer carry the certificate (x5c), SH and the
-    # auditor know it from yrdx.trust alone (no config lists it).
+    # 4. A rotation by restart instead: JS's third certificate, announced, and JS restarted on it. Its signatures
+    # never carry it (x5c is for a reload only): SH and the auditor know it from yrdx.trust alone.
+    js_third = rotate_gateway_keys(ex.pki, "JS", "3")
+    third_thumbprint = thumbprint_s256(load_certificate(js_third.certificate))
+    done = await asyncio.to_thread(yrdx, "trust", "publish", "--config", str(js_config), "--certificate",
+                                   str(js_third.certificate), "--key", str(js_third.private_key))
+    assert done.returncode == 0, done.stderr
+    edit_identity(js_config, certificate=str(js_third.certificate), private_key=str(js_third.private_key))
     await asyncio.to_thread(js.gateway.stop)
     await asyncio.to_thread(js.gateway.start)
     status, doc = await js.send(CLEAR_TYPE, "SH", copy.deepcopy(EXAMPLES[CLEAR_TYPE]))
     assert status == 202, doc
     assert (await js.wait_status(doc["id"], "delivered", timeout=60))["status"] == "delivered"
     [(_, signer, _)] = [k for k in await inbox_keys(kcfg) if k[0] == doc["id"]]
-    assert signer == new_thumbprint
+    assert signer == third_thumbprint
+    deadline = time.monotonic() + 60  # JS's next checkpoint, signed by the third certificate, on the trail
+    while third_thumbprint not in await checkpoint_signers(kcfg, "JS"):
+        assert time.monotonic() < deadline, "no checkpoint of JS under its third certificate"
+        await asyncio.sleep(0.5)
     verified = await asyncio.to_thread(yrdx, "audit", "verify", "--config", str(sh_config))
     assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr
     assert await read_dead_letters(kcfg, "SH") == [] and await read_dead_letters(kcfg, "JS") == []
