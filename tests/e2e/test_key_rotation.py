@@ -158,7 +158,12 @@ async def test_key_rotation_under_steady_traffic_loses_nothing(kafka: Broker, pa
                                        str(js_next.certificate), "--key", str(js_next.private_key))
         assert done.returncode == 0, done.stderr
         assert done.stdout == f"published certificate {new_thumbprint} of JS on {kcfg.topics.trust}\n"
-        edit_identity(js_config, certificate=str(js_next.certificate), private_key=str(js_next.private_key))
+        # A reload that cannot work (the new certificate with the old key) changes nothing, and says why.
+        edit_identity(js_config, certificate=str(js_next.certificate))
+        js_log = js.gateway.log_path.stat().st_size
+        js.gateway.proc.send_signal(signal.SIGHUP)
+        await log_line(js.gateway, "identity not reloaded", "does not match", after=js_log)
+        edit_identity(js_config, private_key=str(js_next.private_key))
         js_log = js.gateway.log_path.stat().st_size
         js.gateway.proc.send_signal(signal.SIGHUP)
         await log_line(js.gateway, "identity reloaded", new_thumbprint, after=js_log)
@@ -188,6 +193,9 @@ async def test_key_rotation_under_steady_traffic_loses_nothing(kafka: Broker, pa
     assert kids == sorted(kids, key=lambda k: k == new_kid)  # one switch, never back
     assert thumbprints[0] == old_thumbprint and thumbprints[-1] == new_thumbprint
     assert thumbprints == sorted(thumbprints, key=lambda t: t == new_thumbprint)
+    print(f"rotation under traffic: {len(order)} messages ({len(kids)} sealed: {kids.count(old_kid)} to the old key, "
+          f"{kids.count(new_kid)} to the new; {thumbprints.count(old_thumbprint)} signed by the old certificate, "
+          f"{thumbprints.count(new_thumbprint)} by the new), none lost, none twice, none dead-lettered")
 
     # The audit trail holds across the change: JS's checkpoints are signed by both certificates, and verify,
     # which learns the announced certificate from yrdx.trust, accepts them all.
