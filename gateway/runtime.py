@@ -24,7 +24,7 @@ from gateway.audit.trail import AuditTrail
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.crypto.jws import Signer
 from gateway.crypto.keyfiles import load_certificate, load_encryption_key, load_encryption_pub, load_private_key
-from gateway.crypto.keyring import OpenerRing, PeerSealers
+from gateway.crypto.keyring import OpenerRing, PeerSealers, encryption_kid
 from gateway.crypto.keys import EncryptionPrivateKey
 from gateway.crypto.seal import Opener
 from gateway.crypto.trust import TrustedSigner, TrustStore
@@ -218,6 +218,13 @@ class Gateway:
                 keys = load_encryption_keys(cfg)
                 if keys and self.keys is None:
                     raise StartupError("identity.encryption_key: added while running: restart to open sealed payloads")
+                if self.keys is not None:
+                    # Peers seal to the key last announced (or, before any announcement, the config's) until they
+                    # learn the next one: dropping it now would make what is on the way undecryptable.
+                    sealed_to = self.updates.own_kid or self.keys.current_kid
+                    if sealed_to not in {encryption_kid(cfg.region, k.public_key()) for k in keys}:
+                        raise StartupError(f"identity.previous_encryption_keys: must keep {sealed_to}, the key peers "
+                                           "seal to until they learn the new one")
             except (ConfigError, StartupError, OSError, TypeError, ValueError) as e:
                 log.error("identity not reloaded: keeping the current keys", extra={"detail": str(e)})
                 return False

@@ -144,10 +144,14 @@ async def test_key_rotation_under_steady_traffic_loses_nothing(kafka: Broker, pa
         await traffic.until(60)
 
         # 1. SH's encryption key: the new key current, the old one kept for the overlap; SIGHUP, no restart.
-        edit_identity(sh_config, encryption_key=str(sh_next.encryption_key),
-                      previous_encryption_keys=[str(ex.pki.encryption_key("SH"))])
-        sh_log, js_log = sh.gateway.log_path.stat().st_size, js.gateway.log_path.stat().st_size
+        # Without the old key the reload is refused: what JS sealed to it is still on the way.
         assert sh.gateway.proc is not None and js.gateway.proc is not None
+        edit_identity(sh_config, encryption_key=str(sh_next.encryption_key))
+        sh_log = sh.gateway.log_path.stat().st_size
+        sh.gateway.proc.send_signal(signal.SIGHUP)
+        await log_line(sh.gateway, "identity not reloaded", f"must keep {old_kid}", after=sh_log)
+        edit_identity(sh_config, previous_encryption_keys=[str(ex.pki.encryption_key("SH"))])
+        sh_log, js_log = sh.gateway.log_path.stat().st_size, js.gateway.log_path.stat().st_size
         sh.gateway.proc.send_signal(signal.SIGHUP)
         await log_line(sh.gateway, "identity reloaded", new_kid, old_kid, after=sh_log)
         await log_line(js.gateway, "sealing to a new encryption key", new_kid, after=js_log)  # from yrdx.trust
