@@ -38,7 +38,7 @@ from gateway.crypto.keyring import PeerSealers, encryption_kid
 from gateway.crypto.keys import EncryptionPublicKey, public_key_of
 from gateway.crypto.trust import TrustedSigner, TrustError, TrustStore
 from gateway.kafka.port import OutRecord
-from gateway.kafka.reader import follow_topic, read_topic
+from gateway.kafka.reader import TopicRecord, follow_topic, read_topic
 from gateway.kafka.transport import KafkaPublisher
 from gateway.wire import headers
 from gateway.wire.envelope import utc_timestamp
@@ -196,18 +196,26 @@ def apply_update(updates: TrustUpdates, value: bytes | None, signature: bytes | 
     return updates.apply(value, signature)
 
 
+def _apply_record(updates: TrustUpdates, r: TopicRecord) -> bool:
+    """Apply one record of the topic; never raises, so that one hostile record can neither keep a gateway from
+    starting nor stop its follower: a record the client library cannot decode, or one that cannot be applied,
+    is ignored with a log line."""
+    if r.flaw is not None:
+        log.warning("ignoring a trust update the client library cannot decode",
+                    extra={"offset": r.offset, "detail": r.flaw})
+        return False
+    try:
+        return apply_update(updates, r.value, r.headers.get(headers.SIGNATURE)) is not None
+    except Exception as e:
+        log.warning("ignoring a trust update that cannot be applied",
+                    extra={"offset": r.offset, "error": f"{type(e).__name__}: {e}"})
+        return False
+
+
 async def load_updates(kafka: KafkaConfig, updates: TrustUpdates, timeout_s: float = 30.0) -> int:
-    """Apply everything on the topic now: called before the gateway consumes its inbox. A record the client
-    library cannot decode is ignored with a log line, so that one hostile record cannot keep a gateway from
-    starting."""
-    applied = 0
-    for r in await read_topic(kafka, kafka.topics.trust, timeout_s, step_over=True):
-        if r.flaw is not None:
-            log.warning("ignoring a trust update the client library cannot decode",
-                        extra={"offset": r.offset, "detail": r.flaw})
-        elif apply_update(updates, r.value, r.headers.get(headers.SIGNATURE)):
-            applied += 1
-    return applied
+    """Apply everything on the topic now (called before the gateway consumes its inbox); the number applied."""
+    return sum(_apply_record(updates, r) for r in await read_topic(kafka, kafka.topics.trust, timeout_s,
+                                                                   step_over=True))
 
 
 async def learn_certificates(kafka: KafkaConfig, trust: TrustStore, timeout_s: float = 30.0) -> None:
@@ -220,24 +228,16 @@ async def learn_certificates(kafka: KafkaConfig, trust: TrustStore, timeout_s: f
 
 async def follow_updates(kafka: KafkaConfig, updates: TrustUpdates) -> None:
     """Apply every update published from now on, until cancelled. It never stops on its own, since a follower
-    that stopped would let a revoked signer through unnoticed: a record the client library cannot decode, or any
-    record that cannot be applied, is ignored with a log line, and a client that fails is started again where it
-    stopped (gateway.kafka.reader.follow_topic)."""
+    that stopped would let a revoked signer through unnoticed: a record that cannot be applied is ignored
+    (`_apply_record`), and a client that fails is started again where it stopped
+    (gateway.kafka.reader.follow_topic)."""
     # From the beginning, not from the end: a revocation published after load_updates read the topic and before
     # this follower started would otherwise be missed (applying one twice changes nothing; the topic is compacted).
     batches = follow_topic(kafka, kafka.topics.trust, from_beginning=True)
     async with aclosing(batches):
         async for batch in batches:
             for r in batch:
-                if r.flaw is not None:
-                    log.warning("ignoring a trust update the client library cannot decode",
-                                extra={"offset": r.offset, "detail": r.flaw})
-                    continue
-                try:
-                    apply_update(updates, r.value, r.headers.get(headers.SIGNATURE))
-                except Exception as e:
-                    log.warning("ignoring a trust update that cannot be applied",
-                                extra={"offset": r.offset, "error": f"{type(e).__name__}: {e}"})
+                _apply_record(updates, r)
 
 
 def ca_signer(ca_cert: Path, ca_key: Path | None = None) -> Signer:
