@@ -98,3 +98,16 @@ def test_the_cli_refuses_a_bad_namespace_before_doing_anything(tmp_path: Path, c
         main([command, "--dir", str(tmp_path / "x"), "--namespace", "Bad_NS"])
     assert exit_info.value.code == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_previous_encryption_keys_are_the_overlap_of_a_rotation(good: Path, tmp_path: Path) -> None:
+    """identity.previous_encryption_keys: paths resolved like the others; they need a current key."""
+    old = str(good.parent / "certs" / "gateways" / "sh.enc.key")
+    cfg = load_config(broken(good, tmp_path / "prev", lambda d: d["identity"].update(previous_encryption_keys=[old])))
+    assert cfg.previous_encryption_keys == (Path(old),) and cfg.encryption_key is not None
+    assert load_config(good).previous_encryption_keys == ()
+    with pytest.raises(ConfigError) as e:
+        load_config(broken(good, tmp_path / "alone", lambda d: d["identity"].update(
+            previous_encryption_keys=[old, "missing.key"], encryption_key=None)))
+    assert e.value.errors[0].startswith("identity.previous_encryption_keys[1]: file not found")
+    assert "identity.previous_encryption_keys: needs identity.encryption_key (the current key)" in e.value.errors
