@@ -226,7 +226,8 @@ class Gateway:
                         raise StartupError(f"identity.previous_encryption_keys: must keep {sealed_to}, the key peers "
                                            "seal to until they learn the new one")
             except (ConfigError, StartupError, OSError, TypeError, ValueError) as e:
-                log.error("identity not reloaded: keeping the current keys", extra={"detail": str(e)})
+                # What changed is in the message itself: the log collapses repeats of one message template.
+                log.error(f"identity not reloaded: keeping the current keys: {e}")
                 return False
             try:
                 if own.thumbprint != self.signer.thumbprint:
@@ -240,12 +241,10 @@ class Gateway:
                     self.keys.replace(keys)
                     await self._announce(self.signer)
             except BrokerUnavailable as e:
-                log.error("identity reload not announced on yrdx.trust: send SIGHUP again",
-                          extra={"detail": str(e)})
+                log.error(f"identity reload not announced on yrdx.trust ({e}): send SIGHUP again")
                 return False
-            log.warning("identity reloaded", extra={
-                "thumbprint": self.signer.thumbprint,
-                "encryption_kids": self.keys.kids() if self.keys is not None else []})
+            kids = ", ".join(self.keys.kids()) if self.keys is not None else "no key"
+            log.warning(f"identity reloaded: signing with {self.signer.thumbprint}, opening with {kids}")
             return True
 
     async def _consume(self) -> None:

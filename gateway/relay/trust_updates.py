@@ -187,7 +187,7 @@ class TrustUpdates:
             if self._own_published is None or published_at > self._own_published:
                 self._own_published, self.own_kid = published_at, kid
         elif self.sealers is not None and self.sealers.learn(signer.region, key, published_at):
-            log.warning("sealing to a new encryption key", extra={"region": signer.region, "kid": kid})
+            log.warning(f"sealing to a new encryption key of {signer.region}: {kid}")  # one line per key
         return kid
 
 
