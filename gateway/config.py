@@ -36,6 +36,22 @@ INSTANCE_ID_ENV: Final = "YRDX_INSTANCE_ID"
 _INSTANCE_ID = re.compile(r"[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?")
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """How long the broker keeps what the gateway's topics hold (`kafka.retention`), applied when the topics are
+    created. Inboxes and DLQs carry personal data (sealed or not): kept a week, long enough for a gateway that was
+    down to catch up and for an operator to replay a dead letter. The audit trail and the checkpoints are kept
+    at least six months (Cybersecurity Law art. 21: network logs kept no less than six months); the audit index
+    (`yrdx audit index`) is the long-term store."""
+
+    inbox_hours: int = 168
+    dlq_hours: int = 168
+    audit_days: int = 190
+
+
+MIN_AUDIT_DAYS: Final = 183  # six months
+
+
+@dataclass(frozen=True, slots=True)
 class KafkaConfig:
     bootstrap_servers: str = "127.0.0.1:9092"
     security_protocol: str = "PLAINTEXT"
@@ -58,6 +74,7 @@ class KafkaConfig:
     # names). `topics` holds the names, built once from it.
     namespace: str = ""
     inbox_partitions: int = DEFAULT_INBOX_PARTITIONS  # for the inbox topics this gateway creates
+    retention: Retention = Retention()
     topics: Topics = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -149,6 +166,8 @@ class GatewayConfig:
     audit_enabled: bool = True
     # One replica of several of the region (a pod name): its own audit chain (gateway.audit.model.chain_id).
     instance_id: str | None = None
+    # `identity.previous_encryption_keys`: keys still opened during a rotation's overlap (encryption_key is current).
+    previous_encryption_keys: tuple[Path, ...] = ()
     # `state.dsn` (or the content of `state.dsn_file`): the state in PostgreSQL; repr=False, it may hold a password.
     state_dsn: str | None = field(default=None, repr=False)
     state_timeout_s: float = 2.0  # bounds each PostgreSQL call (connect, statement, lock wait, client wait)
@@ -364,6 +383,16 @@ def _namespace(k: _Reader) -> str:
         return ""
 
 
+def _retention(r: _Reader) -> Retention:
+    r.only({"inbox_hours", "dlq_hours", "audit_days"})
+    default = Retention()
+    return Retention(
+        inbox_hours=r.int_("inbox_hours", default.inbox_hours, minimum=1),
+        dlq_hours=r.int_("dlq_hours", default.dlq_hours, minimum=1),
+        audit_days=r.int_("audit_days", default.audit_days, minimum=MIN_AUDIT_DAYS),
+    )
+
+
 def _flag(r: _Reader, name: str, default: bool) -> bool:
     v = r.data.get(name, default)
     if not isinstance(v, bool):
@@ -535,7 +564,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
     k.only({
         "bootstrap_servers", "security_protocol", "sasl_mechanism", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
         "sasl_username", "sasl_username_file", "sasl_password_file", "fetch_max_wait_ms", "linger_ms", "compression",
-        "namespace", "inbox_partitions",
+        "namespace", "inbox_partitions", "retention",
     })
     protocol = k.str_("security_protocol", "PLAINTEXT")
     if protocol not in KAFKA_PROTOCOLS:
@@ -550,13 +579,17 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         compression=_compression(k),
         namespace=_namespace(k),
         inbox_partitions=k.int_("inbox_partitions", DEFAULT_INBOX_PARTITIONS, minimum=1, maximum=1000),
+        retention=_retention(k.sub("retention")),
     )
 
     ident = root.sub("identity", required=True)
-    ident.only({"certificate", "private_key", "encryption_key"})
+    ident.only({"certificate", "private_key", "encryption_key", "previous_encryption_keys"})
     certificate = ident.path_("certificate")
     private_key = ident.path_("private_key")
     encryption_key = ident.path_("encryption_key", required=False)
+    previous_encryption_keys = ident.paths("previous_encryption_keys")
+    if previous_encryption_keys and encryption_key is None:
+        ident.error("previous_encryption_keys", "needs identity.encryption_key (the current key)")
     trust = root.sub("trust", required=True)
     trust.only({"ca", "certificates", "revoked", "encryption_keys"})
     enc = trust.sub("encryption_keys")
@@ -664,6 +697,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         audit_index=audit_index,
         audit_enabled=audit_enabled,
         instance_id=instance_id,
+        previous_encryption_keys=previous_encryption_keys,
         state_dsn=state_dsn,
         state_timeout_s=state_timeout_s,
         files=files,

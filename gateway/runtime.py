@@ -1,6 +1,7 @@
 """One region's gateway process: everything expensive is built once here, started and stopped in reverse order.
 
-Start: state, schemas, trust, keys -> topics -> producer -> audit -> HTTP -> consumer loop.
+Start: state, schemas, trust, keys -> topics -> trust updates -> producer -> audit -> HTTP -> consumer loop.
+SIGHUP: reload the identity (a key rotation without a restart, `reload_identity`).
 Stop (SIGTERM): stop accepting HTTP, let the consumer finish and commit the batch in hand, flush the audit
 trail and the producer, close the state store.
 """
@@ -22,10 +23,12 @@ from aiokafka.errors import KafkaError
 
 from gateway.audit.countersign import Countersigner
 from gateway.audit.trail import AuditTrail
-from gateway.config import DEFAULT_INBOX_PARTITIONS, GatewayConfig
+from gateway.config import DEFAULT_INBOX_PARTITIONS, ConfigError, GatewayConfig, load_config
 from gateway.crypto.jws import Signer
 from gateway.crypto.keyfiles import load_certificate, load_encryption_key, load_encryption_pub, load_private_key
-from gateway.crypto.seal import Opener, Sealer
+from gateway.crypto.keyring import OpenerRing, PeerSealers, encryption_kid
+from gateway.crypto.keys import EncryptionPrivateKey
+from gateway.crypto.seal import Opener
 from gateway.crypto.trust import TrustedSigner, TrustStore
 from gateway.files.assembler import Assembler
 from gateway.files.claims import ClaimChecks
@@ -34,7 +37,8 @@ from gateway.files.store import FileStore
 from gateway.http.api import make_runner
 from gateway.http.auth import Authenticator, load_public_key
 from gateway.http.facades import FacadeContext, FacadeError, mount
-from gateway.kafka.transport import KafkaInboxConsumer, KafkaPublisher, ensure_topics
+from gateway.kafka.port import BrokerUnavailable, OutRecord
+from gateway.kafka.transport import KafkaInboxConsumer, KafkaPublisher, ensure_topics, topic_configs
 from gateway.metrics import Metrics
 from gateway.relay.checks import Checks
 from gateway.relay.delivery import WebhookDeliverer
@@ -46,7 +50,13 @@ from gateway.relay.outcomes import Draining, Effects
 from gateway.relay.requests import RequestReply
 from gateway.relay.requests_replies import ReplyStep, Waiters
 from gateway.relay.requests_table import ReplyTable, RequestTableError
-from gateway.relay.revocations import follow_updates, load_updates
+from gateway.relay.trust_updates import (
+    TrustUpdates,
+    certificate_statement,
+    encryption_key_statement,
+    follow_updates,
+    load_updates,
+)
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import StateSchemaError, StateStore, StateUnavailable
 from gateway.wire.regions import REGIONS
@@ -80,6 +90,14 @@ def load_signer(cfg: GatewayConfig, trust: TrustStore) -> tuple[Signer, TrustedS
         return Signer(key, cert), own
     except Exception as e:
         raise StartupError(f"identity.private_key: does not match identity.certificate: {e}") from e
+
+
+def load_encryption_keys(cfg: GatewayConfig) -> list[EncryptionPrivateKey]:
+    """The keys this gateway opens sealed payloads with: identity.encryption_key (the current one) first, then
+    identity.previous_encryption_keys (a rotation's overlap)."""
+    if cfg.encryption_key is None:
+        return []
+    return [load_encryption_key(p) for p in (cfg.encryption_key, *cfg.previous_encryption_keys)]
 
 
 def refuse_invalid_identity(own: TrustedSigner, trust: TrustStore) -> None:
@@ -119,10 +137,15 @@ class Gateway:
         unknown = cfg.seal - self.registry.types()
         if unknown:
             raise StartupError(f"seal: unknown message type {sorted(unknown)[0]}")
-        sealers = {r: Sealer.for_key(load_encryption_pub(p), kid=r) for r, p in cfg.encryption_keys.items()}
-        self.opener = Opener.for_key(load_encryption_key(cfg.encryption_key)) if cfg.encryption_key else None
+        # Peers' keys from the config until yrdx.trust names newer ones; this gateway's keys, current one first.
+        self.sealers = PeerSealers({r: load_encryption_pub(p) for r, p in cfg.encryption_keys.items()})
+        keys = load_encryption_keys(cfg)
+        self.keys = OpenerRing(cfg.region, keys) if keys else None
+        self.opener: Opener | None = self.keys  # what the checks and the pull inbox open with
+        self.updates = TrustUpdates(self.trust, audit_trust=self.audit_trust, sealers=self.sealers, region=cfg.region)
+        self._reloading = asyncio.Lock()
         self.ingress = Ingress(cfg, self.registry, self.signer, self.publisher, self.state, self.audit, self.metrics,
-                               sealers)
+                               self.sealers)
         try:
             self.reply_table = ReplyTable(self.registry, cfg.requests)
         except RequestTableError as e:
@@ -135,7 +158,7 @@ class Gateway:
         # decompress every batch to validate it, for nothing).
         self.files_publisher = KafkaPublisher(dataclasses.replace(cfg.kafka, compression=None),
                                               cfg.limits.publish_timeout_s)
-        self.file_sender = FileSender(cfg.region, cfg.topics, self.signer, self.files_publisher, sealers,
+        self.file_sender = FileSender(cfg.region, cfg.topics, self.signer, self.files_publisher, self.sealers,
                                       cfg.files.max_bytes, self.audit)
         self.broker_ok = False
         self.consumer_running = False
@@ -151,20 +174,24 @@ class Gateway:
         topics = {names.inbox(r): self.cfg.kafka.inbox_partitions for r in REGIONS}
         topics.update({names.files(r): FILES_PARTITIONS for r in REGIONS})
         topics.update({names.dlq(self.cfg.region): 1, names.audit: 1, names.checkpoints: 1, names.trust: 1})
-        # Trust updates are keyed by certificate: compaction keeps the latest statement for each.
+        # Retention (kafka.retention) and the trust topic's compaction; existing topics are checked, not altered.
         try:
-            await ensure_topics(self.cfg.kafka, topics, {names.trust: {"cleanup.policy": "compact"}})
+            await ensure_topics(self.cfg.kafka, topics, topic_configs(self.cfg.kafka, self.cfg.region))
         except KafkaError as e:  # unreachable, a refused login (the cause is logged above), a topic it may not create
             for producer in (self.publisher, self.files_publisher):  # built, never started: closed so that
                 await producer.stop()                                   # they leave no warning behind
             self.state.close()
             raise StartupError(f"kafka {self.cfg.kafka.bootstrap_servers}: {e}") from e  # str(e) names the class
-        # Revocations published before this start apply before the first inbox record is checked.
-        await load_updates(self.cfg.kafka, self.trust)
+        # Revocations, certificates and peers' keys published before this start apply before the first inbox
+        # record is checked (and the first payload sealed).
+        await load_updates(self.cfg.kafka, self.updates)
         refuse_invalid_identity(self.identity.own, self.trust)  # revoked on yrdx.trust while it was down
         await self.publisher.start()
         await self.files_publisher.start()
         self.broker_ok = True
+        # A certificate or encryption key the topic does not announce yet (a first start, or keys changed while
+        # the gateway was down): peers learn it now.
+        await self._announce(self.signer)
         self._session = aiohttp.ClientSession()
         checks = Checks(self.cfg, self.registry, self.trust, self.opener, self.metrics)
         self.egress = Egress(
@@ -196,7 +223,7 @@ class Gateway:
                 Countersigner(self.cfg.region, self.cfg.kafka, self.trust, self.audit).run(), name="countersign"
             ),
             asyncio.create_task(self._probe_broker(), name="broker-probe"),
-            asyncio.create_task(follow_updates(self.cfg.kafka, self.trust), name="trust-updates"),
+            asyncio.create_task(follow_updates(self.cfg.kafka, self.updates), name="trust-updates"),
             asyncio.create_task(self.request_reply.run_sweeper(self._stopping), name="request-sweeper"),
             asyncio.create_task(self._assemble_files(), name="files"),
             asyncio.create_task(self._sweep_files(), name="files-sweep"),
@@ -208,6 +235,67 @@ class Gateway:
     def facade_context(self, name: str) -> FacadeContext:
         return FacadeContext(name, self.request_reply, self.registry, self.cfg.region, self.metrics, self.audit,
                              self.cfg)
+
+    async def _announce(self, signer: Signer, *, encryption: bool = True) -> None:
+        """Publish what yrdx.trust does not say yet (BrokerUnavailable if it is not acknowledged): `signer`'s
+        certificate and, with `encryption`, this gateway's current encryption key, signed by `signer`."""
+        topic = self.cfg.topics.trust
+        records: list[OutRecord] = []
+        if signer.thumbprint not in self.updates.certificates:
+            records.append(certificate_statement(signer, topic))
+        kid = self.keys.current_kid if self.keys is not None else None
+        if encryption and self.keys is not None and self.updates.own_kid != kid:
+            records.append(encryption_key_statement(signer, self.keys.current_public_key, topic))
+        if records:
+            await self.publisher.publish(records)
+            self.updates.certificates.add(signer.thumbprint)
+            if encryption:
+                self.updates.own_kid = kid
+
+    async def reload_identity(self) -> bool:
+        """SIGHUP: read the config file's `identity` again (the files it names) and rotate without a restart.
+
+        A new certificate is checked as at start-up (trusted by a root, this region, not revoked, valid now),
+        announced on yrdx.trust (acknowledged) and only then signed with; until the next restart its signatures
+        also carry it in `x5c`, so a peer whose follower has not read the announcement yet still checks it
+        against the root. New encryption keys are held first (the old ones stay as long as
+        identity.previous_encryption_keys lists them), then the current one is announced, so no peer seals to a
+        key this gateway cannot open yet. Anything wrong leaves the identity as it was (logged); False then."""
+        async with self._reloading:
+            try:
+                cfg = load_config(self.cfg.source) if self.cfg.source is not None else self.cfg
+                signer, own = load_signer(cfg, self.trust)
+                keys = load_encryption_keys(cfg)
+                if keys and self.keys is None:
+                    raise StartupError("identity.encryption_key: added while running: restart to open sealed payloads")
+                if self.keys is not None:
+                    # Peers seal to the key last announced (or, before any announcement, the config's) until they
+                    # learn the next one: dropping it now would make what is on the way undecryptable.
+                    sealed_to = self.updates.own_kid or self.keys.current_kid
+                    if sealed_to not in {encryption_kid(cfg.region, k.public_key()) for k in keys}:
+                        raise StartupError(f"identity.previous_encryption_keys: must keep {sealed_to}, the key peers "
+                                           "seal to until they learn the new one")
+            except (ConfigError, StartupError, OSError, TypeError, ValueError) as e:
+                # What changed is in the message itself: the log collapses repeats of one message template.
+                log.error(f"identity not reloaded: keeping the current keys: {e}")
+                return False
+            try:
+                if own.thumbprint != self.signer.thumbprint:
+                    rotated = signer.with_x5c()
+                    self.audit_trust.add_certificate(rotated.certificate)
+                    await self._announce(rotated, encryption=False)
+                    self.signer.adopt(rotated)
+                    self.identity.own = own
+                    self.identity.check()
+                if self.keys is not None and keys:
+                    self.keys.replace(keys)
+                    await self._announce(self.signer)
+            except BrokerUnavailable as e:
+                log.error(f"identity reload not announced on yrdx.trust ({e}): send SIGHUP again")
+                return False
+            kids = ", ".join(self.keys.kids()) if self.keys is not None else "no key"
+            log.warning(f"identity reloaded: signing with {self.signer.thumbprint}, opening with {kids}")
+            return True
 
     async def _consume(self) -> None:
         """The egress loop; after an unexpected error it rejoins the group and resumes from the last commit.
@@ -317,5 +405,13 @@ async def serve(cfg: GatewayConfig, ready_file: Path | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[bool]] = set()  # a reference to each, until it is done
+
+    def reload() -> None:
+        task = asyncio.create_task(gw.reload_identity(), name="reload-identity")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     await gw.stop()

@@ -38,7 +38,8 @@ from gateway.audit.verify import Report, format_report, verify_values
 from gateway.cli.common import error, load_trust_or_error
 from gateway.config import GatewayConfig
 from gateway.crypto.trust import TrustStore
-from gateway.kafka.reader import KafkaError
+from gateway.kafka.reader import KafkaError, TopicRecord
+from gateway.relay.trust_updates import learn_certificates
 from gateway.wire.envelope import timestamp_or_none
 
 TrailValues = list[tuple[bytes | None, bytes, int]]  # (key, value, offset) of yrdx.audit, in topic order
@@ -59,6 +60,7 @@ def index_target(args: argparse.Namespace) -> str:
 
 
 async def _index(cfg: GatewayConfig, trust: TrustStore, index: AuditIndex, follow: bool) -> IndexRun:
+    await learn_certificates(cfg.kafka, trust)
     if not follow:
         return await update_index(cfg.kafka, index, trust=trust)
     stop = asyncio.Event()
@@ -111,7 +113,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     with index:
         if not args.no_update:
             try:
-                asyncio.run(update_index(cfg.kafka, index, trust=trust))
+                asyncio.run(_index(cfg, trust, index, follow=False))
             except (TimeoutError, KafkaError, OSError) as e:
                 error(f"index not updated ({e!r}); tracing what it holds")
         doc = trace_document(index, args.message_id)
@@ -139,11 +141,17 @@ def _read_trail(config: str | None, timeout_s: float, command: str) -> tuple[Tru
         return None
     cfg, trust = loaded
     try:
-        records = asyncio.run(read_trail(cfg.kafka, timeout_s))
+        records = asyncio.run(_trail(cfg, trust, timeout_s))
     except Exception as e:  # timeouts, OS errors and aiokafka's connection errors alike
         error(f"cannot read {cfg.topics.audit} from {cfg.kafka.bootstrap_servers}: {e or 'timed out'}")
         return None
     return trust, [(r.key, r.value, r.offset) for r in records]
+
+
+async def _trail(cfg: GatewayConfig, trust: TrustStore, timeout_s: float) -> list[TopicRecord]:
+    records = await read_trail(cfg.kafka, timeout_s)
+    await learn_certificates(cfg.kafka, trust, timeout_s)  # after the trail: what it was signed with is announced
+    return records
 
 
 def _emit(report: Report, as_json: bool) -> int:

@@ -4,7 +4,8 @@
   SM2SM3, one at a time or per batch over a hash tree (:class:`Signer`, :func:`parse_detached`,
   :func:`verify_detached`, :class:`Verifier`); :mod:`gateway.crypto.hashtree`: the RFC 9162 tree.
 - :mod:`gateway.crypto.seal` (with :mod:`gateway.crypto.seal_sm` and :mod:`gateway.crypto.seal_base`): sealed
-  payloads (JWE), X25519/AES-GCM or SM2/SM4-GCM.
+  payloads (JWE), X25519/AES-GCM or SM2/SM4-GCM; :mod:`gateway.crypto.keyring`: those keys over time (open with
+  the old and the new key by kid, seal to a peer's newest announced key).
 - :mod:`gateway.crypto.sm2`: the SM2 primitives and certificates of the national suite.
 - :mod:`gateway.crypto.trust`: which gateway certificates may sign (:class:`TrustStore`).
 - :mod:`gateway.crypto.keyfiles`: reading PEM keys and certificates (:func:`load_private_key`, ...). The

@@ -171,6 +171,18 @@ class Signer:
         self._prefix_dot = header_b64.encode("ascii") + b"."  # start of the signing input
         self._sig_prefix = header_b64 + ".."  # start of the compact detached JWS
 
+    def with_x5c(self) -> Signer:
+        """The same key and certificate, with the certificate in every header (``x5c``): for signatures a
+        receiver must be able to check before it has learned the certificate (trust statements, a rotation)."""
+        return Signer(self._key, self.certificate, include_x5c=True, kid=self.kid)
+
+    def adopt(self, other: Signer) -> None:
+        """Sign with ``other``'s key and certificate from now on. A gateway shares one Signer between ingress,
+        egress and the audit trail; a key rotation swaps its content here, between two signatures (signing runs
+        on the event loop only), so every holder switches at once."""
+        for name in Signer.__slots__:
+            setattr(self, name, getattr(other, name))
+
     def sign(self, content: bytes) -> str:
         """The compact detached JWS ``<b64url(header)>..<b64url(signature)>`` over exactly ``content``."""
         signing_input = self._prefix_dot + base64.urlsafe_b64encode(content).rstrip(b"=")

@@ -22,6 +22,7 @@ __all__ = [
     "load_encryption_pub",
     "load_private_key",
     "load_signing_public_key",
+    "parse_encryption_pub",
 ]
 
 # cryptography reads every key type here but SM2, whose curve it does not know (UnsupportedAlgorithm): those
@@ -40,14 +41,17 @@ def _load_private(path: Path) -> object:
 
 
 def _load_public(path: Path) -> object:
-    data = Path(path).read_bytes()
+    return _public_from_pem(Path(path).read_bytes(), str(path))
+
+
+def _public_from_pem(data: bytes, name: str) -> object:
     try:
         return serialization.load_pem_public_key(data)
     except UnsupportedAlgorithm:
         try:
             return load_sm2_public_key(data)
         except ValueError:
-            raise TypeError(f"{path}: unsupported public key type") from None
+            raise TypeError(f"{name}: unsupported public key type") from None
 
 
 def load_encryption_key(path: Path) -> EncryptionPrivateKey:
@@ -58,12 +62,18 @@ def load_encryption_key(path: Path) -> EncryptionPrivateKey:
     return key
 
 
+def parse_encryption_pub(pem: bytes, name: str = "key") -> EncryptionPublicKey:
+    """An X25519 or SM2 public key from PEM bytes (a trust statement carries one); ValueError if it is not
+    one, TypeError for a key of another type."""
+    key = _public_from_pem(pem, name)
+    if not isinstance(key, x25519.X25519PublicKey | Sm2PublicKey):
+        raise TypeError(f"{name}: expected an X25519 or SM2 public key")
+    return key
+
+
 def load_encryption_pub(path: Path) -> EncryptionPublicKey:
     """A peer gateway's encryption key: an X25519 or SM2 PEM public key (TypeError for any other type)."""
-    key = _load_public(path)
-    if not isinstance(key, x25519.X25519PublicKey | Sm2PublicKey):
-        raise TypeError(f"{path}: expected an X25519 or SM2 public key")
-    return key
+    return parse_encryption_pub(Path(path).read_bytes(), str(path))
 
 
 def load_private_key(path: Path) -> PrivateKey:

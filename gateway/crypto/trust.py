@@ -192,12 +192,8 @@ class TrustStore:
         An unknown ``x5t#S256`` is accepted only with an ``x5c`` whose first certificate has that thumbprint
         and passes :meth:`add_certificate`.
         """
-        thumbprint = header.get("x5t#S256")
-        if not isinstance(thumbprint, str):
-            raise _untrusted("no x5t#S256 in the header")
-        signer = self._signers.get(thumbprint)
-        if signer is None:
-            signer = self._learn_from_x5c(thumbprint, header.get("x5c"))
+        signer = self.learn(header)
+        thumbprint = signer.thumbprint
         if thumbprint in self._revoked:
             raise TrustError("certificate_revoked", f"certificate {thumbprint} ({signer.subject}) is revoked")
         if now < signer.not_before:
@@ -211,6 +207,16 @@ class TrustStore:
                 f"certificate {thumbprint} ({signer.subject}) expired at {signer.not_after.isoformat()}",
             )
         return signer
+
+    def learn(self, header: Mapping[str, object]) -> TrustedSigner:
+        """The certificate a JWS protected header names by ``x5t#S256``: known already, or the first of its
+        ``x5c``, validated by :meth:`add_certificate` and remembered (TrustError otherwise). Nothing about
+        validity now or revocation: :meth:`signer` checks those."""
+        thumbprint = header.get("x5t#S256")
+        if not isinstance(thumbprint, str):
+            raise _untrusted("no x5t#S256 in the header")
+        signer = self._signers.get(thumbprint)
+        return signer if signer is not None else self._learn_from_x5c(thumbprint, header.get("x5c"))
 
     def _learn_from_x5c(self, thumbprint: str, x5c: object) -> TrustedSigner:
         if x5c is None:

@@ -31,12 +31,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.x509.oid import NameOID
 
+from gateway.crypto.keyfiles import load_certificate, load_private_key
 from gateway.crypto.keys import (
     GATEWAY_URI_PREFIX,
     EncryptionPrivateKey,
     EncryptionPublicKey,
     PrivateKey,
     PublicKey,
+    alg_of_private_key,
     generate_private_key,
 )
 from gateway.crypto.sm2 import Sm2PrivateKey, Sm2PublicKey, generate_sm2_key, issue_sm2_certificate, key_identifier
@@ -48,6 +50,7 @@ __all__ = [
     "init_pki",
     "issue_gateway_cert",
     "make_ca",
+    "rotate_gateway_keys",
     "write_certificate",
     "write_private_key",
     "write_public_key",
@@ -335,3 +338,35 @@ def init_pki(dir: Path, *, alg: str = "ES256", days: int = 365, force: bool = Fa
     write_private_key(layout.auditor_key, auditor_key)
     write_public_key(layout.auditor_pub, auditor_key.public_key())
     return layout
+
+
+@dataclass(frozen=True, slots=True)
+class RotatedKeys:
+    """The files of a region's next keys (README "Rotating keys"): certificate and signing key, encryption key
+    pair."""
+
+    certificate: Path
+    private_key: Path
+    encryption_key: Path
+    encryption_pub: Path
+
+
+def rotate_gateway_keys(layout: PkiLayout, region: str, tag: str, *, days: int = 365) -> RotatedKeys:
+    """Issue `region` a new certificate (from the development CA, same suite as its current key) and a new
+    encryption key pair, written beside the current files as ``<r>.<tag>.crt``, ``<r>.<tag>.key``,
+    ``<r>.<tag>.enc.key`` and ``<r>.<tag>.enc.pub.pem``; the current files are left as they are (the overlap).
+    FileExistsError if that tag was used already."""
+    stem = layout.gateways_dir / f"{region.lower()}.{tag}"
+    out = RotatedKeys(Path(f"{stem}.crt"), Path(f"{stem}.key"), Path(f"{stem}.enc.key"),
+                      Path(f"{stem}.enc.pub.pem"))
+    if any(p.exists() for p in (out.certificate, out.private_key, out.encryption_key, out.encryption_pub)):
+        raise FileExistsError(f"keys tagged {tag!r} exist already for {region} in {layout.gateways_dir}")
+    alg = alg_of_private_key(load_private_key(layout.gateway_key(region)))
+    ca_key = load_private_key(layout.ca_key)
+    cert, key = issue_gateway_cert(load_certificate(layout.ca_cert), ca_key, region, alg=alg, days=days)
+    write_certificate(out.certificate, cert)
+    write_private_key(out.private_key, key)
+    enc = _encryption_key(alg)
+    write_private_key(out.encryption_key, enc)
+    write_public_key(out.encryption_pub, enc.public_key())
+    return out

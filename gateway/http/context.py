@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from gateway.config import GatewayConfig
-from gateway.crypto.seal import Opener
+from gateway.crypto.seal import Opener  # an OpenerRing at run time
 from gateway.crypto.trust import TrustStore
 from gateway.files.sender import FileSender
 from gateway.files.store import FileStore

@@ -23,7 +23,7 @@ ADMIN_USER: Final = "yrdx-admin"
 # Kafka's wire codes (org.apache.kafka.common.resource.ResourceType, acl.AclOperation, acl.AclPermissionType,
 # resource.PatternType): CreateAcls and DescribeAcls requests carry these numbers.
 RESOURCE_TYPES: Final = {"TOPIC": 2, "GROUP": 3, "CLUSTER": 4}
-OPERATIONS: Final = {"READ": 3, "WRITE": 4, "CREATE": 5, "DESCRIBE": 8}
+OPERATIONS: Final = {"READ": 3, "WRITE": 4, "CREATE": 5, "DESCRIBE": 8, "DESCRIBE_CONFIGS": 10}
 PERMISSION_ALLOW: Final = 3
 PATTERN_LITERAL: Final = 3
 
@@ -62,6 +62,7 @@ ROLES: Final = (
     ("checkpoints", "publish its chain heads; countersign the others'"),
     ("trust updates", "read revocations from the start; `yrdx trust revoke` publishes (CA-signed)"),
     ("topics it ensures", "create what is missing at start (gateway's ensure_topics), nothing else"),
+    ("topic configs", "compare the ensured topics' retention with its config at start (read only)"),
 )
 
 
@@ -89,10 +90,11 @@ def region_acls(region: str, namespace: str = "", regions: Sequence[str] = REGIO
         *grant("checkpoints", "TOPIC", t.checkpoints, "READ", "WRITE"),
         *grant("trust updates", "TOPIC", t.trust, "READ", "WRITE"),
     ]
+    ensured = [*(t.inbox(r) for r in regions), *(t.files(r) for r in regions), t.dlq(region), t.audit,
+               t.checkpoints, t.trust]
     if create:
-        ensured = [*(t.inbox(r) for r in regions), *(t.files(r) for r in regions), t.dlq(region), t.audit,
-                   t.checkpoints, t.trust]
         out += [b for name in ensured for b in grant("topics it ensures", "TOPIC", name, "CREATE")]
+    out += [b for name in ensured for b in grant("topic configs", "TOPIC", name, "DESCRIBE_CONFIGS")]
     return out
 
 

@@ -25,10 +25,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, TopicAlreadyExistsError, for_code
 
 from gateway.config import KafkaConfig, read_secret
 from gateway.kafka.port import BrokerUnavailable, InRecord, OutRecord
+from gateway.wire.regions import REGIONS
 
 log = logging.getLogger(__name__)
 
@@ -52,28 +54,74 @@ def client_options(cfg: KafkaConfig) -> dict[str, Any]:
     return opts
 
 
+_HOUR_MS = 3_600_000
+
+
+def topic_configs(cfg: KafkaConfig, region: str) -> dict[str, dict[str, str]]:
+    """The topic configs the gateway of `region` creates its topics with (`kafka.retention`): inboxes and its DLQ
+    deleted after `inbox_hours`/`dlq_hours`, the audit trail and the checkpoints after `audit_days`, and the
+    trust topic compacted (the latest statement per key, never deleted by age)."""
+    retention, names = cfg.retention, cfg.topics
+
+    def deleted_after(ms: int) -> dict[str, str]:
+        return {"cleanup.policy": "delete", "retention.ms": str(ms)}
+
+    configs = {names.inbox(r): deleted_after(retention.inbox_hours * _HOUR_MS) for r in REGIONS}
+    # A file's sealed chunks are personal data as the messages naming it are: the inboxes' retention.
+    configs.update({names.files(r): deleted_after(retention.inbox_hours * _HOUR_MS) for r in REGIONS})
+    configs[names.dlq(region)] = deleted_after(retention.dlq_hours * _HOUR_MS)
+    configs[names.audit] = configs[names.checkpoints] = deleted_after(retention.audit_days * 24 * _HOUR_MS)
+    configs[names.trust] = {"cleanup.policy": "compact"}
+    return configs
+
+
 async def ensure_topics(
     cfg: KafkaConfig, topics: dict[str, int], configs: dict[str, dict[str, str]] | None = None, timeout_s: float = 30.0
-) -> None:
-    """Create the topics that do not exist yet (name -> partitions, optional topic configs by name); existing
-    ones are left alone."""
+) -> list[str]:
+    """Create the topics that do not exist yet (name -> partitions, optional topic configs by name). Existing
+    ones are not altered: four gateways (and the cluster's operators) share them, and a gateway that rewrote
+    them at each start would undo an operator's choice or fight a region configured otherwise. Instead, every
+    config of `configs` that an existing topic holds differently is logged as a warning; the lines are returned."""
+    configs = configs or {}
     admin = AIOKafkaAdminClient(**client_options(cfg), request_timeout_ms=int(timeout_s * 1000))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(t, n, 1, topic_configs=(configs or {}).get(t, {})) for t, n in topics.items()
+        missing = [NewTopic(t, n, 1, topic_configs=configs.get(t, {})) for t, n in topics.items()
                    if t not in existing]
         if missing:
             try:
                 response = await admin.create_topics(missing)
             except TopicAlreadyExistsError:
-                return  # another gateway created it at the same moment
-            # Per-topic errors come in the response, not raised: an ACL that lacks CREATE must stop the start.
-            for topic, code, *_ in response.topic_errors:
-                if code not in (0, TopicAlreadyExistsError.errno):
-                    raise for_code(code)(f"cannot create topic {topic}")
+                pass  # another gateway created it at the same moment
+            else:
+                # Per-topic errors come in the response, not raised: an ACL that lacks CREATE must stop the start.
+                for topic, code, *_ in response.topic_errors:
+                    if code not in (0, TopicAlreadyExistsError.errno):
+                        raise for_code(code)(f"cannot create topic {topic}")
+        checked = [t for t in topics if t in existing and configs.get(t)]
+        differences = await _config_differences(admin, {t: configs[t] for t in checked}) if checked else []
     finally:
         await admin.close()
+    for line in differences:
+        log.warning("topic config differs from the gateway's config (not altered)", extra={"detail": line})
+    return differences
+
+
+async def _config_differences(admin: AIOKafkaAdminClient, wanted: dict[str, dict[str, str]]) -> list[str]:
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, t, configs=dict.fromkeys(c)) for t, c in wanted.items()])
+    lines = []
+    for response in responses:
+        for resource in response.to_object()["resources"]:
+            topic = resource["resource_name"]
+            if resource["error_code"]:  # e.g. no DESCRIBE_CONFIGS grant: say so instead of "differs"
+                lines.append(f"{topic}: configs not readable ({for_code(resource['error_code']).__name__})")
+                continue
+            held = {e["config_names"]: e["config_value"] for e in resource["config_entries"]}
+            lines += [f"{topic}: {key}={held.get(key)}, the config says {value}"
+                      for key, value in wanted.get(topic, {}).items() if held.get(key) != value]
+    return lines
 
 
 class KafkaPublisher:

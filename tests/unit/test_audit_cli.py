@@ -27,6 +27,16 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Exchange:
     return init_exchange(tmp_path_factory.mktemp("exchange"), base_port=0)
 
 
+@pytest.fixture(autouse=True)
+def no_announced_certificates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing on yrdx.trust: the commands' trust is the config's (tests/e2e/test_key_rotation.py reads the topic)."""
+
+    async def learn_certificates(kafka: object, trust: object, timeout_s: float = 30.0) -> None:
+        return None
+
+    monkeypatch.setattr(cli_audit, "learn_certificates", learn_certificates)
+
+
 @pytest.fixture()
 def config(exchange: Exchange) -> str:
     return str(exchange.config_path("SH"))

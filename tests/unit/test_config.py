@@ -122,3 +122,16 @@ def test_inbox_partitions_is_configurable_and_checked(good: Path, tmp_path: Path
     assert load_config(twelve).kafka.inbox_partitions == 12
     with pytest.raises(ConfigError, match=r"^kafka.inbox_partitions: expected an integer >= 1"):
         load_config(broken(good, tmp_path, lambda d: d["kafka"].update(inbox_partitions=0)))
+
+
+def test_previous_encryption_keys_are_the_overlap_of_a_rotation(good: Path, tmp_path: Path) -> None:
+    """identity.previous_encryption_keys: paths resolved like the others; they need a current key."""
+    old = str(good.parent / "certs" / "gateways" / "sh.enc.key")
+    cfg = load_config(broken(good, tmp_path / "prev", lambda d: d["identity"].update(previous_encryption_keys=[old])))
+    assert cfg.previous_encryption_keys == (Path(old),) and cfg.encryption_key is not None
+    assert load_config(good).previous_encryption_keys == ()
+    with pytest.raises(ConfigError) as e:
+        load_config(broken(good, tmp_path / "alone", lambda d: d["identity"].update(
+            previous_encryption_keys=[old, "missing.key"], encryption_key=None)))
+    assert e.value.errors[0].startswith("identity.previous_encryption_keys[1]: file not found")
+    assert "identity.previous_encryption_keys: needs identity.encryption_key (the current key)" in e.value.errors
