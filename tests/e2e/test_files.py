@@ -9,6 +9,7 @@ national suite (SM3 digest, SM4-GCM chunks)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -86,10 +87,12 @@ def write_material(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-async def upload(client: PlatformClient, path: Path, to: str = "SH",
+async def upload(client: PlatformClient, file: Path | bytes, to: str = "SH",
                  media_type: str = "application/pdf") -> tuple[int, dict[str, Any]]:
-    with path.open("rb") as f:  # aiohttp streams the file object: the test holds none of it either
-        async with client.session.post(f"{client.gateway.url}/v1/files?to={to}", data=f,
+    """POST /v1/files of a file on disk (streamed: the test holds none of it either) or of a few bytes."""
+    with contextlib.ExitStack() as stack:
+        data = file if isinstance(file, bytes) else stack.enter_context(file.open("rb"))
+        async with client.session.post(f"{client.gateway.url}/v1/files?to={to}", data=data,
                                        headers={"Content-Type": media_type, **client.minter.header()}) as r:
             return r.status, orjson.loads(await r.read())
 
