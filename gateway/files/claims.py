@@ -16,6 +16,7 @@ final. A message of a conversation with a parked message is parked behind it, to
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -28,11 +29,13 @@ from gateway.files.store import FileStore, StoredFile
 from gateway.kafka.port import InRecord
 from gateway.relay.checks import RECEIPT_TYPE, Refused, Verified
 from gateway.schemas.registry import SchemaRegistry
-from gateway.state import ParkedMessage, StateStore
+from gateway.state import ParkedMessage, StateStore, StateUnavailable
 from gateway.wire import envelope
 from gateway.wire.problems import Rejection
 
 __all__ = ["ClaimChecks", "claim_paths", "claims_in"]
+
+log = logging.getLogger(__name__)
 
 MARK: Final = "x-claim-check"
 LOOK_EVERY_S: Final = 1.0  # how often egress looks for parked messages when no assembler here woke it
@@ -177,6 +180,16 @@ class ClaimChecks:
                                    source=m.source, reason=reason)
                 records.append(as_record(m))
         return records
+
+    def released(self) -> None:
+        """Running them again failed (the broker or the database, a stop): they stay parked, unleased, for the
+        next look here or at another replica. Upkeep on a failure path, so it raises nothing of its own."""
+        try:
+            self._state.unpark([], self._leased)
+        except StateUnavailable:
+            log.warning("parked messages left leased; the lease lapses", extra={"count": len(self._taking)})
+        self._taking.clear()
+        self._leased.clear()
 
     def resumed(self) -> None:
         """The records `due` gave were decided and flushed: forget them, release what is left of their

@@ -97,11 +97,16 @@ class Egress:
 
     async def resume_parked(self, stopping: asyncio.Event | None = None) -> None:
         """The messages parked until their files were decided (gateway/files/claims.py), through every step."""
-        if self._claims is not None:
-            parked = await self._claims.due()
+        if self._claims is None:
+            return
+        parked = await self._claims.due()
+        try:
             if parked:
                 await self.handle(parked, stopping)
-            self._claims.resumed()
+        except BaseException:
+            self._claims.released()  # still parked, free for the next look (dedupe knows what got delivered)
+            raise
+        self._claims.resumed()
 
     # --- the batch -----------------------------------------------------------------------------------------
 

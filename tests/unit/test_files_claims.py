@@ -16,6 +16,7 @@ import pytest
 from gateway.files.claims import MARK, claim_paths, claims_in
 from gateway.files.manifest import Manifest
 from gateway.kafka.port import OutRecord
+from gateway.relay.outcomes import Draining
 from tests.unit._files import CLAIM_TYPE, FileBench, file_bench
 from tests.unit._relay import REGISTRY
 
@@ -203,3 +204,20 @@ async def test_a_file_from_another_region_cannot_be_claimed(bench: FileBench) ->
     msg_id, _ = bench.h.send("ZJ", CLAIM_TYPE, payload=manifest.claim_check())
     await drain(bench)
     assert bench.h.dead_letters()[msg_id] == "file_incomplete"
+
+
+async def test_a_parked_message_whose_run_fails_stays_parked_and_free_for_the_next_look(bench: FileBench) -> None:
+    manifest = await bench.send(b"x" * 1000)
+    msg_id = await send_claim(bench, manifest.claim_check())
+    await drain(bench)
+    await bench.assemble()
+    bench.h.broker.down = True  # its run cannot flush: egress stops with the gateway (Draining)
+    stopping = asyncio.Event()
+    stopping.set()
+    with pytest.raises(Draining):
+        await bench.egress().resume_parked(stopping)
+    bench.h.broker.down = False
+    assert bench.h.state.parked_count() == 1
+    assert [m.message_id for m in bench.h.state.parked(10)] == [msg_id]  # not leased: listed again at once
+    await until_parked_ones_are_decided(bench)
+    assert bench.h.delivered_ids() == [msg_id]
