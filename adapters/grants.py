@@ -12,14 +12,17 @@ any number of processes sharing the book) get one DELIVERED and GRANT_EXHAUSTED 
 
 The answer to a DELIVERED fetch carries the licence metadata, the file by claim check and the annotation (加注件:
 who fetched it, for what and until when, with the file's digest); the issuing gateway signs the envelope that
-carries it, so the relying region holds a copy annotated and signed by the issuing region.
+carries it, so the relying region holds a copy annotated and signed by the issuing region. The file itself is
+uploaded for each DELIVERED fetch (POST /v1/files, sealed to the fetching region), after the decision and before
+the answer: the claim check in the answer is the one the issuing gateway gave for that upload, and the fetching
+platform downloads the file with it (GET /v1/files/{id}) and checks its digest.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +30,7 @@ from typing import Any
 
 from adapters.simulated import Delivery, Licence, Reply, cst_now
 
-__all__ = ["FETCH_REFUSALS", "GrantBook", "LicenceFile", "LicenceIssuer"]
+__all__ = ["FETCH_REFUSALS", "GrantBook", "LicenceFile", "LicenceIssuer", "Upload", "synthetic_pdf"]
 
 # The refusal codes of license.fetch.result (README "Government services across regions").
 FETCH_REFUSALS = ("NOT_FOUND", "NO_GRANT", "GRANT_REVOKED", "GRANTEE_MISMATCH", "GRANT_EXPIRED",
@@ -144,19 +147,34 @@ class GrantBook:
 
 @dataclass(frozen=True, slots=True)
 class LicenceFile:
-    """What the library holds of a licence beyond its registry record: face fields and the file's claim check."""
+    """What the library holds of a licence beyond its registry record: face fields and the file itself."""
 
     license_number: str
     issue_date: str
-    claim_check: Mapping[str, Any]  # yrdx.claim_check: the file as POST /v1/files answered for it
+    content: bytes  # the licence file (OFD/PDF); a synthetic one in the simulation
+    media_type: str = "application/pdf"
+
+
+# The library's gateway client: (region to send to, the bytes, media type) -> the claim check POST /v1/files
+# answered, or None if the gateway refused the upload.
+Upload = Callable[[str, bytes, str], Awaitable[Mapping[str, Any] | None]]
+
+
+def synthetic_pdf(title: str, size: int = 48 * 1024) -> bytes:
+    """A small PDF-like byte string standing for a licence or a case material (no personal data in it)."""
+    head = f"%PDF-1.7\n% yrdx synthetic file: {title}\n".encode()
+    body = (b"0123456789abcdef" * (size // 16 + 1))[:max(size - len(head) - 6, 0)]
+    return head + body + b"\n%%EOF"
 
 
 class LicenceIssuer:
     """The issuing region's library: keeps grants, answers fetches under them."""
 
-    def __init__(self, region: str, book: GrantBook, licences: Iterable[tuple[Licence, LicenceFile]]) -> None:
+    def __init__(self, region: str, book: GrantBook, licences: Iterable[tuple[Licence, LicenceFile]],
+                 upload: Upload) -> None:
         self.region = region
         self.book = book
+        self._upload = upload
         self._licences = {lic.license_id: (lic, f) for lic, f in licences}
         self.decisions: list[str] = []  # outcome of every fetch answered, in order (for the story's print)
 
@@ -166,7 +184,7 @@ class LicenceIssuer:
     def on_revoke(self, d: Delivery) -> None:
         self.book.revoke(d.payload())
 
-    def on_fetch_request(self, d: Delivery) -> Reply:
+    async def on_fetch_request(self, d: Delivery) -> Reply:
         req, env = d.payload(), d.envelope()
         now = cst_now()
         result: dict[str, Any] = {"grant_id": req["grant_id"], "license_id": req["license_id"],
@@ -181,13 +199,16 @@ class LicenceIssuer:
         self.decisions.append(decision.outcome)
         if decision.outcome != "DELIVERED":
             return "license.fetch.result", {**result, "outcome": decision.outcome}
+        claim = await self._upload(d.sender, file.content, file.media_type)  # sealed to the fetching region
+        if claim is None:  # the use was counted, the file could not be handed out: say so, never a claim of nothing
+            raise RuntimeError("the issuing gateway refused the licence file's upload")
         return "license.fetch.result", {
             **result, "outcome": "DELIVERED", "uses_left": decision.uses_left,
             "metadata": {"license_type_code": lic.license_type_code, "license_number": file.license_number,
                          "issuer_code": lic.issuer_code, "issue_date": file.issue_date, "status": lic.status},
-            "file": dict(file.claim_check),
+            "file": dict(claim),
             "annotation": {"fetched_by_region": d.sender, "fetched_by_org_code": req["requester_org_code"],
                            "operator_id": env["operator"]["id"], "use_cause": env["use_cause"],
                            "valid_until": decision.valid_until,
-                           "license_digest": file.claim_check["digest"]["value"]},
+                           "license_digest": claim["digest"]["value"]},
         }

@@ -21,6 +21,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import inspect
 import logging
 import time
 from collections import defaultdict
@@ -36,6 +37,7 @@ from aiohttp import web
 
 from gateway.crypto.jws import JwsError, parse_detached, verify_detached
 from gateway.crypto.trust import TrustError, TrustStore
+from gateway.files.chunks import new_digest
 from gateway.http.auth import TokenMinter
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.regions import DIVISION, REGIONS
@@ -239,6 +241,25 @@ class PlatformClient:
             else:
                 attempt.refused = str(result.get("code", f"http_{attempt.status}"))
         return attempts
+
+    async def upload_file(self, to: str, data: bytes, media_type: str) -> dict[str, Any] | None:
+        """POST /v1/files: the file sent to region `to`; its claim check (None if the gateway refused it)."""
+        headers = {"Content-Type": media_type, **self._minter.header()}
+        async with self.session.post(f"{self.base_url}/v1/files?to={to}", data=data, headers=headers) as r:
+            doc: dict[str, Any] = orjson.loads(await r.read())
+            return doc if r.status == 201 else None
+
+    async def download_file(self, claim: Mapping[str, Any]) -> bytes | None:
+        """GET /v1/files/{id}: the file a received message claims, or None unless it has the claim's exact size
+        and digest (a platform checks what it was handed, whatever its gateway checked before)."""
+        async with self.session.get(f"{self.base_url}/v1/files/{claim['file_id']}",
+                                    headers=self._minter.header()) as r:
+            if r.status != 200:
+                return None
+            data = await r.read()
+        digest = new_digest(claim["digest"]["alg"])
+        digest.update(data)
+        return data if len(data) == claim["size"] and digest.hexdigest() == claim["digest"]["value"] else None
 
     async def message_status(self, msg_id: str) -> dict[str, Any] | None:
         """GET /v1/messages/{id}: status, history and the receiver's signed receipt; None if unknown."""
@@ -520,7 +541,8 @@ def _division(region: str) -> str:
 
 # --- the webhook side ---------------------------------------------------------------------------------------
 
-Handler = Callable[[Delivery], Reply | None]
+# A reaction answers at once, or (awaitable) after calling its gateway first, e.g. to upload a file it answers with.
+Handler = Callable[[Delivery], Reply | None | Awaitable[Reply | None]]
 
 
 class SimulatedPlatforms:
@@ -633,7 +655,9 @@ class SimulatedPlatforms:
                 log.exception("reaction failed")
                 self.reaction_errors.append(f"{region} reaction to {msg_type} failed: {type(e).__name__}")
                 reply = None
-            if reply is not None:
+            if inspect.isawaitable(reply):  # a reaction that must call its gateway first (a file upload)
+                self._spawn(self._answer_when(delivery, reply))
+            elif reply is not None:
                 self._spawn(self._answer(delivery, *reply))
         async with self._arrived:
             self._arrived.notify_all()
@@ -643,6 +667,16 @@ class SimulatedPlatforms:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _answer_when(self, d: Delivery, pending: Awaitable[Reply | None]) -> None:
+        try:
+            reply = await pending
+        except Exception as e:  # as a plain reaction's failure: recorded, never raised into the server
+            log.exception("reaction failed")
+            self.reaction_errors.append(f"{d.region} reaction to {d.type} failed: {type(e).__name__}")
+            return
+        if reply is not None:
+            await self._answer(d, *reply)
 
     async def _answer(self, d: Delivery, msg_type: str, payload: dict[str, Any]) -> None:
         delay = self.answer_delay_s.get(d.region, 0.0)

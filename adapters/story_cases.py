@@ -4,11 +4,13 @@ grant, a credit list notice to every region.
 - A Zhejiang enterprise applies at a Jiangsu counter for a Shanghai service item (跨省通办). Its legal
   representative authorizes Shanghai's handling authority to fetch the enterprise's Zhejiang licence once
   (license.authorization.grant JS->ZJ), and Jiangsu forwards the case to Shanghai (case.submit JS->SH, sealed),
-  the application form by claim check and the licence by reference instead of a copy.
+  the application form by claim check (uploaded with POST /v1/files first) and the licence by reference instead
+  of a copy; Shanghai's platform downloads the form (GET /v1/files/{id}) and checks its digest.
 - Shanghai accepts (case.accept SH->JS) and fetches the licence from Zhejiang under the grant, with its operator
-  and purpose (license.fetch.request SH->ZJ); Zhejiang's library answers with the metadata, the file's claim check
-  and the annotated copy (license.fetch.result ZJ->SH). A second fetch under the same single-use grant is refused
-  GRANT_EXHAUSTED.
+  and purpose (license.fetch.request SH->ZJ); Zhejiang's library uploads the licence file to Shanghai and answers
+  with the metadata, that file's claim check and the annotated copy (license.fetch.result ZJ->SH); Shanghai's
+  platform downloads the licence file and checks its digest. A second fetch under the same single-use grant is
+  refused GRANT_EXHAUSTED.
 - Shanghai reports progress and approves with the issued licence (case.progress, case.result SH->JS); the
   applicant rates the handling at the Jiangsu counter (case.evaluation JS->SH). Every message of the case has the
   case id as its correlation id: one partition, in order, one `yrdx audit trace`.
@@ -31,7 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from adapters.grants import GrantBook, LicenceFile, LicenceIssuer
+from adapters.grants import GrantBook, LicenceFile, LicenceIssuer, synthetic_pdf
 from adapters.simulated import Delivery, Licence, Reply, SimulatedPlatforms, cst_now, pseudonym
 from adapters.stories import ZJ_HOLDER, Cast, StoryResult, checked, zj_licence
 
@@ -46,21 +48,38 @@ LISTED = "91320506MA1Y3N8Q2R"  # the synthetic Jiangsu enterprise whose commitme
 
 @dataclass
 class GovServices:
-    """The platforms' side of the story: Zhejiang's library with its grant book, what each region saw."""
+    """The platforms' side of the story: Zhejiang's library with its grant book, what each region saw, and the
+    files each platform downloaded (`files`: "type:file ok" or "type:file refused", in order)."""
 
     issuer: LicenceIssuer
     licence: Licence
+    sim: SimulatedPlatforms
     seen: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # region -> "type[:code]"
+    files: list[str] = field(default_factory=list)
 
     def saw(self, d: Delivery, code: str | None = None) -> None:
         self.seen[d.region].append(d.type if code is None else f"{d.type}:{code}")
 
-    def on_fetch_result(self, d: Delivery) -> None:
-        self.saw(d, d.payload()["outcome"])
+    async def download(self, d: Delivery, claim: dict[str, Any]) -> None:
+        """The platform downloads a file its message claims and checks the size and digest."""
+        data = await self.sim.clients[d.region].download_file(claim)
+        self.files.append(f"{d.type}:{'file ok' if data is not None else 'file refused'}")
 
-    def on_fetch_request(self, d: Delivery) -> Reply:
+    async def on_fetch_result(self, d: Delivery) -> None:
+        answer = d.payload()
+        self.saw(d, answer["outcome"])
+        if answer["outcome"] == "DELIVERED":
+            await self.download(d, answer["file"])
+
+    async def on_case_submit(self, d: Delivery) -> None:
         self.saw(d)
-        return self.issuer.on_fetch_request(d)
+        for material in d.payload()["materials"]:
+            if "claim_check" in material:
+                await self.download(d, material["claim_check"])
+
+    async def on_fetch_request(self, d: Delivery) -> Reply:
+        self.saw(d)
+        return await self.issuer.on_fetch_request(d)
 
     def on_grant(self, d: Delivery) -> None:
         self.saw(d)
@@ -71,15 +90,19 @@ def wire_gov_services(sim: SimulatedPlatforms, book_dir: Path | None = None) -> 
     """Zhejiang's library (its grant book in `book_dir`, default a temporary folder) and the reactions."""
     folder = book_dir or Path(tempfile.mkdtemp(prefix="yrdx-grants-"))
     licence = zj_licence(1)  # the enterprise ZJ_HOLDER's licence
-    file = LicenceFile("91330106MA2CD4W58W", "2025-05-22", {
-        "file_id": str(uuid.uuid4()), "digest": {"alg": "SHA-256", "value": "ab" * 32}, "size": 48213,
-        "media_type": "application/ofd",
-    })
-    gov = GovServices(LicenceIssuer(ISSUER, GrantBook(folder / "grants.sqlite"), [(licence, file)]), licence)
+    number = "91330106MA2CD4W58W"
+    file = LicenceFile(number, "2025-05-22", synthetic_pdf(f"business licence {number}"))
+
+    async def upload(to: str, data: bytes, media_type: str) -> dict[str, Any] | None:
+        return await sim.clients[ISSUER].upload_file(to, data, media_type)
+
+    gov = GovServices(LicenceIssuer(ISSUER, GrantBook(folder / "grants.sqlite"), [(licence, file)], upload),
+                      licence, sim)
     sim.on(ISSUER, "license.authorization.grant", gov.on_grant)
     sim.on(ISSUER, "license.fetch.request", gov.on_fetch_request)
     sim.on(HANDLER, "license.fetch.result", gov.on_fetch_result)
-    for region, msg_type in ((HANDLER, "case.submit"), (APPLICANT_AT, "case.accept"),
+    sim.on(HANDLER, "case.submit", gov.on_case_submit)
+    for region, msg_type in ((APPLICANT_AT, "case.accept"),
                              (APPLICANT_AT, "case.progress"), (APPLICANT_AT, "case.result"),
                              (HANDLER, "case.evaluation"), ("SH", "credit.list.notice"),
                              ("ZJ", "credit.list.notice"), ("AH", "credit.list.notice")):
@@ -126,6 +149,12 @@ async def gov_services_story(cast: Cast, gov: GovServices) -> StoryResult:
     })
     submit: dict[str, Any] = reg.examples("case.submit")[0]  # the form by claim check, the licence by reference
     submit["case_id"] = case_id
+    form = await clients[APPLICANT_AT].upload_file(HANDLER, synthetic_pdf(f"application form {case_id}"),
+                                                   "application/pdf")
+    if form is None:
+        problems.append("Jiangsu's gateway refused the application form's upload")
+    else:
+        submit["materials"][0]["claim_check"] = form
     submit["materials"][1]["license_ref"] = {"license_id": gov.licence.license_id, "grant_id": grant_id}
     await send(APPLICANT_AT, "case.submit", HANDLER, submit, operator=JS_OPERATOR)
     await send(HANDLER, "case.accept", APPLICANT_AT, {**reg.examples("case.accept")[0], "case_id": case_id})
@@ -140,6 +169,9 @@ async def gov_services_story(cast: Cast, gov: GovServices) -> StoryResult:
             problems.append("Zhejiang did not answer the fetch")
     if gov.issuer.decisions != ["DELIVERED", "GRANT_EXHAUSTED"]:
         problems.append(f"fetches decided {gov.issuer.decisions}, expected DELIVERED then GRANT_EXHAUSTED")
+    downloads = ["case.submit:file ok", "license.fetch.result:file ok"]
+    if not await _until(lambda: len(gov.files) >= len(downloads)) or sorted(gov.files) != downloads:
+        problems.append(f"Shanghai's downloads: {gov.files}, expected the form and the licence file, both whole")
     for msg_type in ("case.progress", "case.result"):
         await send(HANDLER, msg_type, APPLICANT_AT, {**reg.examples(msg_type)[0], "case_id": case_id})
     await send(APPLICANT_AT, "case.evaluation", HANDLER, {**reg.examples("case.evaluation")[0], "case_id": case_id})
@@ -147,4 +179,5 @@ async def gov_services_story(cast: Cast, gov: GovServices) -> StoryResult:
     for region in ("SH", "ZJ", "AH"):
         await send(APPLICANT_AT, "credit.list.notice", region, notice, conversation=str(notice["notice_id"]))
     result.summary = "; ".join(f"{r} saw {', '.join(types)}" for r, types in sorted(gov.seen.items()))
+    result.summary += f"; SH downloaded {', '.join(gov.files)}"
     return result

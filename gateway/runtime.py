@@ -202,9 +202,10 @@ class Gateway:
             WebhookDeliverer(self._session, self.metrics),
             self.egress_health,
             ReplyStep(self.cfg, self.reply_table, self.state, self.audit, self.metrics, self.waiters),
-            ClaimChecks(self.cfg, self.registry, self.files),
+            claims := ClaimChecks(self.cfg, self.registry, self.files, self.state, self.audit),
         )
-        self.assembler = Assembler(self.cfg.region, self.cfg.topics, checks, self.files, self.publisher, self.audit)
+        self.assembler = Assembler(self.cfg.region, self.cfg.topics, checks, self.files, self.publisher, self.audit,
+                                   claims.wake)
         try:
             facades = mount(self.cfg, self.facade_context)
         except FacadeError as e:

@@ -16,7 +16,9 @@
 #   4. replicas: replicaCount 3 with state.dsn (and the ZJ example, and an autoscaler) render and validate,
 #      with the ConfigMap's state in PostgreSQL (state.dsn_file, accepted by the config parser), a PDB keeping
 #      one replica up, preferred pod anti-affinity and YRDX_INSTANCE_ID from the pod's name;
-#   5. helm template with values the chart must refuse (they must fail, naming the problem).
+#   5. the files spool: files.* rendered into gateway.yaml, its volume writable at files.spool_dir (a claim,
+#      shared ReadWriteMany by replicas, or an emptyDir for development);
+#   6. helm template with values the chart must refuse (they must fail, naming the problem).
 # Safe to run again: nothing outside the cache directory and a temporary directory is written.
 set -euo pipefail
 
@@ -104,6 +106,12 @@ for f in files:
     assert any(f.startswith(m.rstrip("/") + "/") for m in mounts), f"{f} is in no volume mount"
 if "path" in cfg["state"]:
     assert any(cfg["state"]["path"].startswith(m + "/") for m in mounts), "state.path is in no volume mount"
+# The spool is writable: its own volume (a claim, or an emptyDir), mounted read-write at files.spool_dir.
+spool = cfg["files"]["spool_dir"]
+spool_mount = next((m for m in container["volumeMounts"] if m["mountPath"] == spool), None)
+assert spool_mount is not None and not spool_mount.get("readOnly"), f"files.spool_dir {spool} is no writable mount"
+spool_volume = next(v for v in pod["volumes"] if v["name"] == spool_mount["name"])
+assert "persistentVolumeClaim" in spool_volume or "emptyDir" in spool_volume, spool_volume
 parser = "no gateway/config.py"
 if os.path.exists(os.path.join(root, "gateway", "config.py")):
     sys.path.insert(0, root)
@@ -117,15 +125,19 @@ if os.path.exists(os.path.join(root, "gateway", "config.py")):
             return stand_in + value if value in files else value
         for f in files:
             os.makedirs(os.path.dirname(stand_in + f), exist_ok=True)
-            with open(stand_in + f, "w") as out:  # the DSN file must hold a DSN; the others only exist
-                out.write("postgresql://yrdx@stand-in/yrdx" if f == cfg["state"].get("dsn_file") else "")
+            with open(stand_in + f, "w") as out:  # the DSN file holds a DSN, the SASL login files a word (the
+                # parser refuses them empty); the others only exist
+                sasl = f in (cfg["kafka"].get("sasl_username_file"), cfg["kafka"].get("sasl_password_file"))
+                out.write("postgresql://yrdx@stand-in/yrdx" if f == cfg["state"].get("dsn_file")
+                          else "stand-in" if sasl else "")
         parsed = parse_config(moved(cfg), base=__import__("pathlib").Path(stand_in))
         assert parsed.region == region and parsed.port == cfg["listen"]["port"]
     parser = "accepted by gateway.config.parse_config"
 state = "PostgreSQL (dsn_file)" if "dsn_file" in cfg["state"] else "SQLite"
 print(f"   ok: {len(docs)} manifests ({', '.join(sorted(kinds))}); gateway.yaml region {region}, state {state}, "
       f"kafka {cfg['kafka']['security_protocol']}, {len(cfg['platforms'])} platform(s), "
-      f"{len(files)} mounted files; {parser}")
+      f"{len(files)} mounted files, spool {spool} on {'a claim' if 'persistentVolumeClaim' in spool_volume else 'an emptyDir'}; "
+      f"{parser}")
 PY
 }
 
@@ -175,7 +187,15 @@ else:
     assert deployment["spec"]["replicas"] == int(n), deployment["spec"]["replicas"]
     assert "HorizontalPodAutoscaler" not in kinds, "an HPA rendered although autoscaling is off"
     what = f"{n} replicas"
-assert "PersistentVolumeClaim" not in kinds, "a state claim rendered although the state is in PostgreSQL"
+claims = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+assert [c["metadata"]["name"].endswith("-files") for c in claims] in ([], [True]), \
+    "a state claim rendered although the state is in PostgreSQL"
+pod_volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+if claims:  # the replicas' one spool: a claim they can all mount read-write
+    assert "ReadWriteMany" in claims[0]["spec"]["accessModes"], claims[0]["spec"]
+    assert pod_volumes["files"]["persistentVolumeClaim"]["claimName"] == claims[0]["metadata"]["name"]
+else:
+    assert "persistentVolumeClaim" in pod_volumes["files"], "the replicas' spool is not on a shared claim"
 assert deployment["spec"]["strategy"]["type"] == "RollingUpdate", deployment["spec"]["strategy"]
 pdb = kinds["PodDisruptionBudget"]["spec"]
 assert pdb.get("minAvailable") == 1, pdb
@@ -190,7 +210,8 @@ if "NetworkPolicy" in kinds:  # the replicas must reach their database
     ports = [p["port"] for rule in kinds["NetworkPolicy"]["spec"]["egress"] for p in rule.get("ports", [])]
     assert 5432 in ports, f"no egress to PostgreSQL in the NetworkPolicy ({ports})"
 print(f"   ok: {what}, RollingUpdate, PDB minAvailable 1, preferred anti-affinity on {term['topologyKey']}, "
-      "YRDX_INSTANCE_ID from metadata.name, state.dsn_file, egress to PostgreSQL, no state claim")
+      "YRDX_INSTANCE_ID from metadata.name, state.dsn_file, egress to PostgreSQL, no state claim, "
+      "one shared spool claim")
 PY
 }
 
@@ -243,11 +264,30 @@ MONITORING=1 lint_and_render yrdx-monitoring JS --set region=JS --set alerts.ena
     --set dashboard.namespace=monitoring --set-string dashboard.annotations.grafana_folder=yrdx
 
 say "replicas on PostgreSQL state: replicaCount 3 with state.dsn, the ZJ example, an autoscaler"
-lint_and_render yrdx-sh-replicas SH --set replicaCount=3 --set state.dsn=postgresql://yrdx-sh@pg.sh.svc:5432/yrdx
+lint_and_render yrdx-sh-replicas SH --set replicaCount=3 --set state.dsn=postgresql://yrdx-sh@pg.sh.svc:5432/yrdx \
+    --set 'files.persistence.accessModes={ReadWriteMany}'
 check_replicas "$WORK/yrdx-sh-replicas.yaml" 3
 check_replicas "$WORK/yrdx-zj.yaml" 2
-lint_and_render yrdx-sh-hpa SH --set autoscaling.enabled=true --set state.dsnSecret.name=yrdx-sh-state
+lint_and_render yrdx-sh-hpa SH --set autoscaling.enabled=true --set state.dsnSecret.name=yrdx-sh-state \
+    --set files.persistence.existingClaim=yrdx-sh-files-nfs
 check_replicas "$WORK/yrdx-sh-hpa.yaml" hpa
+
+say "the files spool: its values in gateway.yaml, an emptyDir for development"
+lint_and_render yrdx-files JS --set region=JS --set files.spoolDir=/spool --set files.maxBytes=104857600 \
+    --set files.waitS=30 --set files.retentionDays=3 --set files.persistence.enabled=false
+check_files() {
+    "$PYTHON" - "$1" <<'PY'
+import sys, yaml
+
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+cm = next(d for d in docs if d["kind"] == "ConfigMap" and "gateway.yaml" in d.get("data", {}))
+files = yaml.safe_load(cm["data"]["gateway.yaml"])["files"]
+assert files == {"spool_dir": "/spool", "max_bytes": 104857600, "wait_s": 30, "retention_days": 3}, files
+assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"].endswith("-files")]
+print(f"   ok: files {files}, spool on an emptyDir, no files claim")
+PY
+}
+check_files "$WORK/yrdx-files.yaml"
 
 say "values the chart must refuse"
 must_fail "value must be one of 'SH', 'JS', 'ZJ', 'AH'" --set region=XX
@@ -255,6 +295,12 @@ must_fail "value must be one of 'PLAINTEXT', 'SSL', 'SASL_SSL'" --set kafka.secu
 must_fail "needs kafka.sasl.existingSecret" --set kafka.security.protocol=SASL_SSL
 must_fail "replicaCount > 1 (or autoscaling.enabled) needs state.dsn or state.dsnSecret" --set replicaCount=3
 must_fail "replicaCount > 1 (or autoscaling.enabled) needs state.dsn or state.dsnSecret" --set autoscaling.enabled=true
+must_fail "needs files.persistence.accessModes \[ReadWriteMany\]" --set replicaCount=2 --set state.dsn=postgresql://yrdx@pg/yrdx
+must_fail "needs files.persistence.enabled with a shared volume" --set replicaCount=2 \
+    --set state.dsn=postgresql://yrdx@pg/yrdx --set files.persistence.enabled=false
+must_fail "files.spoolDir \"/etc/yrdx/files\": it is the spool volume's mount point" --set files.spoolDir=/etc/yrdx/files
+must_fail "files.spoolDir \"/var/lib/yrdx/files\"" --set files.spoolDir=/var/lib/yrdx/files
+must_fail "at '/files/waitS'" --set files.waitS=0
 must_fail "autoscaling.maxReplicas must be at least autoscaling.minReplicas" --set autoscaling.enabled=true \
     --set state.dsn=postgresql://yrdx@pg/yrdx --set autoscaling.minReplicas=5 --set autoscaling.maxReplicas=2
 must_fail "at '/state/dsn': 'mysql://x' does not match pattern" --set state.dsn=mysql://x

@@ -48,6 +48,8 @@ STAGES = frozenset({
     # files (README "Files (claim checks)"), by file id: its manifest published at the sender, then judged at the
     # destination (complete, or refused with the reason)
     "file_sent", "file_received", "file_refused",
+    # a message set aside until its claim-checked files are decided, and taken back (gateway/files/claims.py)
+    "parked", "unparked",
 })
 
 # Format 2: a replica's chain (its segments and records name `chain`); format 1, without a `format` key, is the

@@ -5,7 +5,8 @@ checks and the file checked against it, and anything refused (a record that is n
 that does not verify, a file whose chunks are missing, do not open or do not add up to the digest) is
 dead-lettered on the region's DLQ with its reason. Offsets are committed after the batch's dead letters were
 acknowledged, like egress. A manifest that does not verify leaves no verdict (a forged one must not spoil the
-real file): a message waiting for that file ends as `file_incomplete`.
+real file): a message waiting for that file ends as `file_incomplete`. Once a batch decided a file, the
+messages parked for it are woken (`decided`, the claim-check step's event).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ log = logging.getLogger(__name__)
 
 class Assembler:
     def __init__(self, region: str, topics: Topics, checks: Checks, store: FileStore, publisher: Publisher,
-                 audit: AuditTrail | None = None) -> None:
+                 audit: AuditTrail | None = None, decided: asyncio.Event | None = None) -> None:
         self._region = region
+        self._decided = decided
         self._audit = audit
         self._dlq = topics.dlq(region)
         self._checks = checks
@@ -66,6 +68,8 @@ class Assembler:
             await self._publisher.publish(dead)
         if self._audit is not None:  # the verdicts are on record before the offsets move
             await self._audit.durable()
+        if self._decided is not None and any(headers.FILE_CHUNK not in r.headers for r in batch):
+            self._decided.set()  # a manifest was in the batch: a parked message may be waiting for its file
 
     async def take(self, r: InRecord) -> Rejection | None:
         unreadable = read_record(r)

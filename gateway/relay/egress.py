@@ -1,4 +1,5 @@
-"""Egress: poll -> check each record -> dedupe -> replies -> deliver -> outcomes -> commit.
+"""Egress: poll -> check each record -> dedupe -> claim checks -> replies -> deliver -> outcomes -> commit;
+then the parked messages whose files were decided (gateway/files/claims.py), through the same steps.
 
 Every record read ends in exactly one decided outcome, delivered or dead-lettered with a reason, whatever its
 bytes: the checks (`checks.py`) turn hostile input into a `Rejection`, and an unexpected exception while handling
@@ -88,10 +89,24 @@ class Egress:
             if batch:
                 await self.handle(batch, stopping)
                 await consumer.commit(batch)
+            await self.resume_parked(stopping)
             offsets = consumer.offsets()
             self.health.progress(offsets)
             for partition, waiting in self.health.lag.items():
                 self._fx.metrics.consumer_lag.labels(str(partition)).set(waiting)
+
+    async def resume_parked(self, stopping: asyncio.Event | None = None) -> None:
+        """The messages parked until their files were decided (gateway/files/claims.py), through every step."""
+        if self._claims is None:
+            return
+        parked = await self._claims.due()
+        try:
+            if parked:
+                await self.handle(parked, stopping)
+        except BaseException:
+            self._claims.released()  # still parked, free for the next look (dedupe knows what got delivered)
+            raise
+        self._claims.resumed()
 
     # --- the batch -----------------------------------------------------------------------------------------
 
@@ -111,7 +126,7 @@ class Egress:
         webhooks: dict[str, list[tuple[Platform, Verified]]] = defaultdict(list)
         kept = self.dedupe(checked, out)
         if self._claims is not None:
-            kept = await self._claims.settle(kept)
+            kept = self._claims.settle(kept)
         answers = self._replies.match([c for c in kept if isinstance(c, Verified)]) if self._replies else {}
         late: dict[str, str] = {}  # message id -> the request it came too late for (delivered, marked)
         for c in kept:

@@ -38,6 +38,8 @@ from gateway.state.rows import (
     InboxItem,
     NewRequest,
     NewSent,
+    ParkedMessage,
+    ParkedSql,
     ReceiptItem,
     Reply,
     RequestRecord,
@@ -48,6 +50,8 @@ from gateway.state.rows import (
     history_event,
     match_receipts,
     open_params,
+    park_params,
+    parked_message,
     reply_params,
     request_record,
     storable,
@@ -528,5 +532,53 @@ class PostgresBackend:
         def call(conn: _Connection) -> list[RequestRecord]:
             rows = conn.execute(_pg(RequestSql.OVERDUE), (pending_before, uncompensated_before, limit)).fetchall()
             return [request_record(r) for r in rows]
+
+        return self._run(call)
+
+    # --- parked messages (waiting for their files) ----------------------------------------------------------
+
+    def park(self, items: Sequence[ParkedMessage]) -> None:
+        if not items:
+            return
+        now = time.time()
+
+        def call(conn: _Connection) -> None:
+            with conn.transaction():
+                conn.cursor().executemany(_pg(ParkedSql.PARK), [park_params(m, now) for m in items])
+
+        self._run(call)
+
+    def parked(self, limit: int) -> list[ParkedMessage]:
+        return self._run(lambda conn: [parked_message(r) for r in conn.execute(_pg(ParkedSql.FREE),
+                                                                                (time.time(), limit))])
+
+    def parked_conversations(self, correlation_ids: Sequence[str]) -> set[str]:
+        keys = sorted({c for c in correlation_ids if storable(c)})
+        if not keys:
+            return set()
+        sql = "SELECT DISTINCT correlation_id FROM parked WHERE correlation_id = ANY(%s)"
+        return self._run(lambda conn: {r[0] for r in conn.execute(sql, (keys,))})
+
+    def lease_parked(self, correlation_id: str, lease_s: float) -> set[str]:
+        # One UPDATE: a replica racing for the same conversation waits on the row locks, then finds them leased.
+        now = time.time()
+        sql = _pg(ParkedSql.LEASE) + " RETURNING source"
+        return self._run(lambda conn: {r[0] for r in conn.execute(sql, (now + lease_s, correlation_id, now))})
+
+    def unpark(self, sources: Sequence[str], correlation_ids: Sequence[str]) -> None:
+        def call(conn: _Connection) -> None:
+            with conn.transaction():
+                cur = conn.cursor()
+                if sources:
+                    cur.executemany(_pg(ParkedSql.DROP), [(s,) for s in sources])
+                if correlation_ids:
+                    cur.executemany(_pg(ParkedSql.RELEASE), [(c,) for c in correlation_ids])
+
+        self._run(call)
+
+    def parked_count(self) -> int:
+        def call(conn: _Connection) -> int:
+            row = conn.execute(ParkedSql.COUNT).fetchone()
+            return int(row[0]) if row else 0
 
         return self._run(call)

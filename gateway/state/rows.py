@@ -77,6 +77,22 @@ class InboxDelivery:
 
 
 @dataclass(frozen=True, slots=True)
+class ParkedMessage:
+    """A consumed record set aside until the files its message claims are decided (gateway/files/parking.py):
+    the record's value and, opaque to the store, the rest of it (`meta`, JSON); `file_ids` empty for a message
+    parked behind an earlier one of its conversation."""
+
+    source: str
+    message_id: str
+    correlation_id: str
+    value: bytes
+    meta: bytes
+    file_ids: tuple[str, ...]
+    deadline_at: float
+    seq: int = 0  # set by the store: the order in which messages were parked
+
+
+@dataclass(frozen=True, slots=True)
 class ReceiptItem:
     """One item of a peer's signed receipt, as the origin applies it."""
 
@@ -244,3 +260,27 @@ def open_params(req: NewRequest) -> tuple[Any, ...]:
 
 def reply_params(at: float, reply: Reply, correlation_id: str) -> tuple[Any, ...]:
     return (at, reply.id, reply.type, reply.from_region, reply.envelope, reply.signature, correlation_id)
+
+
+# The parking statements, written once with `?` placeholders (postgres.py swaps in `%s`).
+class ParkedSql:
+    PARK = ("INSERT INTO parked (source, message_id, correlation_id, value, meta, file_ids, parked_at, deadline_at) "
+            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (source) DO NOTHING")
+    # Conversations of which no message is leased (being taken back by a replica), oldest first.
+    FREE = ("SELECT seq, source, message_id, correlation_id, value, meta, file_ids, deadline_at FROM parked "
+            "WHERE correlation_id NOT IN (SELECT correlation_id FROM parked WHERE leased_until >= ?) "
+            "ORDER BY seq LIMIT ?")
+    LEASE = "UPDATE parked SET leased_until = ? WHERE correlation_id = ? AND leased_until < ?"
+    DROP = "DELETE FROM parked WHERE source = ?"
+    RELEASE = "UPDATE parked SET leased_until = 0 WHERE correlation_id = ?"
+    COUNT = "SELECT count(*) FROM parked"
+
+
+def park_params(m: ParkedMessage, now: float) -> tuple[Any, ...]:
+    return (m.source, m.message_id, m.correlation_id, m.value, m.meta, orjson.dumps(list(m.file_ids)).decode(), now,
+            m.deadline_at)
+
+
+def parked_message(row: Sequence[Any]) -> ParkedMessage:
+    return ParkedMessage(row[1], row[2], row[3], bytes(row[4]), bytes(row[5]), tuple(orjson.loads(row[6])),
+                         float(row[7]), int(row[0]))

@@ -57,6 +57,25 @@ def _requests_step(*, real: str, blob: str) -> Migration:
     ))
 
 
+def _parked_step(*, seq: str, real: str, blob: str) -> Migration:
+    """Version 3: messages set aside until their claim-checked files are decided (gateway/files/parking.py)."""
+    return Migration(3, "parked messages: waiting for their files, or behind one of their conversation that is", (
+        f"""CREATE TABLE parked (
+            seq {seq},
+            source TEXT NOT NULL UNIQUE,
+            message_id TEXT NOT NULL,
+            correlation_id TEXT NOT NULL,
+            value {blob} NOT NULL,
+            meta {blob} NOT NULL,
+            file_ids TEXT NOT NULL,
+            parked_at {real} NOT NULL,
+            deadline_at {real} NOT NULL,
+            leased_until {real} NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX parked_conversation ON parked(correlation_id, seq)",
+    ))
+
+
 # Version 1 is the schema the SQLite store had before it was versioned; IF NOT EXISTS lets a file written by that
 # code adopt it as it is.
 SQLITE: tuple[Migration, ...] = (
@@ -112,6 +131,7 @@ SQLITE: tuple[Migration, ...] = (
         "CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v BLOB NOT NULL)",
     )),
     _requests_step(real="REAL", blob="BLOB"),
+    _parked_step(seq="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL", blob="BLOB"),
 )
 
 # The same tables in PostgreSQL. sent_events gets a key of its own (SQLite's rowid keeps their order there), the
@@ -171,6 +191,7 @@ POSTGRES: tuple[Migration, ...] = (
         "CREATE TABLE kv (k TEXT PRIMARY KEY, v BYTEA NOT NULL)",
     )),
     _requests_step(real="DOUBLE PRECISION", blob="BYTEA"),
+    _parked_step(seq="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", real="DOUBLE PRECISION", blob="BYTEA"),
 )
 
 

@@ -25,6 +25,8 @@ from gateway.state.rows import (
     InboxItem,
     NewRequest,
     NewSent,
+    ParkedMessage,
+    ParkedSql,
     ReceiptItem,
     Reply,
     RequestRecord,
@@ -35,6 +37,8 @@ from gateway.state.rows import (
     history_event,
     match_receipts,
     open_params,
+    park_params,
+    parked_message,
     reply_params,
     request_record,
     storable,
@@ -348,3 +352,37 @@ class SqliteBackend:
     def overdue_requests(self, pending_before: float, uncompensated_before: float, limit: int) -> list[RequestRecord]:
         rows = self._db.execute(RequestSql.OVERDUE, (pending_before, uncompensated_before, limit)).fetchall()
         return [request_record(r) for r in rows]
+
+    # --- parked messages (waiting for their files) ----------------------------------------------------------
+
+    @_guarded
+    def park(self, items: Sequence[ParkedMessage]) -> None:
+        now = time.time()
+        self._tx([(ParkedSql.PARK, [park_params(m, now) for m in items], True)])
+
+    @_guarded
+    def parked(self, limit: int) -> list[ParkedMessage]:
+        return [parked_message(r) for r in self._db.execute(ParkedSql.FREE, (time.time(), limit))]
+
+    @_guarded
+    def parked_conversations(self, correlation_ids: Sequence[str]) -> set[str]:
+        sql = "SELECT DISTINCT correlation_id FROM parked WHERE correlation_id IN ({marks})"
+        return {r[0] for r in self._in(sql, sorted({c for c in correlation_ids if storable(c)}))}
+
+    @_guarded
+    def lease_parked(self, correlation_id: str, lease_s: float) -> set[str]:
+        now = time.time()
+        with self._transaction() as cur:  # one process per file: read, then take, in one transaction
+            rows = cur.execute("SELECT source FROM parked WHERE correlation_id = ? AND leased_until < ?",
+                               (correlation_id, now)).fetchall()
+            cur.execute(ParkedSql.LEASE, (now + lease_s, correlation_id, now))
+        return {r[0] for r in rows}
+
+    @_guarded
+    def unpark(self, sources: Sequence[str], correlation_ids: Sequence[str]) -> None:
+        self._tx([(ParkedSql.DROP, [(s,) for s in sources], True),
+                  (ParkedSql.RELEASE, [(c,) for c in correlation_ids], True)])
+
+    @_guarded
+    def parked_count(self) -> int:
+        return int(self._db.execute(ParkedSql.COUNT).fetchone()[0])

@@ -19,6 +19,7 @@ from gateway.state.rows import (
     InboxItem,
     NewRequest,
     NewSent,
+    ParkedMessage,
     ReceiptItem,
     Reply,
     RequestRecord,
@@ -67,6 +68,12 @@ class Backend(Protocol):
     def record_compensation(self, correlation_id: str, compensation_id: str) -> bool: ...
     def overdue_requests(self, pending_before: float, uncompensated_before: float,
                          limit: int) -> list[RequestRecord]: ...
+    def park(self, items: Sequence[ParkedMessage]) -> None: ...
+    def parked(self, limit: int) -> list[ParkedMessage]: ...
+    def parked_conversations(self, correlation_ids: Sequence[str]) -> set[str]: ...
+    def lease_parked(self, correlation_id: str, lease_s: float) -> set[str]: ...
+    def unpark(self, sources: Sequence[str], correlation_ids: Sequence[str]) -> None: ...
+    def parked_count(self) -> int: ...
 
 
 class StateStore:
@@ -250,3 +257,31 @@ class StateStore:
         """Requests still pending with a deadline before `pending_before`, and timed-out ones whose compensation
         was rendered but not recorded as sent, with a deadline before `uncompensated_before`; oldest first."""
         return self._b.overdue_requests(pending_before, uncompensated_before, limit)
+
+    # --- parked messages: waiting for their files (gateway/files/parking.py) ---------------------------------
+
+    def park(self, items: Sequence[ParkedMessage]) -> None:
+        """Set records aside, in the order given; a record already parked (known by its source) stays as it is."""
+        self._b.park(items)
+
+    def parked(self, limit: int) -> list[ParkedMessage]:
+        """Up to `limit` parked messages, in the order parked, of the conversations of which no message is
+        leased now."""
+        return self._b.parked(limit)
+
+    def parked_conversations(self, correlation_ids: Sequence[str]) -> set[str]:
+        """Those of the correlation ids that have a parked message (leased or not)."""
+        return self._b.parked_conversations(correlation_ids)
+
+    def lease_parked(self, correlation_id: str, lease_s: float) -> set[str]:
+        """Lease every unleased parked message of the conversation for `lease_s`; the sources this call leased
+        (none when another call, in any replica, holds them)."""
+        return self._b.lease_parked(correlation_id, lease_s)
+
+    def unpark(self, sources: Sequence[str], correlation_ids: Sequence[str]) -> None:
+        """Forget the parked messages of `sources` (decided) and release the leases of what is left of these
+        conversations, in one transaction."""
+        self._b.unpark(sources, correlation_ids)
+
+    def parked_count(self) -> int:
+        return self._b.parked_count()

@@ -1,17 +1,20 @@
 """Files that travel (claim checks) on the real broker, between real gateway processes JS -> SH: a 100 MiB file
 streamed in sealed chunks with both gateways' memory bounded and its digest checked at the receiver and by the
 platform; a flipped byte in one chunk dead-letters the file and the message referencing it, with nothing
-delivered; no byte of a file travels in clear on any topic, and the file's audit trail says where it went; the
-routes' refusals; and a file in the national suite (SM3 digest, SM4-GCM chunks)."""
+delivered; a message whose file is still arriving is parked while the rest of its partition is delivered, and
+dead-lettered `file_incomplete` after files.wait_s when its file never completes; no byte of a file travels in
+clear on any topic, and the file's audit trail says where it went; the routes' refusals; and a file in the
+national suite (SM3 digest, SM4-GCM chunks)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import orjson
 import pytest
 import pytest_asyncio
 import yaml
+from aiokafka.partitioner import murmur2
 
 from gateway.config import load_config
 from gateway.crypto.jws import Signer
@@ -30,6 +34,7 @@ from gateway.files.sender import FileSender
 from gateway.kafka.port import OutRecord
 from gateway.kafka.reader import read_topic
 from gateway.kafka.transport import KafkaPublisher
+from gateway.schemas.registry import SchemaRegistry
 from gateway.wire import headers
 from tests._util import PlatformClient, SideExchange, pull_until, side_exchange
 from tests.conftest import Broker
@@ -37,6 +42,7 @@ from tests.conftest import Broker
 CLAIM_TYPE = "yrdx.claim_check"
 ID_NUMBER = b"320506199007181520"  # DOMAIN.md section 9: the synthetic JS resident
 MIB = 1024 * 1024
+WAIT_S = 20  # files.wait_s of both gateways here
 FILE_BYTES = 100 * MIB
 # The documented bound (README "Files (claim checks)"): relaying a 100 MiB file raises neither gateway's peak
 # RSS by more than this over its RSS before the upload, i.e. neither ever holds more than a fraction of the file.
@@ -51,7 +57,7 @@ def accept_claim_checks(ex: Exchange) -> None:
         doc["platforms"][0]["may_send"].append(CLAIM_TYPE)
         doc["platforms"][0]["receives"].append(CLAIM_TYPE)
         doc["accept"]["JS" if region == "SH" else "SH"].append(CLAIM_TYPE)
-        doc["files"] = {"wait_s": 20}
+        doc["files"] = {"wait_s": WAIT_S}
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
@@ -81,10 +87,12 @@ def write_material(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-async def upload(client: PlatformClient, path: Path, to: str = "SH",
+async def upload(client: PlatformClient, file: Path | bytes, to: str = "SH",
                  media_type: str = "application/pdf") -> tuple[int, dict[str, Any]]:
-    with path.open("rb") as f:  # aiohttp streams the file object: the test holds none of it either
-        async with client.session.post(f"{client.gateway.url}/v1/files?to={to}", data=f,
+    """POST /v1/files of a file on disk (streamed: the test holds none of it either) or of a few bytes."""
+    with contextlib.ExitStack() as stack:
+        data = file if isinstance(file, bytes) else stack.enter_context(file.open("rb"))
+        async with client.session.post(f"{client.gateway.url}/v1/files?to={to}", data=data,
                                        headers={"Content-Type": media_type, **client.minter.header()}) as r:
             return r.status, orjson.loads(await r.read())
 
@@ -143,6 +151,19 @@ async def test_a_100_mib_file_is_relayed_with_bounded_memory_and_its_digest_chec
     assert (await js.wait_status(sent["id"], "delivered"))["status"] == "delivered"
 
 
+def body_reader(data: bytes) -> Callable[[int], Awaitable[bytes]]:
+    """`data` read as the HTTP body is: at most n bytes a call, b"" at the end."""
+    offset = 0
+
+    async def read(n: int) -> bytes:
+        nonlocal offset
+        piece = data[offset:offset + n]
+        offset += len(piece)
+        return piece
+
+    return read
+
+
 class FlipOneChunk:
     """A publisher that flips one byte of chunk 1 on its way to Kafka, as damage (or tampering) on the path."""
 
@@ -170,16 +191,7 @@ async def test_a_flipped_byte_in_one_chunk_dead_letters_the_file_and_its_message
     await publisher.start()
     try:  # JS's own sender code and keys, with the damage between it and the broker
         sender = FileSender("JS", topics, signer, FlipOneChunk(publisher), {"SH": sealer}, 8 * MIB)
-        data = (ID_NUMBER + os.urandom(3 * MIB))[:3 * MIB]
-        offset = 0
-
-        async def read(n: int) -> bytes:  # as the HTTP body: at most n bytes, b"" at the end
-            nonlocal offset
-            piece = data[offset:offset + n]
-            offset += len(piece)
-            return piece
-
-        manifest = await sender.send("SH", "application/ofd", read)
+        manifest = await sender.send("SH", "application/ofd", body_reader((ID_NUMBER + os.urandom(3 * MIB))[:3 * MIB]))
     finally:
         await publisher.stop()
     js, sh = files_exchange.clients["JS"], files_exchange.clients["SH"]
@@ -193,6 +205,109 @@ async def test_a_flipped_byte_in_one_chunk_dead_letters_the_file_and_its_message
     assert sent["id"] not in {m["id"] for m in await sh.pull(wait=1.0)}
     status, got_headers, _, _ = await download(sh, manifest.file_id)
     assert status == 404
+
+
+class HoldManifests:
+    """A publisher that sends a file's chunks but keeps its manifest back until `release`: a file still arriving."""
+
+    def __init__(self, publisher: KafkaPublisher) -> None:
+        self._publisher = publisher
+        self.held: dict[bytes, list[OutRecord]] = {}
+
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        chunks = [r for r in records if headers.FILE_CHUNK in dict(r.headers)]
+        for r in records:
+            if headers.FILE_CHUNK not in dict(r.headers):
+                self.held.setdefault(r.key or b"", []).append(r)
+        await self._publisher.publish(chunks)
+
+    async def release(self, file_id: str) -> None:
+        await self._publisher.publish(self.held.pop(file_id.encode()))
+
+
+def keys_on_one_partition(partitions: int, n: int) -> list[str]:
+    """n correlation ids (the inbox records' keys) that Kafka's default partitioner puts on one partition."""
+    def partition(key: str) -> int:
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+    run = uuid.uuid4().hex[:8]
+    candidates = (f"park-{run}-{i}" for i in range(10_000))
+    first = next(candidates)
+    return [first, *[k for k in candidates if partition(k) == partition(first)][:n - 1]]
+
+
+async def stages_at(client: PlatformClient, msg_id: str, region: str, wanted: str) -> list[dict[str, Any]]:
+    """The region's audit records of the message once `wanted` is among them."""
+    deadline = time.monotonic() + 60
+    while True:
+        status, trace = await client.get(f"/v1/audit/messages/{msg_id}", auditor=True)
+        records = [r for r in trace.get("records", []) if r["region"] == region]
+        if wanted in {r["stage"] for r in records} or time.monotonic() > deadline:
+            return records
+        await asyncio.sleep(0.5)
+
+
+@pytest.mark.timeout(300)
+async def test_a_message_waiting_for_its_file_holds_up_nothing_and_one_whose_file_never_completes_is_dead_lettered(
+        files_exchange: SideExchange, kafka: Broker) -> None:
+    ex, topics = files_exchange.exchange, files_exchange.topics
+    js, sh = files_exchange.clients["JS"], files_exchange.clients["SH"]
+    js_cfg = load_config(ex.config_path("JS"))
+    signer = Signer(load_private_key(ex.pki.gateway_key("JS")), load_certificate(ex.pki.gateway_cert("JS")))
+    sealer = Sealer.for_key(load_encryption_pub(js_cfg.encryption_keys["SH"]), kid="SH")
+    publisher = KafkaPublisher(js_cfg.kafka, 30.0)
+    await publisher.start()
+    held = HoldManifests(publisher)
+    try:  # JS's own sender code and keys; the manifests wait in the test
+        sender = FileSender("JS", topics, signer, held, {"SH": sealer}, 8 * MIB)
+        arriving = await sender.send("SH", "application/pdf", body_reader(b"%PDF-1.7 licence " * 40_000))
+        never = await sender.send("SH", "application/pdf", body_reader(b"%PDF-1.7 materials " * 1000))
+        keys = keys_on_one_partition(load_config(ex.config_path("SH")).kafka.inbox_partitions, 6)
+        started = time.monotonic()
+        sent = []
+        for claim, key in ((arriving.claim_check(), keys[0]), (never.claim_check(), keys[1])):
+            status, doc = await js.send(CLAIM_TYPE, "SH", claim, correlation_id=key)
+            assert status == 202, doc
+            sent.append(doc["id"])
+        waiting, lost = sent
+        example = SchemaRegistry.load().examples("identity.verify.request")[0]
+        others = []
+        for key in keys[2:]:  # after the two on the same partition, each a conversation of its own
+            status, doc = await js.send("identity.verify.request", "SH", example, correlation_id=key)
+            assert status == 202, doc
+            others.append(doc["id"])
+        pulled = set()
+        while not set(others) <= pulled:
+            pulled |= {m["id"] for m in await pull_until(sh, others[-1], timeout=60)}
+        assert not {waiting, lost} & pulled
+        others_s = time.monotonic() - started
+        await held.release(arriving.file_id)  # its file completes: the parked message is delivered
+        pulled_later = await pull_until(sh, waiting, timeout=60)
+        delivered_s = time.monotonic() - started
+        assert [m["envelope"]["payload"] for m in pulled_later if m["id"] == waiting] == [arriving.claim_check()]
+        assert lost not in {m["id"] for m in pulled_later}
+        assert (await download(sh, arriving.file_id))[0] == 200
+        while time.monotonic() - started < 12:  # past 10 s of waiting, the consumer is not held: ready
+            await asyncio.sleep(0.5)
+        async with sh.session.get(sh.gateway.url + "/readyz") as r:
+            assert r.status == 200, await r.text()
+        assert await wait_dead_letter(kafka, topics.dlq("SH"), lost) == "file_incomplete"
+        dead_s = time.monotonic() - started
+        assert dead_s >= WAIT_S
+        final = await js.wait_status(lost, "rejected", timeout=60)
+        assert final["status"] == "rejected" and final["receipt"]["reason"] == "file_incomplete"
+        assert lost not in {m["id"] for m in await sh.pull(wait=1.0)}
+        assert (await download(sh, never.file_id))[0] == 404
+    finally:
+        await publisher.stop()
+    trail = [(r["stage"], r["detail"].get("reason")) for r in await stages_at(sh, waiting, "SH", "delivered")]
+    assert trail[:2] == [("received", None), ("parked", "awaiting_file")], trail
+    assert ("unparked", "files_decided") in trail and trail[-1][0] in ("delivered", "receipt_sent"), trail
+    trail = [(r["stage"], r["detail"].get("reason")) for r in await stages_at(sh, lost, "SH", "dead_lettered")]
+    assert ("unparked", "wait_s_passed") in trail and ("rejected", "file_incomplete") in trail, trail
+    print(f"\nparked JS -> SH: 4 later messages of the partition delivered after {others_s:.1f} s, the parked one "
+          f"{delivered_s:.1f} s after sending (its file released at {others_s:.1f} s), the one whose file never "
+          f"completed dead-lettered after {dead_s:.1f} s (files.wait_s {WAIT_S})")
 
 
 async def test_no_byte_of_a_file_travels_in_clear_on_any_topic(files_exchange: SideExchange, kafka: Broker,

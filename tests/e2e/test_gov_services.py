@@ -5,9 +5,11 @@ adapters/grants.py.
 - the use context: a fetch without use_cause is refused at the sender (400 purpose_required); one whose purpose
   Shanghai does not allow is dead-lettered there (not_permitted_purpose), though Jiangsu's registry allows it;
 - licences under the holder's grant: no grant, a used-up grant and a revoked grant are refused with their codes,
-  a valid one answers the licence with the annotated copy signed by Shanghai;
+  a valid one answers the licence with the annotated copy signed by Shanghai, and the licence file itself travels:
+  Shanghai's library uploads it, Jiangsu's platform downloads it by the answer's claim check and checks its digest;
 - `GET /v1/usage` lists exactly the fetches that reached Shanghai's library, with operator and purpose;
-- a case from submit to evaluation is one `yrdx audit trace`, each message with its stage, in both regions;
+- a case from submit to evaluation is one `yrdx audit trace`, each message with its stage, in both regions; its
+  application form travels as a file (uploaded by Jiangsu, downloaded whole by Shanghai's platform);
 - no ID number and no name of the test is in clear on any of the exchange's topics.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import sys
 import time
 import uuid
@@ -29,7 +32,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from adapters.grants import GrantBook, LicenceFile, LicenceIssuer
+from adapters.grants import GrantBook, LicenceFile, LicenceIssuer, synthetic_pdf
 from adapters.simulated import Delivery, Licence, cst_now
 from gateway.crypto.jws import parse_detached, verify_detached
 from gateway.crypto.trust import TrustStore
@@ -39,6 +42,7 @@ from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.regions import Topics
 from tests._util import ROOT, GatewayProcess, PlatformClient, pull_until
 from tests.conftest import Broker
+from tests.e2e.test_files import download, upload
 
 REGISTRY = SchemaRegistry.load()
 REGIONS = ("JS", "SH")
@@ -47,7 +51,7 @@ OPERATOR = {"id": "JS-OP-0001", "role": "counter_clerk", "department": "JS-ZWFW"
 GRANT = REGISTRY.examples("license.authorization.grant")[0]  # JS (11320000014008513K) may fetch the SH licence
 HOLDER = GRANT["holder_id_hash"]
 SH_LICENCE = Licence(GRANT["license_id"], "11100000000013338W011", "11310000002420113A", HOLDER)
-SH_FILE = LicenceFile("91310115MA1HK7T23J", "2024-01-10", REGISTRY.examples("license.fetch.result")[0]["file"])
+SH_FILE = LicenceFile("91310115MA1HK7T23J", "2024-01-10", synthetic_pdf("business licence 91310115MA1HK7T23J"))
 ID_NUMBER, NAME = "320506199007181520", "李四"  # the applicant of the case (case.submit example)
 
 
@@ -75,8 +79,14 @@ async def gov(kafka: Broker, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
             await asyncio.to_thread(g.start)
         async with aiohttp.ClientSession() as session:
             trust = TrustStore.from_files([ex.pki.ca_cert], [ex.pki.gateway_cert(r) for r in REGIONS])
-            yield Gov(ex, Topics(namespace), {r: PlatformClient(session, gateways[r], ex, r) for r in REGIONS},
-                      LicenceIssuer("SH", book, [(SH_LICENCE, SH_FILE)]), trust, root)
+            clients = {r: PlatformClient(session, gateways[r], ex, r) for r in REGIONS}
+
+            async def upload_at_sh(to: str, data: bytes, media_type: str) -> dict[str, Any] | None:
+                status, claim = await upload(clients["SH"], data, to, media_type)
+                return claim if status == 201 else None
+
+            yield Gov(ex, Topics(namespace), clients,
+                      LicenceIssuer("SH", book, [(SH_LICENCE, SH_FILE)], upload_at_sh), trust, root)
     finally:
         book.close()
         for g in gateways.values():
@@ -107,7 +117,7 @@ async def fetch(gov: Gov, grant_id: str) -> tuple[str, dict[str, Any]]:
     """JS fetches the SH licence under `grant_id`; SH's library answers; JS pulls the answer."""
     payload = {**REGISTRY.examples(FETCH)[0], "grant_id": grant_id}
     request = await relay(gov, "JS", FETCH, "SH", payload, operator=OPERATOR, use_cause="gov_service")
-    answer_type, answer = gov.issuer.on_fetch_request(delivery("SH", request))
+    answer_type, answer = await gov.issuer.on_fetch_request(delivery("SH", request))
     result = await relay(gov, "SH", answer_type, "JS", answer, correlation_id=request["envelope"]["correlation_id"])
     return request["id"], result
 
@@ -145,11 +155,16 @@ async def test_licences_are_fetched_only_under_a_valid_grant_and_the_usage_lists
     answer = first["envelope"]["payload"]
     assert answer["outcome"] == "DELIVERED" and answer["uses_left"] == 0
     assert answer["metadata"]["license_number"] == SH_FILE.license_number
+    licence_sha256 = hashlib.sha256(SH_FILE.content).hexdigest()
+    assert answer["file"]["digest"] == {"alg": "SHA-256", "value": licence_sha256}
+    assert (answer["file"]["size"], answer["file"]["media_type"]) == (len(SH_FILE.content), SH_FILE.media_type)
     assert answer["annotation"] == {
         "fetched_by_region": "JS", "fetched_by_org_code": GRANT["grantee_org_code"], "operator_id": OPERATOR["id"],
-        "use_cause": "gov_service", "valid_until": once["valid_until"],
-        "license_digest": SH_FILE.claim_check["digest"]["value"],
+        "use_cause": "gov_service", "valid_until": once["valid_until"], "license_digest": licence_sha256,
     }
+    # The licence file itself: Jiangsu's platform downloads it by the claim check and gets exactly those bytes.
+    status, _, got_sha256, got_size = await download(gov.clients["JS"], answer["file"]["file_id"])
+    assert (status, got_sha256, got_size) == (200, licence_sha256, len(SH_FILE.content))
     # The annotated copy is signed by the issuing region: SH's gateway signature over the exact envelope bytes.
     jws = parse_detached(first["signature"])
     signer = gov.trust.signer(jws.header, cst_now())
@@ -191,17 +206,31 @@ async def usage_until(gov: Gov, n: int, timeout: float = 60.0) -> list[dict[str,
         await asyncio.sleep(0.5)
 
 
+async def submit_case(gov: Gov, case_id: str, **extra: Any) -> tuple[dict[str, Any], dict[str, Any], bytes]:
+    """JS uploads an application form to SH and submits the case with it by claim check (the licence by
+    reference); the case.submit as SH's platform pulled it, the payload sent, and the form's bytes."""
+    submit = {**REGISTRY.examples("case.submit")[0], "case_id": case_id}
+    form = synthetic_pdf(f"application form {case_id}")
+    status, claim = await upload(gov.clients["JS"], form, "SH", "application/pdf")
+    assert status == 201, claim
+    submit["materials"] = [{**submit["materials"][0], "claim_check": claim}, *submit["materials"][1:]]
+    return await relay(gov, "JS", "case.submit", "SH", submit, correlation_id=case_id, **extra), submit, form
+
+
 CASE_STAGES = ("submit", "accept", "progress", "result", "evaluation")
 
 
 async def test_a_case_is_one_trace_from_submit_to_evaluation_across_two_regions(gov: Gov) -> None:
     case_id = f"JS-CASE-{uuid.uuid4().hex[:10].upper()}"
-    submit = {**REGISTRY.examples("case.submit")[0], "case_id": case_id}
-    sent = {"submit": (await relay(gov, "JS", "case.submit", "SH", submit, correlation_id=case_id,
-                                   operator=OPERATOR))["id"]}
+    submitted, submit, form = await submit_case(gov, case_id, operator=OPERATOR)
+    claim = submit["materials"][0]["claim_check"]
+    sent = {"submit": submitted["id"]}
     for stage in ("accept", "progress", "result"):
         payload = {**REGISTRY.examples(f"case.{stage}")[0], "case_id": case_id}
         sent[stage] = (await relay(gov, "SH", f"case.{stage}", "JS", payload, correlation_id=case_id))["id"]
+    # Shanghai's platform downloads the application form by its claim check: whole, with its digest.
+    status, _, got_sha256, got_size = await download(gov.clients["SH"], claim["file_id"])
+    assert (status, got_sha256, got_size) == (200, hashlib.sha256(form).hexdigest(), len(form))
     evaluation = {**REGISTRY.examples("case.evaluation")[0], "case_id": case_id}
     sent["evaluation"] = (await relay(gov, "JS", "case.evaluation", "SH", evaluation, correlation_id=case_id))["id"]
 
@@ -241,14 +270,13 @@ async def traced(gov: Gov, msg_id: str, ids: set[str], timeout: float = 60.0) ->
 async def test_no_id_number_or_name_is_in_clear_on_any_topic(kafka: Broker, gov: Gov) -> None:
     # A case with the applicant's ID number and name, and a fetch, travel (besides those of the tests above).
     case_id = f"JS-CASE-{uuid.uuid4().hex[:10].upper()}"
-    submitted = await relay(gov, "JS", "case.submit", "SH", {**REGISTRY.examples("case.submit")[0],
-                                                             "case_id": case_id}, correlation_id=case_id)
+    submitted, _, _ = await submit_case(gov, case_id)
     opened = submitted.get("payload") or submitted["envelope"]["payload"]  # sealed: opened for SH's platform only
     assert opened["applicant"]["id_number"] == ID_NUMBER
     await fetch(gov, "GR-NEVER-GRANTED")
     await usage_until(gov, 1)  # the audit segments of both have been flushed to yrdx.audit
     topics = [gov.topics.audit, gov.topics.checkpoints, *(gov.topics.inbox(r) for r in REGIONS),
-              *(gov.topics.dlq(r) for r in REGIONS)]
+              *(gov.topics.dlq(r) for r in REGIONS), *(gov.topics.files(r) for r in REGIONS)]
     seen = 0
     for topic in topics:
         for record in await read_topic(kafka.bootstrap_servers, topic, timeout_s=30):

@@ -56,6 +56,8 @@ class FileBench:
     store: FileStore
     assembler: Assembler
     opener: Opener
+    claims: ClaimChecks
+    _egress: Egress | None = None
 
     @property
     def files_topic(self) -> str:
@@ -93,9 +95,21 @@ class FileBench:
                 for r in parse_segment(v.value).records if r["message_id"] == file_id]
 
     def egress(self) -> Egress:
-        """SH's egress with the claim-check step."""
-        e = self.h.egress
-        return Egress(self.h.cfg, e._checks, e._fx, e._webhooks, claims=ClaimChecks(self.h.cfg, REGISTRY, self.store))
+        """SH's egress with the claim-check step (one per bench: the step remembers what it is taking back)."""
+        if self._egress is None:
+            e = self.h.egress
+            self._egress = Egress(self.h.cfg, e._checks, e._fx, e._webhooks, claims=self.claims)
+        return self._egress
+
+    async def drain(self) -> None:
+        """One turn of the egress loop: a batch of the inbox, then the parked messages that are due."""
+        egress = self.egress()
+        consumer = MemoryInboxConsumer(self.h.broker, self.h.inbox, self.h.cfg.topics.egress_group("SH"))
+        batch = await consumer.poll()
+        if batch:
+            await egress.handle(batch)
+            await consumer.commit(batch)
+        await egress.resume_parked()
 
 
 async def file_bench(root: Path, max_bytes: int = 8 * 1024 * 1024) -> FileBench:
@@ -108,4 +122,6 @@ async def file_bench(root: Path, max_bytes: int = 8 * 1024 * 1024) -> FileBench:
     opener = Opener.for_key(load_encryption_key(h.cfg.encryption_key))
     store = FileStore(root / "spool", max_bytes)
     checks = Checks(h.cfg, REGISTRY, h.trust, opener)
-    return FileBench(h, sender, store, Assembler(REGION, h.cfg.topics, checks, store, publisher, h.audit), opener)
+    claims = ClaimChecks(h.cfg, REGISTRY, store, h.state, h.audit)
+    return FileBench(h, sender, store, Assembler(REGION, h.cfg.topics, checks, store, publisher, h.audit, claims.wake),
+                     opener, claims)

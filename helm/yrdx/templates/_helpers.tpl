@@ -96,6 +96,10 @@ yrdx/region: {{ include "yrdx.region" . }}
 {{- default (printf "%s-auditor-keys" (include "yrdx.fullname" .)) .Values.auditorKeys.name }}
 {{- end }}
 
+{{- define "yrdx.filesClaimName" -}}
+{{- default (printf "%s-files" (include "yrdx.fullname" .)) .Values.files.persistence.existingClaim }}
+{{- end }}
+
 {{- define "yrdx.stateClaimName" -}}
 {{- default (printf "%s-state" (include "yrdx.fullname" .)) .Values.state.persistence.existingClaim }}
 {{- end }}
@@ -161,6 +165,16 @@ combination stops `helm install` with a message that names the values to change.
 {{- $stateDir := dir .Values.state.path }}
 {{- if or (eq $stateDir "/tmp") (hasPrefix "/etc/yrdx" $stateDir) }}
 {{- fail (printf "state.path %q: its directory is the state volume's mount point and must not be /tmp or under /etc/yrdx" .Values.state.path) }}
+{{- end }}
+{{- $f := .Values.files }}
+{{- if or (hasPrefix "/etc/yrdx" $f.spoolDir) (hasPrefix "/tmp" $f.spoolDir) (and (not (include "yrdx.stateInPostgres" .)) (or (eq $f.spoolDir $stateDir) (hasPrefix (printf "%s/" $stateDir) $f.spoolDir))) }}
+{{- fail (printf "files.spoolDir %q: it is the spool volume's mount point and must not be under /tmp, /etc/yrdx or the state volume's directory" $f.spoolDir) }}
+{{- end }}
+{{- if and (include "yrdx.replicated" .) (not $f.persistence.enabled) }}
+{{- fail "replicaCount > 1 (or autoscaling.enabled) needs files.persistence.enabled with a shared volume: each file is assembled by one replica, and every replica must find it (to deliver the message that claims it, to serve its download)." }}
+{{- end }}
+{{- if and (include "yrdx.replicated" .) $f.persistence.enabled (not $f.persistence.existingClaim) (not (has "ReadWriteMany" $f.persistence.accessModes)) }}
+{{- fail "replicaCount > 1 (or autoscaling.enabled) needs files.persistence.accessModes [ReadWriteMany] (or files.persistence.existingClaim on a shared file system): the replicas share one spool." }}
 {{- end }}
 {{- if and (eq $proto "SASL_SSL") (not .Values.kafka.sasl.existingSecret) }}
 {{- fail "kafka.security.protocol SASL_SSL needs kafka.sasl.existingSecret (the Secret holding the SASL password)." }}
@@ -267,9 +281,10 @@ hand-written one.
   "platforms" $platforms
   "auditors" $auditors
   "metrics" (dict "bearer_token_file" (ternary "/etc/yrdx/metrics/token" nil (not (empty .Values.metrics.bearerTokenSecret))))
+  "files" (dict "spool_dir" .Values.files.spoolDir "max_bytes" (int64 .Values.files.maxBytes) "wait_s" .Values.files.waitS "retention_days" .Values.files.retentionDays)
   "schemas_dir" (.Values.config.schemasDir | default nil)
 }}
-{{- $order := list "region" "listen" "kafka" "identity" "trust" "state" "limits" "accept" "platforms" "auditors" "metrics" "schemas_dir" }}
+{{- $order := list "region" "listen" "kafka" "identity" "trust" "state" "files" "limits" "accept" "platforms" "auditors" "metrics" "schemas_dir" }}
 {{- range $key := $order }}
 {{ toYaml (dict $key (index $cfg $key)) }}
 {{- end }}
