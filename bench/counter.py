@@ -11,7 +11,7 @@ per round trip of each process (the two gateways, the driver: HIS and insured pl
 benchmark started it) and how busy the whole machine was; then the lowest offered rate whose p99 passes 1 s, and
 the goal (p99 <= 100 ms at 500 req/s) as PASS or short of it.
 
-    .venv/bin/python bench/counter.py [--rates 100,500,1000] [--seconds 10] [--infno 1101]
+    .venv/bin/python bench/counter.py [--rates 100,500,1000] [--seconds 10] [--infno 1101] [--warmup 10]
 
 Needs request-reply in the gateway (issue 11 part 1) and the `nhsa` facade entry point installed
 (`pip install -e .` after the merge). It is a benchmark, not a test: exit 1 only when no answer came at all.
@@ -155,7 +155,7 @@ async def broker(work: Path) -> AsyncIterator[tuple[str, int | None]]:
         await asyncio.to_thread(local.stop)
 
 
-async def main(rates: Sequence[int], seconds: float, infno: str) -> int:
+async def main(rates: Sequence[int], seconds: float, infno: str, warmup: float) -> int:
     with tempfile.TemporaryDirectory(prefix="yrdx-bench-counter-") as tmp:
         work = Path(tmp)
         async with broker(work) as (bootstrap, kafka_pid), counter_exchange(
@@ -164,7 +164,9 @@ async def main(rates: Sequence[int], seconds: float, infno: str) -> int:
             pids: dict[str, int | None] = {f"{r} gateway": pid for r, pid in ex.pids.items()}
             pids |= {"driver": os.getpid(), "kafka": kafka_pid}
             mdtrt_id = await _visit(his)
-            await offer(his, infno, mdtrt_id, 20, 2.0)  # warm-up: connections, JIT of the broker, caches
+            # Warm-up: connections, caches, and the broker's JIT (a JVM fresh from its start keeps compiling
+            # for a while after traffic begins: ~0.5 of a core, which read as CPU of the first rates measured).
+            await offer(his, infno, mdtrt_id, 50, warmup)
             runs = [await offer(his, infno, mdtrt_id, rate, seconds, pids) for rate in rates]
     print(report(runs, infno))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -187,5 +189,6 @@ if __name__ == "__main__":
     parser.add_argument("--rates", default="100,500,1000", help="offered requests/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long each rate is offered")
     parser.add_argument("--infno", choices=("1101", "2206", "2207"), default="1101")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds of 50 req/s before the rates")
     args = parser.parse_args()
-    sys.exit(asyncio.run(main([int(r) for r in args.rates.split(",")], args.seconds, args.infno)))
+    sys.exit(asyncio.run(main([int(r) for r in args.rates.split(",")], args.seconds, args.infno, args.warmup)))
