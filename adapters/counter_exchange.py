@@ -42,6 +42,7 @@ class CounterExchange:
     insured: InsuredMedicalPlatform
     sim: SimulatedPlatforms
     session: aiohttp.ClientSession
+    pids: dict[str, int]  # region -> its gateway process (the benchmark reads their CPU time)
 
     def url(self, region: str) -> str:
         return f"http://127.0.0.1:{self.ports[region]}"
@@ -87,10 +88,11 @@ async def counter_exchange(
         insured.attach(sim)
         his = HisClient(session, f"http://127.0.0.1:{ports[CARE]}",
                         TokenMinter(platform_id(CARE), exchange.pki.platform_key(CARE), CARE))
-        yield CounterExchange(exchange, ports, his, insured, sim, session)
+        yield CounterExchange(exchange, ports, his, insured, sim, session,
+                              {r: proc.pid for r, proc in fleet.procs.items()})
     finally:
         fleet.stop()
+        await sim.stop()  # its answers in flight first: they post through the session
         await session.close()
-        await sim.stop()
         if insured is not None:
             insured.close()

@@ -6,10 +6,12 @@ insured platform answers from its ledger, and the result travels back to the wai
 schedule (request i at t0 + i/R) whether or not earlier ones finished, and latency runs from the scheduled
 time to the HIS's answer, so a stalled system cannot hide its queue (coordinated omission avoided).
 
-Prints per offered rate: sent, answered per infcode, p50/p99/p99.9 latency, the driver's schedule lag; then the
-lowest offered rate whose p99 passes 1 s, and the goal (p99 <= 100 ms at 500 req/s) as PASS or short of it.
+Prints per offered rate: sent, answered per infcode, p50/p99/p99.9 latency, the driver's schedule lag, the CPU
+per round trip of each process (the two gateways, the driver: HIS and insured platform, the Kafka JVM when the
+benchmark started it) and how busy the whole machine was; then the lowest offered rate whose p99 passes 1 s, and
+the goal (p99 <= 100 ms at 500 req/s) as PASS or short of it.
 
-    .venv/bin/python bench/counter.py [--rates 100,500,1000] [--seconds 10] [--infno 1101]
+    .venv/bin/python bench/counter.py [--rates 100,500,1000] [--seconds 10] [--infno 1101] [--warmup 10]
 
 Needs request-reply in the gateway (issue 11 part 1) and the `nhsa` facade entry point installed
 (`pip install -e .` after the merge). It is a benchmark, not a test: exit 1 only when no answer came at all.
@@ -36,6 +38,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout: its own adapters and gateway
 
+from relay import CpuWindow  # noqa: E402 (bench/relay.py, beside this file)
+
 from adapters.counter_exchange import PATIENT, counter_exchange  # noqa: E402
 from adapters.his import HisClient  # noqa: E402
 from adapters.simulated import cst_now  # noqa: E402
@@ -61,6 +65,8 @@ class Run:
     latencies: list[float] = field(default_factory=list)  # scheduled time -> answer, of every answer
     outcomes: Counter[str] = field(default_factory=Counter)  # infcode (or HTTP status / error class)
     lag: list[float] = field(default_factory=list)  # how late the driver sent each request
+    cpu_ms: dict[str, float | None] = field(default_factory=dict)  # process -> CPU ms per round trip
+    machine_busy: float = 0.0  # share of the machine's CPU time in use during the run (every process)
 
     def p(self, q: float) -> float:
         return percentile(self.latencies, q)
@@ -80,8 +86,11 @@ def transaction(his: HisClient, infno: str, mdtrt_id: str, n: int) -> dict[str, 
     return his.envelope(infno, {"data": data})
 
 
-async def offer(his: HisClient, infno: str, mdtrt_id: str, rate: int, seconds: float) -> Run:
+async def offer(his: HisClient, infno: str, mdtrt_id: str, rate: int, seconds: float,
+                pids: dict[str, int | None] | None = None) -> Run:
     run = Run(rate)
+    cpu = CpuWindow(pids or {})
+    cpu.start()
     total = int(rate * seconds)
     t0 = time.monotonic() + 0.2
 
@@ -100,6 +109,9 @@ async def offer(his: HisClient, infno: str, mdtrt_id: str, rate: int, seconds: f
         run.outcomes[f"infcode {answer.infcode}" if answer.status == 200 else f"HTTP {answer.status}"] += 1
 
     await asyncio.gather(*(one(i) for i in range(total)))
+    cpu.stop()
+    run.cpu_ms = {k: None if v is None else v * 1000 / max(1, run.sent) for k, v in cpu.used.items()}
+    run.machine_busy = cpu.machine_busy / cpu.machine_total if cpu.machine_total else 0.0
     return run
 
 
@@ -111,6 +123,10 @@ def report(runs: Sequence[Run], infno: str) -> str:
         answers = ", ".join(f"{k}: {v}" for k, v in sorted(r.outcomes.items()))
         lines.append(f"{r.rate:>9} {r.sent:>6} {r.p(50) * 1000:>8.1f} {r.p(99) * 1000:>8.1f} "
                      f"{r.p(99.9) * 1000:>9.1f} {percentile(r.lag, 99) * 1000:>10.1f}  {answers}")
+    lines.append("CPU ms per round trip (machine busy during the run):")
+    for r in runs:
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in r.cpu_ms.items() if v is not None)
+        lines.append(f"{r.rate:>9}/s  {cpu} ({r.machine_busy:.0%} busy)")
     knee = next((r.rate for r in runs if r.p(99) > KNEE_S), None)
     lines.append(f"p99 passes {KNEE_S:.0f} s at: " + (f"{knee}/s offered" if knee is not None else
                                                        f"not within the rates run (up to {runs[-1].rate}/s)"))
@@ -125,28 +141,33 @@ def report(runs: Sequence[Run], infno: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def broker(work: Path) -> AsyncIterator[str]:
+async def broker(work: Path) -> AsyncIterator[tuple[str, int | None]]:
+    """The bootstrap servers, and the broker's pid when this benchmark started it."""
     external = env_bootstrap_servers()
     if external:
-        yield external
+        yield external, None
         return
     local = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port())
     await asyncio.to_thread(local.start)
     try:
-        yield local.bootstrap_servers
+        yield local.bootstrap_servers, local.pid()
     finally:
         await asyncio.to_thread(local.stop)
 
 
-async def main(rates: Sequence[int], seconds: float, infno: str) -> int:
+async def main(rates: Sequence[int], seconds: float, infno: str, warmup: float) -> int:
     with tempfile.TemporaryDirectory(prefix="yrdx-bench-counter-") as tmp:
         work = Path(tmp)
-        async with broker(work) as bootstrap, counter_exchange(work / "exchange", bootstrap, cwd=ROOT,
-                                                               connections=512) as ex:
+        async with broker(work) as (bootstrap, kafka_pid), counter_exchange(
+                work / "exchange", bootstrap, cwd=ROOT, connections=512) as ex:
             his = ex.his
+            pids: dict[str, int | None] = {f"{r} gateway": pid for r, pid in ex.pids.items()}
+            pids |= {"driver": os.getpid(), "kafka": kafka_pid}
             mdtrt_id = await _visit(his)
-            await offer(his, infno, mdtrt_id, 20, 2.0)  # warm-up: connections, JIT of the broker, caches
-            runs = [await offer(his, infno, mdtrt_id, rate, seconds) for rate in rates]
+            # Warm-up: connections, caches, and the broker's JIT (a JVM fresh from its start keeps compiling
+            # for a while after traffic begins: ~0.5 of a core, which read as CPU of the first rates measured).
+            await offer(his, infno, mdtrt_id, 50, warmup)
+            runs = [await offer(his, infno, mdtrt_id, rate, seconds, pids) for rate in rates]
     print(report(runs, infno))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load average at the end (1/5/15 min, {os.cpu_count()} CPUs): {load}")
@@ -168,5 +189,6 @@ if __name__ == "__main__":
     parser.add_argument("--rates", default="100,500,1000", help="offered requests/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long each rate is offered")
     parser.add_argument("--infno", choices=("1101", "2206", "2207"), default="1101")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds of 50 req/s before the rates")
     args = parser.parse_args()
-    sys.exit(asyncio.run(main([int(r) for r in args.rates.split(",")], args.seconds, args.infno)))
+    sys.exit(asyncio.run(main([int(r) for r in args.rates.split(",")], args.seconds, args.infno, args.warmup)))

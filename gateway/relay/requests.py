@@ -6,14 +6,16 @@ for a type with compensation the compensating message (requests_compensation.py)
 
 The request's row in the state store is the one place the outcome is decided (pending -> replied | timed_out,
 once), so the reply may land on any replica of the region (requests_replies.py records it there): a waiting call
-is woken at once by its own process's egress, and otherwise sees the row change within POLL_S. A sweeper on every
-replica times out requests whose waiting call is gone (a crash, a client that left) and retries compensations
-that could not be sent.
+is woken at once by its own process's egress, and otherwise by the process's one watcher, which reads the rows of
+all waiting calls in one query every POLL_S (one read per interval, however many calls wait: a read per call and
+interval grew with the queue and fed it). A sweeper on every replica times out requests whose waiting call is
+gone (a crash, a client that left) and retries compensations that could not be sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -39,7 +41,7 @@ from gateway.wire.problems import Problem, ProblemError
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.1  # how often a waiting call reads its request's row (a reply consumed by another replica)
+POLL_S = 0.1  # how often the watcher reads the waiting calls' rows (a reply consumed by another replica)
 SWEEP_EVERY_S = 1.0
 SWEEP_GRACE_S = 1.0  # the waiting call times its own request out; the sweeper only those left after this
 COMPENSATION_RETRY_S = 10.0  # a compensation not recorded this long after the deadline is sent again
@@ -98,6 +100,7 @@ class RequestReply:
         self._opener = opener
         self._waiters = waiters
         self._compensator = Compensator(cfg, ingress, state, metrics)
+        self._watcher: asyncio.Task[None] | None = None  # runs while calls wait (_watch)
 
     # --- the call --------------------------------------------------------------------------------------------
 
@@ -126,9 +129,14 @@ class RequestReply:
         correlation_id = draft.correlation_id or fresh_correlation_id(platform.id, idempotency_key)
         request = self._claim(platform.id, rule, draft.to, correlation_id, wait_ms, idempotency_key)
         if request.status == "pending":
-            sent = await self._send(platform, {**message, "correlation_id": correlation_id}, request, rule,
-                                    idempotency_key)
-            request = await self._wait(correlation_id, request.deadline_at) or request
+            # Joined before the send, so that a reply quicker than the send's own return still wakes this call.
+            event = self._waiters.join(correlation_id)
+            try:
+                sent = await self._send(platform, {**message, "correlation_id": correlation_id}, request, rule,
+                                        idempotency_key)
+                request = await self._wait(event, correlation_id, request.deadline_at) or request
+            finally:
+                self._waiters.leave(correlation_id)
             if request.status == "pending":
                 request = await self._deadline(request.correlation_id) or request
             message_id = sent.id
@@ -185,21 +193,30 @@ class RequestReply:
         except StateUnavailable:  # the claim stays; a retry with the same Idempotency-Key still finds it
             log.warning("request claim not released", extra={"correlation_id": correlation_id})
 
-    async def _wait(self, correlation_id: str, deadline_at: float) -> RequestRecord | None:
-        """The request's row once it left pending, or at its deadline."""
-        event = self._waiters.join(correlation_id)
-        try:
-            while True:
-                request = self._state.requests([correlation_id]).get(correlation_id)
-                remaining = deadline_at - time.time()
-                if request is None or request.status != "pending" or remaining <= 0:
-                    return request
-                try:
-                    await asyncio.wait_for(event.wait(), min(remaining, POLL_S))
-                except TimeoutError:
-                    pass
-        finally:
-            self._waiters.leave(correlation_id)
+    async def _wait(self, event: asyncio.Event, correlation_id: str, deadline_at: float) -> RequestRecord | None:
+        """The request's row once it left pending (`event` set by this process's egress or by the watcher), or at
+        its deadline."""
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch(), name="request-watcher")
+        remaining = deadline_at - time.time()
+        if remaining > 0 and not event.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), remaining)
+        return self._state.requests([correlation_id]).get(correlation_id)
+
+    async def _watch(self) -> None:
+        """While calls of this process wait: every POLL_S, one read of all their rows, and a wake for each row
+        that left pending (its reply was consumed by another replica, or the sweeper timed it out)."""
+        while waiting := self._waiters.waiting():
+            try:
+                rows = self._state.requests(waiting)
+            except StateUnavailable as e:  # the calls still end at their deadlines; the next read may succeed
+                log.warning("request watch skipped", extra={"error": str(e)})
+                rows = {}
+            for correlation_id, row in rows.items():
+                if row.status != "pending":
+                    self._waiters.wake(correlation_id)
+            await asyncio.sleep(POLL_S)
 
     async def _deadline(self, correlation_id: str) -> RequestRecord | None:
         """pending -> timed_out (unless a reply won the race), then its compensation; the row as it ends."""

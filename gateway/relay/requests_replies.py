@@ -4,7 +4,7 @@ that request instead of being delivered as a fresh message.
 
 The request's row in the state store decides, once, whether the result came in time (pending -> replied) or
 late. With several replicas the reply lands on whichever replica consumed it; the replica that holds the waiting
-call learns it from the row (requests.py polls it), this one wakes a local waiter at once.
+call learns it from the row (requests.py's watcher reads it), this one wakes a local waiter at once.
 
 A late result of a type with compensation was undone by the gateway's compensating message: it is recorded
 (late_result, audited) and never delivered. A late result of a type without compensation undid nothing, so it
@@ -51,6 +51,10 @@ class Waiters:
             del self._events[correlation_id]
         else:
             self._events[correlation_id] = (event, count - 1)
+
+    def waiting(self) -> list[str]:
+        """The correlation ids some call of this process waits on."""
+        return list(self._events)
 
     def wake(self, correlation_id: str) -> None:
         found = self._events.get(correlation_id)

@@ -26,7 +26,7 @@ from gateway.relay.delivery import WebhookDeliverer
 from gateway.relay.egress import Egress
 from gateway.relay.ingress import Ingress
 from gateway.relay.outcomes import Effects
-from gateway.relay.requests import ReplyOutcome, RequestReply
+from gateway.relay.requests import POLL_S, ReplyOutcome, RequestReply
 from gateway.relay.requests_replies import ReplyStep, Waiters
 from gateway.relay.requests_table import ReplyTable
 from gateway.state import NewRequest
@@ -224,6 +224,43 @@ async def test_a_reply_racing_the_deadline_ends_in_one_state(rig: Rig) -> None:
     rig.answer("race-2", "medical.settlement.result")
     await rig.h.drain()
     assert rig.h.state.requests(["race-2"])["race-2"].status == "late_result"
+
+
+async def test_a_reply_consumed_by_another_replica_reaches_the_waiting_call_within_the_poll_interval(
+        rig: Rig) -> None:
+    """The egress that takes the reply belongs to another process (its own Waiters): nothing wakes this call but
+    the watcher's read of the row."""
+    assert rig.h.egress._replies is not None
+    rig.h.egress._replies.waiters = Waiters()  # the other replica's
+    call = asyncio.create_task(rig.rr.call(PLATFORM, rig.request(LICENSE), deadline_ms=8000))
+    (req,) = await rig.sent()
+    reply_id = rig.answer(req.correlation_id, "license.verify.result")
+    await rig.h.drain()
+    outcome = await call
+    assert outcome.status == "replied" and outcome.reply is not None and outcome.reply["id"] == reply_id
+    assert outcome.elapsed_ms < 4000  # well before the deadline: POLL_S, not the 8 s deadline
+
+
+async def test_waiting_calls_share_one_read_of_their_rows_per_poll_interval(rig: Rig,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read per call and interval grew with the queue (and fed it); the watcher reads all rows at once."""
+    calls = [asyncio.create_task(rig.rr.call(PLATFORM, rig.request(LICENSE), deadline_ms=3000)) for _ in range(20)]
+    await rig.sent(20)
+    reads: list[int] = []
+    read = rig.h.state.requests
+
+    def counting(correlation_ids: Any) -> Any:
+        reads.append(len(correlation_ids))
+        return read(correlation_ids)
+
+    monkeypatch.setattr(rig.h.state, "requests", counting)
+    await asyncio.sleep(1.0)
+    monkeypatch.setattr(rig.h.state, "requests", read)
+    assert 1 <= len(reads) <= 1.0 / POLL_S + 3  # one per interval (a read per call would be ~200)
+    assert max(reads) == 20  # each read covers every waiting call
+    for c in calls:
+        c.cancel()
+    await asyncio.gather(*calls, return_exceptions=True)
 
 
 async def test_a_retry_with_one_idempotency_key_sends_one_request_and_gets_the_same_reply(rig: Rig) -> None:
