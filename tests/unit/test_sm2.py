@@ -3,7 +3,6 @@ and SM2 certificates that cryptography loads and openssl verifies."""
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import secrets
 import shutil
@@ -67,7 +66,6 @@ CIPHERTEXT = bytes.fromhex(
 )
 N = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123
 DATA = b'{"id":"x","type":"medical.settlement.request","from":"JS","to":"SH","payload":{}}'
-NOW = dt.datetime.now(dt.UTC)
 
 
 def _gmssl(key: Sm2PrivateKey | Sm2PublicKey, mode: int = 1) -> gmssl_sm2.CryptSM2:

@@ -20,7 +20,11 @@ from gateway.crypto.trust import TrustedSigner, TrustError, TrustStore
 from gateway.dev.pki import CA_NAME, PkiLayout, init_pki, issue_gateway_cert, make_ca
 from gateway.wire.regions import REGIONS
 
-NOW = dt.datetime.now(dt.UTC)
+
+def now() -> dt.datetime:
+    """This moment, read per test: a module-level constant goes stale in a long run, older than the
+    certificates the fixtures issue later (backdated by only a few minutes)."""
+    return dt.datetime.now(dt.UTC)
 DAY = dt.timedelta(days=1)
 CONTENT = b'{"id":"x","type":"medical.settlement.request","from":"JS","to":"SH","payload":{}}'
 
@@ -47,9 +51,9 @@ def header_for(cert: x509.Certificate, *, x5c: bool = False) -> dict[str, object
     return header
 
 
-def expect(code: str, store: TrustStore, header: dict[str, object], now: dt.datetime = NOW) -> TrustError:
+def expect(code: str, store: TrustStore, header: dict[str, object], at: dt.datetime | None = None) -> TrustError:
     with pytest.raises(TrustError) as info:
-        store.signer(header, now)
+        store.signer(header, at or now())
     assert info.value.code == code, info.value
     return info.value
 
@@ -59,12 +63,12 @@ def expect(code: str, store: TrustStore, header: dict[str, object], now: dt.date
 
 def test_js_gateway_of_the_real_root_is_trusted(pki: PkiLayout, store: TrustStore) -> None:
     cert = load_certificate(pki.gateway_cert("JS"))
-    signer = store.signer(header_for(cert), NOW)
+    signer = store.signer(header_for(cert), now())
     assert isinstance(signer, TrustedSigner)
     assert signer.region == "JS"
     assert signer.thumbprint == thumbprint_s256(cert)
     assert signer.subject == cert.subject.rfc4514_string() and "yrdx gateway JS" in signer.subject
-    assert signer.not_before <= NOW <= signer.not_after
+    assert signer.not_before <= now() <= signer.not_after
     assert store.region_of(signer.thumbprint) == "JS"
     assert sorted(s.region for s in store.known()) == sorted(REGIONS)
 
@@ -72,11 +76,11 @@ def test_js_gateway_of_the_real_root_is_trusted(pki: PkiLayout, store: TrustStor
 def test_end_to_end_sign_lookup_verify(pki: PkiLayout, store: TrustStore) -> None:
     signer = Signer(load_private_key(pki.gateway_key("JS")), load_certificate(pki.gateway_cert("JS")))
     parsed = parse_detached(signer.sign(CONTENT))
-    trusted = store.signer(parsed.header, NOW)
+    trusted = store.signer(parsed.header, now())
     assert trusted.region == "JS"
     assert verify_detached(parsed, CONTENT, trusted.public_key)
     # Another region's key does not verify a JS signature.
-    other = store.signer(header_for(load_certificate(pki.gateway_cert("SH"))), NOW)
+    other = store.signer(header_for(load_certificate(pki.gateway_cert("SH"))), now())
     assert not verify_detached(parsed, CONTENT, other.public_key)
 
 
@@ -93,7 +97,7 @@ def test_eddsa_gateway_certificate_is_trusted(root: tuple[x509.Certificate, Priv
     store = TrustStore([root[0]])
     cert, key = issue_gateway_cert(*root, "AH", alg="EdDSA")
     parsed = parse_detached(Signer(key, cert).sign(CONTENT))
-    trusted = store.signer({**parsed.header, "x5c": header_for(cert, x5c=True)["x5c"]}, NOW)
+    trusted = store.signer({**parsed.header, "x5c": header_for(cert, x5c=True)["x5c"]}, now())
     assert trusted.region == "AH"
     assert verify_detached(parsed, CONTENT, trusted.public_key)
 
@@ -102,9 +106,9 @@ def test_unknown_certificate_with_valid_x5c_is_learned(root: tuple[x509.Certific
     store = TrustStore([root[0]])
     cert, key = issue_gateway_cert(*root, "SH")
     parsed = parse_detached(Signer(key, cert, include_x5c=True).sign(CONTENT))
-    assert store.signer(parsed.header, NOW).region == "SH"
+    assert store.signer(parsed.header, now()).region == "SH"
     # Learned once: later messages need no x5c.
-    assert store.signer(header_for(cert), NOW).region == "SH"
+    assert store.signer(header_for(cert), now()).region == "SH"
 
 
 # --- untrusted ----------------------------------------------------------------------------------------------
@@ -131,17 +135,17 @@ def test_another_ca_with_the_same_name_is_untrusted(root: tuple[x509.Certificate
 
 def test_expired_certificate(root: tuple[x509.Certificate, PrivateKey]) -> None:
     store = TrustStore([root[0]])
-    cert, _ = issue_gateway_cert(*root, "JS", not_before=NOW - 10 * DAY, not_after=NOW - DAY)
+    cert, _ = issue_gateway_cert(*root, "JS", not_before=now() - 10 * DAY, not_after=now() - DAY)
     store.add_certificate(cert)
     expect("certificate_expired", store, header_for(cert))
 
 
 def test_not_yet_valid_certificate(root: tuple[x509.Certificate, PrivateKey]) -> None:
     store = TrustStore([root[0]])
-    cert, _ = issue_gateway_cert(*root, "JS", not_before=NOW + DAY, not_after=NOW + 10 * DAY)
+    cert, _ = issue_gateway_cert(*root, "JS", not_before=now() + DAY, not_after=now() + 10 * DAY)
     store.add_certificate(cert)
     expect("certificate_not_yet_valid", store, header_for(cert))
-    assert store.signer(header_for(cert), NOW + 2 * DAY).region == "JS"
+    assert store.signer(header_for(cert), now() + 2 * DAY).region == "JS"
 
 
 def test_certificate_outliving_its_root_expires_with_it(root: tuple[x509.Certificate, PrivateKey]) -> None:
@@ -149,7 +153,7 @@ def test_certificate_outliving_its_root_expires_with_it(root: tuple[x509.Certifi
     cert, _ = issue_gateway_cert(*root, "JS", days=10 * 365)
     signer = store.add_certificate(cert)
     assert signer.not_after == root[0].not_valid_after_utc
-    expect("certificate_expired", store, header_for(cert), now=root[0].not_valid_after_utc + DAY)
+    expect("certificate_expired", store, header_for(cert), at=root[0].not_valid_after_utc + DAY)
 
 
 def test_revoked_certificate(pki: PkiLayout, store: TrustStore) -> None:
@@ -158,7 +162,7 @@ def test_revoked_certificate(pki: PkiLayout, store: TrustStore) -> None:
     assert store.is_revoked(thumbprint_s256(cert))
     expect("certificate_revoked", store, header_for(cert))
     # Other regions are unaffected.
-    assert store.signer(header_for(load_certificate(pki.gateway_cert("SH"))), NOW).region == "SH"
+    assert store.signer(header_for(load_certificate(pki.gateway_cert("SH"))), now()).region == "SH"
 
 
 def test_revoked_before_it_is_seen(root: tuple[x509.Certificate, PrivateKey]) -> None:
@@ -223,8 +227,8 @@ def _custom_cert(
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - DAY)
-        .not_valid_after(NOW + DAY)
+        .not_valid_before(now() - DAY)
+        .not_valid_after(now() + DAY)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if uris:
@@ -302,21 +306,21 @@ def test_sm2_gateways_of_the_sm2_root_are_trusted(sm2_pki: PkiLayout) -> None:
     cert = load_certificate(sm2_pki.gateway_cert("JS"))
     key = load_private_key(sm2_pki.gateway_key("JS"))
     assert isinstance(key, Sm2PrivateKey)
-    signer = store.signer(header_for(cert), NOW)
+    signer = store.signer(header_for(cert), now())
     assert signer.region == "JS" and isinstance(signer.public_key, Sm2PublicKey)
     assert signer.public_key == key.public_key()
     # The trusted key verifies the gateway's SM2 signatures and no other gateway's.
     signature = sm2_sign(key, CONTENT)
     assert sm2_verify(signer.public_key, signature, CONTENT)
-    other = store.signer(header_for(load_certificate(sm2_pki.gateway_cert("SH"))), NOW)
+    other = store.signer(header_for(load_certificate(sm2_pki.gateway_cert("SH"))), now())
     assert not sm2_verify(other.public_key, signature, CONTENT)
 
 
 def test_sm2_certificate_learned_from_x5c(sm2_root: tuple[x509.Certificate, PrivateKey]) -> None:
     store = TrustStore([sm2_root[0]])
     cert, _ = issue_gateway_cert(*sm2_root, "AH", alg="SM2SM3")
-    assert store.signer(header_for(cert, x5c=True), NOW).region == "AH"
-    assert store.signer(header_for(cert), NOW).region == "AH"
+    assert store.signer(header_for(cert, x5c=True), now()).region == "AH"
+    assert store.signer(header_for(cert), now()).region == "AH"
 
 
 def test_sm2_certificate_of_another_sm2_root_is_untrusted(sm2_root: tuple[x509.Certificate, PrivateKey]) -> None:
@@ -333,13 +337,13 @@ def test_sm2_certificate_of_another_sm2_root_is_untrusted(sm2_root: tuple[x509.C
 
 def test_expired_and_not_yet_valid_sm2_certificates(sm2_root: tuple[x509.Certificate, PrivateKey]) -> None:
     store = TrustStore([sm2_root[0]])
-    expired, _ = issue_gateway_cert(*sm2_root, "JS", alg="SM2SM3", not_before=NOW - 10 * DAY, not_after=NOW - DAY)
+    expired, _ = issue_gateway_cert(*sm2_root, "JS", alg="SM2SM3", not_before=now() - 10 * DAY, not_after=now() - DAY)
     store.add_certificate(expired)
     expect("certificate_expired", store, header_for(expired))
-    future, _ = issue_gateway_cert(*sm2_root, "JS", alg="SM2SM3", not_before=NOW + DAY, not_after=NOW + 10 * DAY)
+    future, _ = issue_gateway_cert(*sm2_root, "JS", alg="SM2SM3", not_before=now() + DAY, not_after=now() + 10 * DAY)
     store.add_certificate(future)
     expect("certificate_not_yet_valid", store, header_for(future))
-    assert store.signer(header_for(future), NOW + 2 * DAY).region == "JS"
+    assert store.signer(header_for(future), now() + 2 * DAY).region == "JS"
 
 
 def test_revoked_sm2_certificate(sm2_pki: PkiLayout) -> None:
@@ -367,8 +371,8 @@ def test_mixed_store_trusts_both_suites(
         store = TrustStore.from_files(
             roots, [pki.gateway_cert("SH"), sm2_pki.gateway_cert("JS"), sm2_pki.gateway_cert("AH")]
         )
-        es = store.signer(header_for(load_certificate(pki.gateway_cert("SH"))), NOW)
-        sm = store.signer(header_for(load_certificate(sm2_pki.gateway_cert("JS"))), NOW)
+        es = store.signer(header_for(load_certificate(pki.gateway_cert("SH"))), now())
+        sm = store.signer(header_for(load_certificate(sm2_pki.gateway_cert("JS"))), now())
         assert (es.region, sm.region) == ("SH", "JS")
         assert not isinstance(es.public_key, Sm2PublicKey) and isinstance(sm.public_key, Sm2PublicKey)
         # A certificate neither root issued stays untrusted, whatever its suite.
