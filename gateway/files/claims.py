@@ -33,7 +33,7 @@ from gateway.state import ParkedMessage, StateStore, StateUnavailable
 from gateway.wire import envelope
 from gateway.wire.problems import Rejection
 
-__all__ = ["ClaimChecks", "claim_paths", "claims_in"]
+__all__ = ["ClaimChecks", "claim_paths", "claims_in", "names_a_file"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,11 @@ def claims_in(payload: object, path: Path) -> Iterator[Mapping[str, Any]]:
             yield from claims_in(item, rest)
     elif isinstance(payload, Mapping) and head in payload:
         yield from claims_in(payload[head], rest)
+
+
+def names_a_file(schema: Mapping[str, Any], payload: object) -> bool:
+    """Whether a payload of this schema carries a claim check (its message waits for that file)."""
+    return any(True for path in claim_paths(schema) for _ in claims_in(payload, path))
 
 
 def judge(claim: Mapping[str, Any], sender: str, stored: StoredFile | None) -> Rejection | None:

@@ -24,7 +24,7 @@ from gateway.audit.model import record_hash
 from gateway.crypto.jws import thumbprint_s256
 from gateway.crypto.keyfiles import load_certificate
 from gateway.dev.exchange import BUSINESS_TYPES
-from gateway.files.claims import claim_paths, claims_in
+from gateway.files.claims import names_a_file
 from gateway.kafka.reader import read_topic
 from gateway.relay.purposes import UsePolicy
 from gateway.schemas.registry import SchemaRegistry
@@ -305,10 +305,6 @@ def _strings(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else [str(value)]
 
 
-def _names_a_file(msg_type: str, payload: object) -> bool:
-    return any(True for path in claim_paths(REGISTRY.schema(msg_type)) for _ in claims_in(payload, path))
-
-
 async def test_no_audit_record_carries_an_id_number_a_name_or_an_amount(exchange: Exchange4, kafka: Broker) -> None:
     # Every sample payload of every business type, Shanghai to Zhejiang: the trail then holds their hops.
     uses = UsePolicy(REGISTRY)  # the types that read personal data carry who asks and why
@@ -316,7 +312,7 @@ async def test_no_audit_record_carries_an_id_number_a_name_or_an_amount(exchange
     # scans the files topic and the trail of a real file for the same kind of leak.
     items = [{"type": t, "to": "ZJ", "payload": e,
               **({"operator": OPERATOR, "use_cause": min(uses.allowed(t))} if uses.allowed(t) else {})}
-             for t in BUSINESS_TYPES for e in REGISTRY.examples(t) if not _names_a_file(t, e)]
+             for t in BUSINESS_TYPES for e in REGISTRY.examples(t) if not names_a_file(REGISTRY.schema(t), e)]
     status, doc = await exchange.clients["SH"].post("/v1/messages/batch", {"messages": items})
     assert status == 207 and doc["rejected"] == 0, doc
     for r in doc["results"]:
