@@ -30,6 +30,8 @@ from gateway.relay.outcomes import Effects
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import NewSent, StateStore
 from gateway.wire import envelope, headers
+from gateway.wire.envelope import Operator
+from tests._util import use_context
 
 REGISTRY = SchemaRegistry.load()
 REGION = "SH"
@@ -67,7 +69,11 @@ class Harness:
         return self.signers[region]
 
     def envelope(self, sender: str = "JS", msg_type: str = TYPE, **kw: Any) -> tuple[str, bytes]:
+        """A signable envelope; with the test's use context where the type needs one and `kw` names neither
+        `operator` nor `use_cause` (tests/_util.py)."""
         payload = kw.pop("payload", copy.deepcopy(REGISTRY.examples(msg_type)[0]))
+        if "operator" not in kw and "use_cause" not in kw and (context := use_context(msg_type)):
+            kw |= {"operator": Operator(**context["operator"]), "use_cause": context["use_cause"]}
         return envelope.build(msg_type=msg_type, schema_version=kw.pop("schema_version", 1), sender=sender,
                               recipient=kw.pop("recipient", REGION), payload=payload, **kw)
 

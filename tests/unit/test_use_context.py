@@ -159,7 +159,7 @@ def audit_records(h: Any) -> list[dict[str, Any]]:
 async def test_the_receiver_dead_letters_a_query_without_use_context(tmp_path: Path) -> None:
     h = await harness(tmp_path)
     try:
-        _, bare = h.send("JS", FETCH)
+        _, bare = h.send("JS", FETCH, operator=None, use_cause=None)
         _, wrong = h.send("JS", FETCH, operator=Operator("JS-OP-0001", "clerk"), use_cause="marketing")
         ok_id, _ = h.send("JS", FETCH, operator=Operator("JS-OP-0001", "clerk", "JS-ZWFW"), use_cause="gov_service")
         await h.drain()
