@@ -28,7 +28,7 @@ from gateway.dev.pki import PkiLayout
 from gateway.http.auth import AUDIT_SCOPE, TokenMinter
 from gateway.relay.purposes import UsePolicy
 from gateway.schemas.registry import SchemaRegistry
-from gateway.wire.envelope import utc_timestamp
+from gateway.wire.envelope import Operator, utc_timestamp
 from gateway.wire.regions import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +43,12 @@ def use_context(msg_type: object) -> dict[str, Any]:
     """`operator` and `use_cause` (the first purpose the schema allows) for a type that needs them; {} otherwise."""
     allowed = _USES.allowed(msg_type) if isinstance(msg_type, str) else frozenset()
     return {"operator": TEST_OPERATOR, "use_cause": min(allowed)} if allowed else {}
+
+
+def envelope_use_context(msg_type: str) -> dict[str, Any]:
+    """use_context() as keyword arguments of `envelope.build`, for a test that builds an envelope itself."""
+    context = use_context(msg_type)
+    return {"operator": Operator(**context["operator"]), "use_cause": context["use_cause"]} if context else {}
 
 
 def with_use_context(message: Any) -> Any:

@@ -30,8 +30,7 @@ from gateway.relay.outcomes import Effects
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import NewSent, StateStore
 from gateway.wire import envelope, headers
-from gateway.wire.envelope import Operator
-from tests._util import use_context
+from tests._util import envelope_use_context
 
 REGISTRY = SchemaRegistry.load()
 REGION = "SH"
@@ -72,8 +71,8 @@ class Harness:
         """A signable envelope; with the test's use context where the type needs one and `kw` names neither
         `operator` nor `use_cause` (tests/_util.py)."""
         payload = kw.pop("payload", copy.deepcopy(REGISTRY.examples(msg_type)[0]))
-        if "operator" not in kw and "use_cause" not in kw and (context := use_context(msg_type)):
-            kw |= {"operator": Operator(**context["operator"]), "use_cause": context["use_cause"]}
+        if "operator" not in kw and "use_cause" not in kw:
+            kw |= envelope_use_context(msg_type)
         return envelope.build(msg_type=msg_type, schema_version=kw.pop("schema_version", 1), sender=sender,
                               recipient=kw.pop("recipient", REGION), payload=payload, **kw)
 
