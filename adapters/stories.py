@@ -65,6 +65,10 @@ __all__ = ["Cast", "Scale", "StoryResult", "bad_cases", "build_cast", "good_stor
 CARE, INSURED = "SH", "AH"  # medical: place of care, insured location
 LICENCE_HOLDER, LICENCE_USER = "ZJ", "JS"  # license: issuing registry, relying platform
 ID_ASKER, ID_HOME = "SH", "JS"  # identity: asking platform, the residents' home region
+# Who asks, and why (the use context these queries must carry): the clerks at the relying counters, for a case.
+LICENCE_CLERK = {"id": "JS-OP-0002", "role": "counter_clerk", "department": "JS-ZWFW"}
+ID_CLERK = {"id": "SH-OP-0003", "role": "counter_clerk", "department": "SH-ZWFW"}
+SERVICE_CASE = "gov_service"
 
 HOSPITALS = ("H31011500001", "H31010400003", "H31011200007")  # Shanghai designated hospitals (synthetic)
 LICENCE_TYPE = "11100000000013338W009"  # type code of a real Zhejiang licence
@@ -319,7 +323,8 @@ async def _verify_licence(cast: Cast, licence: Licence, rng: random.Random, expe
         "license_id": licence.license_id, "use_cause": "跨省通办：核验企业经营许可证",
     })
     sent = await cast.clients[LICENCE_USER].send("license.verify.request", LICENCE_HOLDER, request,
-                                                 story="Jiangsu verifies a Zhejiang licence")
+                                                 story="Jiangsu verifies a Zhejiang licence",
+                                                 operator=LICENCE_CLERK, use_cause=SERVICE_CASE)
     if not _accepted(sent, "licence verification", problems) or sent.id is None:
         return
     answer = await cast.sim.wait_for(LICENCE_USER, "license.verify.result", sent.id)
@@ -365,7 +370,8 @@ async def _verify_person(cast: Cast, id_hash: str, name: str, rng: random.Random
         "service_item_code": "SVC-ID-0001",
     })
     sent = await cast.clients[ID_ASKER].send("identity.verify.request", ID_HOME, request,
-                                             story="Shanghai verifies a Jiangsu resident")
+                                             story="Shanghai verifies a Jiangsu resident",
+                                             operator=ID_CLERK, use_cause=SERVICE_CASE)
     if not _accepted(sent, "identity verification", problems) or sent.id is None:
         return
     answer = await cast.sim.wait_for(ID_ASKER, "identity.verify.result", sent.id)

@@ -26,10 +26,46 @@ from gateway.crypto.jws import Signer
 from gateway.dev.exchange import Exchange, auditor_id, platform_id
 from gateway.dev.pki import PkiLayout
 from gateway.http.auth import AUDIT_SCOPE, TokenMinter
-from gateway.wire.envelope import utc_timestamp
+from gateway.relay.purposes import UsePolicy
+from gateway.schemas.registry import SchemaRegistry
+from gateway.wire.envelope import Operator, utc_timestamp
 from gateway.wire.regions import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Who asks in the tests, and why: the use context that the types reading personal data or licences must carry.
+TEST_OPERATOR = {"id": "TEST-OP-0001", "role": "clerk", "department": "TEST-ZWFW"}
+_USES = UsePolicy(SchemaRegistry.load(ROOT / "schemas"))
+_MESSAGE_PATHS = ("/v1/messages", "/v1/requests")
+
+
+def use_context(msg_type: object) -> dict[str, Any]:
+    """`operator` and `use_cause` (the first purpose the schema allows) for a type that needs them; {} otherwise."""
+    allowed = _USES.allowed(msg_type) if isinstance(msg_type, str) else frozenset()
+    return {"operator": TEST_OPERATOR, "use_cause": min(allowed)} if allowed else {}
+
+
+def envelope_use_context(msg_type: str) -> dict[str, Any]:
+    """use_context() as keyword arguments of `envelope.build`, for a test that builds an envelope itself."""
+    context = use_context(msg_type)
+    return {"operator": Operator(**context["operator"]), "use_cause": context["use_cause"]} if context else {}
+
+
+def with_use_context(message: Any) -> Any:
+    """The message with the test's use context where its type needs one and the message names neither field: a
+    test that names `operator` or `use_cause` sends exactly what it names (None: that field left out)."""
+    if not isinstance(message, dict):
+        return message
+    if "operator" not in message and "use_cause" not in message:
+        return {**message, **use_context(message.get("type"))}
+    return {k: v for k, v in message.items() if not (k in ("operator", "use_cause") and v is None)}
+
+
+def with_use_contexts(path: str, body: Any) -> Any:
+    """A request body to the gateway's message routes, each message given its use context (with_use_context)."""
+    if path.split("?")[0] == "/v1/messages/batch" and isinstance(body, dict) and isinstance(body.get("messages"), list):
+        return {**body, "messages": [with_use_context(m) for m in body["messages"]]}
+    return with_use_context(body) if path.split("?")[0] in _MESSAGE_PATHS else body
 
 
 class GatewayProcess:
@@ -96,7 +132,7 @@ class PlatformClient:
     async def post(self, path: str, body: Any, headers: dict[str, str] | None = None,
                    raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
         h = {"Content-Type": "application/json", **self.minter.header(), **(headers or {})}
-        data = raw if raw is not None else orjson.dumps(body)
+        data = raw if raw is not None else orjson.dumps(with_use_contexts(path, body))
         async with self.session.post(self.gateway.url + path, data=data, headers=h) as r:
             return r.status, orjson.loads(await r.read())
 

@@ -34,6 +34,14 @@ def cmd_send(args: argparse.Namespace) -> int:
     body = {"type": args.type, "to": args.to, "payload": payload}
     if args.correlation_id:
         body["correlation_id"] = args.correlation_id
+    if bool(args.operator) != bool(args.operator_role) or (args.operator_department and not args.operator):
+        error("--operator and --operator-role go together (--operator-department with them)")
+        return 2
+    if args.operator:  # the gateway checks the codes and answers invalid_request for a malformed one
+        body["operator"] = {"id": args.operator, "role": args.operator_role,
+                            **({"department": args.operator_department} if args.operator_department else {})}
+    if args.use_cause:
+        body["use_cause"] = args.use_cause
     if args.deadline_ms is not None:
         if not args.wait:
             error("--deadline-ms goes with --wait")
@@ -67,6 +75,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     send.add_argument("--type", required=True)
     send.add_argument("--payload", required=True, help="JSON file with the payload")
     send.add_argument("--correlation-id")
+    # The use context, required on the types that read personal data or licences (their schemas' x-use-causes).
+    send.add_argument("--operator", help="who asks: the operator's id code (never a name)")
+    send.add_argument("--operator-role", help="with --operator: the operator's role code")
+    send.add_argument("--operator-department", help="with --operator: the operator's department code")
+    send.add_argument("--use-cause", help="the purpose code (one the type's schema or the region allows)")
     send.add_argument("--key")
     send.add_argument("--wait", action="store_true",
                       help="a request type: wait for its reply (POST /v1/requests) and print it")

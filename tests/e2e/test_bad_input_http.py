@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from gateway.dev.exchange import platform_id
 from gateway.http.api import HEADER_TIMEOUT_S
 from gateway.schemas.registry import SchemaRegistry
-from tests._util import GatewayProcess, SideExchange, side_exchange
+from tests._util import GatewayProcess, SideExchange, side_exchange, with_use_context
 from tests.conftest import Broker, Exchange4
 
 REGISTRY = SchemaRegistry.load()
@@ -41,7 +41,7 @@ def example() -> dict[str, Any]:
 
 
 def message(**extra: Any) -> dict[str, Any]:
-    return {"type": MSG_TYPE, "to": RECEIVER, "payload": example(), **extra}
+    return with_use_context({"type": MSG_TYPE, "to": RECEIVER, "payload": example(), **extra})
 
 
 def nested(depth: int) -> bytes:

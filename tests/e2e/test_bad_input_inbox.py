@@ -24,7 +24,7 @@ from gateway.dev.pki import issue_gateway_cert
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire import envelope, headers
 from gateway.wire.regions import dlq_topic, inbox_topic
-from tests._util import produce_undecodable
+from tests._util import envelope_use_context, produce_undecodable
 from tests.conftest import Broker, Exchange4
 
 REGISTRY = SchemaRegistry.load()
@@ -39,7 +39,7 @@ def example() -> dict[str, Any]:
 
 def signed_envelope(**over: Any) -> bytes:
     doc = orjson.loads(envelope.build(msg_type=TYPE, schema_version=1, sender="JS", recipient=RECEIVER,
-                                      payload=example())[1])
+                                      payload=example(), **envelope_use_context(TYPE))[1])
     doc.update(over)
     return orjson.dumps(doc)
 

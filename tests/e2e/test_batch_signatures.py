@@ -13,6 +13,7 @@ from gateway.crypto.jws import b64url_decode, b64url_encode, parse_detached, ver
 from gateway.crypto.keyfiles import load_certificate
 from gateway.crypto.keys import public_key_of
 from gateway.wire import envelope
+from tests._util import envelope_use_context
 from tests.conftest import Broker, Exchange4
 from tests.e2e.test_egress_rejections import (
     RECEIVER,
@@ -30,7 +31,8 @@ def batch_of(n: int, **kw: Any) -> list[tuple[str, bytes]]:
     for _ in range(n):
         payload = copy.deepcopy(REGISTRY.examples("license.verify.request")[0])
         out.append(envelope.build(msg_type="license.verify.request", schema_version=1, sender="JS",
-                                  recipient=RECEIVER, payload=payload, **kw))
+                                  recipient=RECEIVER, payload=payload,
+                                  **{**envelope_use_context("license.verify.request"), **kw}))
     return out
 
 

@@ -21,7 +21,7 @@ from gateway.schemas.registry import SchemaRegistry
 from gateway.wire import envelope
 from gateway.wire.headers import SIGNATURE as SIGNATURE_HEADER
 from gateway.wire.regions import dlq_topic, inbox_topic
-from tests._util import ROOT
+from tests._util import ROOT, envelope_use_context
 from tests.conftest import Broker, Exchange4
 
 REGISTRY = SchemaRegistry.load()
@@ -37,7 +37,7 @@ def signed(signer: Signer, sender: str = "JS", msg_type: str = "license.verify.r
            ) -> tuple[str, bytes, str]:
     payload = kw.pop("payload", copy.deepcopy(REGISTRY.examples(msg_type)[0]))
     msg_id, raw = envelope.build(msg_type=msg_type, schema_version=1, sender=sender, recipient=RECEIVER,
-                                 payload=payload, **kw)
+                                 payload=payload, **{**envelope_use_context(msg_type), **kw})
     return msg_id, raw, signer.sign(raw)
 
 
@@ -189,7 +189,7 @@ async def test_a_revocation_on_the_trust_topic_reaches_the_gateways(exchange: Ex
 
     done = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "trust", "revoke", "--config", str(exchange.exchange.config_path("JS")),
-         "--thumbprint", spare.thumbprint, "--reason", "key compromise"],
+         f"--thumbprint={spare.thumbprint}", "--reason", "key compromise"],  # a thumbprint may begin with -
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     # The gateways follow yrdx.trust: a message sent before they applied it may still get through, so send

@@ -21,6 +21,7 @@ from gateway.crypto.keys import public_key_of
 from gateway.dev.exchange import platform_id
 from gateway.http.auth import TokenMinter
 from gateway.schemas.registry import SchemaRegistry
+from tests._util import with_use_context
 from tests.conftest import Exchange4
 
 REGISTRY = SchemaRegistry.load()
@@ -46,7 +47,8 @@ async def post_with_auth(exchange: Exchange4, authorization: str | None) -> tupl
     headers = {"Content-Type": "application/json"}
     if authorization is not None:
         headers["Authorization"] = authorization
-    body = {"type": "license.verify.request", "to": "ZJ", "payload": example("license.verify.request")}
+    body = with_use_context({"type": "license.verify.request", "to": "ZJ",
+                             "payload": example("license.verify.request")})
     async with client.session.post(client.gateway.url + "/v1/messages", data=orjson.dumps(body), headers=headers) as r:
         assert r.headers["Content-Type"].startswith("application/problem+json") or r.status == 202
         return r.status, orjson.loads(await r.read())

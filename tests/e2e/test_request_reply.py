@@ -24,7 +24,7 @@ import pytest_asyncio
 import yaml
 
 from gateway.schemas.registry import SchemaRegistry
-from tests._util import PlatformClient, SideExchange, pull_until, side_exchange, yrdx
+from tests._util import PlatformClient, SideExchange, pull_until, side_exchange, use_context, yrdx
 from tests.conftest import Broker
 
 REGISTRY = SchemaRegistry.load()
@@ -194,8 +194,10 @@ async def test_yrdx_send_wait_prints_the_reply_and_fails_with_the_problem_on_tim
     doc["listen"]["port"] = pair.sh.gateway.port
     config = pair.side.exchange.dir / "sh-cli.yaml"  # beside the original: its relative paths still hold
     config.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    context = use_context(LICENSE)
     args = ("send", "--config", str(config), "--as", "sh-platform", "--to", "JS", "--type", LICENSE, "--payload",
-            str(payload), "--wait")
+            str(payload), "--wait", "--operator", context["operator"]["id"], "--operator-role",
+            context["operator"]["role"], "--use-cause", context["use_cause"])
     pair.js.stalled = False
     done = await asyncio.to_thread(yrdx, *args, "--deadline-ms", "10000")
     assert done.returncode == 0, done.stderr

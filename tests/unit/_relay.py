@@ -30,6 +30,7 @@ from gateway.relay.outcomes import Effects
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import NewSent, StateStore
 from gateway.wire import envelope, headers
+from tests._util import envelope_use_context
 
 REGISTRY = SchemaRegistry.load()
 REGION = "SH"
@@ -67,7 +68,11 @@ class Harness:
         return self.signers[region]
 
     def envelope(self, sender: str = "JS", msg_type: str = TYPE, **kw: Any) -> tuple[str, bytes]:
+        """A signable envelope; with the test's use context where the type needs one and `kw` names neither
+        `operator` nor `use_cause` (tests/_util.py)."""
         payload = kw.pop("payload", copy.deepcopy(REGISTRY.examples(msg_type)[0]))
+        if "operator" not in kw and "use_cause" not in kw:
+            kw |= envelope_use_context(msg_type)
         return envelope.build(msg_type=msg_type, schema_version=kw.pop("schema_version", 1), sender=sender,
                               recipient=kw.pop("recipient", REGION), payload=payload, **kw)
 

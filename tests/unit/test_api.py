@@ -29,6 +29,7 @@ from gateway.relay.ingress import Ingress
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import StateStore
 from gateway.wire import envelope, headers
+from tests._util import with_use_context, with_use_contexts
 from tests.unit._relay import REGION, REGISTRY, TYPE, Harness, close, harness
 
 PLATFORM = "sh-platform"
@@ -64,7 +65,7 @@ class Api:
 
     async def call(self, method: str, path: str, body: Any = None, **hdrs: str) -> tuple[int, dict[str, Any]]:
         h = {"Authorization": f"Bearer {self.minter.mint()}", **hdrs}
-        data = None if body is None else orjson.dumps(body)
+        data = None if body is None else orjson.dumps(with_use_contexts(path, body))
         async with self.session.request(method, self.url + path, data=data, headers=h) as r:
             return r.status, orjson.loads(await r.read())
 
@@ -187,7 +188,7 @@ async def test_overload_is_refused_at_once_with_retry_after_and_what_was_accepte
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     minter = TokenMinter(PLATFORM, h.ex.pki.platform_key(REGION), REGION)
     url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/messages"
-    body = orjson.dumps({"type": TYPE, "to": "JS", "payload": REGISTRY.examples(TYPE)[0]})
+    body = orjson.dumps(with_use_context({"type": TYPE, "to": "JS", "payload": REGISTRY.examples(TYPE)[0]}))
     try:
         async with aiohttp.ClientSession() as session:
             async def post() -> tuple[int, dict[str, Any], str | None]:

@@ -66,6 +66,18 @@ def test_send_to_a_gateway_that_is_not_running_says_so_and_exits_1(exchange: Exc
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("extra", [("--operator", "SH-OP-0001"), ("--operator-role", "clerk"),
+                                   ("--operator-department", "SH-ZWFW", "--use-cause", "gov_service")])
+def test_send_with_half_an_operator_says_so_and_exits_2(exchange: Exchange, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str], extra: tuple[str, ...]
+                                                        ) -> None:
+    payload = tmp_path / "payload.json"
+    payload.write_text("{}")
+    assert main(send(exchange, "--payload", str(payload), *extra)) == 2
+    assert capsys.readouterr().err == ("yrdx: --operator and --operator-role go together "
+                                       "(--operator-department with them)\n")
+
+
 # --- yrdx kafka status --dir D ---------------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from gateway.schemas.registry import SchemaRegistry
 from gateway.state import StateStore
 from gateway.wire.problems import Problem
 from gateway.wire.text import header_safe
+from tests._util import with_use_context
 
 REGISTRY = SchemaRegistry.load()
 REGION, TO, TYPE = "JS", "ZJ", "license.verify.request"
@@ -80,7 +81,7 @@ def ingress(gateway_files: Path, tmp_path: Path) -> tuple[Ingress, Platform, Pub
 
 
 def message(**over: Any) -> dict[str, Any]:
-    return {"type": TYPE, "to": TO, "payload": copy.deepcopy(REGISTRY.examples(TYPE)[0]), **over}
+    return with_use_context({"type": TYPE, "to": TO, "payload": copy.deepcopy(REGISTRY.examples(TYPE)[0]), **over})
 
 
 def test_a_good_message_is_prepared(ingress: tuple[Ingress, Platform, Published]) -> None:

@@ -18,6 +18,7 @@ import pytest_asyncio
 from gateway import logs
 from gateway.kafka.memory import MemoryPublisher
 from gateway.relay.ingress import Ingress
+from tests._util import with_use_context
 from tests.unit._relay import REGION, REGISTRY, TYPE, Harness, close, harness
 
 SH_ID, AH_ID = "310115198503120418", "34010420000229124X"  # synthetic (DOMAIN.md section 9)
@@ -57,8 +58,8 @@ async def test_each_hop_is_one_line_with_the_documented_fields_and_ids_masked(h:
     json_lines.start()
     ingress = Ingress(h.cfg, REGISTRY, h.signer(REGION), MemoryPublisher(h.broker), h.state, h.audit, h.metrics)
     platform = h.cfg.platforms[0]
-    sent = await ingress.submit(platform, {"type": TYPE, "to": "JS", "payload": REGISTRY.examples(TYPE)[0],
-                                           "correlation_id": f"case-{SH_ID}"}, None)
+    sent = await ingress.submit(platform, with_use_context({"type": TYPE, "to": "JS", "correlation_id": f"case-{SH_ID}",
+                                                            "payload": REGISTRY.examples(TYPE)[0]}), None)
     delivered_id, _ = h.send("JS", correlation_id=f"conv-{AH_ID}")
     _, refused = h.send("ZJ", payload={"nothing": "valid"}, correlation_id=SH_ID)
     await h.drain()

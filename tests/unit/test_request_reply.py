@@ -32,6 +32,7 @@ from gateway.relay.requests_table import ReplyTable
 from gateway.state import NewRequest
 from gateway.wire import envelope
 from gateway.wire.problems import ProblemError
+from tests._util import with_use_context
 from tests.unit._relay import REGION, REGISTRY, Harness, close, harness, with_delivery
 
 PLATFORM = "sh-platform"
@@ -45,7 +46,8 @@ class Rig:
     rr: RequestReply
 
     def request(self, msg_type: str, **extra: Any) -> dict[str, Any]:
-        return {"type": msg_type, "to": "JS", "payload": copy.deepcopy(REGISTRY.examples(msg_type)[0]), **extra}
+        return with_use_context({"type": msg_type, "to": "JS", "payload": copy.deepcopy(REGISTRY.examples(msg_type)[0]),
+                                 **extra})
 
     def sent_to_js(self) -> list[envelope.Envelope]:
         """What SH sent to JS, receipts aside."""

@@ -23,6 +23,7 @@ from gateway.relay.health import EgressHealth
 from gateway.relay.identity import IdentityWatch
 from gateway.relay.requests import RequestReply
 from gateway.wire.problems import Problem, ProblemError
+from tests._util import with_use_context
 from tests.unit._relay import REGION, REGISTRY
 from tests.unit.test_api import Context
 from tests.unit.test_request_reply import LICENSE, Rig, rig  # noqa: F401 (the fixture)
@@ -95,7 +96,8 @@ async def client(rig: Rig) -> AsyncIterator[Client]:  # noqa: F811 (the fixture 
 
 
 def license_request(**extra: Any) -> dict[str, Any]:
-    return {"type": LICENSE, "to": "JS", "payload": copy.deepcopy(REGISTRY.examples(LICENSE)[0]), **extra}
+    return with_use_context({"type": LICENSE, "to": "JS", "payload": copy.deepcopy(REGISTRY.examples(LICENSE)[0]),
+                             **extra})
 
 
 async def test_a_request_is_held_until_its_reply_and_answers_200_with_it(client: Client) -> None:

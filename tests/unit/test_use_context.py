@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.audit.index import Batch, decode_segments, open_index, usage_document
 from gateway.audit.journey import flatten_segments
 from gateway.audit.trail import AuditTrail
 from gateway.config import ConfigError, load_config
@@ -27,12 +28,23 @@ from gateway.state import StateStore
 from gateway.wire import envelope
 from gateway.wire.envelope import EnvelopeError, Operator
 from gateway.wire.problems import Problem
-from tests.unit._relay import close, harness
+from tests.unit._relay import REGION, close, harness
 
 REGISTRY = SchemaRegistry.load()
 FETCH = "license.fetch.request"
 OPERATOR = {"id": "JS-OP-0001", "role": "clerk", "department": "JS-ZWFW"}
 HOLDER_HASH = REGISTRY.examples(FETCH)[0]["holder_id_hash"]
+IDENTITY = "identity.verify.request"
+# The queries that read personal data or licences, and the purposes their schemas allow (README "Government
+# services across regions"): the use context is mandatory on each.
+PURPOSES = {
+    IDENTITY: {"gov_service", "identity_check"},
+    "license.verify.request": {"gov_service", "licence_check", "supervision"},
+    "medical.person.request": {"SVC-MED-1101"},
+    FETCH: {"gov_service", "supervision"},
+}
+QUERIES = tuple(PURPOSES)
+NOT_ALLOWED = "credit_review"  # a purpose code of the exchange, allowed for none of these types
 
 
 def fetch(**over: Any) -> dict[str, Any]:
@@ -91,7 +103,8 @@ def test_a_malformed_use_context_is_an_invalid_envelope(field: str, value: objec
 
 def test_the_types_that_read_licences_declare_their_purposes_and_others_need_none() -> None:
     uses = UsePolicy(REGISTRY)
-    assert uses.allowed(FETCH) == {"gov_service", "supervision"}
+    assert {t: uses.allowed(t) for t in QUERIES} == PURPOSES
+    assert {t for t in REGISTRY.types() if uses.allowed(t)} == set(QUERIES)  # no other type reads them
     assert uses.allowed("case.progress") == frozenset()
     assert uses.refusal("case.progress", None, None) is None
 
@@ -121,6 +134,19 @@ def test_ingress_refuses_a_query_without_an_allowed_use_context(tmp_path: Path, 
 
 def ing_platform(tmp_path: Path) -> Any:
     return load_config(tmp_path / "ex" / "js.yaml").platforms[0]
+
+
+@pytest.mark.parametrize("msg_type", QUERIES)
+def test_every_query_without_its_use_context_is_refused_at_ingress(tmp_path: Path, msg_type: str) -> None:
+    ing, platform = ingress_of(tmp_path), ing_platform(tmp_path)
+    item = {"type": msg_type, "to": "SH", "payload": copy.deepcopy(REGISTRY.examples(msg_type)[0])}
+    allowed = min(PURPOSES[msg_type])
+    for over, code, status in (({}, "purpose_required", 400), ({"operator": OPERATOR}, "purpose_required", 400),
+                               ({"use_cause": allowed}, "purpose_required", 400),
+                               ({"operator": OPERATOR, "use_cause": NOT_ALLOWED}, "not_permitted_purpose", 403)):
+        result = ing.prepare(platform, {**item, **over})
+        assert isinstance(result, Problem) and (result.code, result.status) == (code, status), (over, result)
+    assert UsePolicy(REGISTRY).refusal(msg_type, Operator(**OPERATOR), allowed) is None  # (sealing needs keys)
 
 
 def test_ingress_signs_the_use_context_and_audits_codes_and_the_pseudonym_only(tmp_path: Path) -> None:
@@ -159,7 +185,7 @@ def audit_records(h: Any) -> list[dict[str, Any]]:
 async def test_the_receiver_dead_letters_a_query_without_use_context(tmp_path: Path) -> None:
     h = await harness(tmp_path)
     try:
-        _, bare = h.send("JS", FETCH)
+        _, bare = h.send("JS", FETCH, operator=None, use_cause=None)
         _, wrong = h.send("JS", FETCH, operator=Operator("JS-OP-0001", "clerk"), use_cause="marketing")
         ok_id, _ = h.send("JS", FETCH, operator=Operator("JS-OP-0001", "clerk", "JS-ZWFW"), use_cause="gov_service")
         await h.drain()
@@ -172,6 +198,49 @@ async def test_the_receiver_dead_letters_a_query_without_use_context(tmp_path: P
             "operator_role": "clerk", "operator_department": "JS-ZWFW", "use_cause": "gov_service",
             "subject": HOLDER_HASH,
         }]
+    finally:
+        await close(h)
+
+
+async def test_the_receiver_dead_letters_every_query_without_an_allowed_purpose(tmp_path: Path) -> None:
+    h = await harness(tmp_path)
+    try:
+        clerk = Operator("JS-OP-0001", "counter_clerk", "JS-ZWFW")
+        sent = {t: (h.send("JS", t, operator=None, use_cause=None)[1],
+                    h.send("JS", t, operator=clerk, use_cause=NOT_ALLOWED)[1],
+                    h.send("JS", t, operator=clerk, use_cause=min(PURPOSES[t]))[0]) for t in QUERIES}
+        await h.drain()
+        assert {t: (h.reason_for(bare), h.reason_for(wrong)) for t, (bare, wrong, _) in sent.items()} == {
+            t: ("purpose_required", "not_permitted_purpose") for t in QUERIES}
+        assert sorted(h.delivered_ids()) == sorted(ok for _, _, ok in sent.values())
+    finally:
+        await close(h)
+
+
+async def test_usage_lists_the_identity_verifications_of_a_subject(tmp_path: Path) -> None:
+    """The holder's region lists who verified the holder's identity and why; a refused query is not a use."""
+    h = await harness(tmp_path)
+    try:
+        holder = REGISTRY.examples(IDENTITY)[0]["id_hash"]
+        clerk = Operator("JS-OP-0001", "counter_clerk", "JS-ZWFW")
+        asked, _ = h.send("JS", IDENTITY, operator=clerk, use_cause="identity_check", correlation_id="case-1")
+        h.send("ZJ", IDENTITY, operator=Operator("ZJ-OP-0002", "clerk"), use_cause=NOT_ALLOWED)
+        other = {**REGISTRY.examples(IDENTITY)[0], "id_hash": "3f" * 32}
+        h.send("AH", IDENTITY, payload=other, operator=Operator("AH-OP-0003", "clerk"), use_cause="gov_service")
+        await h.drain()
+        values = [(r.partition, r.offset, r.value) for r in h.broker.records(h.cfg.topics.audit)]
+        segments, skipped = decode_segments(values)
+        index = open_index(tmp_path / "index.sqlite")
+        try:
+            index.store(Batch(h.cfg.topics.audit, segments, {0: len(values)}))
+            doc = usage_document(index, REGION, [holder])
+        finally:
+            index.close()
+        assert skipped == 0 and doc["subjects"] == [holder]
+        assert [(u["message_id"], u["correlation_id"], u["type"], u["from"], u["subject"], u["operator"],
+                 u["use_cause"]) for u in doc["uses"]] == [
+            (asked, "case-1", IDENTITY, "JS", holder, {"id": "JS-OP-0001", "role": "counter_clerk",
+                                                       "department": "JS-ZWFW"}, "identity_check")]
     finally:
         await close(h)
 
