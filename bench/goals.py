@@ -37,6 +37,7 @@ OPEN_LOOP_P99_MS = {1000: 50.0, 3000: 200.0}
 FLOOR_FACTOR = 2.0
 RSS_BOUND_MIB = 512.0  # per gateway; the admission limits (64 MiB of bodies in flight) keep it far below
 RECOVERED_P99_MS = 1000.0
+OVERLOAD_CONNECTIONS = 8000
 AUDIT_RECORDS_PER_MESSAGE = 7  # accepted, published; received, verified, delivered, receipt_sent; receipt_received
 
 
@@ -106,8 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         open_loop = run("open-loop", "--open-loop", ",".join(map(str, rates)), "--seconds", f"{a.open_loop_seconds:g}")
         capacity = max(100, int(single["end_to_end"]["msg_per_s"]))
         over, calm = 2 * capacity, max(50, capacity // 4)
-        # An unbounded client pool: a pool's own queue would hold back what the gateway should see and refuse.
-        overload = run("overload", "--open-loop", f"{over},{calm}", "--connections", "0",
+        # More connections than the gateway admits messages in flight (limits.max_in_flight_messages, 5,000), so
+        # the gateway, not the client's pool, decides what waits; unbounded would run the driver out of file
+        # descriptors (ulimit -n) before the gateway refuses anything.
+        overload = run("overload", "--open-loop", f"{over},{calm}", "--connections", str(OVERLOAD_CONNECTIONS),
                        "--seconds", f"{a.overload_seconds:g},{a.recovery_seconds:g}")
 
     print("\n======== issue 13 goals (this machine, this run; figures from the runs above)")
