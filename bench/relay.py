@@ -404,19 +404,10 @@ class Driver:
     # --- receiving ------------------------------------------------------------------------------------
 
     async def pull_once(self, wait: float = PULL_WAIT_S) -> int:
-        url = f"{self.sh.url}/v1/inbox?max={PULL_MAX}&wait={wait:g}"
-        # A kept-alive connection the server closed just then: pull again on a fresh one (what the lost pull had
-        # leased comes back after its lease).
-        for attempt in range(RECONNECTS + 1):
-            try:
-                async with self.session.get(url, headers=self.sh_minter.header()) as resp:
-                    raw = await resp.read()
-                break
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                if attempt == RECONNECTS:
-                    raise
-        if resp.status != 200:
-            raise RuntimeError(f"pull failed: HTTP {resp.status}: {raw[:300]!r}")
+        # What a pull lost to a closed connection had leased comes back after its lease.
+        status, raw = await self._to_sh("GET", f"/v1/inbox?max={PULL_MAX}&wait={wait:g}")
+        if status != 200:
+            raise RuntimeError(f"pull failed: HTTP {status}: {raw[:300]!r}")
         now, wall = time.perf_counter(), time.time()
         messages = orjson.loads(raw)["messages"]
         ledger, phase = self.ledger, self._phase
@@ -442,18 +433,23 @@ class Driver:
         return len(messages)
 
     async def _ack(self, ids: list[str]) -> None:
+        # Acking twice is harmless; not acking at all would bring the messages back as duplicates.
+        status, body = await self._to_sh("POST", "/v1/inbox/ack", orjson.dumps({"ids": ids}))
+        if status != 200:
+            raise RuntimeError(f"ack failed: HTTP {status}: {body[:300]!r}")
+
+    async def _to_sh(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """One request to SH's gateway with a fresh token, sent again on a fresh connection when the kept-alive
+        one had just been closed by the server (up to RECONNECTS times)."""
         for attempt in range(RECONNECTS + 1):
-            headers = {"Content-Type": "application/json", **self.sh_minter.header()}  # a fresh jti each try
-            try:  # acking twice is harmless; not acking at all would bring the messages back as duplicates
-                async with self.session.post(self.sh.url + "/v1/inbox/ack", data=orjson.dumps({"ids": ids}),
-                                             headers=headers) as resp:
-                    body = await resp.read()
-                break
+            headers = {"Content-Type": "application/json", **self.sh_minter.header()}
+            try:
+                async with self.session.request(method, self.sh.url + path, data=body, headers=headers) as resp:
+                    return resp.status, await resp.read()
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
                 if attempt == RECONNECTS:
                     raise
-        if resp.status != 200:
-            raise RuntimeError(f"ack failed: HTTP {resp.status}: {body[:300]!r}")
+        raise AssertionError("unreachable")
 
     async def _puller(self, phase: Phase, senders_done: asyncio.Event, stall_s: float) -> None:
         last_progress = time.monotonic()
