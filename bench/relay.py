@@ -45,6 +45,7 @@ import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from broker_warmup import describe, jit_cpu_seconds, warm_broker  # bench/broker_warmup.py, beside this
 
 from gateway.audit.model import GENESIS, record_hash
 from gateway.crypto.jws import Signer, Verifier, parse_detached, verify_detached
@@ -119,9 +120,12 @@ class CpuWindow:
         self.used: dict[str, float | None] = {}
         self.machine_busy = 0.0
         self.machine_total = 0.0
+        self._jit_before: float | None = None
+        self.kafka_jit: float | None = None  # of kafka_jvm's CPU, what its JIT compiler threads took
 
     def start(self) -> None:
         self._before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._jit_before = jit_cpu_seconds(self.pids.get("kafka_jvm"))
         self._machine = machine_cpu()
 
     def stop(self) -> None:
@@ -130,6 +134,8 @@ class CpuWindow:
         for name, pid in self.pids.items():
             before, after = self._before.get(name), cpu_seconds(pid)
             self.used[name] = None if before is None or after is None else after - before
+        jit = jit_cpu_seconds(self.pids.get("kafka_jvm"))
+        self.kafka_jit = None if jit is None or self._jit_before is None else jit - self._jit_before
 
 
 def peak_rss_mib(pid: int | None) -> float | None:
@@ -366,16 +372,27 @@ class Driver:
         self.js_minter = TokenMinter(platform_id(SENDER), ex.pki.platform_key(SENDER), SENDER)
         self.sh_minter = TokenMinter(platform_id(RECEIVER), ex.pki.platform_key(RECEIVER), RECEIVER)
         self.metrics_token = (ex.dir / "secrets" / "metrics.token").read_text().strip()
+        # Tokens for JS minted before a window opens, as the bodies are serialized before it: the driver stands
+        # for many platforms, and its signing would otherwise take CPU from the gateways on these two cores.
+        self._js_tokens: list[str] = []
         self.ledger = Ledger()
         self._phase: Phase | None = None
         self._acks: set[asyncio.Task[None]] = set()
 
     # --- sending --------------------------------------------------------------------------------------
 
+    def premint(self, count: int) -> None:
+        """Mint `count` single-use tokens for JS now (each lives 300 s: mint right before the window)."""
+        self._js_tokens = [self.js_minter.mint() for _ in range(count)]
+
+    def js_headers(self) -> dict[str, str]:
+        token = self._js_tokens.pop() if self._js_tokens else self.js_minter.mint()
+        return {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+
     async def _sender(self, phase: Phase, batches: Iterator[bytes]) -> None:
         url = self.js.url + ("/v1/messages" if self.single else "/v1/messages/batch")
         for body in batches:  # the iterator is shared by the workers: each batch is taken once
-            headers = {"Content-Type": "application/json", **self.js_minter.header()}
+            headers = self.js_headers()
             started = time.perf_counter()
             try:
                 async with self.session.post(url, data=body, headers=headers) as resp:
@@ -694,7 +711,7 @@ async def _open_loop_post(driver: Driver, step: OpenLoopStep, body: bytes, sched
     sent = time.perf_counter()
     step.send_lag.append(sent - scheduled)
     step.last_send = max(step.last_send, sent)
-    headers = {"Content-Type": "application/json", **driver.js_minter.header()}
+    headers = driver.js_headers()
     try:
         async with driver.session.post(driver.js.url + "/v1/messages", data=body, headers=headers) as resp:
             raw = await resp.read()
@@ -789,6 +806,7 @@ async def run_open_loop(driver: Driver, args: argparse.Namespace, variants: Sequ
         count = max(1, round(rate * seconds_of(args, i)))
         step = OpenLoopStep(rate, Phase(f"open-loop {rate}/s", build_batches(variants, count, 0, run_id, start)))
         start += count
+        driver.premint(count)
         window = CpuWindow(pids)
         window.start()
         await open_loop_step(driver, step, args.stall_timeout)
@@ -796,6 +814,7 @@ async def run_open_loop(driver: Driver, args: argparse.Namespace, variants: Sequ
         window.stop()
         fig = open_loop_figures(step)
         fig["cpu_us_per_msg"] = {k: us_per_msg(v, fig["delivered"]) for k, v in window.used.items()}
+        fig["kafka_jit_us_per_msg"] = us_per_msg(window.kafka_jit, fig["delivered"])
         fig["machine_cpu_busy_percent"] = 100 * window.machine_busy / max(1e-9, window.machine_total)
         ours = sum(v for v in window.used.values() if v is not None)
         fig["other_processes_cpu_percent"] = 100 * max(0.0, window.machine_busy - ours) / max(
@@ -842,6 +861,8 @@ def report_open_loop(f: dict[str, Any]) -> None:
     print("  share of messages seen in SH's pull before the driver had read their 202:")
     for s in f["open_loop"]:
         cpu = "  ".join(f"{k} {fmt(v, ',.0f')}" for k, v in s["cpu_us_per_msg"].items())
+        if s.get("kafka_jit_us_per_msg") is not None:
+            cpu += f" (JIT {fmt(s['kafka_jit_us_per_msg'], ',.0f')})"
         print(f"    {s['offered_msg_per_s']:>6,}/s  {cpu}   machine busy {s['machine_cpu_busy_percent']:.0f} %, "
               f"other processes {s['other_processes_cpu_percent']:.0f} %;  pulled before 202 "
               f"{s['pulled_before_202_percent']:.0f} %")
@@ -911,6 +932,34 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
+JIT_CHUNK = 3000  # messages per extra warm-up round
+JIT_QUIET_SHARE = 0.02  # of a core: below it the broker's compiler is done with the gateways' paths
+
+
+async def settle_jit(driver: Driver, variants: Sequence[tuple[str, dict[str, Any], dict[str, Any]]],
+                     per_request: int, run_id: str, start: int, kafka_pid: int | None, max_s: float,
+                     stall_s: float) -> tuple[int, dict[str, float]]:
+    """Relay more warm-up rounds of the measured shape until a round in which the broker's JIT compiler took less
+    than JIT_QUIET_SHARE of a core (at most `max_s`); returns the next message index and what it took."""
+    began, rounds, share = time.monotonic(), 0, float("nan")
+    while time.monotonic() - began < max_s:
+        before, t = jit_cpu_seconds(kafka_pid), time.monotonic()
+        phase = Phase("jit warm-up", build_batches(variants, JIT_CHUNK, per_request, run_id, start))
+        start += JIT_CHUNK
+        await driver.run_phase(phase, stall_s)
+        await driver.wait_receipts(len(driver.ledger.accepted), stall_s)
+        after, rounds = jit_cpu_seconds(kafka_pid), rounds + 1
+        if before is None or after is None:
+            break
+        share = (after - before) / max(1e-9, time.monotonic() - t)
+        if share < JIT_QUIET_SHARE:
+            break
+    seconds = time.monotonic() - began
+    print(f"relayed {rounds * JIT_CHUNK:,} more warm-up messages in {seconds:.1f} s until the broker's JIT "
+          f"compiler took {share * 100:.1f} % of a core")
+    return start, {"messages": rounds * JIT_CHUNK, "seconds": seconds, "compiler_share": share}
+
+
 async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], bool]:
     registry = SchemaRegistry.load()
     figures: dict[str, Any] = {
@@ -933,6 +982,10 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
             print(f"local Kafka {broker.version} at {broker.bootstrap_servers} "
                   f"(started in {time.monotonic() - t:.1f} s)")
             bootstrap = broker.bootstrap_servers
+            if args.broker_warmup > 0:
+                warmed = await warm_broker(bootstrap, broker.pid(), max_s=args.broker_warmup)
+                print(describe(warmed))
+                figures["broker_warmup"] = warmed.as_dict()
         else:
             print(f"external Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS): broker CPU is not measured")
         figures["broker"] = {"bootstrap_servers": bootstrap, "local": broker is not None}
@@ -964,8 +1017,6 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         run_id = uuid.uuid4().hex[:8]
         per_request = 0 if args.single else args.batch
         warm = Phase("warmup", build_batches(variants, args.warmup, per_request, run_id, 0))
-        measured = Phase("measured", [] if args.open_loop else
-                         build_batches(variants, args.messages, per_request, run_id, args.warmup))
         pids = {"js_gateway": js.pid, "sh_gateway": sh.pid, "kafka_jvm": broker.pid() if broker else None,
                 "driver": os.getpid()}
         connector = aiohttp.TCPConnector(limit=args.connections if args.open_loop else args.concurrency + 8)
@@ -976,8 +1027,16 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
                 await driver.wait_receipts(len(driver.ledger.accepted), args.stall_timeout)
                 print(f"warmup: {len(warm.seen_at)}/{len(warm.posted_at)} delivered "
                       f"in {warm.delivered_done - warm.started:.1f} s")
+            # The gateways' own traffic still makes a warmed broker compile paths the raw warm-up did not take.
+            start = args.warmup
+            if broker is not None and args.broker_warmup > 0:
+                start, settled = await settle_jit(driver, variants, per_request, run_id, start, broker.pid(),
+                                                  args.broker_warmup, args.stall_timeout)
+                figures["broker_warmup"]["relayed_until_quiet"] = settled
+            measured = Phase("measured", [] if args.open_loop else
+                             build_batches(variants, args.messages, per_request, run_id, start))
             if args.open_loop:  # the rates, the drain and the delivery check; no baseline, no primitives
-                figures["open_loop"] = await run_open_loop(driver, args, variants, run_id, args.warmup, pids)
+                figures["open_loop"] = await run_open_loop(driver, args, variants, run_id, start, pids)
                 figures["peak_rss_mib"] = {g.region: peak_rss_mib(g.pid) for g in gateways}
                 await driver.drain(args.drain)
                 figures["gateway_logs"] = {g.region: g.log_summary() for g in gateways}
@@ -992,6 +1051,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
                 spies = [PySpy(args.py_spy, g.pid or 0, args.profile / f"{g.region.lower()}.pyspy.txt")
                          for g in gateways]
                 await asyncio.sleep(1.0)  # attached before the window opens
+            driver.premint(len(measured.bodies))
             window = CpuWindow(pids)
             window.start()
             await driver.run_phase(measured, args.stall_timeout)
@@ -1009,6 +1069,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         e2e["receipts_recorded_at_origin"] = receipts
         e2e["cpu_window_s"] = receipts_done - measured.started
         e2e["cpu_us_per_msg"] = {k: us_per_msg(v, n) for k, v in window.used.items()}
+        e2e["kafka_jit_us_per_msg"] = us_per_msg(window.kafka_jit, n)
         e2e["cpu_percent"] = {
             k: None if v is None else 100 * v / e2e["cpu_window_s"] for k, v in window.used.items()
         }
@@ -1039,7 +1100,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         # the warmup count and then the measured count (fewer only if fewer were delivered)
         records = [
             (orjson.dumps(env), str(env["correlation_id"]).encode(), sig)
-            for env, sig in list(ledger.envelopes.values())[:args.warmup + args.messages]
+            for env, sig in list(ledger.envelopes.values())[-(args.warmup + args.messages):]
         ]
         base_warmup = min(args.warmup, len(records) // 2)
         first = records[base_warmup] if len(records) > base_warmup else None
@@ -1123,8 +1184,10 @@ def report(f: dict[str, Any]) -> None:
     print(f"  CPU over {e['cpu_window_s']:.2f} s (until every receipt was recorded at JS: "
           f"{e['receipts_recorded_at_origin']:,}):")
     for name in ("js_gateway", "sh_gateway", "kafka_jvm", "driver"):
+        jit = (f"   (its JIT compiler {fmt(e.get('kafka_jit_us_per_msg'), ',.1f')} us/msg)"
+               if name == "kafka_jvm" and e.get("kafka_jit_us_per_msg") is not None else "")
         print(f"    {name:<12} {fmt(e['cpu_us_per_msg'][name], '>8,.1f')} us/msg"
-              f"   {fmt(e['cpu_percent'][name], '>5.0f')} % of a core")
+              f"   {fmt(e['cpu_percent'][name], '>5.0f')} % of a core{jit}")
     print(f"    all four     {fmt(r['cpu_us_per_msg_all_processes'], '>8,.1f')} us/msg   "
           f"-> CPU-bound ceiling ~{fmt(r['cpu_bound_ceiling_msg_per_s'])} msg/s on {m['usable_cpus']} cores")
     print(f"    machine busy {e['machine_cpu_busy_percent']:.0f} % of one core; other processes used "
@@ -1199,6 +1262,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="one message per POST /v1/messages instead of batches (use a higher --concurrency)")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (4)")
     p.add_argument("--warmup", type=int, default=1000, help="messages relayed before the window opens (1000)")
+    p.add_argument("--broker-warmup", type=float, default=120.0, metavar="S",
+                   help="a local broker is loaded with raw traffic until its JIT compiler is quiet, at most S "
+                        "seconds (120; 0 skips it: a cold JVM's compiling then counts as Kafka CPU)")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     p.add_argument("--stall-timeout", type=float, default=60.0,
                    help="seconds without progress before the missing messages count as lost (60)")
