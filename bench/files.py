@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 import orjson
 import yaml
+from broker_warmup import describe, warm_broker  # bench/broker_warmup.py, beside this file
 from relay import CpuWindow, GatewayProcess, loadavg  # bench/relay.py, beside this file
 
 from gateway.dev.exchange import Exchange, edit_config, init_exchange, platform_id
@@ -112,6 +113,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             broker = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port())
             broker.start()
             bootstrap = broker.bootstrap_servers
+            print(describe(await warm_broker(bootstrap, broker.pid())))  # bench/README.md "Broker warm-up"
         ex = init_exchange(work / "exchange", base_port=0, bootstrap_servers=bootstrap, alg=args.alg)
         accept_claim_checks(ex)
         gateways = [GatewayProcess(r, ex.config_path(r), work) for r in (SENDER, RECEIVER)]

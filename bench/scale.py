@@ -38,6 +38,7 @@ import psycopg
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from broker_warmup import describe, warm_broker  # noqa: E402 (bench/broker_warmup.py, one folder)
 from relay import (  # noqa: E402 (bench/relay.py's helpers, one folder)
     RECEIVER,
     SENDER,
@@ -251,6 +252,7 @@ async def main_async(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         broker = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port())
         broker.start()
         bootstrap = broker.bootstrap_servers
+        print(describe(await warm_broker(bootstrap, broker.pid())))  # bench/README.md "Broker warm-up"
     pg_home = Path(tempfile.mkdtemp(prefix="yrdx-pg-bench-"))  # under /tmp: the postgres user must get in
     port = free_port()
     try:
