@@ -1,10 +1,10 @@
 """`make bench`: the relay benchmark's runs behind issue 13's five goals, each goal's figures and a PASS or
 short-of line, in one run on this machine.
 
-Each run is bench/relay.py in its own process (its own broker, exchange and gateways) writing its figures as
-JSON; this script only sequences the runs and compares. The thresholds are goals for a 2-core machine, so a
-goal short of its threshold is printed, never a failure: the exit status is 1 only when a run lost, duplicated
-or invented a message (relay.py's delivery check).
+Each run is bench/relay.py in its own process (its own exchange, Kafka namespace and gateways, on one broker
+started and warmed here for all of them) writing its figures as JSON; this script only sequences the runs and
+compares. The thresholds are goals for a 2-core machine, so a goal short of its threshold is printed, never a
+failure: the exit status is 1 only when a run lost, duplicated or invented a message (relay.py's delivery check).
 
   1. batches of 200 with the full audit trail and sealing: msg/s end to end, the ratio to the same run's raw
      aiokafka baseline, and the national suite (SM2SM3) against the default suite, batch and single;
@@ -19,13 +19,20 @@ or invented a message (relay.py's delivery check).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from broker_warmup import describe, warm_broker  # bench/broker_warmup.py, beside this file
+
+from gateway.dev.local_kafka import LocalKafka, env_bootstrap_servers, free_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,14 +48,37 @@ OVERLOAD_CONNECTIONS = 8000
 AUDIT_RECORDS_PER_MESSAGE = 7  # accepted, published; received, verified, delivered, receipt_sent; receipt_received
 
 
-def relay(name: str, args: Sequence[str], work: Path) -> tuple[dict[str, Any], bool]:
-    """One bench/relay.py run; its report goes to our output as it comes."""
+def relay(name: str, args: Sequence[str], work: Path, broker: LocalKafka | None) -> tuple[dict[str, Any], bool]:
+    """One bench/relay.py run, on the shared warm broker when there is one; its report goes to our output as it
+    comes."""
     out = work / f"{name}.json"
+    env = dict(os.environ)
+    if broker is not None:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+        args = [*args, "--kafka-pid", str(broker.pid())]
     print(f"\n######## {name}: bench/relay.py {' '.join(args)}", flush=True)
-    done = subprocess.run([sys.executable, str(HERE / "relay.py"), *args, "--json", str(out)], check=False)
+    done = subprocess.run([sys.executable, str(HERE / "relay.py"), *args, "--json", str(out)], check=False, env=env)
     if not out.exists():
         raise SystemExit(f"{name}: bench/relay.py wrote no figures (exit {done.returncode})")
     return json.loads(out.read_text()), done.returncode == 0
+
+
+@contextlib.contextmanager
+def shared_broker(work: Path) -> Iterator[LocalKafka | None]:
+    """One local broker for every run, its JIT warmed once (bench/README.md "Broker warm-up"): each run then only
+    relays until the compiler is quiet for its own shape, instead of warming a fresh JVM for ~70 s. None when
+    KAFKA_BOOTSTRAP_SERVERS names a cluster: the runs use it as they are."""
+    if env_bootstrap_servers() is not None:
+        yield None
+        return
+    broker = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port())
+    broker.start()
+    try:
+        print(f"shared local Kafka {broker.version} at {broker.bootstrap_servers}, pid {broker.pid()}", flush=True)
+        print(describe(asyncio.run(warm_broker(broker.bootstrap_servers, broker.pid()))), flush=True)
+        yield broker
+    finally:
+        broker.stop()
 
 
 def verdict(ok: bool) -> str:
@@ -86,14 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write every run's figures and the verdicts to this file")
     a = p.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="yrdx-goals-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="yrdx-goals-") as tmp, shared_broker(Path(tmp)) as broker:
         work = Path(tmp)
         runs: dict[str, dict[str, Any]] = {}
         ok = True
 
         def run(name: str, *args: str) -> dict[str, Any]:
             nonlocal ok
-            figures, fine = relay(name, args, work)
+            figures, fine = relay(name, args, work, broker)
             runs[name] = figures
             ok = ok and fine
             return figures

@@ -987,9 +987,14 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
                 print(describe(warmed))
                 figures["broker_warmup"] = warmed.as_dict()
         else:
-            print(f"external Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS): broker CPU is not measured")
+            said = f"its CPU measured (pid {args.kafka_pid})" if args.kafka_pid else "broker CPU is not measured"
+            print(f"external Kafka at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS): {said}")
+        kafka_pid = broker.pid() if broker is not None else args.kafka_pid
         figures["broker"] = {"bootstrap_servers": bootstrap, "local": broker is not None}
-        ex = init_exchange(work / "exchange", base_port=0, bootstrap_servers=bootstrap, alg=args.alg)
+        # A broker shared between runs (bench/goals.py) gets a namespace per run: no run reads another's topics.
+        namespace = "" if broker is not None else f"bench-{uuid.uuid4().hex[:8]}"
+        ex = init_exchange(work / "exchange", base_port=0, bootstrap_servers=bootstrap, alg=args.alg,
+                           namespace=namespace)
         edit_config(ex.config_path(RECEIVER), delivery={"mode": "inbox"})  # SH's platform pulls
         if args.no_audit:  # what the audit trail costs: the same run without it
             for region in (SENDER, RECEIVER):
@@ -1017,8 +1022,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         run_id = uuid.uuid4().hex[:8]
         per_request = 0 if args.single else args.batch
         warm = Phase("warmup", build_batches(variants, args.warmup, per_request, run_id, 0))
-        pids = {"js_gateway": js.pid, "sh_gateway": sh.pid, "kafka_jvm": broker.pid() if broker else None,
-                "driver": os.getpid()}
+        pids = {"js_gateway": js.pid, "sh_gateway": sh.pid, "kafka_jvm": kafka_pid, "driver": os.getpid()}
         connector = aiohttp.TCPConnector(limit=args.connections if args.open_loop else args.concurrency + 8)
         async with aiohttp.ClientSession(connector=connector) as session:
             driver = Driver(session, js, sh, ex, args.concurrency, args.single)
@@ -1029,10 +1033,10 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
                       f"in {warm.delivered_done - warm.started:.1f} s")
             # The gateways' own traffic still makes a warmed broker compile paths the raw warm-up did not take.
             start = args.warmup
-            if broker is not None and args.broker_warmup > 0:
-                start, settled = await settle_jit(driver, variants, per_request, run_id, start, broker.pid(),
+            if kafka_pid is not None and args.broker_warmup > 0:
+                start, settled = await settle_jit(driver, variants, per_request, run_id, start, kafka_pid,
                                                   args.broker_warmup, args.stall_timeout)
-                figures["broker_warmup"]["relayed_until_quiet"] = settled
+                figures.setdefault("broker_warmup", {})["relayed_until_quiet"] = settled
             measured = Phase("measured", [] if args.open_loop else
                              build_batches(variants, args.messages, per_request, run_id, start))
             if args.open_loop:  # the rates, the drain and the delivery check; no baseline, no primitives
@@ -1262,6 +1266,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="one message per POST /v1/messages instead of batches (use a higher --concurrency)")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (4)")
     p.add_argument("--warmup", type=int, default=1000, help="messages relayed before the window opens (1000)")
+    p.add_argument("--kafka-pid", type=int, metavar="PID",
+                   help="with KAFKA_BOOTSTRAP_SERVERS: the pid of that broker's JVM on this machine, to measure its "
+                        "CPU and its JIT (bench/goals.py shares one warmed broker between its runs)")
     p.add_argument("--broker-warmup", type=float, default=120.0, metavar="S",
                    help="a local broker is loaded with raw traffic until its JIT compiler is quiet, at most S "
                         "seconds (120; 0 skips it: a cold JVM's compiling then counts as Kafka CPU)")
