@@ -37,6 +37,7 @@ from gateway.state.rows import (
     history_event,
     match_receipts,
     open_params,
+    opened_record,
     park_params,
     parked_message,
     reply_params,
@@ -309,7 +310,9 @@ class SqliteBackend:
 
     @_guarded
     def open_request(self, req: NewRequest) -> RequestRecord:
-        self._db.execute(RequestSql.OPEN, open_params(req))
+        params = open_params(req)
+        if self._db.execute(RequestSql.OPEN, params).rowcount == 1:  # claimed: the row is what was inserted
+            return opened_record(params)
         row = self._db.execute(RequestSql.BY_CORRELATION, (req.correlation_id,)).fetchone()
         return request_record(row)
 
@@ -326,6 +329,10 @@ class SqliteBackend:
         sql = RequestSql.BY_CORRELATION.replace("= ?", "IN ({marks})")
         rows = self._in(sql, [c for c in correlation_ids if storable(c)])
         return {r[0]: request_record(r) for r in rows}
+
+    @_guarded
+    def settled_requests(self, correlation_ids: Sequence[str]) -> set[str]:
+        return {r[0] for r in self._in(RequestSql.SETTLED, [c for c in correlation_ids if storable(c)])}
 
     @_guarded
     def request_by_id(self, message_id: str) -> RequestRecord | None:
