@@ -107,11 +107,11 @@ class ReplyStep:
         """Apply one result to its request (see Taken)."""
         reply = Reply(v.env.id, v.env.type, v.env.sender, v.record.value, v.signature)
         now = time.time()
-        if request.status == "pending" and self._state.settle_request(request.correlation_id, reply, now):
+        if request.status == "pending" and self._state.answer_request(
+                request.correlation_id, reply, now, Decision(v.env.id, "delivered", v.source)):
             platform = self._cfg.platform(request.platform)
             if platform is not None:
                 out.delivered(platform, v, "reply")  # audit (delivered, mode reply), metrics and the receipt
-            self._state.mark_seen([Decision(v.env.id, "delivered", v.source)])
             # The row as the UPDATE left it, so that the waiting call needs no read of its own.
             self.waiters.wake(request.correlation_id,
                               replace(request, status="replied", replied_at=now, reply=reply))

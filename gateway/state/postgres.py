@@ -534,6 +534,18 @@ class PostgresBackend:
             return self._changed(RequestSql.TIMED_OUT, (correlation_id,))
         return self._changed(RequestSql.REPLIED, reply_params(at, reply, correlation_id))
 
+    def answer_request(self, correlation_id: str, reply: Reply, at: float, seen: Decision) -> bool:
+        params = reply_params(at, reply, correlation_id)
+
+        def call(conn: _Connection) -> bool:
+            with conn.transaction():
+                if conn.execute(_pg(RequestSql.REPLIED), params).rowcount != 1:
+                    return False
+                conn.execute(_MARK_SEEN, (seen.id, seen.outcome, seen.source, at))
+            return True
+
+        return self._run(call)
+
     def late_result(self, correlation_id: str, reply: Reply, at: float) -> bool:
         return self._changed(RequestSql.LATE, reply_params(at, reply, correlation_id))
 

@@ -348,6 +348,14 @@ class SqliteBackend:
         return self._changed(RequestSql.REPLIED, reply_params(at, reply, correlation_id))
 
     @_guarded
+    def answer_request(self, correlation_id: str, reply: Reply, at: float, seen: Decision) -> bool:
+        with self._transaction() as cur:
+            if cur.execute(RequestSql.REPLIED, reply_params(at, reply, correlation_id)).rowcount != 1:
+                return False  # (commits nothing)
+            cur.execute(_MARK_SEEN, (seen.id, seen.outcome, seen.source, at))
+        return True
+
+    @_guarded
     def late_result(self, correlation_id: str, reply: Reply, at: float) -> bool:
         return self._changed(RequestSql.LATE, reply_params(at, reply, correlation_id))
 

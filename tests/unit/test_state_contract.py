@@ -377,6 +377,19 @@ class StateContract:
         assert rows["c1"].status == "replied" and rows["c1"].reply == reply("r1") and rows["c1"].replied_at == 100.0
         assert rows["c2"].status == "timed_out" and rows["c2"].reply is None
 
+    def test_a_reply_answers_its_request_and_is_marked_seen_in_one_step_once(self, store: StateStore) -> None:
+        store.open_request(request_row("c1"))
+        store.open_request(request_row("c2"))
+        store.settle_request("c2", None, 100.0)  # the deadline came first
+        seen = Decision("r1", "delivered", "yrdx.sh.inbox:0:1")
+        assert store.answer_request("c1", reply("r1"), 100.0, seen)
+        assert not store.answer_request("c1", reply("r9"), 101.0, Decision("r9", "delivered", "yrdx.sh.inbox:0:2"))
+        assert not store.answer_request("c2", reply("r2"), 101.0, Decision("r2", "delivered", "yrdx.sh.inbox:0:3"))
+        assert store.seen(["r1", "r9", "r2"]) == {"r1": seen}  # the losers mark nothing (their caller decides)
+        rows = store.requests(["c1", "c2"])
+        assert (rows["c1"].status, rows["c1"].reply, rows["c1"].replied_at) == ("replied", reply("r1"), 100.0)
+        assert rows["c2"].status == "timed_out" and rows["c2"].reply is None
+
     def test_the_watchers_read_names_the_requests_no_longer_pending(self, store: StateStore) -> None:
         for c in ("waits", "replied", "timed"):
             store.open_request(request_row(c))
