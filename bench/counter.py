@@ -16,7 +16,7 @@ benchmark started it, and the share of a core its JIT compiler still took) and h
 then the lowest offered rate whose p99 passes 1 s, and the goal (p99 <= 100 ms at 500 req/s) as PASS or short.
 
     .venv/bin/python bench/counter.py [--rates 100,500,1000] [--seconds 10] [--infno 1101] [--warmup 10]
-                                      [--broker-warmup 120] [--profile DIR]
+                                      [--broker-warmup 120] [--profile DIR] [--no-batch-answers]
 
 Needs request-reply in the gateway (issue 11 part 1) and the `nhsa` facade entry point installed
 (`pip install -e .` after the merge). It is a benchmark, not a test: exit 1 only when no answer came at all.
@@ -191,13 +191,14 @@ async def settle_jit(his: HisClient, infno: str, mdtrt_id: str, rate: int, kafka
 
 
 async def main(rates: Sequence[int], seconds: float, infno: str, warmup: float, broker_warmup: float,
-               profile: Path | None) -> int:
+               profile: Path | None, batch_answers: bool) -> int:
     with tempfile.TemporaryDirectory(prefix="yrdx-bench-counter-") as tmp:
         work = Path(tmp)
         async with broker(work) as (bootstrap, kafka_pid):
             if kafka_pid is not None and broker_warmup > 0:
                 print(describe(await warm_broker(bootstrap, kafka_pid, max_s=broker_warmup)))
-            async with counter_exchange(work / "exchange", bootstrap, cwd=ROOT, connections=512) as ex:
+            async with counter_exchange(work / "exchange", bootstrap, cwd=ROOT, connections=512,
+                                        batch_answers=batch_answers) as ex:
                 his = ex.his
                 pids: dict[str, int | None] = {f"{r} gateway": pid for r, pid in ex.pids.items()}
                 pids |= {"driver": os.getpid(), "kafka_jvm": kafka_pid}
@@ -244,6 +245,8 @@ if __name__ == "__main__":
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy both gateways during each measured rate into DIR (<region>.<rate>.pyspy.txt), "
                              "then print bench/hotspots.py's summary")
+    parser.add_argument("--no-batch-answers", action="store_true",
+                        help="the insured platform posts each answer on its own (adapters/answer_batch.py off)")
     args = parser.parse_args()
     if args.profile is not None:
         if not Path(PY_SPY).exists():
@@ -251,4 +254,4 @@ if __name__ == "__main__":
         args.profile = args.profile.resolve()
         args.profile.mkdir(parents=True, exist_ok=True)
     sys.exit(asyncio.run(main([int(r) for r in args.rates.split(",")], args.seconds, args.infno, args.warmup,
-                              args.broker_warmup, args.profile)))
+                              args.broker_warmup, args.profile, not args.no_batch_answers)))
