@@ -225,9 +225,12 @@ class RequestReply:
 
     async def _deadline(self, correlation_id: str) -> RequestRecord | None:
         """pending -> timed_out (unless a reply won the race), then its compensation; the row as it ends."""
-        request = self._state.requests([correlation_id]).get(correlation_id)
-        if request is not None and self._state.settle_request(correlation_id, None, time.time()):
-            await self._timed_out(request)
+        if self._state.settle_request(correlation_id, None, time.time()):
+            request = self._state.requests([correlation_id]).get(correlation_id)
+            if request is not None:
+                await self._timed_out(request)
+                if request.compensation_type is None:  # nothing changed it since the read
+                    return request
         return self._state.requests([correlation_id]).get(correlation_id)
 
     async def _timed_out(self, request: RequestRecord) -> None:
