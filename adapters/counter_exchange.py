@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+from adapters.answer_batch import AnswerBatcher
 from adapters.demo import GatewayFleet, wait_gateways_ready
 from adapters.his import HisClient
 from adapters.insured import InsuredMedicalPlatform, Person
@@ -61,11 +62,12 @@ def use_facade(exchange: Exchange, region: str, facade: str = "nhsa", config: Ma
 async def counter_exchange(
     root: Path, bootstrap_servers: str, namespace: str = "", *, cwd: Path | None = None,
     requests: Mapping[str, Mapping[str, int]] | None = None, persons: tuple[Person, ...] = (PATIENT,),
-    connections: int = 100,
+    connections: int = 100, batch_answers: bool = True,
 ) -> AsyncIterator[CounterExchange]:
     """`yrdx init` in `root`, the two gateways started (from `cwd`, default the exchange folder), the insured
     platform answering; everything stopped on exit. `requests` overrides deadlines per type (gateway config);
-    `connections` bounds the HTTP connections of the HIS and the insured platform."""
+    `connections` bounds the HTTP connections of the HIS and the insured platform; `batch_answers`: the insured
+    platform posts its answers in batches (adapters/answer_batch.py), else one POST /v1/messages each."""
     registry = SchemaRegistry.load()
     sim = SimulatedPlatforms(Ledger(), registry)
     await sim.start()
@@ -82,8 +84,10 @@ async def counter_exchange(
         await wait_gateways_ready(session, ports)
         trust = TrustStore.from_files([exchange.pki.ca_cert], [exchange.pki.gateway_cert(r) for r in REGIONS])
         minter = TokenMinter(platform_id(INSURED), exchange.pki.platform_key(INSURED), INSURED)
-        sim.connect({INSURED: PlatformClient(session, f"http://127.0.0.1:{ports[INSURED]}", INSURED, minter,
-                                             sim.ledger)}, trust)
+        insured_client = PlatformClient(session, f"http://127.0.0.1:{ports[INSURED]}", INSURED, minter, sim.ledger)
+        sim.connect({INSURED: insured_client}, trust)
+        if batch_answers:  # the answers that queue up while one batch is in flight leave in the next one
+            sim.answer_via[INSURED] = AnswerBatcher(insured_client, sim.spawn)
         insured = InsuredMedicalPlatform(INSURED, registry, root / "ah-ledger.sqlite", persons)
         insured.attach(sim)
         his = HisClient(session, f"http://127.0.0.1:{ports[CARE]}",

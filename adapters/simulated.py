@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -545,6 +545,11 @@ def _division(region: str) -> str:
 Handler = Callable[[Delivery], Reply | None | Awaitable[Reply | None]]
 
 
+class AnswerSender(Protocol):
+    async def send(self, msg_type: str, to: str, payload: object, *, story: str,
+                   correlation_id: str | None = None) -> Attempt: ...
+
+
 class SimulatedPlatforms:
     """The four regions' platforms behind one webhook server: each delivery is verified, recorded, answered.
 
@@ -566,6 +571,8 @@ class SimulatedPlatforms:
         self._arrived = asyncio.Condition()
         # region -> seconds its platform waits before answering (a stalled insured location, for timeouts)
         self.answer_delay_s: dict[str, float] = {}
+        # region -> what its answers leave through instead of its client's one POST each (adapters/answer_batch.py)
+        self.answer_via: dict[str, AnswerSender] = {}
         # (region, type, conversation) -> the first such delivery
         self._first: dict[tuple[str, str, str], Delivery] = {}
 
@@ -663,6 +670,10 @@ class SimulatedPlatforms:
             self._arrived.notify_all()
         return web.Response(status=204)
 
+    def spawn(self, coro: Awaitable[None]) -> None:
+        """Run `coro` in the background until it ends or stop() cancels it."""
+        self._spawn(coro)
+
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -688,10 +699,9 @@ class SimulatedPlatforms:
             self.reaction_errors.append(f"{d.region} built an invalid {msg_type} ({pointers})")
             return
         try:
-            attempt = await self.clients[d.region].send(
-                msg_type, d.sender, payload, story=f"{d.region} platform answers",
-                correlation_id=d.correlation_id,
-            )
+            sender: AnswerSender = self.answer_via.get(d.region) or self.clients[d.region]
+            attempt = await sender.send(msg_type, d.sender, payload, story=f"{d.region} platform answers",
+                                        correlation_id=d.correlation_id)
         except (aiohttp.ClientError, TimeoutError) as e:
             self.reaction_errors.append(f"{d.region} could not reach its gateway: {type(e).__name__}")
             return

@@ -6,12 +6,17 @@ insured platform answers from its ledger, and the result travels back to the wai
 schedule (request i at t0 + i/R) whether or not earlier ones finished, and latency runs from the scheduled
 time to the HIS's answer, so a stalled system cannot hide its queue (coordinated omission avoided).
 
+A broker it starts is warmed first (bench/broker_warmup.py: raw traffic until the JVM's JIT compiler is quiet,
+then round trips until a round in which the compiler took < 2 % of a core), so that the rates measure the relay,
+not the JVM's start-up.
+
 Prints per offered rate: sent, answered per infcode, p50/p99/p99.9 latency, the driver's schedule lag, the CPU
 per round trip of each process (the two gateways, the driver: HIS and insured platform, the Kafka JVM when the
-benchmark started it) and how busy the whole machine was; then the lowest offered rate whose p99 passes 1 s, and
-the goal (p99 <= 100 ms at 500 req/s) as PASS or short of it.
+benchmark started it, and the share of a core its JIT compiler still took) and how busy the whole machine was;
+then the lowest offered rate whose p99 passes 1 s, and the goal (p99 <= 100 ms at 500 req/s) as PASS or short.
 
     .venv/bin/python bench/counter.py [--rates 100,500,1000] [--seconds 10] [--infno 1101] [--warmup 10]
+                                      [--broker-warmup 120] [--profile DIR] [--no-batch-answers]
 
 Needs request-reply in the gateway (issue 11 part 1) and the `nhsa` facade entry point installed
 (`pip install -e .` after the merge). It is a benchmark, not a test: exit 1 only when no answer came at all.
@@ -38,15 +43,20 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout: its own adapters and gateway
 
-from relay import CpuWindow  # noqa: E402 (bench/relay.py, beside this file)
+from broker_warmup import describe, jit_cpu_seconds, warm_broker  # noqa: E402 (beside this file)
+from hotspots import summarize_folder  # noqa: E402
+from relay import CpuWindow, PySpy  # noqa: E402 (bench/relay.py, beside this file)
 
 from adapters.counter_exchange import PATIENT, counter_exchange  # noqa: E402
 from adapters.his import HisClient  # noqa: E402
 from adapters.simulated import cst_now  # noqa: E402
 from gateway.dev.local_kafka import LocalKafka, env_bootstrap_servers, free_port  # noqa: E402
 
+PY_SPY = str(Path(sys.executable).parent / "py-spy")
 GOAL_RATE, GOAL_P99_S = 500, 0.100
 KNEE_S = 1.0
+JIT_QUIET_SHARE = 0.02  # of a core: below it the broker's compiler is done with the round trip's paths
+JIT_ROUND_S = 5.0  # seconds per round trip warm-up round
 ID_NUMBER = "34010420000229124X"
 
 
@@ -66,6 +76,7 @@ class Run:
     outcomes: Counter[str] = field(default_factory=Counter)  # infcode (or HTTP status / error class)
     lag: list[float] = field(default_factory=list)  # how late the driver sent each request
     cpu_ms: dict[str, float | None] = field(default_factory=dict)  # process -> CPU ms per round trip
+    jit_share: float | None = None  # of a core, what the broker's JIT compiler took during the run
     machine_busy: float = 0.0  # share of the machine's CPU time in use during the run (every process)
 
     def p(self, q: float) -> float:
@@ -91,6 +102,7 @@ async def offer(his: HisClient, infno: str, mdtrt_id: str, rate: int, seconds: f
     run = Run(rate)
     cpu = CpuWindow(pids or {})
     cpu.start()
+    began = time.monotonic()
     total = int(rate * seconds)
     t0 = time.monotonic() + 0.2
 
@@ -110,6 +122,8 @@ async def offer(his: HisClient, infno: str, mdtrt_id: str, rate: int, seconds: f
 
     await asyncio.gather(*(one(i) for i in range(total)))
     cpu.stop()
+    if cpu.kafka_jit is not None:
+        run.jit_share = cpu.kafka_jit / max(1e-9, time.monotonic() - began)
     run.cpu_ms = {k: None if v is None else v * 1000 / max(1, run.sent) for k, v in cpu.used.items()}
     run.machine_busy = cpu.machine_busy / cpu.machine_total if cpu.machine_total else 0.0
     return run
@@ -126,7 +140,8 @@ def report(runs: Sequence[Run], infno: str) -> str:
     lines.append("CPU ms per round trip (machine busy during the run):")
     for r in runs:
         cpu = ", ".join(f"{k} {v:.2f}" for k, v in r.cpu_ms.items() if v is not None)
-        lines.append(f"{r.rate:>9}/s  {cpu} ({r.machine_busy:.0%} busy)")
+        jit = "" if r.jit_share is None else f", its JIT {r.jit_share:.1%} of a core"
+        lines.append(f"{r.rate:>9}/s  {cpu} ({r.machine_busy:.0%} busy{jit})")
     knee = next((r.rate for r in runs if r.p(99) > KNEE_S), None)
     lines.append(f"p99 passes {KNEE_S:.0f} s at: " + (f"{knee}/s offered" if knee is not None else
                                                        f"not within the rates run (up to {runs[-1].rate}/s)"))
@@ -155,22 +170,56 @@ async def broker(work: Path) -> AsyncIterator[tuple[str, int | None]]:
         await asyncio.to_thread(local.stop)
 
 
-async def main(rates: Sequence[int], seconds: float, infno: str, warmup: float) -> int:
+async def settle_jit(his: HisClient, infno: str, mdtrt_id: str, rate: int, kafka_pid: int | None,
+                     max_s: float) -> None:
+    """Round trips at `rate` in rounds of JIT_ROUND_S until a round in which the broker's JIT compiler took less
+    than JIT_QUIET_SHARE of a core (at most `max_s`): the raw warm-up does not compile the gateways' exact paths
+    (transactions, the group consumers of both regions)."""
+    began, rounds, share = time.monotonic(), 0, float("nan")
+    while kafka_pid is not None and time.monotonic() - began < max_s:
+        before, t = jit_cpu_seconds(kafka_pid), time.monotonic()
+        await offer(his, infno, mdtrt_id, rate, JIT_ROUND_S)
+        after, rounds = jit_cpu_seconds(kafka_pid), rounds + 1
+        if before is None or after is None:
+            break
+        share = (after - before) / max(1e-9, time.monotonic() - t)
+        if share < JIT_QUIET_SHARE:
+            break
+    if rounds:
+        print(f"{rounds} round trip warm-up rounds at {rate}/s in {time.monotonic() - began:.1f} s until the "
+              f"broker's JIT compiler took {share * 100:.1f} % of a core")
+
+
+async def main(rates: Sequence[int], seconds: float, infno: str, warmup: float, broker_warmup: float,
+               profile: Path | None, batch_answers: bool) -> int:
     with tempfile.TemporaryDirectory(prefix="yrdx-bench-counter-") as tmp:
         work = Path(tmp)
-        async with broker(work) as (bootstrap, kafka_pid), counter_exchange(
-                work / "exchange", bootstrap, cwd=ROOT, connections=512) as ex:
-            his = ex.his
-            pids: dict[str, int | None] = {f"{r} gateway": pid for r, pid in ex.pids.items()}
-            pids |= {"driver": os.getpid(), "kafka": kafka_pid}
-            mdtrt_id = await _visit(his)
-            # Warm-up: connections, caches, and the broker's JIT (a JVM fresh from its start keeps compiling
-            # for a while after traffic begins: ~0.5 of a core, which read as CPU of the first rates measured).
-            await offer(his, infno, mdtrt_id, 50, warmup)
-            runs = [await offer(his, infno, mdtrt_id, rate, seconds, pids) for rate in rates]
+        async with broker(work) as (bootstrap, kafka_pid):
+            if kafka_pid is not None and broker_warmup > 0:
+                print(describe(await warm_broker(bootstrap, kafka_pid, max_s=broker_warmup)))
+            async with counter_exchange(work / "exchange", bootstrap, cwd=ROOT, connections=512,
+                                        batch_answers=batch_answers) as ex:
+                his = ex.his
+                pids: dict[str, int | None] = {f"{r} gateway": pid for r, pid in ex.pids.items()}
+                pids |= {"driver": os.getpid(), "kafka_jvm": kafka_pid}
+                mdtrt_id = await _visit(his)
+                await offer(his, infno, mdtrt_id, 50, warmup)  # connections, caches, the gateways' first calls
+                if broker_warmup > 0:
+                    await settle_jit(his, infno, mdtrt_id, min(rates), kafka_pid, broker_warmup)
+                runs = []
+                for rate in rates:
+                    spies = [PySpy(PY_SPY, pid, profile / f"{region.lower()}.{rate}.pyspy.txt")
+                             for region, pid in ex.pids.items()] if profile is not None else []
+                    try:
+                        runs.append(await offer(his, infno, mdtrt_id, rate, seconds, pids))
+                    finally:
+                        for spy in spies:
+                            spy.stop()
     print(report(runs, infno))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load average at the end (1/5/15 min, {os.cpu_count()} CPUs): {load}")
+    if profile is not None:
+        summarize_folder(profile)
     return 0 if any(r.latencies for r in runs) else 1
 
 
@@ -190,5 +239,19 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10.0, help="how long each rate is offered")
     parser.add_argument("--infno", choices=("1101", "2206", "2207"), default="1101")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of 50 req/s before the rates")
+    parser.add_argument("--broker-warmup", type=float, default=120.0, metavar="S",
+                        help="a local broker is loaded with raw traffic, then round trips at the lowest rate, "
+                             "until its JIT compiler is quiet, at most S seconds each (0: no broker warm-up)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy both gateways during each measured rate into DIR (<region>.<rate>.pyspy.txt), "
+                             "then print bench/hotspots.py's summary")
+    parser.add_argument("--no-batch-answers", action="store_true",
+                        help="the insured platform posts each answer on its own (adapters/answer_batch.py off)")
     args = parser.parse_args()
-    sys.exit(asyncio.run(main([int(r) for r in args.rates.split(",")], args.seconds, args.infno, args.warmup)))
+    if args.profile is not None:
+        if not Path(PY_SPY).exists():
+            parser.error(f"--profile needs py-spy at {PY_SPY}")
+        args.profile = args.profile.resolve()
+        args.profile.mkdir(parents=True, exist_ok=True)
+    sys.exit(asyncio.run(main([int(r) for r in args.rates.split(",")], args.seconds, args.infno, args.warmup,
+                              args.broker_warmup, args.profile, not args.no_batch_answers)))

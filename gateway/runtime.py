@@ -151,8 +151,9 @@ class Gateway:
         except RequestTableError as e:
             raise StartupError(str(e)) from e
         self.waiters = Waiters()  # the request-reply calls of this process, woken by its egress
+        # A SQLite store is this process's alone (no replica can take a reply for its calls): no watcher.
         self.request_reply = RequestReply(cfg, self.reply_table, self.ingress, self.state, self.audit, self.metrics,
-                                          self.opener, self.waiters)
+                                          self.opener, self.waiters, watch_replicas=self.state.backend != "sqlite")
         self.files = FileStore(cfg.files.spool_dir, cfg.files.max_bytes)
         # Sealed chunks do not compress: their own producer sends them as they are (the broker would otherwise
         # decompress every batch to validate it, for nothing).

@@ -90,7 +90,10 @@ def _timestamp(at: float) -> str:
 
 class RequestReply:
     def __init__(self, cfg: GatewayConfig, table: ReplyTable, ingress: Ingress, state: StateStore,
-                 audit: AuditTrail, metrics: Metrics, opener: Opener | None, waiters: Waiters) -> None:
+                 audit: AuditTrail, metrics: Metrics, opener: Opener | None, waiters: Waiters, *,
+                 watch_replicas: bool = True) -> None:
+        """`watch_replicas`: run the watcher (the store is shared with other replicas, whose egress may take a
+        reply for a call of this process); False for a store only this process uses (SQLite)."""
         self._cfg = cfg
         self.table = table
         self._ingress = ingress
@@ -100,6 +103,7 @@ class RequestReply:
         self._opener = opener
         self._waiters = waiters
         self._compensator = Compensator(cfg, ingress, state, metrics)
+        self._watch_replicas = watch_replicas
         self._watcher: asyncio.Task[None] | None = None  # runs while calls wait (_watch)
 
     # --- the call --------------------------------------------------------------------------------------------
@@ -196,33 +200,37 @@ class RequestReply:
     async def _wait(self, event: asyncio.Event, correlation_id: str, deadline_at: float) -> RequestRecord | None:
         """The request's row once it left pending (`event` set by this process's egress or by the watcher), or at
         its deadline."""
-        if self._watcher is None or self._watcher.done():
+        if self._watch_replicas and (self._watcher is None or self._watcher.done()):
             self._watcher = asyncio.create_task(self._watch(), name="request-watcher")
         remaining = deadline_at - time.time()
         if remaining > 0 and not event.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), remaining)
-        return self._state.requests([correlation_id]).get(correlation_id)
+                async with asyncio.timeout(remaining):  # a timer, not a task per call (wait_for in 3.11)
+                    await event.wait()
+        settled = self._waiters.settled_row(correlation_id) if event.is_set() else None
+        return settled or self._state.requests([correlation_id]).get(correlation_id)
 
     async def _watch(self) -> None:
-        """While calls of this process wait: every POLL_S, one read of all their rows, and a wake for each row
-        that left pending (its reply was consumed by another replica, or the sweeper timed it out)."""
+        """While calls of this process wait: every POLL_S, one read of which of their rows left pending (a reply
+        consumed by another replica, or another replica's sweeper), and a wake for each."""
         while waiting := self._waiters.waiting():
             try:
-                rows = self._state.requests(waiting)
+                settled = self._state.settled_requests(waiting)
             except StateUnavailable as e:  # the calls still end at their deadlines; the next read may succeed
                 log.warning("request watch skipped", extra={"error": str(e)})
-                rows = {}
-            for correlation_id, row in rows.items():
-                if row.status != "pending":
-                    self._waiters.wake(correlation_id)
+                settled = set()
+            for correlation_id in settled:
+                self._waiters.wake(correlation_id)
             await asyncio.sleep(POLL_S)
 
     async def _deadline(self, correlation_id: str) -> RequestRecord | None:
         """pending -> timed_out (unless a reply won the race), then its compensation; the row as it ends."""
-        request = self._state.requests([correlation_id]).get(correlation_id)
-        if request is not None and self._state.settle_request(correlation_id, None, time.time()):
-            await self._timed_out(request)
+        if self._state.settle_request(correlation_id, None, time.time()):
+            request = self._state.requests([correlation_id]).get(correlation_id)
+            if request is not None:
+                await self._timed_out(request)
+                if request.compensation_type is None:  # nothing changed it since the read
+                    return request
         return self._state.requests([correlation_id]).get(correlation_id)
 
     async def _timed_out(self, request: RequestRecord) -> None:

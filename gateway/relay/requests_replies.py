@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Literal
 
 from gateway.audit.trail import AuditTrail
@@ -34,32 +35,48 @@ log = logging.getLogger(__name__)
 Taken = Literal["consumed", "deliver", "late"]
 
 
+class _Waiting:
+    __slots__ = ("count", "event", "row")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.count = 0
+        self.row: RequestRecord | None = None  # the row as the waker left it, when it knew it
+
+
 class Waiters:
     """The calls of this process waiting on a request, by correlation id; a retry shares the first call's."""
 
     def __init__(self) -> None:
-        self._events: dict[str, tuple[asyncio.Event, int]] = {}
+        self._calls: dict[str, _Waiting] = {}
 
     def join(self, correlation_id: str) -> asyncio.Event:
-        event, count = self._events.get(correlation_id, (asyncio.Event(), 0))
-        self._events[correlation_id] = (event, count + 1)
-        return event
+        waiting = self._calls.setdefault(correlation_id, _Waiting())
+        waiting.count += 1
+        return waiting.event
 
     def leave(self, correlation_id: str) -> None:
-        event, count = self._events[correlation_id]
-        if count <= 1:
-            del self._events[correlation_id]
-        else:
-            self._events[correlation_id] = (event, count - 1)
+        waiting = self._calls[correlation_id]
+        waiting.count -= 1
+        if waiting.count <= 0:
+            del self._calls[correlation_id]
 
     def waiting(self) -> list[str]:
         """The correlation ids some call of this process waits on."""
-        return list(self._events)
+        return list(self._calls)
 
-    def wake(self, correlation_id: str) -> None:
-        found = self._events.get(correlation_id)
-        if found is not None:
-            found[0].set()
+    def wake(self, correlation_id: str, row: RequestRecord | None = None) -> None:
+        """Wake the calls waiting on `correlation_id`; `row`: the request as it now stands in the store, which
+        the calls then take instead of reading it back."""
+        waiting = self._calls.get(correlation_id)
+        if waiting is not None:
+            waiting.row = row
+            waiting.event.set()
+
+    def settled_row(self, correlation_id: str) -> RequestRecord | None:
+        """The row the waker handed over (None: it did not know it, or nobody woke the calls yet)."""
+        waiting = self._calls.get(correlation_id)
+        return None if waiting is None else waiting.row
 
 
 class ReplyStep:
@@ -90,12 +107,14 @@ class ReplyStep:
         """Apply one result to its request (see Taken)."""
         reply = Reply(v.env.id, v.env.type, v.env.sender, v.record.value, v.signature)
         now = time.time()
-        if request.status == "pending" and self._state.settle_request(request.correlation_id, reply, now):
+        if request.status == "pending" and self._state.answer_request(
+                request.correlation_id, reply, now, Decision(v.env.id, "delivered", v.source)):
             platform = self._cfg.platform(request.platform)
             if platform is not None:
                 out.delivered(platform, v, "reply")  # audit (delivered, mode reply), metrics and the receipt
-            self._state.mark_seen([Decision(v.env.id, "delivered", v.source)])
-            self.waiters.wake(request.correlation_id)
+            # The row as the UPDATE left it, so that the waiting call needs no read of its own.
+            self.waiters.wake(request.correlation_id,
+                              replace(request, status="replied", replied_at=now, reply=reply))
             return "consumed"
         if request.status == "pending":  # the deadline won the race a moment ago: this result is late
             current = self._state.requests([request.correlation_id]).get(request.correlation_id)

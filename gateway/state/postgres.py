@@ -50,6 +50,7 @@ from gateway.state.rows import (
     history_event,
     match_receipts,
     open_params,
+    opened_record,
     park_params,
     parked_message,
     reply_params,
@@ -485,9 +486,13 @@ class PostgresBackend:
         return self._run(lambda conn: conn.execute(_pg(sql), params).rowcount == 1)
 
     def open_request(self, req: NewRequest) -> RequestRecord:
+        params = open_params(req)
+
         def call(conn: _Connection) -> RequestRecord:
-            # Two statements: the read must see a row another replica committed while the INSERT waited for it.
-            conn.execute(_pg(RequestSql.OPEN), open_params(req))
+            if conn.execute(_pg(RequestSql.OPEN), params).rowcount == 1:  # claimed: the row is what was inserted
+                return opened_record(params)
+            # Lost the claim: a second statement, so that the read sees the row another replica committed while
+            # the INSERT waited for it.
             row = conn.execute(_pg(RequestSql.BY_CORRELATION), (req.correlation_id,)).fetchone()
             assert row is not None  # just written, or written before
             return request_record(row)
@@ -507,6 +512,13 @@ class PostgresBackend:
         sql = _pg(RequestSql.BY_CORRELATION.replace("= ?", "= ANY(?)"))
         return self._run(lambda conn: {r[0]: request_record(r) for r in conn.execute(sql, (keys,))})
 
+    def settled_requests(self, correlation_ids: Sequence[str]) -> set[str]:
+        keys = [c for c in correlation_ids if storable(c)]
+        if not keys:
+            return set()
+        sql = _pg(RequestSql.SETTLED.replace("IN ({marks})", "= ANY(?)"))
+        return self._run(lambda conn: {r[0] for r in conn.execute(sql, (keys,))})
+
     def request_by_id(self, message_id: str) -> RequestRecord | None:
         if not storable(message_id):
             return None
@@ -521,6 +533,18 @@ class PostgresBackend:
         if reply is None:
             return self._changed(RequestSql.TIMED_OUT, (correlation_id,))
         return self._changed(RequestSql.REPLIED, reply_params(at, reply, correlation_id))
+
+    def answer_request(self, correlation_id: str, reply: Reply, at: float, seen: Decision) -> bool:
+        params = reply_params(at, reply, correlation_id)
+
+        def call(conn: _Connection) -> bool:
+            with conn.transaction():
+                if conn.execute(_pg(RequestSql.REPLIED), params).rowcount != 1:
+                    return False
+                conn.execute(_MARK_SEEN, (seen.id, seen.outcome, seen.source, at))
+            return True
+
+        return self._run(call)
 
     def late_result(self, correlation_id: str, reply: Reply, at: float) -> bool:
         return self._changed(RequestSql.LATE, reply_params(at, reply, correlation_id))

@@ -235,6 +235,8 @@ class RequestSql:
             "ON CONFLICT (correlation_id) DO NOTHING")
     BY_CORRELATION = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE correlation_id = ?"  # noqa: S608
     BY_ID = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE message_id = ?"  # noqa: S608
+    # Of the given correlation ids, those whose request left pending (the watcher's read: ids, not rows).
+    SETTLED = "SELECT correlation_id FROM requests WHERE correlation_id IN ({marks}) AND status != 'pending'"
     SENT = ("UPDATE requests SET message_id = ?, compensation_payload = ? WHERE correlation_id = ? "
             "AND message_id IS NULL")
     DROP = "DELETE FROM requests WHERE correlation_id = ? AND message_id IS NULL"
@@ -256,6 +258,14 @@ class RequestSql:
 def open_params(req: NewRequest) -> tuple[Any, ...]:
     return (req.correlation_id, req.platform, req.type, req.to_region, req.reply_type, req.idempotency_key,
             req.created_at or time.time(), req.deadline_at, req.compensation_type)
+
+
+def opened_record(params: Sequence[Any]) -> RequestRecord:
+    """The row RequestSql.OPEN inserted with `params` (open_params), as a read of it would return it."""
+    (correlation_id, platform, msg_type, to_region, reply_type, idempotency_key, created_at, deadline_at,
+     compensation_type) = params
+    return RequestRecord(correlation_id, platform, None, msg_type, to_region, reply_type, idempotency_key, "pending",
+                         created_at, deadline_at, None, None, compensation_type, None, None)
 
 
 def reply_params(at: float, reply: Reply, correlation_id: str) -> tuple[Any, ...]:

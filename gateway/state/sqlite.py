@@ -37,6 +37,7 @@ from gateway.state.rows import (
     history_event,
     match_receipts,
     open_params,
+    opened_record,
     park_params,
     parked_message,
     reply_params,
@@ -309,7 +310,9 @@ class SqliteBackend:
 
     @_guarded
     def open_request(self, req: NewRequest) -> RequestRecord:
-        self._db.execute(RequestSql.OPEN, open_params(req))
+        params = open_params(req)
+        if self._db.execute(RequestSql.OPEN, params).rowcount == 1:  # claimed: the row is what was inserted
+            return opened_record(params)
         row = self._db.execute(RequestSql.BY_CORRELATION, (req.correlation_id,)).fetchone()
         return request_record(row)
 
@@ -328,6 +331,10 @@ class SqliteBackend:
         return {r[0]: request_record(r) for r in rows}
 
     @_guarded
+    def settled_requests(self, correlation_ids: Sequence[str]) -> set[str]:
+        return {r[0] for r in self._in(RequestSql.SETTLED, [c for c in correlation_ids if storable(c)])}
+
+    @_guarded
     def request_by_id(self, message_id: str) -> RequestRecord | None:
         if not storable(message_id):
             return None
@@ -339,6 +346,14 @@ class SqliteBackend:
         if reply is None:
             return self._changed(RequestSql.TIMED_OUT, (correlation_id,))
         return self._changed(RequestSql.REPLIED, reply_params(at, reply, correlation_id))
+
+    @_guarded
+    def answer_request(self, correlation_id: str, reply: Reply, at: float, seen: Decision) -> bool:
+        with self._transaction() as cur:
+            if cur.execute(RequestSql.REPLIED, reply_params(at, reply, correlation_id)).rowcount != 1:
+                return False  # (commits nothing)
+            cur.execute(_MARK_SEEN, (seen.id, seen.outcome, seen.source, at))
+        return True
 
     @_guarded
     def late_result(self, correlation_id: str, reply: Reply, at: float) -> bool:

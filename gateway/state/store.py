@@ -62,8 +62,10 @@ class Backend(Protocol):
     def request_sent(self, correlation_id: str, message_id: str, compensation_payload: str | None) -> None: ...
     def drop_request(self, correlation_id: str) -> None: ...
     def requests(self, correlation_ids: Sequence[str]) -> dict[str, RequestRecord]: ...
+    def settled_requests(self, correlation_ids: Sequence[str]) -> set[str]: ...
     def request_by_id(self, message_id: str) -> RequestRecord | None: ...
     def settle_request(self, correlation_id: str, reply: Reply | None, at: float) -> bool: ...
+    def answer_request(self, correlation_id: str, reply: Reply, at: float, seen: Decision) -> bool: ...
     def late_result(self, correlation_id: str, reply: Reply, at: float) -> bool: ...
     def record_compensation(self, correlation_id: str, compensation_id: str) -> bool: ...
     def overdue_requests(self, pending_before: float, uncompensated_before: float,
@@ -237,6 +239,10 @@ class StateStore:
         """correlation id -> its request, for those that name one."""
         return self._b.requests(correlation_ids)
 
+    def settled_requests(self, correlation_ids: Sequence[str]) -> set[str]:
+        """Of these correlation ids, those whose request is no longer pending (ids only: the watcher's read)."""
+        return self._b.settled_requests(correlation_ids)
+
     def request_by_id(self, message_id: str) -> RequestRecord | None:
         return self._b.request_by_id(message_id)
 
@@ -244,6 +250,12 @@ class StateStore:
         """pending -> replied (with `reply`) or, with `reply` None, pending -> timed_out. Decided once: True for
         the one call (in any replica) that moved the request out of pending, False for every other."""
         return self._b.settle_request(correlation_id, reply, at)
+
+    def answer_request(self, correlation_id: str, reply: Reply, at: float, seen: Decision) -> bool:
+        """settle_request(correlation_id, reply, at) and, when it wins, mark_seen([seen]) in the same transaction:
+        a reply that answered its request is never also taken for a fresh message (a crash between the two
+        would let the record, read again, be delivered)."""
+        return self._b.answer_request(correlation_id, reply, at, seen)
 
     def late_result(self, correlation_id: str, reply: Reply, at: float) -> bool:
         """timed_out | compensated -> late_result, keeping the result that came after the deadline; True once."""

@@ -249,20 +249,50 @@ async def test_waiting_calls_share_one_read_of_their_rows_per_poll_interval(rig:
     calls = [asyncio.create_task(rig.rr.call(PLATFORM, rig.request(LICENSE), deadline_ms=3000)) for _ in range(20)]
     await rig.sent(20)
     reads: list[int] = []
-    read = rig.h.state.requests
+    read = rig.h.state.settled_requests
 
     def counting(correlation_ids: Any) -> Any:
         reads.append(len(correlation_ids))
         return read(correlation_ids)
 
-    monkeypatch.setattr(rig.h.state, "requests", counting)
+    monkeypatch.setattr(rig.h.state, "settled_requests", counting)
     await asyncio.sleep(1.0)
-    monkeypatch.setattr(rig.h.state, "requests", read)
+    monkeypatch.setattr(rig.h.state, "settled_requests", read)
     assert 1 <= len(reads) <= 1.0 / POLL_S + 3  # one per interval (a read per call would be ~200)
     assert max(reads) == 20  # each read covers every waiting call
     for c in calls:
         c.cancel()
     await asyncio.gather(*calls, return_exceptions=True)
+
+
+async def test_without_replicas_no_watcher_reads_and_the_local_egress_hands_the_call_its_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store only this process uses: the egress that took the reply wakes the call with the settled row, so
+    neither a watcher nor the call itself reads the request back."""
+    rig = await make_rig(tmp_path)
+    rr = rig.rr
+    rig.rr = RequestReply(rig.h.cfg, rr.table, rr._ingress, rig.h.state, rig.h.audit, rig.h.metrics, rr._opener,
+                          rr._waiters, watch_replicas=False)
+    try:
+        polls: list[int] = []
+        reads: list[list[str]] = []
+        settled, rows = rig.h.state.settled_requests, rig.h.state.requests
+        monkeypatch.setattr(rig.h.state, "settled_requests", lambda ids: polls.append(len(ids)) or settled(ids))
+        monkeypatch.setattr(rig.h.state, "requests", lambda ids: reads.append(list(ids)) or rows(ids))
+        call = asyncio.create_task(rig.rr.call(PLATFORM, rig.request(LICENSE), deadline_ms=5000))
+        (req,) = await rig.sent()
+        await asyncio.sleep(3 * POLL_S)
+        reply_id = rig.answer(req.correlation_id, "license.verify.result")
+        await rig.h.drain()
+        outcome = await call
+        assert outcome.status == "replied" and outcome.reply is not None and outcome.reply["id"] == reply_id
+        assert polls == []  # no watcher
+        assert reads == [[req.correlation_id]]  # the egress's match of the reply; the call read nothing
+        stored = rows([req.correlation_id])[req.correlation_id]
+        assert stored.status == "replied" and stored.reply is not None and stored.reply.id == reply_id
+        assert outcome.reply == rig.rr.reply_document(stored)  # what it was handed is what the store holds
+    finally:
+        await close(rig.h)
 
 
 async def test_a_retry_with_one_idempotency_key_sends_one_request_and_gets_the_same_reply(rig: Rig) -> None:

@@ -347,6 +347,7 @@ class StateContract:
         first = store.open_request(request_row("c1", key="k1"))
         assert (first.status, first.message_id, first.platform, first.idempotency_key) == (
             "pending", None, "sh-platform", "k1")
+        assert store.requests(["c1"])["c1"] == first  # the claim's record (built, not read back) is the row
         second = store.open_request(request_row("c1", platform="other", deadline_in=5))
         assert second == first  # the first claim holds it; the caller compares and refuses
         store.request_sent("c1", "m1", '{"omsgid": "m1"}')
@@ -375,6 +376,27 @@ class StateContract:
         rows = store.requests(["c1", "c2"])
         assert rows["c1"].status == "replied" and rows["c1"].reply == reply("r1") and rows["c1"].replied_at == 100.0
         assert rows["c2"].status == "timed_out" and rows["c2"].reply is None
+
+    def test_a_reply_answers_its_request_and_is_marked_seen_in_one_step_once(self, store: StateStore) -> None:
+        store.open_request(request_row("c1"))
+        store.open_request(request_row("c2"))
+        store.settle_request("c2", None, 100.0)  # the deadline came first
+        seen = Decision("r1", "delivered", "yrdx.sh.inbox:0:1")
+        assert store.answer_request("c1", reply("r1"), 100.0, seen)
+        assert not store.answer_request("c1", reply("r9"), 101.0, Decision("r9", "delivered", "yrdx.sh.inbox:0:2"))
+        assert not store.answer_request("c2", reply("r2"), 101.0, Decision("r2", "delivered", "yrdx.sh.inbox:0:3"))
+        assert store.seen(["r1", "r9", "r2"]) == {"r1": seen}  # the losers mark nothing (their caller decides)
+        rows = store.requests(["c1", "c2"])
+        assert (rows["c1"].status, rows["c1"].reply, rows["c1"].replied_at) == ("replied", reply("r1"), 100.0)
+        assert rows["c2"].status == "timed_out" and rows["c2"].reply is None
+
+    def test_the_watchers_read_names_the_requests_no_longer_pending(self, store: StateStore) -> None:
+        for c in ("waits", "replied", "timed"):
+            store.open_request(request_row(c))
+        store.settle_request("replied", reply("r1"), 100.0)
+        store.settle_request("timed", None, 100.0)
+        assert store.settled_requests(["waits", "replied", "timed", "nope", "\ud800"]) == {"replied", "timed"}
+        assert store.settled_requests([]) == set()
 
     def test_a_late_result_is_kept_once_after_the_deadline(self, store: StateStore) -> None:
         store.open_request(request_row("c1"))
