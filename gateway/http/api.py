@@ -142,8 +142,10 @@ async def read_json(request: web.Request, limit: int) -> Any:
         raise ProblemError(Problem("too_large", f"body of {request.content_length} bytes exceeds {limit}"))
     chunks: list[bytes] = []
     size = 0
+    # A small body has usually arrived whole with its header: then no read can wait, and no timer is armed.
+    arriving = not request.content.is_eof()
     try:
-        async with asyncio.timeout(BODY_TIMEOUT_S):
+        async with asyncio.timeout(BODY_TIMEOUT_S) if arriving else contextlib.nullcontext():
             while chunk := await request.content.read(65536):  # read() returns what has arrived, not all of it
                 size += len(chunk)
                 if size > limit:

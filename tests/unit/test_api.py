@@ -22,7 +22,7 @@ from gateway.crypto.trust import TrustStore
 from gateway.http.api import make_runner
 from gateway.http.auth import Authenticator, TokenMinter, load_public_key
 from gateway.kafka.memory import MemoryPublisher
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, family
 from gateway.relay.health import EgressHealth
 from gateway.relay.identity import IdentityWatch
 from gateway.relay.ingress import Ingress
@@ -207,3 +207,14 @@ async def test_overload_is_refused_at_once_with_retry_after_and_what_was_accepte
     finally:
         await runner.cleanup()
         await close(h)
+
+
+async def test_messages_accepted_together_are_each_counted_and_timed(api: Api) -> None:
+    """A group's messages are counted per destination and family at once, and each is observed in the latency
+    histogram: the figures are per message, however the group was made."""
+    body = {"type": TYPE, "to": "JS", "payload": REGISTRY.examples(TYPE)[0]}
+    answers = await asyncio.gather(*(api.call("POST", "/v1/messages", body) for _ in range(7)))
+    assert [status for status, _ in answers] == [202] * 7
+    m = api.ctx.metrics
+    assert m.messages.labels("out", "JS", family(TYPE), "accepted")._value.get() == 7
+    assert sum(s.value for s in m.ingress_seconds.collect()[0].samples if s.name.endswith("_count")) == 7

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
+import json
 import random
 import time
 import uuid
@@ -13,7 +16,10 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.http.auth import MAX_TOKEN_CHARS, Authenticator, AuthError, Principal, one_authorization
 from gateway.state import StateStore
@@ -138,3 +144,67 @@ async def test_a_token_that_fails_verification_spends_no_jti(auth: Authenticator
     with pytest.raises(AuthError, match="invalid token"):
         await auth.authenticate(f"Bearer {token}")
     assert (await auth.authenticate(signed(jti="kept"))).id == ISSUER  # the forged one did not use it up
+
+
+def forged(header: dict[str, Any], payload: dict[str, Any]) -> str:
+    """A token with exactly this header, ES256-signed by KEY (pyjwt would set alg and add typ)."""
+    body = b64(json.dumps(header).encode()) + "." + b64(json.dumps(payload).encode())
+    r, s = decode_dss_signature(KEY.sign(body.encode(), ec.ECDSA(hashes.SHA256())))
+    return f"Bearer {body}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+
+@pytest.mark.parametrize("over", [
+    {"exp": int(time.time()) - 6, "iat": int(time.time()) - 60},  # expired beyond the 5 s leeway
+    {"iat": int(time.time()) + 30, "exp": int(time.time()) + 60},  # issued in the future
+    {"nbf": int(time.time()) + 30}, {"nbf": None}, {"nbf": "0"},
+    {"iat": int(time.time()) - 400, "exp": int(time.time()) + 10},  # a lifetime over five minutes
+    {"aud": []}, {"aud": ""}, {"aud": ["urn:yrdx:gateway:JS", 7]}, {"aud": {"urn:yrdx:gateway:JS": 1}},
+    {"sub": 7}, {"exp": None}, {"jti": None}, {"aud": None},
+])
+async def test_claims_are_checked_as_pyjwt_checked_them(auth: Authenticator, over: dict[str, Any]) -> None:
+    with pytest.raises(AuthError, match="invalid token|lifetime"):
+        await auth.authenticate(signed(**over))
+
+
+async def test_leeway_and_audience_lists_accept(auth: Authenticator) -> None:
+    now = int(time.time())
+    for over in ({"exp": now - 3, "iat": now - 60}, {"iat": now + 3, "exp": now + 60}, {"nbf": now + 3},
+                 {"aud": ["urn:yrdx:gateway:SH", AUDIENCE]}, {"sub": ISSUER}):
+        assert (await auth.authenticate(signed(**over))).id == ISSUER
+
+
+@pytest.mark.parametrize("header", [
+    {"alg": "HS256"}, {"alg": "none"}, {"alg": "ES384"}, {"alg": "es256"}, {}, {"alg": ["ES256"]},
+    {"alg": "ES256", "typ": "JOSE"}, {"alg": "ES256", "typ": 1}, {"alg": "ES256", "kid": 1},
+    {"alg": "ES256", "crit": ["exp"], "exp": 1}, {"alg": "ES256", "b64": False, "crit": ["b64"]},
+])
+async def test_headers_other_than_es256_are_refused(auth: Authenticator, header: dict[str, Any]) -> None:
+    with pytest.raises(AuthError, match="invalid token"):
+        await auth.authenticate(forged(header, claims()))
+
+
+async def test_typ_and_kid_are_optional(auth: Authenticator) -> None:
+    for header in ({"alg": "ES256"}, {"alg": "ES256", "typ": "jwt"}, {"alg": "ES256", "kid": "k1"}):
+        assert (await auth.authenticate(forged(header, claims()))).id == ISSUER
+
+
+def test_an_hs256_token_keyed_with_the_public_key_fails(auth: Authenticator) -> None:
+    pem = KEY.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    body = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(json.dumps(claims()).encode())
+    token = body + "." + b64(hmac.new(pem, body.encode(), hashlib.sha256).digest())
+    with pytest.raises(AuthError, match="invalid token"):
+        auth.verify(f"Bearer {token}")
+
+
+def test_a_signature_spelled_otherwise_is_refused(auth: Authenticator) -> None:
+    """Padding, the standard alphabet, another length: the one canonical base64url of 64 bytes only."""
+    token = signed()[7:]
+    head, sig = token.rsplit(".", 1)
+    raw = base64.urlsafe_b64decode(sig + "==")
+    for other in (sig + "=", base64.b64encode(raw).decode().rstrip("="), b64(raw + b"\0"), b64(raw[:63]),
+                  b64(raw[:32]), ""):
+        if other == sig:
+            continue
+        with pytest.raises(AuthError):
+            auth.verify(f"Bearer {head}.{other}")
+    assert auth.verify(f"Bearer {token}")[0].id == ISSUER

@@ -18,6 +18,7 @@ import orjson
 import psycopg
 import pytest
 
+import gateway.state.store as state_store
 from gateway.state import (
     Decision,
     IdempotentRequest,
@@ -331,6 +332,16 @@ class StateContract:
         assert store.use_jti("old", time.time() + 300) is True  # forgotten (its token's exp refuses it anyway)
         assert store.use_jti("recent", time.time() + 300) is False
         assert store.use_jti("live", time.time() + 300) is False
+
+    def test_purges_are_paced(self, store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A purge scans the whole table: one soon after another does nothing, the next one due purges."""
+        assert store.purge_jti() is True
+        store.use_jti("old", time.time() - 3600)
+        assert store.purge_jti() is True
+        assert store.use_jti("old", time.time() + 300) is False  # kept: that purge was not due
+        monkeypatch.setattr(state_store, "JTI_PURGE_EVERY_S", 0.0)
+        assert store.purge_jti() is True
+        assert store.use_jti("old", time.time() + 300) is True  # forgotten by the purge that was due
 
     # --- named values -----------------------------------------------------------------------------------------
 
