@@ -26,17 +26,23 @@ class Admission:
     messages: int = 0
     bytes: int = 0
 
+    def refuses(self, messages: int = 0, nbytes: int = 0) -> bool:
+        """Whether `admit` would refuse this now. A single request larger than the whole budget still fits when
+        nothing else is held, so it can never be refused for ever."""
+        busy = self.messages or self.bytes
+        return bool(busy) and (self.messages + messages > self.max_messages or self.bytes + nbytes > self.max_bytes)
+
+    def problem(self) -> Problem:
+        return Problem(
+            "overloaded", f"this gateway holds {self.messages} messages and {self.bytes} request bytes in "
+            f"flight (limits {self.max_messages} and {self.max_bytes}); retry after {RETRY_AFTER_S} s",
+        )
+
     @contextmanager
     def admit(self, messages: int = 0, nbytes: int = 0) -> Iterator[None]:
-        """Hold `messages` and `nbytes` for the duration, or raise Overloaded when they do not fit. A single
-        request larger than the whole budget is still admitted when nothing else is held, so it can never be
-        refused for ever."""
-        busy = self.messages or self.bytes
-        if busy and (self.messages + messages > self.max_messages or self.bytes + nbytes > self.max_bytes):
-            raise Overloaded(Problem(
-                "overloaded", f"this gateway holds {self.messages} messages and {self.bytes} request bytes in "
-                f"flight (limits {self.max_messages} and {self.max_bytes}); retry after {RETRY_AFTER_S} s",
-            ))
+        """Hold `messages` and `nbytes` for the duration, or raise Overloaded when they do not fit (`refuses`)."""
+        if self.refuses(messages, nbytes):
+            raise Overloaded(self.problem())
         self.messages += messages
         self.bytes += nbytes
         try:

@@ -19,7 +19,8 @@ from gateway.config import GatewayConfig
 from gateway.crypto.keyfiles import load_certificate
 from gateway.crypto.seal import Opener
 from gateway.crypto.trust import TrustStore
-from gateway.http.api import make_runner
+from gateway.http.admission import Admission
+from gateway.http.api import ADMISSION, make_runner
 from gateway.http.auth import Authenticator, TokenMinter, load_public_key
 from gateway.kafka.memory import MemoryPublisher
 from gateway.metrics import Metrics, family
@@ -62,6 +63,7 @@ class Api:
     url: str
     session: aiohttp.ClientSession
     minter: TokenMinter
+    admission: Admission
 
     async def call(self, method: str, path: str, body: Any = None, **hdrs: str) -> tuple[int, dict[str, Any]]:
         h = {"Authorization": f"Bearer {self.minter.mint()}", **hdrs}
@@ -88,7 +90,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     port = runner.addresses[0][1]
     async with aiohttp.ClientSession() as session:
         yield Api(h, ctx, f"http://127.0.0.1:{port}", session,
-                  TokenMinter(PLATFORM, h.ex.pki.platform_key(REGION), REGION))
+                  TokenMinter(PLATFORM, h.ex.pki.platform_key(REGION), REGION), runner.app[ADMISSION])
     await runner.cleanup()
     await close(h)
 
@@ -207,6 +209,27 @@ async def test_overload_is_refused_at_once_with_retry_after_and_what_was_accepte
     finally:
         await runner.cleanup()
         await close(h)
+
+
+async def test_a_full_gateway_refuses_before_verifying_the_token(api: Api) -> None:
+    """While the gateway is full, a message request is answered 429 `overloaded` before its token is verified:
+    the same token (its jti unspent) is accepted once there is room, and no token at all also gets the 429."""
+    body = orjson.dumps(with_use_context({"type": TYPE, "to": "JS", "payload": REGISTRY.examples(TYPE)[0]}))
+    token = api.minter.mint()
+    api.admission.messages = api.admission.max_messages  # what the requests in flight would hold
+    try:
+        for headers in ({"Authorization": f"Bearer {token}"}, {}):
+            for path in ("/v1/messages", "/v1/messages/batch", "/v1/requests"):
+                async with api.session.post(api.url + path, data=body, headers=headers) as r:
+                    doc = orjson.loads(await r.read())
+                    assert (r.status, doc["code"], r.headers.get("Retry-After")) == (429, "overloaded", "1"), path
+        async with api.session.get(api.url + "/v1/messages/none", headers={}) as r:
+            assert r.status == 401  # only the routes that take messages in are shed before authentication
+    finally:
+        api.admission.messages = 0
+    async with api.session.post(api.url + "/v1/messages", data=body,
+                                headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 202, await r.read()
 
 
 async def test_messages_accepted_together_are_each_counted_and_timed(api: Api) -> None:
