@@ -16,6 +16,7 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ PARTITIONS = 4
 PRODUCERS = 4
 IN_FLIGHT = 8  # sends awaited at once per producer: many small produce requests, as single-message ingress makes
 VALUE = b"x" * 700  # about a mean envelope
+JIT_QUIET_SHARE = 0.02  # of a core: below it the broker's compiler is done with the paths being driven
 
 
 def jit_cpu_seconds(pid: int | None) -> float | None:
@@ -148,3 +150,26 @@ def describe(w: Warmed) -> str:
     return (f"broker warm-up: {w.records:,} small produce requests' records in {w.seconds:.1f} s until its JIT "
             f"compiler threads were {state} ({w.quiet_share * 100:.1f} % of a core over the last seconds; "
             f"{w.compiler_s:.1f} CPU s compiling)")
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    rounds: int
+    seconds: float
+    share: float  # the compiler's share of a core in the last round
+
+
+async def until_jit_quiet(pid: int | None, max_s: float, one_round: Callable[[], Awaitable[object]]) -> Settled:
+    """Run `one_round` (the benchmark's own traffic: the raw warm-up does not take the gateways' exact paths) until
+    a round in which the broker's JIT compiler took less than JIT_QUIET_SHARE of a core, at most `max_s`."""
+    began, rounds, share = time.monotonic(), 0, float("nan")
+    while pid is not None and time.monotonic() - began < max_s:
+        before, t = jit_cpu_seconds(pid), time.monotonic()
+        await one_round()
+        after, rounds = jit_cpu_seconds(pid), rounds + 1
+        if before is None or after is None:
+            break
+        share = (after - before) / max(1e-9, time.monotonic() - t)
+        if share < JIT_QUIET_SHARE:
+            break
+    return Settled(rounds, time.monotonic() - began, share)

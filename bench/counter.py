@@ -43,7 +43,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout: its own adapters and gateway
 
-from broker_warmup import describe, jit_cpu_seconds, warm_broker  # noqa: E402 (beside this file)
+from broker_warmup import describe, until_jit_quiet, warm_broker  # noqa: E402 (beside this)
 from hotspots import summarize_folder  # noqa: E402
 from relay import CpuWindow, PySpy  # noqa: E402 (bench/relay.py, beside this file)
 
@@ -55,7 +55,6 @@ from gateway.dev.local_kafka import LocalKafka, env_bootstrap_servers, free_port
 PY_SPY = str(Path(sys.executable).parent / "py-spy")
 GOAL_RATE, GOAL_P99_S = 500, 0.100
 KNEE_S = 1.0
-JIT_QUIET_SHARE = 0.02  # of a core: below it the broker's compiler is done with the round trip's paths
 JIT_ROUND_S = 5.0  # seconds per round trip warm-up round
 ID_NUMBER = "34010420000229124X"
 
@@ -172,22 +171,12 @@ async def broker(work: Path) -> AsyncIterator[tuple[str, int | None]]:
 
 async def settle_jit(his: HisClient, infno: str, mdtrt_id: str, rate: int, kafka_pid: int | None,
                      max_s: float) -> None:
-    """Round trips at `rate` in rounds of JIT_ROUND_S until a round in which the broker's JIT compiler took less
-    than JIT_QUIET_SHARE of a core (at most `max_s`): the raw warm-up does not compile the gateways' exact paths
-    (transactions, the group consumers of both regions)."""
-    began, rounds, share = time.monotonic(), 0, float("nan")
-    while kafka_pid is not None and time.monotonic() - began < max_s:
-        before, t = jit_cpu_seconds(kafka_pid), time.monotonic()
-        await offer(his, infno, mdtrt_id, rate, JIT_ROUND_S)
-        after, rounds = jit_cpu_seconds(kafka_pid), rounds + 1
-        if before is None or after is None:
-            break
-        share = (after - before) / max(1e-9, time.monotonic() - t)
-        if share < JIT_QUIET_SHARE:
-            break
-    if rounds:
-        print(f"{rounds} round trip warm-up rounds at {rate}/s in {time.monotonic() - began:.1f} s until the "
-              f"broker's JIT compiler took {share * 100:.1f} % of a core")
+    """Round trips at `rate` in rounds of JIT_ROUND_S until the broker's JIT is quiet
+    (broker_warmup.until_jit_quiet): the raw warm-up does not compile the gateways' exact paths."""
+    done = await until_jit_quiet(kafka_pid, max_s, lambda: offer(his, infno, mdtrt_id, rate, JIT_ROUND_S))
+    if done.rounds:
+        print(f"{done.rounds} round trip warm-up rounds at {rate}/s in {done.seconds:.1f} s until the "
+              f"broker's JIT compiler took {done.share * 100:.1f} % of a core")
 
 
 async def main(rates: Sequence[int], seconds: float, infno: str, warmup: float, broker_warmup: float,

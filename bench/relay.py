@@ -45,7 +45,7 @@ import orjson
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from broker_warmup import describe, jit_cpu_seconds, warm_broker  # bench/broker_warmup.py, beside this
+from broker_warmup import describe, jit_cpu_seconds, until_jit_quiet, warm_broker  # beside this file
 
 from gateway.audit.model import GENESIS, record_hash
 from gateway.crypto.jws import Signer, Verifier, parse_detached, verify_detached
@@ -933,31 +933,26 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 JIT_CHUNK = 3000  # messages per extra warm-up round
-JIT_QUIET_SHARE = 0.02  # of a core: below it the broker's compiler is done with the gateways' paths
 
 
 async def settle_jit(driver: Driver, variants: Sequence[tuple[str, dict[str, Any], dict[str, Any]]],
                      per_request: int, run_id: str, start: int, kafka_pid: int | None, max_s: float,
                      stall_s: float) -> tuple[int, dict[str, float]]:
-    """Relay more warm-up rounds of the measured shape until a round in which the broker's JIT compiler took less
-    than JIT_QUIET_SHARE of a core (at most `max_s`); returns the next message index and what it took."""
-    began, rounds, share = time.monotonic(), 0, float("nan")
-    while time.monotonic() - began < max_s:
-        before, t = jit_cpu_seconds(kafka_pid), time.monotonic()
-        phase = Phase("jit warm-up", build_batches(variants, JIT_CHUNK, per_request, run_id, start))
-        start += JIT_CHUNK
+    """Relay warm-up rounds of the measured shape until the broker's JIT is quiet (broker_warmup.until_jit_quiet);
+    returns the next message index and what it took."""
+    next_index = start
+
+    async def one_round() -> None:
+        nonlocal next_index
+        phase = Phase("jit warm-up", build_batches(variants, JIT_CHUNK, per_request, run_id, next_index))
+        next_index += JIT_CHUNK
         await driver.run_phase(phase, stall_s)
         await driver.wait_receipts(len(driver.ledger.accepted), stall_s)
-        after, rounds = jit_cpu_seconds(kafka_pid), rounds + 1
-        if before is None or after is None:
-            break
-        share = (after - before) / max(1e-9, time.monotonic() - t)
-        if share < JIT_QUIET_SHARE:
-            break
-    seconds = time.monotonic() - began
-    print(f"relayed {rounds * JIT_CHUNK:,} more warm-up messages in {seconds:.1f} s until the broker's JIT "
-          f"compiler took {share * 100:.1f} % of a core")
-    return start, {"messages": rounds * JIT_CHUNK, "seconds": seconds, "compiler_share": share}
+
+    done = await until_jit_quiet(kafka_pid, max_s, one_round)
+    print(f"relayed {done.rounds * JIT_CHUNK:,} more warm-up messages in {done.seconds:.1f} s until the broker's JIT "
+          f"compiler took {done.share * 100:.1f} % of a core")
+    return next_index, {"messages": done.rounds * JIT_CHUNK, "seconds": done.seconds, "compiler_share": done.share}
 
 
 async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], bool]:
