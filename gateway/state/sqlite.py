@@ -255,21 +255,12 @@ class SqliteBackend:
     @_guarded
     def ack_inbox(self, platform: str, ids: Sequence[str]) -> int:
         now = time.time()
-        cur = self._db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        changed = 0
-        try:
-            for i in ids:
-                if storable(i):
-                    cur.execute("UPDATE inbox SET acked_at=? WHERE platform=? AND id=? AND acked_at IS NULL",
-                                (now, platform, i))
-                    changed += cur.rowcount
-            cur.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                cur.execute("ROLLBACK")
-            raise
-        return changed
+        rows = [(now, platform, i) for i in ids if storable(i)]
+        if not rows:
+            return 0
+        with self._transaction() as cur:  # one statement for all ids; rowcount sums what each id changed
+            cur.executemany("UPDATE inbox SET acked_at=? WHERE platform=? AND id=? AND acked_at IS NULL", rows)
+            return max(cur.rowcount, 0)
 
     @_guarded
     def inbox_depth(self) -> int:
