@@ -38,7 +38,13 @@ from gateway.http.api import make_runner
 from gateway.http.auth import Authenticator, load_public_key
 from gateway.http.facades import FacadeContext, FacadeError, mount
 from gateway.kafka.port import BrokerUnavailable, OutRecord
-from gateway.kafka.transport import KafkaInboxConsumer, KafkaPublisher, ensure_topics, topic_configs
+from gateway.kafka.transport import (
+    INBOX_COMMIT_INTERVAL_S,
+    KafkaInboxConsumer,
+    KafkaPublisher,
+    ensure_topics,
+    topic_configs,
+)
 from gateway.metrics import Metrics
 from gateway.relay.checks import Checks
 from gateway.relay.delivery import WebhookDeliverer
@@ -305,7 +311,8 @@ class Gateway:
         repeated ones turn /readyz red."""
         while not self._stopping.is_set():
             consumer = KafkaInboxConsumer(self.cfg.kafka, self.cfg.topics.inbox(self.cfg.region),
-                                          self.cfg.topics.egress_group(self.cfg.region))
+                                          self.cfg.topics.egress_group(self.cfg.region),
+                                          commit_interval_s=INBOX_COMMIT_INTERVAL_S)
             try:
                 await consumer.start()
                 self.consumer_running = True

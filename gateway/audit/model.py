@@ -74,7 +74,7 @@ class AuditFormatError(ValueError):
 
 def record_hash(prev_hash: str, body: dict[str, Any]) -> str:
     """SHA-256 over the previous hash and the record's other fields as serialized (sorted keys, no `hash`)."""
-    fields = {k: v for k, v in body.items() if k != "hash"}
+    fields = {k: v for k, v in body.items() if k != "hash"} if "hash" in body else body  # appending: no copy
     return hashlib.sha256(prev_hash.encode() + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 

@@ -32,7 +32,7 @@ from gateway.http.admission import RETRY_AFTER_S, Admission, Overloaded
 from gateway.http.auth import AUDIT_SCOPE, AuthError, Principal, one_authorization
 from gateway.http.context import ApiContext
 from gateway.kafka.port import BrokerUnavailable
-from gateway.relay.inbox_document import inbox_document
+from gateway.relay.inbox_document import inbox_entry
 from gateway.relay.ingress import MAX_IDEMPOTENCY_KEY
 from gateway.relay.signed import Signed
 from gateway.state import InboxItem, StateUnavailable
@@ -342,7 +342,7 @@ async def get_inbox(request: web.Request) -> web.Response:
         if items or time.monotonic() >= deadline or stopping.is_set():
             break
         await asyncio.sleep(0.05)
-    messages = [inbox_document(i.id, i.type, i.from_region, i.envelope, i.signature, gw.opener, i.late_reply_to)
+    messages = [inbox_entry(i.id, i.type, i.from_region, i.envelope, i.signature, gw.opener, i.late_reply_to)
                 for i in items]
     return json_response({"messages": messages})
 

@@ -34,6 +34,10 @@ from gateway.wire.regions import REGIONS
 
 log = logging.getLogger(__name__)
 
+# How often egress commits its inbox offsets at most: one commit then covers the batches decided in between,
+# instead of a round trip per batch that the loop waits for (a crash re-reads them; the dedupe marks skip them).
+INBOX_COMMIT_INTERVAL_S = 0.1
+
 
 def client_options(cfg: KafkaConfig) -> dict[str, Any]:
     """Connection and security settings of every aiokafka client the gateway and the CLI build (producer,
@@ -196,11 +200,18 @@ class KafkaInboxConsumer:
     batch in hand is committed before its partitions move to another replica (commit on revoke)."""
 
     def __init__(self, cfg: KafkaConfig, topic: str, group_id: str, max_records: int = 500,
-                 revoke_wait_s: float = 20.0) -> None:
+                 revoke_wait_s: float = 20.0, commit_interval_s: float = 0.0) -> None:
         self._topic = topic
         self._max_records = max_records
         self._revoke_wait_s = revoke_wait_s
         self._committed: dict[TopicPartition, int] = {}
+        # Decided past these offsets, not committed yet. With `commit_interval_s` > 0 the commit is sent in the
+        # background at most that often (and when a poll comes back empty), so the loop does not wait for it and
+        # one commit covers several batches; 0 commits each batch before `commit` returns.
+        self._decided: dict[TopicPartition, int] = {}
+        self._commit_interval_s = commit_interval_s
+        self._committing: asyncio.Task[None] | None = None
+        self._next_commit_at = 0.0
         self._settled = asyncio.Event()  # set while no batch is in hand (polled and not yet committed)
         self._settled.set()
         self._revoking = False
@@ -226,25 +237,41 @@ class KafkaInboxConsumer:
         """Partitions are being revoked: no new batch, and the one in hand committed first (or, past
         `revoke_wait_s`, abandoned to the next owner, which skips what was already decided)."""
         self._revoking = True
-        if not revoked or self._settled.is_set():
+        if not revoked or (self._settled.is_set() and not self._decided and self._committing is None):
             return
         try:
-            await asyncio.wait_for(self._settled.wait(), self._revoke_wait_s)
+            await asyncio.wait_for(self._settle(), self._revoke_wait_s)
         except TimeoutError:
             log.warning("partitions revoked with a batch in hand not committed; the next owner reads it again",
                         extra={"partitions": sorted(tp.partition for tp in revoked)})
+        except KafkaError as e:
+            log.warning("partitions revoked before their decided offsets were committed; the next owner reads "
+                        "those records again", extra={"error": type(e).__name__})
+
+    async def _settle(self) -> None:
+        """The batch in hand decided, then everything decided committed (the commit in flight and the rest)."""
+        await self._settled.wait()
+        await self.flush_commits()
 
     def assigned(self, assigned: set[TopicPartition]) -> None:
         self._revoking = False
         self.assignments += 1
         for tp in set(self._committed) - assigned:
             del self._committed[tp]  # another replica commits it now
+        for tp in set(self._decided) - assigned:
+            del self._decided[tp]  # not committed in time: its new owner reads those records again (dedupe)
         # WARNING: every rebalance is worth an operator's eye (and the failover tests time the takeover by it); the
         # partitions are in the message so that the log's repeat filter keeps each new assignment.
         partitions = sorted(tp.partition for tp in assigned)
         log.warning(f"inbox partitions assigned: {partitions}", extra={"partitions": partitions})  # noqa: G004
 
-    async def stop(self) -> None:
+    async def stop(self, commit_timeout_s: float = 5.0) -> None:
+        """Commit what was decided (bounded: an unreachable broker leaves it to be read again), then leave."""
+        try:
+            await asyncio.wait_for(self.flush_commits(), commit_timeout_s)
+        except (TimeoutError, KafkaError) as e:
+            log.warning("decided offsets not committed at stop; those records are read again after the restart",
+                        extra={"error": type(e).__name__})
         await self._consumer.stop()
 
     async def poll(self, timeout_ms: int = 200) -> list[InRecord]:
@@ -263,6 +290,8 @@ class KafkaInboxConsumer:
             batch = [in_record(m) for msgs in fetched.values() for m in msgs]
         if batch:
             self._settled.clear()
+        elif self._decided:
+            self._commit_soon(at_once=True)  # idle: what is decided need not wait for the interval
         return batch
 
     async def _poll_one_by_one(self) -> list[InRecord]:
@@ -271,8 +300,8 @@ class KafkaInboxConsumer:
         one record at a time, so the failing record is found at its exact offset and stepped over."""
         starts: dict[TopicPartition, int | None] = {}
         for tp in sorted(self._consumer.assignment(), key=lambda tp: tp.partition):
-            committed = self._committed.get(tp)
-            starts[tp] = committed if committed is not None else await self._consumer.committed(tp)
+            decided = self._decided.get(tp, self._committed.get(tp))
+            starts[tp] = decided if decided is not None else await self._consumer.committed(tp)
         return [
             InRecord(m.topic, m.partition, m.offset, None, b"", {},
                      flaw=f"the client library cannot decode the record: {m.error}")
@@ -281,19 +310,60 @@ class KafkaInboxConsumer:
         ]
 
     async def commit(self, batch: Sequence[InRecord]) -> None:
-        """Commit past the highest offset of each partition in the batch. When the group has already moved a
-        partition to another replica, the batch is abandoned: that replica reads it again and skips what this
-        one decided (the shared dedupe marks)."""
-        offsets = next_offsets(batch)
-        committed = {TopicPartition(self._topic, p): o for p, o in offsets.items()}
+        """The batch is decided: commit past the highest offset of each of its partitions, before returning or
+        (with `commit_interval_s`) in the background soon, together with the batches decided meanwhile. A
+        commit is only ever sent for decided records, so a crash before it only means those are read again and
+        dropped by the dedupe marks. When the group has already moved a partition to another replica, the
+        batch is abandoned: that replica reads it again and skips what this one decided (the shared marks)."""
+        for p, o in next_offsets(batch).items():
+            self._decided[TopicPartition(self._topic, p)] = o  # per partition in offset order: the latest wins
+        if self._commit_interval_s <= 0:
+            try:
+                await self._commit_decided()
+            finally:
+                self._settled.set()
+            return
+        self._settled.set()
+        self._commit_soon()
+
+    def _commit_soon(self, at_once: bool = False) -> None:
+        """Start a background commit of the decided offsets, unless one is in flight or the last started less
+        than `commit_interval_s` ago (the next batch's commit, or the next empty poll, sends it then)."""
+        loop = asyncio.get_running_loop()
+        if self._committing is not None or not (at_once or loop.time() >= self._next_commit_at):
+            return
+        self._next_commit_at = loop.time() + self._commit_interval_s
+        self._committing = asyncio.create_task(self._commit_in_background(), name="inbox-commit")
+
+    async def _commit_in_background(self) -> None:
         try:
-            await self._consumer.commit(committed)
-            self._committed.update(committed)
+            await self._commit_decided()
+        except KafkaError as e:  # kept in _decided: the next commit sends them again
+            log.warning("offset commit failed; it is retried with the next one", extra={"error": type(e).__name__})
+        finally:
+            self._committing = None
+
+    async def flush_commits(self) -> None:
+        """Return once every decided offset is committed (or refused by the group): the commit in flight, then
+        what is left. Raises the client library's other errors, the offsets kept for the next try."""
+        if self._committing is not None:
+            await asyncio.shield(self._committing)
+        await self._commit_decided()
+
+    async def _commit_decided(self) -> None:
+        offsets, self._decided = self._decided, {}
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+            self._committed.update(offsets)
         except (CommitFailedError, IllegalStateError) as e:
             log.warning("batch abandoned: its partitions moved to another replica before the commit",
-                        extra={"partitions": sorted(offsets), "error": type(e).__name__})
-        finally:
-            self._settled.set()
+                        extra={"partitions": sorted(tp.partition for tp in offsets), "error": type(e).__name__})
+        except BaseException:
+            for tp, o in offsets.items():
+                self._decided.setdefault(tp, o)  # not committed: again with the next commit, unless overtaken
+            raise
 
     def offsets(self) -> dict[int, tuple[int, int]]:
         known: dict[int, tuple[int, int]] = {}

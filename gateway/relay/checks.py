@@ -115,7 +115,10 @@ class Checks:
             return Refused(record, refusal, sha, verified, env)
         env = verified.env
         use = self._uses.audit_detail(env.type, env.operator, env.use_cause, env.payload)
-        return replace(verified, use=use) if use else verified
+        if not use:
+            return verified
+        v = verified  # built directly: dataclasses.replace walks the fields on every call
+        return Verified(v.record, v.env, v.signature, v.signer_thumbprint, v.sha256, use)
 
     def verify(self, record: InRecord, env: Envelope, now: datetime, sha256: str) -> Verified | Rejection:
         raw_sig = record.headers.get(headers.SIGNATURE)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.audit.trail import AuditTrail
 from gateway.config import Platform
@@ -52,6 +53,9 @@ class BatchOutcomes:
     records: list[OutRecord] = field(default_factory=list)  # dead letters and receipts, in order
     decided: list[Decision] = field(default_factory=list)  # rejections, marked seen once their DLQ record is acked
     receipts: dict[str, list[tuple[Verified, dict[str, str]]]] = field(default_factory=lambda: defaultdict(list))
+    # Delivered messages by (sender, family): the counter moves once per label set and batch, not per message.
+    delivered_counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _latency: dict[tuple[str, str], Any] = field(default_factory=dict)  # the histogram's child per label set
 
     def received(self, record: InRecord, checked: Verified | Refused) -> None:
         """The first audit record of every consumed record; the checks append nothing, so it precedes the rest."""
@@ -64,14 +68,17 @@ class BatchOutcomes:
             audit.append("replayed", claimed, checked.sha256, of=replay_of[:200].decode(errors="replace"))
 
     def delivered(self, platform: Platform, v: Verified, mode: str) -> None:
-        env, metrics = v.env, self.fx.metrics
+        env = v.env
         self.fx.audit.append("delivered", env.id, v.sha256, env.correlation_id, platform=platform.id, mode=mode)
-        fam = family(env.type)
-        metrics.messages.labels("in", env.sender, fam, "delivered").inc()
+        labels = (env.sender, family(env.type))
+        self.delivered_counts[labels] += 1
         created = envelope.timestamp_or_none(env.created_at)
         end_to_end = max(time.time() - created.timestamp(), 0.0) if created is not None else None
         if end_to_end is not None:
-            metrics.end_to_end_seconds.labels(env.sender, fam).observe(end_to_end)
+            latency = self._latency.get(labels)
+            if latency is None:
+                latency = self._latency[labels] = self.fx.metrics.end_to_end_seconds.labels(*labels)
+            latency.observe(end_to_end)
         if log.isEnabledFor(logging.INFO):  # the line's fields are built only when it is written
             log.info("message delivered", extra={
                 "message_id": env.id, "type": env.type, "from": env.sender, "to": env.recipient,
@@ -81,7 +88,13 @@ class BatchOutcomes:
         self.receipt(v, "delivered")
 
     def receipt_applied(self, v: Verified) -> None:
-        self.fx.metrics.messages.labels("in", v.env.sender, "yrdx", "delivered").inc()
+        self.delivered_counts[(v.env.sender, "yrdx")] += 1
+
+    def count_delivered(self) -> None:
+        messages = self.fx.metrics.messages
+        for (sender, fam), n in self.delivered_counts.items():
+            messages.labels("in", sender, fam, "delivered").inc(n)
+        self.delivered_counts.clear()
 
     def rejected(self, refused: Refused) -> None:
         r, rej, v = refused.record, refused.rejection, refused.verified
@@ -144,6 +157,7 @@ class BatchOutcomes:
         the broker is down this retries, since nothing is committed meanwhile and so nothing can be lost; when
         the gateway is stopping it gives up instead (Draining) and the batch is read again after the restart."""
         self.seal_receipts()
+        self.count_delivered()
         delay = 0.5
         while True:
             try:

@@ -61,6 +61,14 @@ WHERE seen.outcome != 'delivered'
 
 _CHUNK = 500  # host parameters per IN (...) list, well under SQLite's limit
 
+_LEASE = """
+UPDATE inbox SET leased_until=?
+WHERE seq IN (SELECT seq FROM inbox WHERE platform=? AND acked_at IS NULL AND leased_until<? ORDER BY seq LIMIT ?)
+RETURNING seq, id, type, from_region, envelope, signature, late_reply_to
+"""
+
+_ACK = "UPDATE inbox SET acked_at=? WHERE platform=? AND acked_at IS NULL AND id IN ({marks})"
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -244,33 +252,24 @@ class SqliteBackend:
     @_guarded
     def lease_inbox(self, platform: str, limit: int, lease_s: float = 60.0) -> list[InboxItem]:
         now = time.time()
-        rows = self._db.execute(
-            "SELECT seq, id, type, from_region, envelope, signature, late_reply_to FROM inbox "
-            "WHERE platform=? AND acked_at IS NULL AND leased_until<? ORDER BY seq LIMIT ?",
-            (platform, now, limit),
-        ).fetchall()
-        if rows:
-            self._tx([("UPDATE inbox SET leased_until=? WHERE seq=?", [(now + lease_s, r[0]) for r in rows], True)])
+        # One autocommitted statement (a transaction of its own) picks and leases: no SELECT then UPDATE.
+        rows = self._db.execute(_LEASE, (now + lease_s, platform, now, limit)).fetchall()
+        rows.sort(key=lambda r: r[0])  # RETURNING promises no order
         return [InboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows]
 
     @_guarded
     def ack_inbox(self, platform: str, ids: Sequence[str]) -> int:
         now = time.time()
-        cur = self._db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        changed = 0
-        try:
-            for i in ids:
-                if storable(i):
-                    cur.execute("UPDATE inbox SET acked_at=? WHERE platform=? AND id=? AND acked_at IS NULL",
-                                (now, platform, i))
-                    changed += cur.rowcount
-            cur.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                cur.execute("ROLLBACK")
-            raise
-        return changed
+        keys = list(dict.fromkeys(i for i in ids if storable(i)))
+        if not keys:
+            return 0
+        chunks = [keys[i:i + _CHUNK] for i in range(0, len(keys), _CHUNK)]
+        if len(chunks) == 1:  # one autocommitted statement is already one transaction
+            return max(self._db.execute(_ACK.format(marks=",".join("?" * len(keys))), (now, platform, *keys))
+                       .rowcount, 0)
+        with self._transaction() as cur:
+            return sum(max(cur.execute(_ACK.format(marks=",".join("?" * len(c))), (now, platform, *c)).rowcount, 0)
+                       for c in chunks)
 
     @_guarded
     def inbox_depth(self) -> int:

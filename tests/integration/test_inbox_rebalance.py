@@ -13,11 +13,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from gateway.config import KafkaConfig
 from gateway.kafka.port import InRecord
-from gateway.kafka.transport import KafkaInboxConsumer, ensure_topics
+from gateway.kafka.transport import INBOX_COMMIT_INTERVAL_S, KafkaInboxConsumer, ensure_topics
 from tests.conftest import Broker
 
 PARTITIONS = 2
@@ -51,14 +52,16 @@ class Replicas:
 
 
 @contextlib.asynccontextmanager
-async def first_holding_a_batch(kafka: Broker, first_wait_s: float) -> AsyncIterator[Replicas]:
+async def first_holding_a_batch(kafka: Broker, first_wait_s: float,
+                                interval: float = 0.0) -> AsyncIterator[Replicas]:
     """20 records on a topic of PARTITIONS partitions, a first replica holding all of them as its batch in hand
-    (revoke wait `first_wait_s`) and a second replica of the same group, ready to start."""
+    (revoke wait `first_wait_s`, commits awaited or, with `interval`, in the background as egress commits) and a
+    second replica of the same group, ready to start."""
     cfg = KafkaConfig(bootstrap_servers=kafka.bootstrap_servers)
     topic, group = f"rebalance-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
     await ensure_topics(cfg, {topic: PARTITIONS})
     await produce(cfg.bootstrap_servers, topic, 20, "old")
-    first = KafkaInboxConsumer(cfg, topic, group, revoke_wait_s=first_wait_s)
+    first = KafkaInboxConsumer(cfg, topic, group, revoke_wait_s=first_wait_s, commit_interval_s=interval)
     second = KafkaInboxConsumer(cfg, topic, group, revoke_wait_s=60)
     await first.start()
     try:
@@ -77,8 +80,9 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None
     assert condition(), "the condition never held"
 
 
-async def test_a_batch_in_hand_is_committed_before_its_partitions_move(kafka: Broker) -> None:
-    async with first_holding_a_batch(kafka, first_wait_s=60) as r:
+@pytest.mark.parametrize("interval", [0.0, INBOX_COMMIT_INTERVAL_S])
+async def test_a_batch_in_hand_is_committed_before_its_partitions_move(kafka: Broker, interval: float) -> None:
+    async with first_holding_a_batch(kafka, first_wait_s=60, interval=interval) as r:
         joining = asyncio.create_task(r.second.start())  # returns once the group has given it partitions
         await wait_for(lambda: r.first._revoking)  # the group is rebalancing; the first replica holds its batch
         await asyncio.sleep(2.0)
@@ -93,8 +97,9 @@ async def test_a_batch_in_hand_is_committed_before_its_partitions_move(kafka: Br
         assert all(v.startswith("new") for v in later), later  # nothing of the committed batch came again
 
 
-async def test_a_batch_held_past_the_wait_is_abandoned_to_the_next_owner(kafka: Broker) -> None:
-    async with first_holding_a_batch(kafka, first_wait_s=1.0) as r:
+@pytest.mark.parametrize("interval", [0.0, INBOX_COMMIT_INTERVAL_S])
+async def test_a_batch_held_past_the_wait_is_abandoned_to_the_next_owner(kafka: Broker, interval: float) -> None:
+    async with first_holding_a_batch(kafka, first_wait_s=1.0, interval=interval) as r:
         await r.second.start()  # returns once the group has given it partitions, after the first gave up waiting
         reread = await poll_until(r.second, 10, timeout=60)
         moved = {m.partition for m in reread}

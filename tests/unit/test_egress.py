@@ -40,6 +40,22 @@ async def test_a_valid_message_is_delivered_once_with_a_signed_receipt(h: Harnes
     assert receipt["payload"]["items"][0]["outcome"] == "delivered"
 
 
+async def test_each_delivered_message_counts_once_in_the_metrics(h: Harness) -> None:
+    for sender in ("JS", "JS", "ZJ"):
+        h.send(sender)
+    await h.drain()
+    h.send("JS")
+    await h.drain()
+    reg = h.metrics.registry
+
+    def delivered(peer: str) -> float | None:
+        return reg.get_sample_value("yrdx_messages_total", {"direction": "in", "peer": peer, "family": "license",
+                                                            "outcome": "delivered"})
+
+    assert (delivered("JS"), delivered("ZJ")) == (3.0, 1.0)
+    assert reg.get_sample_value("yrdx_end_to_end_seconds_count", {"peer": "JS", "family": "license"}) == 3.0
+
+
 async def test_a_flipped_byte_is_dead_lettered_as_bad_signature(h: Harness) -> None:
     msg_id, raw = h.envelope("JS")
     sig = h.signer("JS").sign(raw)

@@ -300,6 +300,14 @@ class StateContract:
         assert store.ack_inbox("p1", ["m1", "m2"]) == 1  # m1 was acked already; unleased m2 may be acked
         assert store.ack_inbox("p2", ["x1"]) == 1
 
+    def test_a_full_pull_is_leased_in_order_and_acked_in_one_call(self, store: StateStore) -> None:
+        ids = [f"m{i:04d}" for i in range(1000)]  # MAX_PULL: more than one IN list of SQLite's
+        store.deliver_to_inbox([inbox(i) for i in ids])
+        items = store.lease_inbox("p1", 1000)
+        assert [i.id for i in items] == ids and [i.seq for i in items] == sorted(i.seq for i in items)
+        assert store.ack_inbox("p1", ids[::-1] + ids[:10]) == 1000
+        assert store.inbox_depth() == 0
+
     def test_the_inbox_depth_counts_what_is_not_acked(self, store: StateStore) -> None:
         assert store.inbox_depth() == 0
         store.deliver_to_inbox([inbox("m1"), inbox("m2"), inbox("x1", platform="p2")])
