@@ -61,6 +61,7 @@ MAX_HEADERS = 128
 MAX_SUBJECTS = 20  # pseudonyms per usage query: one per region pair and identifier type is a handful
 PSEUDONYM = re.compile(r"[0-9a-f]{64}")
 MAX_PULL = 1000
+INBOX_POLL_S = 0.05  # a long-poll's lease query at least this often (gateway/state/doorbell.py)
 MAX_WAIT_S = 30.0
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
@@ -338,10 +339,16 @@ async def get_inbox(request: web.Request) -> web.Response:
     items: list[InboxItem] = []
     # Nothing is leased for a client that has gone; a shutdown ends the wait at once.
     while not _client_gone(request):
+        rung = gw.state.inbox_bell.armed()  # before the lease: a delivery landing after it still wakes us
         items = gw.state.lease_inbox(platform.id, limit)
-        if items or time.monotonic() >= deadline or stopping.is_set():
+        now = time.monotonic()
+        if items or now >= deadline or stopping.is_set():
             break
-        await asyncio.sleep(0.05)
+        # Woken by this gateway's next delivery; the lease query is repeated every INBOX_POLL_S regardless, for
+        # what another replica delivered and for leases that expired.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(INBOX_POLL_S, deadline - now)):
+                await rung.wait()
     messages = [inbox_entry(i.id, i.type, i.from_region, i.envelope, i.signature, gw.opener, i.late_reply_to)
                 for i in items]
     return json_response({"messages": messages})

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from gateway.config import GatewayConfig
+from gateway.state.doorbell import Doorbell
 from gateway.state.rows import (
     Decision,
     IdempotentRequest,
@@ -106,6 +107,7 @@ class StateStore:
 
             self._b = PostgresBackend(str(dsn), timeout_s)
         self._jti_purged_at = -math.inf  # time.monotonic() of the last purge that succeeded
+        self.inbox_bell = Doorbell()  # rung by every delivery to the inbox through this store
         log.info("state store open", extra={"backend": self._b.name, "store": self._b.where,
                                             "schema_version": self._b.version})
 
@@ -183,6 +185,7 @@ class StateStore:
     def deliver_to_inbox(self, items: Sequence[InboxDelivery]) -> None:
         """Queued and marked seen (delivered) in one transaction: a message lands in the inbox exactly once."""
         self._b.deliver_to_inbox(items)
+        self.inbox_bell.ring()
 
     def lease_inbox(self, platform: str, limit: int, lease_s: float = 60.0) -> list[InboxItem]:
         """Up to `limit` unacked messages of the platform, oldest first, that nobody holds a lease on; each is

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 import pytest_asyncio
 from aiohttp import web
 
@@ -19,6 +20,7 @@ from gateway.config import GatewayConfig
 from gateway.crypto.keyfiles import load_certificate
 from gateway.crypto.seal import Opener
 from gateway.crypto.trust import TrustStore
+from gateway.http import api as api_module
 from gateway.http.admission import Admission
 from gateway.http.api import ADMISSION, make_runner
 from gateway.http.auth import Authenticator, TokenMinter, load_public_key
@@ -123,6 +125,20 @@ async def test_the_pull_inbox_hands_out_what_egress_delivered_until_acked(api: A
     assert status == 200 and [m["id"] for m in doc["messages"]] == [msg_id]
     status, acked = await api.call("POST", "/v1/inbox/ack", {"ids": [msg_id]})
     assert status == 200 and acked == {"acked": 1}
+
+
+async def test_a_waiting_pull_is_woken_by_the_delivery_not_by_its_next_lease_query(
+        api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-poll that found nothing answers as soon as egress delivers (gateway/state/doorbell.py): with its
+    periodic lease query pushed past its wait, only the doorbell can end it before the wait does."""
+    monkeypatch.setattr(api_module, "INBOX_POLL_S", 30.0)
+    pull = asyncio.create_task(api.call("GET", "/v1/inbox?max=10&wait=20"))
+    await asyncio.sleep(0.2)
+    assert not pull.done()
+    msg_id, _ = api.h.send("JS")
+    await api.h.drain()
+    status, doc = await asyncio.wait_for(pull, 10)
+    assert status == 200 and [m["id"] for m in doc["messages"]] == [msg_id]
 
 
 async def test_readiness_turns_red_when_egress_stops_making_progress(api: Api) -> None:
