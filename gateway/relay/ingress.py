@@ -76,9 +76,13 @@ class Ingress:
         self._registry = registry
         self._uses = UsePolicy(registry, cfg.purposes)
         self._signer = signer
-        # Single-message requests in flight at once are signed together and published together.
+        # Single-message requests in flight at once are signed together and published together, one group in flight
+        # at a time (a group commit: its publish waits for the audit trail's one flush in flight anyway); what
+        # arrives meanwhile leaves in the next group. A request with an Idempotency-Key is signed first (its
+        # answer is remembered before it is published), the others are signed as their group leaves.
         self._signing: Coalescer[Unsigned, Signed] = Coalescer(self._sign_group)
-        self._publishing: Coalescer[Signed, Problem | None] = Coalescer(self._publish_group)
+        self._publishing: Coalescer[Signed, Problem | None] = Coalescer(self._publish_group, max_running=1)
+        self._sending: Coalescer[Unsigned, Signed | Problem] = Coalescer(self._send_group, max_running=1)
         self._publisher = publisher
         self._state = state
         self._keys = IdempotencyKeys(state)
@@ -196,6 +200,11 @@ class Ingress:
         problem = await self.publish(items)
         return [problem] * len(items)
 
+    async def _send_group(self, items: list[Unsigned]) -> list[Signed | Problem]:
+        signed = self.sign(items)
+        problem = await self.publish(signed)
+        return [problem or s for s in signed]
+
     # --- per group: publish with audit, then record ------------------------------------------------------
 
     async def publish(self, items: Sequence[Signed]) -> Problem | None:
@@ -244,23 +253,23 @@ class Ingress:
     async def submit(self, platform: Platform, item: object, idempotency_key: str | None) -> Signed | Problem:
         """One message with an optional Idempotency-Key: a retry resends the same id and bytes."""
         if idempotency_key is None:
-            result = await self._prepare_one(platform, item)
-        else:
-            request_sha = request_hash(item)
-            if request_sha is None:
-                return _nesting_problem()
+            checked = self.prepare(platform, item)
+            return checked if isinstance(checked, Problem) else await self._sending.submit(checked)
+        request_sha = request_hash(item)
+        if request_sha is None:
+            return _nesting_problem()
+        recalled = self._keys.recall(platform.id, idempotency_key, request_sha)
+        if recalled is None:
+            fresh = await self._prepare_one(platform, item)
+            # A request with the same key may have been remembered while this one waited for its signature.
             recalled = self._keys.recall(platform.id, idempotency_key, request_sha)
             if recalled is None:
-                fresh = await self._prepare_one(platform, item)
-                # A request with the same key may have been remembered while this one waited for its signature.
-                recalled = self._keys.recall(platform.id, idempotency_key, request_sha)
-                if recalled is None:
-                    won = self._keys.remember(platform.id, idempotency_key, request_sha, fresh) \
-                        if isinstance(fresh, Signed) else None
-                    recalled = won or Recalled(fresh, final=False)
-            if recalled.final:
-                return recalled.answer
-            result = recalled.answer
+                won = self._keys.remember(platform.id, idempotency_key, request_sha, fresh) \
+                    if isinstance(fresh, Signed) else None
+                recalled = won or Recalled(fresh, final=False)
+        if recalled.final:
+            return recalled.answer
+        result = recalled.answer
         if isinstance(result, Problem):
             return result
         problem = await self._publishing.submit(result)

@@ -101,3 +101,48 @@ async def test_a_cancelled_task_does_not_stop_the_others(signer: Signer) -> None
     signature = await kept
     assert verify_detached(parse_detached(signature), b"still here", public_key_of(signer.certificate))
     assert doomed.cancelled()
+
+
+async def test_with_one_group_in_flight_what_arrives_meanwhile_leaves_together() -> None:
+    """max_running=1 (a group commit): a first request alone goes at once; the ones that arrive one by one
+    while it is in flight wait and leave as one group, then the next alone goes at once again."""
+    groups: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def process(items: list[int]) -> list[int]:
+        groups.append(items)
+        if len(groups) == 1:
+            await release.wait()  # the first group's round trip
+        return [i + 100 for i in items]
+
+    coalescer: Coalescer[int, int] = Coalescer(process, max_running=1)
+    first = asyncio.create_task(coalescer.submit(0))
+    await asyncio.sleep(0.01)
+    later = []
+    for i in range(1, 6):  # one per turn of the loop: without the bound each would be a group of its own
+        later.append(asyncio.create_task(coalescer.submit(i)))
+        await asyncio.sleep(0.001)
+    assert groups == [[0]]
+    release.set()
+    assert await first == 100 and await asyncio.gather(*later) == [101, 102, 103, 104, 105]
+    assert groups == [[0], [1, 2, 3, 4, 5]]
+    assert await coalescer.submit(6) == 106 and groups[-1] == [6]
+
+
+async def test_a_failed_group_does_not_strand_the_ones_waiting_behind_it() -> None:
+    calls: list[list[int]] = []
+
+    async def process(items: list[int]) -> list[int]:
+        calls.append(items)
+        await asyncio.sleep(0.01)
+        if 0 in items:
+            raise RuntimeError("broker gone")
+        return items
+
+    coalescer: Coalescer[int, int] = Coalescer(process, max_running=1)
+    failing = asyncio.create_task(coalescer.submit(0))
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(coalescer.submit(i)) for i in (1, 2)]
+    with pytest.raises(RuntimeError):
+        await failing
+    assert await asyncio.gather(*waiting) == [1, 2] and calls == [[0], [1, 2]]
