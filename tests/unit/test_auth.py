@@ -11,6 +11,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,17 +154,27 @@ def forged(header: dict[str, Any], payload: dict[str, Any]) -> str:
     return f"Bearer {body}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
+@dataclass(frozen=True)
+class FromNow:
+    """A NumericDate this many seconds from the moment the test runs (not from collection: the whole suite may
+    run for minutes between the two)."""
+
+    seconds: int
+
+
 @pytest.mark.parametrize("over", [
-    {"exp": int(time.time()) - 6, "iat": int(time.time()) - 60},  # expired beyond the 5 s leeway
-    {"iat": int(time.time()) + 30, "exp": int(time.time()) + 60},  # issued in the future
-    {"nbf": int(time.time()) + 30}, {"nbf": None}, {"nbf": "0"},
-    {"iat": int(time.time()) - 400, "exp": int(time.time()) + 10},  # a lifetime over five minutes
+    {"exp": FromNow(-6), "iat": FromNow(-60)},  # expired beyond the 5 s leeway
+    {"iat": FromNow(30), "exp": FromNow(60)},  # issued in the future
+    {"nbf": FromNow(30)}, {"nbf": None}, {"nbf": "0"},
+    {"iat": FromNow(-400), "exp": FromNow(10)},  # a lifetime over five minutes
     {"aud": []}, {"aud": ""}, {"aud": ["urn:yrdx:gateway:JS", 7]}, {"aud": {"urn:yrdx:gateway:JS": 1}},
     {"sub": 7}, {"exp": None}, {"jti": None}, {"aud": None},
 ])
 async def test_claims_are_checked_as_pyjwt_checked_them(auth: Authenticator, over: dict[str, Any]) -> None:
+    now = int(time.time())
+    claims_now = {k: now + v.seconds if isinstance(v, FromNow) else v for k, v in over.items()}
     with pytest.raises(AuthError, match="invalid token|lifetime"):
-        await auth.authenticate(signed(**over))
+        await auth.authenticate(signed(**claims_now))
 
 
 async def test_leeway_and_audience_lists_accept(auth: Authenticator) -> None:
