@@ -137,6 +137,24 @@ def takeover_seconds(log: Path, since: int, killed_at: float, partitions: int, t
     raise AssertionError(f"the survivor never took over all {partitions} partitions")
 
 
+def holds_partitions(log: Path) -> bool:
+    """Whether the replica's latest assignment in its log holds at least one inbox partition."""
+    latest: list[int] = []
+    for line in log.read_bytes().decode(errors="replace").splitlines():
+        if "inbox partitions assigned" in line:
+            latest = json.loads(line)["partitions"]
+    return bool(latest)
+
+
+async def both_hold_partitions(r: Replicas, timeout: float = 120.0) -> None:
+    """Until each SH replica holds inbox partitions: the stream must be shared before one is killed (ingress can
+    accept half of it before a second member's join has gone through the group)."""
+    deadline = time.monotonic() + timeout
+    while not all(holds_partitions(g.log_path) for g in r.sh.values()):
+        assert time.monotonic() < deadline, "the replicas never shared the inbox's partitions"
+        await asyncio.sleep(0.2)
+
+
 async def verify_json(config: Path) -> dict[str, Any]:
     done = await asyncio.to_thread(yrdx, "audit", "verify", "--config", str(config), "--json", "--timeout", "60")
     assert done.stdout, done.stderr
@@ -146,6 +164,7 @@ async def verify_json(config: Path) -> dict[str, Any]:
 
 async def test_a_killed_replica_loses_nothing_and_its_chain_verifies_as_ended(replicas: Replicas) -> None:
     r = replicas
+    await both_hold_partitions(r)
     inbox_ids: list[str] = []
     webhook_ids: list[str] = []
     senders = asyncio.gather(send_stream(r.clients["JS"], INBOX_TYPE, STREAM // 2, inbox_ids),
