@@ -9,11 +9,11 @@ refusal), as from ``PlatformClient.send``.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from typing import Any
 
 from adapters.simulated import Attempt, PlatformClient
+from gateway.relay.coalesce import Coalescer
 
 __all__ = ["AnswerBatcher"]
 
@@ -22,43 +22,21 @@ IN_FLIGHT = 2  # batch requests at once: one fills while the other is in flight
 
 
 class AnswerBatcher:
-    def __init__(self, client: PlatformClient, spawn: Callable[[Awaitable[None]], None], *,
-                 max_batch: int = MAX_BATCH, in_flight: int = IN_FLIGHT) -> None:
+    """The gateway's own group commit (gateway/relay/coalesce.py), on the platform's side of the HTTP API."""
+
+    def __init__(self, client: PlatformClient, *, max_batch: int = MAX_BATCH, in_flight: int = IN_FLIGHT) -> None:
         self._client = client
-        self._spawn = spawn  # the owner's task set, so that stopping it stops the senders
-        self._max_batch = max_batch
-        self._in_flight = in_flight
-        self._senders = 0
-        self._queue: list[tuple[dict[str, Any], str, asyncio.Future[Attempt]]] = []
+        self._batches: Coalescer[tuple[dict[str, Any], str], Attempt] = Coalescer(
+            self._post, max_group=max_batch, max_running=in_flight)
 
     async def send(self, msg_type: str, to: str, payload: object, *, story: str,
                    correlation_id: str | None = None) -> Attempt:
-        """As PlatformClient.send (without a use context): this answer's attempt, once its batch was answered."""
+        """As PlatformClient.send (without a use context): this answer's attempt, once its batch was answered; a
+        request that failed whole fails each of its answers with its error."""
         message: dict[str, Any] = {"type": msg_type, "to": to, "payload": payload}
         if correlation_id is not None:
             message["correlation_id"] = correlation_id
-        done: asyncio.Future[Attempt] = asyncio.get_running_loop().create_future()
-        self._queue.append((message, story, done))
-        if self._senders < self._in_flight:
-            self._senders += 1
-            self._spawn(self._drain())
-        return await done
+        return await self._batches.submit((message, story))
 
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
-                try:
-                    attempts = await self._client.send_batch([m for m, _, _ in batch], story=batch[0][1])
-                except BaseException as e:  # the whole request failed: every answer in it says so
-                    for _, _, done in batch:
-                        if not done.done():
-                            done.set_exception(e if isinstance(e, Exception) else asyncio.CancelledError())
-                    if not isinstance(e, Exception):
-                        raise
-                    continue
-                for (_, _, done), attempt in zip(batch, attempts, strict=True):
-                    if not done.done():
-                        done.set_result(attempt)
-        finally:
-            self._senders -= 1
+    async def _post(self, answers: Sequence[tuple[dict[str, Any], str]]) -> list[Attempt]:
+        return await self._client.send_batch([m for m, _ in answers], story=answers[0][1])

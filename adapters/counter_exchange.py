@@ -87,7 +87,7 @@ async def counter_exchange(
         insured_client = PlatformClient(session, f"http://127.0.0.1:{ports[INSURED]}", INSURED, minter, sim.ledger)
         sim.connect({INSURED: insured_client}, trust)
         if batch_answers:  # the answers that queue up while one batch is in flight leave in the next one
-            sim.answer_via[INSURED] = AnswerBatcher(insured_client, sim.spawn)
+            sim.answer_via[INSURED] = AnswerBatcher(insured_client)
         insured = InsuredMedicalPlatform(INSURED, registry, root / "ah-ledger.sqlite", persons)
         insured.attach(sim)
         his = HisClient(session, f"http://127.0.0.1:{ports[CARE]}",

@@ -670,10 +670,6 @@ class SimulatedPlatforms:
             self._arrived.notify_all()
         return web.Response(status=204)
 
-    def spawn(self, coro: Awaitable[None]) -> None:
-        """Run `coro` in the background until it ends or stop() cancels it."""
-        self._spawn(coro)
-
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)

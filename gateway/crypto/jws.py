@@ -60,6 +60,7 @@ __all__ = [
     "Verifier",
     "b64url_decode",
     "b64url_encode",
+    "es256_verify",
     "parse_detached",
     "thumbprint_s256",
     "verify_detached",
@@ -396,23 +397,32 @@ class Verifier:
         return True
 
 
+def es256_verify(public_key: object, signature: bytes, signing_input: bytes) -> bool:
+    """An ES256 signature as JWS spells it (r || s, 32 bytes each, RFC 7518 3.4) by a P-256 key over
+    `signing_input`. Shared by the detached JWS here and the platform tokens (gateway/http/es256.py)."""
+    if (
+        not isinstance(public_key, ec.EllipticCurvePublicKey)
+        or not isinstance(public_key.curve, ec.SECP256R1)
+        or len(signature) != 2 * _P256_BYTES
+    ):
+        return False
+    der = encode_dss_signature(
+        int.from_bytes(signature[:_P256_BYTES], "big"), int.from_bytes(signature[_P256_BYTES:], "big")
+    )
+    try:
+        public_key.verify(der, signing_input, _ECDSA_SHA256)
+    except InvalidSignature:
+        return False
+    return True
+
+
 def _verify_signature(parsed: DetachedJws, content: bytes, public_key: object) -> bool:
     alg = parsed.header.get("alg")
     signature = parsed.signature
     signing_input = parsed.signing_prefix + b"." + base64.urlsafe_b64encode(content).rstrip(b"=")
     try:
         if alg == "ES256":
-            if (
-                not isinstance(public_key, ec.EllipticCurvePublicKey)
-                or not isinstance(public_key.curve, ec.SECP256R1)
-                or len(signature) != 2 * _P256_BYTES
-            ):
-                return False
-            der = encode_dss_signature(
-                int.from_bytes(signature[:_P256_BYTES], "big"), int.from_bytes(signature[_P256_BYTES:], "big")
-            )
-            public_key.verify(der, signing_input, _ECDSA_SHA256)
-            return True
+            return es256_verify(public_key, signature, signing_input)
         if alg == "SM2SM3":
             return isinstance(public_key, Sm2PublicKey) and sm2_verify(public_key, signature, signing_input)
         if alg == "EdDSA":

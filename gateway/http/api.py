@@ -32,7 +32,7 @@ from gateway.http.admission import RETRY_AFTER_S, Admission, Overloaded
 from gateway.http.auth import AUDIT_SCOPE, AuthError, Principal, one_authorization
 from gateway.http.context import ApiContext
 from gateway.kafka.port import BrokerUnavailable
-from gateway.relay.inbox_document import inbox_entry
+from gateway.relay.inbox_document import inbox_document
 from gateway.relay.ingress import MAX_IDEMPOTENCY_KEY
 from gateway.relay.signed import Signed
 from gateway.state import InboxItem, StateUnavailable
@@ -124,21 +124,20 @@ def log_refusal(request: web.Request, problem: Problem) -> None:
     })
 
 
-# The routes that take messages in, and the messages one request holds at least. When the gateway is already full
+# The routes that take messages in (each request holds one message at least). When the gateway is already full
 # such a request is refused before its token is verified: under overload a refusal then costs next to nothing,
 # instead of an ES256 verification each (which took capacity from the requests being accepted). The 429 says only
 # that the gateway is busy; the handler's own admission still decides every request that gets this far.
-_SHED_BEFORE_AUTH = {"/v1/messages": 1, "/v1/requests": 1, "/v1/messages/batch": 1}
+_SHED_BEFORE_AUTH = frozenset({"/v1/messages", "/v1/requests", "/v1/messages/batch"})
 
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in _PUBLIC:
         return await handler(request)
-    shed = _SHED_BEFORE_AUTH.get(request.path)
-    if shed is not None and request.method == "POST":
+    if request.method == "POST" and request.path in _SHED_BEFORE_AUTH:
         admission = request.app[ADMISSION]
-        if admission.refuses(shed, request.content_length or 0):
+        if admission.refuses(1, request.content_length or 0):
             raise ProblemError(admission.problem())
     try:
         authorization = one_authorization(request.headers.getall("Authorization", []))
@@ -349,8 +348,8 @@ async def get_inbox(request: web.Request) -> web.Response:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(min(INBOX_POLL_S, deadline - now)):
                 await rung.wait()
-    messages = [inbox_entry(i.id, i.type, i.from_region, i.envelope, i.signature, gw.opener, i.late_reply_to)
-                for i in items]
+    messages = [inbox_document(i.id, i.type, i.from_region, i.envelope, i.signature, gw.opener, i.late_reply_to,
+                               embed=True) for i in items]
     return json_response({"messages": messages})
 
 

@@ -13,17 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ec import ECDSA, EllipticCurvePublicKey
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
-from gateway.crypto.jws import b64url_decode
+from gateway.crypto.jws import b64url_decode, es256_verify
 
 __all__ = ["InvalidToken", "Token", "parse"]
-
-_ECDSA_SHA256 = ECDSA(SHA256())  # stateless: one object for every verification
-_COORDINATE = 32  # bytes of r and of s for P-256
 
 
 class InvalidToken(ValueError):
@@ -65,14 +59,10 @@ class Token:
             raw = b64url_decode(self.signature_b64)
         except ValueError as e:
             raise InvalidToken("the signature is not base64url") from e
-        if len(raw) != 2 * _COORDINATE:
+        if len(raw) != 64:
             raise InvalidToken("an ES256 signature is 64 bytes (r || s)")
-        der = encode_dss_signature(int.from_bytes(raw[:_COORDINATE], "big"), int.from_bytes(raw[_COORDINATE:], "big"))
-        signing_input = f"{self.header_b64}.{self.payload_b64}".encode("ascii")
-        try:
-            key.verify(der, signing_input, _ECDSA_SHA256)
-        except InvalidSignature:
-            raise InvalidToken("signature verification failed") from None
+        if not es256_verify(key, raw, f"{self.header_b64}.{self.payload_b64}".encode("ascii")):
+            raise InvalidToken("signature verification failed")
 
 
 def parse(token: str) -> Token:

@@ -14,26 +14,17 @@ _SEALED_KEY = b'"sealed"'
 
 
 def inbox_document(msg_id: str, msg_type: str, from_region: str, envelope: bytes, signature: str,
-                   opener: Opener | None, late_reply_to: str | None = None) -> dict[str, Any]:
+                   opener: Opener | None, late_reply_to: str | None = None, *, embed: bool = False) -> dict[str, Any]:
+    """`embed`, for a document serialized at once (orjson.dumps: the pull): the stored envelope goes in as the JSON
+    it already is (egress parsed it before storing it), instead of parsed and serialized again. Only an envelope
+    that may be sealed is parsed then, to open its payload."""
+    env: Any = (orjson.Fragment(envelope) if embed and _SEALED_KEY not in envelope  # without the key: not sealed
+                else orjson.loads(envelope))
     doc: dict[str, Any] = {"id": msg_id, "type": msg_type, "from": from_region, "signature": signature,
-                           "envelope": orjson.loads(envelope)}
+                           "envelope": env}
     if late_reply_to is not None:  # a result after its request's deadline (README "Request-reply")
         doc["late_reply_to"] = late_reply_to
-    sealed = doc["envelope"].get("sealed")
+    sealed = env.get("sealed") if isinstance(env, dict) else None
     if sealed is not None and opener is not None:
         doc["payload"] = orjson.loads(opener.open(sealed))
     return doc
-
-
-def inbox_entry(msg_id: str, msg_type: str, from_region: str, envelope: bytes, signature: str,
-                opener: Opener | None, late_reply_to: str | None = None) -> dict[str, Any]:
-    """`inbox_document` for serializing at once (orjson.dumps): the stored envelope is embedded as the JSON it
-    already is (egress parsed it before storing it), instead of parsed and serialized again per pull. Only an
-    envelope that may be sealed is parsed, to open its payload."""
-    if _SEALED_KEY not in envelope:  # an envelope without the key cannot be sealed; with it, parsing decides
-        doc: dict[str, Any] = {"id": msg_id, "type": msg_type, "from": from_region, "signature": signature,
-                               "envelope": orjson.Fragment(envelope)}
-        if late_reply_to is not None:
-            doc["late_reply_to"] = late_reply_to
-        return doc
-    return inbox_document(msg_id, msg_type, from_region, envelope, signature, opener, late_reply_to)

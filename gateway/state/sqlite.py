@@ -263,13 +263,9 @@ class SqliteBackend:
         keys = list(dict.fromkeys(i for i in ids if storable(i)))
         if not keys:
             return 0
-        chunks = [keys[i:i + _CHUNK] for i in range(0, len(keys), _CHUNK)]
-        if len(chunks) == 1:  # one autocommitted statement is already one transaction
-            return max(self._db.execute(_ACK.format(marks=",".join("?" * len(keys))), (now, platform, *keys))
-                       .rowcount, 0)
         with self._transaction() as cur:
             return sum(max(cur.execute(_ACK.format(marks=",".join("?" * len(c))), (now, platform, *c)).rowcount, 0)
-                       for c in chunks)
+                       for c in (keys[i:i + _CHUNK] for i in range(0, len(keys), _CHUNK)))
 
     @_guarded
     def inbox_depth(self) -> int:

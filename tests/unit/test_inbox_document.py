@@ -1,4 +1,4 @@
-"""The pull inbox's entries embed the stored envelope as it is, and read the same as the parsed document."""
+"""The pull inbox's entries (embed=True) hold the stored envelope as it is, and read as the parsed document."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gateway.crypto.seal import X25519Opener, X25519Sealer
-from gateway.relay.inbox_document import inbox_document, inbox_entry
+from gateway.relay.inbox_document import inbox_document
 from gateway.wire import envelope
 
 PAYLOAD = {"name": "张三", "note": "a \"sealed\" word in the clear"}
@@ -14,7 +14,7 @@ PAYLOAD = {"name": "张三", "note": "a \"sealed\" word in the clear"}
 
 def _both(raw: bytes, opener: X25519Opener | None, late: str | None = None) -> tuple[bytes, dict[str, object]]:
     args = ("m1", "license.verify.request", "JS", raw, "sig", opener, late)
-    return orjson.dumps({"messages": [inbox_entry(*args)]}), {"messages": [inbox_document(*args)]}
+    return orjson.dumps({"messages": [inbox_document(*args, embed=True)]}), {"messages": [inbox_document(*args)]}
 
 
 def test_a_clear_envelope_is_embedded_as_the_bytes_stored() -> None:
