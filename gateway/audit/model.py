@@ -13,8 +13,19 @@ A region's gateways may be several replicas (config `instance_id`): each then wr
 region's key. A gateway without an instance id writes format 1 exactly as before (no `format`, no `chain`: its
 chain id is the region), so older trails verify unchanged. A region's chains are verified as a set.
 
-Record fields: seq, region, message_id, correlation_id, stage, at, envelope_sha256, detail, prev_hash, hash.
-`hash` = SHA-256 over prev_hash (ASCII hex) followed by the record's other fields serialized with sorted keys.
+Format 3 (what the gateways write now) has one record per stage and batch: the messages of one ingress group or
+one consumed batch that reached the same stage share a *batch record* whose `entries` name each of them,
+`[message_id, correlation_id, envelope_sha256, detail]`, inside the record's hash: every message keeps an entry of
+its own that the chain and the checkpoint's signature cover, at one record (one SHA-256, one timestamp) per stage
+and batch instead of one per message. A batch record's own message_id and correlation_id are "", its
+envelope_sha256 null and its detail {}. Records without a message (checkpoint, countersigned, resumed, stopped,
+an unverified rejection) stay single records. Readers see a trail message by message through `entries()`: a
+batch record's entries as records of their own, each with the batch record's seq, at, prev_hash and hash and its
+position `entry`; formats 1 and 2 read the same way, so every tool reads all three formats alike.
+
+Record fields: seq, region, message_id, correlation_id, stage, at, envelope_sha256, detail, prev_hash, hash (and
+`entries` in a batch record). `hash` = SHA-256 over prev_hash (ASCII hex) followed by the record's other fields
+serialized with sorted keys.
 
 Stages with a special meaning for verification:
 - `checkpoint`: a heartbeat appended periodically so that an idle gateway still publishes a signed head;
@@ -52,9 +63,12 @@ STAGES = frozenset({
     "parked", "unparked",
 })
 
-# Format 2: a replica's chain (its segments and records name `chain`); format 1, without a `format` key, is the
-# one chain of a region with a single gateway.
-TRAIL_FORMAT: Final = 2
+# Format 3: batch records (`entries`), in a region's one chain or a replica's (segment and records name `chain`).
+# Format 2: a replica's chain of one record per message; format 1, without a `format` key, is the one chain of a
+# region with a single gateway, one record per message. The gateways write format 3; all three are read.
+TRAIL_FORMAT: Final = 3
+REPLICA_FORMAT: Final = 2  # what a replica wrote before batch records
+READ_FORMATS: Final = frozenset({1, 2, 3})
 CHAIN_SEPARATOR: Final = "/"
 
 RECORD_FIELDS = (
@@ -65,7 +79,10 @@ RECORD_FIELDS = (
 # them (`yrdx audit verify`), and `yrdx audit prove` looks for them at the sender.
 ORIGIN_STAGES: Final = frozenset({"accepted", "published"})
 
-AuditRecord = dict[str, Any]  # one record of a chain: the RECORD_FIELDS and its `hash`
+# A batch record's entry, in this order: one list per message (keys would double the bytes of a segment).
+ENTRY_FIELDS: Final = ("message_id", "correlation_id", "envelope_sha256", "detail")
+
+AuditRecord = dict[str, Any]  # one record of a chain: the RECORD_FIELDS and its `hash` (and `entries`)
 
 
 class AuditFormatError(ValueError):
@@ -76,6 +93,22 @@ def record_hash(prev_hash: str, body: dict[str, Any]) -> str:
     """SHA-256 over the previous hash and the record's other fields as serialized (sorted keys, no `hash`)."""
     fields = {k: v for k, v in body.items() if k != "hash"} if "hash" in body else body  # appending: no copy
     return hashlib.sha256(prev_hash.encode() + orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def entries(record: AuditRecord) -> list[AuditRecord]:
+    """A record message by message: a batch record's entries, each as a record with the batch record's seq, at,
+    prev_hash and hash and its position `entry`; any other record as itself."""
+    listed = record.get("entries")
+    if listed is None:
+        return [record]
+    base = {k: v for k, v in record.items() if k != "entries"}
+    return [{**base, "message_id": mid, "correlation_id": corr, "envelope_sha256": sha, "detail": detail,
+             "entry": i} for i, (mid, corr, sha, detail) in enumerate(listed)]
+
+
+def all_entries(records: Iterable[AuditRecord]) -> list[AuditRecord]:
+    """`entries` of each record, in chain order."""
+    return [e for r in records for e in entries(r)]
 
 
 def chain_id(region: str, instance_id: str | None) -> str:
@@ -125,12 +158,26 @@ class Segment:
     def chain(self) -> str:
         return self.checkpoint.chain
 
+    @property
+    def format(self) -> int:
+        """The trail format its records are in: 3 when one is a batch record, else 2 for a replica's chain."""
+        if any("entries" in r for r in self.records):
+            return TRAIL_FORMAT
+        return REPLICA_FORMAT if self.chain != self.region else 1
+
+    def entries(self) -> list[AuditRecord]:
+        """Its records message by message (`entries`)."""
+        return all_entries(self.records)
+
     def to_json(self) -> dict[str, Any]:
         cp = self.checkpoint
         doc: dict[str, Any] = {"region": self.region, "records": self.records,
                                "checkpoint": {"seq": cp.seq, "hash": cp.hash, "jws": cp.jws}}
+        version = self.format
+        if version != 1:
+            doc["format"] = version
         if self.chain != self.region:
-            doc.update(format=TRAIL_FORMAT, chain=self.chain)
+            doc["chain"] = self.chain
         return doc
 
 
@@ -149,21 +196,35 @@ def parse_segment(value: bytes, offset: int = -1) -> Segment:
     for r in records:
         if not isinstance(r, dict) or not all(k in r for k in (*RECORD_FIELDS, "hash")):
             raise AuditFormatError("a record lacks one of the record fields")
+        if "entries" in r:
+            if doc.get("format") != TRAIL_FORMAT:
+                raise AuditFormatError(f"a batch record in a segment of format {doc.get('format', 1)!r}")
+            _check_entries(r["entries"])
     seq, head, jws = cp.get("seq"), cp.get("hash"), cp.get("jws")
     if not isinstance(seq, int) or not isinstance(head, str) or not isinstance(jws, str):
         raise AuditFormatError("checkpoint needs seq, hash and jws")
     return Segment(region, records, Checkpoint(region, seq, head, jws, chain), offset)
 
 
+def _check_entries(listed: object) -> None:
+    if not isinstance(listed, list) or not listed:
+        raise AuditFormatError("a batch record needs a non-empty entries list")
+    for e in listed:
+        if not (isinstance(e, list) and len(e) == len(ENTRY_FIELDS) and isinstance(e[0], str) and e[0]
+                and isinstance(e[1], str) and (e[2] is None or isinstance(e[2], str)) and isinstance(e[3], dict)):
+            raise AuditFormatError("a batch record's entry is not [message_id, correlation_id, envelope_sha256, "
+                                   "detail]")
+
+
 def _segment_chain(doc: dict[str, Any], region: str) -> str:
-    """The chain id of a segment: its region in format 1; in format 2 `<region>/<instance>`."""
+    """The chain id of a segment: its region in format 1; in format 2 `<region>/<instance>`; in format 3 either."""
     version = doc.get("format", 1)
     if version == 1 and "chain" not in doc:
         return region
-    chain = doc.get("chain")
-    if version != TRAIL_FORMAT or not isinstance(chain, str):
-        raise AuditFormatError(f"unknown trail format {version!r} (this version reads 1 and {TRAIL_FORMAT})")
-    if chain_region(chain) != region or chain == region:
+    chain = doc.get("chain", region if version == TRAIL_FORMAT else None)
+    if isinstance(version, bool) or version not in READ_FORMATS - {1} or not isinstance(chain, str):
+        raise AuditFormatError(f"unknown trail format {version!r} (this version reads 1, 2 and {TRAIL_FORMAT})")
+    if chain_region(chain) != region or (chain == region and (version != TRAIL_FORMAT or "chain" in doc)):
         raise AuditFormatError(f"chain {chain[:80]!r} is not a chain id of region {region}")
     return chain
 

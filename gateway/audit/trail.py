@@ -9,9 +9,15 @@ broker for both, instead of one for the records and another for their audit trai
 Each segment carries a checkpoint signed by the gateway over the chain head: the chain links every record to the
 one before, so one signature per segment authenticates all of them.
 
-One replica of several (config `instance_id`) writes a chain of its own, `<REGION>/<instance_id>` (trail format
-2, gateway.audit.model), with its head under a state key of its own: replicas on one database never share a head,
-so their chains never fork. A replica that stops cleanly ends its chain with a `stopped` record.
+Consecutive appends of one stage that name a message join one batch record (trail format 3, gateway.audit.model):
+an ingress group's `accepted`, a consumed batch's `received`, `verified`, `delivered`... each become one record
+with an entry per message. A record is hashed when its segment is cut, so it takes entries until then; the next
+stage, a record without a message, or the flush closes it. `batch_records=False` writes one record per message
+(formats 1 and 2) as earlier versions did: old trails are reproduced in tests, and the bench measures both.
+
+One replica of several (config `instance_id`) writes a chain of its own, `<REGION>/<instance_id>`, with its head
+under a state key of its own: replicas on one database never share a head, so their chains never fork. A replica
+that stops cleanly ends its chain with a `stopped` record.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from gateway.audit.model import GENESIS, STAGES, TRAIL_FORMAT, chain_id, checkpoint_bytes, record_hash
+from gateway.audit.model import GENESIS, REPLICA_FORMAT, STAGES, TRAIL_FORMAT, chain_id, checkpoint_bytes, record_hash
 from gateway.crypto.jws import Signer
 from gateway.kafka.port import OutRecord, Publisher
 from gateway.state import StateStore
@@ -35,6 +41,8 @@ log = logging.getLogger(__name__)
 
 # Records per Kafka record: about 300 bytes each, so a segment stays far below the broker's 1 MB default.
 SEGMENT_RECORDS = 1000
+# Entries per batch record: about 130 bytes each; a batch record stays far below the broker's 1 MB default too.
+BATCH_ENTRIES = 2000
 _HEAD_KEY = "audit_head"
 
 
@@ -52,7 +60,7 @@ class Head:
 class AuditTrail:
     def __init__(
         self, region: str, signer: Signer, state: StateStore, publisher: Publisher, enabled: bool = True,
-        topics: Topics = DEFAULT_TOPICS, instance_id: str | None = None,
+        topics: Topics = DEFAULT_TOPICS, instance_id: str | None = None, batch_records: bool = True,
     ) -> None:
         self.region = region
         self.chain = chain_id(region, instance_id)
@@ -62,14 +70,18 @@ class AuditTrail:
         self._topics = topics  # the exchange's `yrdx.audit` and `yrdx.checkpoints` (kafka.namespace)
         # `audit_enabled: false` exists only to measure what the trail costs (bench --no-audit); never in service.
         self.enabled = enabled
+        self._batch_records = batch_records
+        self._format = TRAIL_FORMAT if batch_records else REPLICA_FORMAT if self._chain_fields else 1
         self._signer = signer
         self._state = state
         self._publisher = publisher
         saved = state.get(self._head_key)
         head: dict[str, Any] = orjson.loads(saved) if saved else {"seq": 0, "hash": GENESIS}
         self._head = Head(int(head["seq"]), str(head["hash"]))
-        self._durable_seq = self._head.seq
-        self._pending: list[dict[str, Any]] = []
+        self._seq = self._durable_seq = self._head.seq  # the last seq given out; the last one on Kafka
+        self._pending: list[dict[str, Any]] = []  # appended, not yet hashed: hashed in order when a segment is cut
+        self._unsent: list[dict[str, Any]] = []  # hashed, but their publish failed: they go first next time
+        self._open: dict[str, Any] | None = None  # the batch record that takes the next entry of its stage
         # Records that travel with the next segment, each group with the future its caller waits on.
         self._riders: list[tuple[list[OutRecord], asyncio.Future[None]]] = []
         self._flushing: asyncio.Task[None] | None = None
@@ -81,36 +93,64 @@ class AuditTrail:
 
     @property
     def head(self) -> Head:
+        """The chain's last record, hashed (which closes the open batch record)."""
+        if self._pending:
+            self._unsent += self._hashed()
         return self._head
 
     def pending(self) -> int:
         """Records appended but not yet acknowledged by the broker."""
-        return self._head.seq - self._durable_seq
+        return self._seq - self._durable_seq
 
     def append(
         self, stage: str, message_id: str, envelope_sha256: str | None, correlation_id: str = "", **detail: str | int
     ) -> int:
-        """Chain one record; returns its sequence number. `detail` carries codes and ids, never personal data."""
+        """Chain one record, or one entry of the open batch record of this stage; returns its sequence number.
+        `detail` carries codes and ids, never personal data."""
         assert stage in STAGES, stage
         if not self.enabled:
             return self._head.seq
-        seq = self._head.seq + 1
+        batch = self._open
+        if message_id and self._batch_records:
+            if batch is not None and batch["stage"] == stage and len(batch["entries"]) < BATCH_ENTRIES:
+                batch["entries"].append([message_id, correlation_id, envelope_sha256, detail])
+                return int(batch["seq"])
+            body = self._new_record(stage, "", "", None, {})
+            body["entries"] = [[message_id, correlation_id, envelope_sha256, detail]]
+            self._open = body
+        else:
+            body = self._new_record(stage, message_id, correlation_id, envelope_sha256, detail)
+            self._open = None
+        return int(body["seq"])
+
+    def _new_record(self, stage: str, message_id: str, correlation_id: str, envelope_sha256: str | None,
+                    detail: dict[str, Any]) -> dict[str, Any]:
+        seq = self._seq + 1
         body: dict[str, Any] = {
             "seq": seq, "region": self.region, "message_id": message_id, "correlation_id": correlation_id,
             "stage": stage, "at": utc_timestamp(), "envelope_sha256": envelope_sha256, "detail": detail,
-            "prev_hash": self._head.hash, **self._chain_fields,
+            **self._chain_fields,
         }
-        h = record_hash(self._head.hash, body)
-        body["hash"] = h
         self._pending.append(body)
-        self._head = Head(seq, h)
-        return seq
+        self._seq = seq
+        return body
+
+    def _hashed(self) -> list[dict[str, Any]]:
+        """The pending records linked and hashed in chain order from the head; they take no more entries."""
+        records, self._pending, self._open = self._pending, [], None
+        prev = self._head.hash
+        for body in records:
+            body["prev_hash"] = prev
+            prev = body["hash"] = record_hash(prev, body)
+        if records:
+            self._head = Head(int(records[-1]["seq"]), prev)
+        return records
 
     async def durable(self, riders: Sequence[OutRecord] = ()) -> None:
         """Return once every record appended so far is acknowledged by the broker, and `riders` with them: they
         are published in the same produce call as the segment. Raises BrokerUnavailable if that call fails; the
         riders of a failed call are never sent later (their caller answers the failure)."""
-        target = self._head.seq
+        target = self._seq
         ticket: asyncio.Future[None] | None = None
         if riders:
             ticket = asyncio.get_running_loop().create_future()
@@ -129,7 +169,7 @@ class AuditTrail:
 
     async def _flush(self) -> None:
         try:
-            records, self._pending = self._pending, []
+            records, self._unsent = self._unsent + self._hashed(), []
             riders, self._riders = self._riders, []
             if not records and not riders:
                 return
@@ -148,7 +188,7 @@ class AuditTrail:
                     ]
                 await self._publisher.publish(out)  # the audit topic has one partition, the producer is idempotent
             except BaseException as e:
-                self._pending = records + self._pending
+                self._unsent = records + self._unsent
                 for _, ticket in riders:
                     if not ticket.done():
                         ticket.set_exception(e)
@@ -175,7 +215,7 @@ class AuditTrail:
             "jws": self._signer.sign(checkpoint_bytes(self.region, last["seq"], last["hash"], self.chain)),
         }
         self._last_checkpoint = {"region": self.region, "at": last["at"], **self._chain_fields, **checkpoint}
-        head = {"format": TRAIL_FORMAT, **self._chain_fields} if self._chain_fields else {}
+        head = {"format": self._format, **self._chain_fields} if self._format != 1 else {}
         return orjson.dumps({**head, "region": self.region, "records": records, "checkpoint": checkpoint})
 
     async def run_periodic_flush(self, interval_s: float = 0.2, checkpoint_every_s: float = 10.0) -> None:
@@ -190,7 +230,7 @@ class AuditTrail:
             if announce:
                 self.append("checkpoint", "", None)
                 next_checkpoint = loop.time() + checkpoint_every_s
-            if not self._pending:
+            if not self._pending and not self._unsent:
                 continue
             try:
                 await self.durable()
