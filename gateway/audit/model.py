@@ -217,15 +217,18 @@ def _check_entries(listed: object) -> None:
 
 
 def _segment_chain(doc: dict[str, Any], region: str) -> str:
-    """The chain id of a segment: its region in format 1; in format 2 `<region>/<instance>`; in format 3 either."""
+    """The chain id of a segment: its region in format 1; in format 2 `<region>/<instance>`; in format 3 either
+    (`chain` only for a replica's)."""
     version = doc.get("format", 1)
-    if version == 1 and "chain" not in doc:
-        return region
-    chain = doc.get("chain", region if version == TRAIL_FORMAT else None)
-    if isinstance(version, bool) or version not in READ_FORMATS - {1} or not isinstance(chain, str):
+    if isinstance(version, bool) or version not in READ_FORMATS:
         raise AuditFormatError(f"unknown trail format {version!r} (this version reads 1, 2 and {TRAIL_FORMAT})")
-    if chain_region(chain) != region or (chain == region and (version != TRAIL_FORMAT or "chain" in doc)):
-        raise AuditFormatError(f"chain {chain[:80]!r} is not a chain id of region {region}")
+    chain = doc.get("chain")
+    if chain is None:
+        if version == REPLICA_FORMAT:
+            raise AuditFormatError("a segment of format 2 needs the chain it belongs to")
+        return region
+    if version == 1 or not isinstance(chain, str) or chain_region(chain) != region or chain == region:
+        raise AuditFormatError(f"chain {str(chain)[:80]!r} is not a chain id of region {region} in format {version}")
     return chain
 
 

@@ -92,7 +92,7 @@ class FileBench:
     def audit_records(self, file_id: str) -> list[tuple[str, dict[str, object]]]:
         """SH's audit records about the file, as (stage, detail), in order."""
         return [(r["stage"], r["detail"]) for v in self.h.broker.records(self.h.cfg.topics.audit)
-                for r in parse_segment(v.value).records if r["message_id"] == file_id]
+                for r in parse_segment(v.value).entries() if r["message_id"] == file_id]
 
     def egress(self) -> Egress:
         """SH's egress with the claim-check step (one per bench: the step remembers what it is taking back)."""

@@ -21,6 +21,7 @@ from gateway.audit.model import (
     checkpoint_bytes,
     checkpoint_fault,
     checkpoint_time,
+    entries,
     parse_segment,
     parse_values,
     record_hash,
@@ -81,6 +82,49 @@ def test_parse_segment_takes_what_the_gateways_write_and_names_what_is_wrong() -
     ]:
         with pytest.raises(AuditFormatError, match=why):
             parse_segment(bad)
+
+
+def batch(seq: int, prev: str, *ids: str, stage: str = "delivered") -> dict[str, Any]:
+    return record(seq, prev, stage=stage, entries=[[i, f"c-{i}", i[-1] * 64, {"platform": "p"}] for i in ids])
+
+
+def test_a_batch_record_reads_as_one_record_per_message_and_is_format_3() -> None:
+    first = batch(1, GENESIS, "m-1", "m-2")
+    records = [first, record(2, first["hash"])]
+    seg = segment(records)
+    value = orjson.dumps(seg.to_json())
+    assert orjson.loads(value)["format"] == 3 and "chain" not in orjson.loads(value)
+    parsed = parse_segment(value)
+    assert (parsed.chain, parsed.format, parsed.records) == ("SH", 3, records)
+    assert segment_break(parsed) is None
+    one, two, heartbeat = parsed.entries()
+    assert (one["message_id"], one["correlation_id"], one["envelope_sha256"], one["entry"]) == ("m-1", "c-m-1",
+                                                                                              "1" * 64, 0)
+    assert (two["message_id"], two["entry"], two["seq"], two["hash"]) == ("m-2", 1, 1, first["hash"])
+    assert "entries" not in one and heartbeat is parsed.records[1] and entries(records[1]) == [records[1]]
+    # A replica's chain in format 3 names its chain as format 2 did.
+    replica = parse_segment(orjson.dumps({**seg.to_json(), "chain": "SH/sh-0"}))
+    assert replica.chain == "SH/sh-0"
+
+
+def test_parse_segment_refuses_malformed_batch_records() -> None:
+    good = orjson.loads(orjson.dumps(segment([batch(1, GENESIS, "m-1")]).to_json()))
+    entry = good["records"][0]["entries"][0]
+    for records, why in [
+        ([{**good["records"][0], "entries": []}], "non-empty entries list"),
+        ([{**good["records"][0], "entries": [entry[:3]]}], "is not \\[message_id"),
+        ([{**good["records"][0], "entries": [["", *entry[1:]]]}], "is not \\[message_id"),
+        ([{**good["records"][0], "entries": [[*entry[:3], "detail"]]}], "is not \\[message_id"),
+    ]:
+        with pytest.raises(AuditFormatError, match=why):
+            parse_segment(orjson.dumps({**good, "records": records}))
+    for fmt, why in [(None, "batch record in a segment of format 1"), (2, "format 2 needs the chain"),
+                     (4, "unknown trail format 4"), (True, "unknown trail format True")]:
+        doc = {k: v for k, v in good.items() if k != "format"} | ({} if fmt is None else {"format": fmt})
+        with pytest.raises(AuditFormatError, match=why):
+            parse_segment(orjson.dumps(doc))
+    with pytest.raises(AuditFormatError, match="not a chain id"):
+        parse_segment(orjson.dumps({**good, "chain": "SH"}))  # a region's one chain names no chain
 
 
 def test_parse_values_keeps_the_segments_and_says_which_values_are_not() -> None:

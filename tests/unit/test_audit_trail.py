@@ -43,18 +43,78 @@ async def test_records_are_chained_and_published_as_one_signed_segment(pki: PkiL
     await audit.durable()
     assert audit.pending() == 0
     [on_topic] = broker.records(TOPICS.audit)
-    assert on_topic.key == b"JS"
+    assert on_topic.key == b"JS" and orjson.loads(on_topic.value)["format"] == 3
     seg = parse_segment(on_topic.value)
     first, second = seg.records
     assert (first["prev_hash"], second["prev_hash"]) == (GENESIS, first["hash"])
     assert record_hash(first["prev_hash"], first) == first["hash"]
-    assert first["detail"] == {"platform": "js-platform"} and first["correlation_id"] == "c-1"
+    assert first["entries"] == [["m-1", "c-1", "a" * 64, {"platform": "js-platform"}]]
+    assert (first["message_id"], first["envelope_sha256"], first["detail"]) == ("", None, {})
     assert segment_break(seg) is None and segment_fault(seg, trust) is None
     assert audit.head.seq == 2 and audit.head.hash == second["hash"]
     await audit.durable()  # nothing new: nothing published
     assert len(broker.records(TOPICS.audit)) == 1
     with pytest.raises(AssertionError):
         audit.append("no-such-stage", "", None)
+
+
+async def test_one_stage_of_a_batch_is_one_record_with_an_entry_per_message(pki: PkiLayout, trust: TrustStore,
+                                                                           tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    audit = new_trail(pki, tmp_path, broker)
+    seqs = [audit.append("received", f"m-{i}", f"{i:064x}", source="p0@1") for i in range(3)]
+    seqs += [audit.append("verified", f"m-{i}", f"{i:064x}", f"c-{i}", signer="ab") for i in range(3)]
+    seqs.append(audit.append("checkpoint", "", None))  # no message: a record of its own, which closes the batch
+    seqs.append(audit.append("verified", "m-3", "3" * 64, "c-3", signer="ab"))
+    assert seqs == [1, 1, 1, 2, 2, 2, 3, 4]
+    await audit.durable()
+    seg = parse_segment(broker.records(TOPICS.audit)[0].value)
+    assert [(r["stage"], len(r.get("entries", []))) for r in seg.records] == [
+        ("received", 3), ("verified", 3), ("checkpoint", 0), ("verified", 1)]
+    assert segment_break(seg) is None and segment_fault(seg, trust) is None
+    views = seg.entries()
+    assert [(v["stage"], v["message_id"], v.get("entry")) for v in views[:4]] == [
+        ("received", "m-0", 0), ("received", "m-1", 1), ("received", "m-2", 2), ("verified", "m-0", 0)]
+    assert views[4]["correlation_id"] == "c-1" and views[4]["detail"] == {"signer": "ab"}
+    assert views[4]["hash"] == seg.records[1]["hash"] and views[4]["seq"] == 2
+    assert views[6] is seg.records[2]  # a record without entries is its own view
+    # An entry changed after the fact no longer matches the record's hash: the checkpoint covers every entry.
+    seg.records[1]["entries"][2][2] = "f" * 64
+    assert segment_break(seg) == "record 2 does not match its hash"
+
+
+async def test_a_batch_record_takes_no_entries_once_its_segment_is_cut(pki: PkiLayout, tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    audit = new_trail(pki, tmp_path, broker)
+    audit.append("delivered", "m-1", "1" * 64, platform="p")
+    await audit.durable()
+    assert audit.append("delivered", "m-2", "2" * 64, platform="p") == 2  # a new record, not the hashed one
+    await audit.durable()
+    first, second = (parse_segment(r.value) for r in broker.records(TOPICS.audit))
+    assert [e[0] for e in first.records[0]["entries"]] == ["m-1"]
+    assert [e[0] for e in second.records[0]["entries"]] == ["m-2"]
+    assert second.records[0]["prev_hash"] == first.records[0]["hash"]
+
+
+async def test_a_batch_record_is_capped_in_entries(pki: PkiLayout, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trail_module, "BATCH_ENTRIES", 2)
+    audit = new_trail(pki, tmp_path, MemoryBroker(partitions=1))
+    assert [audit.append("received", f"m-{i}", None) for i in range(5)] == [1, 1, 2, 2, 3]
+
+
+async def test_without_batch_records_a_gateway_writes_format_1_as_before(pki: PkiLayout, trust: TrustStore,
+                                                                         tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    audit = new_trail(pki, tmp_path, broker, batch_records=False)
+    assert [audit.append("accepted", f"m-{i}", "a" * 64, "c-1", platform="js") for i in range(2)] == [1, 2]
+    await audit.durable()
+    raw = orjson.loads(broker.records(TOPICS.audit)[0].value)
+    assert "format" not in raw and "chain" not in raw
+    seg = parse_segment(broker.records(TOPICS.audit)[0].value)
+    assert [r["message_id"] for r in seg.records] == ["m-0", "m-1"] and seg.entries() == seg.records
+    assert seg.records[0]["detail"] == {"platform": "js"} and "entries" not in seg.records[0]
+    assert segment_break(seg) is None and segment_fault(seg, trust) is None
 
 
 async def test_records_stay_pending_while_the_broker_is_down(pki: PkiLayout, tmp_path: Path) -> None:
@@ -69,6 +129,22 @@ async def test_records_stay_pending_while_the_broker_is_down(pki: PkiLayout, tmp
     await audit.durable()
     [on_topic] = broker.records(TOPICS.audit)
     assert [r["seq"] for r in parse_segment(on_topic.value).records] == [1, 2]
+
+
+async def test_batch_records_of_a_failed_flush_keep_their_hashes_and_the_chain_goes_on(
+    pki: PkiLayout, trust: TrustStore, tmp_path: Path,
+) -> None:
+    broker = MemoryBroker(partitions=1, down=True)
+    audit = new_trail(pki, tmp_path, broker)
+    audit.append("delivered", "m-1", "1" * 64, platform="p")
+    with pytest.raises(BrokerUnavailable):
+        await audit.durable()
+    audit.append("delivered", "m-2", "2" * 64, platform="p")  # the failed one is hashed: a record of its own
+    broker.down = False
+    await audit.durable()
+    [seg] = [parse_segment(r.value) for r in broker.records(TOPICS.audit)]
+    assert [[e[0] for e in r["entries"]] for r in seg.records] == [["m-1"], ["m-2"]]
+    assert segment_break(seg) is None and segment_fault(seg, trust) is None and audit.pending() == 0
 
 
 async def test_a_restart_continues_the_chain_with_a_resumed_record(pki: PkiLayout, tmp_path: Path) -> None:
@@ -164,8 +240,10 @@ async def test_concurrent_callers_share_one_flush_and_none_returns_before_its_ri
     assert sorted(r.value for r in broker.records("inbox")) == sorted(f"message {i}".encode() for i in range(20))
     assert len(publisher.calls) <= 3  # group commit: not one call per request
     assert all(n >= 1 for n in seen)
-    [chain] = [[rec["seq"] for raw in broker.records(TOPICS.audit) for rec in parse_segment(raw.value).records]]
-    assert chain == list(range(1, 21))
+    segments = [parse_segment(raw.value) for raw in broker.records(TOPICS.audit)]
+    chain = [rec["seq"] for seg in segments for rec in seg.records]
+    assert chain == list(range(1, len(chain) + 1)) and len(chain) <= 3  # one batch record per flush
+    assert sorted(e["message_id"] for seg in segments for e in seg.entries()) == sorted(f"m-{i}" for i in range(20))
 
 
 async def test_riders_of_a_failed_flush_are_never_sent_later(pki: PkiLayout, tmp_path: Path) -> None:

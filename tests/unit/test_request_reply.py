@@ -16,7 +16,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from gateway.audit.model import parse_segment
+from gateway.audit.model import all_entries, parse_segment
 from gateway.config import GatewayConfig
 from gateway.crypto.keyfiles import load_encryption_key, load_encryption_pub
 from gateway.crypto.seal import Opener, Sealer
@@ -102,8 +102,8 @@ async def make_rig(tmp_path: Path, edit: Callable[[GatewayConfig], GatewayConfig
 
 def audited(h: Harness, stage: str) -> list[dict[str, Any]]:
     """The audit records of a stage, flushed to the twin's yrdx.audit or still pending."""
-    flushed = [r for seg in h.broker.records(h.cfg.topics.audit) for r in parse_segment(seg.value).records]
-    return [r for r in flushed + list(h.audit._pending) if r["stage"] == stage]
+    flushed = [r for seg in h.broker.records(h.cfg.topics.audit) for r in parse_segment(seg.value).entries()]
+    return [r for r in flushed + all_entries(h.audit._pending) if r["stage"] == stage]
 
 
 async def test_a_reply_within_the_deadline_answers_the_call_and_is_not_delivered_as_a_fresh_message(rig: Rig) -> None:
