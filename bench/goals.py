@@ -97,9 +97,17 @@ def floor_us(f: dict[str, Any]) -> dict[str, float]:
         "envelope build": us["envelope_build"],
         f"seal + open x {sealed:.2f} sealed": sealed * (us["seal"] + us["open"]),
         f"batch sign + verify share (/{batch})": us[f"batch_sign/{batch}"] + us[f"batch_verify/{batch}"],
-        f"audit: {AUDIT_RECORDS_PER_MESSAGE} records + 2 envelope hashes":
-            AUDIT_RECORDS_PER_MESSAGE * us["audit_record"] + 2 * us["sha256"],
+        **audit_floor(f, us, batch),
     }
+
+
+def audit_floor(f: dict[str, Any], us: dict[str, float], batch: int) -> dict[str, float]:
+    """The trail's part: a message's entries in batch records (format 3), or its own records (formats 1, 2)."""
+    if f.get("audit_batch_records", True):
+        return {f"audit: {AUDIT_RECORDS_PER_MESSAGE} entries in batch records (/{batch}) + 2 envelope hashes":
+                AUDIT_RECORDS_PER_MESSAGE * us[f"audit_entry/{batch}"] + 2 * us["sha256"]}
+    return {f"audit: {AUDIT_RECORDS_PER_MESSAGE} records + 2 envelope hashes":
+            AUDIT_RECORDS_PER_MESSAGE * us["audit_record"] + 2 * us["sha256"]}
 
 
 def open_loop_step(f: dict[str, Any], rate: int) -> dict[str, Any] | None:

@@ -77,6 +77,12 @@ GATEWAY_FETCH_MAX_WAIT_MS = 20  # the gateways' default kafka.fetch_max_wait_ms,
 # small measurement helpers
 
 
+def audit_mode(f: dict[str, Any]) -> str:
+    """How the run's gateways kept the audit trail."""
+    if not f["audit"]:
+        return "off"
+    return "on (batch records)" if f.get("audit_batch_records", True) else "on (one record per message)"
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of unsorted values; NaN when empty."""
     if not values:
@@ -665,6 +671,11 @@ def primitives(registry: SchemaRegistry, ex: Exchange, batch: int) -> dict[str, 
         "stage": "delivered", "at": envelope.utc_timestamp(), "envelope_sha256": envelope.sha256_hex(raw),
         "detail": {"platform": platform_id(RECEIVER)}, "prev_hash": GENESIS,
     }
+    batch_body = {  # one batch record (trail format 3) of `batch` messages: what one message's entry costs
+        **audit_body, "message_id": "", "correlation_id": "", "envelope_sha256": None, "detail": {},
+        "entries": [[envelope.uuid7(), envelope.uuid7(), envelope.sha256_hex(c), {"platform": platform_id(RECEIVER)}]
+                    for c in contents],
+    }
     timings = {
         "orjson_parse": best_us(lambda: orjson.loads(raw)),
         "schema_validate": best_us(lambda: registry.validate("medical.settlement.result", 1, doc["payload"])),
@@ -677,6 +688,7 @@ def primitives(registry: SchemaRegistry, ex: Exchange, batch: int) -> dict[str, 
         "seal": best_us(lambda: sealer.seal(clear)),
         "open": best_us(lambda: opener.open(sealed)),
         "audit_record": best_us(lambda: record_hash(GENESIS, audit_body)),
+        f"audit_entry/{batch}": best_us(lambda: record_hash(GENESIS, batch_body)) / batch,
     }
     return {"envelope_bytes": len(raw), "alg": signer.alg, "batch": batch, "us": timings}
 
@@ -833,7 +845,7 @@ def report_open_loop(f: dict[str, Any]) -> None:
     print(f"== yrdx relay benchmark, open loop: single-message POST /v1/messages {c['route']}, "
           f"{'/'.join(f'{x:g}' for x in c['seconds'])} s per offered rate, warmup {c['warmup']:,}, "
           f"client pool {c['connections'] or 'unbounded'} connections")
-    print(f"suite: {f['alg']}, kafka.compression: {f['compression']}, audit trail {'on' if f['audit'] else 'off'}")
+    print(f"suite: {f['alg']}, kafka.compression: {f['compression']}, audit trail {audit_mode(f)}")
     print(f"machine: {m['nproc']} CPUs ({m['usable_cpus']} usable), Python {m['python']}, loadavg "
           f"{m['loadavg_start']} at start, {m['loadavg_end']} at end")
     print("latency from each request's scheduled send time (client queueing included) to its 202 and to "
@@ -995,6 +1007,10 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
             for region in (SENDER, RECEIVER):
                 edit_config(ex.config_path(region), audit_enabled=False)
         figures["audit"] = not args.no_audit
+        if args.audit_per_message:  # the trail as it was before batch records (formats 1 and 2), to compare
+            for region in (SENDER, RECEIVER):
+                edit_config(ex.config_path(region), audit_batch_records=False)
+        figures["audit_batch_records"] = not args.audit_per_message
         if args.compression is not None:  # the producers' codec (kafka.compression), e.g. to compare codecs
             for region in (SENDER, RECEIVER):
                 doc = yaml.safe_load(ex.config_path(region).read_text())
@@ -1161,7 +1177,7 @@ def report(f: dict[str, Any]) -> None:
     print()
     print(f"== yrdx relay benchmark: {c['messages']:,} mixed messages {c['route']}, batch {c['batch']}, "
           f"concurrency {c['concurrency']}, warmup {c['warmup']:,}")
-    print(f"suite: {f['alg']}, kafka.compression: {f['compression']}, audit trail {'on' if f['audit'] else 'off'}")
+    print(f"suite: {f['alg']}, kafka.compression: {f['compression']}, audit trail {audit_mode(f)}")
     print(f"machine: {m['nproc']} CPUs ({m['usable_cpus']} usable), Python {m['python']}, loadavg "
           f"{m['loadavg_start']} at start, {m['loadavg_end']} at end")
     print()
@@ -1283,6 +1299,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="the exchange's signing suite (SM2SM3: the national suite, sealing with SM2/SM4)")
     p.add_argument("--compression", choices=["none", "gzip", "lz4", "zstd", "snappy"],
                    help="the gateways' kafka.compression (default: the config default)")
+    p.add_argument("--audit-per-message", action="store_true",
+                   help="run the gateways with audit_batch_records: false (one audit record per message, trail "
+                        "formats 1 and 2), to compare with batch records (format 3)")
     p.add_argument("--no-audit", action="store_true",
                    help="run the gateways with audit_enabled: false, to measure what the audit trail costs")
     p.add_argument("--open-loop", type=rates, metavar="R1,R2,...",

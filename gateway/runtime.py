@@ -139,7 +139,7 @@ class Gateway:
         self.metrics_token = cfg.metrics_token_file.read_text().strip() if cfg.metrics_token_file else None
         self.publisher = KafkaPublisher(cfg.kafka, cfg.limits.publish_timeout_s)
         self.audit = AuditTrail(cfg.region, self.signer, self.state, self.publisher, cfg.audit_enabled, cfg.topics,
-                                cfg.instance_id)
+                                cfg.instance_id, cfg.audit_batch_records)
         unknown = cfg.seal - self.registry.types()
         if unknown:
             raise StartupError(f"seal: unknown message type {sorted(unknown)[0]}")

@@ -4,6 +4,8 @@ and checkpoint signatures. Pure functions, real keys (the test PKI of test_audit
 from __future__ import annotations
 
 import datetime as dt
+import re
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -173,3 +175,18 @@ def test_checkpoint_time_without_a_timestamp_is_now() -> None:
     records = [{**r, "at": "not a time"} for r in chain(1)]
     before = dt.datetime.now(dt.UTC)
     assert before <= checkpoint_time(segment(records)) <= dt.datetime.now(dt.UTC)
+
+
+def test_the_readmes_worked_example_hashes_as_it_says() -> None:
+    """README "Provenance: the audit trail", Batch records: both records and their hashes, recomputed."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("Worked example: the same `delivered` step"):]
+    prev = re.search(r"whose hash is\s+`([0-9a-f]{64})`", section)
+    blocks = re.findall(r"```json\n\s*(\{.*?\})\n\s*```\n\s*hash `([0-9a-f]{64})`", section, re.S)
+    assert prev is not None and len(blocks) == 2
+    (single, single_hash), (batched, batch_hash) = blocks
+    records = [orjson.loads(single), orjson.loads(batched)]
+    assert record_hash(prev[1], records[0]) == single_hash and record_hash(prev[1], records[1]) == batch_hash
+    views = entries(records[1])
+    assert [v["message_id"] for v in views] == [records[0]["message_id"], views[1]["message_id"]]
+    assert {k: v for k, v in views[0].items() if k != "entry"} == {**records[0], "seq": 41}
