@@ -128,7 +128,8 @@ def _hop(message_id: str, records: Sequence[Mapping[str, Any]], receipt_of: Mapp
 def journey_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     """The trace document (as `yrdx audit trace --json` prints it) with what the page draws: `lanes` (regions,
     origins first), `rows` (every record in time order, with its lane, ms after the first record, whether it is
-    about a receipt, good/bad/info, and `entry`: its position in a batch record, None for a whole record), `hops` (per message: origin, destination, outcome and step times)."""
+    about a receipt, good/bad/info, and `entry`: its position in a batch record, None for a whole record), `hops`
+    (per message: origin, destination, outcome and step times)."""
     records: list[Mapping[str, Any]] = list(doc.get("records") or ())
     receipts = set(doc.get("receipt_ids") or ())
     receipt_of: dict[str, str] = {}
