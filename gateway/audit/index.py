@@ -4,10 +4,15 @@
 follower (outside any group), assigned to every partition and placed at the position stored in the index (the
 beginning when none is), and stores each fetched batch in ONE transaction: its records, its checkpoints and the
 new position. A process killed at any point therefore resumes exactly where its last transaction ended: nothing
-is lost, and the primary key (region, seq) makes a record read twice land once. The `region` column holds the
-record's chain id (model.chain_id: the region, or `<REGION>/<instance>` for one of its replicas), so a region's
-chains are indexed side by side; a record read back names its region and, for a replica's chain, its chain, as
-it was written.
+is lost, and the primary key (region, seq, entry) makes a record read twice land once. The `region` column holds
+the record's chain id (model.chain_id: the region, or `<REGION>/<instance>` for one of its replicas), so a
+region's chains are indexed side by side; a record read back names its region and, for a replica's chain, its
+chain, as it was written.
+
+A row is one message-level record (model.entries): a record of trail format 1 or 2, or a record without a
+message, is one row with `entry` -1 and reads back exactly as written; a batch record of format 3 is one row per
+entry, with the batch record's seq, at, prev_hash and hash and its position `entry`, and reads back as that
+entry's view. A message is therefore found in the index by (chain, seq, entry), in any format.
 
 Only a region's own records are indexed as its chain: those of a segment whose checkpoint signature holds against
 the trust store (model.segment_fault, the check `yrdx audit verify` makes) and whose records are the run
@@ -15,7 +20,9 @@ that checkpoint signs (model.segment_break). Anyone can write to `yrdx.audit`; a
 first must not take the seqs of the genuine one, which is indexed when it arrives. Every record that is not
 indexed as its region's is kept apart in the conflicts table, with its position on the topic and a kind in
 `yrdx audit verify`'s words: `forged` (its checkpoint does not hold), `edited` (its records are not the ones the
-checkpoint signs) or `rewritten` (another validly signed record holds its region and seq: a fork).
+checkpoint signs) or `rewritten` (another validly signed record holds its region and seq: a fork). Conflicts are
+kept entry by entry too, each with the entry's view as its `record` (the whole batch record in every row would
+store a batch of n entries n times over), so a trace finds a kept-apart batch record by any message it names.
 
 Two backends behind one small interface: SQLite (stdlib, the embedded default that needs nothing) and
 PostgreSQL (psycopg 3, `postgresql://` DSNs). Both are synchronous; async callers run them in a thread
@@ -24,9 +31,10 @@ PostgreSQL (psycopg 3, `postgresql://` DSNs). Both are synchronous; async caller
 `trace` answers "what happened to this message": the records of the message, of every message of its
 conversation (same correlation_id), of the signed receipts about them (found through `detail.receipt` of the
 `receipt_sent`/`receipt_received` records) and of unverifiable copies that claimed one of their ids, ordered
-by time, then region, then seq (journey.journey); and the conflicts that touch it: records kept apart that name
-one of its messages or conversations or claim the place (region, seq) of one of its records. `yrdx audit trace`
-prints it as a table (format_trace) or JSON, and `GET /v1/audit/messages/{id}` answers the same JSON.
+by time, then region, then seq, then entry (journey.journey); and the conflicts that touch it: records kept apart
+that name one of its messages or conversations or claim the place (region, seq) of one of its records.
+`yrdx audit trace` prints it as a table (format_trace) or JSON, and `GET /v1/audit/messages/{id}` answers the same
+JSON.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from gateway.audit.model import (
     AuditRecord,
     Segment,
     chain_region,
+    entries,
     parse_segment,
     record_chain,
     segment_break,
@@ -68,12 +77,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-Conflict = dict[str, Any]  # {region, seq, hash, kind, reason, partition, offset, record}
+Conflict = dict[str, Any]  # {region, seq, hash, kind, reason, partition, offset, record} (and `entry`)
 RECEIPT_STAGES = frozenset({"receipt_sent", "receipt_received"})
 _COLUMNS = ("message_id", "correlation_id", "ref_id")  # the ones a trace looks records and conflicts up by
 # Bump when the tables change: an index of another layout is dropped and rebuilt from the topic (it is a cache
 # of the topic, and its positions go with it). 2: conflicts keep the record, its kind and why.
-_SCHEMA_VERSION = "3"  # 3: the `region` columns hold chain ids (a region's replicas)
+# 3: the `region` columns hold chain ids (a region's replicas).
+_SCHEMA_VERSION = "4"  # 4: a row per entry of a batch record (trail format 3): `entry`, in the primary keys
+SINGLE = -1  # the `entry` of a row that is a whole record (format 1 or 2, or a record without a message)
 _IN_CHUNK = 500  # values per SQL IN (...) list
 _MAX_BIGINT = 2**63 - 1
 
@@ -105,8 +116,11 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Stored:
+    """What one batch did, in message-level records (rows: a batch record's entries each count)."""
+
     new: int  # records indexed for the first time
     conflicts: int  # records kept apart: of refused segments, or whose (region, seq) holds another record
+    read: int = 0  # records in the batch
 
 
 def check_segments(segments: Sequence[tuple[int, Segment]], trust: TrustStore | None) -> dict[int, tuple[str, str]]:
@@ -125,7 +139,8 @@ def check_segments(segments: Sequence[tuple[int, Segment]], trust: TrustStore | 
 
 
 def _valid_record(r: Mapping[str, Any]) -> bool:
-    """The types the tables need: a bad record must not stop the indexer on every restart (a poison pill)."""
+    """The types the tables need: a bad record must not stop the indexer on every restart (a poison pill). A batch
+    record's entries were checked by parse_segment; their NULs are refused here with the rest of the record."""
     seq = r["seq"]
     return (
         isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq <= _MAX_BIGINT
@@ -157,6 +172,12 @@ def decode_segments(values: Iterable[tuple[int, int, bytes | None]]) -> tuple[li
     return segments, skipped
 
 
+def _rows_of(seg: Segment) -> list[tuple[int, AuditRecord]]:
+    """(entry, record) of each message-level record of the segment: SINGLE for a whole record, else the position
+    of a batch record's entry (taken from the batch record's shape, never from what a record says of itself)."""
+    return [(e["entry"] if "entries" in r else SINGLE, e) for r in seg.records for e in entries(r)]
+
+
 def _ref_id(detail: Mapping[str, Any]) -> str | None:
     """The other id a record names: the receipt it was sent in, or the id an unverifiable copy claimed."""
     ref = detail.get("receipt", detail.get("claimed_id"))
@@ -167,7 +188,8 @@ def _ref_id(detail: Mapping[str, Any]) -> str | None:
 class _Rows:
     """A batch as table rows (JSON columns made by the backend's `json`)."""
 
-    own: list[tuple[int, int, AuditRecord]]  # (partition, offset, record) of the segments that are their region's
+    # (partition, offset, entry, record) of the segments that are their region's, a row per message-level record
+    own: list[tuple[int, int, int, AuditRecord]]
     refused: list[tuple[Any, ...]]  # conflict rows of the records of the other segments
     segments: list[tuple[Any, ...]]  # the checkpoints of the own segments
     json: Callable[[Any], object]
@@ -178,31 +200,36 @@ class _Rows:
         for i, (partition, seg) in enumerate(batch.segments):
             apart = batch.refused.get(i)
             if apart is not None:
-                refused += [_conflict_row(r, *apart, partition, seg.offset, json) for r in seg.records]
+                refused += [_conflict_row(r, entry, *apart, partition, seg.offset, json) for entry, r in _rows_of(seg)]
                 continue
-            own += [(partition, seg.offset, r) for r in seg.records]
+            own += [(partition, seg.offset, entry, r) for entry, r in _rows_of(seg)]
             cp = seg.checkpoint
             segments.append((seg.chain, cp.seq, cp.hash, cp.jws, len(seg.records), partition, seg.offset))
         return cls(own, refused, segments, json)
 
+    @property
+    def read(self) -> int:
+        return len(self.own) + len(self.refused)
+
     def records(self) -> list[tuple[Any, ...]]:
-        return [(record_chain(r), r["seq"], r["message_id"], r["correlation_id"], r["stage"], r["at"],
+        """The own rows, each followed by (region, seq, hash) for the test that no other record holds its place."""
+        return [(record_chain(r), r["seq"], entry, r["message_id"], r["correlation_id"], r["stage"], r["at"],
                  r["envelope_sha256"], self.json(r["detail"]), _ref_id(r["detail"]), r["prev_hash"], r["hash"],
-                 partition, offset) for partition, offset, r in self.own]
+                 partition, offset, record_chain(r), r["seq"], r["hash"]) for partition, offset, entry, r in self.own]
 
     def rewritten(self) -> list[tuple[Any, ...]]:
-        """For each own record, its conflict row and then (region, seq, hash) for the test that another record
-        holds its place (only needed when some own record did not land)."""
+        """For each own row, its conflict row and then (region, seq, hash) for the test that another record
+        holds its place (only needed when some own row did not land)."""
         why = "another record is indexed under this region and seq"
-        return [(*_conflict_row(r, "rewritten", why, partition, offset, self.json), record_chain(r), r["seq"],
+        return [(*_conflict_row(r, entry, "rewritten", why, partition, offset, self.json), record_chain(r), r["seq"],
                  r["hash"])
-                for partition, offset, r in self.own]
+                for partition, offset, entry, r in self.own]
 
 
-def _conflict_row(r: AuditRecord, kind: str, reason: str, partition: int, offset: int,
+def _conflict_row(r: AuditRecord, entry: int, kind: str, reason: str, partition: int, offset: int,
                   json: Callable[[Any], object]) -> tuple[Any, ...]:
-    return (record_chain(r), r["seq"], r["hash"], r["message_id"], r["correlation_id"], _ref_id(r["detail"]), kind,
-            reason, json(r), partition, offset)
+    return (record_chain(r), r["seq"], entry, r["hash"], r["message_id"], r["correlation_id"], _ref_id(r["detail"]),
+            kind, reason, json(r), partition, offset)
 
 
 # --- the two backends ---------------------------------------------------------------------------------------
@@ -222,24 +249,28 @@ class _Backend(Protocol):
 
 # What `select` reads of each table, the keys of the dicts it returns (in column order) and its JSON column.
 _RECORD_KEYS = ("seq", "region", "message_id", "correlation_id", "stage", "at", "envelope_sha256", "detail",
-                "prev_hash", "hash")
-_CONFLICT_KEYS = ("region", "seq", "hash", "kind", "reason", "partition", "offset", "record")
+                "prev_hash", "hash", "entry")
+_CONFLICT_KEYS = ("region", "seq", "hash", "kind", "reason", "partition", "offset", "record", "entry")
 _TABLES: Mapping[str, tuple[str, tuple[str, ...], str]] = {
     "audit_records": (", ".join(_RECORD_KEYS), _RECORD_KEYS, "detail"),
-    "audit_conflicts": ("region, seq, hash, kind, reason, topic_partition, topic_offset, record", _CONFLICT_KEYS,
-                        "record"),
+    "audit_conflicts": ("region, seq, hash, kind, reason, topic_partition, topic_offset, record, entry",
+                        _CONFLICT_KEYS, "record"),
 }
 
-_INSERT_RECORD = ("INSERT INTO audit_records (region, seq, message_id, correlation_id, stage, at, envelope_sha256, "
-                  "detail, ref_id, prev_hash, hash, topic_partition, topic_offset) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (region, seq) DO NOTHING")
-_INSERT_CONFLICT = ("INSERT INTO audit_conflicts (region, seq, hash, message_id, correlation_id, ref_id, kind, "
-                    "reason, record, topic_partition, topic_offset) ")
-_INSERT_REFUSED = _INSERT_CONFLICT + "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
-# An own record that did not land: a conflict only if the record indexed under its (region, seq) is another one.
+# Another record under the same (region, seq): the rows of one record all carry its hash.
+_ANOTHER_RECORD = "(SELECT 1 FROM audit_records WHERE region = ? AND seq = ? AND hash <> ?)"
+# A row lands unless another record holds its (region, seq): a fork's batch record with more entries, or a single
+# record in place of a batch, would otherwise add rows beside the record indexed first.
+_INSERT_RECORD = ("INSERT INTO audit_records (region, seq, entry, message_id, correlation_id, stage, at, "  # noqa: S608
+                  "envelope_sha256, detail, ref_id, prev_hash, hash, topic_partition, topic_offset) "
+                  f"SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS {_ANOTHER_RECORD} "
+                  "ON CONFLICT (region, seq, entry) DO NOTHING")
+_INSERT_CONFLICT = ("INSERT INTO audit_conflicts (region, seq, entry, hash, message_id, correlation_id, ref_id, "
+                    "kind, reason, record, topic_partition, topic_offset) ")
+_INSERT_REFUSED = _INSERT_CONFLICT + "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+# An own row that did not land: a conflict only if the record indexed under its (region, seq) is another one.
 _INSERT_REWRITTEN = _INSERT_CONFLICT + (  # noqa: S608 (constants)
-    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS "
-    "(SELECT 1 FROM audit_records WHERE region = ? AND seq = ? AND hash <> ?) ON CONFLICT DO NOTHING")
+    f"SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS {_ANOTHER_RECORD} ON CONFLICT DO NOTHING")
 _INSERT_SEGMENT = ("INSERT INTO audit_segments (region, seq, hash, jws, records, topic_partition, topic_offset) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
 _COUNTS = ("SELECT (SELECT count(*) FROM audit_records), (SELECT count(*) FROM audit_segments), "
@@ -254,11 +285,11 @@ def _pg(statement: str) -> str:
 # One schema, two dialects: SQLite integers are 64-bit already, PostgreSQL needs BIGINT; JSON is JSONB there.
 _SCHEMA_TEMPLATE = """
     CREATE TABLE IF NOT EXISTS audit_records (
-        region TEXT NOT NULL, seq {bigint} NOT NULL, message_id TEXT NOT NULL, correlation_id TEXT NOT NULL,
-        stage TEXT NOT NULL, at TEXT NOT NULL, envelope_sha256 TEXT, detail {json} NOT NULL, ref_id TEXT,
-        prev_hash TEXT NOT NULL, hash TEXT NOT NULL, topic_partition INTEGER NOT NULL,
-        topic_offset {bigint} NOT NULL,
-        PRIMARY KEY (region, seq));
+        region TEXT NOT NULL, seq {bigint} NOT NULL, entry INTEGER NOT NULL, message_id TEXT NOT NULL,
+        correlation_id TEXT NOT NULL, stage TEXT NOT NULL, at TEXT NOT NULL, envelope_sha256 TEXT,
+        detail {json} NOT NULL, ref_id TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
+        topic_partition INTEGER NOT NULL, topic_offset {bigint} NOT NULL,
+        PRIMARY KEY (region, seq, entry));
     CREATE INDEX IF NOT EXISTS audit_records_message_id ON audit_records (message_id);
     CREATE INDEX IF NOT EXISTS audit_records_correlation_id ON audit_records (correlation_id);
     CREATE INDEX IF NOT EXISTS audit_records_ref_id ON audit_records (ref_id);
@@ -267,10 +298,10 @@ _SCHEMA_TEMPLATE = """
         records INTEGER NOT NULL, topic_partition INTEGER NOT NULL, topic_offset {bigint} NOT NULL,
         PRIMARY KEY (region, seq));
     CREATE TABLE IF NOT EXISTS audit_conflicts (
-        region TEXT NOT NULL, seq {bigint} NOT NULL, hash TEXT NOT NULL, message_id TEXT NOT NULL,
-        correlation_id TEXT NOT NULL, ref_id TEXT, kind TEXT NOT NULL, reason TEXT NOT NULL, record {json} NOT NULL,
-        topic_partition INTEGER NOT NULL, topic_offset {bigint} NOT NULL,
-        PRIMARY KEY (topic_partition, topic_offset, region, seq));
+        region TEXT NOT NULL, seq {bigint} NOT NULL, entry INTEGER NOT NULL, hash TEXT NOT NULL,
+        message_id TEXT NOT NULL, correlation_id TEXT NOT NULL, ref_id TEXT, kind TEXT NOT NULL, reason TEXT NOT NULL,
+        record {json} NOT NULL, topic_partition INTEGER NOT NULL, topic_offset {bigint} NOT NULL,
+        PRIMARY KEY (topic_partition, topic_offset, region, seq, entry));
     CREATE INDEX IF NOT EXISTS audit_conflicts_slot ON audit_conflicts (region, seq);
     CREATE INDEX IF NOT EXISTS audit_conflicts_message_id ON audit_conflicts (message_id);
     CREATE INDEX IF NOT EXISTS audit_conflicts_correlation_id ON audit_conflicts (correlation_id);
@@ -346,7 +377,7 @@ class _Sqlite:
                 "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = max(next_offset, excluded.next_offset)",
                 [(batch.topic, p, o) for p, o in batch.positions.items()],
             )
-        return Stored(new, conflicts)
+        return Stored(new, conflicts, rows.read)
 
     def select(self, table: str, column: str, values: Sequence[object], region: str | None = None
                ) -> list[dict[str, Any]]:
@@ -368,7 +399,7 @@ class _Sqlite:
     def select_subject(self, region: str, stage: str, subjects: Sequence[str]) -> list[dict[str, Any]]:
         marks = ", ".join("?" * len(subjects))
         sql = (f"SELECT {_TABLES['audit_records'][0]} FROM audit_records WHERE region = ? AND stage = ? "  # noqa: S608
-               f"AND json_extract(detail, '$.subject') IN ({marks}) ORDER BY seq")
+               f"AND json_extract(detail, '$.subject') IN ({marks}) ORDER BY seq, entry")
         rows = self._db.execute(sql, (region, stage, *subjects))
         return [{**dict(zip(_RECORD_KEYS, row, strict=True)), "detail": orjson.loads(row[7])} for row in rows]
 
@@ -417,7 +448,7 @@ class _Postgres:
                 "SET next_offset = GREATEST(audit_positions.next_offset, excluded.next_offset)",
                 [(batch.topic, p, o) for p, o in batch.positions.items()],
             )
-        return Stored(new, conflicts)
+        return Stored(new, conflicts, rows.read)
 
     def select(self, table: str, column: str, values: Sequence[object], region: str | None = None
                ) -> list[dict[str, Any]]:
@@ -435,7 +466,7 @@ class _Postgres:
 
     def select_subject(self, region: str, stage: str, subjects: Sequence[str]) -> list[dict[str, Any]]:
         sql = (f"SELECT {_TABLES['audit_records'][0]} FROM audit_records WHERE region = %s AND stage = %s "  # noqa: S608
-               "AND detail->>'subject' = ANY(%s) ORDER BY seq")
+               "AND detail->>'subject' = ANY(%s) ORDER BY seq, entry")
         rows = self._db.execute(sql, (region, stage, list(subjects)))
         return [dict(zip(_RECORD_KEYS, row, strict=True)) for row in rows.fetchall()]
 
@@ -495,7 +526,7 @@ class AuditIndex:
             return []
         with self._lock:
             rows = self._backend.select(table, column, wanted, region)
-        return [_as_written(r) for r in rows] if table == "audit_records" else rows
+        return [_as_written(r) for r in rows] if table == "audit_records" else [_entry_kept(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -509,15 +540,25 @@ class AuditIndex:
         if not wanted:
             return []
         with self._lock:
-            return self._backend.select_subject(region, "verified", wanted)
+            rows = self._backend.select_subject(region, "verified", wanted)
+        return [_as_written(r) for r in rows]
 
     def close(self) -> None:
         with self._lock:
             self._backend.close()
 
 
+def _entry_kept(row: dict[str, Any]) -> dict[str, Any]:
+    """A row without its `entry` when it is a whole record (SINGLE): only a batch record's entries have one."""
+    if row["entry"] == SINGLE:
+        del row["entry"]
+    return row
+
+
 def _as_written(row: dict[str, Any]) -> AuditRecord:
-    """A record read back from its row: the `region` column holds the chain id (a replica's chain names both)."""
+    """A record read back from its row, as model.entries shows it: the `region` column holds the chain id (a
+    replica's chain names both), and only a batch record's entry has an `entry`."""
+    row = _entry_kept(row)
     chain = row["region"]
     region = chain_region(chain)
     return row if chain == region else {**row, "region": region, "chain": chain}
@@ -554,7 +595,7 @@ class IndexRun:
     topic: str
     resumed: dict[int, int] = field(default_factory=dict)  # partition -> stored position it started from
     positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset after the run
-    read: int = 0  # audit records read from the topic
+    read: int = 0  # message-level audit records read from the topic (a batch record's entries each count)
     new: int = 0  # of which indexed for the first time
     segments: int = 0
     skipped: int = 0
@@ -638,7 +679,7 @@ async def update_index(
                     positions[r.partition] = max(positions.get(r.partition, 0), r.offset + 1)
                 result = await asyncio.to_thread(_check_and_store, index, Batch(topic, segments, positions, skipped),
                                                  trust)
-                run.read += sum(len(s.records) for _, s in segments)
+                run.read += result.read
                 run.segments += len(segments)
                 run.skipped += skipped
                 run.new += result.new
@@ -677,14 +718,19 @@ def _conversations(records: Iterable[AuditRecord], receipts: Collection[str]) ->
     }
 
 
+def place(r: Mapping[str, Any]) -> tuple[str, int, int]:
+    """Where a message-level record is in its chain: (chain, seq, entry), SINGLE for a whole record."""
+    return record_chain(r), r["seq"], r.get("entry", SINGLE)
+
+
 def trace(index: AuditIndex, message_id: str) -> list[AuditRecord]:
     """The records of the message, of its conversation and of the receipts about them, in time order
-    (at, region, seq). Empty when no record names the id."""
-    found: dict[tuple[str, int], AuditRecord] = {}
+    (at, region, seq, then entry). Empty when no record names the id."""
+    found: dict[tuple[str, int, int], AuditRecord] = {}
 
     def add(records: Iterable[AuditRecord]) -> None:
         for r in records:
-            found[(record_chain(r), r["seq"])] = r
+            found[place(r)] = r
 
     # The id itself, or a receipt or an unverifiable copy referring to it.
     first = index.records_with("message_id", [message_id]) + index.records_with("ref_id", [message_id])
@@ -698,7 +744,8 @@ def trace(index: AuditIndex, message_id: str) -> list[AuditRecord]:
     add(index.records_with("ref_id", ids))  # copies that failed verification but claimed one of the ids
     # Each receipt's own arrival back at the origin (received, verified), not the other messages it answers.
     add(index.records_with("message_id", _receipts(found.values()) - ids))
-    return journey(list(found.values()))
+    # journey's sort is stable: a batch record's entries (one at, region and seq) stay in entry order
+    return journey([found[k] for k in sorted(found)])
 
 
 def trace_conflicts(index: AuditIndex, message_id: str, records: Sequence[AuditRecord]) -> list[Conflict]:
@@ -714,8 +761,8 @@ def trace_conflicts(index: AuditIndex, message_id: str, records: Sequence[AuditR
         seqs.setdefault(record_chain(r), set()).add(r["seq"])
     for region, at in sorted(seqs.items()):
         found += index.conflicts_at(region, at)
-    unique = {(c["partition"], c["offset"], c["region"], c["seq"]): c for c in found}  # found by several lookups
-    return sorted(unique.values(), key=lambda c: (c["region"], c["seq"], c["partition"], c["offset"]))
+    unique = {(c["partition"], c["offset"], *place(c)): c for c in found}  # found by several lookups
+    return sorted(unique.values(), key=lambda c: (place(c), c["partition"], c["offset"]))
 
 
 def trace_document(index: AuditIndex, message_id: str) -> dict[str, Any] | None:
@@ -762,12 +809,18 @@ async def current_usage(kafka: KafkaConfig, target: str, region: str, subjects: 
                                      lambda index: usage_document(index, region, subjects))
 
 
+def _seq_shown(r: Mapping[str, Any]) -> str:
+    """A record's seq as the table shows it: `41.3` for entry 3 of batch record 41."""
+    return f"{r['seq']}.{r['entry']}" if "entry" in r else str(r["seq"])
+
+
 def _short_id(value: str) -> str:
     return value[-12:]  # a UUIDv7 begins with its timestamp, so ids of one conversation differ at the end
 
 
 def format_trace(doc: Mapping[str, Any]) -> str:
-    """A readable table of a trace document: one line per record, in time order."""
+    """A readable table of a trace document: one line per record, in time order (SEQ `41.3`: batch record 41's
+    entry 3)."""
     # The signer of the very envelope a row is about: a tampered copy that claims the id shows none.
     signers = {(r["message_id"], r["envelope_sha256"]): str(r["detail"]["signer"]) for r in doc["records"]
                if r["stage"] == "verified" and isinstance(r["detail"].get("signer"), str)}
@@ -788,7 +841,7 @@ def format_trace(doc: Mapping[str, Any]) -> str:
         )
         msg = r["message_id"]
         rows.append((
-            r["at"], record_chain(r), str(r["seq"]), r["stage"],
+            r["at"], record_chain(r), _seq_shown(r), r["stage"],
             (_short_id(msg) + (" (receipt)" if msg in receipts else "")) if msg else "-",
             signers.get((msg, r["envelope_sha256"]), "-"), (r["envelope_sha256"] or "-")[:12], r["hash"][:12], detail,
         ))
@@ -801,7 +854,7 @@ def format_trace(doc: Mapping[str, Any]) -> str:
         rows = [("REGION", "SEQ", "KIND", "AT", "STAGE", "MESSAGE", "RECORD", "OFFSET", "REASON")]
         for c in conflicts:
             r = c["record"]
-            rows.append((c["region"], str(c["seq"]), c["kind"], str(r.get("at", "-")), str(r.get("stage", "-")),
+            rows.append((c["region"], _seq_shown(c), c["kind"], str(r.get("at", "-")), str(r.get("stage", "-")),
                          _short_id(str(r.get("message_id") or "-")), str(c["hash"])[:12],
                          f"{c['partition']}:{c['offset']}", c["reason"]))
         lines += _table(rows)

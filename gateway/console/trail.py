@@ -128,7 +128,8 @@ def _hop(message_id: str, records: Sequence[Mapping[str, Any]], receipt_of: Mapp
 def journey_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     """The trace document (as `yrdx audit trace --json` prints it) with what the page draws: `lanes` (regions,
     origins first), `rows` (every record in time order, with its lane, ms after the first record, whether it is
-    about a receipt, and good/bad/info), `hops` (per message: origin, destination, outcome and step times)."""
+    about a receipt, good/bad/info, and `entry`: its position in a batch record, None for a whole record), `hops`
+    (per message: origin, destination, outcome and step times)."""
     records: list[Mapping[str, Any]] = list(doc.get("records") or ())
     receipts = set(doc.get("receipt_ids") or ())
     receipt_of: dict[str, str] = {}
@@ -146,7 +147,8 @@ def journey_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     first = records[0]["at"] if records else None
     rows = [{
         "at": r["at"], "after_ms": _ms_between(first, r["at"]), "region": r["region"], "lane": lanes.index(r["region"])
-        if r["region"] in lanes else 0, "chain": record_chain(r), "seq": r["seq"], "stage": r["stage"],
+        if r["region"] in lanes else 0, "chain": record_chain(r), "seq": r["seq"], "entry": r.get("entry"),
+        "stage": r["stage"],
         "kind": _kind(r["stage"]),
         "message_id": r["message_id"], "receipt": r["message_id"] in receipts,
         "envelope_sha256": r.get("envelope_sha256"), "hash": r["hash"],

@@ -1,7 +1,8 @@
 """The auditors' side end to end, on the session's exchange: `yrdx audit trace` follows a medical conversation
 over three regions (receipts included) with the gateways' certificate thumbprints, the HTTP route answers the same,
 `yrdx audit index --follow` killed mid-way resumes from its stored offset and indexes every record exactly once,
-and no audit record carries an ID number, a name or an amount from the sample payloads."""
+and no audit record carries an ID number, a name or an amount from the sample payloads. The gateways write batch
+records (trail format 3): the index and the trace hold them entry by entry, `(region, seq, entry)`."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 import orjson
 
 from gateway.audit.journey import flatten_segments
-from gateway.audit.model import record_hash
+from gateway.audit.model import all_entries, record_hash
 from gateway.crypto.jws import thumbprint_s256
 from gateway.crypto.keyfiles import load_certificate
 from gateway.dev.exchange import BUSINESS_TYPES
@@ -99,8 +100,12 @@ async def traced(config: Path, db: Path, msg_id: str, hops: dict[str, tuple[str,
         await asyncio.sleep(0.3)
 
 
+def sorted_keys(records: list[dict[str, Any]]) -> set[bytes]:
+    return {orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records}
+
+
 async def test_trace_follows_a_medical_conversation_across_three_regions_with_receipts_and_signers(
-    exchange: Exchange4, tmp_path: Path
+    exchange: Exchange4, kafka: Broker, tmp_path: Path
 ) -> None:
     # Anhui files a patient's relocation with Shanghai, Shanghai asks Anhui to settle, Anhui answers, and Anhui's
     # clearing statement to Zhejiang goes in the same conversation.
@@ -122,10 +127,14 @@ async def test_trace_follows_a_medical_conversation_across_three_regions_with_re
     assert doc["message_id"] == request["id"] and doc["correlation_ids"] == [conv]
     assert doc["message_ids"] == list(hops)  # in the order the conversation happened
     assert doc["regions"] == ["AH", "SH", "ZJ"]
-    assert [(r["at"], r["region"], r["seq"]) for r in records] == sorted((r["at"], r["region"], r["seq"])
-                                                                          for r in records)
-    for r in records:  # exactly the records the gateways wrote: each one's hash still computes
-        assert r["hash"] == record_hash(r["prev_hash"], r)
+    assert [(r["at"], r["region"], r["seq"], r.get("entry", -1)) for r in records] == sorted(
+        (r["at"], r["region"], r["seq"], r.get("entry", -1)) for r in records)
+    # Exactly the records the gateways wrote, message by message (a batch record's entries), whose hashes compute.
+    written = flatten_segments(r.value for r in await read_topic(kafka.bootstrap_servers, AUDIT_TOPIC, timeout_s=60))
+    assert sorted_keys(records) <= sorted_keys(all_entries(written))
+    assert any("entry" in r for r in records)  # the gateways write format 3
+    hashes = {r["hash"] for r in written if r["hash"] == record_hash(r["prev_hash"], r)}
+    assert {r["hash"] for r in records} <= hashes
     for msg, (origin, dest) in hops.items():
         mine = [r for r in records if r["message_id"] == msg]
         assert {r["stage"] for r in mine if r["region"] == origin} >= ORIGIN_STAGES
@@ -144,7 +153,7 @@ async def test_trace_follows_a_medical_conversation_across_three_regions_with_re
                  when[receipt, origin, "verified"], when[msg, origin, "receipt_received"]]
         assert chain == sorted(chain), (msg, chain)
     # Each stage has one record per message: nothing is listed twice.
-    assert len({(r["region"], r["seq"]) for r in records}) == len(records)
+    assert len({(r["region"], r["seq"], r.get("entry")) for r in records}) == len(records)
 
     # The table for people: every message's signer, short ids and hashes.
     code, text, err = await yrdx("audit", "trace", clearing["id"], "--config", str(config), "--db", str(db),
@@ -258,15 +267,18 @@ async def test_indexer_killed_midway_resumes_at_its_stored_offset_and_indexes_ev
 
     on_topic = [r for r in await read_topic(kafka.bootstrap_servers, AUDIT_TOPIC, timeout_s=60)
                 if r.offset < stopped_at]
-    # The restart read exactly the segments from the stored offset on, not one before it.
-    assert int(summary[2]) == len(flatten_segments(r.value for r in on_topic if r.offset >= killed_at))
-    # Every record is indexed exactly once (a different record under a known (region, seq), which would be a
-    # rewritten or forked chain, is kept in the conflicts table instead).
-    on_topic_keys = {(r["region"], r["seq"], r["hash"]) for r in flatten_segments(r.value for r in on_topic)}
+    # The restart read exactly the segments from the stored offset on, not one before it (counted message by
+    # message: a batch record's entries each).
+    assert int(summary[2]) == len(all_entries(flatten_segments(r.value for r in on_topic if r.offset >= killed_at)))
+    # Every record is indexed exactly once, a row per entry (a different record under a known (region, seq), which
+    # would be a rewritten or forked chain, is kept in the conflicts table instead).
+    on_topic_keys = {(r["region"], r["seq"], r.get("entry", -1), r["hash"])
+                     for r in all_entries(flatten_segments(r.value for r in on_topic))}
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        indexed = conn.execute("SELECT region, seq, hash FROM audit_records").fetchall()
-        conflicts = conn.execute("SELECT region, seq, hash FROM audit_conflicts").fetchall()
-    assert len(indexed) == len(set(indexed)) == len({(r, s) for r, s, _ in on_topic_keys})
+        indexed = conn.execute("SELECT region, seq, entry, hash FROM audit_records").fetchall()
+        conflicts = conn.execute("SELECT region, seq, entry, hash FROM audit_conflicts").fetchall()
+    assert len(indexed) == len(set(indexed)) == len({(r, s, e) for r, s, e, _ in on_topic_keys})
+    assert any(e >= 0 for _, _, e, _ in indexed)  # batch records' entries among them
     assert set(indexed) | set(conflicts) == on_topic_keys
 
 
@@ -320,7 +332,8 @@ async def test_no_audit_record_carries_an_id_number_a_name_or_an_amount(exchange
         assert final["status"] == "delivered", final
     await asyncio.sleep(0.5)  # the last periodic flush
 
-    records = flatten_segments(r.value for r in await read_topic(kafka.bootstrap_servers, AUDIT_TOPIC, timeout_s=60))
+    records = all_entries(flatten_segments(r.value for r in await read_topic(kafka.bootstrap_servers, AUDIT_TOPIC,
+                                                                             timeout_s=60)))
     assert {r["message_id"] for r in records} >= {r["id"] for r in doc["results"]}
     values = _sample_values()
     assert {"张三", "356.80", "33050099000010000001689700"} <= values and len(values) > 20

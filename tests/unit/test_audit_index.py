@@ -1,5 +1,7 @@
 """The audit index on hand-made segments (built with gateway.audit.model, as the gateways build them): storing
-batches idempotently and atomically, and tracing a conversation across regions with its receipts.
+batches idempotently and atomically, and tracing a conversation across regions with its receipts. Trails of batch
+records (format 3) are written by the real AuditTrail, beside the same appends one record per message (formats 1
+and 2, `batch_records=False`): indexed a row per entry, they trace as the same documents, plus `entry`.
 
 The backend behaviours below take an `index` fixture; here it is SQLite. tests/integration/
 test_audit_index_postgres.py runs the very same functions against SQLite and a real PostgreSQL server.
@@ -7,7 +9,10 @@ test_audit_index_postgres.py runs the very same functions against SQLite and a r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+import sqlite3
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,7 @@ import orjson
 import pytest
 import yaml
 
+from gateway.audit import trail as trail_module
 from gateway.audit.index import (
     AuditIndex,
     Batch,
@@ -27,9 +33,22 @@ from gateway.audit.index import (
     trace_document,
     usage_document,
 )
-from gateway.audit.model import GENESIS, Segment, checkpoint_bytes, parse_segment, record_hash
+from gateway.audit.model import (
+    GENESIS,
+    Checkpoint,
+    Segment,
+    all_entries,
+    checkpoint_bytes,
+    parse_segment,
+    record_hash,
+)
+from gateway.audit.trail import AuditTrail
 from gateway.config import ConfigError, parse_config
+from gateway.console.trail import journey_view
 from gateway.dev.exchange import init_exchange
+from gateway.kafka.memory import MemoryBroker, MemoryPublisher
+from gateway.state import StateStore
+from gateway.wire.regions import Topics
 
 TOPIC = "yrdx.audit"
 
@@ -119,11 +138,15 @@ class Scenario:
         return {(r["region"], r["seq"]) for r in self.records if r["message_id"] in message_ids}
 
 
+def fake_jws(content: bytes) -> str:
+    return "test-jws-over-" + content.hex()[:16]
+
+
 def segment_value(region: str, records: list[dict[str, Any]]) -> bytes:
+    """The segment as a gateway writes it (format 1, or 3 when a record is a batch record), a made-up signature."""
     last = records[-1]
-    fake_jws = "test-jws-over-" + checkpoint_bytes(region, last["seq"], last["hash"]).hex()[:16]
-    return orjson.dumps({"region": region, "records": records,
-                         "checkpoint": {"seq": last["seq"], "hash": last["hash"], "jws": fake_jws}})
+    cp = Checkpoint(region, last["seq"], last["hash"], fake_jws(checkpoint_bytes(region, last["seq"], last["hash"])))
+    return orjson.dumps(Segment(region, records, cp).to_json())
 
 
 SCENARIO = Scenario.build()
@@ -341,3 +364,211 @@ def test_usage_lists_the_verified_records_of_the_subjects_in_the_region(index: A
     assert [u["message_id"] for u in usage_document(index, "SH", [HOLDER, OTHER])["uses"]] == [A, B, D]
     assert usage_document(index, "JS", [HOLDER])["uses"] == []
     assert usage_document(index, "SH", ["3f" * 32])["uses"] == []
+
+
+# --- trail format 3: batch records, written by the real AuditTrail -------------------------------------------
+
+M1, M2, M3 = "0190a0b1-0000-7000-8000-0000000000c1", "0190a0b1-0000-7000-8000-0000000000c2", \
+    "0190a0b1-0000-7000-8000-0000000000c3"
+RECEIPT, GROUP = "0190a0b1-0000-7000-8000-0000000000ce", "0190a0b1-0000-7000-8000-0000000000c0"
+GROUPED = (M1, M2, M3)
+# What the gateways append for one ingress group of three messages AH -> SH, a step at a time (each step ends
+# with durable(): one segment): (region, [(stage, message_id, correlation_id, detail) for each append]).
+Step = tuple[str, list[tuple[str, str, str, dict[str, str]]]]
+BATCHED: list[Step] = [
+    ("AH", [*[("accepted", m, GROUP, {"platform": "ah-platform", "to": "SH"}) for m in GROUPED],
+            *[("published", m, GROUP, {"topic": "yrdx.sh.inbox"}) for m in GROUPED]]),
+    ("SH", [*[("received", m, "", {"source": f"yrdx.sh.inbox:0:{i}"}) for i, m in enumerate(GROUPED)],
+            *[("verified", m, GROUP, {"signer": SIGNER["AH"], "sender": "AH", "type": "medical.x", "subject": HOLDER})
+              for m in GROUPED],
+            *[("delivered", m, GROUP, {"platform": "sh-platform", "mode": "inbox"}) for m in GROUPED],
+            *[("receipt_sent", m, GROUP, {"receipt": RECEIPT, "outcome": "delivered"}) for m in GROUPED]]),
+    ("AH", [("received", RECEIPT, "", {"source": "yrdx.ah.inbox:0:1"}),
+            ("verified", RECEIPT, RECEIPT, {"signer": SIGNER["SH"], "sender": "SH", "type": "yrdx.receipt"}),
+            *[("receipt_received", m, RECEIPT, {"receipt": RECEIPT, "outcome": "delivered"}) for m in GROUPED]]),
+]
+ENTRIES = sum(len(appends) for _, appends in BATCHED)
+TRAIL_TOPICS = Topics("t")
+
+
+class FakeSigner:
+    """Checkpoints signed by no one: the index checks no signature without a trust store."""
+
+    def sign(self, content: bytes) -> str:
+        return fake_jws(content)
+
+
+@pytest.fixture
+def ticking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Record times a millisecond apart, one tick per record: causal order is time order in every format."""
+    ticks = itertools.count()
+    monkeypatch.setattr(trail_module, "utc_timestamp", lambda *_: _at(next(ticks)))
+
+
+async def written(root: Path, steps: Sequence[Step] = BATCHED, per_message: Collection[str] = ()) -> list[Segment]:
+    """`steps` through each region's AuditTrail (the regions in `per_message` with batch_records=False), as the
+    segments land on the audit topic."""
+    broker, trails = MemoryBroker(partitions=1), {}
+    for region, appends in steps:
+        if region not in trails:
+            trails[region] = AuditTrail(region, FakeSigner(), StateStore(root / f"{region}.sqlite"),  # type: ignore[arg-type]
+                                        MemoryPublisher(broker), topics=TRAIL_TOPICS,
+                                        batch_records=region not in per_message)
+        for stage, msg, corr, detail in appends:
+            trails[region].append(stage, msg, ENV.get(msg, "c" * 64), corr, **detail)
+        await trails[region].durable()
+    return [parse_segment(r.value, offset) for offset, r in enumerate(broker.records(TRAIL_TOPICS.audit))]
+
+
+def topic_batch(segments: Sequence[Segment]) -> Batch:
+    return Batch(TOPIC, [(0, s) for s in segments], {0: len(segments)})
+
+
+def unordered(records: Sequence[dict[str, Any]]) -> list[bytes]:
+    """Records to compare whatever their order and their keys' (PostgreSQL's jsonb orders keys its own way)."""
+    return sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records)
+
+
+def message_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """A trace document without where its records sit in their chains and when (what batching changes)."""
+    place = ("seq", "entry", "at", "prev_hash", "hash")
+    return {**doc, "records": [{k: v for k, v in r.items() if k not in place} for r in doc["records"]]}
+
+
+async def test_a_batched_trail_is_indexed_a_row_per_entry_and_traced_message_by_message(
+        index: AuditIndex, tmp_path: Path, ticking: None) -> None:
+    segments = await written(tmp_path)
+    raw = [r for s in segments for r in s.records]
+    assert {s.format for s in segments} == {3} and len(raw) == 9  # AH: 2 + 3 batch records, SH: 4
+    stored = index.store(topic_batch(segments))
+    assert (stored.new, stored.conflicts, stored.read) == (ENTRIES, 0, ENTRIES)
+    assert index.counts() == {"records": ENTRIES, "segments": 3, "conflicts": 0}
+    got = trace(index, M2)
+    assert len(got) == ENTRIES
+    assert unordered(got) == unordered(all_entries(raw))  # the entries exactly as written
+    # In chain order: time, region, seq, then the entry's position.
+    assert [(r["at"], r["region"], r["seq"], r["entry"]) for r in got] == sorted(
+        (r["at"], r["region"], r["seq"], r["entry"]) for r in got)
+    accepted = [r for r in got if r["stage"] == "accepted"]
+    assert [(r["message_id"], r["seq"], r["entry"]) for r in accepted] == [(M1, 1, 0), (M2, 1, 1), (M3, 1, 2)]
+    assert len({r["hash"] for r in accepted}) == 1  # one batch record covers them
+    for other in (M1, M3, RECEIPT):
+        assert trace(index, other) == got
+    assert index.store(topic_batch(segments)).new == 0  # read again: nothing doubled
+    assert index.counts()["records"] == ENTRIES
+
+
+async def test_a_batched_trail_traces_as_the_same_document_as_one_record_per_message(
+        tmp_path: Path, ticking: None) -> None:
+    docs = {}
+    for name, per_message in (("format 3", ()), ("format 1", ("AH", "SH"))):
+        segments = await written(tmp_path / name, per_message=per_message)
+        assert {s.format for s in segments} == ({1} if per_message else {3})
+        with open_index(tmp_path / name / "audit-index.sqlite") as ix:
+            ix.store(topic_batch(segments))
+            docs[name] = trace_document(ix, M1)
+    batched, single = docs["format 3"], docs["format 1"]
+    assert batched is not None and single is not None
+    assert message_view(batched) == message_view(single)
+    assert batched["message_ids"] == list(GROUPED) and batched["receipt_ids"] == [RECEIPT]
+    assert batched["signers"] == {**dict.fromkeys(GROUPED, SIGNER["AH"]), RECEIPT: SIGNER["SH"]}
+    assert all("entry" in r for r in batched["records"]) and not any("entry" in r for r in single["records"])
+    assert orjson.loads(orjson.dumps(batched)) == batched  # plain JSON
+    # The console's page draws the same rows, a batch record's entry with its position.
+    rows = journey_view(batched)["rows"]
+    assert [(r["seq"], r["entry"]) for r in rows] == [(r["seq"], r["entry"]) for r in batched["records"]]
+    assert {r["entry"] for r in journey_view(single)["rows"]} == {None}
+
+
+async def test_a_mixed_topic_indexes_and_traces_a_batched_chain_beside_one_of_a_record_per_message(
+        index: AuditIndex, tmp_path: Path, ticking: None) -> None:
+    segments = await written(tmp_path, per_message=("SH",))  # SH's gateway not yet upgraded: format 1
+    assert [s.format for s in segments] == [3, 1, 3]
+    assert index.store(topic_batch(segments)).new == ENTRIES
+    got = trace(index, M3)
+    assert {r["region"] for r in got if "entry" in r} == {"AH"}
+    assert {r["region"] for r in got if "entry" not in r} == {"SH"}
+    assert unordered(got) == unordered(all_entries(r for s in segments for r in s.records))
+    sh = [r for r in got if r["region"] == "SH"]
+    assert [r["seq"] for r in sh] == list(range(1, 13))  # a record per message, as before
+
+
+async def test_the_table_shows_a_batch_record_s_entries_at_seq_dot_entry(index: AuditIndex, tmp_path: Path,
+                                                                         ticking: None) -> None:
+    index.store(topic_batch(await written(tmp_path, per_message=("SH",))))
+    doc = trace_document(index, M1)
+    assert doc is not None
+    lines = format_trace(doc).splitlines()
+    rows = lines[lines.index(next(line for line in lines if line.startswith("AT "))) + 1:]
+    cells = [line.split()[1:4] for line in rows]
+    assert ["AH", "1.2", "accepted"] in cells and ["AH", "5.0", "receipt_received"] in cells
+    assert ["SH", "12", "receipt_sent"] in cells  # a whole record: its seq alone
+
+
+async def test_usage_reads_the_entries_of_batched_verified_records(index: AuditIndex, tmp_path: Path,
+                                                                   ticking: None) -> None:
+    index.store(topic_batch(await written(tmp_path)))
+    doc = usage_document(index, "SH", [HOLDER])
+    assert [(u["message_id"], u["from"], u["type"]) for u in doc["uses"]] == [(m, "AH", "medical.x") for m in GROUPED]
+    assert usage_document(index, "AH", [HOLDER])["uses"] == []
+
+
+async def test_another_record_under_a_batch_record_s_seq_adds_no_row_and_is_reported(
+        index: AuditIndex, tmp_path: Path, ticking: None) -> None:
+    """A fork whose batch record names one message more, and one with a single record at a batch record's seq:
+    neither lands beside the rows of the record indexed first."""
+    segments = await written(tmp_path)
+    index.store(topic_batch(segments))
+    accepted = segments[0].records[0]
+    ghost = "0190a0b1-0000-7000-8000-0000000000c4"
+    wider = {**accepted, "entries": [*accepted["entries"], [ghost, GROUP, "d" * 64, {"platform": "ah-platform"}]]}
+    wider["hash"] = record_hash(wider["prev_hash"], wider)
+    single = {**accepted, "message_id": ghost, "correlation_id": GROUP, "envelope_sha256": "d" * 64}
+    del single["entries"]
+    single["hash"] = record_hash(single["prev_hash"], single)
+    forks = [parse_segment(segment_value("AH", [r]), offset) for offset, r in enumerate((wider, single), start=10)]
+    stored = index.store(Batch(TOPIC, [(0, s) for s in forks], {0: 12}))
+    assert (stored.new, stored.conflicts) == (0, 5)  # four entries and one record, all rewritten
+    assert index.counts()["records"] == ENTRIES and index.records_with("message_id", [ghost]) == []
+    doc = trace_document(index, ghost)
+    assert doc is not None and doc["records"] == []
+    assert [(c["kind"], c["offset"], c.get("entry"), c["record"]["message_id"]) for c in doc["conflicts"]] == [
+        ("rewritten", 11, None, ghost), ("rewritten", 10, 3, ghost)]
+
+
+def test_a_batch_record_with_a_bad_entry_is_skipped_not_indexed() -> None:
+    entry = [M1, GROUP, "c" * 64, {"platform": "ah-platform"}]
+    base = {"seq": 1, "region": "AH", "message_id": "", "correlation_id": "", "stage": "accepted",
+            "at": _at(0), "envelope_sha256": None, "detail": {}, "prev_hash": GENESIS}
+
+    def value(*listed: list[Any]) -> bytes:
+        body = {**base, "entries": list(listed)}
+        body["hash"] = record_hash(GENESIS, body)
+        return segment_value("AH", [body])
+
+    bad = [value([M1, GROUP, "c" * 64, {"x": "a\x00b"}]),  # NUL: PostgreSQL cannot hold it
+           value([M1, GROUP, 7, {}]), value([M1, 1, None, {}]), value(["", GROUP, None, {}]), value([M1, GROUP, None]),
+           value()]
+    good = value(entry, [M2, GROUP, None, {}])
+    segments, skipped = decode_segments([(0, 0, good), *((0, i, v) for i, v in enumerate(bad, start=1)),
+                                         (0, 9, good)])
+    assert skipped == len(bad) and [s.offset for _, s in segments] == [0, 9]
+
+
+def test_an_index_of_the_layout_before_batch_records_is_rebuilt_from_the_topic(tmp_path: Path) -> None:
+    path = tmp_path / "layout-3.sqlite"
+    with closing(sqlite3.connect(path)) as db, db:  # layout 3: one row per record, keyed by (region, seq)
+        db.execute("CREATE TABLE audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO audit_meta VALUES ('schema', '3')")
+        db.execute("CREATE TABLE audit_records (region TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL, "
+                   "PRIMARY KEY (region, seq))")
+        db.execute("INSERT INTO audit_records VALUES ('AH', 1, '')")
+        db.execute("CREATE TABLE audit_positions (topic TEXT NOT NULL, partition INTEGER NOT NULL, "
+                   "next_offset INTEGER NOT NULL, PRIMARY KEY (topic, partition))")
+        db.execute("INSERT INTO audit_positions VALUES ('yrdx.audit', 0, 99)")
+    with open_index(path) as ix:
+        assert ix.positions(TOPIC) == {} and ix.counts()["records"] == 0  # read again from the beginning
+        assert ix.store(SCENARIO.batch()).new == len(SCENARIO.records)
+    with open_index(path) as ix:  # and kept when opened again
+        assert ix.positions(TOPIC) == {0: len(SCENARIO.segments)}
+        assert ix.counts()["records"] == len(SCENARIO.records)

@@ -4,8 +4,9 @@ one: the genuine records are indexed when they arrive, the forged ones are kept 
 position on the topic and why), and a trace names the conflicts that touch its messages.
 
 Chains are written with real keys, record by record as the gateways write them (tests/unit/test_audit_verify.py's
-World). The backend behaviours take the `index` fixture; tests/integration/test_audit_index_forgery_postgres.py
-runs them against PostgreSQL as well.
+World), and in batch records (trail format 3) by the real AuditTrail: a batch record kept apart is kept entry by
+entry, so the trace of any message it names shows it. The backend behaviours take the `index` fixture;
+tests/integration/test_audit_index_forgery_postgres.py runs them against PostgreSQL as well.
 """
 
 from __future__ import annotations
@@ -28,14 +29,18 @@ from gateway.audit.index import (
     trace,
     trace_document,
 )
-from gateway.audit.model import GENESIS, Checkpoint, Segment, checkpoint_bytes, record_hash
+from gateway.audit.model import GENESIS, Checkpoint, Segment, all_entries, checkpoint_bytes, parse_segment, record_hash
+from gateway.audit.trail import AuditTrail
 from gateway.crypto.jws import Signer, b64url_encode
 from gateway.crypto.trust import TrustStore
 from gateway.dev.pki import PkiLayout, init_pki, issue_gateway_cert, make_ca
-from gateway.wire.regions import REGIONS
+from gateway.kafka.memory import MemoryBroker, MemoryPublisher
+from gateway.state import StateStore
+from gateway.wire.regions import REGIONS, Topics
 from tests.unit.test_audit_verify import MSG, World, relay, signer_of
 
 TOPIC = "yrdx.audit"
+TOPICS = Topics("t")
 Sign = Callable[[bytes], str]  # checkpoint bytes -> a JWS
 
 
@@ -296,3 +301,77 @@ def test_an_index_of_the_old_layout_is_rebuilt_from_the_topic(tmp_path: Path, wo
 def test_check_segments_takes_a_genuine_trail_whole(world: World, trust: TrustStore) -> None:
     assert checked(laid(world.topic), trust).refused == {}
     assert checked(laid(world.topic), None).refused == {}
+
+
+# --- batch records (trail format 3), written by the real AuditTrail with ZJ's key --------------------------------
+
+BATCHED = ("01a20000-0000-7000-8000-0000000000b1", "01a20000-0000-7000-8000-0000000000b2",
+           "01a20000-0000-7000-8000-0000000000b3")
+
+
+@pytest.fixture
+async def batched_zj(pki: PkiLayout, tmp_path: Path) -> list[Segment]:
+    """ZJ receiving, verifying and delivering three messages of one consumed batch: a batch record per stage."""
+    broker = MemoryBroker(partitions=1)
+    zj = AuditTrail("ZJ", signer_of(pki, "ZJ"), StateStore(tmp_path / "zj.sqlite"), MemoryPublisher(broker),
+                    topics=TOPICS)
+    zj.append("checkpoint", "", None)
+    for stage, detail in (("received", {"source": "inbox:0:1"}), ("verified", {"signer": "x", "sender": "SH"}),
+                          ("delivered", {"platform": "zj-platform", "mode": "webhook"})):
+        for msg in BATCHED:
+            zj.append(stage, msg, "e" * 64, "conv-b", **detail)
+    await zj.durable()
+    zj.append("checkpoint", "", None)
+    await zj.durable()
+    segments = laid([parse_segment(r.value) for r in broker.records(TOPICS.audit)])
+    assert [len(s.records) for s in segments] == [4, 1] and segments[0].format == 3
+    return segments
+
+
+def batch_not_delivered(r: dict[str, Any]) -> None:
+    """The forger's story for a batch record: ZJ refused the three messages instead of delivering them."""
+    if r["stage"] == "delivered":
+        r["stage"] = "rejected"
+        r["entries"] = [[msg, corr, sha, {"reason": "bad_signature"}] for msg, corr, sha, _ in r["entries"]]
+
+
+async def test_a_forged_batched_chain_is_kept_apart_entry_by_entry(index: AuditIndex, batched_zj: list[Segment],
+                                                                   pki: PkiLayout, trust: TrustStore) -> None:
+    forged = rechain(batched_zj, batch_not_delivered, signers(pki)["another key under ZJ's header"])
+    assert forged[0].format == 3
+    stored = index.store(checked(laid([*forged, *batched_zj]), trust))
+    entries = len(all_entries(r for s in batched_zj for r in s.records))
+    assert (stored.new, stored.conflicts) == (entries, entries)  # 3 stages x 3 messages and 2 checkpoints each
+    for i, msg in enumerate(BATCHED):
+        doc = trace_document(index, msg)
+        assert doc is not None
+        # The conversation's nine entries, the genuine ones, in chain order
+        assert [(r["stage"], r["seq"], r["entry"]) for r in doc["records"]] == [
+            (stage, seq, e) for seq, stage in ((2, "received"), (3, "verified"), (4, "delivered")) for e in range(3)]
+        assert doc["records"] == [e for e in all_entries(batched_zj[0].records) if e["message_id"]]
+        # The forger's entries for this message, and every entry at the places of its records.
+        assert kinds(doc["conflicts"]) == {"forged"} and {c["offset"] for c in doc["conflicts"]} == {0}
+        assert {(c["seq"], c["entry"]) for c in doc["conflicts"]} == {(s, e) for s in (2, 3, 4) for e in range(3)}
+        mine = [c for c in doc["conflicts"] if c["record"]["message_id"] == msg]
+        assert [(c["record"]["stage"], c["entry"], c["record"]["entry"]) for c in mine] == [
+            ("received", i, i), ("verified", i, i), ("rejected", i, i)]
+        assert mine[-1]["record"]["detail"] == {"reason": "bad_signature"}
+        assert all(c["hash"] == c["record"]["hash"] for c in doc["conflicts"])
+        text = format_trace(doc)
+        assert f" 4.{i} " in text and "rejected" in text.split("CONFLICTS: ")[1]
+
+
+async def test_a_batch_record_whose_entry_was_changed_is_kept_apart_as_edited(
+        index: AuditIndex, batched_zj: list[Segment], trust: TrustStore) -> None:
+    genuine = batched_zj[0]
+    records = copy.deepcopy(genuine.records)
+    records[3]["entries"][1][3] = {"platform": "someone-else", "mode": "webhook"}  # M2's delivery, hash unchanged
+    edited = Segment("ZJ", records, genuine.checkpoint)
+    index.store(checked(laid([edited, *batched_zj]), trust))
+    doc = trace_document(index, BATCHED[1])
+    assert doc is not None
+    assert next(r for r in doc["records"] if r["stage"] == "delivered")["detail"]["platform"] == "zj-platform"
+    assert kinds(doc["conflicts"]) == {"edited"} and {c["offset"] for c in doc["conflicts"]} == {0}
+    assert all(c["reason"] == "record 4 does not match its hash" for c in doc["conflicts"])
+    changed = next(c for c in doc["conflicts"] if c["record"]["detail"].get("platform") == "someone-else")
+    assert (changed["seq"], changed["entry"], changed["record"]["message_id"]) == (4, 1, BATCHED[1])

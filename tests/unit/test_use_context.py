@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 
 from gateway.audit.index import Batch, decode_segments, open_index, usage_document
 from gateway.audit.journey import flatten_segments
+from gateway.audit.model import all_entries
 from gateway.audit.trail import AuditTrail
 from gateway.config import ConfigError, load_config
 from gateway.crypto.jws import Signer
@@ -28,6 +30,7 @@ from gateway.state import StateStore
 from gateway.wire import envelope
 from gateway.wire.envelope import EnvelopeError, Operator
 from gateway.wire.problems import Problem
+from tests.unit import _relay
 from tests.unit._relay import REGION, close, harness
 
 REGISTRY = SchemaRegistry.load()
@@ -179,7 +182,8 @@ def test_a_case_message_audits_its_stage(tmp_path: Path) -> None:
 # --- egress: the receiver decides by its own registry ---------------------------------------------------
 
 def audit_records(h: Any) -> list[dict[str, Any]]:
-    return flatten_segments(r.value for r in h.broker.records(h.cfg.topics.audit))
+    """The trail message by message (a batch record's entries each)."""
+    return all_entries(flatten_segments(r.value for r in h.broker.records(h.cfg.topics.audit)))
 
 
 async def test_the_receiver_dead_letters_a_query_without_use_context(tmp_path: Path) -> None:
@@ -217,8 +221,12 @@ async def test_the_receiver_dead_letters_every_query_without_an_allowed_purpose(
         await close(h)
 
 
-async def test_usage_lists_the_identity_verifications_of_a_subject(tmp_path: Path) -> None:
-    """The holder's region lists who verified the holder's identity and why; a refused query is not a use."""
+@pytest.mark.parametrize("batch_records", [True, False], ids=["format 3", "format 1"])
+async def test_usage_lists_the_identity_verifications_of_a_subject(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   batch_records: bool) -> None:
+    """The holder's region lists who verified the holder's identity and why; a refused query is not a use. The
+    same from a trail of batch records as from one of a record per message."""
+    monkeypatch.setattr(_relay, "AuditTrail", functools.partial(AuditTrail, batch_records=batch_records))
     h = await harness(tmp_path)
     try:
         holder = REGISTRY.examples(IDENTITY)[0]["id_hash"]
@@ -229,6 +237,9 @@ async def test_usage_lists_the_identity_verifications_of_a_subject(tmp_path: Pat
         h.send("AH", IDENTITY, payload=other, operator=Operator("AH-OP-0003", "clerk"), use_cause="gov_service")
         await h.drain()
         values = [(r.partition, r.offset, r.value) for r in h.broker.records(h.cfg.topics.audit)]
+        verified = [r for r in flatten_segments(v for _, _, v in values) if r["stage"] == "verified"]
+        # JS's and AH's queries (ZJ's purpose is refused first), in batch records (format 3) or not (format 1)
+        assert {"entries" in r for r in verified} == {batch_records} and len(all_entries(verified)) == 2
         segments, skipped = decode_segments(values)
         index = open_index(tmp_path / "index.sqlite")
         try:

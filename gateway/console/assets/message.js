@@ -37,6 +37,11 @@
     return bits.join(" · ");
   }
 
+  // A record's place in its chain: `41.3` for entry 3 of batch record 41 (trail format 3), else its seq.
+  function place(row) {
+    return row.entry == null ? String(row.seq) : `${row.seq}.${row.entry}`;
+  }
+
   function timeline(doc) {
     const lanes = doc.lanes;
     const grid = document.getElementById("timeline");
@@ -55,8 +60,9 @@
           h("span", {class: `rec ${row.kind === "good" ? "" : row.kind}${row.receipt ? " receipt" : ""}`,
             title: `${row.at} · record ${row.hash.slice(0, 16)}… ${describe(row)}`,
             dataset: {region: row.region, chain: row.chain, stage: row.stage, seq: String(row.seq),
+              entry: row.entry == null ? "" : String(row.entry),
               messageId: row.message_id}},
-          row.stage, h("span", {class: "seq"}, `#${row.seq}`), who ? h("span", {class: "who"}, who) : null)));
+          row.stage, h("span", {class: "seq"}, `#${place(row)}`), who ? h("span", {class: "who"}, who) : null)));
       });
     }
     replace(grid, cells);
@@ -66,7 +72,7 @@
     const head = h("tr", {}, ["at", "chain", "seq", "stage", "message", "envelope", "record", "detail"]
       .map((c) => h("th", {}, c)));
     const rows = doc.rows.map((r) => h("tr", {},
-      h("td", {class: "mono"}, r.at), h("td", {}, r.chain), h("td", {class: "num"}, String(r.seq)),
+      h("td", {class: "mono"}, r.at), h("td", {}, r.chain), h("td", {class: "num"}, place(r)),
       h("td", {}, r.stage), h("td", {class: "mono", title: r.message_id}, shortId(r.message_id) +
         (r.receipt ? " (receipt)" : "")),
       h("td", {class: "mono"}, (r.envelope_sha256 || "–").slice(0, 12)), h("td", {class: "mono"}, r.hash.slice(0, 12)),
@@ -99,7 +105,7 @@
   async function load() {
     try {
       const doc = await api(`/api/messages/${encodeURIComponent(id)}`);
-      const key = JSON.stringify(doc.records.map((r) => [r.region, r.seq]));
+      const key = JSON.stringify(doc.records.map((r) => [r.region, r.seq, r.entry]));
       if (key !== last) {
         last = key;
         quietSince = Date.now();
