@@ -28,8 +28,11 @@ from tests.unit.test_audit_index import (  # the same behaviours, collected here
     keys,
     test_a_batch_stores_its_records_checkpoints_and_position_together,
     test_a_batch_that_fails_midway_leaves_neither_records_nor_position,
+    test_a_batched_trail_is_indexed_a_row_per_entry_and_traced_message_by_message,
     test_a_different_record_under_a_known_seq_is_kept_apart_as_a_conflict,
+    test_a_mixed_topic_indexes_and_traces_a_batched_chain_beside_one_of_a_record_per_message,
     test_an_unknown_message_has_no_trace,
+    test_another_record_under_a_batch_record_s_seq_adds_no_row_and_is_reported,
     test_reindexing_the_same_segments_stores_each_record_once,
     test_the_stored_position_never_moves_back,
     test_trace_document_names_messages_receipts_and_signers,
@@ -37,6 +40,8 @@ from tests.unit.test_audit_index import (  # the same behaviours, collected here
     test_trace_is_the_same_from_any_message_of_the_conversation_or_its_receipts,
     test_trace_orders_records_by_time_then_region_then_seq,
     test_usage_lists_the_verified_records_of_the_subjects_in_the_region,
+    test_usage_reads_the_entries_of_batched_verified_records,
+    ticking,
 )
 from tests.unit.test_audit_replicas import (  # a region's replicas' chains side by side, on both backends
     clock,
@@ -46,6 +51,11 @@ from tests.unit.test_audit_replicas import (  # a region's replicas' chains side
 )
 
 __all__ = [
+    "test_a_batched_trail_is_indexed_a_row_per_entry_and_traced_message_by_message",
+    "test_a_mixed_topic_indexes_and_traces_a_batched_chain_beside_one_of_a_record_per_message",
+    "test_another_record_under_a_batch_record_s_seq_adds_no_row_and_is_reported",
+    "test_usage_reads_the_entries_of_batched_verified_records",
+    "ticking",
     "test_a_batch_stores_its_records_checkpoints_and_position_together",
     "test_a_batch_that_fails_midway_leaves_neither_records_nor_position",
     "test_a_different_record_under_a_known_seq_is_kept_apart_as_a_conflict",
