@@ -53,6 +53,7 @@ import orjson
 
 from gateway.audit.journey import journey
 from gateway.audit.model import (
+    CHAIN_SEPARATOR,
     AuditFormatError,
     AuditRecord,
     Segment,
@@ -398,9 +399,9 @@ class _Sqlite:
 
     def select_subject(self, region: str, stage: str, subjects: Sequence[str]) -> list[dict[str, Any]]:
         marks = ", ".join("?" * len(subjects))
-        sql = (f"SELECT {_TABLES['audit_records'][0]} FROM audit_records WHERE region = ? AND stage = ? "  # noqa: S608
-               f"AND json_extract(detail, '$.subject') IN ({marks}) ORDER BY seq, entry")
-        rows = self._db.execute(sql, (region, stage, *subjects))
+        sql = (f"SELECT {_TABLES['audit_records'][0]} FROM audit_records WHERE (region = ? OR region LIKE ?) "  # noqa: S608
+               f"AND stage = ? AND json_extract(detail, '$.subject') IN ({marks}) ORDER BY at, region, seq, entry")
+        rows = self._db.execute(sql, (region, _replica_chains(region), stage, *subjects))
         return [{**dict(zip(_RECORD_KEYS, row, strict=True)), "detail": orjson.loads(row[7])} for row in rows]
 
     def close(self) -> None:
@@ -465,13 +466,19 @@ class _Postgres:
         return {"records": int(row[0]), "segments": int(row[1]), "conflicts": int(row[2])}
 
     def select_subject(self, region: str, stage: str, subjects: Sequence[str]) -> list[dict[str, Any]]:
-        sql = (f"SELECT {_TABLES['audit_records'][0]} FROM audit_records WHERE region = %s AND stage = %s "  # noqa: S608
-               "AND detail->>'subject' = ANY(%s) ORDER BY seq, entry")
-        rows = self._db.execute(sql, (region, stage, list(subjects)))
+        sql = (f"SELECT {_TABLES['audit_records'][0]} FROM audit_records WHERE (region = %s OR region LIKE %s) "  # noqa: S608
+               "AND stage = %s AND detail->>'subject' = ANY(%s) ORDER BY at, region, seq, entry")
+        rows = self._db.execute(sql, (region, _replica_chains(region), stage, list(subjects)))
         return [dict(zip(_RECORD_KEYS, row, strict=True)) for row in rows.fetchall()]
 
     def close(self) -> None:
         self._db.close()
+
+
+def _replica_chains(region: str) -> str:
+    """A LIKE pattern of the region's replica chains (`SH/...`; the `region` column holds chain ids). Region
+    codes are letters: no wildcard to escape."""
+    return f"{region}{CHAIN_SEPARATOR}%"
 
 
 def _masked(dsn: str) -> str:

@@ -40,6 +40,7 @@ from tests.unit.test_audit_index import (  # the same behaviours, collected here
     test_trace_is_the_same_from_any_message_of_the_conversation_or_its_receipts,
     test_trace_orders_records_by_time_then_region_then_seq,
     test_usage_lists_the_verified_records_of_the_subjects_in_the_region,
+    test_usage_reads_every_replica_chain_of_the_region,
     test_usage_reads_the_entries_of_batched_verified_records,
     ticking,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "test_another_record_under_a_batch_record_s_seq_adds_no_row_and_is_reported",
     "test_usage_reads_the_entries_of_batched_verified_records",
     "ticking",
+    "test_usage_reads_every_replica_chain_of_the_region",
     "test_a_batch_stores_its_records_checkpoints_and_position_together",
     "test_a_batch_that_fails_midway_leaves_neither_records_nor_position",
     "test_a_different_record_under_a_known_seq_is_kept_apart_as_a_conflict",

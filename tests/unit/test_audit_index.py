@@ -513,6 +513,21 @@ async def test_usage_reads_the_entries_of_batched_verified_records(index: AuditI
     assert usage_document(index, "AH", [HOLDER])["uses"] == []
 
 
+async def test_usage_reads_every_replica_chain_of_the_region(index: AuditIndex, tmp_path: Path,
+                                                             ticking: None) -> None:
+    """A region running replicas indexes its records under chain ids (`SH/sh-a`): usage asks for the region."""
+    broker = MemoryBroker(partitions=1)
+    for instance, msg in (("sh-a", M1), ("sh-b", M2)):
+        trail = AuditTrail("SH", FakeSigner(), StateStore(tmp_path / f"{instance}.sqlite"),  # type: ignore[arg-type]
+                           MemoryPublisher(broker), topics=TRAIL_TOPICS, instance_id=instance)
+        trail.append("verified", msg, "c" * 64, GROUP, signer=SIGNER["AH"], sender="AH", type="medical.x",
+                     subject=HOLDER)
+        await trail.durable()
+    index.store(topic_batch([parse_segment(r.value, o) for o, r in enumerate(broker.records(TRAIL_TOPICS.audit))]))
+    assert [u["message_id"] for u in usage_document(index, "SH", [HOLDER])["uses"]] == [M1, M2]
+    assert usage_document(index, "S", [HOLDER])["uses"] == []  # a prefix of a region is not the region
+
+
 async def test_another_record_under_a_batch_record_s_seq_adds_no_row_and_is_reported(
         index: AuditIndex, tmp_path: Path, ticking: None) -> None:
     """A fork whose batch record names one message more, and one with a single record at a batch record's seq:
