@@ -5,10 +5,18 @@ each region, the contiguous run of its chain from the first picked record to the
 last one, whose signed checkpoint covers the whole run through the hash links; plus the root certificates, the
 gateway certificates that signed those checkpoints, the selection and the export time. Format:
 
-    {"format": "yrdx-audit-bundle/1", "exported_at": "...",
+    {"format": "yrdx-audit-bundle/2", "exported_at": "...",
      "selection": {"messages": [...], "conversation": ..., "from": ..., "to": ...},
      "certificates": {"roots": [PEM, ...], "gateways": [PEM, ...]},
      "segments": [{"region", "offset", "records": [...], "checkpoint": {"seq", "hash", "jws"}}, ...]}
+
+Messages are selected entry by entry (model.entries), but records travel whole, as the chain holds them: a batch
+record of trail format 3 comes with all its entries, since its hash (and so the checkpoint) covers every one.
+The other messages' entries that come along are ids, hashes and codes only, never personal data (as every audit
+record: gateway.audit.trail), and the selection does not name them. A bundle holding a batch record is
+`yrdx-audit-bundle/2`: a reader of /1 would take its format-3 segments for damaged ones, so it must refuse the file
+instead. A bundle of records in formats 1 and 2 only stays `yrdx-audit-bundle/1`, readable by older tools; both
+are read.
 
 `yrdx audit verify --bundle FILE` checks it with gateway.audit.verify on a machine with no Kafka and no
 gateway; `yrdx audit prove --bundle FILE --envelope FILE` shows that an envelope a platform kept is, byte for
@@ -35,17 +43,20 @@ from gateway.audit.model import (
     AuditFormatError,
     AuditRecord,
     Segment,
+    all_entries,
     parse_segment,
     record_chain,
     segment_fault,
 )
-from gateway.audit.verify import Fault, Report, verify_segments
+from gateway.audit.verify import Fault, Report, position, verify_segments
 from gateway.crypto.jws import JwsError, parse_detached
 from gateway.crypto.trust import TrustError, TrustStore
 from gateway.wire.envelope import timestamp_or_none, utc_timestamp
 
 __all__ = [
     "BUNDLE_FORMAT",
+    "READ_BUNDLE_FORMATS",
+    "RECORD_BUNDLE_FORMAT",
     "Bundle",
     "BundleError",
     "Evidence",
@@ -60,7 +71,9 @@ __all__ = [
     "verify_bundle",
 ]
 
-BUNDLE_FORMAT: Final = "yrdx-audit-bundle/1"
+BUNDLE_FORMAT: Final = "yrdx-audit-bundle/2"  # a bundle that holds a batch record (trail format 3)
+RECORD_BUNDLE_FORMAT: Final = "yrdx-audit-bundle/1"  # one record per message only (formats 1 and 2)
+READ_BUNDLE_FORMATS: Final = (RECORD_BUNDLE_FORMAT, BUNDLE_FORMAT)
 
 # Where a message's envelope hash is recorded (model.ORIGIN_STAGES at its origin, these at its destination), and
 # what must match the envelope a platform kept.
@@ -116,13 +129,14 @@ def select_records(
     start: dt.datetime | None = None,
     end: dt.datetime | None = None,
 ) -> tuple[set[RecordKey], tuple[str, ...]]:
-    """The records picked (as region, seq, hash) and the messages whose records they hold in full.
+    """The records picked (as chain, seq, hash) and the messages whose records they hold in full.
 
     A message brings its receipts' records too (journey.journey), a conversation all records with that
     correlation id and those of their messages, a window every record whose `at` falls in it plus the other
-    records of the messages it touches (so that both sides of each message are in the bundle).
+    records of the messages it touches (so that both sides of each message are in the bundle). Messages are
+    looked for entry by entry; a batch record is picked as a whole (an entry's key is its record's).
     """
-    records = [r for seg in segments for r in seg.records]
+    records = all_entries(r for seg in segments for r in seg.records)
     if message is not None:
         ids = {message}
         window: list[dict[str, Any]] = []
@@ -176,8 +190,9 @@ def build_bundle(
         cert = trust.certificate(thumbprint)
         if cert is not None:
             gateways.setdefault(thumbprint, _pem(cert))
+    batched = any("entries" in r for s in out for r in s["records"])
     return {
-        "format": BUNDLE_FORMAT,
+        "format": BUNDLE_FORMAT if batched else RECORD_BUNDLE_FORMAT,
         "exported_at": utc_timestamp(),
         "selection": selection.to_json(),
         "certificates": {"roots": [_pem(c) for c in trust.roots], "gateways": list(gateways.values())},
@@ -201,8 +216,8 @@ def load_bundle(path: Path) -> Bundle:
         doc = orjson.loads(Path(path).read_bytes())
     except orjson.JSONDecodeError as e:
         raise BundleError(f"not JSON: {e}") from e
-    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"not a bundle (format {BUNDLE_FORMAT!r} expected)")
+    if not isinstance(doc, dict) or doc.get("format") not in READ_BUNDLE_FORMATS:
+        raise BundleError(f"not a bundle (format {' or '.join(map(repr, READ_BUNDLE_FORMATS))} expected)")
     certs, sel, segments = doc.get("certificates"), doc.get("selection"), doc.get("segments")
     if not isinstance(certs, dict) or not isinstance(sel, dict) or not isinstance(segments, list):
         raise BundleError("a bundle needs certificates, selection and segments")
@@ -285,7 +300,8 @@ def verify_bundle(bundle: Bundle, trust: TrustStore) -> Report:
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """One record of the bundle about the envelope's message, and whether it names the envelope's hash."""
+    """One record of the bundle about the envelope's message (its entry, in a batch record), and whether it names
+    the envelope's hash."""
 
     at: str
     region: str
@@ -293,6 +309,11 @@ class Evidence:
     stage: str
     matches: bool
     checkpoint: tuple[int, str] | None  # the first checkpoint that holds at or after it: (seq, who signed it)
+    entry: int | None = None  # its position in a batch record (trail format 3)
+
+    @property
+    def where(self) -> str:
+        return position(self.seq, self.entry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,18 +351,19 @@ def prove(bundle: Bundle, trust: TrustStore, envelope: bytes) -> Proof:
     report = verify_bundle(bundle, trust)
     segments, _ = _segments(bundle)
     signed_by = _signatures(segments, trust)
-    mine: list[tuple[str, str, AuditRecord]] = [(seg.region, seg.chain, r) for seg in segments for r in seg.records
+    mine: list[tuple[str, str, AuditRecord]] = [(seg.region, seg.chain, r) for seg in segments for r in seg.entries()
                                                 if r.get("message_id") == mid]
-    mine.sort(key=lambda x: (str(x[2].get("at")), x[1], _seq(x[2])))
+    mine.sort(key=lambda x: (str(x[2].get("at")), x[1], _seq(x[2]), x[2].get("entry", -1)))
     problems: list[str] = []
     evidence: list[Evidence] = []
     for _, chain, r in mine:  # evidence names the chain (the region, or one of its replicas')
         same = r.get("envelope_sha256") == sha
         seq = _seq(r)
         cover = next(((s, who) for s, who in signed_by.get(chain, []) if s >= seq), None)
-        evidence.append(Evidence(str(r.get("at")), chain, seq, str(r.get("stage")), same, cover))
+        e = Evidence(str(r.get("at")), chain, seq, str(r.get("stage")), same, cover, r.get("entry"))
+        evidence.append(e)
         if r.get("stage") in MUST_MATCH and not same:
-            problems.append(f"{chain} record {seq} ({r.get('stage')}) names another envelope hash")
+            problems.append(f"{chain} record {e.where} ({r.get('stage')}) names another envelope hash")
     origin = [r for region, _, r in mine if r.get("stage") in ORIGIN_STAGES and region == sender]
     destination = [(region, r) for region, _, r in mine if r.get("stage") in DESTINATION_STAGES]
     if not origin:
@@ -369,7 +391,7 @@ def format_proof(proof: Proof) -> str:
         signed = f"checkpoint {e.checkpoint[0]} signed by {e.checkpoint[1]}" if e.checkpoint else \
             "no checkpoint that holds"
         mark = "matches" if e.matches else "DIFFERS"
-        lines.append(f"  {e.at}  {e.region}  {e.seq:>6}  {e.stage:<16} envelope sha256 {mark:<8} {signed}")
+        lines.append(f"  {e.at}  {e.region}  {e.where:>6}  {e.stage:<16} envelope sha256 {mark:<8} {signed}")
     report = proof.report
     if report is not None and report.ok:
         lines.append(f"bundle: {report.records} records in {report.segments} segments verify "

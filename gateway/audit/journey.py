@@ -3,9 +3,11 @@
 `read_trail` is the one reader of the topic for the auditors' tools: every record of `yrdx.audit` in topic order,
 read from the beginning to its end as it is when the call starts with gateway.kafka.reader (outside any consumer
 group: nothing is committed, no gateway is disturbed); `model.parse_values` turns them into segments.
-`read_audit_records` flattens those segments into their records. `journey` is pure: it picks the records of one
-message across all regions, in time order. `yrdx demo` prints such a journey; `yrdx audit trace` orders its
-records the same way.
+`flatten_segments` flattens those segments into their records as written (for chain checks);
+`read_audit_records` reads the topic message by message (model.all_entries: each entry of a batch record of trail
+format 3 as a record of its own, with its position `entry`), for the tools that look for a message. `journey` is
+pure: it picks the records of one message across all regions, entry by entry, in time order. `yrdx demo` prints
+such a journey; `yrdx audit trace` orders its records the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from gateway.audit.model import AuditFormatError, AuditRecord, parse_segment, record_chain
+from gateway.audit.model import AuditFormatError, AuditRecord, all_entries, entries, parse_segment, record_chain
 from gateway.config import KafkaConfig
 from gateway.kafka.reader import TopicRecord, read_topic
 
@@ -51,14 +53,16 @@ def flatten_segments(values: Iterable[bytes]) -> list[AuditRecord]:
 
 
 async def read_audit_records(kafka: KafkaConfig | str, timeout_s: float = 5.0) -> list[AuditRecord]:
-    """Every audit record on `yrdx.audit` (of the namespace of `kafka`) so far: `{seq, region, message_id,
-    correlation_id, stage, at, envelope_sha256, detail, prev_hash, hash}`, per region in chain order."""
-    return flatten_segments(r.value for r in await read_trail(kafka, timeout_s))
+    """Every audit record on `yrdx.audit` (of the namespace of `kafka`) so far, message by message: `{seq, region,
+    message_id, correlation_id, stage, at, envelope_sha256, detail, prev_hash, hash}` (and `entry` for an entry of
+    a batch record), per region in chain order."""
+    return all_entries(flatten_segments(r.value for r in await read_trail(kafka, timeout_s)))
 
 
-def _order(record: Mapping[str, Any]) -> tuple[str, str, int]:
-    seq = record.get("seq")
-    return str(record.get("at", "")), record_chain(record), seq if isinstance(seq, int) else 0
+def _order(record: Mapping[str, Any]) -> tuple[str, str, int, int]:
+    seq, entry = record.get("seq"), record.get("entry")
+    return (str(record.get("at", "")), record_chain(record), seq if isinstance(seq, int) else 0,
+            entry if isinstance(entry, int) else -1)
 
 
 def journey(
@@ -68,25 +72,28 @@ def journey(
     message_ids: Iterable[str] = (),
     follow_receipts: bool = True,
 ) -> list[AuditRecord]:
-    """The records of one message (or of several) sorted by `at`, then region, then seq.
+    """The records of one message (or of several) sorted by `at`, then region, then seq, then entry.
 
-    `message_id` and `message_ids` name the messages; with neither, every record is returned, sorted. With
+    `records` may be records as written or already message by message: a batch record is read entry by entry
+    (model.entries), so a message's record there is its entry. `message_id` and `message_ids` name the messages;
+    with neither, every record is returned, sorted. With
     `follow_receipts`, the records of the signed receipts sent for those messages are included too (the
     receipt's own `received` record at the origin carries the receipt's id, named in the `receipt_sent`
     record's detail), so the journey runs from `accepted` at the origin to `receipt_received` back there.
     `at` is RFC 3339 in UTC with milliseconds (as every gateway writes it), so it sorts as text.
     """
+    views = [e for r in records for e in entries(dict(r))]  # copies: the caller's records stay as they are
     wanted = set(message_ids)
     if message_id is not None:
         wanted.add(message_id)
     if not wanted:
-        return sorted((dict(r) for r in records), key=_order)
+        return sorted(views, key=_order)
     if follow_receipts:
         wanted |= {
             str(r["detail"]["receipt"])
-            for r in records
+            for r in views
             if r.get("message_id") in wanted
             and isinstance(r.get("detail"), dict)
             and "receipt" in r["detail"]
         }
-    return sorted((dict(r) for r in records if r.get("message_id") in wanted), key=_order)
+    return sorted((r for r in views if r.get("message_id") in wanted), key=_order)

@@ -31,6 +31,13 @@ older than ENDED_AFTER behind the newest record on the topic with no `stopped` r
 fault where a checkpoint or another region's countersignature vouches for a seq beyond the chain's head. Faults
 and notes name the chain (which is the region for a region's one chain).
 
+In trail format 3 a record may be a batch record: one record of one stage whose `entries` name several messages
+(gateway.audit.model). The chain checks above work on records as written, so an entry edited, dropped or moved
+inside a batch record is an ``edited`` fault of that record (its hash covers the entries). The checks of a message
+(``unmatched``, the notes about a delivery) work entry by entry, alike in every format: such a fault or note
+names the chain, the seq of the record and the entry's position `entry` (`seq 41.3` in text; `entry` is null for
+a whole record). `records` counts records as written, `entries` the records message by message.
+
 `yrdx audit verify` (gateway.cli.audit) reads the topic with a gateway config's Kafka settings and trust;
 `--bundle FILE` verifies an exported bundle with no Kafka and no config. Exit code 0 only when nothing is wrong.
 """
@@ -47,6 +54,7 @@ from gateway.audit.model import (
     GENESIS,
     ORIGIN_STAGES,
     Segment,
+    entries,
     parse_values,
     record_chain,
     record_hash,
@@ -63,6 +71,7 @@ __all__ = [
     "RegionSummary",
     "Report",
     "format_report",
+    "position",
     "verify_segments",
     "verify_values",
 ]
@@ -78,18 +87,25 @@ ORIGIN_GRACE: Final = dt.timedelta(seconds=60)
 ENDED_AFTER: Final = dt.timedelta(seconds=30)
 
 
+def position(seq: int, entry: int | None) -> str:
+    """Where a record stands in its chain: its seq, and for an entry of a batch record its position (`41.3`)."""
+    return str(seq) if entry is None else f"{seq}.{entry}"
+
+
 @dataclass(frozen=True, slots=True)
 class Fault:
     region: str
     seq: int
     kind: FaultKind
     detail: str
+    entry: int | None = None  # the position of the message's entry in a batch record (trail format 3)
 
     def to_json(self) -> dict[str, Any]:
-        return {"region": self.region, "seq": self.seq, "kind": self.kind, "detail": self.detail}
+        return {"region": self.region, "seq": self.seq, "entry": self.entry, "kind": self.kind,
+                "detail": self.detail}
 
     def __str__(self) -> str:
-        return f"{self.region} seq {self.seq}: {self.kind}: {self.detail}"
+        return f"{self.region} seq {position(self.seq, self.entry)}: {self.kind}: {self.detail}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +117,14 @@ class Note:
     seq: int
     kind: str
     detail: str
+    entry: int | None = None  # as Fault.entry
 
     def to_json(self) -> dict[str, Any]:
-        return {"region": self.region, "seq": self.seq, "kind": self.kind, "detail": self.detail}
+        return {"region": self.region, "seq": self.seq, "entry": self.entry, "kind": self.kind,
+                "detail": self.detail}
 
     def __str__(self) -> str:
-        return f"{self.region} seq {self.seq}: {self.kind}: {self.detail}"
+        return f"{self.region} seq {position(self.seq, self.entry)}: {self.kind}: {self.detail}"
 
 
 @dataclass(slots=True)
@@ -117,10 +135,11 @@ class RegionSummary:
     head_seq: int = 0
     last_checkpoint: int | None = None  # the newest checkpoint whose signature holds
     faults: int = 0
+    entries: int = 0  # its signed records message by message (model.entries): `records` in formats 1 and 2
 
     def to_json(self) -> dict[str, Any]:
-        return {"records": self.records, "first_seq": self.first_seq, "head_seq": self.head_seq,
-                "last_checkpoint": self.last_checkpoint, "faults": self.faults}
+        return {"records": self.records, "entries": self.entries, "first_seq": self.first_seq,
+                "head_seq": self.head_seq, "last_checkpoint": self.last_checkpoint, "faults": self.faults}
 
 
 @dataclass(slots=True)
@@ -130,6 +149,7 @@ class Report:
     regions: dict[str, RegionSummary]
     segments: int
     records: int
+    entries: int = 0  # as RegionSummary.entries, over every chain
 
     @property
     def ok(self) -> bool:
@@ -142,7 +162,8 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "ok": self.ok, "segments": self.segments, "records": self.records, "counts": self.counts(),
+            "ok": self.ok, "segments": self.segments, "records": self.records, "entries": self.entries,
+            "counts": self.counts(),
             "regions": {r: s.to_json() for r, s in sorted(self.regions.items())},
             "faults": [f.to_json() for f in self.faults], "notes": [n.to_json() for n in self.notes],
         }
@@ -153,10 +174,24 @@ class Report:
 
 @dataclass(slots=True)
 class _Entry:
+    """A record as kept for verification; in the checks of a message, one of its entries (model.entries)."""
+
     record: dict[str, Any]
     seq: int
     segment: int  # index of its segment in the input
     authentic: bool  # its segment's checkpoint holds
+    entry: int | None = None  # the position of a batch record's entry; None for a whole record
+
+    @property
+    def where(self) -> str:
+        return position(self.seq, self.entry)
+
+    def messages(self) -> list[_Entry]:
+        """This record message by message: one per entry of a batch record (its position taken from the batch
+        record's shape, never from what a record says of itself), else itself."""
+        if "entries" not in self.record:
+            return [self]
+        return [_Entry(e, self.seq, self.segment, self.authentic, i) for i, e in enumerate(entries(self.record))]
 
     @property
     def stage(self) -> str:
@@ -224,15 +259,15 @@ class _Verifier:
         self.trust = trust
         self.complete = complete
         self.messages = messages
-        self.faults: dict[tuple[str, int, str], Fault] = {}
+        self.faults: dict[tuple[str, int, int | None, str], Fault] = {}
         self.notes: list[Note] = []
         self.chains: dict[str, _Chain] = {}
 
-    def fault(self, region: str, seq: int, kind: FaultKind, detail: str) -> None:
-        self.faults.setdefault((region, seq, kind), Fault(region, seq, kind, detail))
+    def fault(self, region: str, seq: int, kind: FaultKind, detail: str, entry: int | None = None) -> None:
+        self.faults.setdefault((region, seq, entry, kind), Fault(region, seq, kind, detail, entry))
 
-    def note(self, region: str, seq: int, kind: str, detail: str) -> None:
-        self.notes.append(Note(region, seq, kind, detail))
+    def note(self, region: str, seq: int, kind: str, detail: str, entry: int | None = None) -> None:
+        self.notes.append(Note(region, seq, kind, detail, entry))
 
     # 1. segments: signatures, then each region's records in topic order ----------------------------------------
 
@@ -394,11 +429,12 @@ class _Verifier:
     # 4. messages across regions ----------------------------------------------------------------------------------
 
     def check_messages(self) -> None:
+        # A message's records, entry by entry (a batch record's entry stands for the message's record there).
         here: dict[tuple[str, str], list[_Entry]] = defaultdict(list)  # (chain, message): one chain's records
         by_region: dict[tuple[str, str], list[_Entry]] = defaultdict(list)  # (region, message): all its chains
         damaged: set[str] = set()  # messages with an edited record: that record's fault says it all
         for chain in self.chains.values():
-            for e in chain.order:
+            for e in (m for r in chain.order for m in r.messages()):
                 mid = e.record.get("message_id")
                 if not isinstance(mid, str) or not mid:
                     continue
@@ -407,12 +443,12 @@ class _Verifier:
                 elif e.authentic:
                     here[(chain.name, mid)].append(e)
                     by_region[(chain.region, mid)].append(e)
-        for (name, mid), entries in sorted(here.items()):
+        for (name, mid), of_message in sorted(here.items()):
             if (self.messages is not None and mid not in self.messages) or mid in damaged:
                 continue
-            for d in entries:
+            for d in of_message:
                 if d.stage == "delivered":
-                    self._delivered(self.chains[name], mid, d, entries, by_region)
+                    self._delivered(self.chains[name], mid, d, of_message, by_region)
 
     def _delivered(self, chain: _Chain, mid: str, d: _Entry, here: list[_Entry],
                    by_region: dict[tuple[str, str], list[_Entry]]) -> None:
@@ -422,12 +458,14 @@ class _Verifier:
         verified = [e for e in before if e.stage == "verified"]
         if not any(e.stage == "received" for e in before) or not verified:
             missing = "received" if verified else "verified"
-            self.fault(name, d.seq, "unmatched", f"message {mid} delivered with no {missing} record before it")
+            self.fault(name, d.seq, "unmatched", f"message {mid} delivered with no {missing} record before it",
+                       d.entry)
             return
         for e in verified:
             if e.record.get("envelope_sha256") != sha:
                 self.fault(name, d.seq, "unmatched",
-                           f"message {mid}: record {e.seq} (verified) names another envelope hash than the delivery")
+                           f"message {mid}: record {e.where} (verified) names another envelope hash than the "
+                           "delivery", d.entry)
                 return
         origin = _detail(verified[-1], "sender")
         if not isinstance(origin, str) or origin == chain.region:
@@ -437,14 +475,14 @@ class _Verifier:
         for e in sent:
             if e.record.get("envelope_sha256") != sha:
                 self.fault(name, d.seq, "unmatched",
-                           f"message {mid}: {record_chain(e.record)} record {e.seq} ({e.stage}) names another "
-                           "envelope hash")
+                           f"message {mid}: {record_chain(e.record)} record {e.where} ({e.stage}) names another "
+                           "envelope hash", d.entry)
                 return
         if sent:
             return
         decided = self._origin_decided(origin, mid, d, bool(theirs))
         if decided is not None:
-            self.note(name, d.seq, "unmatched_pending", decided)
+            self.note(name, d.seq, "unmatched_pending", decided, d.entry)
             return
         received_at = min((t for e in before if e.stage == "received" and (t := e.at) is not None), default=d.at)
         for theirs_chain in self._chains_of(origin):
@@ -453,10 +491,11 @@ class _Verifier:
                     gap = f"{p.seq + 1}..{q.seq - 1}" if q is not p else f"after {p.seq}"
                     self.note(name, d.seq, "unmatched_in_crash_gap",
                               f"message {mid} delivered here; {origin}'s accepted/published may be in the crash "
-                              f"gap {gap} of {theirs_chain.name}")
+                              f"gap {gap} of {theirs_chain.name}", d.entry)
                     return
         self.fault(name, d.seq, "unmatched",
-                   f"message {mid} delivered here but its origin {origin} has no accepted/published record for it")
+                   f"message {mid} delivered here but its origin {origin} has no accepted/published record for it",
+                   d.entry)
 
     def _chains_of(self, region: str) -> list[_Chain]:
         """The region's chains that hold signed records."""
@@ -506,16 +545,23 @@ class _Verifier:
     # 5. the report -----------------------------------------------------------------------------------------------
 
     def report(self, segments: int) -> Report:
-        faults = sorted(self.faults.values(), key=lambda f: (f.region, f.seq, f.kind))
+        faults = sorted(self.faults.values(), key=_place)
         regions: dict[str, RegionSummary] = {}
         for name, chain in self.chains.items():
             signed = [s for s in chain.checkpoints if s in chain.signed]
             regions[name] = RegionSummary(
                 name, len(chain.signed), chain.first, chain.head, max(signed) if signed else None,
                 sum(1 for f in faults if f.region == name),
+                sum(len(entries(e.record)) for e in chain.signed.values()),
             )
-        notes = sorted(self.notes, key=lambda n: (n.region, n.seq, n.kind))
-        return Report(faults, notes, regions, segments, sum(len(c.signed) for c in self.chains.values()))
+        notes = sorted(self.notes, key=_place)
+        return Report(faults, notes, regions, segments, sum(s.records for s in regions.values()),
+                      sum(s.entries for s in regions.values()))
+
+
+def _place(f: Fault | Note) -> tuple[str, int, int, str]:
+    """The order of faults and notes: chain, seq, entry (a whole record first), kind."""
+    return f.region, f.seq, -1 if f.entry is None else f.entry, f.kind
 
 
 def verify_segments(
@@ -572,5 +618,8 @@ def format_report(report: Report) -> str:
     lines += [f"note  {n}" for n in report.notes]
     counts = ", ".join(f"{n} {k}" for k, n in report.counts().items() if n)
     verdict = "OK" if report.ok else f"FAILED ({counts})"
-    lines.append(f"{len(report.regions)} chains, {report.records} records in {report.segments} segments: {verdict}")
+    # Batch records (format 3) name more messages than there are records: say how many entries they hold.
+    held = f" ({report.entries} entries)" if report.entries != report.records else ""
+    lines.append(f"{len(report.regions)} chains, {report.records} records{held} in {report.segments} segments: "
+                 f"{verdict}")
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """`yrdx audit verify`, `export` and `prove` on the session exchange's real trail: the online trail verifies, a
 message's bundle verifies on a machine with no Kafka and no gateway, and each fault put into a copy of the bundle
-is named by region, sequence number and kind. (A forgery on the shared topic is tests/e2e/test_audit_forgery.py:
-it must run after every test that expects the online trail to verify.)"""
+is named by region, sequence number and kind. The gateways write trail format 3: a message's records are entries
+of batch records (gateway.audit.model.entries), which the bundle carries whole. (A forgery on the shared topic is
+tests/e2e/test_audit_forgery.py: it must run after every test that expects the online trail to verify.)"""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pytest
 import pytest_asyncio
 
 from gateway.audit.journey import read_audit_records
+from gateway.audit.model import all_entries, entries
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.envelope import utc_timestamp
 from tests._util import ROOT
@@ -102,9 +104,11 @@ def tampered(traffic: Traffic, name: str, change: Callable[[Bundle], tuple[str, 
 
 
 def record_of(doc: Bundle, region: str, stage: str, message_id: str) -> tuple[dict[str, Any], int]:
+    """The segment and position of the record holding the message's `stage` (a batch record's entry, or itself)."""
     for seg in doc["segments"]:
         for i, r in enumerate(seg["records"]):
-            if seg["region"] == region and r["stage"] == stage and r["message_id"] == message_id:
+            if seg["region"] == region and any(e["stage"] == stage and e["message_id"] == message_id
+                                               for e in entries(r)):
                 return seg, i
     raise AssertionError(f"no {stage} record of {message_id} at {region} in the bundle")
 
@@ -131,10 +135,10 @@ async def test_the_real_trail_verifies_online(exchange: Exchange4, traffic: Traf
 
 def test_a_message_bundle_verifies_with_no_kafka_and_no_config(traffic: Traffic, exchange: Exchange4) -> None:
     doc = orjson.loads(traffic.bundle.read_bytes())
-    assert doc["format"] == "yrdx-audit-bundle/1"
+    assert doc["format"] == "yrdx-audit-bundle/2"  # the gateways write batch records (trail format 3)
     assert traffic.ids[0] in doc["selection"]["messages"]
     assert {s["region"] for s in doc["segments"]} == {ORIGIN, DEST}
-    stages = {(s["region"], r["stage"]) for s in doc["segments"] for r in s["records"]
+    stages = {(s["region"], r["stage"]) for s in doc["segments"] for r in all_entries(s["records"])
               if r["message_id"] == traffic.ids[0]}
     assert {(ORIGIN, "accepted"), (ORIGIN, "published"), (DEST, "received"), (DEST, "verified"),
             (DEST, "delivered"), (ORIGIN, "receipt_received")} <= stages
@@ -171,6 +175,19 @@ def test_an_edited_record_in_the_bundle_is_named(traffic: Traffic) -> None:
         return DEST, seg["records"][i]["seq"]
 
     path, region, seq = tampered(traffic, "edited", change)
+    code, report, _ = verify_bundle(path)
+    assert code == 1 and (region, seq, "edited") in faults(report), report["faults"]
+
+
+def test_an_entry_changed_inside_a_batch_record_of_the_bundle_is_named(traffic: Traffic) -> None:
+    def change(doc: Bundle) -> tuple[str, int]:
+        seg, i = record_of(doc, DEST, "delivered", traffic.ids[0])
+        record = seg["records"][i]
+        entry = next(e for e in record["entries"] if e[0] == traffic.ids[0])  # a batch record: trail format 3
+        entry[2] = "0" * 64  # claim another envelope was delivered
+        return DEST, record["seq"]
+
+    path, region, seq = tampered(traffic, "entry", change)
     code, report, _ = verify_bundle(path)
     assert code == 1 and (region, seq, "edited") in faults(report), report["faults"]
 

@@ -1,6 +1,7 @@
-"""Audit bundles (gateway.audit.bundle): exported from hand-made chains (tests/unit/test_audit_verify.World), they
-hold both sides of a message and verify on their own; the auditor's own roots refuse a foreign PKI; a proof accepts
-the exact envelope and refuses one changed byte."""
+"""Audit bundles (gateway.audit.bundle): exported from hand-made chains (tests/unit/test_audit_verify.World, in trail
+formats 1 and 3), they hold both sides of a message and verify on their own; the auditor's own roots refuse a
+foreign PKI; a proof accepts the exact envelope and refuses one changed byte. A bundle of batch records is
+`yrdx-audit-bundle/2` and carries them whole; one of formats 1/2 stays /1."""
 
 from __future__ import annotations
 
@@ -23,11 +24,28 @@ from gateway.audit.bundle import (
     select_records,
     verify_bundle,
 )
+from gateway.audit.model import all_entries
 from gateway.crypto.trust import TrustStore
-from gateway.dev.pki import make_ca
-from tests.unit.test_audit_verify import CONV, ENVELOPE, MSG, RECEIPT, World, export, pki, relay, trust, world
+from gateway.dev.pki import PkiLayout, make_ca
+from tests.unit.test_audit_verify import (
+    COMPANION,
+    CONV,
+    ENVELOPE,
+    MSG,
+    RECEIPT,
+    World,
+    batch,
+    batch_of,
+    export,
+    pki,
+    receipt_of,
+    relay,
+    sha_of,
+    trust,
+    world,
+)
 
-__all__ = ["pki", "trust", "world"]  # the fixtures of test_audit_verify
+__all__ = ["batch", "pki", "trust", "world"]  # the fixtures of test_audit_verify
 
 
 def ignore(warning: str) -> None:
@@ -44,7 +62,8 @@ def test_a_message_bundle_holds_both_sides_and_verifies_on_its_own(world: World,
     report = verify_bundle(bundle, bundle_trust(bundle, [], warnings.append))
     assert report.ok, report.faults
     assert len(warnings) == 1 and warnings[0].startswith("WARNING: trusting the root certificates inside the bundle (")
-    stages = {(s["region"], r["stage"]) for s in bundle.segments for r in s["records"] if r["message_id"] == MSG}
+    stages = {(s["region"], r["stage"]) for s in bundle.segments for r in all_entries(s["records"])
+              if r["message_id"] == MSG}
     assert {("SH", "accepted"), ("SH", "published"), ("ZJ", "delivered"), ("SH", "receipt_received")} <= stages
 
 
@@ -143,3 +162,52 @@ def test_a_damaged_segment_in_a_bundle_is_an_edited_fault(world: World, trust: T
     bundle = load_bundle(path)
     report = verify_bundle(bundle, bundle_trust(bundle, [], ignore))
     assert any(f.kind == "edited" and "segment 0 of the bundle is damaged" in f.detail for f in report.faults)
+
+
+def test_a_bundle_is_format_2_when_it_holds_batch_records_and_carries_them_whole(world: World, trust: TrustStore,
+                                                                                 tmp_path: Path, batch: bool) -> None:
+    """Format 1 keeps writing bundle/1; a batch record travels with all its entries (its hash covers them), while
+    the selection names only the messages asked for."""
+    path = export(world, trust, tmp_path, message=MSG)
+    doc = orjson.loads(path.read_bytes())
+    assert doc["format"] == ("yrdx-audit-bundle/2" if batch else "yrdx-audit-bundle/1")
+    bundle = load_bundle(path)
+    assert set(bundle.selection.messages) == {MSG, RECEIPT}
+    on_topic = {r["hash"]: r for seg in world.topic for r in seg.records}
+    carried = [r for s in doc["segments"] for r in s["records"]]
+    assert all(on_topic[r["hash"]] == r for r in carried)  # as written, entries and all
+    assert (COMPANION in {r["message_id"] for r in all_entries(carried)}) == batch
+    assert verify_bundle(bundle, bundle_trust(bundle, [], ignore)).ok
+    _, messages = select_records(world.topic, conversation=CONV)  # a conversation is looked for entry by entry
+    assert set(messages) == {MSG, RECEIPT} | ({COMPANION, receipt_of(COMPANION)} if batch else set())
+
+
+def test_prove_over_batch_records_names_each_entry_s_position(pki: PkiLayout, trust: TrustStore,
+                                                              tmp_path: Path) -> None:
+    w = World(pki, batch=True)
+    relay(w, msg="m-before", sha=sha_of("m-before"), along=(MSG,))  # MSG's entries come second: position 1
+    proof = prove(load_bundle(export(w, trust, tmp_path, message=MSG)), trust, ENVELOPE)
+    text = format_proof(proof)
+    assert proof.proved, text
+    delivered = next(e for e in proof.evidence if e.stage == "delivered")
+    assert delivered.entry == 1 and f"  {delivered.seq}.1  delivered" in text
+    assert all(e.entry == 1 for e in proof.evidence if e.region == "ZJ")
+    assert {(e.region, e.stage) for e in proof.evidence} >= {("SH", "accepted"), ("SH", "published"),
+                                                            ("ZJ", "received"), ("ZJ", "delivered")}
+
+
+def test_an_entry_changed_inside_a_bundled_batch_record_is_edited_and_proves_nothing(
+        pki: PkiLayout, trust: TrustStore, tmp_path: Path) -> None:
+    w = World(pki, batch=True)
+    relay(w, along=(COMPANION,))
+    path = export(w, trust, tmp_path, message=MSG)
+    doc = orjson.loads(path.read_bytes())
+    seq = batch_of(w, "ZJ", "received")["seq"]
+    record = next(r for s in doc["segments"] for r in s["records"] if r["seq"] == seq and s["region"] == "ZJ")
+    record["entries"][0][2] = "0" * 64  # MSG's received entry now names another envelope
+    path.write_bytes(orjson.dumps(doc))
+    bundle = load_bundle(path)
+    report = verify_bundle(bundle, trust)
+    assert {(f.region, f.seq, f.kind) for f in report.faults} == {("ZJ", seq, "edited")}
+    proof = prove(bundle, trust, ENVELOPE)
+    assert not proof.proved and "no received record of" in " ".join(proof.problems)

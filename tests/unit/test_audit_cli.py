@@ -1,6 +1,7 @@
 """`yrdx audit index|trace|verify|export|prove` (gateway.cli.audit) and the config helpers of gateway.cli.common,
-with the topic read replaced by a hand-made trail (tests/unit/test_audit_verify.World): options, output, exit
-codes and the one-line errors. The same commands run against the real exchange in tests/e2e/test_audit_*.py."""
+with the topic read replaced by a hand-made trail (tests/unit/test_audit_verify.World, in trail formats 1 and 3):
+options, output, exit codes and the one-line errors. The same commands run against the real exchange in
+tests/e2e/test_audit_*.py."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ import orjson
 import pytest
 
 from gateway.audit.index import IndexRun, default_index_path
+from gateway.audit.model import all_entries
 from gateway.cli import audit as cli_audit
 from gateway.cli import main
 from gateway.cli.common import load_config_or_error, load_trust_or_error
 from gateway.dev.exchange import Exchange, init_exchange
 from gateway.kafka.reader import KafkaError, TopicRecord
-from tests.unit.test_audit_verify import ENVELOPE, MSG, World, relay
+from tests.unit.test_audit_verify import ENVELOPE, MSG, World, batch, make_world
+
+__all__ = ["batch"]  # the fixture of test_audit_verify: format 1 or 3
 
 A = "0190a0b1-0000-7000-8000-00000000000a"
 
@@ -43,10 +47,8 @@ def config(exchange: Exchange) -> str:
 
 
 @pytest.fixture()
-def world(exchange: Exchange) -> World:
-    w = World(exchange.pki)
-    relay(w)
-    return w
+def world(exchange: Exchange, batch: bool) -> World:
+    return make_world(exchange.pki, batch)
 
 
 def on_topic(w: World, extra: tuple[bytes, ...] = ()) -> list[TopicRecord]:
@@ -116,16 +118,19 @@ def test_a_bad_config_is_one_line_on_stderr(tmp_path: Path, config: str, capsys:
 
 
 def test_verify_reads_the_trail_and_exits_0_only_when_it_holds(
-        config: str, trail: list[TopicRecord], capsys: pytest.CaptureFixture[str]) -> None:
+        config: str, trail: list[TopicRecord], batch: bool, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "verify", "--config", config)
     assert code == 0 and out.splitlines()[0].split() == ["chain", "records", "first", "head", "checkpoint", "faults"]
-    assert out.endswith(f"4 chains, {sum(len(orjson.loads(r.value)['records']) for r in trail)} records in "
-                        f"{len(trail)} segments: OK\n")
+    records = [r for t in trail for r in orjson.loads(t.value)["records"]]
+    held = f" ({len(all_entries(records))} entries)" if batch else ""  # batch records name more messages
+    assert out.endswith(f"4 chains, {len(records)} records{held} in {len(trail)} segments: OK\n")
     trail.append(TopicRecord("yrdx.audit", 0, len(trail), b"JS", b"not a segment", {}))
     code, out, _ = run(capsys, "verify", "--config", config, "--json")
     report = orjson.loads(out)
     assert code == 1 and not report["ok"] and report["counts"]["forged"] == 1
     assert report["faults"][0]["detail"].startswith(f"the value at offset {len(trail) - 1} is not an audit segment")
+    assert report["faults"][0]["entry"] is None  # a fault of no message: no entry position
+    assert report["entries"] == len(all_entries(records)) >= report["records"] == len(records)
 
 
 def test_verify_says_why_it_cannot_read_the_trail(config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -147,7 +152,7 @@ def test_verify_says_why_it_cannot_read_the_trail(config: str, tmp_path: Path, m
 
 
 def test_export_then_verify_the_bundle_offline_then_prove_the_envelope(
-        config: str, exchange: Exchange, trail: list[TopicRecord], tmp_path: Path,
+        config: str, exchange: Exchange, trail: list[TopicRecord], tmp_path: Path, batch: bool,
         capsys: pytest.CaptureFixture[str]) -> None:
     trail.append(TopicRecord("yrdx.audit", 0, len(trail), b"JS", b"not a segment", {}))
     bundle = tmp_path / "bundle.json"
@@ -157,7 +162,7 @@ def test_export_then_verify_the_bundle_offline_then_prove_the_envelope(
     assert warning.startswith(f"warning: offset {len(trail) - 1} of yrdx.audit is not a segment (segment is not JSON: ")
     assert warning.endswith("); not exported")
     assert done.startswith("exported ") and done.endswith(f"from SH, ZJ to {bundle}")
-    assert orjson.loads(bundle.read_bytes())["format"] == "yrdx-audit-bundle/1"
+    assert orjson.loads(bundle.read_bytes())["format"] == f"yrdx-audit-bundle/{2 if batch else 1}"
 
     code, out, err = run(capsys, "verify", "--bundle", str(bundle), "--ca", str(exchange.pki.ca_cert))
     assert code == 0 and out.endswith(": OK\n") and err == ""
@@ -196,9 +201,10 @@ def test_a_bundle_or_envelope_that_cannot_be_read_is_exit_2(tmp_path: Path,
     not_a_bundle = tmp_path / "b.json"
     not_a_bundle.write_text("{}")
     code, _, err = run(capsys, "verify", "--bundle", str(not_a_bundle))
-    assert code == 2 and err == f"yrdx: {not_a_bundle}: not a bundle (format 'yrdx-audit-bundle/1' expected)\n"
+    expected = "not a bundle (format 'yrdx-audit-bundle/1' or 'yrdx-audit-bundle/2' expected)"
+    assert code == 2 and err == f"yrdx: {not_a_bundle}: {expected}\n"
     code, _, err = run(capsys, "prove", "--bundle", str(not_a_bundle), "--envelope", "e")
-    assert code == 2 and err == "yrdx: not a bundle (format 'yrdx-audit-bundle/1' expected)\n"
+    assert code == 2 and err == f"yrdx: {expected}\n"
 
 
 # --- index, trace -------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """gateway.audit.journey: `journey` and `flatten_segments` on hand-made audit records (pure functions), and the
-one reader of `yrdx.audit` (`read_trail`, `read_audit_records`) over a stand-in for the topic read. No broker."""
+one reader of `yrdx.audit` (`read_trail`, `read_audit_records`) over a stand-in for the topic read. No broker.
+Records of trail format 3 (batch records) are read entry by entry, each with its position `entry`."""
 
 from __future__ import annotations
 
@@ -85,6 +86,37 @@ SEG1 = {"region": "SH", "records": RECORDS[:2], "checkpoint": {"seq": 34, "hash"
 SEG2 = {"region": "AH", "records": RECORDS[2:], "checkpoint": {"seq": 21, "hash": "x", "jws": "y"}}
 
 
+def batch(region: str, seq: int, stage: str, at: str, *named: tuple[str, dict[str, str]]) -> dict[str, Any]:
+    """A batch record (trail format 3) of `named` (message id, detail) entries."""
+    return {**rec(region, seq, stage, at, message_id=""), "envelope_sha256": None,
+            "entries": [[mid, "", "ab" * 32, detail] for mid, detail in named]}
+
+
+# MSG and OTHER travel together from SH to AH: each step is one record naming both.
+BATCHED = [
+    batch("AH", 20, "delivered", "00.130", (OTHER, {}), (MSG, {"platform": "ah-platform"})),
+    batch("SH", 13, "accepted", "00.100", (MSG, {}), (OTHER, {})),
+    batch("AH", 21, "receipt_sent", "00.130", (MSG, {"receipt": RECEIPT}), (OTHER, {"receipt": "r-2"})),
+    rec("SH", 33, "received", "00.190", message_id=RECEIPT),
+    rec("SH", 34, "checkpoint", "00.200", message_id=""),
+]
+
+
+def test_journey_reads_batch_records_entry_by_entry_with_their_position() -> None:
+    got = journey(BATCHED, MSG)
+    assert [(r["region"], r["seq"], r.get("entry"), r["stage"]) for r in got] == [
+        ("SH", 13, 0, "accepted"), ("AH", 20, 1, "delivered"), ("AH", 21, 0, "receipt_sent"),
+        ("SH", 33, None, "received"),  # the receipt, found through its entry's detail
+    ]
+    delivered = got[1]
+    assert (delivered["message_id"], delivered["detail"], delivered["hash"]) == (MSG, {"platform": "ah-platform"},
+                                                                                 BATCHED[0]["hash"])
+    assert "entries" not in delivered
+    both = journey(BATCHED, message_ids=[MSG, OTHER], follow_receipts=False)
+    assert [(r["seq"], r["entry"]) for r in both if r["seq"] == 20] == [(20, 0), (20, 1)]  # chain order
+    assert journey(journey(BATCHED, MSG), MSG) == got  # entries read again stay as they are
+
+
 def test_flatten_segments_reads_records_in_segment_order_and_skips_what_is_not_a_segment() -> None:
     lacking = {**SEG1, "records": [{"seq": 1}]}  # a record without the record fields: not as gateways write it
     values = [orjson.dumps(SEG1), b"not json", orjson.dumps({"records": "nope"}), orjson.dumps(lacking), b"",
@@ -107,5 +139,10 @@ async def test_read_trail_reads_the_namespaced_audit_topic_in_topic_order(monkey
     assert asked == [("ns.yrdx.audit", 7.0)]
     assert await read_audit_records(kafka) == RECORDS + RECORDS[2:]  # SEG1, SEG2, SEG2 in topic order
     assert asked[-1] == ("ns.yrdx.audit", 5.0)
+    # Format 3: flatten_segments gives the records as written, read_audit_records the trail message by message.
+    seg3 = {"format": 3, "region": "AH", "records": BATCHED[:1], "checkpoint": {"seq": 20, "hash": "x", "jws": "y"}}
+    on_topic[:] = [TopicRecord("yrdx.audit", 0, 0, b"AH", orjson.dumps(seg3), {})]
+    assert flatten_segments(r.value for r in on_topic) == BATCHED[:1]
+    assert [(r["message_id"], r["entry"]) for r in await read_audit_records(kafka)] == [(OTHER, 0), (MSG, 1)]
     await read_trail("127.0.0.1:1")  # a bootstrap server list: the default namespace
     assert asked[-1] == ("yrdx.audit", 5.0)

@@ -1,13 +1,17 @@
 """Verifying the audit trail (gateway.audit.verify) on chains built here with real keys, record by record as the
 gateways write them (gateway.audit.model's record_hash and checkpoint_bytes, and a real Signer): each fault
 injected is found at its region and sequence number, and an intact trail, a crash gap and a pending delivery are
-not faults. `World`, `relay` and `export` serve the other audit tests too."""
+not faults. The `world` fixture runs each test on a trail of format 1 (a record per message) and of format 3
+(batch records, as AuditTrail writes by default: a companion message shares each step's records); the format-3
+cases at the end edit, drop and move entries inside batch records, and mix the two formats. `World`, `relay` and
+`export` serve the other audit tests too."""
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +20,8 @@ import orjson
 import pytest
 
 from gateway.audit.bundle import Selection, build_bundle, select_records
-from gateway.audit.model import GENESIS, Segment, checkpoint_bytes, parse_segment, record_hash
-from gateway.audit.verify import Report, verify_segments, verify_values
+from gateway.audit.model import GENESIS, TRAIL_FORMAT, Segment, checkpoint_bytes, parse_segment, record_hash
+from gateway.audit.verify import Report, format_report, verify_segments, verify_values
 from gateway.crypto.jws import Signer
 from gateway.crypto.keyfiles import load_certificate, load_private_key
 from gateway.crypto.trust import TrustStore
@@ -28,6 +32,7 @@ from gateway.wire.regions import REGIONS
 MSG = "01a20000-0000-7000-8000-000000000001"
 RECEIPT = "01a20000-0000-7000-8000-0000000000r1"
 CONV = "conv-1"
+COMPANION = "01a20000-0000-7000-8000-0000000000c2"  # travels with MSG in the format-3 world: its batch records
 
 
 @dataclass
@@ -43,7 +48,9 @@ class Clock:
 
 @dataclass
 class Gateway:
-    """One region's audit trail, written the way gateway.audit.trail.AuditTrail writes it."""
+    """One region's audit trail, written the way gateway.audit.trail.AuditTrail writes it: with `batch`, in trail
+    format 3 (consecutive appends of one stage that name a message share a batch record, hashed when the next
+    record or the flush closes it), else a record per message (format 1)."""
 
     region: str
     signer: Signer
@@ -52,23 +59,47 @@ class Gateway:
     seq: int = 0
     head: str = GENESIS
     pending: list[dict[str, Any]] = field(default_factory=list)
+    batch: bool = False
+    open: dict[str, Any] | None = None  # the batch record that takes the next entry of its stage
 
     def append(self, stage: str, message_id: str = "", sha: str | None = None, corr: str = "",
                **detail: str | int) -> dict[str, Any]:
+        """The record appended (in format 3, the batch record the message's entry went to)."""
+        if not (self.batch and message_id):
+            return self._record(stage, message_id, corr, sha, detail)
+        if self.open is None or self.open["stage"] != stage:
+            self.open = self._record(stage, "", "", None, {}, entries=[])
+        self.open["entries"].append([message_id, corr, sha, detail])
+        return self.open
+
+    def _record(self, stage: str, message_id: str, corr: str, sha: str | None, detail: dict[str, Any],
+                entries: list[Any] | None = None) -> dict[str, Any]:
+        self.close()
         self.seq += 1
         body: dict[str, Any] = {
             "seq": self.seq, "region": self.region, "message_id": message_id, "correlation_id": corr,
             "stage": stage, "at": self.clock.tick(), "envelope_sha256": sha, "detail": detail, "prev_hash": self.head,
         }
-        body["hash"] = self.head = record_hash(self.head, body)
+        if entries is None:
+            body["hash"] = self.head = record_hash(self.head, body)
+        else:
+            body["entries"] = entries  # hashed by close(), once it takes no more
         self.pending.append(body)
         return body
 
+    def close(self) -> None:
+        """Hash the open batch record: it takes no more entries."""
+        if self.open is not None:
+            self.open["hash"] = self.head = record_hash(self.head, self.open)
+            self.open = None
+
     def flush(self, signer: Signer | None = None) -> Segment:
+        self.close()
         records, self.pending = self.pending, []
         last = records[-1]
         jws = (signer or self.signer).sign(checkpoint_bytes(self.region, last["seq"], last["hash"]))
-        value = orjson.dumps({"region": self.region, "records": records,
+        value = orjson.dumps({**({"format": TRAIL_FORMAT} if self.batch else {}), "region": self.region,
+                              "records": records,
                               "checkpoint": {"seq": last["seq"], "hash": last["hash"], "jws": jws}})
         seg = parse_segment(value, len(self.topic))
         self.topic.append(seg)
@@ -102,10 +133,11 @@ class World:
     topic: list[Segment] = field(default_factory=list)
     clock: Clock = field(default_factory=Clock)
     gw: dict[str, Gateway] = field(default_factory=dict)
+    batch: bool = False  # trail format 3 at every region (a test may set one gateway's `batch` apart)
 
     def __post_init__(self) -> None:
         for r in REGIONS:
-            self.gw[r] = Gateway(r, signer_of(self.pki, r), self.clock, self.topic)
+            self.gw[r] = Gateway(r, signer_of(self.pki, r), self.clock, self.topic, batch=self.batch)
 
 
 ENVELOPE = orjson.dumps({"id": MSG, "type": "license.verify.request", "schema_version": 1, "from": "SH",
@@ -114,25 +146,43 @@ ENVELOPE = orjson.dumps({"id": MSG, "type": "license.verify.request", "schema_ve
 SHA = hashlib.sha256(ENVELOPE).hexdigest()
 
 
-def relay(w: World, origin: str = "SH", dest: str = "ZJ", msg: str = MSG, sha: str = SHA) -> None:
-    """One message from origin to dest with its receipt, heartbeats around it, and countersignatures."""
+def receipt_of(msg: str) -> str:
+    return RECEIPT if msg == MSG else f"receipt-of-{msg}"
+
+
+def sha_of(msg: str) -> str:
+    """A message's envelope hash: SHA for MSG (the ENVELOPE), another one for each other message."""
+    return SHA if msg == MSG else hashlib.sha256(msg.encode()).hexdigest()
+
+
+def relay(w: World, origin: str = "SH", dest: str = "ZJ", msg: str = MSG, sha: str = SHA,
+          along: Sequence[str] = ()) -> None:
+    """One message from origin to dest with its receipt, heartbeats around it, and countersignatures. `along`:
+    messages that take each step with it, after it (in format 3 their entries share its batch records)."""
     o, d = w.gw[origin], w.gw[dest]
-    receipt = RECEIPT if msg == MSG else f"receipt-of-{msg}"
+    sent = [(msg, sha), *((m, sha_of(m)) for m in along)]
+
+    def each(g: Gateway, stage: str, *args: str, **detail: Callable[[str], str] | str) -> None:
+        for m, h in sent:
+            g.append(stage, m, h, *args, **{k: v(m) if callable(v) else v for k, v in detail.items()})
+
     for g in w.gw.values():
         g.append("checkpoint")
         g.append("checkpoint")
         g.flush()
-    o.append("accepted", msg, sha, CONV, platform=f"{origin.lower()}-platform")
-    o.append("published", msg, sha, CONV, topic=f"yrdx.{dest.lower()}.inbox")
+    each(o, "accepted", CONV, platform=f"{origin.lower()}-platform")
+    each(o, "published", CONV, topic=f"yrdx.{dest.lower()}.inbox")
     o.flush()
-    d.append("received", msg, sha, source="inbox:0:1")
-    d.append("verified", msg, sha, CONV, signer="x", type="license.verify.request", sender=origin)
-    d.append("delivered", msg, sha, CONV, platform=f"{dest.lower()}-platform", mode="webhook")
-    d.append("receipt_sent", msg, sha, CONV, receipt=receipt, outcome="delivered")
+    each(d, "received", source="inbox:0:1")
+    each(d, "verified", CONV, signer="x", type="license.verify.request", sender=origin)
+    each(d, "delivered", CONV, platform=f"{dest.lower()}-platform", mode="webhook")
+    each(d, "receipt_sent", CONV, receipt=receipt_of, outcome="delivered")
     d.flush()
-    o.append("received", receipt, "r" * 64, source="inbox:0:2")
-    o.append("verified", receipt, "r" * 64, CONV, signer="y", type="yrdx.receipt", sender=dest)
-    o.append("receipt_received", msg, sha, CONV, receipt=receipt, outcome="delivered")
+    for m, _ in sent:
+        o.append("received", receipt_of(m), "r" * 64, source="inbox:0:2")
+    for m, _ in sent:
+        o.append("verified", receipt_of(m), "r" * 64, CONV, signer="y", type="yrdx.receipt", sender=dest)
+    each(o, "receipt_received", CONV, receipt=receipt_of, outcome="delivered")
     o.append("checkpoint")
     o.flush()
     countersign(w)
@@ -146,11 +196,22 @@ def countersign(w: World) -> None:
         g.flush()
 
 
-@pytest.fixture()
-def world(pki: PkiLayout) -> World:
-    w = World(pki)
-    relay(w)
+@pytest.fixture(params=[False, True], ids=["format 1", "format 3"])
+def batch(request: pytest.FixtureRequest) -> bool:
+    """Whether the trail is written in format 3 (batch records) or, as before, a record per message."""
+    return bool(request.param)
+
+
+def make_world(pki: PkiLayout, batch: bool) -> World:
+    """MSG relayed from SH to ZJ; in format 3 with COMPANION in the same steps, so that batch records hold two."""
+    w = World(pki, batch=batch)
+    relay(w, along=(COMPANION,) if batch else ())
     return w
+
+
+@pytest.fixture()
+def world(pki: PkiLayout, batch: bool) -> World:
+    return make_world(pki, batch)
 
 
 def verify(w: World | list[Segment], trust: TrustStore, **kw: Any) -> Report:
@@ -407,7 +468,7 @@ def test_a_history_rewritten_after_countersigning_contradicts_the_countersignatu
         last = records[-1]
         cp = {"seq": last["seq"], "hash": last["hash"],
               "jws": signer.sign(checkpoint_bytes("SH", last["seq"], last["hash"]))}
-        rewritten.append(parse_segment(orjson.dumps({"region": "SH", "records": records, "checkpoint": cp})))
+        rewritten.append(parse_segment(orjson.dumps({**seg.to_json(), "records": records, "checkpoint": cp})))
     topic = [s for s in world.topic if s.region != "SH"] + rewritten
     found = faults(verify(topic, trust))
     assert found and {kind for _, _, kind in found} == {"rewritten"}
@@ -427,8 +488,8 @@ def test_a_chain_cut_before_a_countersigned_head_is_truncated(world: World, trus
 # --- a message on both sides ----------------------------------------------------------------------------------
 
 
-def test_a_delivery_the_origin_never_sent_is_unmatched(pki: PkiLayout, trust: TrustStore) -> None:
-    w = World(pki)
+def test_a_delivery_the_origin_never_sent_is_unmatched(pki: PkiLayout, trust: TrustStore, batch: bool) -> None:
+    w = World(pki, batch=batch)
     relay(w)
     o, d = w.gw["JS"], w.gw["AH"]
     d.append("received", "injected", SHA, source="inbox:0:9")
@@ -440,9 +501,9 @@ def test_a_delivery_the_origin_never_sent_is_unmatched(pki: PkiLayout, trust: Tr
     assert faults(verify(w, trust)) == {("AH", seq, "unmatched")}
 
 
-def test_a_delivery_newer_than_the_origins_head_is_pending_not_unmatched(pki: PkiLayout,
-                                                                          trust: TrustStore) -> None:
-    w = World(pki)
+def test_a_delivery_newer_than_the_origins_head_is_pending_not_unmatched(pki: PkiLayout, trust: TrustStore,
+                                                                          batch: bool) -> None:
+    w = World(pki, batch=batch)
     relay(w)
     d = w.gw["AH"]
     d.append("received", "in-flight", SHA)
@@ -457,9 +518,9 @@ def test_a_delivery_newer_than_the_origins_head_is_pending_not_unmatched(pki: Pk
     assert faults(verify(w, trust)) == {("AH", seq, "unmatched")}
 
 
-def test_a_delivery_without_its_verification_or_with_another_hash_is_unmatched(pki: PkiLayout,
-                                                                                trust: TrustStore) -> None:
-    w = World(pki)
+def test_a_delivery_without_its_verification_or_with_another_hash_is_unmatched(pki: PkiLayout, trust: TrustStore,
+                                                                                batch: bool) -> None:
+    w = World(pki, batch=batch)
     relay(w, "SH", "ZJ", msg="m-1")
     relay(w, "JS", "ZJ", msg="m-2", sha="e" * 64)
     zj = w.gw["ZJ"]
@@ -476,6 +537,107 @@ def test_a_delivery_without_its_verification_or_with_another_hash_is_unmatched(p
     other_hash = zj.append("delivered", "m-4", "2" * 64)["seq"]
     zj.flush()
     assert faults(verify(w, trust)) == {("ZJ", no_verify, "unmatched"), ("ZJ", other_hash, "unmatched")}
+
+
+# --- format 3: batch records ------------------------------------------------------------------------------------
+
+
+def batch_of(w: World, region: str, stage: str) -> dict[str, Any]:
+    """The first batch record of `stage` at `region`."""
+    return next(r for seg in w.topic if seg.region == region for r in seg.records
+                if r["stage"] == stage and "entries" in r)
+
+
+def test_a_format_3_trail_has_a_record_per_step_and_counts_its_entries(pki: PkiLayout, trust: TrustStore) -> None:
+    w = make_world(pki, batch=True)
+    delivered = batch_of(w, "ZJ", "delivered")
+    assert [e[0] for e in delivered["entries"]] == [MSG, COMPANION]
+    assert (delivered["message_id"], delivered["envelope_sha256"], delivered["detail"]) == ("", None, {})
+    report = verify(w, trust)
+    assert report.ok and report.notes == [], report.faults
+    zj = report.regions["ZJ"]
+    assert zj.entries == zj.records + 4  # received, verified, delivered, receipt_sent: two entries each
+    assert report.to_json()["entries"] == report.entries == sum(s.entries for s in report.regions.values())
+    assert format_report(report).endswith(
+        f" {report.records} records ({report.entries} entries) in {report.segments} segments: OK")
+    old = verify(make_world(pki, batch=False), trust)  # a record per message: entries are records
+    assert old.entries == old.records and format_report(old).endswith(
+        f" {old.records} records in {old.segments} segments: OK")
+
+
+ENTRY_CHANGES: dict[str, Callable[[dict[str, Any]], object]] = {
+    "an entry's envelope hash": lambda r: r["entries"][0].__setitem__(2, "0" * 64),
+    "an entry's detail": lambda r: r["entries"][1][3].update(mode="inbox"),
+    "an entry dropped": lambda r: r["entries"].pop(),
+    "the entries reordered": lambda r: r["entries"].reverse(),
+}
+
+
+@pytest.mark.parametrize("rehashed", [False, True], ids=["as is", "rehashed"])
+@pytest.mark.parametrize("how", ENTRY_CHANGES)
+def test_an_entry_changed_dropped_or_moved_inside_a_batch_record_is_edited(pki: PkiLayout, trust: TrustStore,
+                                                                          how: str, rehashed: bool) -> None:
+    """The record's hash covers its entries; rehashed, the next record no longer links to it."""
+    w = make_world(pki, batch=True)
+    seq = batch_of(w, "ZJ", "delivered")["seq"]
+
+    def change(records: list[dict[str, Any]], j: int) -> None:  # edit() works on a deep copy
+        ENTRY_CHANGES[how](records[j])
+        if rehashed:
+            records[j]["hash"] = record_hash(records[j]["prev_hash"], records[j])
+
+    report = verify(edit(w.topic, "ZJ", seq, change), trust)
+    assert faults(report) == {("ZJ", seq, "edited")}
+    assert report.faults[0].entry is None  # the record is what was edited, not one message
+
+
+def test_a_delivered_entry_without_its_received_is_unmatched_at_its_entry(pki: PkiLayout, trust: TrustStore) -> None:
+    w = World(pki, batch=True)
+    relay(w)
+    js, zj = w.gw["JS"], w.gw["ZJ"]
+    sent = ("m-a", "m-b", "m-c")
+    for m in sent:
+        js.append("accepted", m, sha_of(m), CONV)
+    published = js.append("published", "m-a", sha_of("m-a"), CONV)["seq"]
+    js.append("published", "m-b", sha_of("m-b"), CONV)
+    js.append("published", "m-c", "1" * 64, CONV)  # m-c: another envelope than the one ZJ delivered
+    js.flush()
+    for m in ("m-a", "m-c"):  # m-b was never received
+        zj.append("received", m, sha_of(m), source="inbox:0:7")
+    for m in sent:
+        zj.append("verified", m, sha_of(m), CONV, sender="JS")
+    for m in sent:
+        delivered = zj.append("delivered", m, sha_of(m), CONV)["seq"]
+    zj.flush()
+    report = verify(w, trust)
+    assert [(f.region, f.seq, f.entry, f.kind) for f in report.faults] == [
+        ("ZJ", delivered, 1, "unmatched"), ("ZJ", delivered, 2, "unmatched")]
+    no_received, other_hash = report.faults
+    assert str(no_received) == (f"ZJ seq {delivered}.1: unmatched: message m-b delivered with no received record "
+                                "before it")
+    assert f"JS record {published}.2 (published) names another envelope hash" in other_hash.detail
+    assert [f["entry"] for f in report.to_json()["faults"]] == [1, 2]
+
+
+def test_a_format_1_region_and_a_format_3_region_verify_together(pki: PkiLayout, trust: TrustStore) -> None:
+    w = World(pki, batch=True)
+    w.gw["SH"].batch = False  # SH still runs a version from before batch records
+    relay(w, "SH", "ZJ", along=(COMPANION,))
+    relay(w, "ZJ", "SH", msg="m-back", along=("m-back-2",))
+    assert {s.format for s in w.topic if s.region == "SH"} == {1}
+    assert TRAIL_FORMAT in {s.format for s in w.topic if s.region == "ZJ"}
+    report = verify(w, trust)
+    assert report.ok and report.notes == [], report.faults
+    # A delivery at ZJ (format 3) that SH (format 1) never sent is still found, at its entry.
+    zj = w.gw["ZJ"]
+    for stage in ("received", "verified", "delivered"):
+        for m in ("m-x", COMPANION):
+            seq = zj.append(stage, m, sha_of(m), CONV, sender="SH")["seq"]
+    zj.flush()
+    w.clock.tick(61)  # SH's chain moves well past the delivery
+    w.gw["SH"].append("checkpoint")
+    w.gw["SH"].flush()
+    assert [(f.region, f.seq, f.entry, f.kind) for f in verify(w, trust).faults] == [("ZJ", seq, 0, "unmatched")]
 
 
 # --- bundles --------------------------------------------------------------------------------------------------

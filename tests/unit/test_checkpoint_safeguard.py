@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from gateway.audit.countersign import Countersigner
-from gateway.audit.model import Checkpoint, Segment, checkpoint_bytes, checkpoint_time, segment_fault
+from gateway.audit.model import Checkpoint, Segment, all_entries, checkpoint_bytes, checkpoint_time, segment_fault
 from gateway.audit.trail import AuditTrail
 from gateway.cli import main
 from gateway.config import KafkaConfig
@@ -104,16 +104,17 @@ def test_a_real_header_over_a_wrong_signature_is_named_forged_by_verify(pki: Pki
     assert report.regions["JS"].head_seq == seg.checkpoint.seq - 1  # the forged record is not JS's
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["format 1", "format 3"])
 @pytest.mark.parametrize("how", ["another key", "garbage bytes", "a replayed signature"])
 def test_a_bundle_whose_checkpoint_has_a_wrong_signature_does_not_verify(pki: PkiLayout, trust: TrustStore,
-                                                                         tmp_path: Path, how: str,
+                                                                         tmp_path: Path, how: str, batch: bool,
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """Through `yrdx audit verify --bundle FILE --ca ROOT`, against the exchange's real root: the bundle holds
-    the real certificates, so only the signature bytes can tell."""
-    w = World(pki)
+    the real certificates, so only the signature bytes can tell. The same over batch records (format 3)."""
+    w = World(pki, batch=batch)
     relay(w)
-    zj = next(i for i, s in enumerate(w.topic)
-              if s.region == "ZJ" and any(r["stage"] == "delivered" and r["message_id"] == MSG for r in s.records))
+    zj = next(i for i, s in enumerate(w.topic) if s.region == "ZJ" and any(
+        r["stage"] == "delivered" and r["message_id"] == MSG for r in all_entries(s.records)))
     genuine = w.topic[zj]
     w.topic[zj] = with_forged_checkpoint(genuine, forgeries(pki)[how], w.gw["ZJ"].signer)
     path = export(w, trust, tmp_path, message=MSG)
