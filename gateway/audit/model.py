@@ -200,6 +200,8 @@ def parse_segment(value: bytes, offset: int = -1) -> Segment:
             if doc.get("format") != TRAIL_FORMAT:
                 raise AuditFormatError(f"a batch record in a segment of format {doc.get('format', 1)!r}")
             _check_entries(r["entries"])
+            if (r["message_id"], r["correlation_id"], r["envelope_sha256"], r["detail"]) != ("", "", None, {}):
+                raise AuditFormatError("a batch record names its messages only in its entries")
     seq, head, jws = cp.get("seq"), cp.get("hash"), cp.get("jws")
     if not isinstance(seq, int) or not isinstance(head, str) or not isinstance(jws, str):
         raise AuditFormatError("checkpoint needs seq, hash and jws")

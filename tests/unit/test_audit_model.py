@@ -117,6 +117,8 @@ def test_parse_segment_refuses_malformed_batch_records() -> None:
         ([{**good["records"][0], "entries": [entry[:3]]}], "is not \\[message_id"),
         ([{**good["records"][0], "entries": [["", *entry[1:]]]}], "is not \\[message_id"),
         ([{**good["records"][0], "entries": [[*entry[:3], "detail"]]}], "is not \\[message_id"),
+        ([{**good["records"][0], "message_id": "m-9"}], "names its messages only in its entries"),
+        ([{**good["records"][0], "detail": {"platform": "p"}}], "names its messages only in its entries"),
     ]:
         with pytest.raises(AuditFormatError, match=why):
             parse_segment(orjson.dumps({**good, "records": records}))
