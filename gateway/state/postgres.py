@@ -364,7 +364,7 @@ class PostgresBackend:
         return self._run(call)
 
     def remember_idempotent(self, platform: str, key: str, req: IdempotentRequest) -> IdempotentRequest:
-        def call(conn: _Connection) -> IdempotentRequest:
+        def claim(conn: _Connection) -> TupleRow | None:
             # Two statements, not one: the read must see a winner that committed while the INSERT waited for it
             # (one statement reads with one snapshot, taken before).
             row = conn.execute(
@@ -376,7 +376,11 @@ class PostgresBackend:
                 row = conn.execute(
                     "SELECT request_sha256, message_id, envelope, signature FROM idempotency WHERE platform = %s "
                     "AND key = %s", (platform, key)).fetchone()
-            assert row is not None  # rows are never deleted
+            return row
+
+        def call(conn: _Connection) -> IdempotentRequest:
+            row = claim(conn) or claim(conn)  # None: the holder was swept between the two statements; free again
+            assert row is not None  # a holder that fresh is not swept
             return IdempotentRequest(row[0], row[1], bytes(row[2]), row[3])
 
         return self._run(call)
@@ -527,14 +531,18 @@ class PostgresBackend:
     def open_request(self, req: NewRequest) -> RequestRecord:
         params = open_params(req)
 
-        def call(conn: _Connection) -> RequestRecord:
+        def claim(conn: _Connection) -> RequestRecord | None:
             if conn.execute(_pg(RequestSql.OPEN), params).rowcount == 1:  # claimed: the row is what was inserted
                 return opened_record(params)
             # Lost the claim: a second statement, so that the read sees the row another replica committed while
             # the INSERT waited for it.
             row = conn.execute(_pg(RequestSql.BY_CORRELATION), (req.correlation_id,)).fetchone()
-            assert row is not None  # just written, or written before
-            return request_record(row)
+            return request_record(row) if row is not None else None
+
+        def call(conn: _Connection) -> RequestRecord:
+            record = claim(conn) or claim(conn)  # None: the holder was swept between the two statements
+            assert record is not None  # a holder that fresh is not swept
+            return record
 
         return self._run(call)
 

@@ -234,14 +234,12 @@ class SqliteBackend:
 
     @_guarded
     def remember_idempotent(self, platform: str, key: str, req: IdempotentRequest) -> IdempotentRequest:
-        self._tx([(
-            "INSERT OR IGNORE INTO idempotency VALUES (?,?,?,?,?,?,?)",
-            (platform, key, req.request_sha256, req.message_id, req.envelope, req.signature, time.time()),
-            False,
-        )])
-        stored = self.idempotent(platform, key)
-        assert stored is not None  # just written, or written before
-        return stored
+        with self._transaction() as cur:  # claim and read back together: the sweep cannot delete in between
+            cur.execute("INSERT OR IGNORE INTO idempotency VALUES (?,?,?,?,?,?,?)",
+                        (platform, key, req.request_sha256, req.message_id, req.envelope, req.signature, time.time()))
+            row = cur.execute("SELECT request_sha256, message_id, envelope, signature FROM idempotency "
+                              "WHERE platform=? AND key=?", (platform, key)).fetchone()
+        return IdempotentRequest(row[0], row[1], bytes(row[2]), row[3])
 
     # --- receiving side: dedupe and the pull inbox -------------------------------------------------------
 
@@ -344,9 +342,10 @@ class SqliteBackend:
     @_guarded
     def open_request(self, req: NewRequest) -> RequestRecord:
         params = open_params(req)
-        if self._db.execute(RequestSql.OPEN, params).rowcount == 1:  # claimed: the row is what was inserted
-            return opened_record(params)
-        row = self._db.execute(RequestSql.BY_CORRELATION, (req.correlation_id,)).fetchone()
+        with self._transaction() as cur:  # claim and read back together: the sweep cannot delete in between
+            if cur.execute(RequestSql.OPEN, params).rowcount == 1:  # claimed: the row is what was inserted
+                return opened_record(params)
+            row = cur.execute(RequestSql.BY_CORRELATION, (req.correlation_id,)).fetchone()
         return request_record(row)
 
     @_guarded

@@ -112,7 +112,7 @@ class StateStore:
 
             self._b = PostgresBackend(str(dsn), timeout_s)
         self._jti_purged_at = -math.inf  # time.monotonic() of the last purge that succeeded
-        self.retention = retention or RetentionPolicy()
+        self.retention = retention or RetentionPolicy()  # what sweep() deletes when
         self.inbox_bell = Doorbell()  # rung by every delivery to the inbox through this store
         log.info("state store open", extra={"backend": self._b.name, "store": self._b.where,
                                             "schema_version": self._b.version})
