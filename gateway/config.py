@@ -139,6 +139,17 @@ class FilesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StateRetention:
+    """`state.retention` (README "Retention of the state"): how long the state keeps rows it no longer needs. The
+    dedupe marks are not set here: they are kept as long as a copy of a message can still arrive
+    (gateway/state/retention.py derives it from `kafka.retention`)."""
+
+    days: int = 30  # sent messages and their history, idempotency keys, settled requests
+    acked_inbox_hours: int = 24  # acked pull-inbox rows: their envelopes are personal data
+    sweep_interval_s: int = 300
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     region: str
     host: str
@@ -174,6 +185,7 @@ class GatewayConfig:
     # `state.dsn` (or the content of `state.dsn_file`): the state in PostgreSQL; repr=False, it may hold a password.
     state_dsn: str | None = field(default=None, repr=False)
     state_timeout_s: float = 2.0  # bounds each PostgreSQL call (connect, statement, lock wait, client wait)
+    state_retention: StateRetention = StateRetention()
     files: FilesConfig = field(default_factory=FilesConfig)
     source: Path | None = field(default=None, compare=False)
     recipients: Mapping[str, Platform] = field(default_factory=dict, compare=False, repr=False)
@@ -443,10 +455,11 @@ def _dsn(s: _Reader, name: str, value: object) -> str | None:
     return dsn
 
 
-def _state(s: _Reader, default_path: Path) -> tuple[Path, str | None, float]:
+def _state(s: _Reader, default_path: Path) -> tuple[Path, str | None, float, StateRetention]:
     """`state:`: a SQLite `path` (the default), or PostgreSQL through `dsn` or `dsn_file` (a file holding the DSN,
-    e.g. a mounted secret): exactly one of the three. `timeout_s` bounds every PostgreSQL call."""
-    s.only({*STATE_STORES, "timeout_s"})
+    e.g. a mounted secret): exactly one of the three. `timeout_s` bounds every PostgreSQL call; `retention` says
+    how long rows are kept."""
+    s.only({*STATE_STORES, "timeout_s", "retention"})
     given = [k for k in STATE_STORES if s.data.get(k) is not None]
     for other in given[1:]:
         s.error(other, f"cannot be given with {s.key(given[0])} (one store: a SQLite path or a PostgreSQL DSN)")
@@ -467,7 +480,17 @@ def _state(s: _Reader, default_path: Path) -> tuple[Path, str | None, float]:
         timeout_s = 2.0
     if "timeout_s" in s.data and given[:1] not in (["dsn"], ["dsn_file"]):
         s.error("timeout_s", "applies to PostgreSQL only (state.dsn or state.dsn_file)")
-    return path, dsn, timeout_s
+    return path, dsn, timeout_s, _state_retention(s.sub("retention"))
+
+
+def _state_retention(r: _Reader) -> StateRetention:
+    r.only({"days", "acked_inbox_hours", "sweep_interval_s"})
+    default = StateRetention()
+    return StateRetention(
+        days=r.int_("days", default.days, minimum=1, maximum=3650),
+        acked_inbox_hours=r.int_("acked_inbox_hours", default.acked_inbox_hours, minimum=1, maximum=8760),
+        sweep_interval_s=r.int_("sweep_interval_s", default.sweep_interval_s, minimum=10, maximum=86400),
+    )
 
 
 def _requests(r: _Reader) -> dict[str, RequestTiming]:
@@ -610,7 +633,8 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         trust.error("ca", "at least one root certificate is required")
     trust_certificates = trust.paths("certificates")
     trust_revoked = _thumbprints(trust, "revoked")
-    state_path, state_dsn, state_timeout_s = _state(root.sub("state"), base / f"var/{region.lower()}/state.sqlite")
+    state_path, state_dsn, state_timeout_s, state_retention = _state(root.sub("state"),
+                                                                     base / f"var/{region.lower()}/state.sqlite")
 
     lim = root.sub("limits")
     lim.only({"max_body_bytes", "max_batch_body_bytes", "batch_max", "publish_timeout_s", "jwt_max_lifetime_s",
@@ -705,6 +729,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         previous_encryption_keys=previous_encryption_keys,
         state_dsn=state_dsn,
         state_timeout_s=state_timeout_s,
+        state_retention=state_retention,
         files=files,
         source=source,
         requests=requests,

@@ -116,6 +116,13 @@ class Metrics:
             "yrdx_late_results_total", "Results that came after their request's deadline, by request type",
             ["type"], registry=r,
         )
+        self.state_swept = Counter(
+            "yrdx_state_swept_total", "State rows deleted by the retention sweep, by table", ["table"], registry=r,
+        )
+        self.state_sweep_failures = Counter(
+            "yrdx_state_sweep_failures_total", "Retention sweeps of the state that failed (tried again at the next "
+            "round)", registry=r,
+        )
         # Pre-bound children: observing a stage costs no label lookup on the hot path.
         self._stages: dict[str, Any] = {s: self.stage_seconds.labels(s) for s in STAGES}
 

@@ -65,6 +65,7 @@ from gateway.relay.trust_updates import (
 )
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import StateSchemaError, StateStore, StateUnavailable
+from gateway.state.sweeper import run_sweeper
 from gateway.wire.regions import REGIONS
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,8 @@ class Gateway:
             asyncio.create_task(self.request_reply.run_sweeper(self._stopping), name="request-sweeper"),
             asyncio.create_task(self._assemble_files(), name="files"),
             asyncio.create_task(self._sweep_files(), name="files-sweep"),
+            asyncio.create_task(run_sweeper(self.state, self.cfg.state_retention.sweep_interval_s, self.metrics),
+                                name="state-sweep"),
         ]
         if not self.cfg.audit_enabled:
             log.warning("audit trail DISABLED (audit_enabled: false): for measurements only")

@@ -17,7 +17,7 @@
 #      with the ConfigMap's state in PostgreSQL (state.dsn_file, accepted by the config parser), a PDB keeping
 #      one replica up, preferred pod anti-affinity and YRDX_INSTANCE_ID from the pod's name;
 #   5. the files spool: files.* rendered into gateway.yaml, its volume writable at files.spool_dir (a claim,
-#      shared ReadWriteMany by replicas, or an emptyDir for development);
+#      shared ReadWriteMany by replicas, or an emptyDir for development); state.retention rendered too;
 #   6. helm template with values the chart must refuse (they must fail, naming the problem).
 # Safe to run again: nothing outside the cache directory and a temporary directory is written.
 set -euo pipefail
@@ -205,7 +205,7 @@ assert term["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["m
 env = {e["name"]: e for e in pod["containers"][0]["env"]}
 assert env["YRDX_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", env
 cfg = yaml.safe_load(kinds["ConfigMap"]["data"]["gateway.yaml"])
-assert cfg["state"] == {"dsn_file": "/etc/yrdx/state/dsn"}, cfg["state"]
+assert cfg["state"]["dsn_file"] == "/etc/yrdx/state/dsn" and "path" not in cfg["state"], cfg["state"]
 if "NetworkPolicy" in kinds:  # the replicas must reach their database
     ports = [p["port"] for rule in kinds["NetworkPolicy"]["spec"]["egress"] for p in rule.get("ports", [])]
     assert 5432 in ports, f"no egress to PostgreSQL in the NetworkPolicy ({ports})"
@@ -289,6 +289,23 @@ PY
 }
 check_files "$WORK/yrdx-files.yaml"
 
+say "the state's retention: its defaults and set values in gateway.yaml"
+lint_and_render yrdx-retention SH --set state.retention.days=90 --set state.retention.ackedInboxHours=2 \
+    --set state.retention.sweepIntervalS=60
+check_retention() {
+    "$PYTHON" - "$1" "$2" <<'PY'
+import json, sys, yaml
+
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+cm = next(d for d in docs if d["kind"] == "ConfigMap" and "gateway.yaml" in d.get("data", {}))
+retention = yaml.safe_load(cm["data"]["gateway.yaml"])["state"]["retention"]
+assert retention == json.loads(sys.argv[2]), retention
+print(f"   ok: state.retention {retention}")
+PY
+}
+check_retention "$WORK/yrdx-retention.yaml" '{"days": 90, "acked_inbox_hours": 2, "sweep_interval_s": 60}'
+check_retention "$WORK/yrdx-sh-replicas.yaml" '{"days": 30, "acked_inbox_hours": 24, "sweep_interval_s": 300}'
+
 say "values the chart must refuse"
 must_fail "value must be one of 'SH', 'JS', 'ZJ', 'AH'" --set region=XX
 must_fail "value must be one of 'PLAINTEXT', 'SSL', 'SASL_SSL'" --set kafka.security.protocol=SASL_PLAINTEXT
@@ -301,6 +318,8 @@ must_fail "needs files.persistence.enabled with a shared volume" --set replicaCo
 must_fail "files.spoolDir \"/etc/yrdx/files\": it is the spool volume's mount point" --set files.spoolDir=/etc/yrdx/files
 must_fail "files.spoolDir \"/var/lib/yrdx/files\"" --set files.spoolDir=/var/lib/yrdx/files
 must_fail "at '/files/waitS'" --set files.waitS=0
+must_fail "at '/state/retention/days'" --set state.retention.days=0
+must_fail "at '/state/retention/sweepIntervalS'" --set state.retention.sweepIntervalS=5
 must_fail "autoscaling.maxReplicas must be at least autoscaling.minReplicas" --set autoscaling.enabled=true \
     --set state.dsn=postgresql://yrdx@pg/yrdx --set autoscaling.minReplicas=5 --set autoscaling.maxReplicas=2
 must_fail "at '/state/dsn': 'mysql://x' does not match pattern" --set state.dsn=mysql://x

@@ -30,6 +30,7 @@ from psycopg.abc import PQGen
 from psycopg.rows import TupleRow
 
 from gateway.state import schema
+from gateway.state.retention import Sweep
 from gateway.state.rows import (
     STATUS_RANK,
     Decision,
@@ -144,6 +145,10 @@ class PostgresBackend:
         self._closed = threading.Event()
         self._reconnecting: threading.Thread | None = None
         self._error = ""
+        # The retention sweep's own connection (opened by the first sweep): it runs in a worker thread, and on the
+        # shared one it would hold self._lock, and so the event loop, for each chunk it deletes.
+        self._sweeper: _Connection | None = None
+        self._sweep_lock = threading.Lock()
         try:
             self._conn: _Connection | None = self._connect()
         except psycopg.Error as e:
@@ -223,6 +228,10 @@ class PostgresBackend:
             conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+        with self._sweep_lock:  # after the chunk being deleted, if any
+            sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.close()
 
     def _lost(self, why: str) -> None:
         """Drop the connection (under self._lock) and rebuild it in the background."""
@@ -355,7 +364,7 @@ class PostgresBackend:
         return self._run(call)
 
     def remember_idempotent(self, platform: str, key: str, req: IdempotentRequest) -> IdempotentRequest:
-        def call(conn: _Connection) -> IdempotentRequest:
+        def claim(conn: _Connection) -> TupleRow | None:
             # Two statements, not one: the read must see a winner that committed while the INSERT waited for it
             # (one statement reads with one snapshot, taken before).
             row = conn.execute(
@@ -367,7 +376,11 @@ class PostgresBackend:
                 row = conn.execute(
                     "SELECT request_sha256, message_id, envelope, signature FROM idempotency WHERE platform = %s "
                     "AND key = %s", (platform, key)).fetchone()
-            assert row is not None  # rows are never deleted
+            return row
+
+        def call(conn: _Connection) -> IdempotentRequest:
+            row = claim(conn) or claim(conn)  # None: the holder was swept between the two statements; free again
+            assert row is not None  # a holder that fresh is not swept
             return IdempotentRequest(row[0], row[1], bytes(row[2]), row[3])
 
         return self._run(call)
@@ -466,6 +479,36 @@ class PostgresBackend:
     def purge_jti(self, before: float) -> None:
         self._run(lambda conn: conn.execute("DELETE FROM jti WHERE exp < %s", (before,)))
 
+    # --- retention ----------------------------------------------------------------------------------------
+
+    def delete_expired(self, sweep: Sweep, before: float, limit: int) -> dict[str, int]:
+        # A chunk by the rows' physical ids: ANY(ARRAY(...)) is read once, then a TID scan. A row updated meanwhile
+        # (a dedupe mark decided again) has a new ctid and stays; a row another replica's sweep deletes first is
+        # waited for, then skipped: two sweeps at once delete each row once.
+        where = _pg(sweep.where)
+        sql = (f"DELETE FROM {sweep.table} WHERE ctid = ANY(ARRAY("  # noqa: S608 (constants only)
+               f"SELECT ctid FROM {sweep.table} WHERE {where} LIMIT %s))")
+        with self._sweep_lock:
+            if self._closed.is_set():
+                raise StateUnavailable(f"the state store {self.where} is closed")
+            try:
+                conn = self._sweeper = self._sweeper or self._connect()
+                conn.deadline = time.monotonic() + self._timeout_s + CLIENT_MARGIN_S
+                with conn.transaction():
+                    if sweep.history is None:
+                        return {sweep.table: max(conn.execute(sql, (before, limit)).rowcount, 0)}
+                    ids = [r[0] for r in conn.execute(sql + " RETURNING id", (before, limit)).fetchall()]
+                    events = conn.execute(f"DELETE FROM {sweep.history} WHERE id = ANY(%s)", (ids,))  # noqa: S608
+                    return {sweep.table: len(ids), sweep.history: max(events.rowcount, 0)}
+            except psycopg.Error as e:  # the next sweep starts on a new connection
+                sweeper, self._sweeper = self._sweeper, None
+                if sweeper is not None:
+                    sweeper.close()
+                raise StateUnavailable(f"the state database {self.where} did not sweep: {summary(e)}") from e
+            finally:
+                if self._sweeper is not None:
+                    self._sweeper.deadline = None
+
     # --- small named values (audit chain head) -----------------------------------------------------------
 
     def get(self, key: str) -> bytes | None:
@@ -488,14 +531,18 @@ class PostgresBackend:
     def open_request(self, req: NewRequest) -> RequestRecord:
         params = open_params(req)
 
-        def call(conn: _Connection) -> RequestRecord:
+        def claim(conn: _Connection) -> RequestRecord | None:
             if conn.execute(_pg(RequestSql.OPEN), params).rowcount == 1:  # claimed: the row is what was inserted
                 return opened_record(params)
             # Lost the claim: a second statement, so that the read sees the row another replica committed while
             # the INSERT waited for it.
             row = conn.execute(_pg(RequestSql.BY_CORRELATION), (req.correlation_id,)).fetchone()
-            assert row is not None  # just written, or written before
-            return request_record(row)
+            return request_record(row) if row is not None else None
+
+        def call(conn: _Connection) -> RequestRecord:
+            record = claim(conn) or claim(conn)  # None: the holder was swept between the two statements
+            assert record is not None  # a holder that fresh is not swept
+            return record
 
         return self._run(call)
 

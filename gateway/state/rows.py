@@ -227,6 +227,12 @@ def request_record(row: Sequence[Any]) -> RequestRecord:
                          reply, row[16], row[17], row[18])
 
 
+# A timed-out request (or one a late result came for) whose compensation was rendered but is not recorded as sent:
+# the sweeper sends it again, so its row must stay.
+COMPENSATION_OWED = ("status IN ('timed_out', 'late_result') AND compensation_type IS NOT NULL "
+                     "AND compensation_payload IS NOT NULL AND compensation_id IS NULL")
+
+
 # The request-reply statements, written once with `?` placeholders (postgres.py swaps in `%s`). Every transition
 # is one conditional UPDATE: whichever of a reply and the deadline comes first wins, the other changes nothing.
 class RequestSql:
@@ -250,9 +256,7 @@ class RequestSql:
     COMPENSATED = ("UPDATE requests SET compensation_id = ?, status = CASE WHEN status = 'timed_out' "
                    "THEN 'compensated' ELSE status END WHERE correlation_id = ? AND compensation_id IS NULL")
     OVERDUE = (f"SELECT {REQUEST_COLUMNS} FROM requests WHERE (status = 'pending' AND deadline_at < ?) "  # noqa: S608
-               "OR (status IN ('timed_out', 'late_result') AND compensation_type IS NOT NULL "
-               "AND compensation_payload IS NOT NULL AND compensation_id IS NULL AND deadline_at < ?) "
-               "ORDER BY deadline_at LIMIT ?")
+               f"OR ({COMPENSATION_OWED} AND deadline_at < ?) ORDER BY deadline_at LIMIT ?")
 
 
 def open_params(req: NewRequest) -> tuple[Any, ...]:

@@ -76,6 +76,17 @@ def _parked_step(*, seq: str, real: str, blob: str) -> Migration:
     ))
 
 
+def _retention_step() -> Migration:
+    """Version 4, the same in both dialects: the timestamp indexes the retention sweep reads (retention.py)."""
+    return Migration(4, "retention: indexes on the timestamps past which rows are swept", (
+        "CREATE INDEX inbox_acked ON inbox(acked_at) WHERE acked_at IS NOT NULL",  # the pending rows stay out
+        "CREATE INDEX seen_at ON seen(at)",
+        "CREATE INDEX sent_created ON sent(created_at)",
+        "CREATE INDEX idempotency_created ON idempotency(created_at)",
+        "CREATE INDEX requests_deadline ON requests(deadline_at)",
+    ))
+
+
 # Version 1 is the schema the SQLite store had before it was versioned; IF NOT EXISTS lets a file written by that
 # code adopt it as it is.
 SQLITE: tuple[Migration, ...] = (
@@ -132,6 +143,7 @@ SQLITE: tuple[Migration, ...] = (
     )),
     _requests_step(real="REAL", blob="BLOB"),
     _parked_step(seq="INTEGER PRIMARY KEY AUTOINCREMENT", real="REAL", blob="BLOB"),
+    _retention_step(),
 )
 
 # The same tables in PostgreSQL. sent_events gets a key of its own (SQLite's rowid keeps their order there), the
@@ -192,6 +204,7 @@ POSTGRES: tuple[Migration, ...] = (
     )),
     _requests_step(real="DOUBLE PRECISION", blob="BYTEA"),
     _parked_step(seq="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", real="DOUBLE PRECISION", blob="BYTEA"),
+    _retention_step(),
 )
 
 

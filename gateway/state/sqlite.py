@@ -1,9 +1,10 @@
 """The embedded state backend (SQLite, the default): one file, one gateway process.
 
-One connection used from the event loop thread. Statements are short and WAL with synchronous=NORMAL keeps
-a commit in the tens of microseconds; each public method is one transaction, so a crash leaves either the
-whole step or none of it. A second process on the same file is not supported (leases are read, then taken):
-replicas share a PostgreSQL database instead (postgres.py).
+One connection used from the event loop thread, and one more for the retention sweep, which runs in a worker
+thread (a connection is one transaction at a time: the two must not share one). Statements are short and WAL
+with synchronous=NORMAL keeps a commit in the tens of microseconds; each public method is one transaction, so a
+crash leaves either the whole step or none of it. A second process on the same file is not supported (leases are
+read, then taken): replicas share a PostgreSQL database instead (postgres.py).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from gateway.state import schema
+from gateway.state.retention import Sweep
 from gateway.state.rows import (
     STATUS_RANK,
     Decision,
@@ -69,6 +72,21 @@ RETURNING seq, id, type, from_region, envelope, signature, late_reply_to
 
 _ACK = "UPDATE inbox SET acked_at=? WHERE platform=? AND acked_at IS NULL AND id IN ({marks})"
 
+
+@contextlib.contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Cursor]:
+    """One write transaction on `db`, its writer lock taken at BEGIN."""
+    cur = db.cursor()
+    cur.execute("BEGIN IMMEDIATE")
+    try:
+        yield cur
+        cur.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            cur.execute("ROLLBACK")
+        raise
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -94,7 +112,11 @@ class SqliteBackend:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.where = str(path)
+        self._timeout_s = timeout_s
         self._db = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+        self._sweeper: sqlite3.Connection | None = None  # opened by the first sweep
+        self._sweep_lock = threading.Lock()  # the sweep's connection: one chunk at a time, and its closing
+        self._closed = False
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -127,19 +149,14 @@ class SqliteBackend:
         return max(current, schema.LATEST)
 
     def close(self) -> None:
+        with self._sweep_lock:  # after the chunk being deleted, if any
+            self._closed = True
+            if self._sweeper is not None:
+                self._sweeper.close()
         self._db.close()
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        cur = self._db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
-            yield cur
-            cur.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                cur.execute("ROLLBACK")
-            raise
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Cursor]:
+        return _immediate(self._db)
 
     def _tx(self, statements: Iterable[tuple[str, Sequence[Any] | Iterable[Sequence[Any]], bool]]) -> None:
         with self._transaction() as cur:
@@ -217,14 +234,12 @@ class SqliteBackend:
 
     @_guarded
     def remember_idempotent(self, platform: str, key: str, req: IdempotentRequest) -> IdempotentRequest:
-        self._tx([(
-            "INSERT OR IGNORE INTO idempotency VALUES (?,?,?,?,?,?,?)",
-            (platform, key, req.request_sha256, req.message_id, req.envelope, req.signature, time.time()),
-            False,
-        )])
-        stored = self.idempotent(platform, key)
-        assert stored is not None  # just written, or written before
-        return stored
+        with self._transaction() as cur:  # claim and read back together: the sweep cannot delete in between
+            cur.execute("INSERT OR IGNORE INTO idempotency VALUES (?,?,?,?,?,?,?)",
+                        (platform, key, req.request_sha256, req.message_id, req.envelope, req.signature, time.time()))
+            row = cur.execute("SELECT request_sha256, message_id, envelope, signature FROM idempotency "
+                              "WHERE platform=? AND key=?", (platform, key)).fetchone()
+        return IdempotentRequest(row[0], row[1], bytes(row[2]), row[3])
 
     # --- receiving side: dedupe and the pull inbox -------------------------------------------------------
 
@@ -285,6 +300,27 @@ class SqliteBackend:
     def purge_jti(self, before: float) -> None:
         self._db.execute("DELETE FROM jti WHERE exp < ?", (before,))
 
+    # --- retention ----------------------------------------------------------------------------------------
+
+    @_guarded
+    def delete_expired(self, sweep: Sweep, before: float, limit: int) -> dict[str, int]:
+        with self._sweep_lock:
+            if self._closed:
+                raise StateUnavailable(f"the state store {self.path} is closed")
+            if self._sweeper is None:
+                self._sweeper = sqlite3.connect(self.path, timeout=self._timeout_s, isolation_level=None,
+                                                check_same_thread=False)  # each sweep may run in another thread
+            db = self._sweeper
+            # DELETE ... LIMIT needs a compile-time option; the rowids of one chunk do the same.
+            sql = (f"DELETE FROM {sweep.table} WHERE rowid IN "  # noqa: S608 (constants only)
+                   f"(SELECT rowid FROM {sweep.table} WHERE {sweep.where} LIMIT ?)")
+            if sweep.history is None:
+                return {sweep.table: db.execute(sql, (before, limit)).rowcount}  # autocommit: one transaction
+            with _immediate(db) as cur:
+                ids = [(r[0],) for r in cur.execute(sql + " RETURNING id", (before, limit)).fetchall()]
+                cur.executemany(f"DELETE FROM {sweep.history} WHERE id = ?", ids)  # noqa: S608
+                return {sweep.table: len(ids), sweep.history: max(cur.rowcount, 0)}
+
     # --- small named values (audit chain head) -----------------------------------------------------------
 
     @_guarded
@@ -306,9 +342,10 @@ class SqliteBackend:
     @_guarded
     def open_request(self, req: NewRequest) -> RequestRecord:
         params = open_params(req)
-        if self._db.execute(RequestSql.OPEN, params).rowcount == 1:  # claimed: the row is what was inserted
-            return opened_record(params)
-        row = self._db.execute(RequestSql.BY_CORRELATION, (req.correlation_id,)).fetchone()
+        with self._transaction() as cur:  # claim and read back together: the sweep cannot delete in between
+            if cur.execute(RequestSql.OPEN, params).rowcount == 1:  # claimed: the row is what was inserted
+                return opened_record(params)
+            row = cur.execute(RequestSql.BY_CORRELATION, (req.correlation_id,)).fetchone()
         return request_record(row)
 
     @_guarded

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from gateway.config import GatewayConfig
 from gateway.state.doorbell import Doorbell
+from gateway.state.retention import SWEEP_CHUNK, SWEEPS, TABLES, RetentionPolicy, Sweep
 from gateway.state.rows import (
     Decision,
     IdempotentRequest,
@@ -39,6 +40,9 @@ JTI_GRACE_S = 60.0  # a used jti is kept this long after its token's exp (the to
 # a 30 ms stall of the event loop per round for the scan alone. Every 2 s (the broker probe's pace) that was
 # ~8 us per request.
 JTI_PURGE_EVERY_S = 30.0
+# Between two full chunks of a sweep: SQLite's busy handler waits in steps, so a sweep that took the writer lock
+# again at once could keep the event loop's writes waiting for a whole sweep.
+SWEEP_PAUSE_S = 0.01
 
 
 class Backend(Protocol):
@@ -63,6 +67,7 @@ class Backend(Protocol):
     def inbox_depth(self) -> int: ...
     def use_jtis(self, items: Sequence[tuple[str, float]]) -> list[bool]: ...
     def purge_jti(self, before: float) -> None: ...
+    def delete_expired(self, sweep: Sweep, before: float, limit: int) -> dict[str, int]: ...
     def get(self, key: str) -> bytes | None: ...
     def put(self, key: str, value: bytes) -> None: ...
     def open_request(self, req: NewRequest) -> RequestRecord: ...
@@ -97,7 +102,7 @@ class StateStore:
     """
 
     def __init__(self, path: Path | None = None, *, dsn: str | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, retention: RetentionPolicy | None = None) -> None:
         if (path is None) == (dsn is None):
             raise ValueError("a SQLite path or a PostgreSQL DSN: exactly one")
         if path is not None:
@@ -107,6 +112,7 @@ class StateStore:
 
             self._b = PostgresBackend(str(dsn), timeout_s)
         self._jti_purged_at = -math.inf  # time.monotonic() of the last purge that succeeded
+        self.retention = retention or RetentionPolicy()  # what sweep() deletes when
         self.inbox_bell = Doorbell()  # rung by every delivery to the inbox through this store
         log.info("state store open", extra={"backend": self._b.name, "store": self._b.where,
                                             "schema_version": self._b.version})
@@ -114,9 +120,10 @@ class StateStore:
     @classmethod
     def from_config(cls, cfg: GatewayConfig) -> StateStore:
         """The store `state:` names: `dsn` (or `dsn_file`) for PostgreSQL, else the SQLite `path`."""
+        retention = RetentionPolicy.of(cfg)
         if cfg.state_dsn is not None:
-            return cls(dsn=cfg.state_dsn, timeout_s=cfg.state_timeout_s)
-        return cls(cfg.state_path)
+            return cls(dsn=cfg.state_dsn, timeout_s=cfg.state_timeout_s, retention=retention)
+        return cls(cfg.state_path, retention=retention)
 
     @property
     def backend(self) -> str:
@@ -225,6 +232,26 @@ class StateStore:
             return False
         self._jti_purged_at = now
         return True
+
+    # --- retention ----------------------------------------------------------------------------------------
+
+    def sweep(self, now: float) -> dict[str, int]:
+        """Delete the rows past their retention at `now` (epoch seconds; gateway/state/retention.py says which),
+        table by table, each chunk of at most SWEEP_CHUNK rows one transaction; returns the rows deleted per
+        table. Blocking, for a worker thread: each backend sweeps on a connection of its own. Replicas sweeping
+        one database at once delete each row once. StateUnavailable stops it where it is (what was deleted
+        stays deleted; the next sweep goes on)."""
+        cutoffs = self.retention.cutoffs(now)
+        deleted = dict.fromkeys(TABLES, 0)
+        for sweep in SWEEPS:
+            while True:
+                chunk = self._b.delete_expired(sweep, cutoffs[sweep.table], SWEEP_CHUNK)
+                for table, n in chunk.items():
+                    deleted[table] += n
+                if chunk[sweep.table] < SWEEP_CHUNK:
+                    break
+                time.sleep(SWEEP_PAUSE_S)
+        return deleted
 
     # --- small named values (audit chain head) -----------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The `state:` section of a gateway's configuration (gateway/config.py): a SQLite `path` (the default) or a
-PostgreSQL `dsn` / `dsn_file`, exactly one, and `timeout_s` for PostgreSQL; each mistake names its key, and a
-password in a DSN is never echoed."""
+PostgreSQL `dsn` / `dsn_file`, exactly one, `timeout_s` for PostgreSQL and `retention`; each mistake names its key,
+and a password in a DSN is never echoed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import ConfigError, GatewayConfig, parse_config
+from gateway.config import ConfigError, GatewayConfig, StateRetention, parse_config
 from gateway.dev.exchange import init_exchange
 
 DSN = "postgresql://yrdx:s3cret@db.example:5432/yrdx_sh?sslmode=verify-full"
@@ -78,7 +78,18 @@ def test_exactly_one_store(doc: tuple[Path, dict[str, Any]], tmp_path: Path) -> 
     ({"dsn": DSN, "timeout_s": 600}, "state.timeout_s: expected at most 60 seconds (the event loop waits that long)"),
     ({"path": "s.sqlite", "timeout_s": 1}, "state.timeout_s: applies to PostgreSQL only (state.dsn or state.dsn_file)"),
     ({"dsn_file": "no/such/file"}, "state.dsn_file: file not found"),
-    ({"path": "s.sqlite", "pool": 4}, "state.pool: unknown key (allowed: dsn, dsn_file, path, timeout_s)"),
+    ({"path": "s.sqlite", "pool": 4}, "state.pool: unknown key (allowed: dsn, dsn_file, path, retention, timeout_s)"),
+    ({"retention": {"days": 0}}, "state.retention.days: expected an integer >= 1 <= 3650"),
+    ({"retention": {"days": 30.5}}, "state.retention.days: expected an integer >= 1 <= 3650"),
+    ({"retention": {"acked_inbox_hours": 0}}, "state.retention.acked_inbox_hours: expected an integer >= 1 <= 8760"),
+    ({"retention": {"acked_inbox_hours": "24"}},
+     "state.retention.acked_inbox_hours: expected an integer >= 1 <= 8760"),
+    ({"retention": {"sweep_interval_s": 5}}, "state.retention.sweep_interval_s: expected an integer >= 10 <= 86400"),
+    ({"retention": {"sweep_interval_s": True}},
+     "state.retention.sweep_interval_s: expected an integer >= 10 <= 86400"),
+    ({"retention": {"seen_hours": 1}},
+     "state.retention.seen_hours: unknown key (allowed: acked_inbox_hours, days, sweep_interval_s)"),
+    ({"retention": 30}, "state.retention: expected a mapping, got int"),
     ("s.sqlite", "state: expected a mapping, got str"),
 ])
 def test_each_mistake_names_its_key(doc: tuple[Path, dict[str, Any]], state: object, expected: str) -> None:
@@ -94,3 +105,9 @@ def test_a_dsn_file_with_something_else_in_it(doc: tuple[Path, dict[str, Any]], 
     secret.write_bytes(b"\xff\xfe")
     (error,) = errors(doc, {"dsn_file": str(secret)})
     assert error.startswith(f"state.dsn_file: cannot read {secret}")
+
+
+def test_retention_has_its_defaults_and_takes_values(doc: tuple[Path, dict[str, Any]]) -> None:
+    assert parse(doc, {"path": "s.sqlite"}).state_retention == StateRetention(30, 24, 300)
+    cfg = parse(doc, {"dsn": DSN, "retention": {"days": 90, "acked_inbox_hours": 1, "sweep_interval_s": 60}})
+    assert cfg.state_retention == StateRetention(days=90, acked_inbox_hours=1, sweep_interval_s=60)

@@ -481,6 +481,28 @@ class StateContract:
         assert again.get("k") == b"v" and again.inbox_depth() == 1
         assert db.sql("SELECT count(*) FROM schema_version")[0][0] == schema.LATEST
 
+    def test_a_database_of_the_previous_version_is_migrated_with_its_rows(self, db: Database,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+        previous = schema.LATEST - 1
+        with monkeypatch.context() as m:  # the gateway of the version before: its steps only
+            m.setattr(schema, "LATEST", previous)
+            m.setattr(schema, "SQLITE", schema.SQLITE[:previous])
+            m.setattr(schema, "POSTGRES", schema.POSTGRES[:previous])
+            old = db.open()
+            assert old.schema_version == previous
+            old.deliver_to_inbox([inbox("m1")])
+            old.record_sent([sent_row("s1")], "accepted")
+            old.close()
+        store = db.open()
+        assert store.schema_version == schema.LATEST
+        assert [r[0] for r in db.sql("SELECT version FROM schema_version ORDER BY version")] == list(
+            range(1, schema.LATEST + 1))
+        assert store.seen(["m1"])["m1"].outcome == "delivered" and store.sent("s1") is not None
+        index_names = ("SELECT name FROM sqlite_master WHERE type = 'index'" if db.backend == "sqlite" else
+                       "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")
+        assert {"inbox_acked", "seen_at", "sent_created", "idempotency_created", "requests_deadline"} <= {
+            r[0] for r in db.sql(index_names)}
+
     def test_a_schema_newer_than_this_gateway_is_refused(self, db: Database, store: StateStore) -> None:
         db.sql("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
                (schema.LATEST + 1, "from the future", time.time()) if db.backend == "sqlite" else

@@ -269,13 +269,15 @@ hand-written one.
 {{- end }}
 {{- $_ := set $trust "encryption_keys" $enc }}
 {{- end }}
+{{- $r := .Values.state.retention }}
+{{- $retention := dict "days" (int $r.days) "acked_inbox_hours" (int $r.ackedInboxHours) "sweep_interval_s" (int $r.sweepIntervalS) }}
 {{- $cfg := dict
   "region" $region
   "listen" (dict "host" .Values.config.listen.host "port" (int .Values.config.listen.port))
   "kafka" $kafka
   "identity" $identity
   "trust" $trust
-  "state" (ternary (dict "dsn_file" "/etc/yrdx/state/dsn") (dict "path" .Values.state.path) (not (empty (include "yrdx.stateInPostgres" .))))
+  "state" (merge (ternary (dict "dsn_file" "/etc/yrdx/state/dsn") (dict "path" .Values.state.path) (not (empty (include "yrdx.stateInPostgres" .)))) (dict "retention" $retention))
   "limits" .Values.config.limits
   "accept" .Values.config.accept
   "platforms" $platforms
