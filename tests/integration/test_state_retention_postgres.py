@@ -3,20 +3,11 @@ database of its own (two sweeps at once there are two replicas' sweeps on one da
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
-from tests.integration.test_state_postgres import PostgresDatabase
+from tests.integration.test_state_postgres import db
 from tests.unit.test_state_retention import RetentionContract
 
-
-@pytest.fixture
-def db(postgres_db: str) -> Iterator[PostgresDatabase]:
-    d = PostgresDatabase(postgres_db)
-    yield d
-    d.close()
+__all__ = ["db"]  # the fixture: a PostgresDatabase of its own per test
 
 
 class TestPostgres(RetentionContract):
-    """The suite, on PostgreSQL (the `db` fixture above)."""
+    """The suite, on PostgreSQL (the `db` fixture of test_state_postgres)."""
