@@ -65,7 +65,7 @@ from gateway.relay.trust_updates import (
 )
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import StateSchemaError, StateStore, StateUnavailable
-from gateway.state.sweeper import run_sweeper
+from gateway.state.sweeper import run_checkpoints, run_sweeper
 from gateway.wire.regions import REGIONS
 
 log = logging.getLogger(__name__)
@@ -238,6 +238,7 @@ class Gateway:
             asyncio.create_task(self._sweep_files(), name="files-sweep"),
             asyncio.create_task(run_sweeper(self.state, self.cfg.state_retention.sweep_interval_s, self.metrics),
                                 name="state-sweep"),
+            asyncio.create_task(run_checkpoints(self.state), name="state-checkpoints"),
         ]
         if not self.cfg.audit_enabled:
             log.warning("audit trail DISABLED (audit_enabled: false): for measurements only")

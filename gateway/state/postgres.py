@@ -481,6 +481,9 @@ class PostgresBackend:
 
     # --- retention ----------------------------------------------------------------------------------------
 
+    def checkpoint(self) -> None:
+        """Nothing to do: PostgreSQL checkpoints on its own, off the gateway's connections."""
+
     def delete_expired(self, sweep: Sweep, before: float, limit: int) -> dict[str, int]:
         # A chunk by the rows' physical ids: ANY(ARRAY(...)) is read once, then a TID scan. A row updated meanwhile
         # (a dedupe mark decided again) has a new ctid and stays; a row another replica's sweep deletes first is

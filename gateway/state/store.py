@@ -53,6 +53,7 @@ class Backend(Protocol):
     @property
     def available(self) -> bool: ...
     def close(self) -> None: ...
+    def checkpoint(self) -> None: ...
     def record_sent(self, items: Sequence[NewSent], stage: str, detail: str | None = None) -> None: ...
     def apply_receipts(self, by: str, items: Sequence[ReceiptItem],
                        receipt: Decision) -> list[tuple[str, str]]: ...
@@ -234,6 +235,11 @@ class StateStore:
         return True
 
     # --- retention ----------------------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Write what the database's log holds into the database itself (SQLite's WAL checkpoint; PostgreSQL does
+        its own). Blocking, for a worker thread, so that no commit on the event loop pays for it."""
+        self._b.checkpoint()
 
     def sweep(self, now: float) -> dict[str, int]:
         """Delete the rows past their retention at `now` (epoch seconds; gateway/state/retention.py says which),
