@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 # Records per Kafka record: about 300 bytes each, so a segment stays far below the broker's 1 MB default.
 SEGMENT_RECORDS = 1000
-# Entries per batch record: about 130 bytes each; a batch record stays far below the broker's 1 MB default too.
+# Entries per batch record: about 200 bytes each; a batch record stays far below the broker's 1 MB default too.
 BATCH_ENTRIES = 2000
 _HEAD_KEY = "audit_head"
 
@@ -93,9 +93,7 @@ class AuditTrail:
 
     @property
     def head(self) -> Head:
-        """The chain's last record, hashed (which closes the open batch record)."""
-        if self._pending:
-            self._unsent += self._hashed()
+        """The chain's last hashed record (records are hashed when their segment is cut)."""
         return self._head
 
     def pending(self) -> int:

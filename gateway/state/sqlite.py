@@ -1,10 +1,10 @@
 """The embedded state backend (SQLite, the default): one file, one gateway process.
 
-One connection used from the event loop thread, and one more for the retention sweep, which runs in a worker
-thread (a connection is one transaction at a time: the two must not share one). Statements are short and WAL
-with synchronous=NORMAL keeps a commit in the tens of microseconds; each public method is one transaction, so a
-crash leaves either the whole step or none of it. A second process on the same file is not supported (leases are
-read, then taken): replicas share a PostgreSQL database instead (postgres.py).
+One connection used from the event loop thread, and one more for the upkeep (the retention sweep and the WAL
+checkpoints), which runs in a worker thread (a connection is one transaction at a time: the two must not share
+one). Statements are short and WAL with synchronous=NORMAL keeps a commit in the tens of microseconds; each public
+method is one transaction, so a crash leaves either the whole step or none of it. A second process on the same
+file is not supported (leases are read, then taken): replicas share a PostgreSQL database instead (postgres.py).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class SqliteBackend:
         self._timeout_s = timeout_s
         self._db = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
         self._sweeper: sqlite3.Connection | None = None  # upkeep (sweeps, checkpoints), opened at first use
-        self._sweep_lock = threading.Lock()  # the sweep's connection: one chunk at a time, and its closing
+        self._sweep_lock = threading.Lock()  # the upkeep connection: one use at a time, and its closing
         self._closed = False
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
