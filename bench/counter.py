@@ -99,10 +99,11 @@ def transaction(his: HisClient, infno: str, mdtrt_id: str, n: int) -> dict[str, 
 async def offer(his: HisClient, infno: str, mdtrt_id: str, rate: int, seconds: float,
                 pids: dict[str, int | None] | None = None) -> Run:
     run = Run(rate)
+    total = int(rate * seconds)
+    his.premint(total)  # the HIS's tokens, minted before the window opens (the driver shares the machine)
     cpu = CpuWindow(pids or {})
     cpu.start()
     began = time.monotonic()
-    total = int(rate * seconds)
     t0 = time.monotonic() + 0.2
 
     async def one(i: int) -> None:
@@ -197,8 +198,9 @@ async def main(rates: Sequence[int], seconds: float, infno: str, warmup: float, 
                     await settle_jit(his, infno, mdtrt_id, min(rates), kafka_pid, broker_warmup)
                 runs = []
                 for rate in rates:
-                    spies = [PySpy(PY_SPY, pid, profile / f"{region.lower()}.{rate}.pyspy.txt")
-                             for region, pid in ex.pids.items()] if profile is not None else []
+                    profiled = {**{region.lower(): pid for region, pid in ex.pids.items()}, "driver": os.getpid()}
+                    spies = [PySpy(PY_SPY, pid, profile / f"{name}.{rate}.pyspy.txt")
+                             for name, pid in profiled.items()] if profile is not None else []
                     try:
                         runs.append(await offer(his, infno, mdtrt_id, rate, seconds, pids))
                     finally:

@@ -14,10 +14,12 @@ _SEALED_KEY = b'"sealed"'
 
 
 def inbox_document(msg_id: str, msg_type: str, from_region: str, envelope: bytes, signature: str,
-                   opener: Opener | None, late_reply_to: str | None = None, *, embed: bool = False) -> dict[str, Any]:
+                   opener: Opener | None, late_reply_to: str | None = None, *, embed: bool = False,
+                   opened: Any = None) -> dict[str, Any]:
     """`embed`, for a document serialized at once (orjson.dumps: the pull): the stored envelope goes in as the JSON
     it already is (egress parsed it before storing it), instead of parsed and serialized again. Only an envelope
-    that may be sealed is parsed then, to open its payload."""
+    that may be sealed is parsed then, to open its payload. `opened`: the sealed payload as egress already opened
+    it (a reply handed to its waiting call), so it is not opened a second time; None: opened here."""
     env: Any = (orjson.Fragment(envelope) if embed and _SEALED_KEY not in envelope  # without the key: not sealed
                 else orjson.loads(envelope))
     doc: dict[str, Any] = {"id": msg_id, "type": msg_type, "from": from_region, "signature": signature,
@@ -25,6 +27,8 @@ def inbox_document(msg_id: str, msg_type: str, from_region: str, envelope: bytes
     if late_reply_to is not None:  # a result after its request's deadline (README "Request-reply")
         doc["late_reply_to"] = late_reply_to
     sealed = env.get("sealed") if isinstance(env, dict) else None
-    if sealed is not None and opener is not None:
+    if sealed is not None and opened is not None:
+        doc["payload"] = opened
+    elif sealed is not None and opener is not None:
         doc["payload"] = orjson.loads(opener.open(sealed))
     return doc

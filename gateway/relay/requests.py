@@ -132,6 +132,7 @@ class RequestReply:
             raise ProblemError(refused)
         correlation_id = draft.correlation_id or fresh_correlation_id(platform.id, idempotency_key)
         request = self._claim(platform.id, rule, draft.to, correlation_id, wait_ms, idempotency_key)
+        opened: Any = None  # the reply's sealed payload, when egress handed it over opened
         if request.status == "pending":
             # Joined before the send, so that a reply quicker than the send's own return still wakes this call.
             event = self._waiters.join(correlation_id)
@@ -139,6 +140,8 @@ class RequestReply:
                 sent = await self._send(platform, {**message, "correlation_id": correlation_id}, request, rule,
                                         idempotency_key)
                 request = await self._wait(event, correlation_id, request.deadline_at) or request
+                if request.reply is not None:
+                    opened = self._waiters.opened_reply(correlation_id, request.reply.id)
             finally:
                 self._waiters.leave(correlation_id)
             if request.status == "pending":
@@ -146,7 +149,7 @@ class RequestReply:
             message_id = sent.id
         else:  # a retry of a request already decided: nothing is sent again
             message_id = request.message_id or ""
-        outcome = self._outcome(request, message_id, started)
+        outcome = self._outcome(request, message_id, started, opened)
         self._metrics.request_reply_seconds.labels(rule.request_type, outcome.status).observe(
             outcome.elapsed_ms / 1000)
         return outcome
@@ -246,19 +249,20 @@ class RequestReply:
         if comp is not None:
             await self._compensator.send(request)
 
-    def _outcome(self, request: RequestRecord, message_id: str, started: float) -> ReplyOutcome:
+    def _outcome(self, request: RequestRecord, message_id: str, started: float, opened: Any = None) -> ReplyOutcome:
         elapsed_ms = round((time.monotonic() - started) * 1000, 3)
-        reply = self.reply_document(request) if request.status == "replied" else None
+        reply = self.reply_document(request, opened) if request.status == "replied" else None
         comp = (CompensationRef(request.compensation_type, request.compensation_id)
                 if request.compensation_type is not None and request.compensation_id is not None else None)
         status = request.status if request.status != "late_result" else (
             "compensated" if comp is not None else "timed_out")  # what this call saw: no reply in time
         return ReplyOutcome(message_id or request.message_id or "", status, reply, elapsed_ms, comp)
 
-    def reply_document(self, request: RequestRecord) -> dict[str, Any] | None:
+    def reply_document(self, request: RequestRecord, opened: Any = None) -> dict[str, Any] | None:
+        """`opened`: the reply's sealed payload as egress opened it (None: open it here)."""
         r = request.reply
         return None if r is None else inbox_document(r.id, r.type, r.from_region, r.envelope, r.signature,
-                                                     self._opener)
+                                                     self._opener, opened=opened)
 
     # --- status ---------------------------------------------------------------------------------------------
 

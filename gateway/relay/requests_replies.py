@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
 from gateway.audit.trail import AuditTrail
 from gateway.config import GatewayConfig
@@ -36,12 +36,13 @@ Taken = Literal["consumed", "deliver", "late"]
 
 
 class _Waiting:
-    __slots__ = ("count", "event", "row")
+    __slots__ = ("count", "event", "opened", "row")
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.count = 0
         self.row: RequestRecord | None = None  # the row as the waker left it, when it knew it
+        self.opened: Any = None  # the reply's sealed payload as egress opened it (None: not sealed, or unknown)
 
 
 class Waiters:
@@ -65,18 +66,27 @@ class Waiters:
         """The correlation ids some call of this process waits on."""
         return list(self._calls)
 
-    def wake(self, correlation_id: str, row: RequestRecord | None = None) -> None:
+    def wake(self, correlation_id: str, row: RequestRecord | None = None, opened: Any = None) -> None:
         """Wake the calls waiting on `correlation_id`; `row`: the request as it now stands in the store, which
-        the calls then take instead of reading it back."""
+        the calls then take instead of reading it back; `opened`: its reply's sealed payload, already opened."""
         waiting = self._calls.get(correlation_id)
         if waiting is not None:
             waiting.row = row
+            waiting.opened = opened
             waiting.event.set()
 
     def settled_row(self, correlation_id: str) -> RequestRecord | None:
         """The row the waker handed over (None: it did not know it, or nobody woke the calls yet)."""
         waiting = self._calls.get(correlation_id)
         return None if waiting is None else waiting.row
+
+    def opened_reply(self, correlation_id: str, reply_id: str) -> Any:
+        """The sealed payload of reply `reply_id` as egress opened it when it handed the row over (None: unknown)."""
+        waiting = self._calls.get(correlation_id)
+        row = None if waiting is None else waiting.row
+        if waiting is None or row is None or row.reply is None or row.reply.id != reply_id:
+            return None
+        return waiting.opened
 
 
 class ReplyStep:
@@ -114,7 +124,8 @@ class ReplyStep:
                 out.delivered(platform, v, "reply")  # audit (delivered, mode reply), metrics and the receipt
             # The row as the UPDATE left it, so that the waiting call needs no read of its own.
             self.waiters.wake(request.correlation_id,
-                              replace(request, status="replied", replied_at=now, reply=reply))
+                              replace(request, status="replied", replied_at=now, reply=reply),
+                              v.env.payload if v.env.sealed is not None else None)
             return "consumed"
         if request.status == "pending":  # the deadline won the race a moment ago: this result is late
             current = self._state.requests([request.correlation_id]).get(request.correlation_id)

@@ -398,3 +398,29 @@ async def test_a_webhook_platform_gets_no_answered_reply_and_a_late_result_marke
     finally:
         await close(rig.h)
         await runner.cleanup()
+
+
+async def test_a_sealed_reply_is_opened_once_and_handed_to_the_call_as_the_store_would_give_it(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Egress opened the sealed result to check it; the waiting call takes that payload instead of opening the
+    stored envelope a second time, and gets the document a read of the store gives."""
+    opener = rig.rr._opener
+    assert opener is not None
+    opened: list[str] = []
+    real_open = opener.open
+    monkeypatch.setattr(opener, "open", lambda sealed: opened.append(sealed) or real_open(sealed))
+    call = asyncio.create_task(rig.rr.call(PLATFORM, rig.request(SETTLEMENT), deadline_ms=5000))
+    (req,) = await rig.sent()
+    result = REGISTRY.examples("medical.settlement.result")[0]
+    sealer = Sealer.for_key(load_encryption_pub(rig.h.ex.pki.encryption_pub(REGION)), kid=REGION)
+    _, raw = rig.h.envelope("JS", "medical.settlement.result", correlation_id=req.correlation_id,
+                            sealed=sealer.seal(orjson.dumps(result)))
+    rig.h.produce(raw, rig.h.signer("JS").sign(raw))
+    await rig.h.drain()
+    outcome = await call
+    assert outcome.status == "replied" and outcome.reply is not None
+    assert outcome.reply["envelope"].get("sealed") is not None and outcome.reply["payload"] == result
+    assert len(opened) == 1  # by the egress checks only
+    stored = rig.h.state.requests([req.correlation_id])[req.correlation_id]
+    assert outcome.reply == rig.rr.reply_document(stored)  # opened here now: the same document
+    assert len(opened) == 2

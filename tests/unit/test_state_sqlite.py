@@ -60,6 +60,27 @@ def test_a_file_from_before_versioning_is_adopted_with_its_rows(tmp_path: Path) 
                 (v,) for v in range(1, schema.LATEST + 1)]
 
 
+def test_a_new_file_has_2_kib_pages_and_a_file_with_other_pages_keeps_them(tmp_path: Path) -> None:
+    """The page size is chosen when a file is created (fewer bytes per changed page in the WAL); a file written
+    with SQLite's default 4 KiB pages (by an earlier yrdx) is opened as it is, rows and all."""
+    fresh = StateStore(tmp_path / "new.sqlite")
+    try:
+        assert fresh._b._db.execute("PRAGMA page_size").fetchone() == (2048,)  # type: ignore[attr-defined]
+    finally:
+        fresh.close()
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:
+        db.execute("PRAGMA page_size=4096")
+        db.executescript(UNVERSIONED)
+    store = StateStore(old)
+    try:
+        assert store._b._db.execute("PRAGMA page_size").fetchone() == (4096,)  # type: ignore[attr-defined]
+        sent = store.sent("m1")
+        assert sent is not None and sent.status == "published"
+    finally:
+        store.close()
+
+
 def test_a_file_locked_past_the_busy_timeout_is_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite"
     backend = SqliteBackend(path, timeout_s=0.1)
