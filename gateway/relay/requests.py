@@ -140,8 +140,7 @@ class RequestReply:
                 sent = await self._send(platform, {**message, "correlation_id": correlation_id}, request, rule,
                                         idempotency_key)
                 request = await self._wait(event, correlation_id, request.deadline_at) or request
-                if request.reply is not None:
-                    opened = self._waiters.opened_reply(correlation_id, request.reply.id)
+                opened = self._waiters.opened_reply(correlation_id)
             finally:
                 self._waiters.leave(correlation_id)
             if request.status == "pending":

@@ -80,13 +80,11 @@ class Waiters:
         waiting = self._calls.get(correlation_id)
         return None if waiting is None else waiting.row
 
-    def opened_reply(self, correlation_id: str, reply_id: str) -> Any:
-        """The sealed payload of reply `reply_id` as egress opened it when it handed the row over (None: unknown)."""
+    def opened_reply(self, correlation_id: str) -> Any:
+        """The sealed payload of the reply in the row the waker handed over, as egress opened it (None: unknown;
+        every wake sets it, so it always goes with settled_row)."""
         waiting = self._calls.get(correlation_id)
-        row = None if waiting is None else waiting.row
-        if waiting is None or row is None or row.reply is None or row.reply.id != reply_id:
-            return None
-        return waiting.opened
+        return None if waiting is None else waiting.opened
 
 
 class ReplyStep:
