@@ -46,11 +46,15 @@ class IdempotencyKeys:
         earlier = self._state.sent(env.id)
         return Recalled(signed, final=earlier is not None and earlier.status not in ("accepted", "publish_failed"))
 
+    @staticmethod
+    def claim(request_sha: str, signed: Signed) -> IdempotentRequest:
+        """What remembering a key for `signed` stores."""
+        return IdempotentRequest(request_sha, signed.id, signed.envelope, signed.signature)
+
     def remember(self, platform: str, key: str, request_sha: str, signed: Signed) -> Recalled | None:
         """Claim the key for `signed`. None when this request holds it; otherwise what the request that claimed
         it first (another replica a moment ago) answers, so that only one message is ever published per key."""
-        holder = self._state.remember_idempotent(platform, key, IdempotentRequest(request_sha, signed.id,
-                                                                                  signed.envelope, signed.signature))
+        holder = self._state.remember_idempotent(platform, key, self.claim(request_sha, signed))
         if holder.message_id == signed.id:
             return None
         return self.recall(platform, key, request_sha)

@@ -27,7 +27,7 @@ from gateway.relay.idempotency import IdempotencyKeys, Recalled, request_hash
 from gateway.relay.purposes import UsePolicy
 from gateway.relay.signed import Signed, Unsigned
 from gateway.schemas.registry import SchemaRegistry
-from gateway.state import NewSent, StateStore
+from gateway.state import IdempotentRequest, NewSent, StateStore
 from gateway.wire import envelope
 from gateway.wire.problems import Problem
 from gateway.wire.regions import is_region
@@ -40,6 +40,15 @@ MAX_CORRELATION_ID = 128
 MAX_IDEMPOTENCY_KEY = 200
 def _nesting_problem() -> Problem:
     return Problem("invalid_request", "the message nests deeper than JSON can be serialized here (254 levels)")
+
+
+@dataclass(frozen=True, slots=True)
+class Fresh:
+    """A message signed and not yet published; `key`: the claim of its Idempotency-Key (None without one), to be
+    remembered before the message is published."""
+
+    signed: Signed
+    key: IdempotentRequest | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,25 +264,44 @@ class Ingress:
         if idempotency_key is None:
             checked = self.prepare(platform, item)
             return checked if isinstance(checked, Problem) else await self._sending.submit(checked)
+        got = await self.sign_single(platform, item, idempotency_key)
+        if isinstance(got, Fresh):
+            won = self._keys.remember(platform.id, idempotency_key, got.key.request_sha256, got.signed) \
+                if got.key is not None else None
+            got = won or Recalled(got.signed, final=False)
+        if isinstance(got, Problem):
+            return got
+        if got.final:
+            return got.answer
+        result = got.answer
+        if isinstance(result, Problem):
+            return result
+        return await self.publish_one(result) or result
+
+    async def sign_single(self, platform: Platform, item: object, idempotency_key: str | None,
+                          ) -> Fresh | Recalled | Problem:
+        """One message checked and signed (together with those of the other requests in flight), not published:
+        `Fresh`, with the claim of its Idempotency-Key to remember before it is published; or, for a key seen
+        before, what its retry gets (`Recalled`)."""
+        if idempotency_key is None:
+            fresh = await self._prepare_one(platform, item)
+            return fresh if isinstance(fresh, Problem) else Fresh(fresh, None)
         request_sha = request_hash(item)
         if request_sha is None:
             return _nesting_problem()
         recalled = self._keys.recall(platform.id, idempotency_key, request_sha)
-        if recalled is None:
-            fresh = await self._prepare_one(platform, item)
-            # A request with the same key may have been remembered while this one waited for its signature.
-            recalled = self._keys.recall(platform.id, idempotency_key, request_sha)
-            if recalled is None:
-                won = self._keys.remember(platform.id, idempotency_key, request_sha, fresh) \
-                    if isinstance(fresh, Signed) else None
-                recalled = won or Recalled(fresh, final=False)
-        if recalled.final:
-            return recalled.answer
-        result = recalled.answer
-        if isinstance(result, Problem):
-            return result
-        problem = await self._publishing.submit(result)
-        return problem or result
+        if recalled is not None:
+            return recalled
+        signed = await self._prepare_one(platform, item)
+        if isinstance(signed, Problem):
+            return signed
+        # A request with the same key may have been remembered while this one waited for its signature.
+        return self._keys.recall(platform.id, idempotency_key, request_sha) or Fresh(signed, self._keys.claim(
+            request_sha, signed))
+
+    async def publish_one(self, signed: Signed) -> Problem | None:
+        """One signed message, published with those of the other single requests in flight."""
+        return await self._publishing.submit(signed)
 
     async def _prepare_one(self, platform: Platform, item: object) -> Signed | Problem:
         """One message, signed together with those of the other requests in flight (relay/coalesce.py)."""

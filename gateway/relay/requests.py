@@ -1,8 +1,9 @@
 """Request-reply over the async relay (README "Request-reply"): send a request type and wait for the result that
 answers it, until a deadline.
 
-claim the correlation id -> send (ingress) -> wait for the row to leave pending -> on deadline: timed_out, and
-for a type with compensation the compensating message (requests_compensation.py).
+sign -> claim the correlation id (with the message id, the compensation and the Idempotency-Key, one transaction)
+-> publish (ingress) -> wait for the row to leave pending -> on deadline: timed_out, and for a type with
+compensation the compensating message (requests_compensation.py).
 
 The request's row in the state store is the one place the outcome is decided (pending -> replied | timed_out,
 once), so the reply may land on any replica of the region (requests_replies.py records it there): a waiting call
@@ -29,13 +30,14 @@ from gateway.audit.trail import AuditTrail
 from gateway.config import GatewayConfig, Platform
 from gateway.crypto.seal import Opener
 from gateway.metrics import Metrics
+from gateway.relay.idempotency import Recalled
 from gateway.relay.inbox_document import inbox_document
 from gateway.relay.ingress import Ingress
 from gateway.relay.requests_compensation import Compensator
 from gateway.relay.requests_replies import Waiters
 from gateway.relay.requests_table import ReplyRule, ReplyTable
 from gateway.relay.signed import Signed
-from gateway.state import NewRequest, RequestRecord, StateStore, StateUnavailable
+from gateway.state import NewRequest, Opened, RequestRecord, StateStore, StateUnavailable
 from gateway.wire import envelope
 from gateway.wire.problems import Problem, ProblemError
 
@@ -131,73 +133,89 @@ class RequestReply:
         if refused is not None:
             raise ProblemError(refused)
         correlation_id = draft.correlation_id or fresh_correlation_id(platform.id, idempotency_key)
-        request = self._claim(platform.id, rule, draft.to, correlation_id, wait_ms, idempotency_key)
+        item = {**message, "correlation_id": correlation_id}
+        request, fresh = await self._open(platform, rule, item, wait_ms, idempotency_key)
+        message_id = request.message_id or ""
         opened: Any = None  # the reply's sealed payload, when egress handed it over opened
         if request.status == "pending":
-            # Joined before the send, so that a reply quicker than the send's own return still wakes this call.
+            # Joined before the publish, so that a reply quicker than the publish's own return still wakes this call.
             event = self._waiters.join(correlation_id)
             try:
-                sent = await self._send(platform, {**message, "correlation_id": correlation_id}, request, rule,
-                                        idempotency_key)
+                message_id = await self._send(platform, item, fresh, idempotency_key)
                 request = await self._wait(event, correlation_id, request.deadline_at) or request
                 opened = self._waiters.opened_reply(correlation_id)
             finally:
                 self._waiters.leave(correlation_id)
             if request.status == "pending":
                 request = await self._deadline(request.correlation_id) or request
-            message_id = sent.id
-        else:  # a retry of a request already decided: nothing is sent again
-            message_id = request.message_id or ""
         outcome = self._outcome(request, message_id, started, opened)
         self._metrics.request_reply_seconds.labels(rule.request_type, outcome.status).observe(
             outcome.elapsed_ms / 1000)
         return outcome
 
-    def _claim(self, platform_id: str, rule: ReplyRule, to: str, correlation_id: str, wait_ms: int,
-               idempotency_key: str | None) -> RequestRecord:
-        now = time.time()
-        claim = NewRequest(correlation_id, platform_id, rule.request_type, to, rule.reply_type,
-                           now + wait_ms / 1000, idempotency_key,
-                           rule.compensation.type if rule.compensation is not None else None, now)
-        request = self._state.open_request(claim)
-        ours = (request.created_at, request.deadline_at, request.platform) == (now, claim.deadline_at, platform_id)
-        retry = (request.platform == platform_id and idempotency_key is not None
+    async def _open(self, platform: Platform, rule: ReplyRule, item: dict[str, Any], wait_ms: int,
+                    idempotency_key: str | None) -> tuple[RequestRecord, Signed | None]:
+        """The request's row, and its signed message when this call claimed the row and must publish it (None:
+        a retry of a request claimed before, which `_send` resends through its Idempotency-Key)."""
+        opened, fresh = await self._claim(platform, rule, item, wait_ms, idempotency_key)
+        if opened.request is None:  # its key named another message a moment ago: the second claim recalls that one
+            opened, fresh = await self._claim(platform, rule, item, wait_ms, idempotency_key)
+        request = opened.request
+        if request is None:
+            raise ProblemError(Problem("idempotency_conflict", "this Idempotency-Key was used for another request"))
+        if opened.ours:
+            return request, fresh
+        retry = (request.platform == platform.id and idempotency_key is not None
                  and request.idempotency_key == idempotency_key and request.type == rule.request_type)
-        if not (ours or retry):
+        if not retry:
             raise ProblemError(Problem("invalid_request", "correlation_id already names another request of this "
                                                           "gateway; a request needs a correlation id of its own"))
-        return request
+        return request, None
 
-    async def _send(self, platform: Platform, item: dict[str, Any], request: RequestRecord, rule: ReplyRule,
-                    idempotency_key: str | None) -> Signed:
-        try:
-            result = await self._ingress.submit(platform, item, idempotency_key)
-        except BaseException:
-            if request.message_id is None:
-                self._forget(request.correlation_id)
-            raise
-        if isinstance(result, Problem):
-            if result.message_id is not None:  # it may have reached the broker: its deadline still applies
-                self._sent(request, rule, result.message_id, item)
-            elif request.message_id is None:
-                self._forget(request.correlation_id)
-            raise ProblemError(result)
-        self._sent(request, rule, result.id, item)
-        return result
-
-    def _sent(self, request: RequestRecord, rule: ReplyRule, message_id: str, item: dict[str, Any]) -> None:
+    async def _claim(self, platform: Platform, rule: ReplyRule, item: dict[str, Any], wait_ms: int,
+                     idempotency_key: str | None) -> tuple[Opened, Signed | None]:
+        """Sign the request's message, then claim its correlation id with the message id, the rendered
+        compensation and the Idempotency-Key, in one transaction before anything is published: a crash after the
+        publish leaves a row that its deadline and compensation still apply to."""
+        correlation_id = item["correlation_id"]
+        # A retry is recalled by its key, not signed again; its claim then finds the row that holds the id.
+        got = await self._ingress.sign_single(platform, item, idempotency_key)
+        if isinstance(got, Problem):
+            raise ProblemError(got)
+        if isinstance(got, Recalled):  # the key named a message already: claimed with that message, no new one
+            if isinstance(got.answer, Problem):
+                raise ProblemError(got.answer)
+            signed, key, publish = got.answer, None, not got.final
+        else:
+            signed, key, publish = got.signed, got.key, True
+        now = time.time()
         compensation = None
         if rule.compensation is not None:
             compensation = orjson.dumps(rule.compensation.render(
-                item["payload"], message_id=message_id, correlation_id=request.correlation_id,
+                item["payload"], message_id=signed.id, correlation_id=correlation_id,
                 msg_type=rule.request_type)).decode()
-        self._state.request_sent(request.correlation_id, message_id, compensation)
+        claim = NewRequest(correlation_id, platform.id, rule.request_type, signed.to, rule.reply_type,
+                           now + wait_ms / 1000, idempotency_key,
+                           rule.compensation.type if rule.compensation is not None else None, now,
+                           signed.id, compensation)
+        opened = self._state.open_request(claim, key)
+        return opened, signed if publish and opened.ours else None
 
-    def _forget(self, correlation_id: str) -> None:
-        try:
-            self._state.drop_request(correlation_id)
-        except StateUnavailable:  # the claim stays; a retry with the same Idempotency-Key still finds it
-            log.warning("request claim not released", extra={"correlation_id": correlation_id})
+    async def _send(self, platform: Platform, item: dict[str, Any], fresh: Signed | None,
+                    idempotency_key: str | None) -> str:
+        """Publish the message this call claimed (`fresh`), or, for a retry of a pending request, resend its
+        message through the Idempotency-Key (the same id and bytes, unless it is on Kafka already); its id. A
+        refusal leaves the claim as it is: the message may have reached the broker, so its deadline and its
+        compensation still apply, and a retry with the same key resends it."""
+        if fresh is not None:
+            problem = await self._ingress.publish_one(fresh)
+            if problem is not None:
+                raise ProblemError(problem)
+            return fresh.id
+        result = await self._ingress.submit(platform, item, idempotency_key)
+        if isinstance(result, Problem):
+            raise ProblemError(result)
+        return result.id
 
     async def _wait(self, event: asyncio.Event, correlation_id: str, deadline_at: float) -> RequestRecord | None:
         """The request's row once it left pending (`event` set by this process's egress or by the watcher), or at

@@ -39,6 +39,7 @@ from gateway.state.rows import (
     InboxItem,
     NewRequest,
     NewSent,
+    Opened,
     ParkedMessage,
     ParkedSql,
     ReceiptItem,
@@ -113,6 +114,21 @@ class _Connection(psycopg.Connection[TupleRow]):
         if timeout is None and self.deadline is not None:
             timeout = max(self.deadline - time.monotonic(), 0.001)
         return super().wait(gen, interval, timeout)
+
+
+def _claim_key(conn: _Connection, platform: str, key: str, req: IdempotentRequest) -> IdempotentRequest | None:
+    """The key claimed for `req` unless it is taken, and the request that holds it; None when the holder was swept
+    between the two statements (the key is free again). Two statements, not one: the read must see a winner that
+    committed while the INSERT waited for it (one statement reads with one snapshot, taken before)."""
+    row = conn.execute(
+        "INSERT INTO idempotency VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (platform, key) DO NOTHING "
+        "RETURNING request_sha256, message_id, envelope, signature",
+        (platform, key, req.request_sha256, req.message_id, req.envelope, req.signature, time.time()),
+    ).fetchone()
+    if row is None:
+        row = conn.execute("SELECT request_sha256, message_id, envelope, signature FROM idempotency "
+                           "WHERE platform = %s AND key = %s", (platform, key)).fetchone()
+    return None if row is None else IdempotentRequest(row[0], row[1], bytes(row[2]), row[3])
 
 
 def summary(e: BaseException) -> str:
@@ -364,24 +380,11 @@ class PostgresBackend:
         return self._run(call)
 
     def remember_idempotent(self, platform: str, key: str, req: IdempotentRequest) -> IdempotentRequest:
-        def claim(conn: _Connection) -> TupleRow | None:
-            # Two statements, not one: the read must see a winner that committed while the INSERT waited for it
-            # (one statement reads with one snapshot, taken before).
-            row = conn.execute(
-                "INSERT INTO idempotency VALUES (%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (platform, key) DO NOTHING "
-                "RETURNING request_sha256, message_id, envelope, signature",
-                (platform, key, req.request_sha256, req.message_id, req.envelope, req.signature, time.time()),
-            ).fetchone()
-            if row is None:
-                row = conn.execute(
-                    "SELECT request_sha256, message_id, envelope, signature FROM idempotency WHERE platform = %s "
-                    "AND key = %s", (platform, key)).fetchone()
-            return row
-
         def call(conn: _Connection) -> IdempotentRequest:
-            row = claim(conn) or claim(conn)  # None: the holder was swept between the two statements; free again
-            assert row is not None  # a holder that fresh is not swept
-            return IdempotentRequest(row[0], row[1], bytes(row[2]), row[3])
+            # None: the holder was swept between the two statements; the key is free again
+            holder = _claim_key(conn, platform, key, req) or _claim_key(conn, platform, key, req)
+            assert holder is not None  # a holder that fresh is not swept
+            return holder
 
         return self._run(call)
 
@@ -531,29 +534,33 @@ class PostgresBackend:
         """One conditional statement (autocommit: its own transaction): whether it changed a row."""
         return self._run(lambda conn: conn.execute(_pg(sql), params).rowcount == 1)
 
-    def open_request(self, req: NewRequest) -> RequestRecord:
+    def open_request(self, req: NewRequest, key: IdempotentRequest | None = None) -> Opened:
         params = open_params(req)
 
-        def claim(conn: _Connection) -> RequestRecord | None:
-            if conn.execute(_pg(RequestSql.OPEN), params).rowcount == 1:  # claimed: the row is what was inserted
-                return opened_record(params)
-            # Lost the claim: a second statement, so that the read sees the row another replica committed while
-            # the INSERT waited for it.
-            row = conn.execute(_pg(RequestSql.BY_CORRELATION), (req.correlation_id,)).fetchone()
-            return request_record(row) if row is not None else None
+        def claim(conn: _Connection) -> Opened | None:
+            """None: a holder was swept between a claim's INSERT and its read; try again."""
+            opened: Opened | None = None
+            with conn.transaction():
+                if key is not None:
+                    holder = _claim_key(conn, req.platform, req.idempotency_key or "", key)
+                    if holder is None or holder.message_id != key.message_id:
+                        opened = None if holder is None else Opened(None, False, holder)
+                        raise psycopg.Rollback  # (nothing written)
+                if conn.execute(_pg(RequestSql.OPEN), params).rowcount == 1:  # claimed: the row is what was inserted
+                    return Opened(opened_record(params), True)
+                # Lost the claim: a second statement, so that the read sees the row another replica committed
+                # while the INSERT waited for it.
+                row = conn.execute(_pg(RequestSql.BY_CORRELATION), (req.correlation_id,)).fetchone()
+                opened = None if row is None else Opened(request_record(row), False)
+                raise psycopg.Rollback  # the key's claim too: the request that holds the id answers
+            return opened
 
-        def call(conn: _Connection) -> RequestRecord:
-            record = claim(conn) or claim(conn)  # None: the holder was swept between the two statements
-            assert record is not None  # a holder that fresh is not swept
-            return record
+        def call(conn: _Connection) -> Opened:
+            opened = claim(conn) or claim(conn)
+            assert opened is not None  # a holder that fresh is not swept
+            return opened
 
         return self._run(call)
-
-    def request_sent(self, correlation_id: str, message_id: str, compensation_payload: str | None) -> None:
-        self._run(lambda conn: conn.execute(_pg(RequestSql.SENT), (message_id, compensation_payload, correlation_id)))
-
-    def drop_request(self, correlation_id: str) -> None:
-        self._run(lambda conn: conn.execute(_pg(RequestSql.DROP), (correlation_id,)))
 
     def requests(self, correlation_ids: Sequence[str]) -> dict[str, RequestRecord]:
         keys = [c for c in correlation_ids if storable(c)]

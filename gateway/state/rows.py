@@ -168,8 +168,9 @@ REQUEST_STATUSES = ("pending", "replied", "timed_out", "compensated", "late_resu
 
 @dataclass(frozen=True, slots=True)
 class NewRequest:
-    """A request a local platform waits on, claimed by its correlation id before it is sent (a reply can come
-    back before the broker's ack does)."""
+    """A request a local platform waits on, claimed by its correlation id before it is published (a reply can
+    come back before the broker's ack does), with the id of its signed message and its rendered compensation:
+    a claim always knows what it would have to undo, even after a crash between the publish and its answer."""
 
     correlation_id: str
     platform: str
@@ -180,6 +181,19 @@ class NewRequest:
     idempotency_key: str | None = None
     compensation_type: str | None = None
     created_at: float = 0.0  # epoch seconds; the caller's clock, so it knows the row it reads back is its own
+    message_id: str | None = None
+    compensation_payload: str | None = None  # JSON, rendered from the schema's template for this message
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """What claiming a request came to: `request` is the row that holds its correlation id (`ours`: this claim's,
+    just written), or None when its Idempotency-Key already named another message (`key_holder`), in which case
+    nothing was written."""
+
+    request: RequestRecord | None
+    ours: bool
+    key_holder: IdempotentRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +211,7 @@ class Reply:
 class RequestRecord:
     correlation_id: str
     platform: str
-    message_id: str | None  # None until the request was handed to the broker
+    message_id: str | None  # set with the claim (None: a row an earlier yrdx claimed, before it was sent)
     type: str
     to_region: str
     reply_type: str
@@ -208,7 +222,7 @@ class RequestRecord:
     replied_at: float | None
     reply: Reply | None
     compensation_type: str | None
-    compensation_payload: str | None  # JSON, rendered from the schema's template once the request was sent
+    compensation_payload: str | None  # JSON, rendered from the schema's template with the claim
     compensation_id: str | None
 
 
@@ -237,15 +251,12 @@ COMPENSATION_OWED = ("status IN ('timed_out', 'late_result') AND compensation_ty
 # is one conditional UPDATE: whichever of a reply and the deadline comes first wins, the other changes nothing.
 class RequestSql:
     OPEN = ("INSERT INTO requests (correlation_id, platform, type, to_region, reply_type, idempotency_key, status, "
-            "created_at, deadline_at, compensation_type) VALUES (?,?,?,?,?,?,'pending',?,?,?) "
-            "ON CONFLICT (correlation_id) DO NOTHING")
+            "created_at, deadline_at, compensation_type, message_id, compensation_payload) "
+            "VALUES (?,?,?,?,?,?,'pending',?,?,?,?,?) ON CONFLICT (correlation_id) DO NOTHING")
     BY_CORRELATION = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE correlation_id = ?"  # noqa: S608
     BY_ID = f"SELECT {REQUEST_COLUMNS} FROM requests WHERE message_id = ?"  # noqa: S608
     # Of the given correlation ids, those whose request left pending (the watcher's read: ids, not rows).
     SETTLED = "SELECT correlation_id FROM requests WHERE correlation_id IN ({marks}) AND status != 'pending'"
-    SENT = ("UPDATE requests SET message_id = ?, compensation_payload = ? WHERE correlation_id = ? "
-            "AND message_id IS NULL")
-    DROP = "DELETE FROM requests WHERE correlation_id = ? AND message_id IS NULL"
     REPLIED = ("UPDATE requests SET status = 'replied', replied_at = ?, reply_id = ?, reply_type_got = ?, "
                "reply_from = ?, reply_envelope = ?, reply_signature = ? WHERE correlation_id = ? "
                "AND status = 'pending'")
@@ -261,15 +272,16 @@ class RequestSql:
 
 def open_params(req: NewRequest) -> tuple[Any, ...]:
     return (req.correlation_id, req.platform, req.type, req.to_region, req.reply_type, req.idempotency_key,
-            req.created_at or time.time(), req.deadline_at, req.compensation_type)
+            req.created_at or time.time(), req.deadline_at, req.compensation_type, req.message_id,
+            req.compensation_payload)
 
 
 def opened_record(params: Sequence[Any]) -> RequestRecord:
     """The row RequestSql.OPEN inserted with `params` (open_params), as a read of it would return it."""
     (correlation_id, platform, msg_type, to_region, reply_type, idempotency_key, created_at, deadline_at,
-     compensation_type) = params
-    return RequestRecord(correlation_id, platform, None, msg_type, to_region, reply_type, idempotency_key, "pending",
-                         created_at, deadline_at, None, None, compensation_type, None, None)
+     compensation_type, message_id, compensation_payload) = params
+    return RequestRecord(correlation_id, platform, message_id, msg_type, to_region, reply_type, idempotency_key,
+                         "pending", created_at, deadline_at, None, None, compensation_type, compensation_payload, None)
 
 
 def reply_params(at: float, reply: Reply, correlation_id: str) -> tuple[Any, ...]:

@@ -28,6 +28,7 @@ from gateway.state.rows import (
     InboxItem,
     NewRequest,
     NewSent,
+    Opened,
     ParkedMessage,
     ParkedSql,
     ReceiptItem,
@@ -75,16 +76,26 @@ _ACK = "UPDATE inbox SET acked_at=? WHERE platform=? AND acked_at IS NULL AND id
 
 @contextlib.contextmanager
 def _immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Cursor]:
-    """One write transaction on `db`, its writer lock taken at BEGIN."""
+    """One write transaction on `db`, its writer lock taken at BEGIN; the block may end it with ROLLBACK itself."""
     cur = db.cursor()
     cur.execute("BEGIN IMMEDIATE")
     try:
         yield cur
-        cur.execute("COMMIT")
+        if db.in_transaction:
+            cur.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             cur.execute("ROLLBACK")
         raise
+
+
+def _claim_key(cur: sqlite3.Cursor, platform: str, key: str, req: IdempotentRequest) -> IdempotentRequest:
+    """Within a write transaction: the key claimed for `req` unless it is taken, and the request that holds it."""
+    cur.execute("INSERT OR IGNORE INTO idempotency VALUES (?,?,?,?,?,?,?)",
+                (platform, key, req.request_sha256, req.message_id, req.envelope, req.signature, time.time()))
+    row = cur.execute("SELECT request_sha256, message_id, envelope, signature FROM idempotency "
+                      "WHERE platform=? AND key=?", (platform, key)).fetchone()
+    return IdempotentRequest(row[0], row[1], bytes(row[2]), row[3])
 
 
 P = ParamSpec("P")
@@ -252,11 +263,7 @@ class SqliteBackend:
     @_guarded
     def remember_idempotent(self, platform: str, key: str, req: IdempotentRequest) -> IdempotentRequest:
         with self._transaction() as cur:  # claim and read back together: the sweep cannot delete in between
-            cur.execute("INSERT OR IGNORE INTO idempotency VALUES (?,?,?,?,?,?,?)",
-                        (platform, key, req.request_sha256, req.message_id, req.envelope, req.signature, time.time()))
-            row = cur.execute("SELECT request_sha256, message_id, envelope, signature FROM idempotency "
-                              "WHERE platform=? AND key=?", (platform, key)).fetchone()
-        return IdempotentRequest(row[0], row[1], bytes(row[2]), row[3])
+            return _claim_key(cur, platform, key, req)
 
     # --- receiving side: dedupe and the pull inbox -------------------------------------------------------
 
@@ -370,21 +377,19 @@ class SqliteBackend:
         return cur.rowcount == 1
 
     @_guarded
-    def open_request(self, req: NewRequest) -> RequestRecord:
+    def open_request(self, req: NewRequest, key: IdempotentRequest | None = None) -> Opened:
         params = open_params(req)
         with self._transaction() as cur:  # claim and read back together: the sweep cannot delete in between
+            if key is not None:
+                holder = _claim_key(cur, req.platform, req.idempotency_key or "", key)
+                if holder.message_id != key.message_id:
+                    cur.execute("ROLLBACK")  # (nothing written)
+                    return Opened(None, False, holder)
             if cur.execute(RequestSql.OPEN, params).rowcount == 1:  # claimed: the row is what was inserted
-                return opened_record(params)
+                return Opened(opened_record(params), True)
             row = cur.execute(RequestSql.BY_CORRELATION, (req.correlation_id,)).fetchone()
-        return request_record(row)
-
-    @_guarded
-    def request_sent(self, correlation_id: str, message_id: str, compensation_payload: str | None) -> None:
-        self._db.execute(RequestSql.SENT, (message_id, compensation_payload, correlation_id))
-
-    @_guarded
-    def drop_request(self, correlation_id: str) -> None:
-        self._db.execute(RequestSql.DROP, (correlation_id,))
+            cur.execute("ROLLBACK")  # the key's claim too: the request that holds the id answers
+        return Opened(request_record(row), False)
 
     @_guarded
     def requests(self, correlation_ids: Sequence[str]) -> dict[str, RequestRecord]:

@@ -22,6 +22,7 @@ from gateway.state.rows import (
     InboxItem,
     NewRequest,
     NewSent,
+    Opened,
     ParkedMessage,
     ReceiptItem,
     Reply,
@@ -71,9 +72,7 @@ class Backend(Protocol):
     def delete_expired(self, sweep: Sweep, before: float, limit: int) -> dict[str, int]: ...
     def get(self, key: str) -> bytes | None: ...
     def put(self, key: str, value: bytes) -> None: ...
-    def open_request(self, req: NewRequest) -> RequestRecord: ...
-    def request_sent(self, correlation_id: str, message_id: str, compensation_payload: str | None) -> None: ...
-    def drop_request(self, correlation_id: str) -> None: ...
+    def open_request(self, req: NewRequest, key: IdempotentRequest | None = None) -> Opened: ...
     def requests(self, correlation_ids: Sequence[str]) -> dict[str, RequestRecord]: ...
     def settled_requests(self, correlation_ids: Sequence[str]) -> set[str]: ...
     def request_by_id(self, message_id: str) -> RequestRecord | None: ...
@@ -269,19 +268,13 @@ class StateStore:
 
     # --- request-reply: one row per request, keyed by its correlation id -------------------------------------
 
-    def open_request(self, req: NewRequest) -> RequestRecord:
-        """Claim the correlation id for a request (status pending) unless it is taken, and return the row that
-        holds it: this request's, or the one claimed first (by this or another replica). A caller whose claim
-        lost must not send a second request under that correlation id."""
-        return self._b.open_request(req)
-
-    def request_sent(self, correlation_id: str, message_id: str, compensation_payload: str | None) -> None:
-        """The request's message id (and its rendered compensation, JSON) once the broker took it; set once."""
-        self._b.request_sent(correlation_id, message_id, compensation_payload)
-
-    def drop_request(self, correlation_id: str) -> None:
-        """Forget a claim whose request was never handed to the broker (no message id): the id is free again."""
-        self._b.drop_request(correlation_id)
+    def open_request(self, req: NewRequest, key: IdempotentRequest | None = None) -> Opened:
+        """Claim the correlation id for a request (status pending, with its message id and compensation) unless
+        it is taken, and with it, in the same transaction, the request's Idempotency-Key for `key` (the signed
+        message) when given. `Opened.request` is the row that holds the id: this claim's, or the one claimed
+        first (by this or another replica); a key held by another message claims nothing (`key_holder`). A
+        caller whose claim lost must not publish its message."""
+        return self._b.open_request(req, key)
 
     def requests(self, correlation_ids: Sequence[str]) -> dict[str, RequestRecord]:
         """correlation id -> its request, for those that name one."""

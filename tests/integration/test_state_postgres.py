@@ -38,7 +38,7 @@ from gateway.state import (
 )
 from tests._util import GatewayProcess, PlatformClient, pull_until, yrdx
 from tests.conftest import Broker
-from tests.unit.test_state_contract import Database, StateContract, inbox, reply, request_row
+from tests.unit.test_state_contract import Database, StateContract, inbox, key_claim, reply, request_row
 
 T = TypeVar("T")
 MSG_TYPE = "license.verify.request"  # JS may send it to SH, which takes it by pull inbox
@@ -193,6 +193,24 @@ def test_concurrent_retries_on_two_replicas_get_one_message(db: PostgresDatabase
                                   lambda k=k, r=theirs: b.remember_idempotent("p1", f"key-{k}", r))
         assert got_a == got_b and got_a in (mine, theirs)
         assert a.idempotent("p1", f"key-{k}") == got_a
+
+
+def test_two_replicas_claiming_one_request_with_one_key_publish_one_message(db: PostgresDatabase) -> None:
+    """A retry on replica b while replica a claims the same request: each claim takes the key and the correlation
+    id in one transaction, so exactly one of the two claims both; the other claimed nothing and sees the winner."""
+    a, b = db.open(), db.open()
+    for k in range(60):
+        c, key = f"c-{k}", f"key-{k}"
+        claims = [(store, request_row(c, key=key, message_id=f"{side}-{k}"), key_claim(f"{side}-{k}"))
+                  for store, side in ((a, "a"), (b, "b"))]
+        got = in_threads(*[lambda s=s, r=r, kc=kc: s.open_request(r, kc) for s, r, kc in claims])
+        won = [o for o in got if o.ours]
+        assert len(won) == 1 and won[0].request is not None
+        winner = won[0].request.message_id
+        (lost,) = [o for o in got if not o.ours]
+        seen = lost.request.message_id if lost.request is not None else lost.key_holder and lost.key_holder.message_id
+        assert seen == winner
+        assert a.idempotent("sh-platform", key) == key_claim(winner or "") and a.request_by_id(winner or "") is not None
 
 
 def test_a_jti_is_used_once_across_replicas(db: PostgresDatabase) -> None:

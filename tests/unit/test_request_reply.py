@@ -220,8 +220,8 @@ async def test_a_reply_racing_the_deadline_ends_in_one_state(rig: Rig) -> None:
     assert [e.type for e in rig.sent_to_js()] == [SETTLEMENT]  # no reversal for an answered settlement
     # And the other order: the deadline first, then the reply cannot answer it any more.
     row = rig.h.state.open_request(NewRequest("race-2", PLATFORM, SETTLEMENT, "JS", "medical.settlement.result",
-                                              time.time() + 60, None, "medical.reversal", time.time()))
-    assert row.status == "pending"
+                                              time.time() + 60, None, "medical.reversal", time.time())).request
+    assert row is not None and row.status == "pending"
     assert rig.h.state.settle_request("race-2", None, time.time())
     rig.answer("race-2", "medical.settlement.result")
     await rig.h.drain()
@@ -424,3 +424,55 @@ async def test_a_sealed_reply_is_opened_once_and_handed_to_the_call_as_the_store
     stored = rig.h.state.requests([req.correlation_id])[req.correlation_id]
     assert outcome.reply == rig.rr.reply_document(stored)  # opened here now: the same document
     assert len(opened) == 2
+
+
+async def test_a_request_the_broker_did_not_acknowledge_keeps_its_claim_and_a_retry_resends_it(rig: Rig) -> None:
+    """broker_unavailable: the settlement may have reached the broker all the same, so its row stays pending with
+    the message id and the rendered reversal (its deadline still reverses it), and a retry with the key resends
+    the very same message."""
+    body = rig.request(SETTLEMENT)
+    rig.h.broker.down = True
+    with pytest.raises(ProblemError) as e:
+        await rig.rr.call(PLATFORM, copy.deepcopy(body), deadline_ms=30_000, idempotency_key="k-down")
+    assert e.value.problem.code == "broker_unavailable"
+    (row,) = rig.h.state.overdue_requests(time.time() + 60, 0, 10)
+    assert row.status == "pending" and row.message_id is not None and row.compensation_payload is not None
+    assert orjson.loads(row.compensation_payload)["omsgid"] == row.message_id
+    rig.h.broker.down = False
+    retry = asyncio.create_task(rig.rr.call(PLATFORM, copy.deepcopy(body), deadline_ms=30_000,
+                                            idempotency_key="k-down"))
+    (req,) = await rig.sent()
+    assert req.id == row.message_id
+    rig.answer(req.correlation_id, "medical.settlement.result")
+    await rig.h.drain()
+    outcome = await retry
+    assert (outcome.status, outcome.message_id) == ("replied", row.message_id)
+
+
+async def test_a_call_gone_right_after_the_brokers_ack_leaves_a_settlement_the_sweeper_reverses(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The claim carries the message id and the reversal before the publish: a replica that dies between the
+    broker's ack and its answer leaves a row that any sweeper can reverse (not a settlement standing unseen)."""
+    published = rig.h.audit.durable
+    stuck = asyncio.Event()
+
+    async def acked_then_stuck(*args: Any, **kwargs: Any) -> None:
+        await published(*args, **kwargs)
+        await stuck.wait()
+
+    monkeypatch.setattr(rig.h.audit, "durable", acked_then_stuck)
+    call = asyncio.create_task(rig.rr.call(PLATFORM, rig.request(SETTLEMENT), deadline_ms=30_000))
+    (req,) = await rig.sent()  # on the broker, and the call never got the ack's answer
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    monkeypatch.undo()
+    stuck.set()
+    row = rig.h.state.request_by_id(req.id)
+    assert row is not None and row.status == "pending" and row.compensation_payload is not None
+    assert orjson.loads(row.compensation_payload)["omsgid"] == req.id
+    rig.h.state._b._db.execute("UPDATE requests SET deadline_at = ? WHERE correlation_id = ?",  # type: ignore
+                               (time.time() - 5, req.correlation_id))
+    assert await rig.rr.sweep() == 1
+    assert [e.type for e in rig.sent_to_js()] == [SETTLEMENT, "medical.reversal"]
+    assert rig.rr.status(PLATFORM, req.id)["status"] == "compensated"

@@ -25,6 +25,7 @@ from gateway.state import (
     InboxDelivery,
     NewRequest,
     NewSent,
+    Opened,
     ReceiptItem,
     Reply,
     StateSchemaError,
@@ -90,10 +91,15 @@ def inbox(i: str, platform: str = "p1", source: str | None = None) -> InboxDeliv
 
 
 def request_row(c: str, platform: str = "sh-platform", deadline_in: float = 60.0, key: str | None = None,
-                compensation: str | None = "medical.reversal") -> NewRequest:
+                compensation: str | None = "medical.reversal", message_id: str | None = None,
+                payload: str | None = None) -> NewRequest:
     now = time.time()
     return NewRequest(c, platform, "medical.settlement.request", "JS", "medical.settlement.result", now + deadline_in,
-                      key, compensation, now)
+                      key, compensation, now, message_id, payload)
+
+
+def key_claim(message_id: str, sha: str = SHA) -> IdempotentRequest:
+    return IdempotentRequest(sha, message_id, b'{"id": "%s"}' % message_id.encode(), f"sig-{message_id}")
 
 
 def reply(i: str) -> Reply:
@@ -363,26 +369,34 @@ class StateContract:
     # --- request-reply ----------------------------------------------------------------------------------------
 
     def test_a_request_claims_its_correlation_id_once(self, store: StateStore) -> None:
-        first = store.open_request(request_row("c1", key="k1"))
-        assert (first.status, first.message_id, first.platform, first.idempotency_key) == (
-            "pending", None, "sh-platform", "k1")
-        assert store.requests(["c1"])["c1"] == first  # the claim's record (built, not read back) is the row
-        second = store.open_request(request_row("c1", platform="other", deadline_in=5))
-        assert second == first  # the first claim holds it; the caller compares and refuses
-        store.request_sent("c1", "m1", '{"omsgid": "m1"}')
-        store.request_sent("c1", "m2", None)  # the id is set once
-        got = store.request_by_id("m1")
-        assert got is not None and got.message_id == "m1" and got.compensation_payload == '{"omsgid": "m1"}'
+        first = store.open_request(request_row("c1", key="k1", message_id="m1", payload='{"omsgid": "m1"}'))
+        assert first.ours and first.key_holder is None and first.request is not None
+        row = first.request
+        assert (row.status, row.message_id, row.platform, row.idempotency_key, row.compensation_payload) == (
+            "pending", "m1", "sh-platform", "k1", '{"omsgid": "m1"}')
+        assert store.requests(["c1"])["c1"] == row  # the claim's record (built, not read back) is the row
+        second = store.open_request(request_row("c1", platform="other", deadline_in=5, message_id="m2"))
+        assert second == Opened(row, False)  # the first claim holds it; the caller compares and refuses
+        assert store.request_by_id("m1") == row
         assert store.request_by_id("m2") is None and store.request_by_id("m1\x00") is None
         assert set(store.requests(["c1", "nope", "\ud800"])) == {"c1"}
 
-    def test_a_claim_never_sent_can_be_dropped_a_sent_one_cannot(self, store: StateStore) -> None:
-        store.open_request(request_row("c1"))
-        store.open_request(request_row("c2"))
-        store.request_sent("c2", "m2", None)
-        store.drop_request("c1")
-        store.drop_request("c2")
-        assert set(store.requests(["c1", "c2"])) == {"c2"}
+    def test_a_claim_takes_its_idempotency_key_in_the_same_transaction(self, store: StateStore) -> None:
+        opened = store.open_request(request_row("c1", key="k1", message_id="m1"), key_claim("m1"))
+        assert opened.ours and store.idempotent("sh-platform", "k1") == key_claim("m1")
+
+    def test_a_key_held_by_another_message_claims_nothing(self, store: StateStore) -> None:
+        store.remember_idempotent("sh-platform", "k1", key_claim("m0"))  # e.g. by POST /v1/messages
+        opened = store.open_request(request_row("c1", key="k1", message_id="m1"), key_claim("m1"))
+        assert opened == Opened(None, False, key_claim("m0"))
+        assert store.requests(["c1"]) == {} and store.request_by_id("m1") is None
+
+    def test_a_correlation_id_taken_leaves_the_key_unclaimed(self, store: StateStore) -> None:
+        store.open_request(request_row("c1", message_id="m0"))
+        opened = store.open_request(request_row("c1", key="k1", message_id="m1"), key_claim("m1"))
+        assert not opened.ours and opened.request is not None and opened.request.message_id == "m0"
+        assert store.idempotent("sh-platform", "k1") is None  # the key's claim was rolled back with the request's
+        assert store.open_request(request_row("c2", key="k1", message_id="m2"), key_claim("m2")).ours
 
     def test_replied_and_timed_out_are_decided_once(self, store: StateStore) -> None:
         store.open_request(request_row("c1"))
@@ -440,17 +454,15 @@ class StateContract:
         now = time.time()
         store.open_request(request_row("late", deadline_in=-10))
         store.open_request(request_row("fresh", deadline_in=60))
-        store.open_request(request_row("owed", deadline_in=-20))
-        store.request_sent("owed", "m-owed", '{"omsgid": "m-owed"}')
+        store.open_request(request_row("owed", deadline_in=-20, message_id="m-owed", payload='{"omsgid": "m-owed"}'))
         store.settle_request("owed", None, now)
-        store.open_request(request_row("paid", deadline_in=-20))
-        store.request_sent("paid", "m-paid", '{"omsgid": "m-paid"}')
+        store.open_request(request_row("paid", deadline_in=-20, message_id="m-paid", payload='{"omsgid": "m-paid"}'))
         store.settle_request("paid", None, now)
         store.record_compensation("paid", "comp")
-        store.open_request(request_row("unrendered", deadline_in=-20))  # never sent: nothing to compensate
+        # claimed by an earlier yrdx and never sent (no message id, nothing rendered): nothing to compensate
+        store.open_request(request_row("unrendered", deadline_in=-20))
         store.settle_request("unrendered", None, now)
-        store.open_request(request_row("plain", deadline_in=-20, compensation=None))
-        store.request_sent("plain", "m-plain", None)
+        store.open_request(request_row("plain", deadline_in=-20, compensation=None, message_id="m-plain"))
         store.settle_request("plain", None, now)
         got = [r.correlation_id for r in store.overdue_requests(now, now, 10)]
         assert got == ["owed", "late"]  # oldest deadline first
@@ -460,7 +472,8 @@ class StateContract:
     def test_two_stores_decide_a_request_once(self, db: Database, store: StateStore) -> None:
         other = db.open()
         store.open_request(request_row("c1"))
-        assert other.open_request(request_row("c1", platform="x")).platform == "sh-platform"
+        held = other.open_request(request_row("c1", platform="x")).request
+        assert held is not None and held.platform == "sh-platform"
         assert other.settle_request("c1", reply("r1"), 1.0)
         assert not store.settle_request("c1", None, 2.0)
         assert store.requests(["c1"])["c1"].status == "replied"

@@ -117,8 +117,9 @@ class RetentionContract:
     def test_settled_requests_go_waiting_ones_and_owed_compensations_stay(self, db: Database,
                                                                            store: StateStore) -> None:
         for c in ("replied", "compensated", "timed_out", "owed", "pending", "young"):
-            store.open_request(request_row(c, compensation=None if c == "timed_out" else "medical.reversal"))
-            store.request_sent(c, f"m-{c}", None if c == "timed_out" else '{"omsgid": "x"}')
+            payload = None if c == "timed_out" else '{"omsgid": "x"}'
+            store.open_request(request_row(c, compensation=None if c == "timed_out" else "medical.reversal",
+                                           message_id=f"m-{c}", payload=payload))
         store.settle_request("replied", reply("r1"), time.time())
         store.settle_request("young", reply("r2"), time.time())
         for c in ("compensated", "timed_out", "owed"):
@@ -134,8 +135,7 @@ class RetentionContract:
 
     def test_a_settled_request_is_kept_while_a_late_result_can_arrive(self, db: Database, store: StateStore) -> None:
         store.retention = RetentionPolicy(StateRetention(days=1))
-        store.open_request(request_row("c1"))
-        store.request_sent("c1", "m-c1", '{"omsgid": "x"}')
+        store.open_request(request_row("c1", message_id="m-c1", payload='{"omsgid": "x"}'))
         store.settle_request("c1", None, time.time())
         store.record_compensation("c1", "m-reversal")  # a late result for it must be withheld: its row says so
         assert store.sweep(time.time() + POLICY.copies_s - 2 * MINUTE)["requests"] == 0
