@@ -9,17 +9,17 @@ all run on it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import yaml
 
 from adapters.answer_batch import AnswerBatcher
 from adapters.demo import GatewayFleet, wait_gateways_ready
-from adapters.his import HisClient
+from adapters.his import HisClient, Poster
 from adapters.insured import InsuredMedicalPlatform, Person
 from adapters.simulated import Ledger, PlatformClient, SimulatedPlatforms
 from gateway.crypto.trust import TrustStore
@@ -28,11 +28,17 @@ from gateway.http.auth import TokenMinter
 from gateway.schemas.registry import SchemaRegistry
 from gateway.wire.regions import REGIONS
 
-__all__ = ["CARE", "INSURED", "PATIENT", "CounterExchange", "counter_exchange", "use_facade"]
+__all__ = ["CARE", "INSURED", "PATIENT", "ClosingPoster", "CounterExchange", "counter_exchange", "use_facade"]
 
 CARE, INSURED = "SH", "AH"
 # The Anhui patient of the story (DOMAIN.md section 9 synthetic values): ID card and e-voucher.
 PATIENT = Person("33050099000010000001689700", (("02", "34010420000229124X"), ("01", "E-VOUCHER-TOKEN-0001")))
+
+
+class ClosingPoster(Poster, Protocol):
+    """A :class:`adapters.his.Poster` that holds connections of its own, closed with the exchange."""
+
+    async def close(self) -> None: ...
 
 
 @dataclass
@@ -63,16 +69,20 @@ async def counter_exchange(
     root: Path, bootstrap_servers: str, namespace: str = "", *, cwd: Path | None = None,
     requests: Mapping[str, Mapping[str, int]] | None = None, persons: tuple[Person, ...] = (PATIENT,),
     connections: int = 100, batch_answers: bool = True,
+    his_poster: Callable[[str, int, int], ClosingPoster] | None = None,
 ) -> AsyncIterator[CounterExchange]:
     """`yrdx init` in `root`, the two gateways started (from `cwd`, default the exchange folder), the insured
     platform answering; everything stopped on exit. `requests` overrides deadlines per type (gateway config);
     `connections` bounds the HTTP connections of the HIS and the insured platform; `batch_answers`: the insured
-    platform posts its answers in batches (adapters/answer_batch.py), else one POST /v1/messages each."""
+    platform posts its answers in batches (adapters/answer_batch.py), else one POST /v1/messages each.
+    `his_poster(host, port, connections)`: what the HIS posts through (bench/counter.py's lean client) instead of
+    the shared aiohttp session, with its own `connections`; closed on exit."""
     registry = SchemaRegistry.load()
     sim = SimulatedPlatforms(Ledger(), registry)
     await sim.start()
     fleet = GatewayFleet(root / "logs", cwd=cwd)
     insured: InsuredMedicalPlatform | None = None
+    poster: ClosingPoster | None = None
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections),
                                     timeout=aiohttp.ClientTimeout(total=120))
     try:
@@ -90,7 +100,9 @@ async def counter_exchange(
             sim.answer_via[INSURED] = AnswerBatcher(insured_client)
         insured = InsuredMedicalPlatform(INSURED, registry, root / "ah-ledger.sqlite", persons)
         insured.attach(sim)
-        his = HisClient(session, f"http://127.0.0.1:{ports[CARE]}",
+        if his_poster is not None:
+            poster = his_poster("127.0.0.1", ports[CARE], connections)
+        his = HisClient(session if poster is None else poster, f"http://127.0.0.1:{ports[CARE]}",
                         TokenMinter(platform_id(CARE), exchange.pki.platform_key(CARE), CARE))
         yield CounterExchange(exchange, ports, his, insured, sim, session,
                               {r: proc.pid for r, proc in fleet.procs.items()})
@@ -98,5 +110,7 @@ async def counter_exchange(
         fleet.stop()
         await sim.stop()  # its answers in flight first: they post through the session
         await session.close()
+        if poster is not None:
+            await poster.close()
         if insured is not None:
             insured.close()

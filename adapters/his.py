@@ -2,6 +2,8 @@
 
 It speaks only what a HIS speaks (DOMAIN.md section 2.2): ``infno``, ``msgid``, the divisions, the operator,
 ``input``; the answer is ``OutCommon``. Used by the counter story, the end-to-end tests and bench/counter.py.
+It posts through an aiohttp session or through any :class:`Poster` (bench/counter.py's lean client: the
+benchmark's driver shares the cores with the gateways it measures).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -19,7 +22,7 @@ import orjson
 from adapters.nhsa.envelope import CST
 from gateway.http.auth import TokenMinter
 
-__all__ = ["FACADE_PATH", "HisAnswer", "HisClient"]
+__all__ = ["FACADE_PATH", "AiohttpPoster", "HisAnswer", "HisClient", "Poster"]
 
 FACADE_PATH = "/v1/facades/nhsa/transactions"
 
@@ -42,16 +45,40 @@ class HisAnswer:
         return out
 
 
+class Poster(Protocol):
+    """POSTs to the gateway the HIS talks to: (HTTP status, response body)."""
+
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]: ...
+
+
+class AiohttpPoster:
+    """A :class:`Poster` over an aiohttp session, to `origin` (scheme://host:port)."""
+
+    def __init__(self, session: aiohttp.ClientSession, origin: str) -> None:
+        self.session = session
+        self.origin = origin
+
+    async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
+        async with self.session.post(self.origin + path, data=body, headers=headers) as r:
+            return r.status, await r.read()
+
+
 class HisClient:
-    """One hospital's HIS: a fresh platform JWT per call, a fresh msgid per transaction unless it retries."""
+    """One hospital's HIS: a fresh platform JWT per call, a fresh msgid per transaction unless it retries.
+
+    `session`: an aiohttp session, or a :class:`Poster` already bound to the gateway at `gateway_url`."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, gateway_url: str, minter: TokenMinter, *,
+        self, session: aiohttp.ClientSession | Poster, gateway_url: str, minter: TokenMinter, *,
         fixmedins_code: str = "H31011500001", mdtrtarea_admvs: str = "310000", insuplc_admdvs: str = "340100",
         opter: str = "OP0001",
     ) -> None:
-        self.session = session
         self.url = gateway_url.rstrip("/") + FACADE_PATH
+        url = urlsplit(self.url)
+        self._path = url.path
+        if isinstance(session, aiohttp.ClientSession):
+            session = AiohttpPoster(session, f"{url.scheme}://{url.netloc}")
+        self.poster: Poster = session
         self.fixmedins_code = fixmedins_code
         self.mdtrtarea_admvs = mdtrtarea_admvs
         self.insuplc_admdvs = insuplc_admdvs
@@ -85,14 +112,13 @@ class HisClient:
         token = self._tokens.pop() if self._tokens else self._minter.mint()
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
         started = time.monotonic()
-        async with self.session.post(self.url, data=body, headers=headers) as r:
-            raw = await r.read()
-            latency = time.monotonic() - started
-            try:
-                doc = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                doc = {"unreadable": len(raw)}
-            return HisAnswer(msgid, r.status, doc if isinstance(doc, dict) else {}, latency)
+        status, raw = await self.poster.post(self._path, body, headers)
+        latency = time.monotonic() - started
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = {"unreadable": len(raw)}
+        return HisAnswer(msgid, status, doc if isinstance(doc, dict) else {}, latency)
 
     async def transact(self, infno: str, input: Mapping[str, Any], *, msgid: str | None = None) -> HisAnswer:
         return await self.post(self.envelope(infno, input, msgid=msgid))

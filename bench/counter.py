@@ -14,9 +14,12 @@ Prints per offered rate: sent, answered per infcode, p50/p99/p99.9 latency, the 
 per round trip of each process (the two gateways, the driver: HIS and insured platform, the Kafka JVM when the
 benchmark started it, and the share of a core its JIT compiler still took) and how busy the whole machine was;
 then the lowest offered rate whose p99 passes 1 s, and the goal (p99 <= 100 ms at 500 req/s) as PASS or short.
+The HIS posts through bench/lean_http.py (`--his-client lean`, the default: the driver shares the cores it
+measures) or through aiohttp's client (`--his-client aiohttp`, as the tests and the demo do).
 
     .venv/bin/python bench/counter.py [--rates 100,500,1000] [--seconds 10] [--infno 1101] [--warmup 10]
                                       [--broker-warmup 120] [--profile DIR] [--no-batch-answers]
+                                      [--his-client lean|aiohttp]
 
 Needs request-reply in the gateway (issue 11 part 1) and the `nhsa` facade entry point installed
 (`pip install -e .` after the merge). It is a benchmark, not a test: exit 1 only when no answer came at all.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import sys
 import tempfile
@@ -45,6 +49,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout: its own adapters and gatew
 
 from broker_warmup import describe, until_jit_quiet, warm_broker  # noqa: E402 (beside this)
 from hotspots import summarize_folder  # noqa: E402
+from lean_http import LeanPool  # noqa: E402
 from relay import CpuWindow, PySpy  # noqa: E402 (bench/relay.py, beside this file)
 
 from adapters.counter_exchange import PATIENT, counter_exchange  # noqa: E402
@@ -57,6 +62,7 @@ GOAL_RATE, GOAL_P99_S = 500, 0.100
 KNEE_S = 1.0
 JIT_ROUND_S = 5.0  # seconds per round trip warm-up round
 ID_NUMBER = "34010420000229124X"
+HIS_CLIENTS = {"lean": "lean (bench/lean_http.py)", "aiohttp": "aiohttp ClientSession"}
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -114,7 +120,7 @@ async def offer(his: HisClient, infno: str, mdtrt_id: str, rate: int, seconds: f
         run.sent += 1
         try:
             answer = await his.post(doc)
-        except (aiohttp.ClientError, TimeoutError) as e:
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as e:  # ConnectionError: the lean client's
             run.outcomes[type(e).__name__] += 1
             return
         run.latencies.append(time.monotonic() - scheduled)
@@ -129,9 +135,9 @@ async def offer(his: HisClient, infno: str, mdtrt_id: str, rate: int, seconds: f
     return run
 
 
-def report(runs: Sequence[Run], infno: str) -> str:
+def report(runs: Sequence[Run], infno: str, his_client: str) -> str:
     lines = [f"NHSA {infno} round trips, HIS -> SH facade -> Kafka -> AH insured platform -> back (open loop; "
-             "latency from each request's scheduled time)",
+             f"latency from each request's scheduled time; the HIS's HTTP client: {his_client})",
              f"{'offered/s':>9} {'sent':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'lag p99 ms':>10}  answers"]
     for r in runs:
         answers = ", ".join(f"{k}: {v}" for k, v in sorted(r.outcomes.items()))
@@ -181,14 +187,16 @@ async def settle_jit(his: HisClient, infno: str, mdtrt_id: str, rate: int, kafka
 
 
 async def main(rates: Sequence[int], seconds: float, infno: str, warmup: float, broker_warmup: float,
-               profile: Path | None, batch_answers: bool) -> int:
+               profile: Path | None, batch_answers: bool, his_client: str) -> int:
     with tempfile.TemporaryDirectory(prefix="yrdx-bench-counter-") as tmp:
         work = Path(tmp)
         async with broker(work) as (bootstrap, kafka_pid):
             if kafka_pid is not None and broker_warmup > 0:
                 print(describe(await warm_broker(bootstrap, kafka_pid, max_s=broker_warmup)))
+            # LeanPool(host, port, limit) with the aiohttp session's timeout (adapters/counter_exchange.py)
+            lean = functools.partial(LeanPool, timeout=120.0) if his_client == "lean" else None
             async with counter_exchange(work / "exchange", bootstrap, cwd=ROOT, connections=512,
-                                        batch_answers=batch_answers) as ex:
+                                        batch_answers=batch_answers, his_poster=lean) as ex:
                 his = ex.his
                 pids: dict[str, int | None] = {f"{r} gateway": pid for r, pid in ex.pids.items()}
                 pids |= {"driver": os.getpid(), "kafka_jvm": kafka_pid}
@@ -206,7 +214,7 @@ async def main(rates: Sequence[int], seconds: float, infno: str, warmup: float, 
                     finally:
                         for spy in spies:
                             spy.stop()
-    print(report(runs, infno))
+    print(report(runs, infno, HIS_CLIENTS[his_client]))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load average at the end (1/5/15 min, {os.cpu_count()} CPUs): {load}")
     if profile is not None:
@@ -238,6 +246,9 @@ if __name__ == "__main__":
                              "then print bench/hotspots.py's summary")
     parser.add_argument("--no-batch-answers", action="store_true",
                         help="the insured platform posts each answer on its own (adapters/answer_batch.py off)")
+    parser.add_argument("--his-client", choices=tuple(HIS_CLIENTS), default="lean",
+                        help="the HIS's HTTP client: bench/lean_http.py (less of the driver's CPU per request) "
+                             "or aiohttp's, to compare the two")
     args = parser.parse_args()
     if args.profile is not None:
         if not Path(PY_SPY).exists():
@@ -245,4 +256,4 @@ if __name__ == "__main__":
         args.profile = args.profile.resolve()
         args.profile.mkdir(parents=True, exist_ok=True)
     sys.exit(asyncio.run(main([int(r) for r in args.rates.split(",")], args.seconds, args.infno, args.warmup,
-                              args.broker_warmup, args.profile, not args.no_batch_answers)))
+                              args.broker_warmup, args.profile, not args.no_batch_answers, args.his_client)))
