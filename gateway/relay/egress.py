@@ -128,6 +128,8 @@ class Egress:
         if self._claims is not None:
             kept = self._claims.settle(kept)
         answers = self._replies.match([c for c in kept if isinstance(c, Verified)]) if self._replies else {}
+        answered = self._replies.answer([(c, answers[c.env.id]) for c in kept if isinstance(c, Verified)
+                                         and c.env.id in answers]) if self._replies and answers else {}
         late: dict[str, str] = {}  # message id -> the request it came too late for (delivered, marked)
         for c in kept:
             if isinstance(c, Refused):
@@ -140,7 +142,7 @@ class Egress:
                 continue
             request = answers.get(c.env.id)
             if request is not None and self._replies is not None:
-                taken = self._replies.take(c, request, out)
+                taken = self._replies.take(c, request, out, answered.get(c.env.id))
                 if taken == "consumed":
                     continue  # it answered a waiting call, or is a late result that must not be delivered
                 if taken == "late" and request.message_id is not None:

@@ -111,20 +111,31 @@ class ReplyStep:
                 found[v.env.id] = row
         return found
 
-    def take(self, v: Verified, request: RequestRecord, out: BatchOutcomes) -> Taken:
-        """Apply one result to its request (see Taken)."""
-        reply = Reply(v.env.id, v.env.type, v.env.sender, v.record.value, v.signature)
+    def answer(self, replies: Sequence[tuple[Verified, RequestRecord]]) -> dict[str, float]:
+        """Answer the pending requests that a batch's results name, in one transaction: message id -> when, for
+        the results that answered theirs (the others came after the deadline, or second)."""
+        pending = [(v, r) for v, r in replies if r.status == "pending"]
+        if not pending:
+            return {}
         now = time.time()
-        if request.status == "pending" and self._state.answer_request(
-                request.correlation_id, reply, now, Decision(v.env.id, "delivered", v.source)):
+        won = self._state.answer_requests(
+            [(r.correlation_id, _reply(v), Decision(v.env.id, "delivered", v.source)) for v, r in pending], now)
+        return {v.env.id: now for (v, _), ok in zip(pending, won, strict=True) if ok}
+
+    def take(self, v: Verified, request: RequestRecord, out: BatchOutcomes, answered_at: float | None) -> Taken:
+        """Apply one result to its request (see Taken); `answered_at`: when `answer` let it answer its request
+        (None: it did not)."""
+        reply = _reply(v)
+        if answered_at is not None:
             platform = self._cfg.platform(request.platform)
             if platform is not None:
                 out.delivered(platform, v, "reply")  # audit (delivered, mode reply), metrics and the receipt
             # The row as the UPDATE left it, so that the waiting call needs no read of its own.
             self.waiters.wake(request.correlation_id,
-                              replace(request, status="replied", replied_at=now, reply=reply),
+                              replace(request, status="replied", replied_at=answered_at, reply=reply),
                               v.env.payload if v.env.sealed is not None else None)
             return "consumed"
+        now = time.time()
         if request.status == "pending":  # the deadline won the race a moment ago: this result is late
             current = self._state.requests([request.correlation_id]).get(request.correlation_id)
             request = current or request
@@ -146,3 +157,7 @@ class ReplyStep:
         self._state.mark_seen([Decision(v.env.id, "delivered", v.source)])
         out.receipt(v, "delivered")
         return "consumed"
+
+
+def _reply(v: Verified) -> Reply:
+    return Reply(v.env.id, v.env.type, v.env.sender, v.record.value, v.signature)

@@ -591,15 +591,16 @@ class PostgresBackend:
             return self._changed(RequestSql.TIMED_OUT, (correlation_id,))
         return self._changed(RequestSql.REPLIED, reply_params(at, reply, correlation_id))
 
-    def answer_request(self, correlation_id: str, reply: Reply, at: float, seen: Decision) -> bool:
-        params = reply_params(at, reply, correlation_id)
-
-        def call(conn: _Connection) -> bool:
+    def answer_requests(self, answers: Sequence[tuple[str, Reply, Decision]], at: float) -> list[bool]:
+        def call(conn: _Connection) -> list[bool]:
+            won: list[bool] = []
             with conn.transaction():
-                if conn.execute(_pg(RequestSql.REPLIED), params).rowcount != 1:
-                    return False
-                conn.execute(_MARK_SEEN, (seen.id, seen.outcome, seen.source, at))
-            return True
+                for correlation_id, reply, seen in answers:
+                    params = reply_params(at, reply, correlation_id)
+                    won.append(conn.execute(_pg(RequestSql.REPLIED), params).rowcount == 1)
+                    if won[-1]:
+                        conn.execute(_MARK_SEEN, (seen.id, seen.outcome, seen.source, at))
+            return won
 
         return self._run(call)
 

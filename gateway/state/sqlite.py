@@ -415,12 +415,14 @@ class SqliteBackend:
         return self._changed(RequestSql.REPLIED, reply_params(at, reply, correlation_id))
 
     @_guarded
-    def answer_request(self, correlation_id: str, reply: Reply, at: float, seen: Decision) -> bool:
+    def answer_requests(self, answers: Sequence[tuple[str, Reply, Decision]], at: float) -> list[bool]:
+        won: list[bool] = []
         with self._transaction() as cur:
-            if cur.execute(RequestSql.REPLIED, reply_params(at, reply, correlation_id)).rowcount != 1:
-                return False  # (commits nothing)
-            cur.execute(_MARK_SEEN, (seen.id, seen.outcome, seen.source, at))
-        return True
+            for correlation_id, reply, seen in answers:
+                won.append(cur.execute(RequestSql.REPLIED, reply_params(at, reply, correlation_id)).rowcount == 1)
+                if won[-1]:
+                    cur.execute(_MARK_SEEN, (seen.id, seen.outcome, seen.source, at))
+        return won
 
     @_guarded
     def late_result(self, correlation_id: str, reply: Reply, at: float) -> bool:

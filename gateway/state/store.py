@@ -77,7 +77,7 @@ class Backend(Protocol):
     def settled_requests(self, correlation_ids: Sequence[str]) -> set[str]: ...
     def request_by_id(self, message_id: str) -> RequestRecord | None: ...
     def settle_request(self, correlation_id: str, reply: Reply | None, at: float) -> bool: ...
-    def answer_request(self, correlation_id: str, reply: Reply, at: float, seen: Decision) -> bool: ...
+    def answer_requests(self, answers: Sequence[tuple[str, Reply, Decision]], at: float) -> list[bool]: ...
     def late_result(self, correlation_id: str, reply: Reply, at: float) -> bool: ...
     def record_compensation(self, correlation_id: str, compensation_id: str) -> bool: ...
     def overdue_requests(self, pending_before: float, uncompensated_before: float,
@@ -292,11 +292,12 @@ class StateStore:
         the one call (in any replica) that moved the request out of pending, False for every other."""
         return self._b.settle_request(correlation_id, reply, at)
 
-    def answer_request(self, correlation_id: str, reply: Reply, at: float, seen: Decision) -> bool:
-        """settle_request(correlation_id, reply, at) and, when it wins, mark_seen([seen]) in the same transaction:
-        a reply that answered its request is never also taken for a fresh message (a crash between the two
-        would let the record, read again, be delivered)."""
-        return self._b.answer_request(correlation_id, reply, at, seen)
+    def answer_requests(self, answers: Sequence[tuple[str, Reply, Decision]], at: float) -> list[bool]:
+        """For each (correlation id, reply, seen): settle_request(correlation id, reply, at) and, when it wins,
+        mark_seen([seen]), all in one transaction: a reply that answered its request is never also taken for a
+        fresh message (a crash between the two would let the record, read again, be delivered). Whether each
+        one won, in order (a second reply to one request in the same call loses)."""
+        return self._b.answer_requests(answers, at) if answers else []
 
     def late_result(self, correlation_id: str, reply: Reply, at: float) -> bool:
         """timed_out | compensated -> late_result, keeping the result that came after the deadline; True once."""

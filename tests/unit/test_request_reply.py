@@ -476,3 +476,22 @@ async def test_a_call_gone_right_after_the_brokers_ack_leaves_a_settlement_the_s
     assert await rig.rr.sweep() == 1
     assert [e.type for e in rig.sent_to_js()] == [SETTLEMENT, "medical.reversal"]
     assert rig.rr.status(PLATFORM, req.id)["status"] == "compensated"
+
+
+async def test_the_replies_of_one_batch_answer_their_requests_in_one_transaction(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = [asyncio.create_task(rig.rr.call(PLATFORM, rig.request(LICENSE), deadline_ms=5000)) for _ in range(3)]
+    sent = await rig.sent(3)
+    transactions: list[int] = []
+    answer_requests = rig.h.state.answer_requests
+
+    def counted(answers: Any, at: float) -> list[bool]:
+        transactions.append(len(answers))
+        return answer_requests(answers, at)
+
+    monkeypatch.setattr(rig.h.state, "answer_requests", counted)
+    replies = {rig.answer(req.correlation_id, "license.verify.result") for req in sent}
+    await rig.h.drain()  # one poll: the three results in one batch
+    outcomes = await asyncio.gather(*calls)
+    assert transactions == [3]
+    assert {o.status for o in outcomes} == {"replied"} and {o.reply["id"] for o in outcomes if o.reply} == replies

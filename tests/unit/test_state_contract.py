@@ -413,14 +413,21 @@ class StateContract:
     def test_a_reply_answers_its_request_and_is_marked_seen_in_one_step_once(self, store: StateStore) -> None:
         store.open_request(request_row("c1"))
         store.open_request(request_row("c2"))
+        store.open_request(request_row("c3"))
         store.settle_request("c2", None, 100.0)  # the deadline came first
-        seen = Decision("r1", "delivered", "yrdx.sh.inbox:0:1")
-        assert store.answer_request("c1", reply("r1"), 100.0, seen)
-        assert not store.answer_request("c1", reply("r9"), 101.0, Decision("r9", "delivered", "yrdx.sh.inbox:0:2"))
-        assert not store.answer_request("c2", reply("r2"), 101.0, Decision("r2", "delivered", "yrdx.sh.inbox:0:3"))
-        assert store.seen(["r1", "r9", "r2"]) == {"r1": seen}  # the losers mark nothing (their caller decides)
-        rows = store.requests(["c1", "c2"])
-        assert (rows["c1"].status, rows["c1"].reply, rows["c1"].replied_at) == ("replied", reply("r1"), 100.0)
+        seen = [Decision(f"r{i}", "delivered", f"yrdx.sh.inbox:0:{i}") for i in range(5)]
+        # One batch: c1 answered, c1 again (second: loses), c2 already timed out, c3 answered, an unknown id.
+        won = store.answer_requests([("c1", reply("r0"), seen[0]), ("c1", reply("r1"), seen[1]),
+                                     ("c2", reply("r2"), seen[2]), ("c3", reply("r3"), seen[3]),
+                                     ("nope", reply("r4"), seen[4])], 100.0)
+        assert won == [True, False, False, True, False]
+        assert not store.answer_requests([("c1", reply("r9"), Decision("r9", "delivered", "x"))], 101.0)[0]
+        assert store.answer_requests([], 102.0) == []
+        # The losers mark nothing (their caller decides).
+        assert store.seen([d.id for d in seen] + ["r9"]) == {"r0": seen[0], "r3": seen[3]}
+        rows = store.requests(["c1", "c2", "c3"])
+        assert (rows["c1"].status, rows["c1"].reply, rows["c1"].replied_at) == ("replied", reply("r0"), 100.0)
+        assert rows["c3"].status == "replied" and rows["c3"].reply == reply("r3")
         assert rows["c2"].status == "timed_out" and rows["c2"].reply is None
 
     def test_the_watchers_read_names_the_requests_no_longer_pending(self, store: StateStore) -> None:
