@@ -17,6 +17,7 @@ import re
 import sys
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 __all__ = ["LeanHttpError", "LeanPool"]
 
@@ -34,6 +35,13 @@ class LeanHttpError(ConnectionError):
     HTTP/1.x. The connection is discarded; the pool's other requests are unaffected."""
 
 
+@dataclass(frozen=True, slots=True)
+class LeanResponse:
+    status: int
+    headers: dict[str, str]  # names in lower case; repeated ones joined with ", "
+    body: bytes
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: one request at a time, the response parsed as it arrives."""
 
@@ -41,19 +49,20 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.reusable = False  # True only between a complete keep-alive response and the next request
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self._waiter: asyncio.Future[LeanResponse] | None = None
         self._buf = bytearray()
         self._state = _DONE
         self._status = 0
+        self._headers: dict[bytes, bytes] = {}
         self._keep_alive = True
         self._remaining = 0  # body bytes still expected (_LENGTH) or of the current chunk (_CHUNK_DATA)
         self._chunks: list[bytes] = []
 
-    async def request(self, data: bytes) -> tuple[int, bytes]:
+    async def request(self, data: bytes) -> LeanResponse:
         if not self.reusable or self.transport is None:  # closed between its opening and now
             raise LeanHttpError("the server closed the connection before the request was sent")
         self.reusable = False  # until this response is complete: a cancelled or failed request discards it
-        waiter: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[LeanResponse] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
         self._state = _HEAD
         self._chunks = []
@@ -183,7 +192,7 @@ class _Connection(asyncio.Protocol):
         if 100 <= status < 200:  # an interim response (never asked for, but allowed): the real one follows
             self._state = _HEAD
             return
-        self._status = status
+        self._status, self._headers = status, headers
         tokens = {t.strip() for t in headers.get(b"connection", b"").lower().split(b",")}
         keep_alive = b"close" not in tokens if http11 else b"keep-alive" in tokens
         encoding = headers.get(b"transfer-encoding")
@@ -209,7 +218,8 @@ class _Connection(asyncio.Protocol):
         if not self.reusable:
             self.close()
         if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result((self._status, body))
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self._headers.items()}
+            self._waiter.set_result(LeanResponse(self._status, headers, body))
 
     def _fail(self, exc: Exception) -> None:
         self._state = _DONE
@@ -237,6 +247,11 @@ class LeanPool:
 
     async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
         """POST `body` to `path`; (status, body) of the response. Host and Content-Length are written here."""
+        response = await self.post_full(path, body, headers)
+        return response.status, response.body
+
+    async def post_full(self, path: str, body: bytes, headers: Mapping[str, str]) -> LeanResponse:
+        """As post(), with the response's headers."""
         if self._closed:
             raise LeanHttpError("the pool is closed")
         lines = [f"POST {path} HTTP/1.1\r\n", self._host_line, f"Content-Length: {len(body)}\r\n"]

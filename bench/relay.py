@@ -35,7 +35,7 @@ import tempfile
 import time
 import timeit
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from broker_warmup import describe, jit_cpu_seconds, until_jit_quiet, warm_broker  # beside this file
+from lean_http import LeanPool  # beside this file
 
 from gateway.audit.model import GENESIS, record_hash
 from gateway.crypto.jws import Signer, Verifier, parse_detached, verify_detached
@@ -368,10 +369,22 @@ class Phase:
         return set(self.posted_at) - set(self.seen_at)
 
 
+@contextlib.asynccontextmanager
+async def _closing(pool: LeanPool | None) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        if pool is not None:
+            await pool.close()
+
+
 class Driver:
     def __init__(self, session: aiohttp.ClientSession, js: GatewayProcess, sh: GatewayProcess, ex: Exchange,
-                 concurrency: int, single: bool = False) -> None:
+                 concurrency: int, single: bool = False, lean: LeanPool | None = None) -> None:
+        """`lean`: JS's posts go through bench/lean_http.py instead of `session` (the driver's CPU per request
+        is taken from the gateways on these two cores); the pulls from SH always use `session`."""
         self.session = session
+        self.lean = lean
         self.js, self.sh = js, sh
         self.concurrency = concurrency
         self.single = single
@@ -396,15 +409,18 @@ class Driver:
         return {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
 
     async def _sender(self, phase: Phase, batches: Iterator[bytes]) -> None:
-        url = self.js.url + ("/v1/messages" if self.single else "/v1/messages/batch")
+        path = "/v1/messages" if self.single else "/v1/messages/batch"
         for body in batches:  # the iterator is shared by the workers: each batch is taken once
             headers = self.js_headers()
             started = time.perf_counter()
             try:
-                async with self.session.post(url, data=body, headers=headers) as resp:
-                    raw = await resp.read()
-                    status = resp.status
-            except aiohttp.ClientError as e:
+                if self.lean is not None:
+                    status, raw = await self.lean.post(path, body, headers)
+                else:
+                    async with self.session.post(self.js.url + path, data=body, headers=headers) as resp:
+                        raw = await resp.read()
+                        status = resp.status
+            except (aiohttp.ClientError, ConnectionError) as e:  # ConnectionError: the lean client's
                 phase.request_errors.append(f"{type(e).__name__}: {e}")
                 continue
             phase.request_latency.append(time.perf_counter() - started)
@@ -725,12 +741,15 @@ async def _open_loop_post(driver: Driver, step: OpenLoopStep, body: bytes, sched
     step.last_send = max(step.last_send, sent)
     headers = driver.js_headers()
     try:
-        async with driver.session.post(driver.js.url + "/v1/messages", data=body, headers=headers) as resp:
-            raw = await resp.read()
-            status = resp.status
-            if status == 429 and not resp.headers.get("Retry-After"):
-                step.no_retry_after += 1
-    except (TimeoutError, aiohttp.ClientError) as e:
+        if driver.lean is not None:
+            answer = await driver.lean.post_full("/v1/messages", body, headers)
+            raw, status, retry_after = answer.body, answer.status, answer.headers.get("retry-after")
+        else:
+            async with driver.session.post(driver.js.url + "/v1/messages", data=body, headers=headers) as resp:
+                raw, status, retry_after = await resp.read(), resp.status, resp.headers.get("Retry-After")
+        if status == 429 and not retry_after:
+            step.no_retry_after += 1
+    except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
         step.phase.request_errors.append(f"{type(e).__name__}: {e}")
         return
     now = time.perf_counter()
@@ -844,7 +863,7 @@ def report_open_loop(f: dict[str, Any]) -> None:
     print()
     print(f"== yrdx relay benchmark, open loop: single-message POST /v1/messages {c['route']}, "
           f"{'/'.join(f'{x:g}' for x in c['seconds'])} s per offered rate, warmup {c['warmup']:,}, "
-          f"client pool {c['connections'] or 'unbounded'} connections")
+          f"client pool {c['connections'] or 'unbounded'} connections ({c.get('http_client', 'aiohttp')})")
     print(f"suite: {f['alg']}, kafka.compression: {f['compression']}, audit trail {audit_mode(f)}")
     print(f"machine: {m['nproc']} CPUs ({m['usable_cpus']} usable), Python {m['python']}, loadavg "
           f"{m['loadavg_start']} at start, {m['loadavg_end']} at end")
@@ -973,7 +992,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         "config": {"messages": args.messages, "batch": 1 if args.single else args.batch,
                    "open_loop": args.open_loop, "seconds": args.seconds, "connections": args.connections,
                    "single": args.single, "concurrency": args.concurrency,
-                   "warmup": args.warmup, "route": f"{SENDER}->{RECEIVER}"},
+                   "warmup": args.warmup, "route": f"{SENDER}->{RECEIVER}", "http_client": args.http_client},
         "machine": {"nproc": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
                     "loadavg_start": loadavg(), "python": sys.version.split()[0]},
     }
@@ -1034,9 +1053,11 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         per_request = 0 if args.single else args.batch
         warm = Phase("warmup", build_batches(variants, args.warmup, per_request, run_id, 0))
         pids = {"js_gateway": js.pid, "sh_gateway": sh.pid, "kafka_jvm": kafka_pid, "driver": os.getpid()}
-        connector = aiohttp.TCPConnector(limit=args.connections if args.open_loop else args.concurrency + 8)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            driver = Driver(session, js, sh, ex, args.concurrency, args.single)
+        limit = args.connections if args.open_loop else args.concurrency + 8
+        connector = aiohttp.TCPConnector(limit=limit)
+        lean = LeanPool("127.0.0.1", js.port, limit, timeout=300.0) if args.http_client == "lean" else None
+        async with aiohttp.ClientSession(connector=connector) as session, _closing(lean):
+            driver = Driver(session, js, sh, ex, args.concurrency, args.single, lean)
             if warm.bodies:
                 await driver.run_phase(warm, args.stall_timeout)
                 await driver.wait_receipts(len(driver.ledger.accepted), args.stall_timeout)
@@ -1176,7 +1197,7 @@ def report(f: dict[str, Any]) -> None:
     p, r, d = f["primitives"], f["ratios"], f["delivery_check"]
     print()
     print(f"== yrdx relay benchmark: {c['messages']:,} mixed messages {c['route']}, batch {c['batch']}, "
-          f"concurrency {c['concurrency']}, warmup {c['warmup']:,}")
+          f"concurrency {c['concurrency']}, warmup {c['warmup']:,}, JS's client {c.get('http_client', 'aiohttp')}")
     print(f"suite: {f['alg']}, kafka.compression: {f['compression']}, audit trail {audit_mode(f)}")
     print(f"machine: {m['nproc']} CPUs ({m['usable_cpus']} usable), Python {m['python']}, loadavg "
           f"{m['loadavg_start']} at start, {m['loadavg_end']} at end")
@@ -1276,6 +1297,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--single", action="store_true",
                    help="one message per POST /v1/messages instead of batches (use a higher --concurrency)")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (4)")
+    p.add_argument("--http-client", choices=("lean", "aiohttp"), default="lean",
+                   help="the client of JS's posts: bench/lean_http.py (less of the driver's CPU per request, "
+                        "the default) or an aiohttp ClientSession; pulls from SH always use aiohttp")
     p.add_argument("--warmup", type=int, default=1000, help="messages relayed before the window opens (1000)")
     p.add_argument("--kafka-pid", type=int, metavar="PID",
                    help="with KAFKA_BOOTSTRAP_SERVERS: the pid of that broker's JVM on this machine, to measure its "

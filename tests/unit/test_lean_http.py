@@ -349,3 +349,13 @@ async def test_the_his_posts_through_either_client(client: str) -> None:
     [(path, auth, doc)] = seen
     assert (path, auth, doc["infno"], doc["msgid"], doc["input"]) == (
         FACADE_PATH, "Bearer token", "1101", answer.msgid, {"data": {"psn_no": "P1"}})
+
+
+async def test_post_full_gives_the_response_headers() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=429, body=b"{}", headers={"Retry-After": "2", "X-Twice": "a"})
+
+    async with aiohttp_server(handler) as port, lean_pool(port) as pool:
+        answer = await pool.post_full("/", b"", {})
+    assert (answer.status, answer.body) == (429, b"{}")
+    assert answer.headers["retry-after"] == "2" and answer.headers["x-twice"] == "a"
