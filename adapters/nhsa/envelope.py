@@ -26,7 +26,9 @@ MSGID: Final = re.compile(r"[A-Z][0-9]{29}")  # fixmedins_code (12) + yyyyMMddHH
 INFNO: Final = re.compile(r"[0-9]{4}")
 DIVISION: Final = re.compile(r"[0-9]{6}")
 FIXMEDINS: Final = re.compile(r"[A-Z][0-9]{11}")
-INF_TIME: Final = "%Y-%m-%d %H:%M:%S"
+# yyyy-MM-dd HH:mm:ss: the shape here, the calendar by datetime.fromisoformat (strptime took ~1% of the SH
+# gateway's CPU at the counter).
+INF_TIME: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 
 # field -> (required, maximum length); `input` is checked apart.
 _STRINGS: Final[dict[str, tuple[bool, int]]] = {
@@ -93,7 +95,9 @@ def parse_request(body: bytes) -> HisRequest:
     if not doc["msgid"].startswith(doc["fixmedins_code"]):
         raise NhsaError(MALFORMED, "msgid must start with fixmedins_code")
     try:
-        datetime.strptime(doc["inf_time"], INF_TIME)  # noqa: DTZ007 (Beijing time by convention, no offset)
+        if INF_TIME.fullmatch(doc["inf_time"]) is None:
+            raise ValueError(doc["inf_time"])
+        datetime.fromisoformat(doc["inf_time"])  # Beijing time by convention, no offset
     except ValueError:
         raise NhsaError(MALFORMED, "inf_time must be yyyy-MM-dd HH:mm:ss") from None
     check_codes({"opter_type": doc["opter_type"]}, "envelope")

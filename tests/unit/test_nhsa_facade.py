@@ -131,6 +131,9 @@ async def test_bad_check_digit_is_an_input_error(registry: SchemaRegistry) -> No
      (infcodes.MALFORMED, "msgid must be fixmedins_code (12) + yyyyMMddHHmmss (14) + a 4-digit sequence")),
     ({"msgid": "H31011500002202403150930000001"}, (infcodes.MALFORMED, "msgid must start with fixmedins_code")),
     ({"inf_time": "2024-03-15T09:30:00"}, (infcodes.MALFORMED, "inf_time must be yyyy-MM-dd HH:mm:ss")),
+    ({"inf_time": "2024-02-30 09:30:00"}, (infcodes.MALFORMED, "inf_time must be yyyy-MM-dd HH:mm:ss")),
+    ({"inf_time": "2024-3-15 9:30:00"}, (infcodes.MALFORMED, "inf_time must be yyyy-MM-dd HH:mm:ss")),
+    ({"inf_time": "2024-03-15 24:00:00"}, (infcodes.MALFORMED, "inf_time must be yyyy-MM-dd HH:mm:ss")),
     ({"opter": ""}, (infcodes.MALFORMED, "opter is required")),
     ({"input": []}, (infcodes.MALFORMED, "input must be an object")),
 ])
