@@ -34,6 +34,7 @@ from gateway.files.assembler import Assembler
 from gateway.files.claims import ClaimChecks
 from gateway.files.sender import FileSender
 from gateway.files.store import FileStore
+from gateway.gc_policy import freeze_startup, tune_collector
 from gateway.http.api import make_runner
 from gateway.http.auth import Authenticator, load_public_key
 from gateway.http.facades import FacadeContext, FacadeError, mount
@@ -410,8 +411,10 @@ class Gateway:
 
 
 async def serve(cfg: GatewayConfig, ready_file: Path | None = None) -> None:
+    tune_collector()
     gw = Gateway(cfg)
     await gw.start()
+    freeze_startup()
     if ready_file is not None:
         ready_file.write_text(str(gw.port))  # noqa: ASYNC240 (once, at start-up)
     stop = asyncio.Event()

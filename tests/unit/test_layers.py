@@ -14,7 +14,7 @@ GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
 # (package -> layer). Modules directly in gateway/ are named by their module name.
 LAYERS: dict[str, int] = {
     "wire": 0,
-    "logs": 1, "schemas": 1, "crypto": 1,
+    "logs": 1, "schemas": 1, "crypto": 1, "gc_policy": 1,
     "config": 2, "metrics": 2, "state": 2,
     "kafka": 3,
     "audit": 4,
