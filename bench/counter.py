@@ -36,17 +36,19 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout: its own adapters and gateway
 
+import counter_floor  # noqa: E402 (beside this file)
 from broker_warmup import describe, until_jit_quiet, warm_broker  # noqa: E402 (beside this)
 from hotspots import summarize_folder  # noqa: E402
 from lean_http import LeanPool  # noqa: E402
@@ -102,11 +104,12 @@ def transaction(his: HisClient, infno: str, mdtrt_id: str, n: int) -> dict[str, 
     return his.envelope(infno, {"data": data})
 
 
-async def offer(his: HisClient, infno: str, mdtrt_id: str, rate: int, seconds: float,
-                pids: dict[str, int | None] | None = None) -> Run:
+async def open_loop(send: Callable[[int], Awaitable[str]], rate: int, seconds: float,
+                    pids: dict[str, int | None] | None = None) -> Run:
+    """Request i sent at t0 + i/rate by `send(i)` (which returns how it was answered), whether or not the earlier
+    ones were answered; latency from each request's scheduled time."""
     run = Run(rate)
     total = int(rate * seconds)
-    his.premint(total)  # the HIS's tokens, minted before the window opens (the driver shares the machine)
     cpu = CpuWindow(pids or {})
     cpu.start()
     began = time.monotonic()
@@ -116,15 +119,14 @@ async def offer(his: HisClient, infno: str, mdtrt_id: str, rate: int, seconds: f
         scheduled = t0 + i / rate
         await asyncio.sleep(max(0.0, scheduled - time.monotonic()))
         run.lag.append(time.monotonic() - scheduled)
-        doc = transaction(his, infno, mdtrt_id, rate * 100_000 + i)
         run.sent += 1
         try:
-            answer = await his.post(doc)
+            outcome = await send(i)
         except (aiohttp.ClientError, ConnectionError, TimeoutError) as e:  # ConnectionError: the lean client's
             run.outcomes[type(e).__name__] += 1
             return
         run.latencies.append(time.monotonic() - scheduled)
-        run.outcomes[f"infcode {answer.infcode}" if answer.status == 200 else f"HTTP {answer.status}"] += 1
+        run.outcomes[outcome] += 1
 
     await asyncio.gather(*(one(i) for i in range(total)))
     cpu.stop()
@@ -135,10 +137,31 @@ async def offer(his: HisClient, infno: str, mdtrt_id: str, rate: int, seconds: f
     return run
 
 
-def report(runs: Sequence[Run], infno: str, his_client: str) -> str:
-    lines = [f"NHSA {infno} round trips, HIS -> SH facade -> Kafka -> AH insured platform -> back (open loop; "
-             f"latency from each request's scheduled time; the HIS's HTTP client: {his_client})",
-             f"{'offered/s':>9} {'sent':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'lag p99 ms':>10}  answers"]
+async def offer(his: HisClient, infno: str, mdtrt_id: str, rate: int, seconds: float,
+                pids: dict[str, int | None] | None = None) -> Run:
+    his.premint(int(rate * seconds))  # the HIS's tokens, minted before the window opens (the driver shares the machine)
+
+    async def send(i: int) -> str:
+        answer = await his.post(transaction(his, infno, mdtrt_id, rate * 100_000 + i))
+        return f"infcode {answer.infcode}" if answer.status == 200 else f"HTTP {answer.status}"
+
+    return await open_loop(send, rate, seconds, pids)
+
+
+async def offer_floor(pool: LeanPool, body: bytes, rate: int, seconds: float,
+                      pids: dict[str, int | None]) -> Run:
+    """The floor (bench/counter_floor.py) at `rate`, the HIS's request body each time."""
+    headers = {"Content-Type": "application/json"}
+
+    async def send(i: int) -> str:
+        status, _ = await pool.post("/rt", body, headers)
+        return f"HTTP {status}"
+
+    return await open_loop(send, rate, seconds, pids)
+
+
+def _table(runs: Sequence[Run]) -> list[str]:
+    lines = [f"{'offered/s':>9} {'sent':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'lag p99 ms':>10}  answers"]
     for r in runs:
         answers = ", ".join(f"{k}: {v}" for k, v in sorted(r.outcomes.items()))
         lines.append(f"{r.rate:>9} {r.sent:>6} {r.p(50) * 1000:>8.1f} {r.p(99) * 1000:>8.1f} "
@@ -148,6 +171,22 @@ def report(runs: Sequence[Run], infno: str, his_client: str) -> str:
         cpu = ", ".join(f"{k} {v:.2f}" for k, v in r.cpu_ms.items() if v is not None)
         jit = "" if r.jit_share is None else f", its JIT {r.jit_share:.1%} of a core"
         lines.append(f"{r.rate:>9}/s  {cpu} ({r.machine_busy:.0%} busy{jit})")
+    return lines
+
+
+def _cpu_total(r: Run) -> float:
+    return sum(v for v in r.cpu_ms.values() if v is not None)
+
+
+def report(runs: Sequence[Run], infno: str, his_client: str, floors: Sequence[Run] = ()) -> str:
+    lines = [f"NHSA {infno} round trips, HIS -> SH facade -> Kafka -> AH insured platform -> back (open loop; "
+             f"latency from each request's scheduled time; the HIS's HTTP client: {his_client})", *_table(runs)]
+    if floors:
+        lines += ["the floor, same run (bench/counter_floor.py: the same hops in raw aiohttp and aiokafka, no gateway "
+                  "work; the same client and rates):", *_table(floors),
+                  "the gateways over the floor (p99; CPU per round trip of all the processes):"]
+        lines += [f"{r.rate:>9}/s  p99 {r.p(99) / f.p(99):.1f}x, CPU {_cpu_total(r) / _cpu_total(f):.1f}x"
+                  for r, f in zip(runs, floors, strict=True) if f.latencies and _cpu_total(f) > 0]
     knee = next((r.rate for r in runs if r.p(99) > KNEE_S), None)
     lines.append(f"p99 passes {KNEE_S:.0f} s at: " + (f"{knee}/s offered" if knee is not None else
                                                        f"not within the rates run (up to {runs[-1].rate}/s)"))
@@ -187,7 +226,7 @@ async def settle_jit(his: HisClient, infno: str, mdtrt_id: str, rate: int, kafka
 
 
 async def main(rates: Sequence[int], seconds: float, infno: str, warmup: float, broker_warmup: float,
-               profile: Path | None, batch_answers: bool, his_client: str) -> int:
+               profile: Path | None, batch_answers: bool, his_client: str, with_floor: bool) -> int:
     with tempfile.TemporaryDirectory(prefix="yrdx-bench-counter-") as tmp:
         work = Path(tmp)
         async with broker(work) as (bootstrap, kafka_pid):
@@ -214,12 +253,29 @@ async def main(rates: Sequence[int], seconds: float, infno: str, warmup: float, 
                     finally:
                         for spy in spies:
                             spy.stop()
-    print(report(runs, infno, HIS_CLIENTS[his_client]))
+                request = orjson.dumps(transaction(his, infno, mdtrt_id, 0))
+                answer = orjson.dumps((await his.post(transaction(his, infno, mdtrt_id, 1))).doc)
+            floors = await measure_floor(work, bootstrap, kafka_pid, rates, seconds, request, answer) if with_floor \
+                else []
+    print(report(runs, infno, HIS_CLIENTS[his_client], floors))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load average at the end (1/5/15 min, {os.cpu_count()} CPUs): {load}")
     if profile is not None:
         summarize_folder(profile)
     return 0 if any(r.latencies for r in runs) else 1
+
+
+async def measure_floor(work: Path, bootstrap: str, kafka_pid: int | None, rates: Sequence[int], seconds: float,
+                        request: bytes, answer: bytes) -> list[Run]:
+    """The same rates through bench/counter_floor.py (the gateways stopped), after 5 s at 50/s to warm it."""
+    async with counter_floor.floor(work, bootstrap, answer) as fl:
+        pids: dict[str, int | None] = {**fl.pids, "driver": os.getpid(), "kafka_jvm": kafka_pid}
+        pool = LeanPool("127.0.0.1", fl.port, 512, timeout=120.0)
+        try:
+            await offer_floor(pool, request, 50, 5.0, {})
+            return [await offer_floor(pool, request, rate, seconds, pids) for rate in rates]
+        finally:
+            await pool.close()
 
 
 async def _visit(his: HisClient) -> str:
@@ -244,6 +300,9 @@ if __name__ == "__main__":
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy both gateways during each measured rate into DIR (<region>.<rate>.pyspy.txt), "
                              "then print bench/hotspots.py's summary")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the floor (bench/counter_floor.py: the same hops in raw aiohttp and aiokafka, "
+                             "at the same rates, after the gateways)")
     parser.add_argument("--no-batch-answers", action="store_true",
                         help="the insured platform posts each answer on its own (adapters/answer_batch.py off)")
     parser.add_argument("--his-client", choices=tuple(HIS_CLIENTS), default="lean",
@@ -256,4 +315,5 @@ if __name__ == "__main__":
         args.profile = args.profile.resolve()
         args.profile.mkdir(parents=True, exist_ok=True)
     sys.exit(asyncio.run(main([int(r) for r in args.rates.split(",")], args.seconds, args.infno, args.warmup,
-                              args.broker_warmup, args.profile, not args.no_batch_answers, args.his_client)))
+                              args.broker_warmup, args.profile, not args.no_batch_answers, args.his_client,
+                              not args.no_floor)))
