@@ -1,8 +1,8 @@
 """The garbage collector's settings for a serving gateway (`yrdx serve`).
 
-CPython collects its youngest generation every 700 net allocations of container objects by default, and each
-collection that survives promotes objects towards the oldest generation, whose full collections walk every
-object the process holds. A gateway holding thousands of connections (an overload of single requests: 8,000
+CPython collects its youngest generation every 700 net allocations of container objects by default, and what
+survives a collection moves on towards the oldest generation, whose full collections walk every object the
+process holds. A gateway holding thousands of connections (an overload of single requests: 8,000
 client connections in `make bench`'s goal 5) holds hundreds of thousands of such objects: measured there (a
 warm-up, then 30 s at twice its capacity), the JS gateway spent 13.5 s in collections (32 full ones of ~330 ms
 each, each a stall of the event loop) and accepted 459–564 requests a second instead of its ~1,600. Almost

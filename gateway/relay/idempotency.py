@@ -51,10 +51,11 @@ class IdempotencyKeys:
         """What remembering a key for `signed` stores."""
         return IdempotentRequest(request_sha, signed.id, signed.envelope, signed.signature)
 
-    def remember(self, platform: str, key: str, request_sha: str, signed: Signed) -> Recalled | None:
-        """Claim the key for `signed`. None when this request holds it; otherwise what the request that claimed
-        it first (another replica a moment ago) answers, so that only one message is ever published per key."""
-        holder = self._state.remember_idempotent(platform, key, self.claim(request_sha, signed))
-        if holder.message_id == signed.id:
+    def remember(self, platform: str, key: str, claim: IdempotentRequest) -> Recalled | None:
+        """Claim the key for the message of `claim` (see `claim`). None when this request holds it; otherwise what
+        the request that claimed it first (another replica a moment ago) answers, so that only one message is ever
+        published per key."""
+        holder = self._state.remember_idempotent(platform, key, claim)
+        if holder.message_id == claim.message_id:
             return None
-        return self.recall(platform, key, request_sha)
+        return self.recall(platform, key, claim.request_sha256)

@@ -265,9 +265,8 @@ class Ingress:
             checked = self.prepare(platform, item)
             return checked if isinstance(checked, Problem) else await self._sending.submit(checked)
         got = await self.sign_single(platform, item, idempotency_key)
-        if isinstance(got, Fresh):
-            won = self._keys.remember(platform.id, idempotency_key, got.key.request_sha256, got.signed) \
-                if got.key is not None else None
+        if isinstance(got, Fresh):  # with a key, a fresh message always carries its claim
+            won = self._keys.remember(platform.id, idempotency_key, got.key) if got.key is not None else None
             got = won or Recalled(got.signed, final=False)
         if isinstance(got, Problem):
             return got

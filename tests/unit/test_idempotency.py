@@ -27,8 +27,9 @@ def test_the_request_that_lost_the_race_answers_with_the_winners_message(tmp_pat
     # Both looked the key up before either remembered it; each built its own message.
     assert replica_a.recall("sh-platform", "k", sha) is None and replica_b.recall("sh-platform", "k", sha) is None
     first = signed("first")
-    assert replica_a.remember("sh-platform", "k", sha, first) is None  # a holds the key: publishes
-    lost = replica_b.remember("sh-platform", "k", sha, signed("second"))
+    # a holds the key: publishes
+    assert replica_a.remember("sh-platform", "k", IdempotencyKeys.claim(sha, first)) is None
+    lost = replica_b.remember("sh-platform", "k", IdempotencyKeys.claim(sha, signed("second")))
     assert lost is not None and isinstance(lost.answer, Signed) and lost.answer.id == "first"
     assert lost.answer.envelope == first.envelope and not lost.final  # b (re)publishes a's very bytes
 
@@ -39,7 +40,7 @@ def test_a_retry_after_publication_is_answered_without_publishing_again(tmp_path
     sha = request_hash({"a": 1})
     assert sha is not None
     first = signed("m1")
-    keys.remember("sh-platform", "k", sha, first)
+    keys.remember("sh-platform", "k", keys.claim(sha, first))
     state.record_sent([NewSent(first.id, first.platform, first.type, first.to, first.correlation_id, first.sha256)],
                       "published")
     again = keys.recall("sh-platform", "k", sha)
