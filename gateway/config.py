@@ -126,6 +126,8 @@ class Limits:
     # Admission control: what one gateway holds at once; beyond it ingress answers 429 overloaded.
     max_in_flight_messages: int = 5000
     max_in_flight_bytes: int = 64 * 1024 * 1024
+    # and how long a single-message request may wait for its group to leave (README "Errors", 429 overloaded)
+    max_queue_wait_ms: int = 250
 
 
 @dataclass(frozen=True, slots=True)
@@ -638,7 +640,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
 
     lim = root.sub("limits")
     lim.only({"max_body_bytes", "max_batch_body_bytes", "batch_max", "publish_timeout_s", "jwt_max_lifetime_s",
-              "max_in_flight_messages", "max_in_flight_bytes"})
+              "max_in_flight_messages", "max_in_flight_bytes", "max_queue_wait_ms"})
     limits = Limits(
         max_body_bytes=lim.int_("max_body_bytes", 256 * 1024, minimum=1024),
         max_batch_body_bytes=lim.int_("max_batch_body_bytes", 16 * 1024 * 1024, minimum=1024),
@@ -647,6 +649,7 @@ def parse_config(data: object, base: Path, source: Path | None = None) -> Gatewa
         jwt_max_lifetime_s=lim.int_("jwt_max_lifetime_s", 300, minimum=10, maximum=300),
         max_in_flight_messages=lim.int_("max_in_flight_messages", 5000, minimum=1),
         max_in_flight_bytes=lim.int_("max_in_flight_bytes", 64 * 1024 * 1024, minimum=64 * 1024),
+        max_queue_wait_ms=lim.int_("max_queue_wait_ms", 250, minimum=1),
     )
 
     acc = root.sub("accept")

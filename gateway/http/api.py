@@ -520,7 +520,9 @@ def build_app(gw: ApiContext, extra_routes: Sequence[web.RouteDef] = ()) -> web.
                           client_max_size=gw.cfg.limits.max_batch_body_bytes + 1)
     app[GATEWAY] = gw
     app[STOPPING] = asyncio.Event()
-    app[ADMISSION] = Admission(gw.cfg.limits.max_in_flight_messages, gw.cfg.limits.max_in_flight_bytes)
+    limits = gw.cfg.limits
+    app[ADMISSION] = Admission(limits.max_in_flight_messages, limits.max_in_flight_bytes,
+                               limits.max_queue_wait_ms / 1000, gw.ingress.queue_wait)
     app.on_shutdown.append(_end_long_polls)
     app.on_response_prepare.append(_server_header)
     app.router.add_post("/v1/messages", post_message)

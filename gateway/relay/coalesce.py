@@ -36,8 +36,15 @@ class Coalescer(Generic[T, R]):
         self._process = process
         self._max_group = max_group
         self._max_running = max_running
-        self._waiting: list[tuple[T, asyncio.Future[R]]] = []
+        self._waiting: list[tuple[T, asyncio.Future[R], float]] = []  # with when each arrived (the loop's clock)
         self._running: set[asyncio.Task[None]] = set()
+
+    def oldest_wait(self) -> float:
+        """Seconds the longest-waiting item has waited for its group to start (0 when none waits): this queue's
+        length in time, which admission control bounds (gateway/http/admission.py)."""
+        if not self._waiting:
+            return 0.0
+        return asyncio.get_running_loop().time() - self._waiting[0][2]
 
     async def submit(self, item: T) -> R:
         """The result of ``item``, processed with whatever the other tasks submit in this turn of the loop."""
@@ -45,7 +52,7 @@ class Coalescer(Generic[T, R]):
         future: asyncio.Future[R] = loop.create_future()
         if not self._waiting:
             loop.call_soon(self._start)  # after the callbacks already due: the other requests of this turn
-        self._waiting.append((item, future))
+        self._waiting.append((item, future, loop.time()))
         return await future
 
     def _start(self) -> None:
@@ -60,14 +67,14 @@ class Coalescer(Generic[T, R]):
         if self._waiting:  # what arrived while the groups in flight were full leaves now, together
             self._start()
 
-    async def _run(self, group: list[tuple[T, asyncio.Future[R]]]) -> None:
+    async def _run(self, group: list[tuple[T, asyncio.Future[R], float]]) -> None:
         try:
-            results = await self._process([item for item, _ in group])
+            results = await self._process([item for item, _, _ in group])
         except Exception as e:  # noqa: BLE001 (every task of the group gets it, as if it had failed alone)
-            for _, future in group:
+            for _, future, _ in group:
                 if not future.done():
                     future.set_exception(e)
             return
-        for (_, future), result in zip(group, results, strict=True):
+        for (_, future, _), result in zip(group, results, strict=True):
             if not future.done():  # a task cancelled meanwhile (its client went away) just does not get it
                 future.set_result(result)

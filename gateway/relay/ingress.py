@@ -98,6 +98,11 @@ class Ingress:
         self._audit = audit
         self._metrics = metrics
 
+    def queue_wait(self) -> float:
+        """Seconds the longest-waiting single-message request has waited for its group to leave: under a load the
+        gateway cannot keep up with this grows, and admission control refuses new requests beyond a bound."""
+        return max(self._sending.oldest_wait(), self._publishing.oldest_wait(), self._signing.oldest_wait())
+
     # --- per message: parse, validate, authorize, build; then per request: sign ---------------------------
 
     def prepare(self, platform: Platform, item: object, msg_id: str | None = None) -> Unsigned | Problem:

@@ -5,6 +5,7 @@ delivered, and readiness tells the truth about egress progress."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
+from gateway.audit.trail import AuditTrail
 from gateway.config import GatewayConfig
 from gateway.crypto.keyfiles import load_certificate
 from gateway.crypto.seal import Opener
@@ -184,47 +186,88 @@ async def test_certificate_expiry_is_a_gauge_for_own_peers_and_roots(api: Api) -
     assert "process_cpu_seconds_total" in text and "yrdx_build_info{" in text
 
 
-async def test_overload_is_refused_at_once_with_retry_after_and_what_was_accepted_is_published(
-        tmp_path: Path) -> None:
-    """Admission control: with room for 3 messages in flight and a broker that takes 0.3 s to acknowledge, 20
-    requests at once get 202 or 429 `overloaded` (Retry-After), never a queue; every 202 is on the topic."""
-    h = await harness(tmp_path, lambda c: replace(c, limits=replace(c.limits, max_in_flight_messages=3)))
-    publisher = MemoryPublisher(h.broker)
-    publish = publisher.publish
+class SlowPublisher(MemoryPublisher):
+    """A broker that takes `delay` seconds to acknowledge each produce call."""
 
-    async def slow(records: Any) -> None:
-        await asyncio.sleep(0.3)
-        await publish(records)
-    publisher.publish = slow  # type: ignore[method-assign]
+    def __init__(self, broker: Any, delay: float) -> None:
+        super().__init__(broker)
+        self.delay = delay
+
+    async def publish(self, records: Any) -> None:
+        await asyncio.sleep(self.delay)
+        await super().publish(records)
+
+
+@contextlib.asynccontextmanager
+async def slow_broker_gateway(h: Harness, delay: float) -> AsyncIterator[tuple[str, TokenMinter]]:
+    """The gateway's API over `h`, its messages and their audit records published through a SlowPublisher:
+    the POST /v1/messages URL and a platform's token minter."""
+    publisher = SlowPublisher(h.broker, delay)
+    audit = AuditTrail(REGION, h.signer(REGION), h.state, publisher, True, h.cfg.topics)
     auth = Authenticator(REGION, {PLATFORM: load_public_key(h.ex.pki.platform_pub(REGION))}, {}, h.state)
-    ingress = Ingress(h.cfg, REGISTRY, h.signer(REGION), publisher, h.state, h.audit, h.metrics)
+    ingress = Ingress(h.cfg, REGISTRY, h.signer(REGION), publisher, h.state, audit, h.metrics)
     own = h.trust.add_certificate(load_certificate(h.ex.pki.gateway_cert(REGION)))
     ctx = Context(h.cfg, auth, ingress, h.state, h.metrics, REGISTRY, h.trust, h.trust, None, None, True, True,
                   EgressHealth(), IdentityWatch(own, h.trust, h.metrics))
     runner = make_runner(ctx)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    minter = TokenMinter(PLATFORM, h.ex.pki.platform_key(REGION), REGION)
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/messages"
-    body = orjson.dumps(with_use_context({"type": TYPE, "to": "JS", "payload": REGISTRY.examples(TYPE)[0]}))
     try:
-        async with aiohttp.ClientSession() as session:
-            async def post() -> tuple[int, dict[str, Any], str | None]:
-                async with session.post(url, data=body, headers={"Authorization": f"Bearer {minter.mint()}"}) as r:
-                    return r.status, orjson.loads(await r.read()), r.headers.get("Retry-After")
-            answers = await asyncio.gather(*(post() for _ in range(20)))
-            statuses = sorted(s for s, _, _ in answers)
-            assert set(statuses) == {202, 429} and statuses.count(202) >= 3
-            refused = [(doc, retry) for s, doc, retry in answers if s == 429]
-            assert all(doc["code"] == "overloaded" and retry == "1" for doc, retry in refused)
-            accepted = {doc["id"] for s, doc, _ in answers if s == 202}
-            on_topic = {envelope.parse(r.value).id for r in h.broker.records(h.cfg.topics.inbox("JS"))}
-            assert on_topic == accepted
-            status, _, _ = await post()  # the load is gone: accepted again at once
-            assert status == 202
+        yield (f"http://127.0.0.1:{runner.addresses[0][1]}/v1/messages",
+               TokenMinter(PLATFORM, h.ex.pki.platform_key(REGION), REGION))
     finally:
         await runner.cleanup()
         await close(h)
+
+
+async def test_overload_is_refused_at_once_with_retry_after_and_what_was_accepted_is_published(
+        tmp_path: Path) -> None:
+    """Admission control: with room for 3 messages in flight and a broker that takes 0.3 s to acknowledge, 20
+    requests at once get 202 or 429 `overloaded` (Retry-After), never a queue; every 202 is on the topic."""
+    h = await harness(tmp_path, lambda c: replace(c, limits=replace(c.limits, max_in_flight_messages=3)))
+    body = orjson.dumps(with_use_context({"type": TYPE, "to": "JS", "payload": REGISTRY.examples(TYPE)[0]}))
+    async with slow_broker_gateway(h, 0.3) as (url, minter), aiohttp.ClientSession() as session:
+        async def post() -> tuple[int, dict[str, Any], str | None]:
+            async with session.post(url, data=body, headers={"Authorization": f"Bearer {minter.mint()}"}) as r:
+                return r.status, orjson.loads(await r.read()), r.headers.get("Retry-After")
+        answers = await asyncio.gather(*(post() for _ in range(20)))
+        statuses = sorted(s for s, _, _ in answers)
+        assert set(statuses) == {202, 429} and statuses.count(202) >= 3
+        refused = [(doc, retry) for s, doc, retry in answers if s == 429]
+        assert all(doc["code"] == "overloaded" and "holds" in doc["detail"] and retry == "1" for doc, retry in refused)
+        accepted = {doc["id"] for s, doc, _ in answers if s == 202}
+        on_topic = {envelope.parse(r.value).id for r in h.broker.records(h.cfg.topics.inbox("JS"))}
+        assert on_topic == accepted
+        status, _, _ = await post()  # the load is gone: accepted again at once
+        assert status == 202
+
+
+async def test_requests_that_would_wait_too_long_are_refused_and_what_was_accepted_is_published(
+        tmp_path: Path) -> None:
+    """The bound in time: room for 1,000 messages, but a broker that takes 0.3 s per produce call and requests
+    that may wait 50 ms for their group. One request every 10 ms: those arriving while the head of the queue has
+    waited longer get 429 `overloaded` saying so, every 202 is on the topic, and once the load is gone the next
+    request is accepted at once."""
+    h = await harness(tmp_path, lambda c: replace(c, limits=replace(c.limits, max_in_flight_messages=1000,
+                                                                    max_queue_wait_ms=50)))
+    body = orjson.dumps(with_use_context({"type": TYPE, "to": "JS", "payload": REGISTRY.examples(TYPE)[0]}))
+    async with slow_broker_gateway(h, 0.3) as (url, minter), aiohttp.ClientSession() as session:
+        async def post() -> tuple[int, dict[str, Any]]:
+            async with session.post(url, data=body, headers={"Authorization": f"Bearer {minter.mint()}"}) as r:
+                return r.status, orjson.loads(await r.read())
+        tasks = []
+        for _ in range(60):  # an offered rate, not a burst: the queue ages while they arrive
+            tasks.append(asyncio.create_task(post()))
+            await asyncio.sleep(0.01)
+        answers = await asyncio.gather(*tasks)
+        statuses = [s for s, _ in answers]
+        assert set(statuses) == {202, 429}, statuses
+        refused = [doc for s, doc in answers if s == 429]
+        assert all(doc["code"] == "overloaded" and "limit 50 ms" in doc["detail"] for doc in refused)
+        accepted = {doc["id"] for s, doc in answers if s == 202}
+        on_topic = {envelope.parse(r.value).id for r in h.broker.records(h.cfg.topics.inbox("JS"))}
+        assert on_topic == accepted
+        assert (await post())[0] == 202
 
 
 async def test_a_full_gateway_refuses_before_verifying_the_token(api: Api) -> None:

@@ -146,3 +146,27 @@ async def test_a_failed_group_does_not_strand_the_ones_waiting_behind_it() -> No
     with pytest.raises(RuntimeError):
         await failing
     assert await asyncio.gather(*waiting) == [1, 2] and calls == [[0], [1, 2]]
+
+
+async def test_oldest_wait_is_how_long_the_head_of_the_queue_has_waited_for_its_group() -> None:
+    """What admission control bounds: 0 while nothing waits (a group in flight is not waiting), then the age of
+    the first item queued behind the group in flight (not the newest), and 0 again once they have left."""
+    release = asyncio.Event()
+
+    async def process(items: list[int]) -> list[int]:
+        await release.wait()
+        return items
+
+    coalescer: Coalescer[int, int] = Coalescer(process, max_running=1)
+    assert coalescer.oldest_wait() == 0.0
+    first = asyncio.create_task(coalescer.submit(0))
+    await asyncio.sleep(0.05)
+    assert coalescer.oldest_wait() == 0.0  # in flight, not waiting
+    queued = asyncio.create_task(coalescer.submit(1))
+    await asyncio.sleep(0.1)
+    newer = asyncio.create_task(coalescer.submit(2))
+    await asyncio.sleep(0)
+    assert 0.1 <= coalescer.oldest_wait() < 1.0
+    release.set()
+    assert await asyncio.gather(first, queued, newer) == [0, 1, 2]
+    assert coalescer.oldest_wait() == 0.0

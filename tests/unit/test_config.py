@@ -41,6 +41,7 @@ def test_generated_config_loads(good: Path) -> None:
     (lambda d: d["platforms"][0].update(delivery={"mode": "webhook"}), "platforms[0].delivery.url"),
     (lambda d: d["platforms"][0]["delivery"].update(mode="carrier-pigeon"), "platforms[0].delivery.mode"),
     (lambda d: d["limits"].update(batch_max=10_000), "limits.batch_max"),
+    (lambda d: d["limits"].update(max_queue_wait_ms=0), "limits.max_queue_wait_ms"),
     (lambda d: d["accept"].update(XX=["a"]), "accept.XX"),
     (lambda d: d["platforms"][0].update(may_send="all"), "platforms[0].may_send"),
     (lambda d: d.pop("trust"), "trust"),
@@ -135,3 +136,9 @@ def test_previous_encryption_keys_are_the_overlap_of_a_rotation(good: Path, tmp_
             previous_encryption_keys=[old, "missing.key"], encryption_key=None)))
     assert e.value.errors[0].startswith("identity.previous_encryption_keys[1]: file not found")
     assert "identity.previous_encryption_keys: needs identity.encryption_key (the current key)" in e.value.errors
+
+
+def test_queue_wait_bound_defaults_to_250_ms_and_can_be_set(good: Path, tmp_path: Path) -> None:
+    assert load_config(good).limits.max_queue_wait_ms == 250
+    cfg = load_config(broken(good, tmp_path, lambda d: d["limits"].update(max_queue_wait_ms=1000)))
+    assert cfg.limits.max_queue_wait_ms == 1000

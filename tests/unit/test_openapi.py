@@ -29,9 +29,10 @@ METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
 def minimal_context(region: str = "JS", limits: Limits | None = None) -> Any:
-    """What build_app and the routes that need no gateway state touch: the config and the metrics."""
+    """What build_app and the routes that need no gateway state touch: the config, the metrics and the ingress
+    queue's wait (admission control)."""
     return SimpleNamespace(cfg=SimpleNamespace(region=region, limits=limits or Limits(), files=FilesConfig()),
-                           metrics=Metrics(region),
+                           metrics=Metrics(region), ingress=SimpleNamespace(queue_wait=lambda: 0.0),
                            registry=REGISTRY)
 
 
