@@ -89,6 +89,10 @@ class Metrics:
         )
         self.in_flight = Gauge("yrdx_in_flight_requests", "HTTP requests being handled", registry=r)
         self.inbox_depth = Gauge("yrdx_inbox_messages", "Messages waiting in the pull inbox", registry=r)
+        self.ingress_queue_wait = Gauge(
+            "yrdx_ingress_queue_wait_seconds", "How long the oldest single-message request queued to be signed and "
+            "published has waited (admission refuses beyond limits.max_queue_wait_ms)", registry=r,
+        )
         self.consumer_lag = Gauge(
             "yrdx_consumer_lag_messages", "Inbox records not yet committed (log end offset minus committed), by "
             "partition", ["partition"], registry=r,

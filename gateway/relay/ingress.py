@@ -97,6 +97,7 @@ class Ingress:
         self._keys = IdempotencyKeys(state)
         self._audit = audit
         self._metrics = metrics
+        metrics.ingress_queue_wait.set_function(self.queue_wait)  # read at each scrape
 
     def queue_wait(self) -> float:
         """Seconds the longest-waiting single-message request has waited for its group to leave: under a load the

@@ -255,11 +255,14 @@ async def test_requests_that_would_wait_too_long_are_refused_and_what_was_accept
         async def post() -> tuple[int, dict[str, Any]]:
             async with session.post(url, data=body, headers={"Authorization": f"Bearer {minter.mint()}"}) as r:
                 return r.status, orjson.loads(await r.read())
-        tasks = []
+        tasks, waits = [], []
         for _ in range(60):  # an offered rate, not a burst: the queue ages while they arrive
             tasks.append(asyncio.create_task(post()))
             await asyncio.sleep(0.01)
+            waits.append(h.metrics.registry.get_sample_value("yrdx_ingress_queue_wait_seconds"))
         answers = await asyncio.gather(*tasks)
+        assert max(waits) > 0.05  # what operators see of it
+        assert h.metrics.registry.get_sample_value("yrdx_ingress_queue_wait_seconds") == 0.0
         statuses = [s for s, _ in answers]
         assert set(statuses) == {202, 429}, statuses
         refused = [doc for s, doc in answers if s == 429]
