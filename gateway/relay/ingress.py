@@ -101,8 +101,9 @@ class Ingress:
 
     def queue_wait(self) -> float:
         """Seconds the longest-waiting single-message request has waited for its group to leave: under a load the
-        gateway cannot keep up with this grows, and admission control refuses new requests beyond a bound."""
-        return max(self._sending.oldest_wait(), self._publishing.oldest_wait(), self._signing.oldest_wait())
+        gateway cannot keep up with this grows, and admission control refuses new requests beyond a bound. Only
+        the group commits queue (one group in flight each); signing groups all start within a turn of the loop."""
+        return max(self._sending.oldest_wait(), self._publishing.oldest_wait())
 
     # --- per message: parse, validate, authorize, build; then per request: sign ---------------------------
 
