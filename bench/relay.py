@@ -117,6 +117,31 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+STRAY_MARKERS = {"kafka.Kafka": "Kafka JVM", "gateway.cli serve": "yrdx gateway"}
+
+
+def strays(own: set[int]) -> list[str]:
+    """Kafka brokers and yrdx gateways already running on this machine, other than `own` (a broker passed with
+    --kafka-pid): a leftover of a killed run takes CPU and memory from the window and skews every figure."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in own or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone, or not ours to read
+        found += [f"{what} pid {entry.name}" for marker, what in STRAY_MARKERS.items() if marker in cmdline]
+    return sorted(found)
+
+
+def print_machine(m: dict[str, Any]) -> None:
+    print(f"machine: {m['nproc']} CPUs ({m['usable_cpus']} usable), Python {m['python']}, loadavg "
+          f"{m['loadavg_start']} at start, {m['loadavg_end']} at end")
+    if m.get("strays"):
+        print(f"WARNING: already running when this run started, so every figure is suspect: {', '.join(m['strays'])}")
+
+
 class CpuWindow:
     """CPU seconds used by named processes (and by the whole machine) between start() and stop()."""
 
@@ -865,8 +890,7 @@ def report_open_loop(f: dict[str, Any]) -> None:
           f"{'/'.join(f'{x:g}' for x in c['seconds'])} s per offered rate, warmup {c['warmup']:,}, "
           f"client pool {c['connections'] or 'unbounded'} connections ({c.get('http_client', 'aiohttp')})")
     print(f"suite: {f['alg']}, kafka.compression: {f['compression']}, audit trail {audit_mode(f)}")
-    print(f"machine: {m['nproc']} CPUs ({m['usable_cpus']} usable), Python {m['python']}, loadavg "
-          f"{m['loadavg_start']} at start, {m['loadavg_end']} at end")
+    print_machine(m)
     print("latency from each request's scheduled send time (client queueing included) to its 202 and to "
           "the moment it was seen in SH's pull inbox; ms")
     print()
@@ -994,7 +1018,8 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
                    "single": args.single, "concurrency": args.concurrency,
                    "warmup": args.warmup, "route": f"{SENDER}->{RECEIVER}", "http_client": args.http_client},
         "machine": {"nproc": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
-                    "loadavg_start": loadavg(), "python": sys.version.split()[0]},
+                    "loadavg_start": loadavg(), "python": sys.version.split()[0],
+                    "strays": strays({args.kafka_pid} if args.kafka_pid else set())},
     }
     broker: LocalKafka | None = None
     gateways: list[GatewayProcess] = []
@@ -1199,8 +1224,7 @@ def report(f: dict[str, Any]) -> None:
     print(f"== yrdx relay benchmark: {c['messages']:,} mixed messages {c['route']}, batch {c['batch']}, "
           f"concurrency {c['concurrency']}, warmup {c['warmup']:,}, JS's client {c.get('http_client', 'aiohttp')}")
     print(f"suite: {f['alg']}, kafka.compression: {f['compression']}, audit trail {audit_mode(f)}")
-    print(f"machine: {m['nproc']} CPUs ({m['usable_cpus']} usable), Python {m['python']}, loadavg "
-          f"{m['loadavg_start']} at start, {m['loadavg_end']} at end")
+    print_machine(m)
     print()
     print("-- end to end (driver -> JS gateway -> Kafka -> SH gateway -> SH pull inbox -> driver)")
     print(f"  delivered          {e['delivered']:,} of {e['accepted']:,} accepted in {e['seconds']:.2f} s"
