@@ -29,6 +29,7 @@ import contextlib
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -135,9 +136,33 @@ def strays(own: set[int]) -> list[str]:
     return sorted(found)
 
 
+def idle_penalty(rounds: int = 200, gap_s: float = 0.01) -> float:
+    """How much longer the same small piece of Python work (~80 us) takes right after a 10 ms sleep than back to
+    back, medians of `rounds` each: on this VM caches and clocks go cold while a process sleeps, so a process
+    woken by a lone request pays more for the same code. That is why the CPU per message rises as an open
+    loop's rate falls, beyond the batching that a lower rate loses."""
+    doc = {"items": [{"id": f"m{i}", "n": i, "text": "x" * 20} for i in range(10)]}
+
+    def work() -> float:
+        started = time.perf_counter()
+        for _ in range(10):
+            orjson.loads(orjson.dumps(doc))
+        return time.perf_counter() - started
+
+    warm = statistics.median(work() for _ in range(rounds))
+    cold: list[float] = []
+    for _ in range(rounds):
+        time.sleep(gap_s)
+        cold.append(work())
+    return statistics.median(cold) / warm
+
+
 def print_machine(m: dict[str, Any]) -> None:
     print(f"machine: {m['nproc']} CPUs ({m['usable_cpus']} usable), Python {m['python']}, loadavg "
           f"{m['loadavg_start']} at start, {m['loadavg_end']} at end")
+    if m.get("idle_penalty") is not None:
+        print(f"  the same Python work takes {m['idle_penalty']:.1f}x as long right after a 10 ms sleep as back to "
+              "back here (cold after idle: a lone request costs more)")
     if m.get("strays"):
         print(f"WARNING: already running when this run started, so every figure is suspect: {', '.join(m['strays'])}")
 
@@ -186,6 +211,33 @@ def peak_rss_mib(pid: int | None) -> float | None:
 def counter(metrics: dict[str, float], name: str) -> float:
     """The sum of a Prometheus counter over its labels."""
     return sum(v for k, v in metrics.items() if k.startswith(name + "{") or k == name)
+
+
+def group_sizes(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, float | None]:
+    """How many messages travelled together in the window, from the gateways' own histograms (after - before):
+    per ingress signature at JS (the single requests' group commit) and per pull-inbox delivery at SH (one
+    consumed batch). Small groups are why a single request costs several times a batch member."""
+    def mean(region: str, name: str) -> float | None:
+        total = after[region].get(f"{name}_sum", 0.0) - before[region].get(f"{name}_sum", 0.0)
+        count = after[region].get(f"{name}_count", 0.0) - before[region].get(f"{name}_count", 0.0)
+        return total / count if count else None
+
+    def delivered(m: dict[str, float]) -> float:
+        return sum(v for k, v in m.items() if k.startswith("yrdx_messages_total{")
+                   and 'direction="in"' in k and 'outcome="delivered"' in k)
+
+    deliveries = (after[RECEIVER].get('yrdx_stage_seconds_count{stage="deliver"}', 0.0)
+                  - before[RECEIVER].get('yrdx_stage_seconds_count{stage="deliver"}', 0.0))
+    delivered_n = delivered(after[RECEIVER]) - delivered(before[RECEIVER])
+    return {
+        "js_messages_per_signature": mean(SENDER, "yrdx_signature_batch_messages"),
+        "sh_messages_per_delivery": delivered_n / deliveries if deliveries else None,
+    }
+
+
+def print_suite(f: dict[str, Any]) -> None:
+    print(f"suite: {f['alg']}, kafka.compression: {f['compression']}, kafka.linger_ms: "
+          f"{f.get('linger_ms', 'config default')}, audit trail {audit_mode(f)}")
 
 
 def print_delivery_check(d: dict[str, Any]) -> None:
@@ -566,6 +618,10 @@ class Driver:
                     out[name] = float(value)
         return out
 
+    async def both_metrics(self) -> dict[str, dict[str, float]]:
+        """Both gateways' counters, by region: read before and after a window for `group_sizes`."""
+        return {self.js.region: await self.metrics(self.js), self.sh.region: await self.metrics(self.sh)}
+
     async def receipts_at_origin(self) -> int:
         m = await self.metrics(self.js)
         return int(counter(m, "yrdx_receipts_received_total"))
@@ -863,12 +919,14 @@ async def run_open_loop(driver: Driver, args: argparse.Namespace, variants: Sequ
         step = OpenLoopStep(rate, Phase(f"open-loop {rate}/s", build_batches(variants, count, 0, run_id, start)))
         start += count
         driver.premint(count)
+        before = await driver.both_metrics()
         window = CpuWindow(pids)
         window.start()
         await open_loop_step(driver, step, args.stall_timeout)
         await driver.wait_receipts(len(driver.ledger.accepted), args.stall_timeout)  # the next rate starts clean
         window.stop()
         fig = open_loop_figures(step)
+        fig["groups"] = group_sizes(before, await driver.both_metrics())
         fig["cpu_us_per_msg"] = {k: us_per_msg(v, fig["delivered"]) for k, v in window.used.items()}
         fig["kafka_jit_us_per_msg"] = us_per_msg(window.kafka_jit, fig["delivered"])
         fig["machine_cpu_busy_percent"] = 100 * window.machine_busy / max(1e-9, window.machine_total)
@@ -889,7 +947,7 @@ def report_open_loop(f: dict[str, Any]) -> None:
     print(f"== yrdx relay benchmark, open loop: single-message POST /v1/messages {c['route']}, "
           f"{'/'.join(f'{x:g}' for x in c['seconds'])} s per offered rate, warmup {c['warmup']:,}, "
           f"client pool {c['connections'] or 'unbounded'} connections ({c.get('http_client', 'aiohttp')})")
-    print(f"suite: {f['alg']}, kafka.compression: {f['compression']}, audit trail {audit_mode(f)}")
+    print_suite(f)
     print_machine(m)
     print("latency from each request's scheduled send time (client queueing included) to its 202 and to "
           "the moment it was seen in SH's pull inbox; ms")
@@ -921,6 +979,11 @@ def report_open_loop(f: dict[str, Any]) -> None:
         print(f"    {s['offered_msg_per_s']:>6,}/s  {cpu}   machine busy {s['machine_cpu_busy_percent']:.0f} %, "
               f"other processes {s['other_processes_cpu_percent']:.0f} %;  pulled before 202 "
               f"{s['pulled_before_202_percent']:.0f} %")
+    print("  messages together (means): per JS signature, per SH inbox delivery:")
+    for s in f["open_loop"]:
+        g = s.get("groups") or {}
+        print(f"    {s['offered_msg_per_s']:>6,}/s  {fmt(g.get('js_messages_per_signature'), ',.1f')}, "
+              f"{fmt(g.get('sh_messages_per_delivery'), ',.1f')}")
     for s in f["open_loop"]:
         for sample in s["request_error_samples"]:
             print(f"  {s['offered_msg_per_s']:,}/s request error: {sample}")
@@ -1019,7 +1082,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
                    "warmup": args.warmup, "route": f"{SENDER}->{RECEIVER}", "http_client": args.http_client},
         "machine": {"nproc": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
                     "loadavg_start": loadavg(), "python": sys.version.split()[0],
-                    "strays": strays({args.kafka_pid} if args.kafka_pid else set())},
+                    "strays": strays({args.kafka_pid} if args.kafka_pid else set()), "idle_penalty": idle_penalty()},
     }
     broker: LocalKafka | None = None
     gateways: list[GatewayProcess] = []
@@ -1060,6 +1123,11 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
                 doc = yaml.safe_load(ex.config_path(region).read_text())
                 edit_config(ex.config_path(region), kafka={**doc["kafka"], "compression": args.compression})
         figures["compression"] = args.compression or "config default"
+        if args.linger_ms is not None:  # the producers' linger (kafka.linger_ms), e.g. to compare with 0
+            for region in (SENDER, RECEIVER):
+                doc = yaml.safe_load(ex.config_path(region).read_text())
+                edit_config(ex.config_path(region), kafka={**doc["kafka"], "linger_ms": args.linger_ms})
+        figures["linger_ms"] = args.linger_ms if args.linger_ms is not None else "config default"
         figures["alg"] = args.alg
         cprofile = args.profile is not None and args.profiler == "cprofile"
         for region in (SENDER, RECEIVER):
@@ -1113,6 +1181,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
                          for g in gateways]
                 await asyncio.sleep(1.0)  # attached before the window opens
             driver.premint(len(measured.bodies))
+            before = await driver.both_metrics()
             window = CpuWindow(pids)
             window.start()
             await driver.run_phase(measured, args.stall_timeout)
@@ -1123,7 +1192,8 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
                 s.stop()
             await driver.drain(args.drain)
             figures["peak_rss_mib"] = {g.region: peak_rss_mib(g.pid) for g in gateways}
-            js_metrics, sh_metrics = await driver.metrics(js), await driver.metrics(sh)
+            after = await driver.both_metrics()
+            js_metrics, sh_metrics = after[SENDER], after[RECEIVER]
 
         e2e = phase_figures(measured)
         n = e2e["delivered"]
@@ -1145,6 +1215,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
             "js_refused": counter(js_metrics, "yrdx_requests_refused_total"),
             "js_rejected": counter(js_metrics, "yrdx_dead_letters_total"),
         }
+        e2e["groups"] = group_sizes(before, after)
         figures["end_to_end"] = e2e
         figures["gateway_logs"] = {g.region: g.log_summary() for g in gateways}
         sizes = [len(orjson.dumps(driver.ledger.envelopes[i][0])) for i in measured.seen_at]
@@ -1223,7 +1294,7 @@ def report(f: dict[str, Any]) -> None:
     print()
     print(f"== yrdx relay benchmark: {c['messages']:,} mixed messages {c['route']}, batch {c['batch']}, "
           f"concurrency {c['concurrency']}, warmup {c['warmup']:,}, JS's client {c.get('http_client', 'aiohttp')}")
-    print(f"suite: {f['alg']}, kafka.compression: {f['compression']}, audit trail {audit_mode(f)}")
+    print_suite(f)
     print_machine(m)
     print()
     print("-- end to end (driver -> JS gateway -> Kafka -> SH gateway -> SH pull inbox -> driver)")
@@ -1236,6 +1307,9 @@ def report(f: dict[str, Any]) -> None:
           f"max {lat['max']:,.1f} ms   (batch POST started -> seen in a pull)")
     print(f"  created_at->pull   p50 {tr['p50']:,.1f} ms   p99 {tr['p99']:,.1f} ms")
     print(f"  batch POST         p50 {rq['p50']:,.1f} ms   p99 {rq['p99']:,.1f} ms   (207 round trip)")
+    groups = e.get("groups") or {}
+    print(f"  together           {fmt(groups.get('js_messages_per_signature'), ',.1f')} messages per JS signature, "
+          f"{fmt(groups.get('sh_messages_per_delivery'), ',.1f')} per SH inbox delivery (means over the window)")
     if e["rejected_at_ingress"] or e["request_errors"] or any(e["gateway_counters"].values()):
         print(f"  refusals           ingress {e['rejected_at_ingress']}, "
               f"request errors {e['request_errors']}, gateway counters {e['gateway_counters']}")
@@ -1347,6 +1421,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="the exchange's signing suite (SM2SM3: the national suite, sealing with SM2/SM4)")
     p.add_argument("--compression", choices=["none", "gzip", "lz4", "zstd", "snappy"],
                    help="the gateways' kafka.compression (default: the config default)")
+    p.add_argument("--linger-ms", type=int, help="the gateways' kafka.linger_ms (default: the config default)")
     p.add_argument("--audit-per-message", action="store_true",
                    help="run the gateways with audit_batch_records: false (one audit record per message, trail "
                         "formats 1 and 2), to compare with batch records (format 3)")

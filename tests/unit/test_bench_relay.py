@@ -1,4 +1,6 @@
-"""bench/relay.py warns when a broker or gateway left over from another run shares the machine with its window."""
+"""bench/relay.py's figures about its own conditions: it warns when a broker or gateway left over from another run
+shares the machine with its window, says how many messages travelled together, and how much a cold process
+pays for the same work."""
 
 from __future__ import annotations
 
@@ -60,3 +62,33 @@ def test_a_quiet_machine_gets_no_warning(relay: ModuleType, capsys: pytest.Captu
     relay.print_machine({"nproc": 2, "usable_cpus": 2, "python": "3.11", "loadavg_start": "0.0",
                          "loadavg_end": "0.1", "strays": []})
     assert "WARNING" not in capsys.readouterr().out
+
+
+def _scrape(signatures: tuple[float, float], deliveries: float, delivered: float) -> dict[str, float]:
+    """A gateway's /metrics as bench/relay.py reads them: `name{labels}` -> value."""
+    return {
+        "yrdx_signature_batch_messages_sum": signatures[0], "yrdx_signature_batch_messages_count": signatures[1],
+        'yrdx_stage_seconds_count{stage="deliver"}': deliveries,
+        'yrdx_messages_total{direction="in",family="medical",outcome="delivered",peer="JS"}': delivered * 0.75,
+        'yrdx_messages_total{direction="in",family="identity",outcome="delivered",peer="JS"}': delivered * 0.25,
+        'yrdx_messages_total{direction="in",family="medical",outcome="rejected",peer="JS"}': 1_000.0,
+        'yrdx_messages_total{direction="out",family="medical",outcome="accepted",peer="SH"}': 5_000.0,
+    }
+
+
+def test_group_sizes_are_the_windows_means(relay: ModuleType) -> None:
+    before = {"JS": _scrape((1_000, 100), 0, 0), "SH": _scrape((0, 0), 50, 400)}
+    after = {"JS": _scrape((7_000, 400), 0, 0), "SH": _scrape((0, 0), 250, 6_400)}
+    groups = relay.group_sizes(before, after)
+    assert groups["js_messages_per_signature"] == 20.0  # 6,000 messages under 300 signatures in the window
+    assert groups["sh_messages_per_delivery"] == 30.0  # 6,000 delivered (not rejected, not sent) in 200
+    assert relay.group_sizes(after, after) == {"js_messages_per_signature": None, "sh_messages_per_delivery": None}
+
+
+def test_the_idle_penalty_compares_the_same_work_cold_and_warm(relay: ModuleType,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    penalty = relay.idle_penalty(rounds=20, gap_s=0.001)
+    assert 0.2 < penalty < 50  # a ratio of two medians of the same work, whatever this machine makes of it
+    relay.print_machine({"nproc": 2, "usable_cpus": 2, "python": "3.11", "loadavg_start": "0.0",
+                         "loadavg_end": "0.1", "idle_penalty": 2.3})
+    assert "takes 2.3x as long right after a 10 ms sleep" in capsys.readouterr().out
