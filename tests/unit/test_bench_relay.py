@@ -5,6 +5,7 @@ pays for the same work."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import subprocess
 import sys
 import time
@@ -92,3 +93,21 @@ def test_the_idle_penalty_compares_the_same_work_cold_and_warm(relay: ModuleType
     relay.print_machine({"nproc": 2, "usable_cpus": 2, "python": "3.11", "loadavg_start": "0.0",
                          "loadavg_end": "0.1", "idle_penalty": 2.3})
     assert "takes 2.3x as long right after a 10 ms sleep" in capsys.readouterr().out
+
+
+def test_profiles_leave_threads_waiting_for_work_out_of_the_shares(relay: ModuleType, tmp_path: Path) -> None:
+    import hotspots  # bench/hotspots.py, on the path while the relay fixture is
+
+    loop = "run (asyncio/runners.py:190);BaseEventLoop._run_once (asyncio/base_events.py:1922)"
+    (tmp_path / "js.pyspy.txt").write_text("\n".join([
+        f"{loop};EpollSelector.select (selectors.py:468) 500",  # the loop waiting in epoll
+        "Thread.run (threading.py:975);_worker (concurrent/futures/thread.py:81) 300",  # an idle pool worker
+        f"{loop};Handle._run (asyncio/events.py:80);es256_verify (gateway/crypto/jws.py:413) 150",
+        f"{loop};Handle._run (asyncio/events.py:80);SqliteBackend._tx (gateway/state/sqlite.py:193) 50",
+    ]) + "\n")
+    out = io.StringIO()
+    hotspots.summarize_collapsed(tmp_path / "js.pyspy.txt", out=out)
+    text = out.getvalue()
+    assert "200 samples of work" in text and "800 of threads waiting for work" in text
+    assert " 75.0 %  es256_verify (gateway/crypto/jws.py)" in text  # 150 of the 200, not of the 1,000
+    assert "select (selectors.py)" not in text and "_worker" not in text
