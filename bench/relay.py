@@ -920,11 +920,17 @@ async def run_open_loop(driver: Driver, args: argparse.Namespace, variants: Sequ
         start += count
         driver.premint(count)
         before = await driver.both_metrics()
+        spies = [PySpy(args.py_spy, g.pid or 0, args.profile / f"{g.region.lower()}.{rate}.pyspy.txt")
+                 for g in (driver.js, driver.sh)] if args.py_spy is not None else []
+        if spies:
+            await asyncio.sleep(1.0)  # attached before the rate starts
         window = CpuWindow(pids)
         window.start()
         await open_loop_step(driver, step, args.stall_timeout)
         await driver.wait_receipts(len(driver.ledger.accepted), args.stall_timeout)  # the next rate starts clean
         window.stop()
+        for spy in spies:
+            spy.stop()
         fig = open_loop_figures(step)
         fig["groups"] = group_sizes(before, await driver.both_metrics())
         fig["cpu_us_per_msg"] = {k: us_per_msg(v, fig["delivered"]) for k, v in window.used.items()}
@@ -1412,7 +1418,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="seconds of extra pulls after the run, to catch late duplicates (2)")
     p.add_argument("--idle", type=float, default=3.0,
                    help="seconds of idle CPU measured before the window (3; 0 to skip)")
-    p.add_argument("--profile", type=Path, help="profile both gateways into this folder (see --profiler)")
+    p.add_argument("--profile", type=Path, help="profile both gateways into this folder (see --profiler; with "
+                   "--open-loop, py-spy over each rate: <region>.<rate>.pyspy.txt)")
     p.add_argument("--profiler", choices=["py-spy", "cprofile"], default="py-spy",
                    help="py-spy: sample the measured window (needs `pip install py-spy`); "
                    "cprofile: the whole process life")
@@ -1439,8 +1446,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.open_loop:
         if min(args.seconds) <= 0 or args.connections < 0:
             p.error("--seconds must be positive, --connections not negative")
-        if args.profile is not None:
-            p.error("--profile is not supported with --open-loop")
+        if args.profile is not None and args.profiler == "cprofile":  # it covers the whole process life
+            p.error("--profiler cprofile is not supported with --open-loop (py-spy profiles each rate)")
         args.single = True  # the warmup sends single messages too
     if not 1 <= args.batch <= 500:
         p.error("--batch must be between 1 and 500")

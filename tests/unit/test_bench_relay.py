@@ -111,3 +111,10 @@ def test_profiles_leave_threads_waiting_for_work_out_of_the_shares(relay: Module
     assert "200 samples of work" in text and "800 of threads waiting for work" in text
     assert " 75.0 %  es256_verify (gateway/crypto/jws.py)" in text  # 150 of the 200, not of the 1,000
     assert "select (selectors.py)" not in text and "_worker" not in text
+
+
+def test_an_open_loop_is_profiled_per_rate_with_py_spy_only(relay: ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):  # cProfile covers the whole process life, not one rate
+        relay.parse_args(["--open-loop", "500", "--profile", str(tmp_path), "--profiler", "cprofile"])
+    args = relay.parse_args(["--open-loop", "500,1000", "--linger-ms", "0"])
+    assert args.single and args.profile is None and args.linger_ms == 0
