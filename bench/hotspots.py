@@ -3,7 +3,7 @@
 
 * ``<region>.pyspy.txt``: py-spy ``--format raw`` (collapsed stacks, one ``frame;frame;... count`` a line),
   sampled only during the measured window. py-spy records threads that wait, too: its idle detection let
-  through 8-25 % of a gateway's samples in the event loop's epoll and 14-26 % in idle worker threads at 100
+  through 8-25 % of a gateway's samples in the event loop's epoll and up to 26 % in idle worker threads at 100
   msg/s (blocking and --nonblocking alike). Those samples (`IDLE_LEAVES`) are counted apart and left out of
   every share. The rest still include time a thread spent runnable but waiting for a core: at 100 msg/s
   py-spy put 9.7 % of the JS gateway's samples in `_SelectorSocketTransport.write` where perf's on-CPU samples
