@@ -360,6 +360,16 @@ class PySpy:
         self._log.close()
 
 
+async def attach_spies(args: argparse.Namespace, gateways: Sequence[GatewayProcess], label: str = "") -> list[PySpy]:
+    """py-spy on each gateway into `<region><label>.pyspy.txt` (none without --profile py-spy), attached before
+    the window opens."""
+    if args.py_spy is None:
+        return []
+    spies = [PySpy(args.py_spy, g.pid or 0, args.profile / f"{g.region.lower()}{label}.pyspy.txt") for g in gateways]
+    await asyncio.sleep(1.0)
+    return spies
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the message mix
 
@@ -920,10 +930,7 @@ async def run_open_loop(driver: Driver, args: argparse.Namespace, variants: Sequ
         start += count
         driver.premint(count)
         before = await driver.both_metrics()
-        spies = [PySpy(args.py_spy, g.pid or 0, args.profile / f"{g.region.lower()}.{rate}.pyspy.txt")
-                 for g in (driver.js, driver.sh)] if args.py_spy is not None else []
-        if spies:
-            await asyncio.sleep(1.0)  # attached before the rate starts
+        spies = await attach_spies(args, (driver.js, driver.sh), f".{rate}")
         window = CpuWindow(pids)
         window.start()
         await open_loop_step(driver, step, args.stall_timeout)
@@ -1124,15 +1131,14 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
             for region in (SENDER, RECEIVER):
                 edit_config(ex.config_path(region), audit_batch_records=False)
         figures["audit_batch_records"] = not args.audit_per_message
-        if args.compression is not None:  # the producers' codec (kafka.compression), e.g. to compare codecs
+        # The producers' codec and linger (kafka.compression, kafka.linger_ms), e.g. to compare them.
+        producer = {k: v for k, v in (("compression", args.compression), ("linger_ms", args.linger_ms))
+                    if v is not None}
+        if producer:
             for region in (SENDER, RECEIVER):
                 doc = yaml.safe_load(ex.config_path(region).read_text())
-                edit_config(ex.config_path(region), kafka={**doc["kafka"], "compression": args.compression})
+                edit_config(ex.config_path(region), kafka={**doc["kafka"], **producer})
         figures["compression"] = args.compression or "config default"
-        if args.linger_ms is not None:  # the producers' linger (kafka.linger_ms), e.g. to compare with 0
-            for region in (SENDER, RECEIVER):
-                doc = yaml.safe_load(ex.config_path(region).read_text())
-                edit_config(ex.config_path(region), kafka={**doc["kafka"], "linger_ms": args.linger_ms})
         figures["linger_ms"] = args.linger_ms if args.linger_ms is not None else "config default"
         figures["alg"] = args.alg
         cprofile = args.profile is not None and args.profiler == "cprofile"
@@ -1182,10 +1188,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
             idle.start()
             await asyncio.sleep(args.idle)
             idle.stop()
-            if args.py_spy is not None:
-                spies = [PySpy(args.py_spy, g.pid or 0, args.profile / f"{g.region.lower()}.pyspy.txt")
-                         for g in gateways]
-                await asyncio.sleep(1.0)  # attached before the window opens
+            spies = await attach_spies(args, gateways)
             driver.premint(len(measured.bodies))
             before = await driver.both_metrics()
             window = CpuWindow(pids)
