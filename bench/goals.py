@@ -63,6 +63,34 @@ def relay(name: str, args: Sequence[str], work: Path, broker: LocalKafka | None)
     return json.loads(out.read_text()), done.returncode == 0
 
 
+def transport_floor(rates: Sequence[int], seconds: float, messages: int, work: Path,
+                    broker: LocalKafka | None) -> dict[str, Any] | None:
+    """bench/relay_floor.py on the same broker: goals 2 and 3's hops in raw aiohttp and aiokafka, none of the
+    gateways' work, to tell the machine's share of their figures from the gateways'. None if it failed."""
+    out = work / "floor.json"
+    env = dict(os.environ)
+    args = ["--rates", ",".join(map(str, rates)), "--seconds", f"{seconds:g}", "--messages", str(messages),
+            "--concurrency", "64", "--json", str(out)]
+    if broker is not None:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+        args += ["--kafka-pid", str(broker.pid())]
+    print(f"\n######## transport floor: bench/relay_floor.py {' '.join(args)}", flush=True)
+    subprocess.run([sys.executable, str(HERE / "relay_floor.py"), *args], check=False, env=env)
+    return json.loads(out.read_text()) if out.exists() else None
+
+
+def floor_line(floor: dict[str, Any] | None, offered: int | None) -> str:
+    """The transport floor's figure for goal 2 (offered None: its closed loop) or goal 3 (that rate)."""
+    window = next((w for w in (floor or {}).get("windows", []) if w["offered"] == offered), None)
+    if window is None:
+        return "     transport floor: not measured"
+    if offered is None:
+        return f"     transport floor, same broker and clients: {window['msg_per_s']:,.0f} msg/s"
+    lat = window["latency_ms"]
+    return (f"     transport floor at {offered:,}/s: p50 {lat['p50']:,.1f} p99 {lat['p99']:,.1f} ms, machine "
+            f"{window['machine_busy']:.0%} busy")
+
+
 @contextlib.contextmanager
 def shared_broker(work: Path) -> Iterator[LocalKafka | None]:
     """One local broker for every run, its JIT warmed once (bench/README.md "Broker warm-up"): each run then only
@@ -143,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "--alg", "SM2SM3")
         rates = sorted(OPEN_LOOP_P99_MS)
         open_loop = run("open-loop", "--open-loop", ",".join(map(str, rates)), "--seconds", f"{a.open_loop_seconds:g}")
+        floor_run = transport_floor(rates, a.open_loop_seconds, a.single_messages, work, broker)
         capacity = max(100, int(single["end_to_end"]["msg_per_s"]))
         over, calm = 2 * capacity, max(50, capacity // 4)
         # More connections than the gateway admits messages in flight (limits.max_in_flight_messages, 5,000), so
@@ -170,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verdicts["2"] = s["msg_per_s"] >= SINGLE_MSG_PER_S
     print(f"2. one message per request, 64 clients: {s['msg_per_s']:,.0f} msg/s (goal {SINGLE_MSG_PER_S:,}), "
           f"ratio to its baseline {single_ratio:.3f}  -> {verdict(verdicts['2'])}")
+    print(floor_line(floor_run, None))
 
     parts = []
     good = True
@@ -184,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"(goal p99 <= {OPEN_LOOP_P99_MS[rate]:g})")
     verdicts["3"] = good
     print(f"3. open loop, POST -> delivered: {'; '.join(parts)}  -> {verdict(good)}")
+    for rate in rates:
+        print(floor_line(floor_run, rate))
 
     floor = floor_us(batch)
     total_floor = sum(floor.values())
@@ -216,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"-> {verdict(verdicts['5'])}")
     print(f"\ndelivery checks: {'all OK' if ok else 'FAILED (see the runs above)'}")
     if a.json:
-        a.json.write_text(json.dumps({"runs": runs, "verdicts": verdicts}, indent=2) + "\n")
+        a.json.write_text(json.dumps({"runs": runs, "transport_floor": floor_run, "verdicts": verdicts},
+                                     indent=2) + "\n")
     return 0 if ok else 1
 
 
