@@ -201,11 +201,12 @@ def report(runs: Sequence[Run], infno: str, his_client: str, floors: Sequence[Ru
 
 
 @contextlib.asynccontextmanager
-async def broker(work: Path) -> AsyncIterator[tuple[str, int | None]]:
-    """The bootstrap servers, and the broker's pid when this benchmark started it."""
+async def broker(work: Path, kafka_pid: int | None = None) -> AsyncIterator[tuple[str, int | None]]:
+    """The bootstrap servers, and the broker's pid: KAFKA_BOOTSTRAP_SERVERS's with `kafka_pid` (None: its CPU is
+    not measured), else a local broker this benchmark starts."""
     external = env_bootstrap_servers()
     if external:
-        yield external, None
+        yield external, kafka_pid
         return
     local = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port())
     await asyncio.to_thread(local.start)

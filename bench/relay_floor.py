@@ -47,11 +47,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # its own gateway, and its neighbours by name (imported or run)
 
 from broker_warmup import describe, warm_broker  # noqa: E402 (beside this file)
+from counter import broker  # noqa: E402 (its broker for a run: local, or KAFKA_BOOTSTRAP_SERVERS)
 from counter_floor import PARTITIONS, _announce, _consumer, _port, _producer, _stop  # noqa: E402
 from lean_http import LeanPool  # noqa: E402
 from relay import CpuWindow, percentile  # noqa: E402
 
-from gateway.dev.local_kafka import LocalKafka, env_bootstrap_servers, free_port  # noqa: E402
 from gateway.schemas.registry import SchemaRegistry  # noqa: E402
 
 SELF = Path(__file__).resolve()
@@ -284,21 +284,6 @@ def figures(w: Window) -> dict[str, object]:
             "msg_per_s": w.rate, "errors": dict(w.errors), "machine_busy": w.machine_busy,
             "cpu_us_per_msg": w.cpu_us,
             "latency_ms": {f"p{q:g}": percentile(w.latencies, q) * 1e3 for q in (50, 99, 99.9)}}
-
-
-@contextlib.asynccontextmanager
-async def broker(work: Path, kafka_pid: int | None) -> AsyncIterator[tuple[str, int | None]]:
-    """KAFKA_BOOTSTRAP_SERVERS's broker (its pid if given, for its CPU), else a local one this run starts."""
-    external = env_bootstrap_servers()
-    if external:
-        yield external, kafka_pid
-        return
-    local = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port())
-    await asyncio.to_thread(local.start)
-    try:
-        yield local.bootstrap_servers, local.pid()
-    finally:
-        await asyncio.to_thread(local.stop)
 
 
 async def measure(args: argparse.Namespace) -> int:
