@@ -48,14 +48,21 @@ OVERLOAD_CONNECTIONS = 8000
 AUDIT_RECORDS_PER_MESSAGE = 7  # accepted, published; received, verified, delivered, receipt_sent; receipt_received
 
 
+def on_broker(args: Sequence[str], broker: LocalKafka | None) -> tuple[list[str], dict[str, str]]:
+    """A bench script's arguments and environment for the shared broker (its address, and its pid for its CPU);
+    as they are when there is none (KAFKA_BOOTSTRAP_SERVERS already names a cluster)."""
+    env = dict(os.environ)
+    if broker is None:
+        return list(args), env
+    env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+    return [*args, "--kafka-pid", str(broker.pid())], env
+
+
 def relay(name: str, args: Sequence[str], work: Path, broker: LocalKafka | None) -> tuple[dict[str, Any], bool]:
     """One bench/relay.py run, on the shared warm broker when there is one; its report goes to our output as it
     comes."""
     out = work / f"{name}.json"
-    env = dict(os.environ)
-    if broker is not None:
-        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
-        args = [*args, "--kafka-pid", str(broker.pid())]
+    args, env = on_broker(args, broker)
     print(f"\n######## {name}: bench/relay.py {' '.join(args)}", flush=True)
     done = subprocess.run([sys.executable, str(HERE / "relay.py"), *args, "--json", str(out)], check=False, env=env)
     if not out.exists():
@@ -68,12 +75,8 @@ def transport_floor(rates: Sequence[int], seconds: float, messages: int, work: P
     """bench/relay_floor.py on the same broker: goals 2 and 3's hops in raw aiohttp and aiokafka, none of the
     gateways' work, to tell the machine's share of their figures from the gateways'. None if it failed."""
     out = work / "floor.json"
-    env = dict(os.environ)
-    args = ["--rates", ",".join(map(str, rates)), "--seconds", f"{seconds:g}", "--messages", str(messages),
-            "--concurrency", "64", "--json", str(out)]
-    if broker is not None:
-        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
-        args += ["--kafka-pid", str(broker.pid())]
+    args, env = on_broker(["--rates", ",".join(map(str, rates)), "--seconds", f"{seconds:g}", "--messages",
+                           str(messages), "--concurrency", "64", "--json", str(out)], broker)
     print(f"\n######## transport floor: bench/relay_floor.py {' '.join(args)}", flush=True)
     subprocess.run([sys.executable, str(HERE / "relay_floor.py"), *args], check=False, env=env)
     return json.loads(out.read_text()) if out.exists() else None

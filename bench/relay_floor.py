@@ -50,7 +50,7 @@ from broker_warmup import describe, warm_broker  # noqa: E402 (beside this file)
 from counter import broker  # noqa: E402 (its broker for a run: local, or KAFKA_BOOTSTRAP_SERVERS)
 from counter_floor import PARTITIONS, _announce, _consumer, _port, _producer, _stop  # noqa: E402
 from lean_http import LeanPool  # noqa: E402
-from relay import CpuWindow, percentile  # noqa: E402
+from relay import RECEIVER, CpuWindow, message_variants, percentile  # noqa: E402
 
 from gateway.schemas.registry import SchemaRegistry  # noqa: E402
 
@@ -259,7 +259,6 @@ class FloorDriver:
 
 def single_bodies(count: int = 64) -> list[bytes]:
     """The bench's single-message request bodies (bench/relay.py's variants)."""
-    from relay import RECEIVER, message_variants
     variants = message_variants(SchemaRegistry.load())
     return [orjson.dumps({"type": t, "to": RECEIVER, "payload": p, **ctx})
             for t, p, ctx in (variants[i % len(variants)] for i in range(count))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,3 +41,18 @@ def test_each_rate_stands_beside_goal_3(goals: ModuleType) -> None:
 def test_a_floor_that_did_not_run_says_so(goals: ModuleType) -> None:
     assert goals.floor_line(None, 1000) == "     transport floor: not measured"
     assert goals.floor_line(FLOOR, 3000) == "     transport floor: not measured"
+
+
+def test_each_script_is_pointed_at_the_shared_broker_with_its_pid(goals: ModuleType) -> None:
+    class Shared:
+        bootstrap_servers = "127.0.0.1:19092"
+
+        def pid(self) -> int:
+            return 4242
+
+    args, env = goals.on_broker(["--seconds", "10"], Shared())
+    assert args == ["--seconds", "10", "--kafka-pid", "4242"]
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19092"
+    args, env = goals.on_broker(["--seconds", "10"], None)  # a cluster named by the caller: left as it is
+    assert args == ["--seconds", "10"]
+    assert env.get("KAFKA_BOOTSTRAP_SERVERS") == os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
