@@ -216,10 +216,11 @@ def counter(metrics: dict[str, float], name: str) -> float:
 def group_sizes(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, float | None]:
     """How many messages travelled together in the window, from the gateways' own histograms (after - before):
     per ingress signature at JS (the single requests' group commit) and per pull-inbox delivery at SH (one
-    consumed batch). Small groups are why a single request costs several times a batch member."""
-    def mean(region: str, name: str) -> float | None:
-        total = after[region].get(f"{name}_sum", 0.0) - before[region].get(f"{name}_sum", 0.0)
-        count = after[region].get(f"{name}_count", 0.0) - before[region].get(f"{name}_count", 0.0)
+    consumed batch). Small groups are why a single request costs several times a batch member. With them, the
+    means of JS's request to 202, of its group publish and of SH's inbox delivery: where a 202 waits."""
+    def mean(region: str, name: str, labels: str = "") -> float | None:
+        total = after[region].get(f"{name}_sum{labels}", 0.0) - before[region].get(f"{name}_sum{labels}", 0.0)
+        count = after[region].get(f"{name}_count{labels}", 0.0) - before[region].get(f"{name}_count{labels}", 0.0)
         return total / count if count else None
 
     def delivered(m: dict[str, float]) -> float:
@@ -229,9 +230,19 @@ def group_sizes(before: dict[str, dict[str, float]], after: dict[str, dict[str, 
     deliveries = (after[RECEIVER].get('yrdx_stage_seconds_count{stage="deliver"}', 0.0)
                   - before[RECEIVER].get('yrdx_stage_seconds_count{stage="deliver"}', 0.0))
     delivered_n = delivered(after[RECEIVER]) - delivered(before[RECEIVER])
+
+    def stage_ms(region: str, stage: str) -> float | None:
+        got = mean(region, "yrdx_stage_seconds", f'{{stage="{stage}"}}')
+        return None if got is None else got * 1000
+
+    ingress = mean(SENDER, "yrdx_ingress_request_seconds")
     return {
         "js_messages_per_signature": mean(SENDER, "yrdx_signature_batch_messages"),
         "sh_messages_per_delivery": delivered_n / deliveries if deliveries else None,
+        # a 202's wait: its group's publish (to the broker's ack of it and its audit segment) within the whole
+        "js_ingress_ms": None if ingress is None else ingress * 1000,
+        "js_publish_ms": stage_ms(SENDER, "publish"),
+        "sh_deliver_ms": stage_ms(RECEIVER, "deliver"),
     }
 
 
@@ -997,6 +1008,12 @@ def report_open_loop(f: dict[str, Any]) -> None:
         g = s.get("groups") or {}
         print(f"    {s['offered_msg_per_s']:>6,}/s  {fmt(g.get('js_messages_per_signature'), ',.1f')}, "
               f"{fmt(g.get('sh_messages_per_delivery'), ',.1f')}")
+    print("  the gateways' own means, ms: JS request to 202, JS group publish (to the broker's ack), SH inbox "
+          "delivery:")
+    for s in f["open_loop"]:
+        g = s.get("groups") or {}
+        print(f"    {s['offered_msg_per_s']:>6,}/s  {fmt(g.get('js_ingress_ms'), ',.2f')}, "
+              f"{fmt(g.get('js_publish_ms'), ',.2f')}, {fmt(g.get('sh_deliver_ms'), ',.2f')}")
     for s in f["open_loop"]:
         for sample in s["request_error_samples"]:
             print(f"  {s['offered_msg_per_s']:,}/s request error: {sample}")

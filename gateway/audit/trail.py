@@ -85,6 +85,8 @@ class AuditTrail:
         # Records that travel with the next segment, each group with the future its caller waits on.
         self._riders: list[tuple[list[OutRecord], asyncio.Future[None]]] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._flush_started = 0.0  # the loop's clock when the last flush began (the periodic flush skips after it)
+        self._next_flush: asyncio.Future[None] | None = None  # resolved when a flush begins: see `durable(wait_s)`
         self._last_checkpoint: dict[str, Any] | None = None
         if self._head.seq:
             # Records up to saved_seq may have been appended but never published before the restart; nothing
@@ -144,11 +146,18 @@ class AuditTrail:
             self._head = Head(int(records[-1]["seq"]), prev)
         return records
 
-    async def durable(self, riders: Sequence[OutRecord] = ()) -> None:
+    async def durable(self, riders: Sequence[OutRecord] = (), wait_s: float = 0.0) -> None:
         """Return once every record appended so far is acknowledged by the broker, and `riders` with them: they
         are published in the same produce call as the segment. Raises BrokerUnavailable if that call fails; the
-        riders of a failed call are never sent later (their caller answers the failure)."""
+        riders of a failed call are never sent later (their caller answers the failure).
+
+        `wait_s`: when no flush is in flight, wait up to that long for another caller's flush to carry the
+        records (an ingress group's) before starting one. For a step whose records nobody waits on but its own
+        offset commit: started on its own, that flush is a produce round trip every ingress group in the
+        meantime waits for before it can start its own (at 1,000 single requests a second, the receipts' flushes
+        at the origin held back nine groups in ten by ~5 ms each)."""
         target = self._seq
+        carry_until = asyncio.get_running_loop().time() + wait_s if wait_s > 0 and not riders else 0.0
         ticket: asyncio.Future[None] | None = None
         if riders:
             ticket = asyncio.get_running_loop().create_future()
@@ -156,14 +165,35 @@ class AuditTrail:
             self._riders.append(entry)
         try:
             while self._durable_seq < target or (ticket is not None and not ticket.done()):
-                if self._flushing is None:
-                    self._flushing = asyncio.create_task(self._flush())
-                await asyncio.shield(self._flushing)
+                # A flush in flight when the records were appended does not carry them: wait for the next one.
+                if self._flushing is None and carry_until:
+                    remaining = carry_until - asyncio.get_running_loop().time()
+                    if remaining > 0:
+                        await self._carrier(remaining)
+                        continue
+                await asyncio.shield(self._flushing or self._start_flush())
         except BaseException:
             if ticket is not None and entry in self._riders:  # a flush before ours failed, or we were cancelled
                 self._riders.remove(entry)                    # before ours started: these records never leave
                 ticket.cancel()
             raise
+
+    async def _carrier(self, wait_s: float) -> None:
+        """Until a flush begins, at most `wait_s`: it takes every record appended so far, these included."""
+        if self._next_flush is None:
+            self._next_flush = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._next_flush), wait_s)
+        except TimeoutError:
+            pass
+
+    def _start_flush(self) -> asyncio.Task[None]:
+        self._flushing = flushing = asyncio.create_task(self._flush())
+        self._flush_started = asyncio.get_running_loop().time()
+        if self._next_flush is not None:
+            self._next_flush.set_result(None)
+            self._next_flush = None
+        return flushing
 
     async def _flush(self) -> None:
         try:
@@ -229,6 +259,10 @@ class AuditTrail:
                 self.append("checkpoint", "", None)
                 next_checkpoint = loop.time() + checkpoint_every_s
             if not self._pending and not self._unsent:
+                continue
+            # A gateway under traffic flushes many times in an interval: the records left over ride with its
+            # next flush, instead of one of their own that every step waiting to flush would queue behind.
+            if not announce and loop.time() - self._flush_started < interval_s:
                 continue
             try:
                 await self.durable()

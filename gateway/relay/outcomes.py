@@ -26,6 +26,10 @@ from gateway.wire.regions import Topics
 log = logging.getLogger(__name__)
 
 RECEIPT_ITEMS = 1000  # items per signed receipt (the schema allows 2,000)
+# A batch that sends nothing (an origin's receipts, applied) waits at most this long for another flush (the
+# ingress group commit's, at most one group later under traffic) to carry its audit records before it flushes
+# them alone: only its own offset commit waits on them (AuditTrail.durable's `wait_s`).
+CARRY_WAIT_S = 0.05
 
 
 class Draining(Exception):
@@ -162,7 +166,7 @@ class BatchOutcomes:
         while True:
             try:
                 # Dead letters and receipts ride with the batch's audit segment: one produce round trip.
-                await self.fx.audit.durable(riders=self.records)
+                await self.fx.audit.durable(riders=self.records, wait_s=0.0 if self.records else CARRY_WAIT_S)
                 self.records = []
                 break
             except BrokerUnavailable as e:

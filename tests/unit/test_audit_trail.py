@@ -263,3 +263,111 @@ async def test_riders_are_published_with_the_audit_trail_disabled(pki: PkiLayout
     audit = new_trail(pki, tmp_path, broker, enabled=False)
     await audit.durable(riders=[OutRecord("inbox", b"message", b"k")])
     assert [r.value for r in broker.records("inbox")] == [b"message"] and broker.records(TOPICS.audit) == []
+
+
+class SlowPublisher(CountingPublisher):
+    """A produce that takes `delay_s`, as a broker round trip does: flushes in flight can be caught."""
+
+    def __init__(self, broker: MemoryBroker, delay_s: float) -> None:
+        super().__init__(broker)
+        self.delay_s = delay_s
+
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        await asyncio.sleep(self.delay_s)
+        await super().publish(records)
+
+
+def counting_trail(pki: PkiLayout, tmp_path: Path, publisher: CountingPublisher) -> AuditTrail:
+    return AuditTrail("JS", signer_of(pki, "JS"), StateStore(tmp_path / "s.sqlite"), publisher, topics=TOPICS)
+
+
+async def test_records_nobody_else_waits_for_ride_with_the_next_callers_flush(pki: PkiLayout, tmp_path: Path) -> None:
+    """An origin's receipts, applied, wait for the next ingress group's flush instead of starting one of their
+    own that the group would have to wait for: one produce call carries both."""
+    broker = MemoryBroker(partitions=1)
+    publisher = CountingPublisher(broker)
+    audit = counting_trail(pki, tmp_path, publisher)
+    audit.append("receipt_received", "m-1", "a" * 64, "c-1", outcome="delivered")
+    receipts = asyncio.create_task(audit.durable(wait_s=5.0))
+    await asyncio.sleep(0.01)
+    assert publisher.calls == [] and not receipts.done()  # waiting for a carrier, not flushing alone
+    audit.append("accepted", "m-2", "b" * 64, "c-2")
+    await audit.durable(riders=[OutRecord("t.yrdx.sh.inbox", b"message", b"k")])
+    async with asyncio.timeout(1):
+        await receipts
+    assert publisher.calls == [["t.yrdx.sh.inbox", TOPICS.audit]]
+    assert audit.pending() == 0
+    stages = [r["stage"] for raw in broker.records(TOPICS.audit) for r in parse_segment(raw.value).records]
+    assert stages == ["receipt_received", "accepted"]
+
+
+async def test_records_nobody_carries_are_flushed_alone_after_the_wait(pki: PkiLayout, tmp_path: Path) -> None:
+    broker = MemoryBroker(partitions=1)
+    publisher = CountingPublisher(broker)
+    audit = counting_trail(pki, tmp_path, publisher)
+    audit.append("receipt_received", "m-1", "a" * 64, "c-1", outcome="delivered")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with asyncio.timeout(2):
+        await audit.durable(wait_s=0.05)
+    assert loop.time() - started >= 0.045  # it did wait for a carrier first
+    assert publisher.calls == [[TOPICS.audit]] and audit.pending() == 0
+
+
+async def test_a_flush_in_flight_does_not_carry_records_appended_after_it_began(pki: PkiLayout,
+                                                                              tmp_path: Path) -> None:
+    """Records appended while a flush is in flight wait for the next flush (someone else's, if one begins within
+    the wait), not for a flush of their own right after the one in flight."""
+    broker = MemoryBroker(partitions=1)
+    publisher = SlowPublisher(broker, delay_s=0.02)
+    audit = counting_trail(pki, tmp_path, publisher)
+    audit.append("accepted", "m-1", "a" * 64, "c-1")
+    first = asyncio.create_task(audit.durable(riders=[OutRecord("inbox", b"one", b"k")]))
+    await asyncio.sleep(0.005)  # the first flush is in flight
+    audit.append("receipt_received", "m-0", "0" * 64, "c-0", outcome="delivered")
+    receipts = asyncio.create_task(audit.durable(wait_s=5.0))
+    await first
+    await asyncio.sleep(0.03)
+    assert len(publisher.calls) == 1 and not receipts.done()  # not flushed alone once the first had landed
+    audit.append("accepted", "m-2", "b" * 64, "c-2")
+    await audit.durable(riders=[OutRecord("inbox", b"two", b"k")])
+    async with asyncio.timeout(1):
+        await receipts
+    assert publisher.calls == [["inbox", TOPICS.audit], ["inbox", TOPICS.audit]] and audit.pending() == 0
+
+
+async def test_a_caller_with_riders_never_waits_for_a_carrier(pki: PkiLayout, tmp_path: Path) -> None:
+    """Riders cannot join a flush begun without them: `wait_s` is ignored when a step sends records."""
+    broker = MemoryBroker(partitions=1)
+    publisher = CountingPublisher(broker)
+    audit = counting_trail(pki, tmp_path, publisher)
+    audit.append("delivered", "m-1", "a" * 64, "c-1")
+    async with asyncio.timeout(1):
+        await audit.durable(riders=[OutRecord("t.yrdx.js.inbox", b"receipt", b"k")], wait_s=30.0)
+    assert publisher.calls == [["t.yrdx.js.inbox", TOPICS.audit]]
+
+
+async def test_the_periodic_flush_leaves_records_to_a_busy_gateways_next_flush(pki: PkiLayout,
+                                                                             tmp_path: Path) -> None:
+    """Under traffic the ingress flushes come faster than the periodic one: records left over (`published`) ride
+    with the next of them instead of a flush of their own; on an idle gateway they still leave within an interval
+    or two."""
+    broker = MemoryBroker(partitions=1)
+    publisher = CountingPublisher(broker)
+    audit = counting_trail(pki, tmp_path, publisher)
+    task = asyncio.create_task(audit.run_periodic_flush(interval_s=0.1, checkpoint_every_s=3600))
+    try:
+        for i in range(8):  # a busy gateway: a flush every 20 ms, each leaving a record behind
+            audit.append("accepted", f"m-{i}", "a" * 64, f"c-{i}")
+            await audit.durable(riders=[OutRecord("inbox", f"message {i}".encode(), b"k")])
+            audit.append("published", f"m-{i}", "a" * 64, f"c-{i}", topic="inbox")
+            await asyncio.sleep(0.02)
+        assert all(call[0] == "inbox" for call in publisher.calls)  # no flush of the periodic task's own
+        async with asyncio.timeout(2):  # then idle: the last `published` still leaves
+            while audit.pending():
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert publisher.calls[-1] == [TOPICS.audit]

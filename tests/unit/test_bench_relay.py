@@ -65,11 +65,17 @@ def test_a_quiet_machine_gets_no_warning(relay: ModuleType, capsys: pytest.Captu
     assert "WARNING" not in capsys.readouterr().out
 
 
-def _scrape(signatures: tuple[float, float], deliveries: float, delivered: float) -> dict[str, float]:
-    """A gateway's /metrics as bench/relay.py reads them: `name{labels}` -> value."""
+def _scrape(signatures: tuple[float, float], deliveries: float, delivered: float,
+            seconds: float = 0.0) -> dict[str, float]:
+    """A gateway's /metrics as bench/relay.py reads them: `name{labels}` -> value; `seconds` spent in each of
+    the timed steps it counts."""
     return {
         "yrdx_signature_batch_messages_sum": signatures[0], "yrdx_signature_batch_messages_count": signatures[1],
         'yrdx_stage_seconds_count{stage="deliver"}': deliveries,
+        'yrdx_stage_seconds_sum{stage="deliver"}': seconds / 10,
+        'yrdx_stage_seconds_count{stage="publish"}': signatures[1],
+        'yrdx_stage_seconds_sum{stage="publish"}': seconds / 2,
+        "yrdx_ingress_request_seconds_count": signatures[0], "yrdx_ingress_request_seconds_sum": seconds,
         'yrdx_messages_total{direction="in",family="medical",outcome="delivered",peer="JS"}': delivered * 0.75,
         'yrdx_messages_total{direction="in",family="identity",outcome="delivered",peer="JS"}': delivered * 0.25,
         'yrdx_messages_total{direction="in",family="medical",outcome="rejected",peer="JS"}': 1_000.0,
@@ -78,12 +84,15 @@ def _scrape(signatures: tuple[float, float], deliveries: float, delivered: float
 
 
 def test_group_sizes_are_the_windows_means(relay: ModuleType) -> None:
-    before = {"JS": _scrape((1_000, 100), 0, 0), "SH": _scrape((0, 0), 50, 400)}
-    after = {"JS": _scrape((7_000, 400), 0, 0), "SH": _scrape((0, 0), 250, 6_400)}
+    before = {"JS": _scrape((1_000, 100), 0, 0, seconds=10), "SH": _scrape((0, 0), 50, 400, seconds=1)}
+    after = {"JS": _scrape((7_000, 400), 0, 0, seconds=70), "SH": _scrape((0, 0), 250, 6_400, seconds=3)}
     groups = relay.group_sizes(before, after)
     assert groups["js_messages_per_signature"] == 20.0  # 6,000 messages under 300 signatures in the window
     assert groups["sh_messages_per_delivery"] == 30.0  # 6,000 delivered (not rejected, not sent) in 200
-    assert relay.group_sizes(after, after) == {"js_messages_per_signature": None, "sh_messages_per_delivery": None}
+    assert groups["js_ingress_ms"] == pytest.approx(10.0)  # 60 s over 6,000 requests
+    assert groups["js_publish_ms"] == pytest.approx(100.0)  # 30 s over 300 group publishes
+    assert groups["sh_deliver_ms"] == pytest.approx(1.0)  # 0.2 s over 200 deliveries
+    assert set(relay.group_sizes(after, after).values()) == {None}
 
 
 def test_the_idle_penalty_compares_the_same_work_cold_and_warm(relay: ModuleType,
