@@ -1008,8 +1008,8 @@ def report_open_loop(f: dict[str, Any]) -> None:
         g = s.get("groups") or {}
         print(f"    {s['offered_msg_per_s']:>6,}/s  {fmt(g.get('js_messages_per_signature'), ',.1f')}, "
               f"{fmt(g.get('sh_messages_per_delivery'), ',.1f')}")
-    print("  the gateways' own means, ms: JS request to 202, JS group publish (to the broker's ack), SH inbox "
-          "delivery:")
+    print("  the gateways' own means, ms: JS request (authentication to 202), JS group publish (to the broker's "
+          "ack), SH inbox delivery:")
     for s in f["open_loop"]:
         g = s.get("groups") or {}
         print(f"    {s['offered_msg_per_s']:>6,}/s  {fmt(g.get('js_ingress_ms'), ',.2f')}, "

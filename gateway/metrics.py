@@ -63,7 +63,9 @@ class Metrics:
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500), registry=r,
         )
         self.ingress_seconds = Histogram(
-            "yrdx_ingress_request_seconds", "Time from request to 202 (publish and audit acknowledged)",
+            "yrdx_ingress_request_seconds",
+            "Time from request to 202 (publish and audit acknowledged): from the request's authentication to its "
+            "answer, once per message accepted (each accepted item of a batch observes the batch request's time)",
             buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.end_to_end_seconds = Histogram(

@@ -255,9 +255,6 @@ class Ingress:
         # Counted per destination and family, not per message: a label lookup is a lock and a dict walk.
         for (to, kind), n in Counter((p.to, family(p.type)) for p in items).items():
             self._metrics.messages.labels("out", to, kind, "accepted").inc(n)
-        observe = self._metrics.ingress_seconds.observe
-        for _ in items:
-            observe(elapsed)
         if log.isEnabledFor(logging.INFO):  # the lines' fields are built only when they are written
             for p in items:
                 log.info("message accepted", extra={

@@ -303,3 +303,33 @@ async def test_messages_accepted_together_are_each_counted_and_timed(api: Api) -
     m = api.ctx.metrics
     assert m.messages.labels("out", "JS", family(TYPE), "accepted")._value.get() == 7
     assert sum(s.value for s in m.ingress_seconds.collect()[0].samples if s.name.endswith("_count")) == 7
+
+
+def _histogram(metric: Any, suffix: str, **labels: str) -> float:
+    return sum(s.value for s in metric.collect()[0].samples
+               if s.name.endswith(suffix) and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+async def test_the_request_latency_covers_the_whole_request_once_per_accepted_message(api: Api) -> None:
+    """`yrdx_ingress_request_seconds` times a request from its authentication to its answer, so it holds its
+    group's publish (the broker's ack) and more; a batch's accepted messages each observe the batch's time, and
+    refused ones nothing."""
+    m = api.ctx.metrics
+    good = {"type": TYPE, "to": "JS", "payload": REGISTRY.examples(TYPE)[0]}
+    raw = orjson.dumps(with_use_contexts("/v1/messages", good))
+
+    async def slow_body() -> AsyncIterator[bytes]:  # a platform on a slow link: its wait counts too
+        yield raw[:10]
+        await asyncio.sleep(0.2)
+        yield raw[10:]
+
+    async with api.session.post(api.url + "/v1/messages", data=slow_body(),
+                                headers={"Authorization": f"Bearer {api.minter.mint()}"}) as r:
+        assert r.status == 202, await r.read()
+    assert _histogram(m.ingress_seconds, "_count") == 1
+    assert _histogram(m.ingress_seconds, "_sum") >= 0.2 > _histogram(m.stage_seconds, "_sum", stage="publish") > 0
+    status, doc = await api.call("POST", "/v1/messages/batch", {"messages": [good, good, {"type": TYPE}]})
+    assert (status, doc["accepted"], doc["rejected"]) == (207, 2, 1)
+    assert _histogram(m.ingress_seconds, "_count") == 3
+    status, _ = await api.call("POST", "/v1/messages", {"type": TYPE, "to": "JS"})
+    assert status == 400 and _histogram(m.ingress_seconds, "_count") == 3  # a refusal is not an acceptance
