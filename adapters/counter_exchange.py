@@ -69,14 +69,15 @@ async def counter_exchange(
     root: Path, bootstrap_servers: str, namespace: str = "", *, cwd: Path | None = None,
     requests: Mapping[str, Mapping[str, int]] | None = None, persons: tuple[Person, ...] = (PATIENT,),
     connections: int = 100, batch_answers: bool = True,
-    his_poster: Callable[[str, int, int], ClosingPoster] | None = None,
+    his_poster: Callable[[str, int, int], ClosingPoster] | None = None, access_tokens: bool = False,
 ) -> AsyncIterator[CounterExchange]:
     """`yrdx init` in `root`, the two gateways started (from `cwd`, default the exchange folder), the insured
     platform answering; everything stopped on exit. `requests` overrides deadlines per type (gateway config);
     `connections` bounds the HTTP connections of the HIS and the insured platform; `batch_answers`: the insured
     platform posts its answers in batches (adapters/answer_batch.py), else one POST /v1/messages each.
     `his_poster(host, port, connections)`: what the HIS posts through (bench/counter.py's lean client) instead of
-    the shared aiohttp session, with its own `connections`; closed on exit."""
+    the shared aiohttp session, with its own `connections`; closed on exit. `access_tokens`: the HIS trades its
+    assertion for one access token (POST /v1/token) and reuses it, instead of an assertion per call."""
     registry = SchemaRegistry.load()
     sim = SimulatedPlatforms(Ledger(), registry)
     await sim.start()
@@ -103,7 +104,8 @@ async def counter_exchange(
         if his_poster is not None:
             poster = his_poster("127.0.0.1", ports[CARE], connections)
         his = HisClient(session if poster is None else poster, f"http://127.0.0.1:{ports[CARE]}",
-                        TokenMinter(platform_id(CARE), exchange.pki.platform_key(CARE), CARE))
+                        TokenMinter(platform_id(CARE), exchange.pki.platform_key(CARE), CARE),
+                        access_tokens=access_tokens)
         yield CounterExchange(exchange, ports, his, insured, sim, session,
                               {r: proc.pid for r, proc in fleet.procs.items()})
     finally:

@@ -19,7 +19,7 @@ measures) or through aiohttp's client (`--his-client aiohttp`, as the tests and 
 
     .venv/bin/python bench/counter.py [--rates 100,500,1000] [--seconds 10] [--infno 1101] [--warmup 10]
                                       [--broker-warmup 120] [--profile DIR] [--no-batch-answers]
-                                      [--his-client lean|aiohttp]
+                                      [--his-client lean|aiohttp] [--auth access|assertion]
 
 Needs request-reply in the gateway (issue 11 part 1) and the `nhsa` facade entry point installed
 (`pip install -e .` after the merge). It is a benchmark, not a test: exit 1 only when no answer came at all.
@@ -65,6 +65,9 @@ KNEE_S = 1.0
 JIT_ROUND_S = 5.0  # seconds per round trip warm-up round
 ID_NUMBER = "34010420000229124X"
 HIS_CLIENTS = {"lean": "lean (bench/lean_http.py)", "aiohttp": "aiohttp ClientSession"}
+# How the HIS authenticates: one access token reused (POST /v1/token, as an OAuth client does), or a fresh
+# single-use ES256 assertion per call (each one an ES256 verification and a jti write at the SH gateway).
+AUTH_MODES = {"access": "one access token, reused", "assertion": "a single-use assertion per call"}
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -227,7 +230,8 @@ async def settle_jit(his: HisClient, infno: str, mdtrt_id: str, rate: int, kafka
 
 
 async def main(rates: Sequence[int], seconds: float, infno: str, warmup: float, broker_warmup: float,
-               profile: Path | None, batch_answers: bool, his_client: str, with_floor: bool) -> int:
+               profile: Path | None, batch_answers: bool, his_client: str, with_floor: bool,
+               auth: str = "access") -> int:
     with tempfile.TemporaryDirectory(prefix="yrdx-bench-counter-") as tmp:
         work = Path(tmp)
         async with broker(work) as (bootstrap, kafka_pid):
@@ -236,7 +240,8 @@ async def main(rates: Sequence[int], seconds: float, infno: str, warmup: float, 
             # LeanPool(host, port, limit) with the aiohttp session's timeout (adapters/counter_exchange.py)
             lean = functools.partial(LeanPool, timeout=120.0) if his_client == "lean" else None
             async with counter_exchange(work / "exchange", bootstrap, cwd=ROOT, connections=512,
-                                        batch_answers=batch_answers, his_poster=lean) as ex:
+                                        batch_answers=batch_answers, his_poster=lean,
+                                        access_tokens=auth == "access") as ex:
                 his = ex.his
                 pids: dict[str, int | None] = {f"{r} gateway": pid for r, pid in ex.pids.items()}
                 pids |= {"driver": os.getpid(), "kafka_jvm": kafka_pid}
@@ -258,7 +263,7 @@ async def main(rates: Sequence[int], seconds: float, infno: str, warmup: float, 
                 answer = orjson.dumps((await his.post(transaction(his, infno, mdtrt_id, 1))).doc)
             floors = await measure_floor(work, bootstrap, kafka_pid, rates, seconds, request, answer) if with_floor \
                 else []
-    print(report(runs, infno, HIS_CLIENTS[his_client], floors))
+    print(report(runs, infno, f"{HIS_CLIENTS[his_client]}; its token: {AUTH_MODES[auth]}", floors))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load average at the end (1/5/15 min, {os.cpu_count()} CPUs): {load}")
     if profile is not None:
@@ -309,6 +314,8 @@ if __name__ == "__main__":
     parser.add_argument("--his-client", choices=tuple(HIS_CLIENTS), default="lean",
                         help="the HIS's HTTP client: bench/lean_http.py (less of the driver's CPU per request) "
                              "or aiohttp's, to compare the two")
+    parser.add_argument("--auth", choices=tuple(AUTH_MODES), default="access",
+                        help="the HIS's token: one access token reused (POST /v1/token) or an assertion per call")
     args = parser.parse_args()
     if args.profile is not None:
         if not Path(PY_SPY).exists():
@@ -317,4 +324,4 @@ if __name__ == "__main__":
         args.profile.mkdir(parents=True, exist_ok=True)
     sys.exit(asyncio.run(main([int(r) for r in args.rates.split(",")], args.seconds, args.infno, args.warmup,
                               args.broker_warmup, args.profile, not args.no_batch_answers, args.his_client,
-                              not args.no_floor)))
+                              not args.no_floor, args.auth)))

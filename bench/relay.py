@@ -57,6 +57,7 @@ from gateway.crypto.seal import Opener, Sealer
 from gateway.dev.exchange import BUSINESS_TYPES, SEALED_BY_DEFAULT, Exchange, edit_config, init_exchange, platform_id
 from gateway.dev.local_kafka import LocalKafka, env_bootstrap_servers, free_port
 from gateway.files.claims import names_a_file
+from gateway.http.access_tokens import AccessTokenHolder
 from gateway.http.auth import TokenMinter
 from gateway.relay.purposes import UsePolicy
 from gateway.schemas.registry import SchemaRegistry
@@ -478,9 +479,12 @@ async def _closing(pool: LeanPool | None) -> AsyncIterator[None]:
 
 class Driver:
     def __init__(self, session: aiohttp.ClientSession, js: GatewayProcess, sh: GatewayProcess, ex: Exchange,
-                 concurrency: int, single: bool = False, lean: LeanPool | None = None) -> None:
+                 concurrency: int, single: bool = False, lean: LeanPool | None = None, auth: str = "assertion",
+                 ) -> None:
         """`lean`: JS's posts go through bench/lean_http.py instead of `session` (the driver's CPU per request
-        is taken from the gateways on these two cores); the pulls from SH always use `session`."""
+        is taken from the gateways on these two cores); the pulls from SH always use `session`. `auth`: JS's
+        posts carry a fresh single-use assertion each (`assertion`) or one access token (`access`, traded at
+        POST /v1/token before each window, as an OAuth client reuses its token)."""
         self.session = session
         self.lean = lean
         self.js, self.sh = js, sh
@@ -492,17 +496,30 @@ class Driver:
         # Tokens for JS minted before a window opens, as the bodies are serialized before it: the driver stands
         # for many platforms, and its signing would otherwise take CPU from the gateways on these two cores.
         self._js_tokens: list[str] = []
+        self.auth = auth
+        self._js_access = AccessTokenHolder(self.js_minter.header, self._trade)
+        self._js_bearer: dict[str, str] | None = None  # the access token's header, for the window
         self.ledger = Ledger()
         self._phase: Phase | None = None
         self._acks: set[asyncio.Task[None]] = set()
 
     # --- sending --------------------------------------------------------------------------------------
 
-    def premint(self, count: int) -> None:
-        """Mint `count` single-use tokens for JS now (each lives 300 s: mint right before the window)."""
-        self._js_tokens = [self.js_minter.mint() for _ in range(count)]
+    async def _trade(self, headers: dict[str, str]) -> tuple[int, bytes]:
+        async with self.session.post(self.js.url + "/v1/token", headers=headers) as resp:
+            return resp.status, await resp.read()
+
+    async def premint(self, count: int) -> None:
+        """JS's tokens for a window of `count` posts, before it opens: `count` single-use assertions (each lives
+        300 s: right before the window), or the access token (traded again when it nears its expiry)."""
+        if self.auth == "access":
+            self._js_bearer = await self._js_access.header()
+        else:
+            self._js_tokens = [self.js_minter.mint() for _ in range(count)]
 
     def js_headers(self) -> dict[str, str]:
+        if self._js_bearer is not None:
+            return {"Content-Type": "application/json", **self._js_bearer}
         token = self._js_tokens.pop() if self._js_tokens else self.js_minter.mint()
         return {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
 
@@ -939,7 +956,7 @@ async def run_open_loop(driver: Driver, args: argparse.Namespace, variants: Sequ
         count = max(1, round(rate * seconds_of(args, i)))
         step = OpenLoopStep(rate, Phase(f"open-loop {rate}/s", build_batches(variants, count, 0, run_id, start)))
         start += count
-        driver.premint(count)
+        await driver.premint(count)
         before = await driver.both_metrics()
         spies = await attach_spies(args, (driver.js, driver.sh), f".{rate}")
         window = CpuWindow(pids)
@@ -1109,7 +1126,8 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         "config": {"messages": args.messages, "batch": 1 if args.single else args.batch,
                    "open_loop": args.open_loop, "seconds": args.seconds, "connections": args.connections,
                    "single": args.single, "concurrency": args.concurrency,
-                   "warmup": args.warmup, "route": f"{SENDER}->{RECEIVER}", "http_client": args.http_client},
+                   "warmup": args.warmup, "route": f"{SENDER}->{RECEIVER}", "http_client": args.http_client,
+                   "auth": args.auth},
         "machine": {"nproc": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
                     "loadavg_start": loadavg(), "python": sys.version.split()[0],
                     "strays": strays({args.kafka_pid} if args.kafka_pid else set()), "idle_penalty": idle_penalty()},
@@ -1179,7 +1197,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
         connector = aiohttp.TCPConnector(limit=limit)
         lean = LeanPool("127.0.0.1", js.port, limit, timeout=300.0) if args.http_client == "lean" else None
         async with aiohttp.ClientSession(connector=connector) as session, _closing(lean):
-            driver = Driver(session, js, sh, ex, args.concurrency, args.single, lean)
+            driver = Driver(session, js, sh, ex, args.concurrency, args.single, lean, args.auth)
             if warm.bodies:
                 await driver.run_phase(warm, args.stall_timeout)
                 await driver.wait_receipts(len(driver.ledger.accepted), args.stall_timeout)
@@ -1206,7 +1224,7 @@ async def run(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], boo
             await asyncio.sleep(args.idle)
             idle.stop()
             spies = await attach_spies(args, gateways)
-            driver.premint(len(measured.bodies))
+            await driver.premint(len(measured.bodies))
             before = await driver.both_metrics()
             window = CpuWindow(pids)
             window.start()
@@ -1319,7 +1337,8 @@ def report(f: dict[str, Any]) -> None:
     p, r, d = f["primitives"], f["ratios"], f["delivery_check"]
     print()
     print(f"== yrdx relay benchmark: {c['messages']:,} mixed messages {c['route']}, batch {c['batch']}, "
-          f"concurrency {c['concurrency']}, warmup {c['warmup']:,}, JS's client {c.get('http_client', 'aiohttp')}")
+          f"concurrency {c['concurrency']}, warmup {c['warmup']:,}, JS's client {c.get('http_client', 'aiohttp')}, "
+          f"JS's token {c.get('auth', 'assertion')}")
     print_suite(f)
     print_machine(m)
     print()
@@ -1421,6 +1440,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--single", action="store_true",
                    help="one message per POST /v1/messages instead of batches (use a higher --concurrency)")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (4)")
+    p.add_argument("--auth", choices=("access", "assertion"), default="access",
+                   help="JS's posts carry one access token, reused (POST /v1/token, the default), or a fresh "
+                        "single-use ES256 assertion each (an ES256 verification and a jti write at JS per request)")
     p.add_argument("--http-client", choices=("lean", "aiohttp"), default="lean",
                    help="the client of JS's posts: bench/lean_http.py (less of the driver's CPU per request, "
                         "the default) or an aiohttp ClientSession; pulls from SH always use aiohttp")

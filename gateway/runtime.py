@@ -35,6 +35,7 @@ from gateway.files.claims import ClaimChecks
 from gateway.files.sender import FileSender
 from gateway.files.store import FileStore
 from gateway.gc_policy import freeze_startup, tune_collector
+from gateway.http.access_tokens import AccessTokens
 from gateway.http.api import make_runner
 from gateway.http.auth import Authenticator, load_public_key
 from gateway.http.facades import FacadeContext, FacadeError, mount
@@ -67,7 +68,7 @@ from gateway.relay.trust_updates import (
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import StateSchemaError, StateStore, StateUnavailable
 from gateway.state.sweeper import run_checkpoints, run_sweeper
-from gateway.wire.regions import REGIONS
+from gateway.wire.regions import REGIONS, gateway_audience
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,9 @@ class Gateway:
             {a.id: load_public_key(a.public_key) for a in cfg.auditors},
             self.state,
             cfg.limits.jwt_max_lifetime_s,
+            # The region's identity key file, which every replica of the region holds: their tokens are each other's.
+            AccessTokens(cfg.region, cfg.private_key.read_bytes(), gateway_audience(cfg.region),
+                         cfg.limits.jwt_max_lifetime_s),
         )
         self.metrics_token = cfg.metrics_token_file.read_text().strip() if cfg.metrics_token_file else None
         self.publisher = KafkaPublisher(cfg.kafka, cfg.limits.publish_timeout_s)

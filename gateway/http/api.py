@@ -155,6 +155,20 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
+async def post_token(request: web.Request) -> web.StreamResponse:
+    """An access token for the caller of this request's assertion (http/access_tokens.py), reused until it
+    expires: a token request authenticates as every other request, and only by an assertion."""
+    principal: Principal = request[PRINCIPAL]
+    try:
+        token, lifetime = request.app[GATEWAY].auth.issue(principal)
+    except AuthError as e:
+        raise ProblemError(Problem("unauthenticated", str(e))) from e
+    log.info("access token issued", extra={"caller": principal.id, "kind": principal.kind, "expires_in": lifetime})
+    resp = json_response({"access_token": token, "token_type": "Bearer", "expires_in": lifetime})
+    resp.headers["Cache-Control"] = "no-store"  # RFC 6749 5.1: a credential, never cached
+    return resp
+
+
 async def read_json(request: web.Request, limit: int) -> Any:
     """The body parsed; too large (413, checked before reading it all), too slow (408), cut off or badly framed
     (400) or not JSON (400) raise ProblemError."""
@@ -537,6 +551,7 @@ def build_app(gw: ApiContext, extra_routes: Sequence[web.RouteDef] = ()) -> web.
                                limits.max_queue_wait_ms / 1000, gw.ingress.queue_wait)
     app.on_shutdown.append(_end_long_polls)
     app.on_response_prepare.append(_server_header)
+    app.router.add_post("/v1/token", post_token)
     app.router.add_post("/v1/messages", post_message)
     app.router.add_post("/v1/messages/batch", post_batch)
     app.router.add_get("/v1/messages/{id}", get_message)

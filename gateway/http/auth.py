@@ -21,9 +21,16 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_private_key,
+    load_pem_public_key,
+)
 
 from gateway.http import es256
+from gateway.http.access_tokens import PREFIX as ACCESS_PREFIX
+from gateway.http.access_tokens import AccessTokens, InvalidAccessToken, key_tag
 from gateway.relay.coalesce import Coalescer
 from gateway.state import StateStore
 from gateway.wire.regions import gateway_audience
@@ -58,6 +65,8 @@ class Principal:
     id: str
     kind: str  # "platform" or "auditor"
     scopes: frozenset[str]
+    # Authenticated by an access token (POST /v1/token), not by one of its own single-use assertions.
+    by_access_token: bool = False
 
 
 def load_public_key(path: Path) -> EllipticCurvePublicKey:
@@ -75,6 +84,7 @@ class Authenticator:
         auditors: dict[str, EllipticCurvePublicKey],
         state: StateStore,
         max_lifetime_s: int = 300,
+        access: AccessTokens | None = None,
     ) -> None:
         self._audience = gateway_audience(region)
         self._keys: dict[str, tuple[str, EllipticCurvePublicKey]] = {
@@ -84,9 +94,16 @@ class Authenticator:
         self._state = state
         self._max_lifetime_s = max_lifetime_s
         self._jtis: Coalescer[tuple[str, float], bool] = Coalescer(self._use_jtis)
+        self.access = access  # None: access tokens are neither issued nor accepted
+        self._key_tags = {i: key_tag(k.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
+                          for i, (_, k) in self._keys.items()}
 
     async def authenticate(self, authorization: str | None) -> Principal:
-        """The caller of a request; AuthError says why not. The jti is spent only for a token that verified."""
+        """The caller of a request; AuthError says why not. The jti is spent only for a token that verified; an
+        access token has none (it is reused until it expires)."""
+        granted = self._access_token(authorization)
+        if granted is not None:
+            return granted
         principal, jti, exp = self.verify(authorization)
         if not await self._jtis.submit((f"{principal.id}:{jti}", exp)):
             raise AuthError("token already used (jti replay)")
@@ -94,6 +111,30 @@ class Authenticator:
 
     async def _use_jtis(self, items: list[tuple[str, float]]) -> list[bool]:
         return self._state.use_jtis(items)
+
+    def _access_token(self, authorization: str | None) -> Principal | None:
+        """The caller of an access token (None: the credential is not one, so it is an assertion or nothing)."""
+        if not authorization or not authorization.startswith("Bearer " + ACCESS_PREFIX):
+            return None
+        token = authorization[7:].strip()
+        if self.access is None:
+            raise AuthError("access tokens are not accepted here")
+        if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+            raise AuthError(f"malformed token: not an access token of at most {MAX_TOKEN_CHARS} ASCII characters")
+        try:
+            granted = self.access.verify(token, self._key_tags)
+        except InvalidAccessToken as e:
+            raise AuthError(f"invalid access token: {e}") from e
+        return Principal(granted.sub, granted.kind, frozenset(granted.scope.split()), by_access_token=True)
+
+    def issue(self, principal: Principal) -> tuple[str, int]:
+        """An access token for a caller authenticated by its own assertion, and its lifetime in seconds."""
+        if self.access is None:
+            raise AuthError("access tokens are not issued here")
+        if principal.by_access_token:  # else a stolen token could be renewed for ever
+            raise AuthError("an access token is traded for an assertion only, not for another access token")
+        return self.access.issue(principal.id, principal.kind, " ".join(sorted(principal.scopes)),
+                                 self._key_tags[principal.id])
 
     def verify(self, authorization: str | None) -> tuple[Principal, str, float]:
         """The token's signature and claims (CPU only): its principal, jti and exp."""

@@ -251,6 +251,12 @@ def _schemas(limits: Limits, message_types: list[str]) -> dict[str, Any]:
             "type": "object", "required": ["ids"], "additionalProperties": False,
             "properties": {"ids": {"type": "array", "maxItems": 1000, "items": {"type": "string"}}},
         },
+        "AccessToken": {
+            "type": "object", "required": ["access_token", "token_type", "expires_in"], "additionalProperties": False,
+            "properties": {"access_token": {"type": "string", "pattern": "^yat1\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$"},
+                           "token_type": {"const": "Bearer"},
+                           "expires_in": {"type": "integer", "minimum": 1}},
+        },
         "Acked": {
             "type": "object", "required": ["acked"], "additionalProperties": False,
             "properties": {"acked": {"type": "integer", "minimum": 0}},
@@ -392,6 +398,15 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
         "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": _HEADER_SAFE},
     }
     paths: dict[str, Any] = {
+        "/v1/token": {"post": {
+            "operationId": "postToken", "summary": "Trade the caller's single-use assertion (the request's own "
+            "bearer JWT; no body) for an access token, reused until it expires", "security": jwt,
+            "responses": {"200": _json(_ref("schemas", "AccessToken"), "the access token (RFC 6749 5.1 shape, "
+                                       "`Cache-Control: no-store`)"),
+                          **problem_responses({**unauthenticated, **state,
+                                               "unauthenticated": "the token is missing, not a valid assertion, "
+                                               "or is itself an access token (one is never renewed by another)"})},
+        }},
         "/v1/messages": {"post": {
             "operationId": "postMessage", "summary": "Send one message to another region", "security": jwt,
             "description": "202 once the broker acknowledged it. A retry with the same `Idempotency-Key` returns "
@@ -592,7 +607,8 @@ def document(*, region: str, limits: Limits, max_pull: int, max_wait_s: float,
                     "description": f"RFC 7523 style ES256 JWT signed by the platform's own key: `iss` the platform "
                                    f"id, `aud` `urn:yrdx:gateway:{region}`, `exp` at most "
                                    f"{limits.jwt_max_lifetime_s} s after `iat`, `jti` single use, `scope` a string "
-                                   f"(`{AUDIT_SCOPE}` for the audit route)",
+                                   f"(`{AUDIT_SCOPE}` for the audit route); or an access token that "
+                                   "`POST /v1/token` issued for such a JWT (`yat1.`..., reused until it expires)",
                 },
                 "operatorToken": {"type": "http", "scheme": "bearer",
                                   "description": "the operator's static token (`metrics.bearer_token_file`)"},

@@ -23,6 +23,7 @@ from gateway.crypto.keyfiles import load_certificate
 from gateway.crypto.seal import Opener
 from gateway.crypto.trust import TrustStore
 from gateway.http import api as api_module
+from gateway.http.access_tokens import AccessTokens
 from gateway.http.admission import Admission
 from gateway.http.api import ADMISSION, make_runner
 from gateway.http.auth import Authenticator, TokenMinter, load_public_key
@@ -34,6 +35,7 @@ from gateway.relay.ingress import Ingress
 from gateway.schemas.registry import SchemaRegistry
 from gateway.state import StateStore
 from gateway.wire import envelope, headers
+from gateway.wire.regions import gateway_audience
 from tests._util import with_use_context, with_use_contexts
 from tests.unit._relay import REGION, REGISTRY, TYPE, Harness, close, harness
 
@@ -81,7 +83,8 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     h = await harness(tmp_path)
     cfg = h.cfg
     publisher = MemoryPublisher(h.broker)
-    auth = Authenticator(REGION, {PLATFORM: load_public_key(h.ex.pki.platform_pub(REGION))}, {}, h.state)
+    auth = Authenticator(REGION, {PLATFORM: load_public_key(h.ex.pki.platform_pub(REGION))}, {}, h.state,
+                         access=AccessTokens(REGION, b"identity key", gateway_audience(REGION)))
     ingress = Ingress(cfg, REGISTRY, h.signer(REGION), publisher, h.state, h.audit, h.metrics)
     own = h.trust.add_certificate(load_certificate(h.ex.pki.gateway_cert(REGION)))
     ctx = Context(cfg, auth, ingress, h.state, h.metrics, REGISTRY, h.trust, h.trust, None, "op-token", True, True,
@@ -108,6 +111,21 @@ async def test_an_accepted_message_is_the_signed_record_on_the_inbox_topic(api: 
     assert headers.SIGNATURE in record.headers
     status, sent = await api.call("GET", f"/v1/messages/{doc['id']}")
     assert status == 200 and sent["status"] == "published"
+
+
+async def test_an_assertion_traded_at_v1_token_gives_a_reusable_token_that_cannot_renew_itself(api: Api) -> None:
+    async with api.session.post(api.url + "/v1/token", headers=api.minter.header()) as r:
+        assert r.status == 200 and r.headers["Cache-Control"] == "no-store"
+        doc = orjson.loads(await r.read())
+    assert doc["token_type"] == "Bearer" and doc["expires_in"] == 300 and doc["access_token"].startswith("yat1.")
+    bearer = f"Bearer {doc['access_token']}"
+    body = {"type": TYPE, "to": "JS", "payload": REGISTRY.examples(TYPE)[0]}
+    for _ in range(2):  # no jti: the same token again is not a replay
+        status, sent = await api.call("POST", "/v1/messages", body, Authorization=bearer)
+        assert status == 202, sent
+    assert len(api.h.broker.records(api.h.cfg.topics.inbox("JS"))) == 2
+    status, refused = await api.call("POST", "/v1/token", Authorization=bearer)
+    assert status == 401 and refused["code"] == "unauthenticated" and "assertion only" in refused["detail"]
 
 
 async def test_a_retry_with_the_same_idempotency_key_publishes_nothing_new(api: Api) -> None:
