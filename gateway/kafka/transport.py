@@ -216,6 +216,7 @@ class KafkaInboxConsumer:
         self._next_commit_at = 0.0
         self._settled = asyncio.Event()  # set while no batch is in hand (polled and not yet committed)
         self._settled.set()
+        self._in_hand = 0  # batches polled and not yet committed (egress may hold two: relay/egress.py run)
         self._revoking = False
         self.assignments = 0  # assignments received: how often the group moved partitions to this replica
         self._consumer = AIOKafkaConsumer(
@@ -291,6 +292,7 @@ class KafkaInboxConsumer:
         else:
             batch = [in_record(m) for msgs in fetched.values() for m in msgs]
         if batch:
+            self._in_hand += 1
             self._settled.clear()
         elif self._decided:
             self._commit_soon(at_once=True)  # idle: what is decided need not wait for the interval
@@ -323,10 +325,16 @@ class KafkaInboxConsumer:
             try:
                 await self._commit_decided()
             finally:
-                self._settled.set()
+                self._batch_decided()
             return
-        self._settled.set()
+        self._batch_decided()
         self._commit_soon()
+
+    def _batch_decided(self) -> None:
+        """One batch in hand less; settled once none is left (a revocation waits for that)."""
+        self._in_hand = max(0, self._in_hand - 1)
+        if not self._in_hand:
+            self._settled.set()
 
     def _commit_soon(self, at_once: bool = False) -> None:
         """Start a background commit of the decided offsets, unless one is in flight or the last started less

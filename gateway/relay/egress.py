@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import orjson
@@ -82,18 +83,48 @@ class Egress:
         self.health = health or EgressHealth()
 
     async def run(self, consumer: InboxConsumer, stopping: asyncio.Event) -> None:
-        """Until asked to stop: the batch in hand is finished and committed before returning (drain)."""
-        while not stopping.is_set():
-            batch = await consumer.poll()
-            self.health.polled()
-            if batch:
-                await self.handle(batch, stopping)
-                await consumer.commit(batch)
-            await self.resume_parked(stopping)
-            offsets = consumer.offsets()
-            self.health.progress(offsets)
-            for partition, waiting in self.health.lag.items():
-                self._fx.metrics.consumer_lag.labels(str(partition)).set(waiting)
+        """Until asked to stop: the batches in hand are finished and committed before returning (drain).
+
+        A batch that sends nothing of its own (receipts applied at the origin) leaves its audit records to the
+        next flush that another step begins (BatchOutcomes.carried), for up to CARRY_WAIT_S: the loop polls and
+        handles the next batch meanwhile instead of waiting, and commits the two in order. At a platform's
+        counter the next batch is often the reply a call is waiting for."""
+        carried: asyncio.Task[None] | None = None  # the batches left to a carrier, each committed in turn
+        try:
+            while not stopping.is_set():
+                batch = await consumer.poll()
+                self.health.polled()
+                if batch:
+                    later = await self.handle(batch, stopping, carry=True)
+                    if later is not None:  # committed after the batches before it: offsets move in order
+                        carried = asyncio.create_task(self._commit_when_durable(consumer, batch, later, carried))
+                    else:
+                        if carried is not None:  # this batch's flush carried theirs: they are durable, or nearly
+                            await carried
+                            carried = None
+                        await consumer.commit(batch)
+                elif carried is not None and carried.done():
+                    await carried  # its error, if it had one, stops the loop as an error of this batch would
+                    carried = None
+                await self.resume_parked(stopping)
+                offsets = consumer.offsets()
+                self.health.progress(offsets)
+                for partition, waiting in self.health.lag.items():
+                    self._fx.metrics.consumer_lag.labels(str(partition)).set(waiting)
+        except BaseException:
+            if carried is not None:  # not committed: read again after the restart, and dropped by the dedupe marks
+                carried.cancel()
+            raise
+        if carried is not None:
+            await carried
+
+    @staticmethod
+    async def _commit_when_durable(consumer: InboxConsumer, batch: Sequence[InRecord],
+                                   durable: Callable[[], Awaitable[None]], after: asyncio.Task[None] | None) -> None:
+        if after is not None:
+            await after
+        await durable()
+        await consumer.commit(batch)
 
     async def resume_parked(self, stopping: asyncio.Event | None = None) -> None:
         """The messages parked until their files were decided (gateway/files/claims.py), through every step."""
@@ -110,7 +141,11 @@ class Egress:
 
     # --- the batch -----------------------------------------------------------------------------------------
 
-    async def handle(self, batch: Sequence[InRecord], stopping: asyncio.Event | None = None) -> None:
+    async def handle(self, batch: Sequence[InRecord], stopping: asyncio.Event | None = None,
+                     carry: bool = False) -> Callable[[], Awaitable[None]] | None:
+        """Every record of the batch decided; None once its results are acknowledged by the broker. With `carry`,
+        a batch that sends nothing of its own returns instead what to await for its audit records to be durable
+        (they wait for another step's flush to carry them): it may be committed only after that."""
         now = datetime.now(UTC)
         out = BatchOutcomes(self._fx, envelope.utc_timestamp(now))
         checked: list[Verified | Refused] = []
@@ -173,7 +208,10 @@ class Egress:
             await asyncio.gather(*(
                 self.push_conversation(items, limits[items[0][0].id], out, late) for items in webhooks.values()
             ))
+        if carry and out.sends_nothing():
+            return functools.partial(out.carried, stopping or asyncio.Event())
         await out.flush(stopping or asyncio.Event())
+        return None
 
     def dedupe(self, checked: list[Verified | Refused], out: BatchOutcomes) -> list[Verified | Refused]:
         """Second copies of a delivered id are refused; a re-read of the same record (after a crash before the

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 RECEIPT_ITEMS = 1000  # items per signed receipt (the schema allows 2,000)
 # A batch that sends nothing (an origin's receipts, applied) waits at most this long for another flush (the
 # ingress group commit's, at most one group later under traffic) to carry its audit records before it flushes
-# them alone: only its own offset commit waits on them (AuditTrail.durable's `wait_s`).
+# them alone: only its own offset commit waits on them (AuditTrail.durable's `wait_s`), and the egress loop
+# handles the next batch meanwhile (Egress.run).
 CARRY_WAIT_S = 0.05
 
 
@@ -156,17 +157,27 @@ class BatchOutcomes:
                                     outcome=item["outcome"])
         self.receipts.clear()
 
-    async def flush(self, stopping: asyncio.Event) -> None:
+    def sends_nothing(self) -> bool:
+        """No dead letter and no receipt: only its audit records stand between the batch and its commit."""
+        return not self.records and not self.receipts
+
+    async def carried(self, stopping: asyncio.Event) -> None:
+        """A batch that sends nothing: its audit records wait up to CARRY_WAIT_S for another step's flush to
+        carry them (Egress.run handles the next batch meanwhile), else leave alone."""
+        await self.flush(stopping, CARRY_WAIT_S)
+
+    async def flush(self, stopping: asyncio.Event, wait_s: float = 0.0) -> None:
         """Dead letters and receipts, then the audit records: all acknowledged before the offsets move. While
         the broker is down this retries, since nothing is committed meanwhile and so nothing can be lost; when
-        the gateway is stopping it gives up instead (Draining) and the batch is read again after the restart."""
+        the gateway is stopping it gives up instead (Draining) and the batch is read again after the restart.
+        `wait_s`: how long a batch with nothing to send lets its audit records wait for a carrier."""
         self.seal_receipts()
         self.count_delivered()
         delay = 0.5
         while True:
             try:
                 # Dead letters and receipts ride with the batch's audit segment: one produce round trip.
-                await self.fx.audit.durable(riders=self.records, wait_s=0.0 if self.records else CARRY_WAIT_S)
+                await self.fx.audit.durable(riders=self.records, wait_s=0.0 if self.records else wait_s)
                 self.records = []
                 break
             except BrokerUnavailable as e:

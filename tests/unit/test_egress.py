@@ -302,6 +302,71 @@ async def test_a_stopping_gateway_gives_up_flushing_when_the_broker_is_down_and_
     assert ("commit", h.inbox) not in h.broker.events
 
 
+# --- a batch that sends nothing (receipts applied) does not hold the loop ---------------------------------------
+
+class PacedConsumer(MemoryInboxConsumer):
+    """The twin's consumer as the loop meets a real one: one record per batch, an empty poll waits 5 ms (the
+    broker's fetch wait), and each commit noted with what had been delivered to the platform by then."""
+
+    def __init__(self, h: Harness) -> None:
+        super().__init__(h.broker, h.inbox, h.cfg.topics.egress_group(REGION), max_records=1)
+        self.h = h
+        self.commits: list[tuple[dict[int, int], list[str]]] = []
+
+    async def poll(self) -> list[InRecord]:
+        batch = await super().poll()
+        if not batch:
+            await asyncio.sleep(0.005)
+        return batch
+
+    async def commit(self, batch: Any) -> None:
+        self.commits.append(({r.partition: r.offset + 1 for r in batch}, self.h.delivered_ids()))
+        await super().commit(batch)
+
+
+def sent_and_receipted(h: Harness) -> None:
+    """A message this region sent to JS, and JS's signed receipt for it on this region's inbox."""
+    msg_id, raw = h.envelope(REGION, recipient="JS")
+    h.record_sent(msg_id, "JS", raw)
+    _, receipt = receipt_record(h, "JS", msg_id, raw)
+    h.produce(receipt, h.signer("JS").sign(receipt))
+
+
+async def run_until(h: Harness, consumer: PacedConsumer, commits: int) -> None:
+    stopping = asyncio.Event()
+    task = asyncio.create_task(h.egress.run(consumer, stopping))
+    async with asyncio.timeout(5):
+        while len(consumer.commits) < commits:
+            await asyncio.sleep(0.001)
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_a_batch_that_sends_nothing_does_not_hold_back_the_message_behind_it(h: Harness) -> None:
+    """Receipts applied send nothing: their audit records wait for a flush to carry them, and meanwhile the loop
+    delivers the next batch, whose flush carries them. Before, the loop waited up to 50 ms for a carrier first
+    (at a counter, the reply a call was waiting for sat behind it)."""
+    sent_and_receipted(h)
+    msg_id, _ = h.send("JS")
+    consumer = PacedConsumer(h)
+    await run_until(h, consumer, 2)
+    # Committed in offset order, and the receipts' batch only once the message behind it was delivered.
+    assert consumer.commits == [({0: 1}, [msg_id]), ({0: 2}, [msg_id])]
+    assert h.audit.pending() == 0
+
+
+async def test_batches_left_to_a_carrier_are_committed_in_order_once_durable_with_no_traffic_after(
+        h: Harness) -> None:
+    sent_and_receipted(h)
+    sent_and_receipted(h)
+    consumer = PacedConsumer(h)
+    await run_until(h, consumer, 2)
+    assert [offsets for offsets, _ in consumer.commits] == [{0: 1}, {0: 2}]
+    audit_at_commit = h.broker.events.index(("publish", h.cfg.topics.audit))
+    assert audit_at_commit < h.broker.events.index(("commit", h.inbox))  # durable first, then committed
+    assert h.audit.pending() == 0
+
+
 # --- receipts at the origin --------------------------------------------------------------------------------
 
 def receipt_record(h: Harness, by: str, msg_id: str, raw: bytes, outcome: str = "delivered") -> tuple[str, bytes]:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaConnectionError
+from aiokafka.structs import ConsumerRecord
 
 from gateway.config import KafkaConfig
 from gateway.kafka.port import InRecord
@@ -23,6 +24,7 @@ class FakeClient:
         self.commits: list[dict[int, int]] = []
         self.gate: asyncio.Event | None = None  # when set, a commit waits for it (a slow round trip)
         self.fail: BaseException | None = None
+        self.fetches: list[list[Any]] = []  # what getmany hands out, one list of records per call
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         if self.gate is not None:
@@ -33,7 +35,10 @@ class FakeClient:
         self.commits.append({tp.partition: o for tp, o in offsets.items()})
 
     async def getmany(self, **_: Any) -> dict[Any, list[Any]]:
-        return {}
+        if not self.fetches:
+            return {}
+        got = self.fetches.pop(0)
+        return {TopicPartition(TOPIC, got[0].partition): got}
 
     async def stop(self) -> None:
         pass
@@ -114,3 +119,19 @@ async def test_a_commit_refused_by_the_group_abandons_the_batch_without_an_error
 @pytest.fixture(autouse=True)
 def _quiet_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("ERROR")
+
+
+async def test_a_revoke_waits_until_every_batch_in_hand_is_decided() -> None:
+    """Egress may hold two batches (one whose audit records wait for a carrier, relay/egress.py): the first
+    one's commit does not settle the consumer while the second is still in hand."""
+    c, fake = await consumer(0.0)
+    fake.fetches = [[ConsumerRecord(TOPIC, 0, 0, 0, 0, b"k", b"{}", None, 1, 2, [])],
+                    [ConsumerRecord(TOPIC, 0, 1, 0, 0, b"k", b"{}", None, 1, 2, [])]]
+    first, second = await c.poll(), await c.poll()
+    revoke = asyncio.create_task(c.settle({TopicPartition(TOPIC, 0)}))
+    await c.commit(first)
+    await asyncio.sleep(0.01)
+    assert not revoke.done()  # the second batch is still being handled
+    await c.commit(second)
+    await asyncio.wait_for(revoke, 1)
+    assert fake.commits == [{0: 1}, {0: 2}]
