@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 # Records per Kafka record: about 300 bytes each, so a segment stays far below the broker's 1 MB default.
 SEGMENT_RECORDS = 1000
+SEGMENT_MAX_BYTES = 512 * 1024  # half the producer's max_request_size: room for the record's framing
 # Entries per batch record: about 200 bytes each; a batch record stays far below the broker's 1 MB default too.
 BATCH_ENTRIES = 2000
 _HEAD_KEY = "audit_head"
@@ -209,11 +210,9 @@ class AuditTrail:
                     # of forking; the gap covers only records whose steps were never acknowledged. A failed save
                     # (the state database gone) or publish puts the records back, in order, for the next flush.
                     self._state.put(self._head_key, orjson.dumps({"seq": last["seq"], "hash": last["hash"]}))
-                    out += [
-                        OutRecord(self._topics.audit, self._segment(records[i:i + SEGMENT_RECORDS]),
-                                  self.region.encode())
-                        for i in range(0, len(records), SEGMENT_RECORDS)
-                    ]
+                    out += [OutRecord(self._topics.audit, segment, self.region.encode())
+                            for i in range(0, len(records), SEGMENT_RECORDS)
+                            for segment in self._sized_segments(records[i:i + SEGMENT_RECORDS])]
                 await self._publisher.publish(out)  # the audit topic has one partition, the producer is idempotent
             except BaseException as e:
                 self._unsent = records + self._unsent
@@ -235,6 +234,16 @@ class AuditTrail:
         The caller then waits for `durable()`."""
         if self._chain_fields:
             self.append("stopped", "", None)
+
+    def _sized_segments(self, records: list[dict[str, Any]]) -> list[bytes]:
+        """The records as one segment, or halved until each is at most SEGMENT_MAX_BYTES: the broker refuses a
+        record over its limit (~1 MB), and a flush refused for good would hold every later step. Batch records
+        naming many messages reach that well before SEGMENT_RECORDS, when a flush gathers several batches'."""
+        segment = self._segment(records)
+        if len(segment) <= SEGMENT_MAX_BYTES or len(records) == 1:
+            return [segment]
+        half = len(records) // 2
+        return self._sized_segments(records[:half]) + self._sized_segments(records[half:])
 
     def _segment(self, records: list[dict[str, Any]]) -> bytes:
         last = records[-1]

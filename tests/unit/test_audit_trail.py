@@ -182,6 +182,23 @@ async def test_a_long_run_is_split_into_segments_that_each_hold(pki: PkiLayout, 
     assert all(segment_break(s) is None and segment_fault(s, trust) is None for s in segments)
 
 
+async def test_a_flush_too_large_for_one_broker_record_is_split_by_size(
+        pki: PkiLayout, trust: TrustStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under SEGMENT_RECORDS but over SEGMENT_MAX_BYTES: halved until each segment fits, the chain unbroken (one
+    oversize record was refused by the broker at every retry, and the trail stalled)."""
+    monkeypatch.setattr(trail_module, "SEGMENT_MAX_BYTES", 4096)
+    broker = MemoryBroker(partitions=1)
+    audit = new_trail(pki, tmp_path, broker)
+    for i in range(40):  # stages alternate: each entry a record of its own (a stage's run is one batch record)
+        audit.append("rejected" if i % 2 else "dead_lettered", f"m-{i}", None, reason="x" * 200)
+    await audit.durable()
+    values = [r.value for r in broker.records(TOPICS.audit)]
+    segments = [parse_segment(v) for v in values]
+    assert len(segments) > 1 and all(len(v) <= 4096 for v in values)
+    assert sum(len(s.records) for s in segments) == 40
+    assert all(segment_break(s) is None and segment_fault(s, trust) is None for s in segments)
+
+
 async def test_the_periodic_flush_publishes_and_announces_a_signed_head(pki: PkiLayout, tmp_path: Path) -> None:
     broker = MemoryBroker(partitions=1)
     audit = new_trail(pki, tmp_path, broker)
