@@ -8,6 +8,7 @@ audit records, so a 202 means "on Kafka". Idempotency-Key retries are answered b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -92,6 +93,8 @@ class Ingress:
         self._signing: Coalescer[Unsigned, Signed] = Coalescer(self._sign_group)
         self._publishing: Coalescer[Signed, Problem | None] = Coalescer(self._publish_group, max_running=1)
         self._sending: Coalescer[Unsigned, Signed | Problem] = Coalescer(self._send_group, max_running=1)
+        # The publish of each signed message in flight here, by id: a retry that arrives meanwhile waits for it.
+        self._in_flight: dict[str, asyncio.Future[Problem | None]] = {}
         self._publisher = publisher
         self._state = state
         self._keys = IdempotencyKeys(state)
@@ -285,7 +288,9 @@ class Ingress:
                           ) -> Fresh | Recalled | Problem:
         """One message checked and signed (together with those of the other requests in flight), not published:
         `Fresh`, with the claim of its Idempotency-Key to remember before it is published; or, for a key seen
-        before, what its retry gets (`Recalled`)."""
+        before, what its retry gets (`Recalled`). A request with the same key that is remembered while this one
+        waits for its signature is found by the caller's claim, which is atomic (`IdempotencyKeys.remember`,
+        `open_request`): its loser recalls the winner's message, so the key is read once here, not again."""
         if idempotency_key is None:
             fresh = await self._prepare_one(platform, item)
             return fresh if isinstance(fresh, Problem) else Fresh(fresh, None)
@@ -298,13 +303,19 @@ class Ingress:
         signed = await self._prepare_one(platform, item)
         if isinstance(signed, Problem):
             return signed
-        # A request with the same key may have been remembered while this one waited for its signature.
-        return self._keys.recall(platform.id, idempotency_key, request_sha) or Fresh(signed, self._keys.claim(
-            request_sha, signed))
+        return Fresh(signed, self._keys.claim(request_sha, signed))
 
     async def publish_one(self, signed: Signed) -> Problem | None:
-        """One signed message, published with those of the other single requests in flight."""
-        return await self._publishing.submit(signed)
+        """One signed message, published with those of the other single requests in flight. A retry with its
+        Idempotency-Key while its first publish is in flight here gets that publish's outcome: a second copy on
+        the topic would only reach the receiver as a `duplicate` dead letter. (A retry at another replica, or
+        after a failed publish, does send the same bytes again: the receiver delivers them once.)"""
+        running = self._in_flight.get(signed.id)
+        if running is None:
+            running = asyncio.ensure_future(self._publishing.submit(signed))
+            self._in_flight[signed.id] = running
+            running.add_done_callback(lambda _: self._in_flight.pop(signed.id, None))
+        return await asyncio.shield(running)  # one caller going away does not cancel the others' publish
 
     async def _prepare_one(self, platform: Platform, item: object) -> Signed | Problem:
         """One message, signed together with those of the other requests in flight (relay/coalesce.py)."""

@@ -138,6 +138,17 @@ async def test_a_retry_with_the_same_idempotency_key_publishes_nothing_new(api: 
     assert len(api.h.broker.records(api.h.cfg.topics.inbox("JS"))) == 1
 
 
+async def test_requests_with_one_idempotency_key_at_once_publish_one_message(api: Api) -> None:
+    """Five requests with one key in the same turn of the loop: each is signed before any claims the key, and the
+    claim decides: one message is published, and all five are answered with its id."""
+    body = {"type": TYPE, "to": "JS", "payload": REGISTRY.examples(TYPE)[0]}
+    answers = await asyncio.gather(*(api.call("POST", "/v1/messages", body, **{"Idempotency-Key": "k-at-once"})
+                                     for _ in range(5)))
+    assert [status for status, _ in answers] == [202] * 5
+    (record,) = api.h.broker.records(api.h.cfg.topics.inbox("JS"))
+    assert {doc["id"] for _, doc in answers} == {envelope.parse(record.value).id}
+
+
 async def test_the_pull_inbox_hands_out_what_egress_delivered_until_acked(api: Api) -> None:
     msg_id, _ = api.h.send("JS")
     await api.h.drain()

@@ -310,6 +310,21 @@ async def test_a_retry_with_one_idempotency_key_sends_one_request_and_gets_the_s
     assert a.reply == b.reply == after.reply and a.reply is not None and a.reply["id"] == reply_id
 
 
+async def test_calls_with_one_idempotency_key_at_once_send_one_request(rig: Rig) -> None:
+    """Three calls with one key in the same turn of the loop, each signed before any claims the key: the claim in
+    the request row decides, so one request is sent and every call answers with its id and its reply."""
+    body = rig.request(LICENSE)
+    calls = [asyncio.create_task(rig.rr.call(PLATFORM, copy.deepcopy(body), deadline_ms=5000,
+                                             idempotency_key="k-at-once")) for _ in range(3)]
+    (req,) = await rig.sent()
+    reply_id = rig.answer(req.correlation_id, "license.verify.result")
+    await rig.h.drain()
+    outcomes = await asyncio.gather(*calls)
+    assert len(rig.sent_to_js()) == 1
+    assert {o.message_id for o in outcomes} == {req.id}
+    assert all(o.reply is not None and o.reply["id"] == reply_id for o in outcomes)
+
+
 async def test_a_correlation_id_of_another_request_is_refused(rig: Rig) -> None:
     first = asyncio.create_task(rig.rr.call(PLATFORM, rig.request(LICENSE, correlation_id="c-1"), deadline_ms=200))
     await rig.sent()
